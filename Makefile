@@ -1,0 +1,112 @@
+# pushgate - build, test, bench, demo.
+#
+#   make            release build of every library and program (build/release)
+#   make test       dependencies if missing, ASan+UBSan build (build/test), every test
+#   make bench      release build, then the benchmarks
+#   make demo       dependencies, local MariaDB + Redis, the whole stack
+#   make install PREFIX=/usr/local
+#   make clean
+
+BUILD   ?= release
+PREFIX  ?= /usr/local
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+VERSION := 0.1.0
+
+OUT     := build/$(BUILD)
+PKGS    := libevent libevent_pthreads jansson libjwt inih
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g \
+                 -DPG_VERSION='"$(VERSION)"' -Icommon $(PKG_CFLAGS) $(shell mariadb_config --cflags 2>/dev/null)
+ifeq ($(BUILD),test)
+  CFLAGS_MODE := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDFLAGS_MODE := -fsanitize=address,undefined
+else
+  CFLAGS_MODE := -O2
+  LDFLAGS_MODE :=
+endif
+CFLAGS  += $(CFLAGS_COMMON) $(CFLAGS_MODE)
+LDFLAGS += $(LDFLAGS_MODE)
+LIBS    := $(PKG_LIBS) -lwslay -lhiredis -lhttp_parser $(shell mariadb_config --libs 2>/dev/null) -lssl -lcrypto -lpthread -lm
+
+COMMON_SRC  := $(wildcard common/*.c)
+COMMON_OBJ  := $(COMMON_SRC:%.c=$(OUT)/obj/%.o)
+COMMON_LIB  := $(OUT)/libpushgate.a
+
+EXAMPLE_SRC := $(wildcard examples/*.c)
+EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(OUT)/bin/%)
+BENCH_SRC   := $(wildcard bench/*.c)
+BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(OUT)/bin/%)
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
+DAEMON_DIRS := $(filter gateway proxy consumer ctl,$(patsubst %/,%,$(dir $(wildcard */main.c))))
+DAEMON_BIN  := $(DAEMON_DIRS:%=$(OUT)/bin/pushgate-%)
+
+.PHONY: all test unit e2e bench demo install clean deps
+
+all: $(COMMON_LIB) $(EXAMPLE_BIN) $(BENCH_BIN) $(UNIT_BIN) $(DAEMON_BIN)
+
+$(OUT)/obj/%.o: %.c $(wildcard common/*.h) | $(OUT)/obj
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(OUT)/obj:
+	@mkdir -p $@
+
+$(COMMON_LIB): $(COMMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(OUT)/bin/%: examples/%.c $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
+
+$(OUT)/bin/%: bench/%.c $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
+
+$(OUT)/tests/%: tests/unit/%.c $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS) -lcmocka
+
+# Each daemon folder holds main.c plus its own modules.
+.SECONDEXPANSION:
+$(OUT)/bin/pushgate-%: $$(patsubst %.c,$(OUT)/obj/%.o,$$(wildcard $$*/*.c)) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
+
+deps:
+	@scripts/install-deps --check >/dev/null 2>&1 || scripts/install-deps
+
+# Unit tests (cmocka), then process-level and end-to-end tests (pytest) against
+# the ASan/UBSan build, with a throw-away MariaDB and Redis from tests/fixture.py.
+test: deps
+	$(MAKE) BUILD=test all
+	$(MAKE) BUILD=test unit e2e
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+e2e:
+	PG_BIN=$(CURDIR)/$(OUT)/bin ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+bench: deps
+	$(MAKE) BUILD=release all
+	PG_BIN=$(CURDIR)/build/release/bin $(PYTHON) bench/run.py
+
+demo: deps
+	$(MAKE) BUILD=release all
+	PG_BIN=$(CURDIR)/build/release/bin $(PYTHON) scripts/demo.py
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/pushgate/sql $(DESTDIR)$(PREFIX)/share/pushgate/config
+	for b in $(DAEMON_BIN) $(EXAMPLE_BIN); do install -m 755 $$b $(DESTDIR)$(PREFIX)/bin/; done
+	install -m 644 sql/*.sql $(DESTDIR)$(PREFIX)/share/pushgate/sql/
+	-install -m 644 config/*.ini $(DESTDIR)$(PREFIX)/share/pushgate/config/ 2>/dev/null
+
+clean:
+	rm -rf build

@@ -1,0 +1,18 @@
+/* daemon.h - the start of every pushgate program's main(): process title,
+ * settings (defaults, -c FILE, PUSHGATE_* environment, --set), logging. */
+#ifndef PG_DAEMON_H
+#define PG_DAEMON_H
+
+#include "config.h"
+#include "server.h"
+
+/* tables[0] must be the server settings (pg_server_conf_defs on a
+ * pg_server_settings); the rest are the program's own.  Returns 0 to go on,
+ * 1 when --help or --version was answered, -1 on an error (printed). */
+int pg_daemon_init(int argc, char **argv, const char *program, pg_conf_table *tables,
+                   size_t ntables);
+
+/* Frees the settings and closes the log. */
+void pg_daemon_done(pg_conf_table *tables, size_t ntables);
+
+#endif

@@ -1,0 +1,141 @@
+/* server_internal.h - what the engine's files share; not a public header.
+ *
+ * server.c          settings, creating the server, listening, start-up order
+ * server_master.c   master main thread: accept, signals, stopping
+ * server_reactor.c  reactor threads: connections, framing, dispatch, writes
+ * server_manager.c  manager process: fork, respawn, reload
+ * server_worker.c   worker and task worker processes */
+#ifndef PG_SERVER_INTERNAL_H
+#define PG_SERVER_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+
+#include "ipc.h"
+#include "server.h"
+
+/* Session ids: 28 bits of boot generation, 36 bits of counter.  The counter
+ * of reactor r runs r, r + reactor_num, r + 2 * reactor_num, ... so any process
+ * can tell which reactor thread holds a session without asking. */
+#define PG_SESSION_COUNTER_BITS 36
+#define PG_SESSION_COUNTER_MASK ((UINT64_C(1) << PG_SESSION_COUNTER_BITS) - 1)
+#define PG_GENERATION_MASK ((UINT32_C(1) << (64 - PG_SESSION_COUNTER_BITS)) - 1)
+
+typedef struct {
+    _Atomic pid_t pid;
+    _Atomic int state;
+    _Atomic uint64_t requests;
+    _Atomic uint64_t queued;
+    _Atomic uint64_t respawns;
+} pg_shm_worker;
+
+/* Counters in shared memory, mapped before fork. */
+typedef struct {
+    int64_t start_time;
+    _Atomic pid_t master_pid, manager_pid;
+    _Atomic uint64_t connections, accepted, closed, refused;
+    _Atomic uint64_t packets_in, packets_out, bytes_in, bytes_out;
+    _Atomic uint64_t task_queue, tasks_done, task_seq;
+    _Atomic uint64_t sessions_per_reactor[PG_SERVER_MAX_REACTORS];
+    pg_shm_worker workers[PG_SERVER_MAX_WORKERS];
+    pg_shm_worker task_workers[PG_SERVER_MAX_WORKERS];
+} pg_shm_stats;
+
+typedef struct {
+    int fd;
+    int port;
+    char host[64];
+    pg_listen_options opts;
+    char eof[8];                      /* copy of the EOF marker opts.frame points at */
+} pg_listener;
+
+typedef struct pg_hook_entry {
+    pg_hook hook;
+    pg_hook_fn fn;
+    void *arg;
+    struct pg_hook_entry *next;
+} pg_hook_entry;
+
+typedef struct pg_event_listener {
+    char *name;
+    pg_event_listener_fn fn;
+    void *arg;
+    struct pg_event_listener *next;
+} pg_event_listener;
+
+typedef struct pg_reactor pg_reactor;
+typedef struct pg_worker_proc pg_worker_proc;
+
+struct pg_server {
+    char name[64];
+    const pg_server_settings *settings;
+    pg_server_callbacks cb;
+    void *data;
+    uint32_t generation;
+    int reactor_num, worker_num, task_worker_num;
+    size_t ipc_max_message;
+
+    pg_listener listeners[PG_SERVER_MAX_LISTENERS];
+    int listener_num;
+    pg_hook_entry *hooks;
+    pg_event_listener *event_listeners;
+
+    /* IPC socket pairs, [0] master/worker side, [1] far side:
+     * reactor_ipc[r * worker_num + w]: reactor r <-> worker w
+     * task_ipc[w * task_worker_num + t]: worker w <-> task worker t */
+    int (*reactor_ipc)[2];
+    int (*task_ipc)[2];
+
+    pg_shm_stats *stats;
+    pg_role role;
+    int worker_id;
+    pid_t master_pid, manager_pid;
+
+    /* master */
+    pg_reactor *reactors;
+    struct event_base *main_base;
+    int stop_requested;
+    int exit_code;
+
+    /* worker or task worker of this process */
+    pg_worker_proc *proc;
+};
+
+/* server.c */
+void pg_server_run_hooks(pg_server *s, pg_hook hook, int worker_id);
+uint64_t pg_now_ms(void);
+
+/* server_master.c */
+int pg_master_run(pg_server *s);
+
+/* server_reactor.c */
+int pg_reactors_create(pg_server *s);
+int pg_reactors_start(pg_server *s);
+/* From the main thread: hand over an accepted socket. */
+int pg_reactor_assign(pg_server *s, int fd, int listener);
+/* From the main thread: drain, flush and stop every reactor, then join. */
+void pg_reactors_stop(pg_server *s);
+void pg_reactors_free(pg_server *s);
+
+/* server_manager.c: runs in the forked manager; never returns. */
+void pg_manager_main(pg_server *s) __attribute__((noreturn));
+
+/* server_worker.c: run in forked children; return the exit code. */
+int pg_worker_main(pg_server *s, int worker_id);
+int pg_task_worker_main(pg_server *s, int task_worker_id);
+
+static inline int pg_session_reactor_of(uint64_t session, int reactor_num)
+{
+    return (int)((session & PG_SESSION_COUNTER_MASK) % (uint64_t)reactor_num);
+}
+
+/* The worker that sees a session's connect and close (and, in fixed dispatch
+ * mode, all its packets). */
+static inline int pg_session_home_worker(uint64_t session, int worker_num)
+{
+    uint64_t x = session * UINT64_C(0x9E3779B97F4A7C15);
+    return (int)((x >> 32) % (uint64_t)worker_num);
+}
+
+#endif

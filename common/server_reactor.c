@@ -1,0 +1,723 @@
+/* server_reactor.c - reactor threads: each runs one libevent loop that owns a
+ * share of the connections.  It reads sockets, cuts packets (or lets a protocol
+ * hook do it), hands them to workers over IPC channels, and writes what the
+ * workers send back.  A connection keeps no buffer while idle: input is read
+ * into the thread's buffer and only an incomplete packet is kept, output is
+ * written at once and only what the socket refuses is queued. */
+#include "server_internal.h"
+
+#include "idmap.h"
+#include "log.h"
+#include "timer.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#define READ_BUFFER_SIZE (64 * 1024)
+#define STOP_DEADLINE_MS 5000
+
+enum {
+    CONN_CLOSING = 1,     /* no more reads; close once output is written */
+    CONN_IN_CALLBACK = 2, /* inside a read: free later */
+    CONN_DEAD = 4,        /* closed while in a callback */
+    CONN_WRITING = 8,     /* EV_WRITE is part of ev */
+};
+
+struct pg_conn {
+    struct event ev;
+    pg_session_id session;
+    pg_reactor *reactor;
+    pg_conn *prev, *next;
+    char *in;                  /* incomplete packet, NULL while there is none */
+    uint32_t in_len, in_cap, in_need;
+    uint32_t last_active;      /* seconds, reactor clock */
+    struct evbuffer *out;      /* NULL while nothing waits to be written */
+    void *proto_state;
+    int fd;
+    uint8_t listener;
+    uint8_t flags;
+};
+
+typedef struct {
+    int fd;
+    int listener;
+} pending_accept;
+
+struct pg_reactor {
+    pg_server *s;
+    int id;
+    pthread_t thread;
+    struct event_base *base;
+    int wake_fd;
+    struct event *wake_ev;
+    pthread_mutex_t lock;
+    pending_accept *queue;     /* guarded by lock */
+    size_t queue_len, queue_cap;
+    int stop_requested;        /* guarded by lock */
+
+    pg_idmap *sessions;
+    pg_conn *conns;
+    uint64_t seq;
+    int next_worker;
+    pg_ipc_channel **workers;
+    int channels_open;
+    struct event *heartbeat_ev, *deadline_ev;
+    int stopping;
+    char *rbuf;
+};
+
+static void conn_on_event(evutil_socket_t fd, short what, void *arg);
+
+static uint32_t reactor_clock(pg_reactor *r)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(r->base, &tv);
+    return (uint32_t)tv.tv_sec;
+}
+
+/* ---- closing ---- */
+
+static void conn_free(pg_conn *c)
+{
+    pg_reactor *r = c->reactor;
+    pg_server *s = r->s;
+    const pg_protocol *proto = s->listeners[c->listener].opts.protocol;
+    if (proto && proto->on_close)
+        proto->on_close(c);
+    event_del(&c->ev);
+    close(c->fd);
+    pg_idmap_remove(r->sessions, c->session);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (!r->stopping) {
+        pg_ipc_header h = {.id = c->session, .type = PG_IPC_CLOSE, .listener = c->listener};
+        int w = pg_session_home_worker(c->session, s->worker_num);
+        pg_ipc_send(r->workers[w], &h, NULL, 0);
+    }
+    atomic_fetch_add(&s->stats->closed, 1);
+    atomic_fetch_sub(&s->stats->connections, 1);
+    atomic_fetch_sub(&s->stats->sessions_per_reactor[r->id], 1);
+    if (c->out)
+        evbuffer_free(c->out);
+    free(c->in);
+    free(c);
+    if (r->stopping && !r->conns && r->channels_open == 0)
+        event_base_loopbreak(r->base);
+}
+
+static void conn_close_now(pg_conn *c)
+{
+    if (c->flags & CONN_IN_CALLBACK)
+        c->flags |= CONN_DEAD;
+    else
+        conn_free(c);
+}
+
+static void conn_set_events(pg_conn *c, int writing)
+{
+    short what = (c->flags & CONN_CLOSING ? 0 : EV_READ) | (writing ? EV_WRITE : 0) | EV_PERSIST;
+    event_del(&c->ev);
+    event_assign(&c->ev, c->reactor->base, c->fd, what, conn_on_event, c);
+    event_add(&c->ev, NULL);
+    c->flags = (uint8_t)(writing ? c->flags | CONN_WRITING : c->flags & ~CONN_WRITING);
+}
+
+void pg_conn_close(pg_conn *c, int graceful)
+{
+    if (graceful && c->out && evbuffer_get_length(c->out) > 0) {
+        c->flags |= CONN_CLOSING;
+        conn_set_events(c, 1);
+        return;
+    }
+    conn_close_now(c);
+}
+
+/* ---- writing ---- */
+
+static int conn_output_over_limit(pg_conn *c)
+{
+    size_t queued = evbuffer_get_length(c->out);
+    if (queued <= c->reactor->s->settings->buffer_output_size)
+        return 0;
+    pg_warn("session %llx: %zu bytes of output queued, over buffer_output_size %zu; closing",
+            (unsigned long long)c->session, queued, c->reactor->s->settings->buffer_output_size);
+    conn_close_now(c);
+    return 1;
+}
+
+static int conn_writev(pg_conn *c, struct iovec *iov, int n)
+{
+    if (c->flags & CONN_DEAD)
+        return -1;
+    pg_shm_stats *st = c->reactor->s->stats;
+    if (!c->out || evbuffer_get_length(c->out) == 0) {
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            pg_debug("session %llx: write: %s", (unsigned long long)c->session, strerror(errno));
+            conn_close_now(c);
+            return -1;
+        }
+        size_t done = w > 0 ? (size_t)w : 0;
+        atomic_fetch_add(&st->bytes_out, done);
+        for (; n > 0 && done >= iov->iov_len; n--, iov++)
+            done -= iov->iov_len;
+        if (n == 0)
+            return 0;
+        iov->iov_base = (char *)iov->iov_base + done;
+        iov->iov_len -= done;
+    }
+    if (!c->out && !(c->out = evbuffer_new())) {
+        conn_close_now(c);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        evbuffer_add(c->out, iov[i].iov_base, iov[i].iov_len);
+    if (conn_output_over_limit(c))
+        return -1;
+    if (!(c->flags & CONN_WRITING))
+        conn_set_events(c, 1);
+    return 0;
+}
+
+int pg_conn_write(pg_conn *c, const void *data, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    return conn_writev(c, &iov, 1);
+}
+
+static void conn_flush(pg_conn *c)
+{
+    int n = evbuffer_write(c->out, c->fd);
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        conn_close_now(c);
+        return;
+    }
+    if (n > 0)
+        atomic_fetch_add(&c->reactor->s->stats->bytes_out, (uint64_t)n);
+    if (evbuffer_get_length(c->out) > 0)
+        return;
+    evbuffer_free(c->out);
+    c->out = NULL;
+    if (c->flags & CONN_CLOSING)
+        conn_close_now(c);
+    else
+        conn_set_events(c, 0);
+}
+
+/* A worker's data for a session, framed the way its listener frames. */
+static void conn_send_from_worker(pg_conn *c, const char *data, size_t len)
+{
+    pg_listener *l = &c->reactor->s->listeners[c->listener];
+    atomic_fetch_add(&c->reactor->s->stats->packets_out, 1);
+    if (l->opts.protocol) {
+        if (l->opts.protocol->on_send(c, data, len) < 0)
+            conn_close_now(c);
+        return;
+    }
+    char header[PG_FRAME_LENGTH_HEADER];
+    size_t trailer_len;
+    const char *trailer = pg_frame_encode_trailer(&l->opts.frame, &trailer_len);
+    struct iovec iov[3];
+    int n = 0;
+    iov[n++] = (struct iovec){header, pg_frame_encode_header(&l->opts.frame, len, header)};
+    iov[n++] = (struct iovec){(void *)data, len};
+    iov[n++] = (struct iovec){(void *)trailer, trailer_len};
+    conn_writev(c, iov, n);
+}
+
+/* ---- reading and dispatch ---- */
+
+static int choose_worker(pg_reactor *r, pg_conn *c)
+{
+    pg_server *s = r->s;
+    switch (s->settings->dispatch_mode) {
+    case PG_DISPATCH_ROUND_ROBIN:
+        r->next_worker = (r->next_worker + 1) % s->worker_num;
+        return r->next_worker;
+    case PG_DISPATCH_IDLE: {
+        int best = 0;
+        uint64_t least = UINT64_MAX;
+        for (int w = 0; w < s->worker_num; w++) {
+            uint64_t q = atomic_load_explicit(&s->stats->workers[w].queued, memory_order_relaxed);
+            if (q < least) {
+                least = q;
+                best = w;
+            }
+        }
+        return best;
+    }
+    default:
+        return pg_session_home_worker(c->session, s->worker_num);
+    }
+}
+
+int pg_conn_dispatch(pg_conn *c, const char *data, size_t len)
+{
+    pg_reactor *r = c->reactor;
+    pg_shm_stats *st = r->s->stats;
+    int w = choose_worker(r, c);
+    pg_ipc_header h = {.id = c->session, .type = PG_IPC_RECEIVE, .listener = c->listener};
+    atomic_fetch_add_explicit(&st->workers[w].queued, 1, memory_order_relaxed);
+    if (pg_ipc_send(r->workers[w], &h, data, len) < 0) {
+        atomic_fetch_sub_explicit(&st->workers[w].queued, 1, memory_order_relaxed);
+        pg_error("session %llx: worker %d does not keep up; closing the connection",
+                 (unsigned long long)c->session, w);
+        conn_close_now(c);
+        return -1;
+    }
+    atomic_fetch_add_explicit(&st->packets_in, 1, memory_order_relaxed);
+    return 0;
+}
+
+static int emit_packet(void *arg, const char *packet, size_t len)
+{
+    pg_conn *c = arg;
+    pg_conn_dispatch(c, packet, len);
+    return (c->flags & (CONN_DEAD | CONN_CLOSING)) ? 1 : 0;
+}
+
+/* Offers data to the framing or the protocol; returns bytes consumed or -1. */
+static ssize_t conn_consume(pg_conn *c, const char *data, size_t len)
+{
+    pg_listener *l = &c->reactor->s->listeners[c->listener];
+    size_t need = len + 1;
+    ssize_t used;
+    if (l->opts.protocol)
+        used = l->opts.protocol->on_data(c, data, len);
+    else
+        used = pg_frame_split(&l->opts.frame, data, len, emit_packet, c, &need);
+    if (used < 0 && !l->opts.protocol)
+        pg_warn("session %llx: packet over package_max_length %zu; closing",
+                (unsigned long long)c->session, l->opts.frame.max_length);
+    c->in_need = need > UINT32_MAX ? UINT32_MAX : (uint32_t)need;
+    return used;
+}
+
+static int conn_keep_input(pg_conn *c, const char *data, size_t len)
+{
+    size_t limit = c->reactor->s->ipc_max_message + READ_BUFFER_SIZE;
+    if ((size_t)c->in_len + len > limit) {
+        pg_warn("session %llx: over %zu bytes without a complete packet; closing",
+                (unsigned long long)c->session, limit);
+        return -1;
+    }
+    if (c->in_len + len > c->in_cap) {
+        size_t cap = c->in_cap ? c->in_cap : 1024;
+        while (cap < c->in_len + len)
+            cap *= 2;
+        char *p = realloc(c->in, cap);
+        if (!p)
+            return -1;
+        c->in = p;
+        c->in_cap = (uint32_t)cap;
+    }
+    memcpy(c->in + c->in_len, data, len);
+    c->in_len += (uint32_t)len;
+    return 0;
+}
+
+static void conn_drop_input(pg_conn *c, size_t used)
+{
+    c->in_len -= (uint32_t)used;
+    if (c->in_len == 0) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    } else if (used > 0) {
+        memmove(c->in, c->in + used, c->in_len);
+    }
+}
+
+/* Returns -1 when the connection must close. */
+static int conn_process(pg_conn *c, const char *data, size_t n)
+{
+    if (c->in_len == 0) {
+        ssize_t used = conn_consume(c, data, n);
+        if (used < 0)
+            return -1;
+        if (c->flags & (CONN_DEAD | CONN_CLOSING))
+            return 0;
+        return (size_t)used < n ? conn_keep_input(c, data + used, n - (size_t)used) : 0;
+    }
+    if (conn_keep_input(c, data, n) < 0)
+        return -1;
+    if (c->in_len < c->in_need)
+        return 0;
+    ssize_t used = conn_consume(c, c->in, c->in_len);
+    if (used < 0)
+        return -1;
+    if (!(c->flags & CONN_DEAD))
+        conn_drop_input(c, (size_t)used);
+    return 0;
+}
+
+static void conn_read(pg_conn *c)
+{
+    pg_reactor *r = c->reactor;
+    ssize_t n = read(c->fd, r->rbuf, READ_BUFFER_SIZE);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        if (n < 0)
+            pg_debug("session %llx: read: %s", (unsigned long long)c->session, strerror(errno));
+        conn_close_now(c);
+        return;
+    }
+    atomic_fetch_add_explicit(&r->s->stats->bytes_in, (uint64_t)n, memory_order_relaxed);
+    c->last_active = reactor_clock(r);
+    c->flags |= CONN_IN_CALLBACK;
+    int rc = conn_process(c, r->rbuf, (size_t)n);
+    c->flags &= (uint8_t)~CONN_IN_CALLBACK;
+    if (rc < 0 || (c->flags & CONN_DEAD))
+        conn_free(c);
+}
+
+static void conn_on_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    pg_conn *c = arg;
+    if (what & EV_WRITE) {
+        c->flags |= CONN_IN_CALLBACK;
+        conn_flush(c);
+        c->flags &= (uint8_t)~CONN_IN_CALLBACK;
+        if (c->flags & CONN_DEAD) {
+            conn_free(c);
+            return;
+        }
+    }
+    if ((what & EV_READ) && !(c->flags & CONN_CLOSING))
+        conn_read(c);
+}
+
+/* ---- accepting ---- */
+
+static void conn_open(pg_reactor *r, int fd, int listener)
+{
+    pg_server *s = r->s;
+    pg_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        atomic_fetch_sub(&s->stats->connections, 1);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uint64_t counter = (r->seq++ * (uint64_t)s->reactor_num + (uint64_t)r->id) & PG_SESSION_COUNTER_MASK;
+    c->session = ((uint64_t)s->generation << PG_SESSION_COUNTER_BITS) | counter;
+    c->reactor = r;
+    c->fd = fd;
+    c->listener = (uint8_t)listener;
+    c->last_active = reactor_clock(r);
+    c->next = r->conns;
+    if (r->conns)
+        r->conns->prev = c;
+    r->conns = c;
+    pg_idmap_put(r->sessions, c->session, c);
+    atomic_fetch_add(&s->stats->sessions_per_reactor[r->id], 1);
+    event_assign(&c->ev, r->base, fd, EV_READ | EV_PERSIST, conn_on_event, c);
+    event_add(&c->ev, NULL);
+
+    char peer[80];
+    pg_conn_peer(c, peer, sizeof(peer));
+    pg_ipc_header h = {.id = c->session, .type = PG_IPC_CONNECT, .listener = c->listener};
+    pg_ipc_send(r->workers[pg_session_home_worker(c->session, s->worker_num)], &h, peer,
+                strlen(peer) + 1);
+}
+
+static void begin_stop(pg_reactor *r);
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    pg_reactor *r = arg;
+    uint64_t value;
+    if (read(fd, &value, sizeof(value)) < 0 && errno != EAGAIN)
+        pg_warn("reactor %d: eventfd read: %s", r->id, strerror(errno));
+    pthread_mutex_lock(&r->lock);
+    pending_accept *q = r->queue;
+    size_t n = r->queue_len;
+    r->queue = NULL;
+    r->queue_len = r->queue_cap = 0;
+    int stop = r->stop_requested;
+    pthread_mutex_unlock(&r->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (r->stopping) {
+            close(q[i].fd);
+            atomic_fetch_sub(&r->s->stats->connections, 1);
+        } else {
+            conn_open(r, q[i].fd, q[i].listener);
+        }
+    }
+    free(q);
+    if (stop && !r->stopping)
+        begin_stop(r);
+}
+
+int pg_reactor_assign(pg_server *s, int fd, int listener)
+{
+    static int next;   /* main thread only */
+    pg_reactor *r = &s->reactors[next];
+    next = (next + 1) % s->reactor_num;
+    pthread_mutex_lock(&r->lock);
+    if (r->queue_len == r->queue_cap) {
+        size_t cap = r->queue_cap ? r->queue_cap * 2 : 64;
+        pending_accept *q = realloc(r->queue, cap * sizeof(*q));
+        if (!q) {
+            pthread_mutex_unlock(&r->lock);
+            return -1;
+        }
+        r->queue = q;
+        r->queue_cap = cap;
+    }
+    r->queue[r->queue_len++] = (pending_accept){fd, listener};
+    pthread_mutex_unlock(&r->lock);
+    uint64_t one = 1;
+    return write(r->wake_fd, &one, sizeof(one)) == sizeof(one) ? 0 : -1;
+}
+
+/* ---- messages from workers ---- */
+
+static void on_worker_message(pg_ipc_channel *ch, const pg_ipc_header *h, const char *data,
+                              void *arg)
+{
+    (void)ch;
+    pg_reactor *r = arg;
+    pg_conn *c = pg_idmap_get(r->sessions, h->id);
+    if (!c || (c->flags & (CONN_CLOSING | CONN_DEAD))) {
+        pg_debug("session %llx is gone; message type %u dropped", (unsigned long long)h->id, h->type);
+        return;
+    }
+    if (h->type == PG_IPC_SEND) {
+        conn_send_from_worker(c, data, h->length);
+    } else if (h->type == PG_IPC_SHUTDOWN) {
+        const pg_protocol *proto = r->s->listeners[c->listener].opts.protocol;
+        if (proto && proto->on_shutdown)
+            proto->on_shutdown(c, data, h->length);
+        if (!(c->flags & CONN_DEAD))
+            pg_conn_close(c, 1);
+    } else {
+        pg_warn("reactor %d: unexpected message type %u from a worker", r->id, h->type);
+    }
+}
+
+/* Once stopping and every worker is gone (what they sent is delivered),
+ * close the connections after their output. */
+static void close_when_drained(pg_reactor *r)
+{
+    if (r->stopping && r->channels_open == 0) {
+        for (pg_conn *c = r->conns, *next; c; c = next) {
+            next = c->next;
+            pg_conn_close(c, 1);
+        }
+        if (!r->conns)
+            event_base_loopbreak(r->base);
+    }
+}
+
+static void on_worker_channel_closed(pg_ipc_channel *ch, void *arg)
+{
+    (void)ch;
+    pg_reactor *r = arg;
+    r->channels_open--;
+    close_when_drained(r);
+}
+
+/* ---- heartbeat and stopping ---- */
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pg_reactor *r = arg;
+    uint32_t now = reactor_clock(r);
+    uint32_t idle = (uint32_t)r->s->settings->heartbeat_idle_time;
+    for (pg_conn *c = r->conns, *next; c; c = next) {
+        next = c->next;
+        if (now - c->last_active > idle) {
+            pg_info("session %llx idle for over %u s; closing", (unsigned long long)c->session, idle);
+            conn_close_now(c);
+        }
+    }
+}
+
+static void on_stop_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pg_reactor *r = arg;
+    if (r->conns)
+        pg_warn("reactor %d: closing connections whose output did not drain in time", r->id);
+    while (r->conns)
+        conn_free(r->conns);
+    event_base_loopbreak(r->base);
+}
+
+static void begin_stop(pg_reactor *r)
+{
+    r->stopping = 1;
+    struct timeval tv = {STOP_DEADLINE_MS / 1000, (STOP_DEADLINE_MS % 1000) * 1000};
+    r->deadline_ev = evtimer_new(r->base, on_stop_deadline, r);
+    evtimer_add(r->deadline_ev, &tv);
+    /* Stop reading clients; keep reading workers until they are all gone. */
+    for (pg_conn *c = r->conns; c; c = c->next) {
+        c->flags |= CONN_CLOSING;
+        conn_set_events(c, (c->flags & CONN_WRITING) != 0);
+    }
+    close_when_drained(r);
+}
+
+static void *reactor_thread(void *arg)
+{
+    pg_reactor *r = arg;
+    char role[32];
+    snprintf(role, sizeof(role), "reactor %d", r->id);
+    pg_log_set_role(role);
+    pg_timer_bind(r->base);
+    event_base_dispatch(r->base);
+    pg_timer_bind(NULL);
+    while (r->conns)
+        conn_free(r->conns);
+    return NULL;
+}
+
+int pg_reactors_create(pg_server *s)
+{
+    s->reactors = calloc((size_t)s->reactor_num, sizeof(pg_reactor));
+    if (!s->reactors)
+        return -1;
+    for (int i = 0; i < s->reactor_num; i++) {
+        pg_reactor *r = &s->reactors[i];
+        r->s = s;
+        r->id = i;
+        pthread_mutex_init(&r->lock, NULL);
+        r->base = event_base_new();
+        r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        r->sessions = pg_idmap_new(1024);
+        r->rbuf = malloc(READ_BUFFER_SIZE);
+        r->workers = calloc((size_t)s->worker_num, sizeof(*r->workers));
+        if (!r->base || r->wake_fd < 0 || !r->sessions || !r->rbuf || !r->workers)
+            return -1;
+        r->wake_ev = event_new(r->base, r->wake_fd, EV_READ | EV_PERSIST, on_wake, r);
+        event_add(r->wake_ev, NULL);
+        for (int w = 0; w < s->worker_num; w++) {
+            int fd = s->reactor_ipc[i * s->worker_num + w][0];
+            r->workers[w] = pg_ipc_channel_new(r->base, fd, s->ipc_max_message, on_worker_message,
+                                               on_worker_channel_closed, r);
+            if (!r->workers[w] || pg_ipc_channel_start(r->workers[w]) < 0)
+                return -1;
+            r->channels_open++;
+        }
+        if (s->settings->heartbeat_check_interval > 0) {
+            struct timeval tv = {(time_t)s->settings->heartbeat_check_interval, 0};
+            r->heartbeat_ev = event_new(r->base, -1, EV_PERSIST, on_heartbeat, r);
+            event_add(r->heartbeat_ev, &tv);
+        }
+    }
+    return 0;
+}
+
+int pg_reactors_start(pg_server *s)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    /* Reactor threads take no signals: the main thread handles them all. */
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = 0;
+    for (int i = 0; i < s->reactor_num && rc == 0; i++)
+        if (pthread_create(&s->reactors[i].thread, NULL, reactor_thread, &s->reactors[i]) != 0)
+            rc = -1;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+void pg_reactors_stop(pg_server *s)
+{
+    for (int i = 0; i < s->reactor_num; i++) {
+        pg_reactor *r = &s->reactors[i];
+        pthread_mutex_lock(&r->lock);
+        r->stop_requested = 1;
+        pthread_mutex_unlock(&r->lock);
+        uint64_t one = 1;
+        if (write(r->wake_fd, &one, sizeof(one)) < 0)
+            pg_warn("reactor %d: wake: %s", i, strerror(errno));
+    }
+    for (int i = 0; i < s->reactor_num; i++)
+        if (s->reactors[i].thread)
+            pthread_join(s->reactors[i].thread, NULL);
+}
+
+void pg_reactors_free(pg_server *s)
+{
+    if (!s->reactors)
+        return;
+    for (int i = 0; i < s->reactor_num; i++) {
+        pg_reactor *r = &s->reactors[i];
+        for (int w = 0; r->workers && w < s->worker_num; w++)
+            pg_ipc_channel_free(r->workers[w]);
+        free(r->workers);
+        if (r->wake_ev)
+            event_free(r->wake_ev);
+        if (r->heartbeat_ev)
+            event_free(r->heartbeat_ev);
+        if (r->deadline_ev)
+            event_free(r->deadline_ev);
+        if (r->base)
+            event_base_free(r->base);
+        if (r->wake_fd >= 0)
+            close(r->wake_fd);
+        for (size_t q = 0; q < r->queue_len; q++)
+            close(r->queue[q].fd);
+        free(r->queue);
+        pg_idmap_free(r->sessions);
+        free(r->rbuf);
+        pthread_mutex_destroy(&r->lock);
+    }
+    free(s->reactors);
+    s->reactors = NULL;
+}
+
+/* ---- accessors for protocol hooks ---- */
+
+pg_session_id pg_conn_session(const pg_conn *c) { return c->session; }
+int pg_conn_listener(const pg_conn *c) { return c->listener; }
+int pg_conn_reactor(const pg_conn *c) { return c->reactor->id; }
+pg_server *pg_conn_server(const pg_conn *c) { return c->reactor->s; }
+void *pg_conn_get_state(const pg_conn *c) { return c->proto_state; }
+void pg_conn_set_state(pg_conn *c, void *state) { c->proto_state = state; }
+
+const char *pg_conn_peer(const pg_conn *c, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+            port = ntohs(a->sin6_port);
+        } else if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+            port = ntohs(a->sin_port);
+        }
+    }
+    snprintf(buf, len, "%s:%d", ip, port);
+    return buf;
+}

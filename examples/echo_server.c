@@ -1,0 +1,115 @@
+/* echo_server.c - the seed's first example on the engine: Connect, Receive,
+ * Close.  Every packet comes back framed the same way (raw, EOF-split or
+ * length-prefixed, per the settings).  Two words are commands, for tests and
+ * operators: "pid" answers with the pid of the worker that handled it, and
+ * "stats" with the node's counters as JSON.
+ *
+ *   echo_server [-c FILE] [--set key=value ...]    (--help lists the settings) */
+#include "daemon.h"
+#include "log.h"
+#include "server.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    char *host;
+    long long port;
+} echo_settings;
+
+static const pg_conf_def echo_defs[] = {
+    {"host", PG_CONF_STRING, offsetof(echo_settings, host), "127.0.0.1", 0, 0, NULL,
+     "address to listen on"},
+    {"port", PG_CONF_INT, offsetof(echo_settings, port), "9801", 0, 65535, NULL,
+     "port to listen on (0: any free port, logged)"},
+};
+
+static json_t *worker_stats_json(const pg_worker_stats *w, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:i,s:i,s:I,s:I,s:I}", "pid", (int)w[i].pid,
+                                           "state", w[i].state, "requests", (json_int_t)w[i].requests,
+                                           "queued", (json_int_t)w[i].queued,
+                                           "respawns", (json_int_t)w[i].respawns));
+    return a;
+}
+
+static char *stats_json(pg_server *s)
+{
+    pg_server_stats_t st;
+    pg_server_stats(s, &st);
+    json_t *o = json_pack("{s:I,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+                          "start_time", (json_int_t)st.start_time, "master_pid", (int)st.master_pid,
+                          "manager_pid", (int)st.manager_pid,
+                          "connections", (json_int_t)st.connections,
+                          "accepted", (json_int_t)st.accepted, "closed", (json_int_t)st.closed,
+                          "refused", (json_int_t)st.refused,
+                          "packets_in", (json_int_t)st.packets_in,
+                          "packets_out", (json_int_t)st.packets_out,
+                          "bytes_in", (json_int_t)st.bytes_in, "bytes_out", (json_int_t)st.bytes_out,
+                          "task_queue", (json_int_t)st.task_queue,
+                          "tasks_done", (json_int_t)st.tasks_done);
+    json_object_set_new(o, "workers", worker_stats_json(st.workers, st.worker_num));
+    json_object_set_new(o, "task_workers", worker_stats_json(st.task_workers, st.task_worker_num));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+static void on_connect(pg_server *s, pg_session_id session, int listener, const char *peer)
+{
+    (void)s;
+    pg_debug("connect %llx from %s on listener %d", (unsigned long long)session, peer, listener);
+}
+
+static void on_receive(pg_server *s, pg_session_id session, int listener, const char *data,
+                       size_t len)
+{
+    (void)listener;
+    if (len == 3 && memcmp(data, "pid", 3) == 0) {
+        char reply[32];
+        int n = snprintf(reply, sizeof(reply), "%ld", (long)getpid());
+        pg_server_send(s, session, reply, (size_t)n);
+    } else if (len == 5 && memcmp(data, "stats", 5) == 0) {
+        char *text = stats_json(s);
+        if (text)
+            pg_server_send(s, session, text, strlen(text));
+        free(text);
+    } else if (pg_server_send(s, session, data, len) < 0) {
+        pg_warn("echo to %llx failed", (unsigned long long)session);
+    }
+}
+
+static void on_close(pg_server *s, pg_session_id session, int listener)
+{
+    (void)s;
+    (void)listener;
+    pg_debug("close %llx", (unsigned long long)session);
+}
+
+int main(int argc, char **argv)
+{
+    pg_server_settings settings;
+    echo_settings echo;
+    pg_conf_table tables[] = {
+        {pg_server_conf_defs, pg_server_conf_ndefs, &settings},
+        {echo_defs, sizeof(echo_defs) / sizeof(echo_defs[0]), &echo},
+    };
+    int rc = pg_daemon_init(argc, argv, "echo_server", tables, 2);
+    if (rc != 0)
+        return rc < 0 ? 2 : 0;
+    pg_server_callbacks cb = {.on_connect = on_connect, .on_receive = on_receive,
+                              .on_close = on_close};
+    pg_server *s = pg_server_new("echo_server", &settings, &cb);
+    pg_listen_options opts = pg_listen_options_from_settings(&settings);
+    rc = 1;
+    if (s && pg_server_listen(s, echo.host, (int)echo.port, &opts) >= 0)
+        rc = pg_server_start(s);
+    pg_server_free(s);
+    pg_daemon_done(tables, 2);
+    return rc;
+}

@@ -1,0 +1,699 @@
+#!/usr/bin/python3
+"""Throw-away MariaDB + Redis for pushgate's tests and demo.
+
+As a module::
+
+    from fixture import Stack
+    with Stack() as s:                  # or: s = Stack(); s.start(); ...; s.stop()
+        env = dict(os.environ, **s.env())   # PUSHGATE_MYSQL_* / PUSHGATE_REDIS_*
+        db = s.mysql()                  # pymysql connection as the pushgate user
+        r = s.redis()                   # redis.Redis (decode_responses=True)
+
+As a command (servers keep running after `start` returns)::
+
+    eval "$(python3 tests/fixture.py start --dir /tmp/pg-stack)"
+    ...
+    python3 tests/fixture.py stop --dir /tmp/pg-stack
+
+What `start` does: a private MariaDB datadir made by mariadb-install-db, a
+mariadbd on a free loopback port and its own Unix socket, a redis-server with no
+persistence on another free loopback port; database `pushgate`, user
+`pushgate`/`pushgate` (from 127.0.0.1 and localhost) with all privileges on it,
+and every sql/*.sql file loaded in name order. Nothing reads the system's
+MariaDB or Redis configuration and no system service is used. `stop` ends only
+the processes this fixture started (checked by PID and process start time) and
+removes the folder.
+
+Needs only Debian's python3-pymysql and python3-redis. Works as root.
+"""
+
+import argparse
+import atexit
+import ctypes
+import glob
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pymysql
+
+try:
+    import redis as _redis_mod
+except ImportError:  # only Stack.redis() needs it
+    _redis_mod = None
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SQL_DIR = os.path.join(REPO_ROOT, "sql")
+
+DB_NAME = "pushgate"
+DB_USER = "pushgate"
+DB_PASSWORD = "pushgate"
+LOOPBACK = "127.0.0.1"
+
+# Small and quick: the data is thrown away, so durability settings are relaxed.
+MARIADB_SETTINGS = [
+    "--innodb-buffer-pool-size=64M",
+    "--innodb-log-file-size=16M",
+    "--innodb-log-buffer-size=4M",
+    "--innodb-use-native-aio=0",
+    "--innodb-flush-log-at-trx-commit=2",
+    "--innodb-doublewrite=0",
+    "--aria-pagecache-buffer-size=8M",
+    "--key-buffer-size=4M",
+    "--performance-schema=OFF",
+    "--character-set-server=utf8mb4",
+    "--collation-server=utf8mb4_unicode_ci",
+    "--skip-name-resolve",
+    "--skip-log-bin",
+    "--max-connections=512",
+    "--table-open-cache=400",
+    "--open-files-limit=8192",
+]
+
+SOCKET_PATH_MAX = 100  # sun_path is 108 bytes including the NUL
+
+
+class FixtureError(RuntimeError):
+    """The stack could not be started or stopped."""
+
+
+class _PortInUse(FixtureError):
+    pass
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _free_ports(n):
+    """n distinct free TCP ports on the loopback address."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _tail(path, lines=30):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16384))
+            data = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return "(no log: %s)" % e
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _proc_stat(pid):
+    """(state, starttime) of a process, or None if there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    rest = data[data.rfind(")") + 2:].split()
+    # rest[0] is field 3 (state); starttime is field 22.
+    return rest[0], int(rest[19])
+
+
+def _alive(pid, starttime=None):
+    """True if pid runs (not a zombie) and, when given, started at starttime."""
+    if not pid:
+        return False
+    st = _proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    if starttime is not None and st[1] != starttime:
+        return False
+    return True
+
+
+def _die_with_parent(parent_pid):
+    """preexec_fn: SIGTERM the child when the process that started it dies."""
+    def fn():
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+        if os.getppid() != parent_pid:
+            os._exit(1)
+    return fn
+
+
+# ---------------------------------------------------------------- Stack
+
+
+class Stack:
+    """A throw-away MariaDB and Redis on loopback ports.
+
+    dir:     folder for everything (datadir, socket, logs, stack.json). Default:
+             a new temp folder. A folder that did not exist before is removed by
+             stop(); in a folder that existed, only what start() made is removed.
+    keep:    stop() leaves the files (logs, datadir) in place.
+    detach:  servers do not die with this process (used by the CLI).
+    """
+
+    def __init__(self, dir=None, sql_dir=SQL_DIR, timeout=60.0, keep=False,
+                 detach=False):
+        if dir is None:
+            self.dir = tempfile.mkdtemp(prefix="pushgate-stack-")
+            self._owns_dir = True
+        else:
+            self.dir = os.path.abspath(dir)
+            self._owns_dir = not os.path.exists(self.dir)
+        self.sql_dir = sql_dir
+        self.timeout = float(timeout)
+        self.keep = keep
+        self.detach = detach
+
+        self.mysql_host = LOOPBACK
+        self.mysql_port = None
+        self.mysql_socket = None
+        self.mysql_user = DB_USER
+        self.mysql_password = DB_PASSWORD
+        self.mysql_db = DB_NAME
+        self.redis_host = LOOPBACK
+        self.redis_port = None
+
+        self.mysql_pid = None
+        self.redis_pid = None
+        self._mysql_start = None   # /proc starttime, to recognise our processes
+        self._redis_start = None
+        self._mysql_proc = None    # Popen objects when started by this process
+        self._redis_proc = None
+        self._sock_dir = None      # separate short folder if dir is too long
+        self._running = False
+
+    # -- paths
+    def _p(self, *names):
+        return os.path.join(self.dir, *names)
+
+    @property
+    def mysql_datadir(self):
+        return self._p("mysql-data")
+
+    @property
+    def mysql_log(self):
+        return self._p("mysqld.log")
+
+    @property
+    def redis_log(self):
+        return self._p("redis.log")
+
+    # -- context manager
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # -- public API
+    def start(self):
+        """Start both servers, create the database and user, load sql/*.sql."""
+        if self._running:
+            return self
+        self._running = True
+        atexit.register(self._atexit)
+        t0 = time.monotonic()
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            for name in ("mysql-data", "redis", "tmp"):
+                shutil.rmtree(self._p(name), ignore_errors=True)
+            os.makedirs(self._p("redis"))
+            os.makedirs(self._p("tmp"))
+            sock = self._p("mysql.sock")
+            if len(sock) > SOCKET_PATH_MAX:
+                self._sock_dir = tempfile.mkdtemp(prefix="pgsock-", dir="/tmp")
+                sock = os.path.join(self._sock_dir, "mysql.sock")
+            self.mysql_socket = sock
+            self.mysql_port, self.redis_port = _free_ports(2)
+
+            self._launch_redis()          # starts while the datadir is made
+            self._install_mysql()
+            self._launch_mysql()
+            self._wait_redis()
+            self._wait_mysql()
+            self._bootstrap_mysql()
+            self._write_state()
+        except BaseException:
+            try:
+                self.stop()
+            except Exception as e:
+                sys.stderr.write("fixture: cleanup after failed start: %s\n" % e)
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self):
+        """Stop both servers (only ours, by PID) and remove the folder."""
+        errors = []
+        for what in ("redis", "mysql"):
+            try:
+                self._stop_one(what)
+            except Exception as e:  # keep going: stop the other one too
+                errors.append(str(e))
+        self._running = False
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:
+            pass
+        if not self.keep:
+            self._remove_files()
+        if errors:
+            raise FixtureError("; ".join(errors))
+
+    def env(self):
+        """PUSHGATE_* settings that point the daemons at this stack."""
+        return {
+            "PUSHGATE_MYSQL_HOST": self.mysql_host,
+            "PUSHGATE_MYSQL_PORT": str(self.mysql_port),
+            "PUSHGATE_MYSQL_USER": self.mysql_user,
+            "PUSHGATE_MYSQL_PASSWORD": self.mysql_password,
+            "PUSHGATE_MYSQL_DATABASE": self.mysql_db,
+            "PUSHGATE_REDIS_HOST": self.redis_host,
+            "PUSHGATE_REDIS_PORT": str(self.redis_port),
+        }
+
+    def mysql(self, root=False, **kwargs):
+        """A new pymysql connection (autocommit) as the pushgate user over
+        TCP, or as MariaDB's root over the Unix socket with root=True."""
+        args = dict(charset="utf8mb4", autocommit=True, connect_timeout=10)
+        if root:
+            args.update(unix_socket=self.mysql_socket, user="root", password="")
+        else:
+            args.update(host=self.mysql_host, port=self.mysql_port,
+                        user=self.mysql_user, password=self.mysql_password,
+                        database=self.mysql_db)
+        args.update(kwargs)
+        return pymysql.connect(**args)
+
+    def redis(self, **kwargs):
+        """A redis.Redis client (decode_responses=True unless overridden)."""
+        if _redis_mod is None:
+            raise FixtureError("python3-redis is not installed")
+        args = dict(host=self.redis_host, port=self.redis_port,
+                    decode_responses=True, socket_timeout=10)
+        args.update(kwargs)
+        return _redis_mod.Redis(**args)
+
+    def add_app(self, chat_token, name="test", enabled=True):
+        """Register an application token in `apps` (replaces an existing one)."""
+        conn = self.mysql()
+        try:
+            with conn.cursor() as c:
+                c.execute("REPLACE INTO apps (chat_token, name, enabled) "
+                          "VALUES (%s, %s, %s)", (chat_token, name, int(enabled)))
+        finally:
+            conn.close()
+
+    # Restart helpers for tests of reconnection (same ports, same data).
+    def stop_mysql(self):
+        self._stop_one("mysql")
+
+    def start_mysql(self):
+        self._launch_mysql()
+        self._wait_mysql()
+        self._write_state()
+
+    def stop_redis(self):
+        self._stop_one("redis")
+
+    def start_redis(self):
+        self._launch_redis()
+        self._wait_redis()
+        self._write_state()
+
+    def state(self):
+        """Everything about the stack, as written to DIR/stack.json."""
+        return {
+            "dir": self.dir,
+            "owns_dir": self._owns_dir,
+            "sock_dir": self._sock_dir,
+            "mysql_host": self.mysql_host,
+            "mysql_port": self.mysql_port,
+            "mysql_socket": self.mysql_socket,
+            "mysql_user": self.mysql_user,
+            "mysql_password": self.mysql_password,
+            "mysql_db": self.mysql_db,
+            "mysql_datadir": self.mysql_datadir,
+            "mysql_pid": self.mysql_pid,
+            "mysql_starttime": self._mysql_start,
+            "mysql_log": self.mysql_log,
+            "redis_host": self.redis_host,
+            "redis_port": self.redis_port,
+            "redis_pid": self.redis_pid,
+            "redis_starttime": self._redis_start,
+            "redis_log": self.redis_log,
+            "env": self.env(),
+        }
+
+    @classmethod
+    def load(cls, dir):
+        """The stack described by DIR/stack.json (e.g. started by the CLI)."""
+        path = os.path.join(os.path.abspath(dir), "stack.json")
+        with open(path) as f:
+            st = json.load(f)
+        s = cls(dir=st["dir"], detach=True)
+        s._owns_dir = st.get("owns_dir", False)
+        s._sock_dir = st.get("sock_dir")
+        for k in ("mysql_host", "mysql_port", "mysql_socket", "mysql_user",
+                  "mysql_password", "mysql_db", "redis_host", "redis_port",
+                  "mysql_pid", "redis_pid"):
+            setattr(s, k, st.get(k))
+        s._mysql_start = st.get("mysql_starttime")
+        s._redis_start = st.get("redis_starttime")
+        s._running = True
+        return s
+
+    def is_running(self):
+        return (_alive(self.mysql_pid, self._mysql_start)
+                or _alive(self.redis_pid, self._redis_start))
+
+    # -- internals
+    def _atexit(self):
+        if self._running:
+            try:
+                self.stop()
+            except Exception as e:
+                sys.stderr.write("fixture: stop at exit: %s\n" % e)
+
+    def _popen(self, argv, log):
+        out = open(log, "ab")
+        try:
+            kw = dict(stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                      start_new_session=True, close_fds=True, cwd=self.dir)
+            if not self.detach:
+                kw["preexec_fn"] = _die_with_parent(os.getpid())
+            try:
+                return subprocess.Popen(argv, **kw)
+            except FileNotFoundError:
+                raise FixtureError("%s not found: run scripts/install-deps" % argv[0])
+        finally:
+            out.close()
+
+    def _deadline_loop(self, what, proc, log, probe):
+        deadline = time.monotonic() + self.timeout
+        last = None
+        while True:
+            if proc.poll() is not None:
+                tail = _tail(log)
+                if "Address already in use" in tail or "Bind on TCP/IP port" in tail:
+                    raise _PortInUse(what)
+                raise FixtureError("%s exited with status %s during start; "
+                                   "last lines of %s:\n%s"
+                                   % (what, proc.returncode, log, tail))
+            try:
+                probe()
+                return
+            except Exception as e:
+                last = e
+            if time.monotonic() > deadline:
+                raise FixtureError("%s did not answer within %.0f s (%s); "
+                                   "last lines of %s:\n%s"
+                                   % (what, self.timeout, last, log, _tail(log)))
+            time.sleep(0.05)
+
+    # redis
+    def _launch_redis(self):
+        argv = ["redis-server", "--port", str(self.redis_port), "--bind", LOOPBACK,
+                "--save", "", "--appendonly", "no", "--dir", self._p("redis"),
+                "--daemonize", "no", "--protected-mode", "no",
+                "--loglevel", "notice"]
+        self._redis_proc = self._popen(argv, self.redis_log)
+        self.redis_pid = self._redis_proc.pid
+        st = _proc_stat(self.redis_pid)
+        self._redis_start = st[1] if st else None
+
+    def _probe_redis(self):
+        with socket.create_connection((self.redis_host, self.redis_port), 1) as s:
+            s.sendall(b"PING\r\n")
+            data = s.recv(64)
+            if not data.startswith(b"+PONG"):
+                raise FixtureError("unexpected answer %r" % data)
+
+    def _wait_redis(self):
+        for attempt in range(3):
+            try:
+                self._deadline_loop("redis-server", self._redis_proc,
+                                    self.redis_log, self._probe_redis)
+                return
+            except _PortInUse:
+                if attempt == 2:
+                    raise FixtureError("redis-server: no free port after 3 tries")
+                self.redis_port = _free_ports(1)[0]
+                self._launch_redis()
+
+    # mariadb
+    def _install_mysql(self):
+        exe = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+        if not exe:
+            raise FixtureError("mariadb-install-db not found: run scripts/install-deps")
+        argv = [exe, "--no-defaults", "--datadir=" + self.mysql_datadir,
+                "--user=root", "--auth-root-authentication-method=normal",
+                "--skip-test-db", "--skip-name-resolve",
+                "--tmpdir=" + self._p("tmp")] + MARIADB_SETTINGS[:3]
+        log = self._p("install-db.log")
+        with open(log, "wb") as out:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, cwd=self.dir,
+                               timeout=self.timeout)
+        if r.returncode != 0:
+            raise FixtureError("mariadb-install-db failed (status %d); last lines "
+                               "of %s:\n%s" % (r.returncode, log, _tail(log)))
+
+    def _launch_mysql(self):
+        exe = (shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin")
+               or shutil.which("mysqld", path="/usr/sbin:/usr/bin"))
+        if not exe:
+            raise FixtureError("mariadbd not found: run scripts/install-deps")
+        argv = [exe, "--no-defaults",
+                "--datadir=" + self.mysql_datadir,
+                "--socket=" + self.mysql_socket,
+                "--port=%d" % self.mysql_port,
+                "--bind-address=" + LOOPBACK,
+                "--skip-networking=0",
+                "--user=root",
+                "--pid-file=" + self._p("mysqld.pid"),
+                "--log-error=" + self.mysql_log,
+                "--tmpdir=" + self._p("tmp"),
+                ] + MARIADB_SETTINGS
+        self._mysql_proc = self._popen(argv, self.mysql_log)
+        self.mysql_pid = self._mysql_proc.pid
+        st = _proc_stat(self.mysql_pid)
+        self._mysql_start = st[1] if st else None
+
+    def _probe_mysql(self):
+        conn = pymysql.connect(unix_socket=self.mysql_socket, user="root",
+                               password="", connect_timeout=1)
+        conn.close()
+
+    def _wait_mysql(self):
+        for attempt in range(3):
+            try:
+                self._deadline_loop("mariadbd", self._mysql_proc, self.mysql_log,
+                                    self._probe_mysql)
+                return
+            except _PortInUse:
+                if attempt == 2:
+                    raise FixtureError("mariadbd: no free port after 3 tries")
+                self.mysql_port = _free_ports(1)[0]
+                self._launch_mysql()
+
+    def _bootstrap_mysql(self):
+        conn = self.mysql(root=True)
+        try:
+            with conn.cursor() as c:
+                c.execute("CREATE DATABASE IF NOT EXISTS `%s` CHARACTER SET utf8mb4 "
+                          "COLLATE utf8mb4_unicode_ci" % self.mysql_db)
+                for host in ("127.0.0.1", "localhost"):
+                    c.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s",
+                              (self.mysql_user, host, self.mysql_password))
+                    c.execute("GRANT ALL PRIVILEGES ON `%s`.* TO %%s@%%s"
+                              % self.mysql_db, (self.mysql_user, host))
+        finally:
+            conn.close()
+        for path in sorted(glob.glob(os.path.join(self.sql_dir, "*.sql"))):
+            self._load_sql(path)
+        # The way the daemons will connect: TCP, as the pushgate user.
+        self.mysql().close()
+
+    def _load_sql(self, path):
+        client = shutil.which("mariadb") or shutil.which("mysql")
+        if client:
+            with open(path, "rb") as f:
+                r = subprocess.run(
+                    [client, "--no-defaults", "--socket=" + self.mysql_socket,
+                     "--user=root", "--database=" + self.mysql_db,
+                     "--default-character-set=utf8mb4", "--batch"],
+                    stdin=f, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    timeout=self.timeout)
+            if r.returncode != 0:
+                raise FixtureError("loading %s failed:\n%s"
+                                   % (path, r.stdout.decode("utf-8", "replace")))
+            return
+        # No command-line client: multi-statement query (no DELIMITER support).
+        with open(path, encoding="utf-8") as f:
+            sql = f.read()
+        conn = self.mysql(root=True, database=self.mysql_db,
+                          client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+        try:
+            with conn.cursor() as c:
+                c.execute(sql)
+                while c.nextset():
+                    pass
+        except pymysql.MySQLError as e:
+            raise FixtureError("loading %s failed: %s" % (path, e))
+        finally:
+            conn.close()
+
+    # stopping
+    def _stop_one(self, what, timeout=30.0):
+        if what == "mysql":
+            pid, start, proc = self.mysql_pid, self._mysql_start, self._mysql_proc
+        else:
+            pid, start, proc = self.redis_pid, self._redis_start, self._redis_proc
+        if pid:
+            self._terminate(what, pid, start, proc, timeout)
+        if what == "mysql":
+            self.mysql_pid = self._mysql_start = self._mysql_proc = None
+        else:
+            self.redis_pid = self._redis_start = self._redis_proc = None
+
+    @staticmethod
+    def _terminate(what, pid, start, proc, timeout):
+        def gone():
+            if proc is not None:
+                return proc.poll() is not None
+            return not _alive(pid, start)
+
+        if gone():
+            return
+        if proc is None and start is None:
+            # Started elsewhere and no start time recorded: do not guess.
+            raise FixtureError("%s pid %d: start time unknown, not killing" % (what, pid))
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if gone():
+                    return
+                time.sleep(0.05)
+        raise FixtureError("%s pid %d did not stop" % (what, pid))
+
+    def _remove_files(self):
+        if self._sock_dir:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir = None
+        if self._owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        for name in ("mysql-data", "redis", "tmp"):
+            shutil.rmtree(self._p(name), ignore_errors=True)
+        for name in ("mysql.sock", "mysqld.pid", "mysqld.log", "install-db.log",
+                     "redis.log", "stack.json"):
+            try:
+                os.unlink(self._p(name))
+            except FileNotFoundError:
+                pass
+
+    def _write_state(self):
+        path = self._p("stack.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _print_env(stack):
+    for k, v in stack.env().items():
+        print("export %s=%s" % (k, shlex.quote(v)))
+
+
+def _cmd_start(args):
+    state_file = os.path.join(os.path.abspath(args.dir), "stack.json")
+    if os.path.exists(state_file):
+        old = Stack.load(args.dir)
+        if old.is_running():
+            sys.stderr.write("fixture: a stack is already running in %s "
+                             "(run: %s stop --dir %s)\n"
+                             % (args.dir, sys.argv[0], shlex.quote(args.dir)))
+            return 1
+        old.keep = False
+        old.stop()  # stale state from a previous run: clean it up
+    stack = Stack(dir=args.dir, timeout=args.timeout, detach=True)
+    stack.start()
+    # Leave the servers running: this process is only the launcher.
+    stack._running = False
+    atexit.unregister(stack._atexit)
+    _print_env(stack)
+    sys.stderr.write("fixture: MariaDB on %s:%d (socket %s), Redis on %s:%d, "
+                     "started in %.1f s; stop with: %s stop --dir %s\n"
+                     % (stack.mysql_host, stack.mysql_port, stack.mysql_socket,
+                        stack.redis_host, stack.redis_port, stack.start_seconds,
+                        sys.argv[0], shlex.quote(args.dir)))
+    return 0
+
+
+def _cmd_stop(args):
+    try:
+        stack = Stack.load(args.dir)
+    except FileNotFoundError:
+        sys.stderr.write("fixture: no stack.json in %s: nothing to stop\n" % args.dir)
+        return 0
+    stack.keep = args.keep
+    stack.stop()
+    return 0
+
+
+def _cmd_env(args):
+    _print_env(Stack.load(args.dir))
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="fixture.py",
+        description="Throw-away MariaDB + Redis for pushgate tests and demo.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ps = sub.add_parser("start", help="start the stack, print export lines, leave it running")
+    ps.add_argument("--dir", required=True, help="folder for data, logs and stack.json")
+    ps.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds to wait for each server (default 60)")
+    pt = sub.add_parser("stop", help="stop the stack described by DIR/stack.json")
+    pt.add_argument("--dir", required=True)
+    pt.add_argument("--keep", action="store_true", help="keep data and logs")
+    pe = sub.add_parser("env", help="print the export lines of a running stack")
+    pe.add_argument("--dir", required=True)
+    args = p.parse_args(argv)
+    try:
+        return {"start": _cmd_start, "stop": _cmd_stop, "env": _cmd_env}[args.cmd](args)
+    except FixtureError as e:
+        sys.stderr.write("fixture: %s\n" % e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
