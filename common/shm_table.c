@@ -219,6 +219,11 @@ static uint32_t *find(const pg_table *t, const struct loc *l, const char *key, i
     int home = 0;
     while (i < t->nrows) {
         struct row_hdr *r = row_at(t, i);
+        if (i >= t->nb) {
+            /* A pool row: ask for its key and value lines along with the first. */
+            __builtin_prefetch((char *)r + CACHE_LINE, 1, 3);
+            __builtin_prefetch((char *)r + 2 * CACHE_LINE, 1, 3);
+        }
         if (r->hash == l->h && r->keylen == l->len && memcmp(r->key, key, l->len) == 0)
             return link;
         home |= i == l->b;

@@ -4,6 +4,11 @@
  * operators: "pid" answers with the pid of the worker that handled it, and
  * "stats" with the node's counters as JSON.
  *
+ * With line_port set, a second port shows the protocol hook that the gateway
+ * uses for HTTP and WebSocket: a line protocol, parsed in the reactor thread,
+ * whose replies are written as "line: <data>\n".  On any port, "quit" makes the
+ * worker close the session (on the line port, with a last line "bye").
+ *
  *   echo_server [-c FILE] [--set key=value ...]    (--help lists the settings) */
 #include "daemon.h"
 #include "log.h"
@@ -18,6 +23,7 @@
 typedef struct {
     char *host;
     long long port;
+    long long line_port;
 } echo_settings;
 
 static const pg_conf_def echo_defs[] = {
@@ -25,7 +31,42 @@ static const pg_conf_def echo_defs[] = {
      "address to listen on"},
     {"port", PG_CONF_INT, offsetof(echo_settings, port), "9801", 0, 65535, NULL,
      "port to listen on (0: any free port, logged)"},
+    {"line_port", PG_CONF_INT, offsetof(echo_settings, line_port), "0", 0, 65535, NULL,
+     "port of the line protocol built on the protocol hook (0: none)"},
 };
+
+/* ---- the line protocol: runs in reactor threads ---- */
+
+static ssize_t line_on_data(pg_conn *c, const char *data, size_t len)
+{
+    size_t max = pg_server_settings_of(pg_conn_server(c))->package_max_length;
+    size_t used = 0;
+    const char *nl;
+    while ((nl = memchr(data + used, '\n', len - used)) != NULL) {
+        size_t n = (size_t)(nl - (data + used));
+        if (pg_conn_dispatch(c, data + used, n) < 0)
+            return -1;
+        used += n + 1;
+    }
+    return len - used > max ? -1 : (ssize_t)used;
+}
+
+static int line_on_send(pg_conn *c, const char *data, size_t len)
+{
+    if (pg_conn_write(c, "line: ", 6) < 0 || pg_conn_write(c, data, len) < 0)
+        return -1;
+    return pg_conn_write(c, "\n", 1);
+}
+
+/* The worker closed the session: its reason is the last line. */
+static void line_on_shutdown(pg_conn *c, const char *reason, size_t len)
+{
+    if (pg_conn_write(c, reason, len) == 0)
+        pg_conn_write(c, "\n", 1);
+}
+
+static const pg_protocol line_protocol = {
+    .on_data = line_on_data, .on_send = line_on_send, .on_shutdown = line_on_shutdown};
 
 static json_t *worker_stats_json(const pg_worker_stats *w, int n)
 {
@@ -79,6 +120,8 @@ static void on_receive(pg_server *s, pg_session_id session, int listener, const 
         if (text)
             pg_server_send(s, session, text, strlen(text));
         free(text);
+    } else if (len == 4 && memcmp(data, "quit", 4) == 0) {
+        pg_server_close(s, session, "bye", 3);
     } else if (pg_server_send(s, session, data, len) < 0) {
         pg_warn("echo to %llx failed", (unsigned long long)session);
     }
@@ -107,7 +150,9 @@ int main(int argc, char **argv)
     pg_server *s = pg_server_new("echo_server", &settings, &cb);
     pg_listen_options opts = pg_listen_options_from_settings(&settings);
     rc = 1;
-    if (s && pg_server_listen(s, echo.host, (int)echo.port, &opts) >= 0)
+    pg_listen_options line_opts = {.protocol = &line_protocol};
+    if (s && pg_server_listen(s, echo.host, (int)echo.port, &opts) >= 0 &&
+        (echo.line_port == 0 || pg_server_listen(s, echo.host, (int)echo.line_port, &line_opts) >= 0))
         rc = pg_server_start(s);
     pg_server_free(s);
     pg_daemon_done(tables, 2);
