@@ -83,6 +83,7 @@ deps:
 # Unit tests (cmocka), then process-level and end-to-end tests (pytest) against
 # the ASan/UBSan build, with a throw-away MariaDB and Redis from tests/fixture.py.
 test: deps
+	$(MAKE) BUILD=release all
 	$(MAKE) BUILD=test all
 	$(MAKE) BUILD=test unit e2e
 
@@ -90,7 +91,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 e2e:
-	PG_BIN=$(CURDIR)/$(OUT)/bin ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	PG_BIN=$(CURDIR)/$(OUT)/bin PG_RELEASE_BIN=$(CURDIR)/build/release/bin ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 

@@ -298,7 +298,8 @@ static int append_record(pg_ipc_channel *ch, const pg_ipc_header *h, const char 
         ch->out_len += sizeof(size);
     }
     memcpy(ch->out + ch->out_len, h, sizeof(*h));
-    memcpy(ch->out + ch->out_len + sizeof(*h), body, h->chunk);
+    if (h->chunk > 0)
+        memcpy(ch->out + ch->out_len + sizeof(*h), body, h->chunk);
     ch->out_len += rec;
     memcpy(&size, ch->out + ch->open_datagram, sizeof(size));
     size += (uint32_t)rec;

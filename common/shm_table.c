@@ -258,8 +258,7 @@ static void pool_put(pg_table *t, uint32_t row)
     if (lock(&hd->pool_lock) != 0)
         return;
     row_at(t, row)->next = hd->free_head;
-    atomic_thread_fence(memory_order_release);
-    hd->free_head = row - t->nb;
+    __atomic_store_n(&hd->free_head, row - t->nb, __ATOMIC_RELEASE);
     unlock(&hd->pool_lock);
 }
 
@@ -306,9 +305,9 @@ static struct row_hdr *insert(pg_table *t, const struct loc *l, const char *key,
     if (i != l->b && *link == l->b)
         link = &row_at(t, l->b)->next;
     r->next = *link;
-    /* The row is complete before it becomes reachable (crash safety). */
-    atomic_thread_fence(memory_order_release);
-    *link = i;
+    /* The row is complete before it becomes reachable (crash safety): a
+     * release store keeps the compiler and CPU from making it visible early. */
+    __atomic_store_n(link, i, __ATOMIC_RELEASE);
     return r;
 }
 
@@ -632,7 +631,8 @@ int pg_table_del(pg_table *t, const char *key)
         return -1;
     }
     uint32_t i = *link;
-    *link = row_at(t, i)->next; /* one store: the chain stays whole */
+    /* One store: the chain stays whole. */
+    __atomic_store_n(link, row_at(t, i)->next, __ATOMIC_RELAXED);
     unlock(&l.slot->lock);
     if (i >= t->nb)
         pool_put(t, i); /* unreachable now, so no bucket lock needed */

@@ -658,6 +658,98 @@ static void test_concurrent_threads(void **state)
     alarm(0);
 }
 
+/* Threads churn their own keys (set/del, so rows go through the pool) in a
+ * small, crowded table while another thread iterates; each checks its model. */
+struct churn_arg {
+    pg_table *t;
+    int ci;
+    int id;
+    int present;   /* rows of this thread in the table at the end */
+    int errors;
+};
+
+static void *thr_churn(void *p)
+{
+    struct churn_arg *a = p;
+    enum { KEYS = 12 };
+    int have[KEYS] = {0};
+    char key[32];
+    char row[64];
+    uint64_t rnd = 0x9E3779B97F4A7C15ULL * (uint64_t)(a->id + 1);
+    memset(row, 0, sizeof row);
+    for (int op = 0; op < 30000; op++) {
+        rnd ^= rnd << 13;
+        rnd ^= rnd >> 7;
+        rnd ^= rnd << 17;
+        int k = (int)(rnd % KEYS);
+        snprintf(key, sizeof key, "t%d:%d", a->id, k);
+        if (have[k]) {
+            if (pg_table_get(a->t, key, row) != 0 ||
+                pg_table_row_get_int(a->t, row, a->ci) != a->id * 1000 + k)
+                a->errors++;
+            if (pg_table_del(a->t, key) != 0)
+                a->errors++;
+            have[k] = 0;
+        } else {
+            pg_table_row_set_int(a->t, row, a->ci, a->id * 1000 + k);
+            if (pg_table_set(a->t, key, row) != 0)  /* 4 x 12 < 64: never full */
+                a->errors++;
+            have[k] = 1;
+        }
+    }
+    for (int k = 0; k < KEYS; k++) {
+        snprintf(key, sizeof key, "t%d:%d", a->id, k);
+        if ((pg_table_get(a->t, key, NULL) == 0) != have[k])
+            a->errors++;
+        a->present += have[k];
+    }
+    return NULL;
+}
+
+static int iter_check_cb(const char *key, const void *row, void *arg)
+{
+    struct churn_arg *a = arg;
+    int id, k;
+    if (sscanf(key, "t%d:%d", &id, &k) != 2 || pg_table_row_get_int(a->t, row, a->ci) != id * 1000 + k)
+        a->errors++;
+    return 0;
+}
+
+static void *thr_iter(void *p)
+{
+    struct churn_arg *a = p;
+    for (int n = 0; n < 300; n++)
+        pg_table_iterate(a->t, iter_check_cb, a);
+    return NULL;
+}
+
+static void test_concurrent_churn(void **state)
+{
+    (void)state;
+    set_timeout(30);
+    int ci, cf, cs;
+    pg_table *t = make_table(64, &ci, &cf, &cs);
+    assert_true(pg_table_row_size(t) <= 64);
+    pthread_t th[5];
+    struct churn_arg a[5];
+    for (int i = 0; i < 5; i++) {
+        a[i] = (struct churn_arg){t, ci, i, 0, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, i < 4 ? thr_churn : thr_iter, &a[i]), 0);
+    }
+    int present = 0;
+    for (int i = 0; i < 5; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(a[i].errors, 0);
+        present += a[i].present;
+    }
+    assert_int_equal(pg_table_count(t), present);
+    int n = 0;
+    pg_table_iterate(t, count_cb, &n);
+    assert_int_equal(n, present);
+    pg_table_destroy(t);
+    alarm(0);
+}
+
 /* A child takes a bucket lock and is killed -9 while holding it: the parent must
  * get the lock (EOWNERDEAD, recovered) instead of hanging. */
 static void test_kill_holding_lock(void **state)
@@ -791,6 +883,7 @@ int main(void)
         cmocka_unit_test(test_collisions),
         cmocka_unit_test(test_concurrent_processes),
         cmocka_unit_test(test_concurrent_threads),
+        cmocka_unit_test(test_concurrent_churn),
         cmocka_unit_test(test_kill_holding_lock),
         cmocka_unit_test(test_kill_mid_incr),
         cmocka_unit_test(test_shared_across_fork),

@@ -1,0 +1,46 @@
+"""The example files in config/ name every setting the programs know, so they
+cannot drift from the code, and the programs start with them."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def settings_from_help(bin_dir, name):
+    out = subprocess.run([os.path.join(bin_dir, name), "--help"], capture_output=True,
+                         text=True, timeout=10, check=True).stdout
+    return re.findall(r"^  ([a-z_]+) = ", out, re.M)
+
+
+@pytest.mark.parametrize("name", ["echo_server", "task_server"])
+def test_example_config_lists_every_setting_and_loads(bin_dir, tmp_path, name):
+    path = os.path.join(ROOT, "config", name + ".ini")
+    text = open(path).read()
+    in_file = re.findall(r"^([a-z_]+) = ", text, re.M)
+    known = settings_from_help(bin_dir, name)
+    assert "worker_num" in known
+    assert sorted(in_file) == sorted(known)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([os.path.join(bin_dir, name), "-c", path, "--set", f"port={port}",
+                             "--set", f"log_file={tmp_path / 'log'}"])
+    try:
+        deadline = time.time() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "did not start"
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

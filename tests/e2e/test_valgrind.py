@@ -1,0 +1,85 @@
+"""No leaks and no memory errors under valgrind for a normal start, serve and
+stop of the example servers (release build; ASan builds cannot run under
+valgrind).  Every process of the node is checked: master, manager, workers
+and task workers."""
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+RELEASE_BIN = os.environ.get("PG_RELEASE_BIN", "")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def connect(port, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.settimeout(10)
+            return s
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def recv_exact(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        assert chunk, "connection closed early"
+        data += chunk
+    return data
+
+
+def length_roundtrip(s, payload):
+    s.sendall(struct.pack(">I", len(payload)) + payload)
+    n = struct.unpack(">I", recv_exact(s, 4))[0]
+    return recv_exact(s, n)
+
+
+@pytest.mark.skipif(not RELEASE_BIN or not shutil.which("valgrind"),
+                    reason="needs PG_RELEASE_BIN and valgrind")
+@pytest.mark.parametrize("name", ["echo_server", "task_server"])
+def test_start_serve_stop_is_clean_under_valgrind(tmp_path, name):
+    port = free_port()
+    logs = str(tmp_path / "vg.%p")
+    proc = subprocess.Popen(
+        ["valgrind", "--trace-children=yes", "--leak-check=full",
+         "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+         "--log-file=" + logs, os.path.join(RELEASE_BIN, name),
+         "--set", f"port={port}", "--set", "open_length_check=true",
+         "--set", f"log_file={tmp_path / 'server.log'}"])
+    try:
+        s = connect(port)
+        for i in range(20):
+            payload = b"packet %d " % i + os.urandom(100 + i * 1000)
+            reply = length_roundtrip(s, payload)
+            assert reply.endswith(payload)
+        big = os.urandom(300 * 1024)
+        assert length_roundtrip(s, big).endswith(big)
+        s.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    reports = glob.glob(str(tmp_path / "vg.*"))
+    assert len(reports) == 6  # master, manager, 2 workers, 2 task workers
+    for path in reports:
+        text = open(path).read()
+        assert re.search(r"ERROR SUMMARY: 0 errors", text), text[-3000:]
+        for kind in ("definitely", "indirectly"):
+            m = re.search(kind + r" lost: ([\d,]+) bytes", text)
+            assert m is None or m.group(1) == "0", text[-3000:]
