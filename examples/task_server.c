@@ -40,9 +40,11 @@ static void on_start(pg_server *s, int worker_id)
 
 static void on_stop(pg_server *s, int worker_id)
 {
-    (void)s;
-    pg_info("worker %d stopping with %zu task(s) unanswered", worker_id,
-            pending_tasks ? pg_idmap_count(pending_tasks) : 0);
+    if (pg_server_role(s) == PG_ROLE_TASK)
+        pg_info("task worker %d stopping", worker_id);
+    else
+        pg_info("worker %d stopping with %zu task(s) unanswered", worker_id,
+                pg_idmap_count(pending_tasks));
     pg_idmap_free(pending_tasks);
     pending_tasks = NULL;
 }
