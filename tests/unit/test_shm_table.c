@@ -811,13 +811,24 @@ static void test_kill_mid_incr(void **state)
     int64_t before, after;
     assert_int_equal(pg_table_incr(t, "hot", ci, 0, &before), 0);
     for (int round = 0; round < 20; round++) {
+        int pfd[2];
+        assert_int_equal(pipe(pfd), 0);
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
+            close(pfd[0]);
+            pg_table_incr(t, "hot", ci, 1, NULL);
+            char c = 'R';  /* running: one incr done, even on a loaded machine */
+            if (write(pfd[1], &c, 1) != 1)
+                _exit(1);
             for (;;)
                 pg_table_incr(t, "hot", ci, 1, NULL);
         }
-        struct timespec d = {0, 1000000L + (rand() % 4000000L)}; /* 1-5 ms */
+        close(pfd[1]);
+        char c = 0;
+        assert_int_equal(read(pfd[0], &c, 1), 1);
+        close(pfd[0]);
+        struct timespec d = {0, (rand() % 3000000L)}; /* 0-3 ms */
         nanosleep(&d, NULL);
         assert_int_equal(kill(pid, SIGKILL), 0);
         int st;
