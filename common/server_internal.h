@@ -130,6 +130,21 @@ static inline int pg_session_reactor_of(uint64_t session, int reactor_num)
     return (int)((session & PG_SESSION_COUNTER_MASK) % (uint64_t)reactor_num);
 }
 
+/* The worker (or task worker) with the fewest messages queued. */
+static inline int pg_least_queued(pg_shm_worker *workers, int n)
+{
+    int best = 0;
+    uint64_t least = UINT64_MAX;
+    for (int i = 0; i < n; i++) {
+        uint64_t q = atomic_load_explicit(&workers[i].queued, memory_order_relaxed);
+        if (q < least) {
+            least = q;
+            best = i;
+        }
+    }
+    return best;
+}
+
 /* The worker that sees a session's connect and close (and, in fixed dispatch
  * mode, all its packets). */
 static inline int pg_session_home_worker(uint64_t session, int worker_num)

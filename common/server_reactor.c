@@ -250,18 +250,8 @@ static int choose_worker(pg_reactor *r, pg_conn *c)
     case PG_DISPATCH_ROUND_ROBIN:
         r->next_worker = (r->next_worker + 1) % s->worker_num;
         return r->next_worker;
-    case PG_DISPATCH_IDLE: {
-        int best = 0;
-        uint64_t least = UINT64_MAX;
-        for (int w = 0; w < s->worker_num; w++) {
-            uint64_t q = atomic_load_explicit(&s->stats->workers[w].queued, memory_order_relaxed);
-            if (q < least) {
-                least = q;
-                best = w;
-            }
-        }
-        return best;
-    }
+    case PG_DISPATCH_IDLE:
+        return pg_least_queued(s->stats->workers, s->worker_num);
     default:
         return pg_session_home_worker(c->session, s->worker_num);
     }

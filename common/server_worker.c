@@ -157,36 +157,25 @@ static void on_channel_closed(pg_ipc_channel *ch, void *arg)
     begin_stop(p, "the master closed its end");
 }
 
-int pg_server_send(pg_server *s, pg_session_id session, const void *data, size_t len)
+/* SEND or SHUTDOWN to the reactor thread that holds the session. */
+static int to_session(pg_server *s, uint16_t type, pg_session_id session, const void *data,
+                      size_t len)
 {
     struct pg_worker_proc *p = s->proc;
     if (!p || p->is_task || (uint32_t)(session >> PG_SESSION_COUNTER_BITS) != s->generation)
         return -1;
-    pg_ipc_header h = {.id = session, .type = PG_IPC_SEND, .worker_id = p->id};
+    pg_ipc_header h = {.id = session, .type = type, .worker_id = p->id};
     return pg_ipc_send(p->in[pg_session_reactor_of(session, s->reactor_num)], &h, data, len);
+}
+
+int pg_server_send(pg_server *s, pg_session_id session, const void *data, size_t len)
+{
+    return to_session(s, PG_IPC_SEND, session, data, len);
 }
 
 int pg_server_close(pg_server *s, pg_session_id session, const char *reason, size_t len)
 {
-    struct pg_worker_proc *p = s->proc;
-    if (!p || p->is_task || (uint32_t)(session >> PG_SESSION_COUNTER_BITS) != s->generation)
-        return -1;
-    pg_ipc_header h = {.id = session, .type = PG_IPC_SHUTDOWN, .worker_id = p->id};
-    return pg_ipc_send(p->in[pg_session_reactor_of(session, s->reactor_num)], &h, reason, len);
-}
-
-static int choose_task_worker(pg_server *s)
-{
-    int best = 0;
-    uint64_t least = UINT64_MAX;
-    for (int t = 0; t < s->task_worker_num; t++) {
-        uint64_t q = atomic_load_explicit(&s->stats->task_workers[t].queued, memory_order_relaxed);
-        if (q < least) {
-            least = q;
-            best = t;
-        }
-    }
-    return best;
+    return to_session(s, PG_IPC_SHUTDOWN, session, reason, len);
 }
 
 static int64_t send_task(pg_server *s, uint16_t type, const void *data, size_t len, int dst)
@@ -194,7 +183,7 @@ static int64_t send_task(pg_server *s, uint16_t type, const void *data, size_t l
     struct pg_worker_proc *p = s->proc;
     if (!p || p->is_task || s->task_worker_num == 0 || dst >= s->task_worker_num)
         return -1;
-    int t = dst >= 0 ? dst : choose_task_worker(s);
+    int t = dst >= 0 ? dst : pg_least_queued(s->stats->task_workers, s->task_worker_num);
     int64_t id = (int64_t)(((uint64_t)(p->id + 1) << 48) | (++p->task_seq & ((UINT64_C(1) << 48) - 1)));
     pg_ipc_header h = {.id = (uint64_t)id, .type = type, .worker_id = p->id};
     if (pg_ipc_send(p->tasks[t], &h, data, len) < 0)
