@@ -210,6 +210,8 @@ pg_session_id pg_conn_session(const pg_conn *c);
 int pg_conn_listener(const pg_conn *c);
 int pg_conn_reactor(const pg_conn *c);
 pg_server *pg_conn_server(const pg_conn *c);
+/* The listener's protocol (its arg carries the protocol's configuration). */
+const pg_protocol *pg_conn_protocol(const pg_conn *c);
 /* Per-connection protocol state. */
 void *pg_conn_get_state(const pg_conn *c);
 void pg_conn_set_state(pg_conn *c, void *state);

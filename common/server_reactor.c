@@ -688,6 +688,11 @@ pg_session_id pg_conn_session(const pg_conn *c) { return c->session; }
 int pg_conn_listener(const pg_conn *c) { return c->listener; }
 int pg_conn_reactor(const pg_conn *c) { return c->reactor->id; }
 pg_server *pg_conn_server(const pg_conn *c) { return c->reactor->s; }
+
+const pg_protocol *pg_conn_protocol(const pg_conn *c)
+{
+    return c->reactor->s->listeners[c->listener].opts.protocol;
+}
 void *pg_conn_get_state(const pg_conn *c) { return c->proto_state; }
 void pg_conn_set_state(pg_conn *c, void *state) { c->proto_state = state; }
 

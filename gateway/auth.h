@@ -1,0 +1,23 @@
+/* auth.h - browser identity: HS256 JSON Web Tokens (libjwt).
+ *
+ * A token's sub is the agent's uuid and exp its expiry.  Only HS256 is
+ * accepted (no "none", no algorithm confusion), with the secret from the
+ * configuration. */
+#ifndef GW_AUTH_H
+#define GW_AUTH_H
+
+#include <stddef.h>
+#include <time.h>
+
+#define GW_UUID_MAX 63
+
+/* 0 when token is valid at time now: uuid gets sub (1..GW_UUID_MAX bytes of
+ * [A-Za-z0-9_.:@-]).  -1 otherwise, with *why a short reason ("bad signature",
+ * "expired", "no sub", "malformed", ...). */
+int gw_auth_verify(const char *token, size_t token_len, const char *secret, time_t now,
+                   char uuid[GW_UUID_MAX + 1], const char **why);
+
+/* A token for uuid valid until exp (malloc'd), or NULL. For tests and tools. */
+char *gw_auth_mint(const char *uuid, const char *secret, time_t exp);
+
+#endif

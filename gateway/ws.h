@@ -1,0 +1,54 @@
+/* ws.h - HTTP and WebSocket for browsers, as a protocol hook of the engine.
+ *
+ * Runs in the reactor threads (see pg_protocol in server.h).  A connection
+ * starts as HTTP/1.1 (parsed with http-parser).  GET on the WebSocket path with
+ * a valid upgrade becomes a WebSocket (RFC 6455, frames through wslay); any
+ * other request is handed to a worker, whose answer is written as the HTTP
+ * response and the connection is closed after it.
+ *
+ * What the workers receive (pg_conn_dispatch; first byte says what it is):
+ *   'O' + uuid   the WebSocket is open; uuid from ?token= (empty: the browser
+ *                must still authenticate with a CONNECT message)
+ *   'T' + text   one complete text message (valid UTF-8, fragments joined)
+ *   'H' + line   an HTTP request other than the upgrade: "METHOD PATH[?QUERY]"
+ * What workers send (pg_server_send): on a WebSocket, the text of one message
+ * (sent as a text frame); on an HTTP connection, the whole response (status
+ * line, headers, body).  pg_server_close's reason on a WebSocket is a close
+ * frame payload: 2-byte big-endian code, then UTF-8 text.
+ *
+ * Outcomes decided here: malformed request -> 400; headers over
+ * max_header_size or not complete within header_timeout_ms -> 431 / 408 and
+ * close; wrong Sec-WebSocket-Version -> 426 with "Sec-WebSocket-Version: 13";
+ * Origin not allowed -> 403; bad or expired ?token= -> 401 before the upgrade.
+ * After it: unmasked client frame -> close 1002; invalid UTF-8 -> 1007; a
+ * message over max_message -> 1009; binary message -> 1003; ping -> pong. */
+#ifndef GW_WS_H
+#define GW_WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+
+enum {
+    GW_MSG_OPEN = 'O',
+    GW_MSG_TEXT = 'T',
+    GW_MSG_HTTP = 'H',
+};
+
+typedef struct {
+    const char *ws_path;            /* "/ws" */
+    const char *jwt_secret;
+    const char *allowed_origins;    /* comma-separated origins; "" or "*": any */
+    size_t max_header_size;         /* e.g. 8192 */
+    uint32_t header_timeout_ms;     /* e.g. 10000 */
+    size_t max_message;             /* largest WebSocket message (package_max_length) */
+} gw_ws_config;
+
+/* The hook for pg_listen_options.protocol; cfg must outlive the server. */
+const pg_protocol *gw_ws_protocol(const gw_ws_config *cfg);
+
+/* A close reason for pg_server_close: code + text into buf; returns its length. */
+size_t gw_ws_close_reason(char *buf, size_t buflen, uint16_t code, const char *text);
+
+#endif
