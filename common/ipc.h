@@ -39,6 +39,7 @@ enum {
     PG_IPC_TASK,          /* worker -> task worker */
     PG_IPC_EVENT,         /* worker -> task worker: custom event "name\0data" */
     PG_IPC_FINISH,        /* task worker -> worker: result of a task */
+    PG_IPC_PIPE,          /* worker -> worker: pg_server_send_message */
 };
 
 typedef struct {

@@ -119,8 +119,10 @@ void pg_server_free(pg_server *s)
             close(s->listeners[i].fd);
     close_pairs(s->reactor_ipc, s->reactor_num * s->worker_num);
     close_pairs(s->task_ipc, s->worker_num * s->task_worker_num);
+    close_pairs(s->worker_ipc, s->worker_num * s->worker_num);
     free(s->reactor_ipc);
     free(s->task_ipc);
+    free(s->worker_ipc);
     while (s->hooks) {
         pg_hook_entry *next = s->hooks->next;
         free(s->hooks);
@@ -228,6 +230,11 @@ int pg_server_session_reactor(const pg_server *s, pg_session_id session)
     return pg_session_reactor_of(session, s->reactor_num);
 }
 
+int pg_server_session_worker(const pg_server *s, pg_session_id session)
+{
+    return pg_session_home_worker(session, s->worker_num);
+}
+
 int pg_server_add_hook(pg_server *s, pg_hook hook, pg_hook_fn fn, void *arg)
 {
     pg_hook_entry *e = calloc(1, sizeof(*e));
@@ -329,7 +336,9 @@ static long long open_file_capacity(pg_server *s)
     return capacity > 0 ? capacity : 1;
 }
 
-static int make_pairs(int (**pairs)[2], int n)
+/* n pairs; with square set, only those above the diagonal of an
+ * square x square matrix (one pair for each two workers). */
+static int make_pairs(int (**pairs)[2], int n, int square)
 {
     *pairs = malloc(sizeof(int[2]) * (size_t)(n ? n : 1));
     if (!*pairs)
@@ -337,7 +346,7 @@ static int make_pairs(int (**pairs)[2], int n)
     for (int i = 0; i < n; i++)
         (*pairs)[i][0] = (*pairs)[i][1] = -1;
     for (int i = 0; i < n; i++)
-        if (pg_ipc_socketpair((*pairs)[i]) < 0) {
+        if ((!square || i / square < i % square) && pg_ipc_socketpair((*pairs)[i]) < 0) {
             pg_error("socketpair: %s", strerror(errno));
             return -1;
         }
@@ -431,8 +440,9 @@ static int prepare(pg_server *s)
     s->stats->start_time = (int64_t)time(NULL);
     s->master_pid = getpid();
     atomic_store(&s->stats->master_pid, s->master_pid);
-    if (make_pairs(&s->reactor_ipc, s->reactor_num * s->worker_num) < 0 ||
-        make_pairs(&s->task_ipc, s->worker_num * s->task_worker_num) < 0)
+    if (make_pairs(&s->reactor_ipc, s->reactor_num * s->worker_num, 0) < 0 ||
+        make_pairs(&s->task_ipc, s->worker_num * s->task_worker_num, 0) < 0 ||
+        make_pairs(&s->worker_ipc, s->worker_num * s->worker_num, s->worker_num) < 0)
         return -1;
     return drop_privileges(st);
 }
@@ -473,6 +483,9 @@ int pg_server_start(pg_server *s)
     close_pairs(s->task_ipc, s->worker_num * s->task_worker_num);
     for (int i = 0; i < s->worker_num * s->task_worker_num; i++)
         s->task_ipc[i][0] = s->task_ipc[i][1] = -1;
+    close_pairs(s->worker_ipc, s->worker_num * s->worker_num);
+    for (int i = 0; i < s->worker_num * s->worker_num; i++)
+        s->worker_ipc[i][0] = s->worker_ipc[i][1] = -1;
     pg_proctitle_set("%s: master", s->name);
     int rc = pg_master_run(s);
     remove_pid_file(s);

@@ -106,6 +106,8 @@ typedef struct {
                        const char *data, size_t len);
     void (*on_close)(pg_server *s, pg_session_id session, int listener);
     void (*on_finish)(pg_server *s, int64_t task_id, const char *data, size_t len);
+    /* In workers: a message from another worker (pg_server_send_message). */
+    void (*on_pipe_message)(pg_server *s, int from_worker, const char *data, size_t len);
     /* In task workers: may call pg_server_finish once to answer. */
     void (*on_task)(pg_server *s, int64_t task_id, int from_worker, const char *data, size_t len);
     /* In the master, once the server runs. */
@@ -158,6 +160,13 @@ int pg_server_close(pg_server *s, pg_session_id session, const char *reason, siz
 /* Hand data to a task worker (least busy one when dst_task_worker < 0).
  * Returns the task id (> 0), or -1. */
 int64_t pg_server_task(pg_server *s, const void *data, size_t len, int dst_task_worker);
+/* Hand data to another worker's on_pipe_message (Swoole's sendMessage), so
+ * that state a worker keeps for its sessions stays with that worker.
+ * 0, or -1 (dst is this worker or out of range, queue full). */
+int pg_server_send_message(pg_server *s, int dst_worker, const void *data, size_t len);
+/* The worker that sees a session's connect and close (its home worker; in
+ * dispatch mode 2 every packet of the session). */
+int pg_server_session_worker(const pg_server *s, pg_session_id session);
 /* Fire a custom event; its listeners run in a task worker. */
 int pg_server_fire_event(pg_server *s, const char *name, const void *data, size_t len);
 

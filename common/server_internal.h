@@ -83,9 +83,11 @@ struct pg_server {
 
     /* IPC socket pairs, [0] master/worker side, [1] far side:
      * reactor_ipc[r * worker_num + w]: reactor r <-> worker w
-     * task_ipc[w * task_worker_num + t]: worker w <-> task worker t */
+     * task_ipc[w * task_worker_num + t]: worker w <-> task worker t
+     * worker_ipc[a * worker_num + b], a < b: worker a <-> worker b */
     int (*reactor_ipc)[2];
     int (*task_ipc)[2];
+    int (*worker_ipc)[2];
 
     pg_shm_stats *stats;
     pg_role role;

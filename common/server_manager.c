@@ -56,6 +56,13 @@ static void close_unused_fds(pg_server *s, int is_task, int id)
                 close(s->reactor_ipc[r * W + w][1]);
                 s->reactor_ipc[r * W + w][1] = -1;
             }
+    for (int a = 0; a < W; a++)
+        for (int b = 0; b < W; b++)
+            for (int j = 0; j < 2; j++)
+                if (is_task || (j == 0 ? a : b) != id) {
+                    close(s->worker_ipc[a * W + b][j]);
+                    s->worker_ipc[a * W + b][j] = -1;
+                }
     for (int w = 0; w < W; w++)
         for (int t = 0; t < T; t++) {
             int *pair = s->task_ipc[w * T + t];

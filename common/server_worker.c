@@ -29,7 +29,9 @@ struct pg_worker_proc {
     int id;
     int is_task;
     struct event_base *base;
-    pg_ipc_channel **in;         /* worker: one per reactor; task worker: one per worker */
+    /* worker: one per reactor, then one per other worker (NULL for itself);
+     * task worker: one per worker */
+    pg_ipc_channel **in;
     int nin;
     pg_ipc_channel **tasks;      /* worker only: one per task worker */
     struct event *sigterm_ev, *stop_ev;
@@ -52,7 +54,7 @@ static pg_shm_worker *my_stats(struct pg_worker_proc *p)
 static int reading_any(struct pg_worker_proc *p)
 {
     for (int i = 0; i < p->nin; i++)
-        if (pg_ipc_channel_reading_message(p->in[i]))
+        if (p->in[i] && pg_ipc_channel_reading_message(p->in[i]))
             return 1;
     return 0;
 }
@@ -60,7 +62,8 @@ static int reading_any(struct pg_worker_proc *p)
 static void flush_all(struct pg_worker_proc *p)
 {
     for (int i = 0; i < p->nin; i++)
-        pg_ipc_flush_blocking(p->in[i], STOP_FLUSH_MS);
+        if (p->in[i])
+            pg_ipc_flush_blocking(p->in[i], STOP_FLUSH_MS);
     for (int t = 0; p->tasks && t < p->s->task_worker_num; t++)
         pg_ipc_flush_blocking(p->tasks[t], STOP_FLUSH_MS);
 }
@@ -89,7 +92,8 @@ static void begin_stop(struct pg_worker_proc *p, const char *why)
     pg_info("stopping: %s", why);
     atomic_store(&my_stats(p)->state, PG_WORKER_STOPPING);
     for (int i = 0; i < p->nin; i++)
-        pg_ipc_channel_stop(p->in[i]);
+        if (p->in[i])
+            pg_ipc_channel_stop(p->in[i]);
     struct timeval tv = {0, STOP_POLL_MS * 1000};
     p->stop_ev = event_new(p->base, -1, EV_PERSIST, on_stop_check, p);
     event_add(p->stop_ev, &tv);
@@ -135,6 +139,10 @@ static void on_reactor_message(pg_ipc_channel *ch, const pg_ipc_header *h, const
         if (s->cb.on_close)
             s->cb.on_close(s, h->id, h->listener);
         break;
+    case PG_IPC_PIPE:
+        if (s->cb.on_pipe_message)
+            s->cb.on_pipe_message(s, h->worker_id, data, h->length);
+        break;
     default:
         pg_warn("unexpected message type %u from a reactor", h->type);
     }
@@ -166,6 +174,15 @@ static int to_session(pg_server *s, uint16_t type, pg_session_id session, const 
         return -1;
     pg_ipc_header h = {.id = session, .type = type, .worker_id = p->id};
     return pg_ipc_send(p->in[pg_session_reactor_of(session, s->reactor_num)], &h, data, len);
+}
+
+int pg_server_send_message(pg_server *s, int dst_worker, const void *data, size_t len)
+{
+    struct pg_worker_proc *p = s->proc;
+    if (!p || p->is_task || dst_worker < 0 || dst_worker >= s->worker_num || dst_worker == p->id)
+        return -1;
+    pg_ipc_header h = {.type = PG_IPC_PIPE, .worker_id = p->id};
+    return pg_ipc_send(p->in[s->reactor_num + dst_worker], &h, data, len);
 }
 
 int pg_server_send(pg_server *s, pg_session_id session, const void *data, size_t len)
@@ -280,13 +297,21 @@ struct event_base *pg_server_event_base(const pg_server *s)
 static int setup(struct pg_worker_proc *p)
 {
     pg_server *s = p->s;
-    int W = s->worker_num, T = s->task_worker_num;
-    p->nin = p->is_task ? W : s->reactor_num;
+    int W = s->worker_num, T = s->task_worker_num, R = s->reactor_num;
+    p->nin = p->is_task ? W : R + W;
     p->in = calloc((size_t)p->nin, sizeof(*p->in));
     if (!p->in || !(p->base = event_base_new()))
         return -1;
     for (int i = 0; i < p->nin; i++) {
-        int fd = p->is_task ? s->task_ipc[i * T + p->id][1] : s->reactor_ipc[i * W + p->id][1];
+        int fd, peer = i - R, id = p->id;
+        if (p->is_task)
+            fd = s->task_ipc[i * T + id][1];
+        else if (peer < 0)
+            fd = s->reactor_ipc[i * W + id][1];
+        else if (peer == id)
+            continue;
+        else
+            fd = id < peer ? s->worker_ipc[id * W + peer][0] : s->worker_ipc[peer * W + id][1];
         p->in[i] = pg_ipc_channel_new(p->base, fd, s->ipc_max_message,
                                       p->is_task ? on_task_message : on_reactor_message,
                                       on_channel_closed, p);
@@ -348,7 +373,8 @@ static int run(pg_server *s, int id, int is_task)
         s->cb.on_start(s, id);
     pg_server_run_hooks(s, PG_HOOK_WORKER_START, id);
     for (int i = 0; i < p.nin && !p.stopping; i++)
-        pg_ipc_channel_start(p.in[i]);
+        if (p.in[i])
+            pg_ipc_channel_start(p.in[i]);
     for (int t = 0; p.tasks && t < s->task_worker_num; t++)
         pg_ipc_channel_start(p.tasks[t]);
     event_base_dispatch(p.base);

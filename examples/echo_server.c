@@ -1,8 +1,9 @@
 /* echo_server.c - the seed's first example on the engine: Connect, Receive,
  * Close.  Every packet comes back framed the same way (raw, EOF-split or
  * length-prefixed, per the settings).  Two words are commands, for tests and
- * operators: "pid" answers with the pid of the worker that handled it, and
- * "stats" with the node's counters as JSON.
+ * operators: "pid" answers with the pid of the worker that handled it,
+ * "stats" with the node's counters as JSON, and "relay N TEXT" has worker N
+ * answer "relayed by PID: TEXT" (worker-to-worker messages).
  *
  * With line_port set, a second port shows the protocol hook that the gateway
  * uses for HTTP and WebSocket: a line protocol, parsed in the reactor thread,
@@ -101,6 +102,37 @@ static char *stats_json(pg_server *s)
     return text;
 }
 
+/* "relay N TEXT": the session id, then TEXT, go to worker N. */
+static void relay(pg_server *s, pg_session_id session, const char *data, size_t len)
+{
+    char *end;
+    long worker = strtol(data + 6, &end, 10);
+    size_t skip = (size_t)(end - data) + 1;
+    char msg[sizeof(session) + 1024];
+    if (skip > len || len - skip > 1024) {
+        pg_server_send(s, session, "relay: bad request", 18);
+        return;
+    }
+    memcpy(msg, &session, sizeof(session));
+    memcpy(msg + sizeof(session), data + skip, len - skip);
+    if (worker == pg_server_worker_id(s) ||
+        pg_server_send_message(s, (int)worker, msg, sizeof(session) + len - skip) < 0)
+        pg_server_send(s, session, "relay: refused", 14);
+}
+
+static void on_pipe_message(pg_server *s, int from_worker, const char *data, size_t len)
+{
+    (void)from_worker;
+    pg_session_id session;
+    if (len < sizeof(session))
+        return;
+    memcpy(&session, data, sizeof(session));
+    char reply[1100];
+    int n = snprintf(reply, sizeof(reply), "relayed by %ld: %.*s", (long)getpid(),
+                     (int)(len - sizeof(session)), data + sizeof(session));
+    pg_server_send(s, session, reply, (size_t)n);
+}
+
 static void on_connect(pg_server *s, pg_session_id session, int listener, const char *peer)
 {
     (void)s;
@@ -120,6 +152,8 @@ static void on_receive(pg_server *s, pg_session_id session, int listener, const 
         if (text)
             pg_server_send(s, session, text, strlen(text));
         free(text);
+    } else if (len > 6 && memcmp(data, "relay ", 6) == 0) {
+        relay(s, session, data, len);
     } else if (len == 4 && memcmp(data, "quit", 4) == 0) {
         pg_server_close(s, session, "bye", 3);
     } else if (pg_server_send(s, session, data, len) < 0) {
@@ -146,7 +180,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? 2 : 0;
     pg_server_callbacks cb = {.on_connect = on_connect, .on_receive = on_receive,
-                              .on_close = on_close};
+                              .on_close = on_close, .on_pipe_message = on_pipe_message};
     pg_server *s = pg_server_new("echo_server", &settings, &cb);
     pg_listen_options opts = pg_listen_options_from_settings(&settings);
     rc = 1;
