@@ -82,7 +82,8 @@ typedef struct {
     ssize_t (*on_data)(pg_conn *c, const char *data, size_t len);
     /* A worker sent data to this connection: frame it with pg_conn_write. */
     int (*on_send)(pg_conn *c, const char *data, size_t len);
-    /* A worker asked to close: may write a last message (a close frame). */
+    /* A worker asked to close, or (reason NULL) the server is stopping: may
+     * write a last message (a close frame). */
     void (*on_shutdown)(pg_conn *c, const char *reason, size_t len);
     /* The connection is going away: free the protocol state. */
     void (*on_close)(pg_conn *c);

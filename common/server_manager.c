@@ -1,7 +1,9 @@
 /* server_manager.c - the manager process: forks the workers and task workers,
  * replaces any that exit (crash, kill, max_request), reloads them one at a
  * time on SIGUSR1 (all) or SIGUSR2 (task workers), and stops them all on
- * SIGTERM.  It is single-threaded and waits on a signalfd, so forking from it
+ * SIGTERM: workers first, then task workers, so that what workers hand to
+ * task workers while they stop (un-acknowledged messages to store, rows to
+ * delete) is still done.  It is single-threaded and waits on a signalfd, so forking from it
  * is always safe.  A child that dies right after it started is restarted
  * after a pause, so a crash loop does not become a fork loop. */
 #include "server_internal.h"
@@ -207,7 +209,7 @@ static void on_signal(manager *m, int signo)
         if (!m->stopping)
             pg_info("stopping workers");
         m->stopping = 1;
-        for (int i = 0; i < m->nslots; i++)
+        for (int i = 0; i < m->s->worker_num; i++)
             stop_child(&m->slots[i]);
         break;
     case SIGUSR1:
@@ -242,9 +244,9 @@ static int on_tick(manager *m)
     return timeout;
 }
 
-static int any_alive(manager *m)
+static int any_alive(manager *m, int from, int to)
 {
-    for (int i = 0; i < m->nslots; i++)
+    for (int i = from; i < to; i++)
         if (m->slots[i].pid > 0)
             return 1;
     return 0;
@@ -252,7 +254,10 @@ static int any_alive(manager *m)
 
 static int manager_loop(manager *m, int sfd)
 {
-    while (!m->stopping || any_alive(m)) {
+    while (!m->stopping || any_alive(m, 0, m->nslots)) {
+        if (m->stopping && !any_alive(m, 0, m->s->worker_num))
+            for (int i = m->s->worker_num; i < m->nslots; i++)
+                stop_child(&m->slots[i]);
         int timeout = on_tick(m);
         struct pollfd p = {.fd = sfd, .events = POLLIN};
         int n = poll(&p, 1, timeout);

@@ -513,7 +513,11 @@ static void close_when_drained(pg_reactor *r)
     if (r->stopping && r->channels_open == 0) {
         for (pg_conn *c = r->conns, *next; c; c = next) {
             next = c->next;
-            pg_conn_close(c, 1);
+            const pg_protocol *proto = pg_conn_protocol(c);
+            if (proto && proto->on_shutdown)
+                proto->on_shutdown(c, NULL, 0);   /* the server is stopping */
+            if (!(c->flags & CONN_DEAD))
+                pg_conn_close(c, 1);
         }
         if (!r->conns)
             event_base_loopbreak(r->base);

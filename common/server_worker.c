@@ -4,9 +4,11 @@
  * reactor thread, task results from every task worker, and its callbacks send
  * back through the same channels without blocking.  A task worker also runs a
  * loop (for timers) but handles one task at a time, synchronously; that is
- * where blocking libraries (MySQL) belong.  Both stop the same way, on SIGTERM
- * or after max_request: stop taking input, finish the message being read, run
- * the stop callbacks, flush what they send, exit 0. */
+ * where blocking libraries (MySQL) belong.  Both stop on SIGTERM or after
+ * max_request: a worker stops taking input and finishes the message being
+ * read; a task worker first does every task already queued for it (workers
+ * stop before task workers, so what they hand over while stopping is done).
+ * Then the stop callbacks run, what they send is flushed, and it exits 0. */
 #include "server_internal.h"
 
 #include "log.h"
@@ -14,6 +16,7 @@
 #include "timer.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +62,17 @@ static int reading_any(struct pg_worker_proc *p)
     return 0;
 }
 
+/* A task worker stops only once nothing more is queued for it. */
+static int tasks_queued(struct pg_worker_proc *p)
+{
+    for (int i = 0; p->is_task && i < p->nin; i++) {
+        struct pollfd pfd = {.fd = pg_ipc_channel_fd(p->in[i]), .events = POLLIN};
+        if (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN))
+            return 1;
+    }
+    return 0;
+}
+
 static void flush_all(struct pg_worker_proc *p)
 {
     for (int i = 0; i < p->nin; i++)
@@ -73,8 +87,8 @@ static void on_stop_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pg_worker_proc *p = arg;
-    if (reading_any(p))
-        return;   /* a message is half in: finish it first */
+    if (reading_any(p) || tasks_queued(p))
+        return;   /* a message is half in, or tasks wait: finish them first */
     event_del(p->stop_ev);
     pg_server *s = p->s;
     if (s->cb.on_stop)
@@ -91,7 +105,7 @@ static void begin_stop(struct pg_worker_proc *p, const char *why)
     p->stopping = 1;
     pg_info("stopping: %s", why);
     atomic_store(&my_stats(p)->state, PG_WORKER_STOPPING);
-    for (int i = 0; i < p->nin; i++)
+    for (int i = 0; i < p->nin && !p->is_task; i++)
         if (p->in[i])
             pg_ipc_channel_stop(p->in[i]);
     struct timeval tv = {0, STOP_POLL_MS * 1000};
