@@ -111,8 +111,10 @@ typedef struct {
     void (*on_pipe_message)(pg_server *s, int from_worker, const char *data, size_t len);
     /* In task workers: may call pg_server_finish once to answer. */
     void (*on_task)(pg_server *s, int64_t task_id, int from_worker, const char *data, size_t len);
-    /* In the master, once the server runs. */
+    /* In the master, once the server runs, and when it begins to stop (before
+     * the workers are told); may block briefly. */
     void (*on_master_start)(pg_server *s);
+    void (*on_master_stop)(pg_server *s);
 } pg_server_callbacks;
 
 /* ---- setting up (before pg_server_start) ---- */

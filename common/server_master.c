@@ -123,6 +123,8 @@ static void begin_stop(pg_master *m, int exit_code)
     s->exit_code = exit_code;
     pg_notice("stopping");
     stop_accepting(m);
+    if (s->cb.on_master_stop)
+        s->cb.on_master_stop(s);
     if (s->manager_pid > 0) {
         kill(s->manager_pid, SIGTERM);
         struct timeval tv = {(time_t)s->settings->reload_timeout + MANAGER_GRACE_EXTRA_S, 0};

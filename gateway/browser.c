@@ -1,0 +1,330 @@
+/* browser.c - what browsers send on the public port.
+ *
+ * WebSocket events (the seed's): CONNECT {client_token} authenticates when
+ * the token was not in the URL; HEART_BEAT is answered; ACK {id} completes a
+ * pushed message; NEW_MSG {to, msg} is a chat message, routed exactly like a
+ * work order.  Anything else gets the seed's error object.  Plain HTTP
+ * requests get /healthz, /stats, /metrics or a static file. */
+#include "gateway.h"
+
+#include "auth.h"
+#include "log.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STATIC_FILE_MAX (4 * 1024 * 1024)
+
+static void send_text(pg_session_id session, char *text)
+{
+    if (text)
+        pg_server_send(gw.server, session, text, strlen(text));
+    free(text);
+}
+
+static void send_error(pg_session_id session, int code)
+{
+    send_text(session, gw_error_json(code, NULL));
+}
+
+static void close_unauthorized(pg_session_id session, const char *why)
+{
+    char reason[128];
+    atomic_fetch_add(&gw.counters->auth_failures, 1);
+    size_t n = gw_ws_close_reason(reason, sizeof(reason), 4001, why);
+    pg_server_close(gw.server, session, reason, n);
+}
+
+static void on_connect_event(pg_session_id session, json_t *data)
+{
+    const char *token = json_string_value(json_object_get(data, "client_token"));
+    char uuid[GW_UUID_MAX + 1];
+    const char *why = "no client_token";
+    if (gw_session_uuid(session)) {
+        send_error(session, GW_ERR_BAD_REQUEST);   /* already authenticated */
+        return;
+    }
+    if (!token || gw_auth_verify(token, strlen(token), gw.cfg.jwt_secret, time(NULL), uuid, &why) < 0) {
+        close_unauthorized(session, why);
+        return;
+    }
+    gw_session_authenticate(session, uuid);
+}
+
+static void on_chat(pg_session_id session, const char *from, json_t *data)
+{
+    const char *to = json_string_value(json_object_get(data, "to"));
+    json_t *msg = json_object_get(data, "msg");
+    if (!to || !*to || strlen(to) > GW_UUID_MAX || !json_is_string(msg)) {
+        send_error(session, GW_ERR_BAD_REQUEST);
+        return;
+    }
+    char id[64];
+    snprintf(id, sizeof(id), "chat-%08" PRIx32 "-%016" PRIx64 "-%" PRIx64, gw.generation, session,
+             (uint64_t)time(NULL));
+    char *payload = gw_event_json("NEW_MSG", json_pack("{s:s,s:O,s:s}", "from", from, "msg", msg,
+                                                       "id", id));
+    json_t *items = json_pack("[{s:s,s:s,s:s}]", "uuid", to, "id", id, "payload", payload);
+    free(payload);
+    atomic_fetch_add(&gw.counters->messages_in, 1);
+    gw_task(json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:s}}", "op", "route", "msg_id", id, "items", items,
+                      "ctx", "kind", "chat", "session", (json_int_t)session, "to", to), 0);
+}
+
+static void on_event(pg_session_id session, const char *event, json_t *data)
+{
+    const char *uuid = gw_session_uuid(session);
+    if (strcmp(event, "CONNECT") == 0) {
+        on_connect_event(session, data);
+    } else if (!uuid) {
+        send_error(session, GW_ERR_NOT_AUTHENTICATED);
+    } else if (strcmp(event, "HEART_BEAT") == 0) {
+        send_text(session, gw_event_json("HEART_BEAT", json_pack("{s:I}", "time", (json_int_t)time(NULL))));
+    } else if (strcmp(event, "ACK") == 0) {
+        const char *id = json_string_value(json_object_get(data, "id"));
+        if (!id)
+            send_error(session, GW_ERR_BAD_REQUEST);
+        else
+            gw_session_ack(session, id);
+    } else if (strcmp(event, "NEW_MSG") == 0) {
+        on_chat(session, uuid, data);
+    } else {
+        send_error(session, GW_ERR_EVENT_NULL);
+    }
+}
+
+static void on_text(pg_session_id session, const char *text, size_t len)
+{
+    json_error_t err;
+    json_t *msg = json_loadb(text, len, 0, &err);
+    const char *event = json_string_value(json_object_get(msg, "event"));
+    if (!json_is_object(msg))
+        send_error(session, GW_ERR_BAD_JSON);
+    else if (!event)
+        send_error(session, GW_ERR_EVENT_NULL);
+    else
+        on_event(session, event, json_object_get(msg, "data"));
+    json_decref(msg);
+}
+
+/* ---- plain HTTP ---- */
+
+static void http_reply(pg_session_id session, int status, const char *reason, const char *type,
+                       const char *body, size_t len)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                     status, reason, type, len);
+    char *msg = malloc((size_t)n + len);
+    if (!msg)
+        return;
+    memcpy(msg, head, (size_t)n);
+    memcpy(msg + n, body, len);
+    pg_server_send(gw.server, session, msg, (size_t)n + len);
+    free(msg);
+}
+
+static json_t *workers_json(const pg_worker_stats *w, int n)
+{
+    static const char *states[] = {"idle", "busy", "stopping", "exited"};
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:i,s:s,s:I,s:I,s:I}", "pid", (int)w[i].pid, "state",
+                                           states[w[i].state & 3], "requests", (json_int_t)w[i].requests,
+                                           "queued", (json_int_t)w[i].queued,
+                                           "respawns", (json_int_t)w[i].respawns));
+    return a;
+}
+
+static json_t *stats_json(void)
+{
+    pg_server_stats_t st;
+    pg_server_stats(gw.server, &st);
+    gw_counters *c = gw.counters;
+    json_t *per_reactor = json_array();
+    for (int i = 0; i < st.reactor_num; i++)
+        json_array_append_new(per_reactor, json_integer((json_int_t)st.sessions_per_reactor[i]));
+    return json_pack(
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
+        "s:o,s:o,s:I,s:{s:b,s:I}}",
+        "node", gw.node_id, "uptime", (json_int_t)(time(NULL) - st.start_time),
+        "connections", (json_int_t)st.connections, "accepted", (json_int_t)st.accepted,
+        "closed", (json_int_t)st.closed, "refused", (json_int_t)st.refused,
+        "sessions_per_reactor", per_reactor,
+        "traffic", "packets_in", (json_int_t)st.packets_in, "packets_out", (json_int_t)st.packets_out,
+        "bytes_in", (json_int_t)st.bytes_in, "bytes_out", (json_int_t)st.bytes_out,
+        "messages", "in", (json_int_t)c->messages_in, "pushed", (json_int_t)c->pushed,
+        "forwarded", (json_int_t)c->forwarded, "stored", (json_int_t)c->stored,
+        "acked", (json_int_t)c->acked, "redelivered", (json_int_t)c->redelivered,
+        "auth_failures", (json_int_t)c->auth_failures,
+        "workers", workers_json(st.workers, st.worker_num),
+        "task_workers", workers_json(st.task_workers, st.task_worker_num),
+        "task_queue", (json_int_t)st.task_queue,
+        "mysql", "ok", atomic_load(&c->mysql_ok), "errors", (json_int_t)c->mysql_errors);
+}
+
+static void serve_stats(pg_session_id session)
+{
+    json_t *o = stats_json();
+    char *body = json_dumps(o, JSON_INDENT(2));
+    json_decref(o);
+    if (body)
+        http_reply(session, 200, "OK", "application/json", body, strlen(body));
+    free(body);
+}
+
+static void serve_metrics(pg_session_id session)
+{
+    pg_server_stats_t st;
+    pg_server_stats(gw.server, &st);
+    gw_counters *c = gw.counters;
+    char body[4096];
+    int n = snprintf(body, sizeof(body),
+        "# TYPE pushgate_connections gauge\npushgate_connections %" PRIu64 "\n"
+        "# TYPE pushgate_accepted_total counter\npushgate_accepted_total %" PRIu64 "\n"
+        "# TYPE pushgate_refused_total counter\npushgate_refused_total %" PRIu64 "\n"
+        "# TYPE pushgate_messages_in_total counter\npushgate_messages_in_total %" PRIu64 "\n"
+        "# TYPE pushgate_pushed_total counter\npushgate_pushed_total %" PRIu64 "\n"
+        "# TYPE pushgate_forwarded_total counter\npushgate_forwarded_total %" PRIu64 "\n"
+        "# TYPE pushgate_stored_total counter\npushgate_stored_total %" PRIu64 "\n"
+        "# TYPE pushgate_acked_total counter\npushgate_acked_total %" PRIu64 "\n"
+        "# TYPE pushgate_auth_failures_total counter\npushgate_auth_failures_total %" PRIu64 "\n"
+        "# TYPE pushgate_task_queue gauge\npushgate_task_queue %" PRIu64 "\n"
+        "# TYPE pushgate_mysql_up gauge\npushgate_mysql_up %d\n",
+        st.connections, st.accepted, st.refused, (uint64_t)c->messages_in, (uint64_t)c->pushed,
+        (uint64_t)c->forwarded, (uint64_t)c->stored, (uint64_t)c->acked,
+        (uint64_t)c->auth_failures, st.task_queue, atomic_load(&c->mysql_ok));
+    http_reply(session, 200, "OK", "text/plain; version=0.0.4", body, (size_t)n);
+}
+
+static const char *content_type(const char *path)
+{
+    static const char *types[][2] = {
+        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"}, {".json", "application/json"},
+        {".svg", "image/svg+xml"}, {".png", "image/png"}, {".ico", "image/x-icon"},
+    };
+    const char *dot = strrchr(path, '.');
+    for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcmp(dot, types[i][0]) == 0)
+            return types[i][1];
+    return "application/octet-stream";
+}
+
+static void serve_file(pg_session_id session, const char *path)
+{
+    static const char not_found[] = "not found\n";
+    if (!gw.cfg.static_dir || !*gw.cfg.static_dir || path[0] != '/' || strstr(path, "..") ||
+        strlen(path) > 200) {
+        http_reply(session, 404, "Not Found", "text/plain", not_found, sizeof(not_found) - 1);
+        return;
+    }
+    char full[512];
+    snprintf(full, sizeof(full), "%s%s", gw.cfg.static_dir, strcmp(path, "/") ? path : "/index.html");
+    int fd = open(full, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    char *body = NULL;
+    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size <= STATIC_FILE_MAX &&
+        (body = malloc((size_t)sb.st_size + 1)) &&
+        read(fd, body, (size_t)sb.st_size) == sb.st_size)
+        http_reply(session, 200, "OK", content_type(full), body, (size_t)sb.st_size);
+    else
+        http_reply(session, 404, "Not Found", "text/plain", not_found, sizeof(not_found) - 1);
+    free(body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void on_http(pg_session_id session, const char *line, size_t len)
+{
+    char method[16], target[256];
+    if (sscanf(line, "%15s %255s", method, target) != 2 || len > 300) {
+        http_reply(session, 400, "Bad Request", "text/plain", "bad request\n", 12);
+        return;
+    }
+    char *query = strchr(target, '?');
+    if (query)
+        *query = '\0';
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        http_reply(session, 405, "Method Not Allowed", "text/plain", "GET only\n", 9);
+    else if (strcmp(target, "/healthz") == 0)
+        http_reply(session, 200, "OK", "application/json", "{\"status\":\"ok\"}", 15);
+    else if (strcmp(target, "/stats") == 0)
+        serve_stats(session);
+    else if (strcmp(target, "/metrics") == 0)
+        serve_metrics(session);
+    else
+        serve_file(session, target);
+}
+
+void gw_browser_message(pg_session_id session, const char *data, size_t len)
+{
+    if (len == 0)
+        return;
+    if (data[0] == GW_MSG_OPEN) {
+        char uuid[GW_UUID_MAX + 1];
+        snprintf(uuid, sizeof(uuid), "%.*s", (int)(len - 1), data + 1);
+        gw_session_open(session, uuid);
+    } else if (data[0] == GW_MSG_TEXT) {
+        on_text(session, data + 1, len - 1);
+    } else if (data[0] == GW_MSG_HTTP) {
+        char line[320];
+        snprintf(line, sizeof(line), "%.*s", (int)(len - 1), data + 1);
+        on_http(session, line, len - 1);
+    }
+}
+
+/* ---- answers from task workers ---- */
+
+/* ONLINE, then what waited in offline_messages, oldest first. */
+void gw_browser_registered(json_t *r)
+{
+    pg_session_id session = (pg_session_id)json_integer_value(json_object_get(r, "session"));
+    const char *uuid = json_string_value(json_object_get(r, "uuid"));
+    json_t *offline = json_object_get(r, "offline");
+    if (!gw_session_known(session))
+        return;   /* closed meanwhile; its close queued the unregister after this */
+    if (json_integer_value(json_object_get(r, "code")) != GW_OK) {
+        char reason[64];
+        size_t n = gw_ws_close_reason(reason, sizeof(reason), 1011, "registration failed");
+        pg_server_close(gw.server, session, reason, n);
+        return;
+    }
+    char client_id[192];
+    gw_client_id(session, client_id, sizeof(client_id));
+    send_text(session, gw_event_json("ONLINE", json_pack("{s:s,s:s,s:s,s:I}", "uuid", uuid,
+                                                         "client_id", client_id, "node", gw.node_id,
+                                                         "offline", (json_int_t)json_array_size(offline))));
+    size_t i;
+    json_t *m;
+    json_array_foreach(offline, i, m) {
+        gw_push(session, uuid, json_string_value(json_object_get(m, "msg_id")),
+                json_string_value(json_object_get(m, "payload")), 1);
+        atomic_fetch_add(&gw.counters->redelivered, 1);
+    }
+}
+
+/* The sender of a chat message learns what became of it. */
+void gw_browser_routed(json_t *r)
+{
+    json_t *ctx = json_object_get(r, "ctx");
+    pg_session_id sender = (pg_session_id)json_integer_value(json_object_get(ctx, "session"));
+    int code = (int)json_integer_value(json_object_get(r, "code"));
+    size_t local = json_array_size(json_object_get(r, "local"));
+    size_t remote = json_array_size(json_object_get(r, "remote"));
+    json_int_t stored = json_integer_value(json_object_get(r, "stored"));
+    const char *status = code != GW_OK ? "failed" : local ? "delivered" : remote ? "forwarded"
+                                                  : stored ? "stored" : "failed";
+    send_text(sender, gw_event_json("NEW_MSG_STATUS",
+                                    json_pack("{s:O,s:O,s:s,s:i}", "id", json_object_get(r, "msg_id"),
+                                              "to", json_object_get(ctx, "to"), "status", status,
+                                              "code", code)));
+}

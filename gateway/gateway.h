@@ -1,0 +1,157 @@
+/* gateway.h - what the files of pushgate-gateway share.
+ *
+ * main.c      settings, the server and its two ports, callbacks
+ * node.c      the node's row in gateway_nodes: register, heartbeat, sweep, remove
+ * session.c   browser sessions: shared table of the node's sessions, and the
+ *             home worker's record of each (uuid, messages awaiting ACK)
+ * browser.c   what browsers send: WebSocket events and plain HTTP requests
+ * internal.c  the internal port: work orders from the consumer, pushes from the proxy
+ * tasks.c     task workers: everything that talks to MySQL
+ * reply.c     JSON the gateway writes: events for browsers, reply frames, error codes
+ *
+ * Work flows worker -> task worker -> worker as JSON objects with an "op";
+ * what a worker needs back travels inside the task, so no worker keeps a
+ * table of tasks in flight. */
+#ifndef GW_GATEWAY_H
+#define GW_GATEWAY_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "db.h"
+#include "server.h"
+#include "shm_table.h"
+#include "ws.h"
+
+enum { GW_LISTENER_PUBLIC = 0, GW_LISTENER_INTERNAL = 1 };
+
+/* Error codes of reply frames and browser error objects (README lists them). */
+enum {
+    GW_OK = 0,
+    GW_ERR_EVENT_NULL = 10101,     /* browser message without a known event */
+    GW_ERR_BAD_JSON = 10102,       /* not a JSON object */
+    GW_ERR_NOT_AUTHENTICATED = 10103,
+    GW_ERR_BAD_REQUEST = 10104,    /* a field missing or of the wrong type */
+    GW_ERR_BAD_TOKEN = 10201,      /* chat_token unknown or disabled */
+    GW_ERR_UNKNOWN_URL = 10202,
+    GW_ERR_GONE = 10203,           /* push-local: the session is closed or not that uuid's */
+    GW_ERR_UNREACHABLE = 10204,    /* the proxy or target node did not answer */
+    GW_ERR_BUSY = 10205,
+    GW_ERR_INTERNAL = 10500,       /* MySQL failed; the sender should retry */
+};
+
+typedef struct {
+    char *host;
+    long long port;
+    char *internal_host;
+    long long internal_port;
+    int internal_eof;              /* "\r\n\r\n"-terminated frames instead of length prefix */
+    char *advertised_ip;
+    char *ws_path;
+    char *jwt_secret;
+    char *allowed_origins;
+    char *static_dir;
+    long long auth_timeout_ms;
+    long long ack_timeout;
+    long long max_pending_acks;
+    long long header_timeout_ms;
+    size_t max_header_size;
+    long long node_heartbeat_interval;
+    long long node_dead_after;
+    char *mysql_host;
+    long long mysql_port;
+    char *mysql_socket;
+    char *mysql_user;
+    char *mysql_password;
+    char *mysql_database;
+    char *proxy;                   /* "host:port[,host:port...]", tried in order */
+} gw_settings;
+
+/* Counters for /stats and /metrics, in shared memory. */
+typedef struct {
+    _Atomic uint64_t messages_in;      /* work orders and chats taken in */
+    _Atomic uint64_t pushed;           /* events written to browsers */
+    _Atomic uint64_t forwarded;        /* handed to the proxy */
+    _Atomic uint64_t stored;           /* written to offline_messages */
+    _Atomic uint64_t acked;
+    _Atomic uint64_t redelivered;      /* offline messages sent at connect */
+    _Atomic uint64_t auth_failures;
+    _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
+    _Atomic uint64_t mysql_errors;
+} gw_counters;
+
+typedef struct {
+    gw_settings cfg;
+    pg_server_settings server_cfg;
+    gw_ws_config ws;
+    pg_server *server;
+    pg_table *sessions;            /* session id (hex) -> uuid, connected_at */
+    int col_uuid, col_connected_at;
+    gw_counters *counters;
+    char node_ip[64];
+    char node_id[96];              /* "ip:internal_port" */
+    uint32_t generation;
+    pg_db *db;                     /* task workers only */
+} gw_context;
+
+extern gw_context gw;
+
+/* node.c */
+int gw_node_register(void);        /* master, before fork */
+void gw_node_draining(void);       /* master, when it begins to stop */
+void gw_node_unregister(void);     /* master, after stop */
+void gw_node_start_heartbeat(void);/* task worker 0 */
+
+/* session.c */
+int gw_sessions_create(uint32_t capacity);
+void gw_session_key(pg_session_id session, char key[17]);
+void gw_client_id(pg_session_id session, char *out, size_t len);
+int gw_client_id_parse(const char *client_id, char *ip, size_t iplen, int *port,
+                       pg_session_id *session);
+/* Whether session is open on this node and belongs to uuid (any process). */
+int gw_session_is(pg_session_id session, const char *uuid);
+void gw_session_worker_start(void);
+void gw_session_worker_stop(void);
+void gw_session_open(pg_session_id session, const char *uuid);
+int gw_session_authenticate(pg_session_id session, const char *uuid);
+const char *gw_session_uuid(pg_session_id session);   /* NULL: not known or not authenticated */
+int gw_session_known(pg_session_id session);
+void gw_session_closed(pg_session_id session);
+/* Push an event to a local session from any worker; payload is the event's
+ * JSON text with its id.  from_offline: the message is in offline_messages. */
+void gw_push(pg_session_id session, const char *uuid, const char *id, const char *payload,
+             int from_offline);
+void gw_session_pipe_message(const char *data, size_t len);
+int gw_session_ack(pg_session_id session, const char *id);
+
+/* browser.c */
+void gw_browser_message(pg_session_id session, const char *data, size_t len);
+void gw_browser_registered(json_t *result);
+void gw_browser_routed(json_t *result);
+
+/* internal.c */
+void gw_internal_request(pg_session_id session, const char *data, size_t len);
+void gw_internal_routed(json_t *result);
+void gw_internal_token_checked(json_t *result);
+void gw_internal_stored(json_t *result);
+/* Write a reply frame on an internal connection. */
+void gw_internal_reply(pg_session_id session, int code, const char *msg, json_t *extra);
+
+/* tasks.c */
+void gw_tasks_start(int task_worker_id);
+void gw_tasks_stop(void);
+void gw_task_handle(int64_t task_id, const char *data, size_t len);
+/* Send a task (op object, stolen); task worker by key so one session's tasks keep order. */
+int gw_task(json_t *op, uint64_t order_key);
+/* The task worker's connection, opened on first use; NULL when MySQL is down. */
+pg_db *gw_db(void);
+void gw_mysql_result(int ok);
+
+/* reply.c */
+char *gw_error_json(int code, const char *msg);
+char *gw_event_json(const char *event, json_t *data);   /* data stolen */
+const char *gw_error_text(int code);
+
+#endif

@@ -1,0 +1,221 @@
+/* internal.c - the internal port: work orders from the consumer and pushes
+ * relayed by the proxy.  Every request gets one reply frame on the same
+ * connection: {"code":0|error,"msg":...,"msg_id":...}; a work order's reply
+ * comes only once every target has been handed off (pushed to a local
+ * session, accepted by the proxy, or stored in offline_messages), so a
+ * consumer that acknowledges its queue entry on code 0 loses nothing. */
+#include "gateway.h"
+
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TARGETS 1000
+
+void gw_internal_reply(pg_session_id session, int code, const char *msg, json_t *extra)
+{
+    json_t *o = json_pack("{s:i,s:s}", "code", code, "msg", msg ? msg : gw_error_text(code));
+    if (extra)
+        json_object_update(o, extra);
+    char *text = json_dumps(o, JSON_COMPACT);
+    if (text)
+        pg_server_send(gw.server, session, text, strlen(text));
+    free(text);
+    json_decref(o);
+}
+
+static void reply_error(pg_session_id session, int code, const char *msg, json_t *request)
+{
+    json_t *msg_id = json_object_get(request, "msg_id");
+    json_t *extra = json_pack("{s:O,s:[]}", "msg_id", msg_id ? msg_id : json_null(), "data");
+    pg_warn("internal request refused: %s", msg ? msg : gw_error_text(code));
+    gw_internal_reply(session, code, msg, extra);
+    json_decref(extra);
+}
+
+/* Builds one routing item per data entry: the event the browser will get. */
+static json_t *worksheet_items(const char *msg_id, json_t *data, const char **problem)
+{
+    size_t n = json_array_size(data);
+    if (!json_is_array(data) || n == 0 || n > MAX_TARGETS) {
+        *problem = "data must be an array of 1 to 1000 targets";
+        return NULL;
+    }
+    json_t *items = json_array();
+    size_t i;
+    json_t *entry;
+    json_array_foreach(data, i, entry) {
+        const char *uuid = json_string_value(json_object_get(entry, "uuid"));
+        json_t *body = json_object_get(entry, "data");
+        if (!uuid || !*uuid || strlen(uuid) > GW_UUID_MAX || !body) {
+            *problem = "every data entry needs a uuid (1 to 63 characters) and data";
+            json_decref(items);
+            return NULL;
+        }
+        char id[96];
+        if (n == 1)
+            snprintf(id, sizeof(id), "%s", msg_id);
+        else
+            snprintf(id, sizeof(id), "%s:%zu", msg_id, i);
+        json_t *event = json_pack("{s:s,s:O,s:s}", "event", "WorksheetMsg", "response", body, "id", id);
+        char *payload = json_dumps(event, JSON_COMPACT);
+        json_decref(event);
+        json_array_append_new(items, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "id", id, "payload", payload));
+        free(payload);
+    }
+    return items;
+}
+
+static void send_message(pg_session_id session, json_t *req)
+{
+    const char *token = json_string_value(json_object_get(req, "chat_token"));
+    const char *msg_id = json_string_value(json_object_get(req, "msg_id"));
+    const char *problem = "chat_token and msg_id (1 to 48 characters) are required";
+    if (!token || !msg_id || !*msg_id || strlen(msg_id) > 48) {
+        reply_error(session, GW_ERR_BAD_REQUEST, problem, req);
+        return;
+    }
+    json_t *items = worksheet_items(msg_id, json_object_get(req, "data"), &problem);
+    if (!items) {
+        reply_error(session, GW_ERR_BAD_REQUEST, problem, req);
+        return;
+    }
+    atomic_fetch_add(&gw.counters->messages_in, 1);
+    /* consumer_fd: the seed's name for "the connection to answer". */
+    gw_task(json_pack("{s:s,s:s,s:s,s:o,s:{s:s,s:I,s:s}}", "op", "route", "chat_token", token,
+                      "msg_id", msg_id, "items", items, "ctx", "kind", "worksheet", "consumer_fd",
+                      (json_int_t)session, "msg_id", msg_id),
+            0);
+}
+
+static void push_local(pg_session_id session, json_t *req)
+{
+    const char *token = json_string_value(json_object_get(req, "chat_token"));
+    const char *client_id = json_string_value(json_object_get(req, "client_id"));
+    const char *uuid = json_string_value(json_object_get(req, "uuid"));
+    json_t *remote_data = json_object_get(req, "remote_data");
+    if (!token || !client_id || !uuid || !json_is_object(remote_data) ||
+        !json_is_string(json_object_get(remote_data, "id"))) {
+        reply_error(session, GW_ERR_BAD_REQUEST,
+                    "chat_token, client_id, uuid and remote_data with an id are required", req);
+        return;
+    }
+    /* proxy_fd: the seed's name for "the connection to answer". */
+    json_object_set_new(req, "proxy_fd", json_integer((json_int_t)session));
+    gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req), 0);
+}
+
+void gw_internal_token_checked(json_t *r)
+{
+    json_t *req = json_object_get(r, "ctx");
+    pg_session_id session = (pg_session_id)json_integer_value(json_object_get(req, "proxy_fd"));
+    int code = (int)json_integer_value(json_object_get(r, "code"));
+    if (code != GW_OK) {
+        reply_error(session, code, NULL, req);
+        return;
+    }
+    const char *uuid = json_string_value(json_object_get(req, "uuid"));
+    json_t *remote_data = json_object_get(req, "remote_data");
+    char ip[64];
+    int port;
+    pg_session_id target;
+    json_t *extra = json_pack("{s:O}", "msg_id", json_object_get(req, "msg_id"));
+    if (gw_client_id_parse(json_string_value(json_object_get(req, "client_id")), ip, sizeof(ip),
+                           &port, &target) < 0 ||
+        strcmp(ip, gw.node_ip) != 0 || port != gw.cfg.internal_port ||
+        !gw_session_is(target, uuid)) {
+        gw_internal_reply(session, GW_ERR_GONE, NULL, extra);
+    } else {
+        char *payload = json_dumps(remote_data, JSON_COMPACT);
+        gw_push(target, uuid, json_string_value(json_object_get(remote_data, "id")), payload, 0);
+        free(payload);
+        gw_internal_reply(session, GW_OK, "delivered", extra);
+    }
+    json_decref(extra);
+}
+
+void gw_internal_request(pg_session_id session, const char *data, size_t len)
+{
+    json_error_t err;
+    json_t *req = json_loadb(data, len, 0, &err);
+    const char *url = json_string_value(json_object_get(req, "url"));
+    if (!json_is_object(req)) {
+        char why[200];
+        snprintf(why, sizeof(why), "not a JSON object: %s", err.text);
+        reply_error(session, GW_ERR_BAD_JSON, why, NULL);
+    } else if (!url) {
+        reply_error(session, GW_ERR_BAD_REQUEST, "url is missing", req);
+    } else if (strcmp(url, "/worksheet/send-message") == 0) {
+        send_message(session, req);
+    } else if (strcmp(url, "/chat/push-local") == 0) {
+        push_local(session, req);
+    } else {
+        reply_error(session, GW_ERR_UNKNOWN_URL, NULL, req);
+    }
+    json_decref(req);
+}
+
+/* ---- after routing ---- */
+
+static void complete(json_t *ctx, int code, json_int_t delivered, json_int_t forwarded,
+                     json_int_t stored, json_t *routed)
+{
+    const char *kind = json_string_value(json_object_get(ctx, "kind"));
+    if (kind && strcmp(kind, "chat") == 0) {
+        gw_browser_routed(routed);
+        return;
+    }
+    pg_session_id consumer = (pg_session_id)json_integer_value(json_object_get(ctx, "consumer_fd"));
+    json_t *extra = json_pack("{s:O,s:I,s:I,s:I}", "msg_id", json_object_get(ctx, "msg_id"),
+                              "delivered", delivered, "forwarded", forwarded, "stored", stored);
+    gw_internal_reply(consumer, code, NULL, extra);
+    json_decref(extra);
+}
+
+/* Local sessions get the event now; remote ones would go to the proxy.  With
+ * no proxy link yet, they are stored, and the reply waits for the store. */
+void gw_internal_routed(json_t *r)
+{
+    json_t *ctx = json_object_get(r, "ctx");
+    int code = (int)json_integer_value(json_object_get(r, "code"));
+    json_t *local = json_object_get(r, "local");
+    json_t *remote = json_object_get(r, "remote");
+    json_int_t stored = json_integer_value(json_object_get(r, "stored"));
+    if (code != GW_OK) {
+        complete(ctx, code, 0, 0, 0, r);
+        return;
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach(local, i, t)
+        gw_push((pg_session_id)json_integer_value(json_object_get(t, "session")),
+                json_string_value(json_object_get(t, "uuid")),
+                json_string_value(json_object_get(t, "id")),
+                json_string_value(json_object_get(t, "payload")), 0);
+    if (json_array_size(remote) == 0) {
+        complete(ctx, GW_OK, (json_int_t)json_array_size(local), 0, stored, r);
+        return;
+    }
+    json_t *items = json_array();
+    json_array_foreach(remote, i, t)
+        json_array_append_new(items, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(t, "uuid"),
+                                               "msg_id", json_object_get(t, "id"), "payload",
+                                               json_object_get(t, "payload")));
+    json_t *next = json_deep_copy(r);
+    json_object_set_new(next, "remote", json_array());
+    json_object_set_new(next, "stored", json_integer(stored + (json_int_t)json_array_size(items)));
+    json_object_set_new(next, "local", json_integer((json_int_t)json_array_size(local)));
+    gw_task(json_pack("{s:s,s:o,s:o}", "op", "store", "items", items, "ctx", next), 0);
+}
+
+/* The store of remote targets finished: now the sender can be answered. */
+void gw_internal_stored(json_t *r)
+{
+    json_t *routed = json_object_get(r, "ctx");
+    int code = (int)json_integer_value(json_object_get(r, "code"));
+    json_t *ctx = json_object_get(routed, "ctx");
+    complete(ctx, code, json_integer_value(json_object_get(routed, "local")), 0,
+             code == GW_OK ? json_integer_value(json_object_get(routed, "stored")) : 0, routed);
+}

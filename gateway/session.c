@@ -1,0 +1,379 @@
+/* session.c - browser sessions of this node.
+ *
+ * Two views of a session.  The shared table (shm_table, every process) says
+ * which sessions are open and whose they are, so any worker can route to a
+ * local session and the internal port can refuse a stale client_id.  The home
+ * worker of a session (the one that sees its connect and close) keeps the
+ * rest in its own memory: the uuid, the grace timer for authentication, and
+ * the messages pushed but not yet acknowledged.  Pushes made by another
+ * worker travel to the home worker as pipe messages, so exactly one process
+ * tracks what a browser has acknowledged; at close or after ack_timeout what
+ * is still unacknowledged goes back to offline_messages. */
+#include "gateway.h"
+
+#include "idmap.h"
+#include "log.h"
+#include "timer.h"
+
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ACK_CHECK_MS 1000
+
+typedef struct {
+    char *id;
+    char *payload;
+    int from_offline;
+    time_t sent_at;
+} pending_ack;
+
+typedef struct {
+    char uuid[GW_UUID_MAX + 1];      /* "" until authenticated */
+    int64_t auth_timer;
+    pending_ack *pending;
+    size_t npending, cap;
+} browser_session;
+
+static pg_idmap *local_sessions;     /* home worker: session id -> browser_session */
+static int64_t ack_timer;
+
+int gw_sessions_create(uint32_t capacity)
+{
+    gw.sessions = pg_table_new(capacity);
+    if (!gw.sessions)
+        return -1;
+    gw.col_uuid = pg_table_column(gw.sessions, "uuid", PG_TABLE_STRING, GW_UUID_MAX + 1);
+    gw.col_connected_at = pg_table_column(gw.sessions, "connected_at", PG_TABLE_INT, 0);
+    return gw.col_uuid < 0 || gw.col_connected_at < 0 ? -1 : pg_table_create(gw.sessions);
+}
+
+void gw_session_key(pg_session_id session, char key[17])
+{
+    snprintf(key, 17, "%016" PRIx64, session);
+}
+
+/* base64("ip_port_session"): the seed's client_id shape, with a session id
+ * that never repeats instead of a reusable fd. */
+void gw_client_id(pg_session_id session, char *out, size_t len)
+{
+    char raw[128];
+    int n = snprintf(raw, sizeof(raw), "%s_%lld_%" PRIu64, gw.node_ip, gw.cfg.internal_port, session);
+    unsigned char enc[4 * sizeof(raw) / 3 + 4];
+    EVP_EncodeBlock(enc, (const unsigned char *)raw, n);
+    snprintf(out, len, "%s", enc);
+}
+
+int gw_client_id_parse(const char *client_id, char *ip, size_t iplen, int *port,
+                       pg_session_id *session)
+{
+    size_t len = strlen(client_id);
+    unsigned char raw[192];
+    if (len == 0 || len > 4 * (sizeof(raw) - 1) / 3 || len % 4 != 0)
+        return -1;
+    int n = EVP_DecodeBlock(raw, (const unsigned char *)client_id, (int)len);
+    if (n < 0)
+        return -1;
+    raw[n] = '\0';   /* padding decodes to trailing NULs: strings stop there */
+    char *first = strchr((char *)raw, '_');
+    char *last = strrchr((char *)raw, '_');
+    if (!first || first == last || (size_t)(first - (char *)raw) >= iplen)
+        return -1;
+    char *end;
+    long p = strtol(first + 1, &end, 10);
+    if (end != last || p <= 0 || p > 65535)
+        return -1;
+    unsigned long long sid = strtoull(last + 1, &end, 10);
+    if (*end != '\0' || sid == 0)
+        return -1;
+    memcpy(ip, raw, (size_t)(first - (char *)raw));
+    ip[first - (char *)raw] = '\0';
+    *port = (int)p;
+    *session = sid;
+    return 0;
+}
+
+int gw_session_is(pg_session_id session, const char *uuid)
+{
+    char key[17];
+    gw_session_key(session, key);
+    char row[256];
+    if (pg_table_row_size(gw.sessions) > sizeof(row) || pg_table_get(gw.sessions, key, row) < 0)
+        return 0;
+    size_t len;
+    const char *stored = pg_table_row_get_string(gw.sessions, row, gw.col_uuid, &len);
+    return len == strlen(uuid) && memcmp(stored, uuid, len) == 0;
+}
+
+static void free_pending(pending_ack *p)
+{
+    free(p->id);
+    free(p->payload);
+}
+
+/* Everything still unacknowledged that is not already stored goes back. */
+static void store_unacked(const char *uuid, pending_ack *items, size_t n)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].from_offline)
+            json_array_append_new(list, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id",
+                                                  items[i].id, "payload", items[i].payload));
+    if (json_array_size(list) == 0) {
+        json_decref(list);
+        return;
+    }
+    gw_task(json_pack("{s:s,s:o}", "op", "store", "items", list), 0);
+}
+
+static int expire_session_acks(uint64_t id, void *value, void *arg)
+{
+    (void)id;
+    time_t limit = *(time_t *)arg;
+    browser_session *b = value;
+    size_t expired = 0;
+    while (expired < b->npending && b->pending[expired].sent_at < limit)
+        expired++;
+    if (expired == 0)
+        return 0;
+    pg_info("%zu message(s) to %s not acknowledged within %lld s; stored for redelivery",
+            expired, b->uuid, gw.cfg.ack_timeout);
+    store_unacked(b->uuid, b->pending, expired);
+    for (size_t i = 0; i < expired; i++)
+        free_pending(&b->pending[i]);
+    b->npending -= expired;
+    memmove(b->pending, b->pending + expired, b->npending * sizeof(*b->pending));
+    return 0;
+}
+
+static void check_ack_timeouts(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    time_t limit = time(NULL) - (time_t)gw.cfg.ack_timeout;
+    pg_idmap_iterate(local_sessions, expire_session_acks, &limit);
+}
+
+void gw_session_worker_start(void)
+{
+    local_sessions = pg_idmap_new(1024);
+    ack_timer = pg_timer_tick(ACK_CHECK_MS, check_ack_timeouts, NULL);
+}
+
+static void free_session(browser_session *b)
+{
+    for (size_t i = 0; i < b->npending; i++)
+        free_pending(&b->pending[i]);
+    free(b->pending);
+    if (b->auth_timer > 0)
+        pg_timer_clear(b->auth_timer);
+    free(b);
+}
+
+static int stop_session(uint64_t id, void *value, void *arg)
+{
+    (void)id;
+    (void)arg;
+    browser_session *b = value;
+    if (b->uuid[0])
+        store_unacked(b->uuid, b->pending, b->npending);
+    free_session(b);
+    return 0;
+}
+
+/* The worker stops (reload or shutdown): what it holds unacknowledged is
+ * stored, since the browsers may never acknowledge it to the next worker. */
+void gw_session_worker_stop(void)
+{
+    pg_timer_clear(ack_timer);
+    pg_idmap_iterate(local_sessions, stop_session, NULL);
+    pg_idmap_free(local_sessions);
+    local_sessions = NULL;
+}
+
+static void auth_timeout(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    pg_session_id session = (pg_session_id)(uintptr_t)arg;
+    browser_session *b = pg_idmap_get(local_sessions, session);
+    if (!b || b->uuid[0])
+        return;
+    b->auth_timer = 0;
+    atomic_fetch_add(&gw.counters->auth_failures, 1);
+    char reason[64];
+    size_t n = gw_ws_close_reason(reason, sizeof(reason), 4001, "authentication timeout");
+    pg_server_close(gw.server, session, reason, n);
+}
+
+void gw_session_open(pg_session_id session, const char *uuid)
+{
+    browser_session *b = calloc(1, sizeof(*b));
+    if (!b || pg_idmap_put(local_sessions, session, b) < 0) {
+        free(b);
+        pg_server_close(gw.server, session, NULL, 0);
+        return;
+    }
+    if (uuid[0])
+        gw_session_authenticate(session, uuid);
+    else
+        b->auth_timer = pg_timer_after((uint32_t)gw.cfg.auth_timeout_ms, auth_timeout,
+                                       (void *)(uintptr_t)session);
+}
+
+/* Registers the session: shared table, then online_clients and the offline
+ * messages waiting for it (browser.c sends them when the task answers). */
+int gw_session_authenticate(pg_session_id session, const char *uuid)
+{
+    browser_session *b = pg_idmap_get(local_sessions, session);
+    if (!b || b->uuid[0])
+        return -1;
+    snprintf(b->uuid, sizeof(b->uuid), "%s", uuid);
+    if (b->auth_timer > 0) {
+        pg_timer_clear(b->auth_timer);
+        b->auth_timer = 0;
+    }
+    char key[17], row[256], client_id[192];
+    gw_session_key(session, key);
+    memset(row, 0, sizeof(row));
+    pg_table_row_set_string(gw.sessions, row, gw.col_uuid, uuid, strlen(uuid));
+    pg_table_row_set_int(gw.sessions, row, gw.col_connected_at, (int64_t)time(NULL));
+    if (pg_table_set(gw.sessions, key, row) < 0)
+        pg_error("session table full: session %s of %s is not routable locally", key, uuid);
+    gw_client_id(session, client_id, sizeof(client_id));
+    return gw_task(json_pack("{s:s,s:I,s:s,s:s}", "op", "register", "session", (json_int_t)session,
+                             "uuid", uuid, "client_id", client_id), session);
+}
+
+const char *gw_session_uuid(pg_session_id session)
+{
+    browser_session *b = pg_idmap_get(local_sessions, session);
+    return b && b->uuid[0] ? b->uuid : NULL;
+}
+
+int gw_session_known(pg_session_id session)
+{
+    return pg_idmap_get(local_sessions, session) != NULL;
+}
+
+void gw_session_closed(pg_session_id session)
+{
+    browser_session *b = pg_idmap_remove(local_sessions, session);
+    if (!b)
+        return;
+    if (b->uuid[0]) {
+        char key[17], client_id[192];
+        gw_session_key(session, key);
+        pg_table_del(gw.sessions, key);
+        store_unacked(b->uuid, b->pending, b->npending);
+        gw_client_id(session, client_id, sizeof(client_id));
+        gw_task(json_pack("{s:s,s:s}", "op", "unregister", "client_id", client_id), session);
+    }
+    free_session(b);
+}
+
+static int add_pending(browser_session *b, const char *id, const char *payload, int from_offline)
+{
+    if (b->npending >= (size_t)gw.cfg.max_pending_acks) {
+        /* The oldest goes back to the store rather than memory growing. */
+        store_unacked(b->uuid, b->pending, 1);
+        free_pending(&b->pending[0]);
+        memmove(b->pending, b->pending + 1, --b->npending * sizeof(*b->pending));
+    }
+    if (b->npending == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4;
+        pending_ack *p = realloc(b->pending, cap * sizeof(*p));
+        if (!p)
+            return -1;
+        b->pending = p;
+        b->cap = cap;
+    }
+    pending_ack *p = &b->pending[b->npending];
+    p->id = strdup(id);
+    p->payload = strdup(payload);
+    p->from_offline = from_offline;
+    p->sent_at = time(NULL);
+    if (!p->id || !p->payload) {
+        free_pending(p);
+        return -1;
+    }
+    b->npending++;
+    return 0;
+}
+
+/* On the home worker: write and remember; a session gone meanwhile gets the
+ * message stored instead. */
+static void push_here(pg_session_id session, const char *uuid, const char *id,
+                      const char *payload, int from_offline)
+{
+    browser_session *b = pg_idmap_get(local_sessions, session);
+    if (!b || strcmp(b->uuid, uuid) != 0) {
+        pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
+        store_unacked(uuid, &lost, 1);
+        return;
+    }
+    if (pg_server_send(gw.server, session, payload, strlen(payload)) < 0 ||
+        add_pending(b, id, payload, from_offline) < 0) {
+        pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
+        store_unacked(uuid, &lost, 1);
+        return;
+    }
+    atomic_fetch_add(&gw.counters->pushed, 1);
+}
+
+void gw_push(pg_session_id session, const char *uuid, const char *id, const char *payload,
+             int from_offline)
+{
+    int home = pg_server_session_worker(gw.server, session);
+    if (home == pg_server_worker_id(gw.server)) {
+        push_here(session, uuid, id, payload, from_offline);
+        return;
+    }
+    json_t *msg = json_pack("{s:I,s:s,s:s,s:s,s:b}", "session", (json_int_t)session, "uuid", uuid,
+                            "id", id, "payload", payload, "from_offline", from_offline);
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text || pg_server_send_message(gw.server, home, text, strlen(text)) < 0) {
+        pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
+        store_unacked(uuid, &lost, 1);
+    }
+    free(text);
+}
+
+void gw_session_pipe_message(const char *data, size_t len)
+{
+    json_error_t err;
+    json_t *msg = json_loadb(data, len, 0, &err);
+    json_int_t session;
+    const char *uuid, *id, *payload;
+    int from_offline;
+    if (!msg || json_unpack(msg, "{s:I,s:s,s:s,s:s,s:b}", "session", &session, "uuid", &uuid, "id",
+                            &id, "payload", &payload, "from_offline", &from_offline) < 0)
+        pg_error("malformed push from another worker: %s", err.text);
+    else
+        push_here((pg_session_id)session, uuid, id, payload, from_offline);
+    json_decref(msg);
+}
+
+int gw_session_ack(pg_session_id session, const char *id)
+{
+    browser_session *b = pg_idmap_get(local_sessions, session);
+    if (!b)
+        return -1;
+    for (size_t i = 0; i < b->npending; i++) {
+        if (strcmp(b->pending[i].id, id) != 0)
+            continue;
+        if (b->pending[i].from_offline)
+            gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id), session);
+        free_pending(&b->pending[i]);
+        memmove(b->pending + i, b->pending + i + 1, (--b->npending - i) * sizeof(*b->pending));
+        atomic_fetch_add(&gw.counters->acked, 1);
+        return 0;
+    }
+    /* Not pending here: it may have gone back to the store after ack_timeout. */
+    if (b->uuid[0])
+        gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id), session);
+    return 0;
+}

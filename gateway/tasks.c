@@ -1,0 +1,408 @@
+/* tasks.c - task workers: everything that talks to MySQL.
+ *
+ * Each task is a JSON object with an "op"; the answer (pg_server_finish)
+ * carries back what the asking worker needs, including its "ctx".  A failed
+ * query answers with code GW_ERR_INTERNAL so that the sender can retry: no
+ * work order is acknowledged that was not handed off. */
+#include "gateway.h"
+
+#include "log.h"
+#include "timer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TOKEN_CACHE_SECONDS 10
+#define IN_BATCH 200          /* uuids per SELECT ... IN (...) */
+#define STORE_BATCH 100       /* rows per multi-row INSERT */
+
+typedef struct token_entry {
+    char *token;
+    int valid;
+    time_t until;
+    struct token_entry *next;
+} token_entry;
+
+static token_entry *tokens;    /* a handful of apps: a list is enough */
+
+void gw_mysql_result(int ok)
+{
+    atomic_store(&gw.counters->mysql_ok, ok);
+    if (!ok)
+        atomic_fetch_add(&gw.counters->mysql_errors, 1);
+}
+
+pg_db *gw_db(void)
+{
+    if (gw.db)
+        return gw.db;
+    pg_db_config c = {.host = gw.cfg.mysql_host, .port = (int)gw.cfg.mysql_port,
+                      .socket = gw.cfg.mysql_socket, .user = gw.cfg.mysql_user,
+                      .password = gw.cfg.mysql_password, .database = gw.cfg.mysql_database,
+                      .connect_timeout_s = 3, .read_timeout_s = 10, .write_timeout_s = 10};
+    char err[256];
+    gw.db = pg_db_open(&c, err, sizeof(err));
+    if (!gw.db) {
+        pg_error("MySQL: %s", err);
+        gw_mysql_result(0);
+    }
+    return gw.db;
+}
+
+static int exec_sql(const char *sql, const pg_db_value *params, int n)
+{
+    if (!gw_db())
+        return -1;
+    int rc = pg_db_exec(gw.db, sql, params, n, NULL, NULL);
+    if (rc < 0)
+        pg_error("MySQL: %s", pg_db_error(gw.db));
+    gw_mysql_result(rc == 0);
+    return rc;
+}
+
+static int first_int(void *arg, const pg_db_value *cols, int ncols)
+{
+    *(int *)arg = ncols > 0 && cols[0].type == PG_DB_INT && cols[0].i != 0;
+    return 0;
+}
+
+static void forget_tokens(void)
+{
+    while (tokens) {
+        token_entry *next = tokens->next;
+        free(tokens->token);
+        free(tokens);
+        tokens = next;
+    }
+}
+
+/* -1: the database failed; 0: unknown or disabled; 1: valid.  Answers are
+ * cached briefly; the cache is dropped whole when it grows (random tokens
+ * from a misbehaving client must not grow memory). */
+static int token_valid(const char *token)
+{
+    time_t now = time(NULL);
+    int cached = 0;
+    for (token_entry *e = tokens; e; e = e->next, cached++)
+        if (strcmp(e->token, token) == 0 && e->until > now)
+            return e->valid;
+    if (cached > 256)
+        forget_tokens();
+    if (!gw_db())
+        return -1;
+    int enabled = 0;
+    pg_db_value p = PG_DB_STR_VALUE(token);
+    long long rows = pg_db_query(gw.db, "SELECT enabled FROM apps WHERE chat_token = ?", &p, 1,
+                                 first_int, &enabled);
+    gw_mysql_result(rows >= 0);
+    if (rows < 0)
+        return -1;
+    token_entry *e = calloc(1, sizeof(*e));
+    if (e && (e->token = strdup(token))) {
+        e->valid = rows > 0 && enabled;
+        e->until = now + TOKEN_CACHE_SECONDS;
+        e->next = tokens;
+        tokens = e;
+    } else {
+        free(e);
+    }
+    return rows > 0 && enabled;
+}
+
+/* ---- storing ---- */
+
+/* INSERT IGNORE of (uuid, msg_id, payload) objects: a message already stored
+ * for that uuid (a redelivery) is kept once. Returns rows handed to MySQL, or -1. */
+static long long store_items(json_t *items)
+{
+    size_t n = json_array_size(items);
+    for (size_t from = 0; from < n; from += STORE_BATCH) {
+        size_t count = n - from < STORE_BATCH ? n - from : STORE_BATCH;
+        char sql[96 + STORE_BATCH * 24];
+        int len = snprintf(sql, sizeof(sql),
+                           "INSERT IGNORE INTO offline_messages (uuid, msg_id, payload) VALUES ");
+        pg_db_value params[STORE_BATCH * 3];
+        for (size_t i = 0; i < count; i++) {
+            json_t *it = json_array_get(items, from + i);
+            const char *uuid = json_string_value(json_object_get(it, "uuid"));
+            const char *msg_id = json_string_value(json_object_get(it, "msg_id"));
+            const char *payload = json_string_value(json_object_get(it, "payload"));
+            if (!uuid || !msg_id || !payload)
+                return -1;
+            params[3 * i] = PG_DB_STR_VALUE(uuid);
+            params[3 * i + 1] = PG_DB_STR_VALUE(msg_id);
+            params[3 * i + 2] = PG_DB_STR_VALUE(payload);
+            len += snprintf(sql + len, sizeof(sql) - (size_t)len, "%s(?,?,?)", i ? "," : "");
+        }
+        if (exec_sql(sql, params, (int)(3 * count)) < 0)
+            return -1;
+    }
+    atomic_fetch_add(&gw.counters->stored, n);
+    return (long long)n;
+}
+
+static void op_store(json_t *task)
+{
+    json_t *items = json_object_get(task, "items");
+    long long n = store_items(items);
+    if (n < 0)
+        pg_error("could not store %zu unacknowledged message(s)", json_array_size(items));
+    json_t *ctx = json_object_get(task, "ctx");
+    if (ctx) {
+        json_t *r = json_pack("{s:s,s:O,s:i,s:I}", "op", "stored", "ctx", ctx, "code",
+                              n < 0 ? GW_ERR_INTERNAL : GW_OK, "stored", (json_int_t)(n < 0 ? 0 : n));
+        char *text = json_dumps(r, JSON_COMPACT);
+        pg_server_finish(gw.server, text, strlen(text));
+        free(text);
+        json_decref(r);
+    }
+}
+
+static void finish(json_t *result)
+{
+    char *text = json_dumps(result, JSON_COMPACT);
+    if (!text || pg_server_finish(gw.server, text, strlen(text)) < 0)
+        pg_error("could not answer a task");
+    free(text);
+    json_decref(result);
+}
+
+/* ---- sessions ---- */
+
+static int collect_offline(void *arg, const pg_db_value *cols, int ncols)
+{
+    if (ncols < 2 || cols[0].type != PG_DB_STRING || cols[1].type != PG_DB_STRING)
+        return 0;
+    json_array_append_new(arg, json_pack("{s:s%,s:s%}", "msg_id", cols[0].s, cols[0].len,
+                                         "payload", cols[1].s, cols[1].len));
+    return 0;
+}
+
+static void op_register(json_t *task)
+{
+    json_int_t session = json_integer_value(json_object_get(task, "session"));
+    const char *uuid = json_string_value(json_object_get(task, "uuid"));
+    const char *client_id = json_string_value(json_object_get(task, "client_id"));
+    json_t *offline = json_array();
+    int code = GW_ERR_INTERNAL;
+    if (uuid && client_id) {
+        pg_db_value reg[] = {PG_DB_STR_VALUE(client_id), PG_DB_STR_VALUE(uuid),
+                             PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.internal_port),
+                             PG_DB_INT_VALUE((long long)session)};
+        pg_db_value who = PG_DB_STR_VALUE(uuid);
+        if (exec_sql("REPLACE INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
+                     "VALUES (?,?,?,?,?)", reg, 5) == 0 &&
+            pg_db_query(gw.db, "SELECT msg_id, payload FROM offline_messages WHERE uuid = ? "
+                               "AND acked_at IS NULL ORDER BY id LIMIT 1000",
+                        &who, 1, collect_offline, offline) >= 0 &&
+            exec_sql("UPDATE offline_messages SET delivered_at = CURRENT_TIMESTAMP(3) "
+                     "WHERE uuid = ? AND delivered_at IS NULL", &who, 1) == 0)
+            code = GW_OK;
+    }
+    finish(json_pack("{s:s,s:I,s:s,s:i,s:o}", "op", "registered", "session", session, "uuid",
+                     uuid ? uuid : "", "code", code, "offline", offline));
+}
+
+static void op_unregister(json_t *task)
+{
+    const char *client_id = json_string_value(json_object_get(task, "client_id"));
+    pg_db_value p = PG_DB_STR_VALUE(client_id ? client_id : "");
+    exec_sql("DELETE FROM online_clients WHERE client_id = ?", &p, 1);
+}
+
+static void op_ack(json_t *task)
+{
+    const char *uuid = json_string_value(json_object_get(task, "uuid"));
+    const char *msg_id = json_string_value(json_object_get(task, "msg_id"));
+    if (!uuid || !msg_id)
+        return;
+    pg_db_value p[] = {PG_DB_STR_VALUE(uuid), PG_DB_STR_VALUE(msg_id)};
+    exec_sql("DELETE FROM offline_messages WHERE uuid = ? AND msg_id = ?", p, 2);
+}
+
+/* ---- routing ---- */
+
+typedef struct {
+    json_t *by_uuid;   /* uuid -> array of {ip, port, session, client_id} */
+} route_rows;
+
+static int collect_route(void *arg, const pg_db_value *c, int ncols)
+{
+    route_rows *r = arg;
+    if (ncols < 5 || c[0].type != PG_DB_STRING || c[1].type != PG_DB_STRING ||
+        c[2].type != PG_DB_STRING || c[3].type != PG_DB_INT || c[4].type != PG_DB_INT)
+        return 0;
+    char uuid[GW_UUID_MAX + 1];
+    snprintf(uuid, sizeof(uuid), "%.*s", (int)c[1].len, c[1].s);
+    json_t *list = json_object_get(r->by_uuid, uuid);
+    if (!list) {
+        list = json_array();
+        json_object_set_new(r->by_uuid, uuid, list);
+    }
+    json_array_append_new(list, json_pack("{s:s%,s:s%,s:I,s:I}", "client_id", c[0].s, c[0].len,
+                                          "ip", c[2].s, c[2].len, "port", (json_int_t)c[3].i,
+                                          "session", (json_int_t)c[4].i));
+    return 0;
+}
+
+/* Where every target uuid is connected: one query per IN_BATCH uuids. */
+static int lookup_routes(json_t *items, route_rows *rows)
+{
+    json_t *seen = json_object();
+    json_t *uuids = json_array();
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        const char *uuid = json_string_value(json_object_get(it, "uuid"));
+        if (uuid && !json_object_get(seen, uuid)) {
+            json_object_set_new(seen, uuid, json_true());
+            json_array_append_new(uuids, json_string(uuid));
+        }
+    }
+    int rc = 0;
+    size_t n = json_array_size(uuids);
+    for (size_t from = 0; from < n && rc == 0; from += IN_BATCH) {
+        size_t count = n - from < IN_BATCH ? n - from : IN_BATCH;
+        char sql[160 + IN_BATCH * 2];
+        int len = snprintf(sql, sizeof(sql), "SELECT client_id, uuid, node_ip, node_port, session_id "
+                                             "FROM online_clients WHERE uuid IN (");
+        pg_db_value params[IN_BATCH];
+        for (size_t k = 0; k < count; k++) {
+            params[k] = PG_DB_STR_VALUE(json_string_value(json_array_get(uuids, from + k)));
+            len += snprintf(sql + len, sizeof(sql) - (size_t)len, k ? ",?" : "?");
+        }
+        snprintf(sql + len, sizeof(sql) - (size_t)len, ")");
+        rc = pg_db_query(gw.db, sql, params, (int)count, collect_route, rows) < 0 ? -1 : 0;
+    }
+    gw_mysql_result(rc == 0);
+    json_decref(seen);
+    json_decref(uuids);
+    return rc;
+}
+
+/* Splits each item's targets into local sessions (checked against the
+ * session table: still open, still that uuid), remote clients, and items
+ * with no target at all, which are stored. */
+static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t *remote,
+                         json_t *store)
+{
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        const char *uuid = json_string_value(json_object_get(it, "uuid"));
+        const char *id = json_string_value(json_object_get(it, "id"));
+        const char *payload = json_string_value(json_object_get(it, "payload"));
+        json_t *targets = json_object_get(rows->by_uuid, uuid);
+        size_t t, reached = 0;
+        json_t *row;
+        json_array_foreach(targets, t, row) {
+            const char *ip = json_string_value(json_object_get(row, "ip"));
+            json_int_t port = json_integer_value(json_object_get(row, "port"));
+            json_int_t session = json_integer_value(json_object_get(row, "session"));
+            if (strcmp(ip, gw.node_ip) == 0 && port == gw.cfg.internal_port) {
+                if (!gw_session_is((pg_session_id)session, uuid))
+                    continue;   /* closed meanwhile: its row is about to go */
+                json_array_append_new(local, json_pack("{s:I,s:s,s:s,s:s}", "session", session,
+                                                       "uuid", uuid, "id", id, "payload", payload));
+            } else {
+                json_array_append_new(remote, json_pack("{s:s,s:I,s:O,s:s,s:s,s:s}", "ip", ip,
+                                                        "port", port, "client_id",
+                                                        json_object_get(row, "client_id"), "uuid",
+                                                        uuid, "id", id, "payload", payload));
+            }
+            reached++;
+        }
+        if (reached == 0)
+            json_array_append_new(store, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id", id,
+                                                   "payload", payload));
+    }
+    return 0;
+}
+
+static void op_route(json_t *task)
+{
+    json_t *items = json_object_get(task, "items");
+    const char *token = json_string_value(json_object_get(task, "chat_token"));
+    json_t *result = json_pack("{s:s,s:O,s:O}", "op", "routed", "ctx", json_object_get(task, "ctx"),
+                               "msg_id", json_object_get(task, "msg_id"));
+    int valid = token ? token_valid(token) : 1;
+    route_rows rows = {.by_uuid = json_object()};
+    json_t *local = json_array(), *remote = json_array(), *store = json_array();
+    int code = GW_OK;
+    if (valid <= 0)
+        code = valid < 0 ? GW_ERR_INTERNAL : GW_ERR_BAD_TOKEN;
+    else if (!gw_db() || lookup_routes(items, &rows) < 0 ||
+             split_targets(items, &rows, local, remote, store) < 0 || store_items(store) < 0)
+        code = GW_ERR_INTERNAL;
+    json_object_set_new(result, "code", json_integer(code));
+    json_object_set_new(result, "local", local);
+    json_object_set_new(result, "remote", remote);
+    json_object_set_new(result, "stored", json_integer((json_int_t)json_array_size(store)));
+    json_decref(store);
+    json_decref(rows.by_uuid);
+    finish(result);
+}
+
+static void op_token(json_t *task)
+{
+    const char *token = json_string_value(json_object_get(task, "chat_token"));
+    int valid = token ? token_valid(token) : 0;
+    finish(json_pack("{s:s,s:O,s:i}", "op", "token", "ctx", json_object_get(task, "ctx"), "code",
+                     valid < 0 ? GW_ERR_INTERNAL : valid ? GW_OK : GW_ERR_BAD_TOKEN));
+}
+
+/* ---- dispatch ---- */
+
+void gw_task_handle(int64_t task_id, const char *data, size_t len)
+{
+    (void)task_id;
+    json_error_t err;
+    json_t *task = json_loadb(data, len, 0, &err);
+    const char *op = json_string_value(json_object_get(task, "op"));
+    if (!op)
+        pg_error("malformed task: %s", err.text);
+    else if (strcmp(op, "route") == 0)
+        op_route(task);
+    else if (strcmp(op, "register") == 0)
+        op_register(task);
+    else if (strcmp(op, "unregister") == 0)
+        op_unregister(task);
+    else if (strcmp(op, "ack") == 0)
+        op_ack(task);
+    else if (strcmp(op, "store") == 0)
+        op_store(task);
+    else if (strcmp(op, "token") == 0)
+        op_token(task);
+    else
+        pg_error("unknown task op '%s'", op);
+    json_decref(task);
+}
+
+int gw_task(json_t *op, uint64_t order_key)
+{
+    char *text = json_dumps(op, JSON_COMPACT);
+    json_decref(op);
+    int task_workers = (int)gw.server_cfg.task_worker_num;
+    int dst = order_key ? (int)(order_key % (uint64_t)task_workers) : -1;
+    int64_t id = text ? pg_server_task(gw.server, text, strlen(text), dst) : -1;
+    if (id < 0)
+        pg_error("could not hand a task to a task worker");
+    free(text);
+    return id < 0 ? -1 : 0;
+}
+
+void gw_tasks_start(int task_worker_id)
+{
+    gw_db();
+    if (task_worker_id == 0)
+        gw_node_start_heartbeat();
+}
+
+void gw_tasks_stop(void)
+{
+    forget_tokens();
+    pg_db_close(gw.db);
+    gw.db = NULL;
+}
