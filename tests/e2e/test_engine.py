@@ -1,0 +1,534 @@
+"""End-to-end tests of the server engine (common/server*.c) through the two
+example programs, echo_server and task_server, built with ASan + UBSan.
+
+Each test starts its own node on a free loopback port.  After every test the
+node is stopped (SIGTERM, exit code 0), no sanitizer report may appear in its
+stderr, log or sanitizer log files, and no process of the node (master,
+manager, workers, task workers: every pid seen during the test) may be left.
+Every wait is bounded.  Helpers: engine_util.py."""
+import collections
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import (Client, HOST, SANITIZER_MARKS, alive, free_port,  # noqa: E402
+                         proc_stat, proc_title, run_program, send_nonblocking,
+                         start_server, wait_until)
+
+
+@pytest.fixture
+def engine(bin_dir, tmp_path):
+    """engine(name, **settings) starts a node; all of them are stopped and
+    checked when the test ends."""
+    servers = []
+    clients = []
+
+    def start(name="echo_server", **settings):
+        s = start_server(bin_dir, name, tmp_path, wait=False, **settings)
+        servers.append(s)
+        orig_client = s.client
+
+        def client(*a, **kw):
+            c = orig_client(*a, **kw)
+            clients.append(c)
+            return c
+        s.client = client
+        s.wait_ready()
+        return s
+
+    yield start
+    for c in clients:
+        c.close()
+    errors = []
+    for s in servers:
+        try:
+            s.stop()
+            s.check_clean()
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            s.kill_all()
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+def chunks(data, sizes):
+    """data cut into pieces whose sizes cycle through sizes."""
+    out, i, k = [], 0, 0
+    while i < len(data):
+        n = sizes[k % len(sizes)]
+        out.append(data[i:i + n])
+        i += n
+        k += 1
+    return out
+
+
+# ---- 1, 2: framing ----
+
+def test_eof_framing_split_and_batched(engine):
+    s = engine(open_eof_split=True, package_eof="\\r\\n")
+    c = s.client()
+    # one packet byte by byte, the marker itself split
+    packet = b"byte by byte \x00\x01\xff\r end"
+    for b in c.frame(packet):
+        c.send_raw(bytes([b]))
+        time.sleep(0.003)
+    assert c.recv() == packet
+
+    # many packets cut at odd places (small sends), then many in one send
+    packets = [b"split-%03d:" % i + b"x" * (i * 7 % 61) for i in range(200)]
+    for piece in chunks(b"".join(c.frame(p) for p in packets), [1, 3, 2, 17, 5, 64, 1, 9]):
+        c.send_raw(piece)
+    assert c.recv_many(len(packets), timeout=15) == packets
+
+    packets = [b"batch-%04d:" % i + b"y" * (i % 40) for i in range(1000)]
+    c.send(*packets)
+    assert c.recv_many(len(packets), timeout=15) == packets
+    assert c.quiet(0.3), "data after the last echo: %r" % c.buf[:100]
+
+
+def test_length_framing_split_batched_and_empty(engine):
+    s = engine(open_length_check=True)
+    c = s.client()
+    # the header split across sends, then the body in pieces
+    packet = b"split header and body " + bytes(range(256)) * 4
+    framed = c.frame(packet)
+    for piece in [framed[:1], framed[1:3], framed[3:4], framed[4:10], framed[10:500], framed[500:]]:
+        c.send_raw(piece)
+        time.sleep(0.02)
+    assert c.recv() == packet
+
+    # an empty packet comes back as an empty packet
+    assert c.call(b"") == b""
+
+    packets = [b"len-%03d:" % i + os.urandom(i * 13 % 300) for i in range(200)]
+    packets[50] = b""
+    packets[120] = os.urandom(200 * 1024)   # a large one among small ones
+    for piece in chunks(b"".join(c.frame(p) for p in packets), [1, 2, 3, 4, 5, 7, 4096, 1, 65536]):
+        c.send_raw(piece)
+    got = c.recv_many(len(packets), timeout=20)
+    assert [len(g) for g in got] == [len(p) for p in packets]
+    assert got == packets
+
+    packets = [b"batch-%04d" % i for i in range(1000)] + [b""]
+    c.send(*packets)
+    assert c.recv_many(len(packets), timeout=15) == packets
+    assert c.quiet(0.3)
+
+
+# ---- 3: oversize packet ----
+
+def test_oversize_packet_closes_only_its_connection(engine):
+    s = engine(open_length_check=True, package_max_length="64K")
+    a = s.client()
+    assert a.call(b"before") == b"before"
+    # exactly package_max_length is allowed
+    edge = os.urandom(64 * 1024)
+    assert a.call(edge, timeout=10) == edge
+
+    b = s.client()
+    assert b.call(b"hello") == b"hello"
+    big = b.frame(os.urandom(100 * 1024))
+    sent, err = send_nonblocking(b.sock, big, timeout=5)
+    b.sock.setblocking(True)
+    assert b.wait_closed(5), "the 100K packet did not close its connection"
+    assert b.buf == b"", "a reply came to the oversize packet"
+
+    assert a.call(b"still here") == b"still here"
+    with s.client() as n:
+        assert n.call(b"new one") == b"new one"
+    assert "package_max_length" in s.log()
+
+
+# ---- 4: a worker killed ----
+
+def test_worker_killed_is_respawned_and_connections_survive(engine):
+    s = engine(open_length_check=True, worker_num=2, task_worker_num=0)
+    before = s.worker_pids()
+    assert len(before) == 2
+    clients = [s.client() for _ in range(8)]
+    owner = {}
+    for i, c in enumerate(clients):
+        owner[i] = int(c.call(b"pid"))
+        assert owner[i] in before.values()
+    victim = before["worker 0"]
+    assert victim in owner.values(), "no connection landed on worker 0"
+
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: not alive(victim), 5, what="the killed worker to be gone")
+    # packets sent while the worker is dead are kept for its replacement
+    for i, c in enumerate(clients):
+        c.send(b"during %d" % i)
+    for i, c in enumerate(clients):
+        assert c.recv(timeout=10) == b"during %d" % i
+
+    after = wait_until(lambda: (lambda w: w if len(w) == 2 and w.get("worker 0") not in
+                                (None, victim) else None)(s.worker_pids()),
+                       10, what="worker 0 to be respawned")
+    assert after["worker 1"] == before["worker 1"]
+    new = after["worker 0"]
+    for i, c in enumerate(clients):
+        pid = int(c.call(b"pid", timeout=10))
+        assert pid == (new if owner[i] == victim else owner[i])
+        assert c.call(b"echo %d" % i) == b"echo %d" % i
+    st = clients[0].stats()
+    workers = st["workers"]
+    assert workers[0]["pid"] == new and workers[0]["respawns"] == 1
+    assert workers[1]["respawns"] == 0
+    assert st["connections"] == len(clients)
+    assert "died: signal 9" in s.log()
+
+
+# ---- 5: reload ----
+
+def _roundtrip_all(clients, tag):
+    for i, c in enumerate(clients):
+        c.send(b"%s %d" % (tag, i))
+    for i, c in enumerate(clients):
+        assert c.recv(timeout=10) == b"%s %d" % (tag, i)
+
+
+def test_reload_sigusr1_all_and_sigusr2_task_workers(engine):
+    s = engine(open_length_check=True, worker_num=2, task_worker_num=2)
+    clients = [s.client() for _ in range(20)]
+    _roundtrip_all(clients, b"before")
+    before = s.workers()
+    assert len(before) == 4
+
+    s.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    rounds = 0
+    while True:
+        _roundtrip_all(clients, b"during %d" % rounds)   # traffic all along the reload
+        rounds += 1
+        now = s.workers()
+        if len(now) == 4 and all(now[k] != before[k] for k in before):
+            break
+        assert time.monotonic() < deadline, "not every pid changed: %s -> %s" % (before, now)
+    wait_until(lambda: s.log().count("reload done") >= 1, 10, what="reload done")
+    after1 = s.workers()
+    assert all(after1[k] != before[k] for k in before)
+    _roundtrip_all(clients, b"after usr1")
+    st = clients[0].stats()
+    assert st["connections"] == 20 and st["closed"] == 0, st
+    # every connection is the one opened before: pids answer per connection
+    for c in clients:
+        assert int(c.call(b"pid")) in (after1["worker 0"], after1["worker 1"])
+
+    s.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while True:
+        _roundtrip_all(clients, b"usr2")
+        now = s.workers()
+        if len(now) == 4 and all(now[k] != after1[k] for k in ("task 0", "task 1")):
+            break
+        assert time.monotonic() < deadline, "task pids did not change: %s -> %s" % (after1, now)
+    wait_until(lambda: s.log().count("reload done") >= 2, 10, what="second reload done")
+    after2 = s.workers()
+    assert after2["worker 0"] == after1["worker 0"] and after2["worker 1"] == after1["worker 1"]
+    assert after2["task 0"] != after1["task 0"] and after2["task 1"] != after1["task 1"]
+    _roundtrip_all(clients, b"after usr2")
+    st = clients[0].stats()
+    assert st["connections"] == 20 and st["closed"] == 0, st
+    for c in clients:
+        assert c.quiet(0.05)
+
+
+# ---- 6: max_request ----
+
+def test_max_request_recycles_worker_without_losing_packets(engine):
+    s = engine(open_length_check=True, worker_num=1, task_worker_num=0, max_request=10)
+    c = s.client()
+    first = int(c.call(b"pid"))
+    packets = [b"m%03d" % i for i in range(35)]
+    c.send(*packets)      # one burst: the worker stops after 10, the rest waits for the next
+    assert c.recv_many(len(packets), timeout=15) == packets
+    for i in range(30):   # and one at a time
+        assert c.call(b"one %d" % i) == b"one %d" % i
+    last = int(c.call(b"pid"))
+    assert last != first
+    st = c.stats()
+    # A worker finishes the datagram it has read, so in a burst it may handle
+    # more than max_request; the 30 one-at-a-time packets alone recycle it 3 times.
+    assert st["workers"][0]["respawns"] >= 3, st
+    assert st["workers"][0]["pid"] == s.worker_pids()["worker 0"]
+    assert "max_request reached" in s.log()
+
+
+def test_task_max_request_recycles_task_worker_without_losing_tasks(engine):
+    s = engine("task_server", open_length_check=True, worker_num=1, task_worker_num=1,
+               task_max_request=10)
+    c = s.client()
+    first = s.task_pids()["task 0"]
+    packets = [b"t%03d" % i for i in range(35)]
+    c.send(*packets)
+    assert c.recv_many(len(packets), timeout=20) == [b"task 0: " + p for p in packets]
+    for i in range(25):
+        assert c.call(b"one %d" % i, timeout=10) == b"task 0: one %d" % i
+    wait_until(lambda: s.task_pids().get("task 0") not in (None, first), 10,
+               what="task worker 0 to be replaced")
+    # a stopping task worker first does every task queued for it (the burst),
+    # then 25 one at a time recycle it twice more
+    assert s.log().count("task_max_request reached") >= 3
+
+
+# ---- 7: task server ----
+
+def test_task_server_big_concurrent_and_event(engine):
+    s = engine("task_server", open_length_check=True, worker_num=2, task_worker_num=2)
+    c = s.client(timeout=20)
+    big = os.urandom(1024 * 1024)
+    reply = c.call(big, timeout=30)
+    m = re.match(rb"task ([01]): ", reply)
+    assert m and reply[m.end():] == big and len(reply) == m.end() + len(big)
+
+    clients = [s.client() for _ in range(10)]
+    for i, cl in enumerate(clients):
+        cl.send(*[b"conn %d task %d" % (i, j) for j in range(5)])
+    for i, cl in enumerate(clients):
+        got = cl.recv_many(5, timeout=20)
+        bodies = []
+        for g in got:
+            m = re.match(rb"task ([01]): (.*)$", g, re.S)
+            assert m, g
+            bodies.append(m.group(2))
+        assert sorted(bodies) == sorted(b"conn %d task %d" % (i, j) for j in range(5))
+    for cl in clients:
+        assert cl.quiet(0.05)
+
+    assert c.call(b"fire user 42 logged in") == b"fired"
+    wait_until(lambda: re.search(r"event audit in task worker [01]: user 42 logged in", s.log()),
+               5, what="the audit event line in the log")
+
+
+# ---- 8: dispatch modes ----
+
+@pytest.mark.parametrize("mode", [1, 3])
+def test_dispatch_modes_deliver_every_packet(engine, mode):
+    s = engine(open_length_check=True, worker_num=2, task_worker_num=0, dispatch_mode=mode)
+    clients = [s.client() for _ in range(5)]
+    sent = {}
+    for i, c in enumerate(clients):
+        sent[i] = [b"c%d-p%02d" % (i, j) for j in range(40)]
+        c.send(*sent[i])
+    for i, c in enumerate(clients):
+        got = c.recv_many(40, timeout=15)
+        assert collections.Counter(got) == collections.Counter(sent[i])
+        assert c.quiet(0.05)
+    st = clients[0].stats()
+    reqs = [w["requests"] for w in st["workers"]]
+    assert sum(reqs) >= 200, st
+    if mode == 1:
+        assert all(r >= 50 for r in reqs), "round robin left a worker idle: %s" % reqs
+
+
+# ---- 9: heartbeat ----
+
+def test_heartbeat_closes_idle_keeps_active(engine):
+    s = engine(open_length_check=True, heartbeat_check_interval=1, heartbeat_idle_time=2)
+    idle = s.client()
+    active = s.client()
+    assert idle.call(b"hi") == b"hi"
+    t0 = time.monotonic()
+    closed_at = None
+    n = 0
+    while time.monotonic() - t0 < 5.5:
+        assert active.call(b"ping %d" % n) == b"ping %d" % n
+        n += 1
+        if closed_at is None and idle.wait_closed(0.5):
+            closed_at = time.monotonic() - t0
+        elif closed_at is not None:
+            time.sleep(0.5)
+    assert closed_at is not None, "idle client not closed in 5.5 s"
+    assert 1.5 <= closed_at <= 4.5, "idle client closed after %.1f s" % closed_at
+    assert idle.buf == b""
+    assert active.call(b"still open") == b"still open"
+    assert "idle for over 2 s" in s.log()
+
+
+# ---- 10: max_conn ----
+
+def test_max_conn_refuses_the_sixth(engine):
+    s = engine(open_length_check=True, max_conn=5)
+    clients = []
+    for i in range(5):
+        c = s.client()
+        assert c.call(b"c%d" % i, timeout=5) == b"c%d" % i
+        clients.append(c)
+    sixth = s.client()
+    t0 = time.monotonic()
+    assert sixth.wait_closed(2), "the 6th connection was not closed"
+    assert time.monotonic() - t0 < 2
+    for i, c in enumerate(clients):
+        assert c.call(b"again %d" % i) == b"again %d" % i
+    st = clients[0].stats()
+    assert st["refused"] >= 1 and st["connections"] == 5, st
+    assert "max_conn reached" in s.log()
+
+    clients.pop().close()
+
+    def new_one_works():
+        c = s.client()
+        try:
+            return c if c.call(b"replacement", timeout=1) == b"replacement" else None
+        except (ConnectionError, socket.timeout, OSError):
+            c.close()
+            return None
+    c = wait_until(new_one_works, 5, interval=0.1, what="a new connection after one closed")
+    assert c.call(b"ok") == b"ok"
+
+
+# ---- 11: output limit ----
+
+def test_buffer_output_size_closes_slow_reader(engine):
+    s = engine(open_length_check=True, buffer_output_size="64K", worker_num=2, task_worker_num=0)
+    other = s.client()
+    assert other.call(b"other") == b"other"
+    slow = s.client(rcvbuf=16 * 1024)
+    data = b"".join(slow.frame(os.urandom(64 * 1024 - 4)) for _ in range(64))   # 4 MiB
+    t0 = time.monotonic()
+    sent, err = send_nonblocking(slow.sock, data, timeout=15)
+    slow.sock.setblocking(True)
+    # the client never read: by now the server must have given up on it
+    wait_until(lambda: "buffer_output_size" in s.log(), 10,
+               what="the buffer_output_size line (sent %d bytes, error %r)" % (sent, err))
+    assert time.monotonic() - t0 < 25
+    # the socket is closed: reading what was delivered ends in EOF or a reset
+    slow.sock.settimeout(5)
+    total = 0
+    closed = False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            chunk = slow.sock.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        total += len(chunk)
+    assert closed, "the slow reader's connection stayed open"
+    assert total < len(data), "every byte came back: the output limit did not apply"
+    assert other.call(b"other still works") == b"other still works"
+    with s.client() as n:
+        assert n.call(b"new") == b"new"
+    assert "does not keep up" not in s.log()
+
+
+# ---- 12: stopping ----
+
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_stops_everything(engine, tmp_path, signo):
+    pid_file = str(tmp_path / "node.pid")
+    s = engine("task_server", open_length_check=True, pid_file=pid_file)
+    with open(pid_file) as f:
+        assert int(f.read().strip()) == s.master_pid
+    c = s.client()
+    assert re.fullmatch(rb"task [01]: x", c.call(b"x", timeout=10))
+    procs = s.snapshot()
+    assert len(procs) == 4
+    log = s.stop(signo)
+    assert s.exit_code == 0
+    assert not os.path.exists(pid_file), "pid file left behind"
+    left = s.left_behind()
+    assert not left, {p: proc_title(p) for p in left}
+    assert "stopped" in log
+    assert c.wait_closed(2)
+
+
+# ---- 13: start-up errors ----
+
+def _no_sanitizer(text):
+    assert not [m for m in SANITIZER_MARKS if m in text], text
+
+
+def test_startup_errors(bin_dir, tmp_path):
+    exe = "echo_server"
+    ini = tmp_path / "bad.ini"
+    ini.write_text("[server]\nworker_num = 2\n\nno_such_key = 1\n")
+    r = run_program(bin_dir, exe, ["-c", str(ini), "--set", "port=%d" % free_port()])
+    assert r.returncode != 0
+    assert "%s:4" % ini in r.stderr, r.stderr
+    assert "no_such_key" in r.stderr
+    _no_sanitizer(r.stderr)
+
+    r = run_program(bin_dir, exe, ["--set", "worker_num=lots", "--set", "port=%d" % free_port()])
+    assert r.returncode != 0
+    assert "worker_num" in r.stderr and "lots" in r.stderr, r.stderr
+    _no_sanitizer(r.stderr)
+
+    r = run_program(bin_dir, exe, ["--set", "worker_num=0", "--set", "port=%d" % free_port()])
+    assert r.returncode != 0 and "worker_num" in r.stderr, r.stderr
+
+    r = run_program(bin_dir, exe, ["--set", "no_such_setting=1"])
+    assert r.returncode != 0 and "no_such_setting" in r.stderr, r.stderr
+
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = run_program(bin_dir, exe, ["--set", "port=%d" % port])
+    assert r.returncode != 0
+    assert "%s:%d" % (HOST, port) in r.stderr, r.stderr
+    _no_sanitizer(r.stderr)
+
+    r = run_program(bin_dir, exe, ["--help"])
+    assert r.returncode == 0 and "worker_num" in r.stdout
+    r = run_program(bin_dir, exe, ["--version"])
+    assert r.returncode == 0 and re.search(r"\d+\.\d+\.\d+", r.stdout), r.stdout
+    r = run_program(bin_dir, "task_server", ["--version"])
+    assert r.returncode == 0 and re.search(r"\d+\.\d+\.\d+", r.stdout), r.stdout
+
+
+# ---- 14: process titles ----
+
+def test_process_titles(engine):
+    s = engine("task_server", worker_num=2, task_worker_num=2)
+    assert proc_title(s.master_pid) == "task_server: master"
+    m = s.manager_pid()
+    assert m and proc_title(m) == "task_server: manager"
+    titles = sorted(proc_title(p) for p in s.workers().values())
+    assert titles == ["task_server: task 0", "task_server: task 1",
+                      "task_server: worker 0", "task_server: worker 1"]
+
+
+# ---- 15: daemonize ----
+
+def test_daemonize_pid_file_and_stop(engine, bin_dir, tmp_path):
+    pid_file = str(tmp_path / "daemon.pid")
+    log_file = str(tmp_path / "daemon.log")
+    port = free_port()
+    from engine_util import Server
+    s = Server(bin_dir, "echo_server", tmp_path,
+               dict(port=port, daemonize=True, pid_file=pid_file, log_file=log_file,
+                    open_length_check=True), wait=False)
+    try:
+        t0 = time.monotonic()
+        assert s.proc.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 5
+        pid = wait_until(lambda: os.path.exists(pid_file) and open(pid_file).read().strip(), 10,
+                         what="the pid file")
+        s.master_pid = int(pid)
+        assert s.master_pid != s.proc.pid
+        assert alive(s.master_pid)
+        s.wait_ready()
+        assert proc_title(s.master_pid) == "echo_server: master"
+        assert proc_stat(s.master_pid)[1] != os.getpid()
+        with s.client() as c:
+            assert c.call(b"daemon") == b"daemon"
+        s.stop()
+        wait_until(lambda: not os.path.exists(pid_file), 5, what="the pid file to be removed")
+        assert "stopped" in s.log()
+        s.check_clean()
+    finally:
+        s.kill_all()
