@@ -318,11 +318,10 @@ void gw_browser_routed(json_t *r)
     json_t *ctx = json_object_get(r, "ctx");
     pg_session_id sender = (pg_session_id)json_integer_value(json_object_get(ctx, "session"));
     int code = (int)json_integer_value(json_object_get(r, "code"));
-    size_t local = json_array_size(json_object_get(r, "local"));
-    size_t remote = json_array_size(json_object_get(r, "remote"));
-    json_int_t stored = json_integer_value(json_object_get(r, "stored"));
-    const char *status = code != GW_OK ? "failed" : local ? "delivered" : remote ? "forwarded"
-                                                  : stored ? "stored" : "failed";
+    const char *status = code != GW_OK ? "failed"
+                         : json_integer_value(json_object_get(r, "delivered")) ? "delivered"
+                         : json_integer_value(json_object_get(r, "forwarded")) ? "forwarded"
+                         : json_integer_value(json_object_get(r, "stored")) ? "stored" : "failed";
     send_text(sender, gw_event_json("NEW_MSG_STATUS",
                                     json_pack("{s:O,s:O,s:s,s:i}", "id", json_object_get(r, "msg_id"),
                                               "to", json_object_get(ctx, "to"), "status", status,

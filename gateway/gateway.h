@@ -8,6 +8,7 @@
  * internal.c  the internal port: work orders from the consumer, pushes from the proxy
  * tasks.c     task workers: everything that talks to MySQL
  * reply.c     JSON the gateway writes: events for browsers, reply frames, error codes
+ * proxy_link.c  a worker's connection to the proxy, for sessions on other nodes
  *
  * Work flows worker -> task worker -> worker as JSON objects with an "op";
  * what a worker needs back travels inside the task, so no worker keeps a
@@ -67,6 +68,7 @@ typedef struct {
     char *mysql_password;
     char *mysql_database;
     char *proxy;                   /* "host:port[,host:port...]", tried in order */
+    char *chat_token;              /* app token this node presents when it relays chat */
 } gw_settings;
 
 /* Counters for /stats and /metrics, in shared memory. */
@@ -136,6 +138,15 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len);
 void gw_internal_routed(json_t *result);
 void gw_internal_token_checked(json_t *result);
 void gw_internal_stored(json_t *result);
+/* Stores items (stolen) if any, then answers the sender of the routed message. */
+void gw_internal_store_then_finish(json_t *routed, json_t *items);
+
+/* proxy_link.c: workers */
+void gw_proxy_start(void);
+void gw_proxy_stop(void);
+/* Forwards routed["remote"] through the proxy; what is not confirmed is
+ * stored; then gw_internal_store_then_finish. */
+void gw_proxy_forward(json_t *routed, const char *chat_token);
 /* Write a reply frame on an internal connection. */
 void gw_internal_reply(pg_session_id session, int code, const char *msg, json_t *extra);
 

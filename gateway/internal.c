@@ -84,9 +84,9 @@ static void send_message(pg_session_id session, json_t *req)
     }
     atomic_fetch_add(&gw.counters->messages_in, 1);
     /* consumer_fd: the seed's name for "the connection to answer". */
-    gw_task(json_pack("{s:s,s:s,s:s,s:o,s:{s:s,s:I,s:s}}", "op", "route", "chat_token", token,
+    gw_task(json_pack("{s:s,s:s,s:s,s:o,s:{s:s,s:I,s:s,s:s}}", "op", "route", "chat_token", token,
                       "msg_id", msg_id, "items", items, "ctx", "kind", "worksheet", "consumer_fd",
-                      (json_int_t)session, "msg_id", msg_id),
+                      (json_int_t)session, "msg_id", msg_id, "chat_token", token),
             0);
 }
 
@@ -159,9 +159,10 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len)
 
 /* ---- after routing ---- */
 
-static void complete(json_t *ctx, int code, json_int_t delivered, json_int_t forwarded,
-                     json_int_t stored, json_t *routed)
+/* Everything is handed off: answer the consumer, or tell the chat sender. */
+static void finish_routed(json_t *routed)
 {
+    json_t *ctx = json_object_get(routed, "ctx");
     const char *kind = json_string_value(json_object_get(ctx, "kind"));
     if (kind && strcmp(kind, "chat") == 0) {
         gw_browser_routed(routed);
@@ -169,22 +170,34 @@ static void complete(json_t *ctx, int code, json_int_t delivered, json_int_t for
     }
     pg_session_id consumer = (pg_session_id)json_integer_value(json_object_get(ctx, "consumer_fd"));
     json_t *extra = json_pack("{s:O,s:I,s:I,s:I}", "msg_id", json_object_get(ctx, "msg_id"),
-                              "delivered", delivered, "forwarded", forwarded, "stored", stored);
-    gw_internal_reply(consumer, code, NULL, extra);
+                              "delivered", json_integer_value(json_object_get(routed, "delivered")),
+                              "forwarded", json_integer_value(json_object_get(routed, "forwarded")),
+                              "stored", json_integer_value(json_object_get(routed, "stored")));
+    gw_internal_reply(consumer, (int)json_integer_value(json_object_get(routed, "code")), NULL, extra);
     json_decref(extra);
 }
 
-/* Local sessions get the event now; remote ones would go to the proxy.  With
- * no proxy link yet, they are stored, and the reply waits for the store. */
+void gw_internal_store_then_finish(json_t *routed, json_t *items)
+{
+    if (json_array_size(items) == 0) {
+        json_decref(items);
+        finish_routed(routed);
+        return;
+    }
+    gw_task(json_pack("{s:s,s:o,s:O}", "op", "store", "items", items, "ctx", routed), 0);
+}
+
+/* The route is known: local sessions get the event now, remote ones go to
+ * the proxy (or are stored when that is impossible). */
 void gw_internal_routed(json_t *r)
 {
     json_t *ctx = json_object_get(r, "ctx");
-    int code = (int)json_integer_value(json_object_get(r, "code"));
     json_t *local = json_object_get(r, "local");
     json_t *remote = json_object_get(r, "remote");
-    json_int_t stored = json_integer_value(json_object_get(r, "stored"));
-    if (code != GW_OK) {
-        complete(ctx, code, 0, 0, 0, r);
+    json_object_set_new(r, "delivered", json_integer(0));
+    json_object_set_new(r, "forwarded", json_integer(0));
+    if (json_integer_value(json_object_get(r, "code")) != GW_OK) {
+        finish_routed(r);
         return;
     }
     size_t i;
@@ -194,28 +207,23 @@ void gw_internal_routed(json_t *r)
                 json_string_value(json_object_get(t, "uuid")),
                 json_string_value(json_object_get(t, "id")),
                 json_string_value(json_object_get(t, "payload")), 0);
+    json_object_set_new(r, "delivered", json_integer((json_int_t)json_array_size(local)));
     if (json_array_size(remote) == 0) {
-        complete(ctx, GW_OK, (json_int_t)json_array_size(local), 0, stored, r);
+        finish_routed(r);
         return;
     }
-    json_t *items = json_array();
-    json_array_foreach(remote, i, t)
-        json_array_append_new(items, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(t, "uuid"),
-                                               "msg_id", json_object_get(t, "id"), "payload",
-                                               json_object_get(t, "payload")));
-    json_t *next = json_deep_copy(r);
-    json_object_set_new(next, "remote", json_array());
-    json_object_set_new(next, "stored", json_integer(stored + (json_int_t)json_array_size(items)));
-    json_object_set_new(next, "local", json_integer((json_int_t)json_array_size(local)));
-    gw_task(json_pack("{s:s,s:o,s:o}", "op", "store", "items", items, "ctx", next), 0);
+    const char *token = json_string_value(json_object_get(ctx, "chat_token"));
+    gw_proxy_forward(r, token ? token : gw.cfg.chat_token);
 }
 
-/* The store of remote targets finished: now the sender can be answered. */
+/* Items that could not be forwarded are stored: now the sender can be answered. */
 void gw_internal_stored(json_t *r)
 {
     json_t *routed = json_object_get(r, "ctx");
-    int code = (int)json_integer_value(json_object_get(r, "code"));
-    json_t *ctx = json_object_get(routed, "ctx");
-    complete(ctx, code, json_integer_value(json_object_get(routed, "local")), 0,
-             code == GW_OK ? json_integer_value(json_object_get(routed, "stored")) : 0, routed);
+    if (json_integer_value(json_object_get(r, "code")) != GW_OK)
+        json_object_set_new(routed, "code", json_integer(GW_ERR_INTERNAL));
+    json_object_set_new(routed, "stored",
+                        json_integer(json_integer_value(json_object_get(routed, "stored")) +
+                                     json_integer_value(json_object_get(r, "stored"))));
+    finish_routed(routed);
 }

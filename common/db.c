@@ -1,0 +1,732 @@
+/* db.c - MySQL/MariaDB access for task workers (libmariadb prepared statements).
+ *
+ * One pg_db is one connection, used by one thread at a time.  Statements are
+ * prepared on first use and kept in a small cache keyed by their SQL text
+ * (least recently used evicted, mysql_stmt_close on eviction).
+ *
+ * Lost connections: when a call fails with 2006/2013 (or the server said it
+ * killed the connection or is shutting down), every statement is closed, the
+ * connection is closed and the call connects again, prepares again and runs
+ * once more.  A handle whose reconnect failed stays disconnected; its next
+ * call connects first.  Every successful connect after pg_db_open counts as a
+ * reconnect.  MYSQL_OPT_RECONNECT is never used.
+ *
+ * Note: an INSERT/UPDATE whose answer was lost (2013 while reading it) may
+ * have been applied before it is retried; callers that care use idempotent
+ * statements (INSERT ... ON DUPLICATE KEY UPDATE, unique keys).
+ *
+ * A reconnect starts a new session: an open transaction, user variables and
+ * session settings of the old one are gone.  Timeouts of 0 in pg_db_config
+ * mean 5 s to connect and 30 s per read and write.
+ *
+ * Results are buffered client-side (mysql_stmt_store_result), so the row
+ * callback never runs while the network can still fail, and a retry never
+ * repeats rows already handed out. */
+#include "db.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mysql.h>
+#include <errmsg.h>
+#include <mysqld_error.h>
+
+#define DB_CACHE_MAX 64
+#define DB_ERR_MAX 512
+#define DB_CONNECT_TIMEOUT_DEFAULT 5
+#define DB_READ_TIMEOUT_DEFAULT 30
+#define DB_WRITE_TIMEOUT_DEFAULT 30
+#define DB_MIN_COLBUF 64
+#define DB_FLOAT_COLBUF 400           /* 1.8e308 with 30 decimals fits */
+
+typedef struct {
+    char *sql;
+    uint64_t hash;
+    MYSQL_STMT *stmt;
+    unsigned long long used;     /* LRU clock value of the last use */
+} db_stmt;
+
+struct pg_db {
+    MYSQL *mysql;                /* NULL while disconnected */
+    char *host, *socket, *user, *password, *database;
+    int port;
+    unsigned connect_timeout, read_timeout, write_timeout;
+
+    db_stmt cache[DB_CACHE_MAX];
+    int ncache;
+    unsigned long long clock;
+
+    unsigned long long reconnects;
+    unsigned err_no;
+    char err[DB_ERR_MAX];
+};
+
+/* ------------------------------------------------------------ errors */
+
+static void set_err(pg_db *db, unsigned no, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(pg_db *db, unsigned no, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(db->err, sizeof db->err, fmt, ap);
+    va_end(ap);
+    db->err_no = no ? no : CR_UNKNOWN_ERROR;
+}
+
+static void clear_err(pg_db *db)
+{
+    db->err[0] = '\0';
+    db->err_no = 0;
+}
+
+static void set_err_mysql(pg_db *db, MYSQL *m)
+{
+    unsigned no = m ? mysql_errno(m) : 0;
+    const char *msg = m ? mysql_error(m) : "";
+    set_err(db, no ? no : CR_UNKNOWN_ERROR, "%s", msg && *msg ? msg : "unknown MySQL error");
+}
+
+static void set_err_stmt(pg_db *db, MYSQL_STMT *st)
+{
+    unsigned no = mysql_stmt_errno(st);
+    const char *msg = mysql_stmt_error(st);
+    if (no == 0) {               /* some paths only set the connection's error */
+        set_err_mysql(db, db->mysql);
+        return;
+    }
+    set_err(db, no, "%s", msg && *msg ? msg : "unknown MySQL error");
+}
+
+/* Errors after which the connection cannot be used any more. */
+static int conn_lost(unsigned no)
+{
+    switch (no) {
+    case CR_SERVER_GONE_ERROR:   /* 2006 */
+    case CR_SERVER_LOST:         /* 2013 */
+    case CR_SERVER_LOST_EXTENDED:/* 2055 */
+    case ER_CONNECTION_KILLED:   /* 1927: KILL of this connection */
+    case ER_SERVER_SHUTDOWN:     /* 1053 */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------ connection */
+
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static int lib_rc;
+
+static void lib_init(void)
+{
+    lib_rc = mysql_library_init(0, NULL, NULL);
+}
+
+/* Connects db->mysql, or -1 with db->err set. */
+static int db_connect(pg_db *db)
+{
+    MYSQL *m = mysql_init(NULL);
+    if (m == NULL) {
+        set_err(db, CR_OUT_OF_MEMORY, "mysql_init: out of memory");
+        return -1;
+    }
+    unsigned ct = db->connect_timeout, rt = db->read_timeout, wt = db->write_timeout;
+    unsigned proto = (db->socket && *db->socket) ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
+    unsigned infile = 0;
+    if (mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &ct) ||
+        mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &rt) ||
+        mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &wt) ||
+        mysql_options(m, MYSQL_OPT_PROTOCOL, &proto) ||
+        mysql_options(m, MYSQL_OPT_LOCAL_INFILE, &infile) ||
+        mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4")) {
+        set_err_mysql(db, m);
+        mysql_close(m);
+        return -1;
+    }
+    const char *sock = (db->socket && *db->socket) ? db->socket : NULL;
+    if (mysql_real_connect(m, sock ? NULL : db->host, db->user, db->password,
+                           db->database, (unsigned)(db->port > 0 ? db->port : 0),
+                           sock, 0) == NULL) {
+        set_err_mysql(db, m);
+        mysql_close(m);
+        return -1;
+    }
+    db->mysql = m;
+    return 0;
+}
+
+static void cache_entry_free(db_stmt *e)
+{
+    if (e->stmt)
+        mysql_stmt_close(e->stmt);
+    free(e->sql);
+    memset(e, 0, sizeof *e);
+}
+
+/* Closes every statement and the connection; the handle is then idle. */
+static void db_disconnect(pg_db *db)
+{
+    for (int i = 0; i < db->ncache; i++)
+        cache_entry_free(&db->cache[i]);
+    db->ncache = 0;
+    if (db->mysql) {
+        mysql_close(db->mysql);
+        db->mysql = NULL;
+    }
+}
+
+/* Connects a handle that has no connection; counts the reconnect. */
+static int db_reconnect(pg_db *db)
+{
+    db_disconnect(db);
+    if (db_connect(db) != 0)
+        return -1;
+    db->reconnects++;
+    return 0;
+}
+
+static char *dup_or_null(const char *s, int *fail)
+{
+    if (s == NULL)
+        return NULL;
+    char *d = strdup(s);
+    if (d == NULL)
+        *fail = 1;
+    return d;
+}
+
+static void db_free(pg_db *db)
+{
+    db_disconnect(db);
+    free(db->host);
+    free(db->socket);
+    free(db->user);
+    free(db->password);
+    free(db->database);
+    free(db);
+}
+
+pg_db *pg_db_open(const pg_db_config *cfg, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (cfg == NULL) {
+        if (err && errlen)
+            snprintf(err, errlen, "pg_db_open: no configuration");
+        return NULL;
+    }
+    pthread_once(&lib_once, lib_init);
+    if (lib_rc != 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "mysql_library_init failed");
+        return NULL;
+    }
+    pg_db *db = calloc(1, sizeof *db);
+    if (db == NULL) {
+        if (err && errlen)
+            snprintf(err, errlen, "pg_db_open: out of memory");
+        return NULL;
+    }
+    int fail = 0;
+    db->host = dup_or_null(cfg->host ? cfg->host : "127.0.0.1", &fail);
+    db->socket = dup_or_null(cfg->socket, &fail);
+    db->user = dup_or_null(cfg->user, &fail);
+    db->password = dup_or_null(cfg->password, &fail);
+    db->database = dup_or_null(cfg->database, &fail);
+    db->port = cfg->port;
+    db->connect_timeout = cfg->connect_timeout_s ? cfg->connect_timeout_s : DB_CONNECT_TIMEOUT_DEFAULT;
+    db->read_timeout = cfg->read_timeout_s ? cfg->read_timeout_s : DB_READ_TIMEOUT_DEFAULT;
+    db->write_timeout = cfg->write_timeout_s ? cfg->write_timeout_s : DB_WRITE_TIMEOUT_DEFAULT;
+    if (fail) {
+        if (err && errlen)
+            snprintf(err, errlen, "pg_db_open: out of memory");
+        db_free(db);
+        return NULL;
+    }
+    if (db_connect(db) != 0) {
+        if (err && errlen) {
+            if (db->socket && *db->socket)
+                snprintf(err, errlen, "MySQL connect to %s: %s (%u)", db->socket,
+                         db->err, db->err_no);
+            else
+                snprintf(err, errlen, "MySQL connect to %s:%d: %s (%u)", db->host,
+                         db->port, db->err, db->err_no);
+        }
+        db_free(db);
+        return NULL;
+    }
+    return db;
+}
+
+void pg_db_close(pg_db *db)
+{
+    if (db)
+        db_free(db);
+}
+
+/* ------------------------------------------------------------ statement cache */
+
+static uint64_t sql_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;       /* FNV-1a */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int cache_find(const pg_db *db, const char *sql, uint64_t h)
+{
+    for (int i = 0; i < db->ncache; i++)
+        if (db->cache[i].hash == h && strcmp(db->cache[i].sql, sql) == 0)
+            return i;
+    return -1;
+}
+
+static void cache_drop(pg_db *db, const char *sql)
+{
+    int i = cache_find(db, sql, sql_hash(sql));
+    if (i < 0)
+        return;
+    cache_entry_free(&db->cache[i]);
+    db->cache[i] = db->cache[--db->ncache];
+    memset(&db->cache[db->ncache], 0, sizeof db->cache[0]);
+}
+
+/* The prepared statement for sql (prepared now if not cached), or NULL with
+ * db->err set. */
+static MYSQL_STMT *stmt_get(pg_db *db, const char *sql)
+{
+    uint64_t h = sql_hash(sql);
+    int i = cache_find(db, sql, h);
+    if (i >= 0) {
+        db->cache[i].used = ++db->clock;
+        return db->cache[i].stmt;
+    }
+
+    MYSQL_STMT *st = mysql_stmt_init(db->mysql);
+    if (st == NULL) {
+        set_err_mysql(db, db->mysql);
+        return NULL;
+    }
+    my_bool on = 1;
+    mysql_stmt_attr_set(st, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
+    if (mysql_stmt_prepare(st, sql, (unsigned long)strlen(sql)) != 0) {
+        set_err_stmt(db, st);
+        mysql_stmt_close(st);
+        return NULL;
+    }
+    char *copy = strdup(sql);
+    if (copy == NULL) {
+        set_err(db, CR_OUT_OF_MEMORY, "out of memory");
+        mysql_stmt_close(st);
+        return NULL;
+    }
+    if (db->ncache == DB_CACHE_MAX) {
+        int lru = 0;
+        for (int k = 1; k < db->ncache; k++)
+            if (db->cache[k].used < db->cache[lru].used)
+                lru = k;
+        cache_entry_free(&db->cache[lru]);
+        i = lru;
+    } else {
+        i = db->ncache++;
+    }
+    db->cache[i].sql = copy;
+    db->cache[i].hash = h;
+    db->cache[i].stmt = st;
+    db->cache[i].used = ++db->clock;
+    return st;
+}
+
+/* ------------------------------------------------------------ running */
+
+/* Binds params and executes. 0 or -1 (db->err set). */
+static int bind_and_execute(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, int nparams)
+{
+    unsigned long want = mysql_stmt_param_count(st);
+    if ((unsigned long)nparams != want) {
+        set_err(db, CR_INVALID_PARAMETER_NO, "statement has %lu parameters, %d given",
+                want, nparams);
+        return -1;
+    }
+    MYSQL_BIND *b = NULL;
+    unsigned long *lens = NULL;
+    long long *ints = NULL;
+    if (nparams > 0) {
+        b = calloc((size_t)nparams, sizeof *b);
+        lens = calloc((size_t)nparams, sizeof *lens);
+        ints = calloc((size_t)nparams, sizeof *ints);
+        if (b == NULL || lens == NULL || ints == NULL) {
+            set_err(db, CR_OUT_OF_MEMORY, "out of memory");
+            goto fail;
+        }
+        for (int i = 0; i < nparams; i++) {
+            const pg_db_value *v = &params[i];
+            switch (v->type) {
+            case PG_DB_NULL:
+                b[i].buffer_type = MYSQL_TYPE_NULL;
+                break;
+            case PG_DB_INT:
+                ints[i] = v->i;
+                b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+                b[i].buffer = &ints[i];
+                break;
+            case PG_DB_STRING:
+                if (v->s == NULL && v->len > 0) {
+                    set_err(db, CR_INVALID_PARAMETER_NO, "parameter %d: NULL string", i + 1);
+                    goto fail;
+                }
+                lens[i] = (unsigned long)v->len;
+                b[i].buffer_type = MYSQL_TYPE_STRING;
+                b[i].buffer = (void *)(v->s ? v->s : "");
+                b[i].buffer_length = lens[i];
+                b[i].length = &lens[i];
+                break;
+            default:
+                set_err(db, CR_INVALID_PARAMETER_NO, "parameter %d: unknown type %d",
+                        i + 1, (int)v->type);
+                goto fail;
+            }
+        }
+        if (mysql_stmt_bind_param(st, b) != 0) {
+            set_err_stmt(db, st);
+            goto fail;
+        }
+    }
+    int rc = mysql_stmt_execute(st);
+    if (rc != 0)
+        set_err_stmt(db, st);
+    free(b);
+    free(lens);
+    free(ints);
+    return rc ? -1 : 0;
+fail:
+    free(b);
+    free(lens);
+    free(ints);
+    return -1;
+}
+
+/* Reads and throws away any further result sets (CALL). -1 on error. */
+static int drain_results(pg_db *db, MYSQL_STMT *st)
+{
+    for (;;) {
+        int r = mysql_stmt_next_result(st);
+        if (r == -1)
+            return 0;
+        if (r > 0) {
+            set_err_stmt(db, st);
+            return -1;
+        }
+        if (mysql_stmt_field_count(st) > 0) {
+            if (mysql_stmt_store_result(st) != 0) {
+                set_err_stmt(db, st);
+                return -1;
+            }
+            mysql_stmt_free_result(st);
+        }
+    }
+}
+
+typedef struct {
+    /* exec */
+    unsigned long long affected, insert_id;
+    /* query */
+    pg_db_row_fn fn;
+    void *arg;
+    long long delivered;         /* rows handed to fn */
+} run_ctx;
+
+static long long do_exec(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, int nparams,
+                         run_ctx *c)
+{
+    if (bind_and_execute(db, st, params, nparams) != 0)
+        return -1;
+    c->affected = (unsigned long long)mysql_stmt_affected_rows(st);
+    c->insert_id = (unsigned long long)mysql_stmt_insert_id(st);
+    if (mysql_stmt_field_count(st) > 0) {
+        if (mysql_stmt_store_result(st) != 0) {
+            set_err_stmt(db, st);
+            return -1;
+        }
+        mysql_stmt_free_result(st);
+    }
+    return drain_results(db, st) == 0 ? 0 : -1;
+}
+
+static int is_int_type(enum enum_field_types t)
+{
+    return t == MYSQL_TYPE_TINY || t == MYSQL_TYPE_SHORT || t == MYSQL_TYPE_LONG ||
+           t == MYSQL_TYPE_LONGLONG || t == MYSQL_TYPE_INT24;
+}
+
+static long long do_query(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, int nparams,
+                          run_ctx *c)
+{
+    if (bind_and_execute(db, st, params, nparams) != 0)
+        return -1;
+    unsigned n = mysql_stmt_field_count(st);
+    if (n == 0)
+        return drain_results(db, st) == 0 ? 0 : -1;
+    if (mysql_stmt_store_result(st) != 0) {
+        set_err_stmt(db, st);
+        return -1;
+    }
+
+    long long rows = -1;
+    MYSQL_RES *meta = mysql_stmt_result_metadata(st);
+    MYSQL_BIND *b = calloc(n, sizeof *b);
+    unsigned long *lens = calloc(n, sizeof *lens);
+    my_bool *nulls = calloc(n, sizeof *nulls);
+    my_bool *errs = calloc(n, sizeof *errs);
+    long long *ints = calloc(n, sizeof *ints);
+    char **bufs = calloc(n, sizeof *bufs);
+    unsigned long *caps = calloc(n, sizeof *caps);
+    pg_db_value *vals = calloc(n, sizeof *vals);
+    if (meta == NULL || b == NULL || lens == NULL || nulls == NULL || errs == NULL ||
+        ints == NULL || bufs == NULL || caps == NULL || vals == NULL) {
+        if (meta == NULL && mysql_stmt_errno(st))
+            set_err_stmt(db, st);
+        else
+            set_err(db, CR_OUT_OF_MEMORY, "out of memory");
+        goto out;
+    }
+    MYSQL_FIELD *fields = mysql_fetch_fields(meta);
+    for (unsigned i = 0; i < n; i++) {
+        b[i].length = &lens[i];
+        b[i].is_null = &nulls[i];
+        b[i].error = &errs[i];
+        if (is_int_type(fields[i].type)) {
+            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            b[i].buffer = &ints[i];
+            b[i].is_unsigned = (fields[i].flags & UNSIGNED_FLAG) ? 1 : 0;
+        } else {
+            unsigned long cap = fields[i].max_length + 1;
+            if (cap < DB_MIN_COLBUF)
+                cap = DB_MIN_COLBUF;
+            /* libmariadb prints FLOAT/DOUBLE in as many characters as the
+             * buffer has, losing digits without reporting truncation: give
+             * them room for any value. */
+            if ((fields[i].type == MYSQL_TYPE_DOUBLE || fields[i].type == MYSQL_TYPE_FLOAT) &&
+                cap < DB_FLOAT_COLBUF)
+                cap = DB_FLOAT_COLBUF;
+            bufs[i] = malloc(cap);
+            if (bufs[i] == NULL) {
+                set_err(db, CR_OUT_OF_MEMORY, "out of memory");
+                goto out;
+            }
+            caps[i] = cap;
+            b[i].buffer_type = MYSQL_TYPE_STRING;
+            b[i].buffer = bufs[i];
+            b[i].buffer_length = cap;
+        }
+    }
+    if (mysql_stmt_bind_result(st, b) != 0) {
+        set_err_stmt(db, st);
+        goto out;
+    }
+
+    long long seen = 0;
+    for (;;) {
+        int r = mysql_stmt_fetch(st);
+        if (r == MYSQL_NO_DATA)
+            break;
+        if (r == 1) {
+            set_err_stmt(db, st);
+            goto out;
+        }
+        /* r == 0 or MYSQL_DATA_TRUNCATED: fetch what did not fit again. */
+        int rebind = 0;
+        for (unsigned i = 0; i < n; i++) {
+            if (nulls[i]) {
+                vals[i] = (pg_db_value){.type = PG_DB_NULL};
+                continue;
+            }
+            if (b[i].buffer_type == MYSQL_TYPE_LONGLONG) {
+                vals[i] = (pg_db_value){.type = PG_DB_INT, .i = ints[i]};
+                continue;
+            }
+            unsigned long len = lens[i];
+            if (len >= caps[i] || errs[i]) {
+                /* Did not fit.  Strings report their whole length; numbers
+                 * converted to text (DOUBLE) only set the error flag, so
+                 * grow until the value fits. */
+                unsigned long cap = caps[i];
+                for (int tries = 0;; tries++) {
+                    unsigned long want = len >= cap ? len + 1 : cap * 2;
+                    if (tries >= 24 || want <= cap) {
+                        set_err(db, CR_UNKNOWN_ERROR, "column %u: value does not fit", i + 1);
+                        goto out;
+                    }
+                    char *nb = realloc(bufs[i], want);
+                    if (nb == NULL) {
+                        set_err(db, CR_OUT_OF_MEMORY, "out of memory");
+                        goto out;
+                    }
+                    bufs[i] = nb;
+                    caps[i] = cap = want;
+                    b[i].buffer = nb;
+                    b[i].buffer_length = cap;
+                    rebind = 1;
+                    MYSQL_BIND one;
+                    unsigned long l2 = 0;
+                    my_bool n2 = 0, e2 = 0;
+                    memset(&one, 0, sizeof one);
+                    one.buffer_type = MYSQL_TYPE_STRING;
+                    one.buffer = nb;
+                    one.buffer_length = cap;
+                    one.length = &l2;
+                    one.is_null = &n2;
+                    one.error = &e2;
+                    if (mysql_stmt_fetch_column(st, &one, i, 0) != 0) {
+                        set_err_stmt(db, st);
+                        goto out;
+                    }
+                    len = l2;
+                    if (len < cap && !e2)
+                        break;
+                }
+            }
+            bufs[i][len] = '\0';
+            vals[i] = (pg_db_value){.type = PG_DB_STRING, .s = bufs[i], .len = len};
+        }
+        if (rebind && mysql_stmt_bind_result(st, b) != 0) {
+            set_err_stmt(db, st);
+            goto out;
+        }
+        seen++;
+        c->delivered = seen;
+        if (c->fn && c->fn(c->arg, vals, (int)n) != 0)
+            break;
+    }
+    rows = seen;
+out:
+    mysql_stmt_free_result(st);
+    if (meta)
+        mysql_free_result(meta);
+    if (bufs)
+        for (unsigned i = 0; i < n; i++)
+            free(bufs[i]);
+    free(b);
+    free(lens);
+    free(nulls);
+    free(errs);
+    free(ints);
+    free(bufs);
+    free(caps);
+    free(vals);
+    if (rows >= 0 && drain_results(db, st) != 0)
+        return -1;
+    return rows;
+}
+
+typedef long long (*run_fn)(pg_db *, MYSQL_STMT *, const pg_db_value *, int, run_ctx *);
+
+/* Gets the statement and runs fn; on a lost connection reconnects and runs it
+ * once more (never after rows were handed out). */
+static long long run(pg_db *db, const char *sql, const pg_db_value *params, int nparams,
+                     run_fn fn, run_ctx *c)
+{
+    if (sql == NULL || nparams < 0 || (nparams > 0 && params == NULL)) {
+        set_err(db, CR_INVALID_PARAMETER_NO, "bad arguments");
+        return -1;
+    }
+    for (int attempt = 0;; attempt++) {
+        if (db->mysql == NULL && db_reconnect(db) != 0)
+            return -1;
+        long long r = -1;
+        MYSQL_STMT *st = stmt_get(db, sql);
+        if (st != NULL) {
+            r = fn(db, st, params, nparams, c);
+            if (r >= 0) {
+                clear_err(db);       /* a retry succeeded: nothing to report */
+                return r;
+            }
+        }
+        if (conn_lost(db->err_no)) {
+            /* The handle is dead either way; the next call connects.  If the
+             * reconnect below fails, its error ("can't connect") is reported. */
+            db_disconnect(db);
+            if (attempt > 0 || c->delivered > 0)
+                return -1;
+            continue;
+        }
+        if (db->err_no == ER_NEED_REPREPARE && attempt == 0 && c->delivered == 0) {
+            cache_drop(db, sql);
+            continue;
+        }
+        return -1;
+    }
+}
+
+int pg_db_exec(pg_db *db, const char *sql, const pg_db_value *params, int nparams,
+               unsigned long long *affected, unsigned long long *insert_id)
+{
+    if (db == NULL)
+        return -1;
+    clear_err(db);
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    if (run(db, sql, params, nparams, do_exec, &c) < 0)
+        return -1;
+    if (affected)
+        *affected = c.affected;
+    if (insert_id)
+        *insert_id = c.insert_id;
+    return 0;
+}
+
+long long pg_db_query(pg_db *db, const char *sql, const pg_db_value *params, int nparams,
+                      pg_db_row_fn fn, void *arg)
+{
+    if (db == NULL)
+        return -1;
+    clear_err(db);
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    c.fn = fn;
+    c.arg = arg;
+    return run(db, sql, params, nparams, do_query, &c);
+}
+
+int pg_db_ping(pg_db *db)
+{
+    if (db == NULL)
+        return -1;
+    clear_err(db);
+    for (int attempt = 0;; attempt++) {
+        if (db->mysql == NULL && db_reconnect(db) != 0)
+            return -1;
+        if (mysql_ping(db->mysql) == 0)
+            return 0;
+        set_err_mysql(db, db->mysql);
+        if (!conn_lost(db->err_no))
+            return -1;
+        db_disconnect(db);
+        if (attempt > 0)
+            return -1;
+    }
+}
+
+const char *pg_db_error(const pg_db *db)
+{
+    return db ? db->err : "no database handle";
+}
+
+unsigned pg_db_errno(const pg_db *db)
+{
+    return db ? db->err_no : CR_UNKNOWN_ERROR;
+}
+
+unsigned long long pg_db_reconnects(const pg_db *db)
+{
+    return db ? db->reconnects : 0;
+}

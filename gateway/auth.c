@@ -1,0 +1,146 @@
+/* auth.c - browser identity: HS256 JSON Web Tokens with libjwt 1.10 (see auth.h).
+ *
+ * libjwt's jwt_decode checks the signature with the algorithm the token's own
+ * header names, so after it we insist on HS256: a token signed with the
+ * secret under HS384/HS512, or an unsigned "alg":"none" one, is refused.  The
+ * claims (exp, nbf, sub) are checked here; libjwt 1.10 does not look at them. */
+#include "auth.h"
+
+#include <errno.h>
+#include <jwt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GW_AUTH_TOKEN_MAX 4096
+
+/* sub: 1..GW_UUID_MAX bytes of [A-Za-z0-9_.:@-]. */
+static int auth_sub_ok(const char *sub)
+{
+    size_t n = 0;
+    for (; sub[n]; n++) {
+        char ch = sub[n];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '_' || ch == '.' || ch == ':' || ch == '@' || ch == '-';
+        if (!ok || n >= GW_UUID_MAX)
+            return 0;
+    }
+    return n > 0;
+}
+
+/* Three base64url parts separated by dots; *signed_ is 0 when the third is empty. */
+static int auth_shape_ok(const char *t, size_t len, int *signed_)
+{
+    size_t part = 0, part_len = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = t[i];
+        if (ch == '.') {
+            if (part_len == 0 || ++part > 2)
+                return 0;
+            part_len = 0;
+        } else if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '_') {
+            part_len++;
+        } else if (ch != '=') {      /* tolerate padding some encoders add */
+            return 0;
+        }
+    }
+    *signed_ = part_len > 0;
+    return part == 2;
+}
+
+int gw_auth_verify(const char *token, size_t token_len, const char *secret, time_t now,
+                   char uuid[GW_UUID_MAX + 1], const char **why)
+{
+    const char *unused;
+    if (!why)
+        why = &unused;
+    if (uuid)
+        uuid[0] = '\0';
+    if (!secret || !*secret) {
+        /* libjwt verifies nothing without a key: never accept then. */
+        *why = "no secret configured";
+        return -1;
+    }
+    if (!token || token_len == 0) {
+        *why = "no token";
+        return -1;
+    }
+    if (token_len > GW_AUTH_TOKEN_MAX) {
+        *why = "token too long";
+        return -1;
+    }
+    int signed_ = 0;
+    if (!auth_shape_ok(token, token_len, &signed_)) {
+        *why = "malformed";
+        return -1;
+    }
+    if (!signed_) {
+        *why = "unsigned token";
+        return -1;
+    }
+    char copy[GW_AUTH_TOKEN_MAX + 1];   /* libjwt wants a NUL-terminated string */
+    memcpy(copy, token, token_len);
+    copy[token_len] = '\0';
+
+    jwt_t *jwt = NULL;
+    size_t secret_len = strlen(secret);
+    if (secret_len > 0x7fffffff || jwt_decode(&jwt, copy, (const unsigned char *)secret,
+                                              (int)secret_len) != 0 || !jwt) {
+        jwt_free(jwt);
+        *why = "bad signature or encoding";
+        return -1;
+    }
+    int rc = -1;
+    const char *sub;
+    long exp, nbf;
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+        *why = "algorithm not HS256";
+        goto out;
+    }
+    errno = 0;
+    exp = jwt_get_grant_int(jwt, "exp");
+    if (errno != 0) {
+        *why = "no exp";
+        goto out;
+    }
+    if ((time_t)exp <= now) {
+        *why = "expired";
+        goto out;
+    }
+    errno = 0;
+    nbf = jwt_get_grant_int(jwt, "nbf");
+    if (errno == 0 && (time_t)nbf > now) {
+        *why = "not yet valid";
+        goto out;
+    }
+    sub = jwt_get_grant(jwt, "sub");
+    if (!sub || !*sub) {
+        *why = "no sub";
+        goto out;
+    }
+    if (!auth_sub_ok(sub)) {
+        *why = "bad sub";
+        goto out;
+    }
+    if (uuid)
+        memcpy(uuid, sub, strlen(sub) + 1);
+    *why = "ok";
+    rc = 0;
+out:
+    jwt_free(jwt);
+    return rc;
+}
+
+char *gw_auth_mint(const char *uuid, const char *secret, time_t exp)
+{
+    if (!uuid || !auth_sub_ok(uuid) || !secret || !*secret || strlen(secret) > 0x7fffffff)
+        return NULL;
+    jwt_t *jwt = NULL;
+    char *out = NULL;
+    if (jwt_new(&jwt) == 0 &&
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) == 0 &&
+        jwt_add_grant(jwt, "sub", uuid) == 0 && jwt_add_grant_int(jwt, "exp", (long)exp) == 0)
+        out = jwt_encode_str(jwt);
+    jwt_free(jwt);
+    return out;
+}

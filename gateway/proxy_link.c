@@ -1,0 +1,318 @@
+/* proxy_link.c - a worker's persistent connection to the proxy, for pushes to
+ * sessions on other nodes.
+ *
+ * One connection per worker, to the first proxy of the list that answers;
+ * when it drops, the next one is tried, with a growing pause.  Requests are
+ * length-prefixed /chat/push-local frames carrying a req_id that the reply
+ * echoes.  Whatever is not confirmed - no proxy connected, an error reply
+ * (gone, unreachable, busy), no reply within the timeout, the connection
+ * lost - goes to offline_messages, so a cross-node message is never lost;
+ * a late success after a timeout can only mean a duplicate, which browsers
+ * drop by id. */
+#include "gateway.h"
+
+#include "idmap.h"
+#include "log.h"
+#include "timer.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#define REPLY_TIMEOUT_S 5
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define MAX_IN_FLIGHT 100000
+
+typedef struct {
+    json_t *routed;          /* the route result: ctx, counts */
+    json_t *to_store;        /* items that could not be forwarded */
+    json_int_t forwarded;
+    int outstanding;
+} batch;
+
+typedef struct {
+    batch *b;
+    json_t *item;            /* {uuid, msg_id, payload} to store on failure */
+    time_t sent_at;
+} in_flight;
+
+static struct bufferevent *link_bev;
+static int link_up;
+static int proxy_index;
+static uint32_t backoff_ms = BACKOFF_MIN_MS;
+static int64_t reconnect_timer, timeout_timer;
+static pg_idmap *requests;   /* req_id -> in_flight */
+static uint64_t next_req_id;
+
+static void connect_next(void);
+
+/* Every target is settled: store what was not forwarded, then answer. */
+static void release(batch *b)
+{
+    if (--b->outstanding > 0)
+        return;
+    json_object_set_new(b->routed, "forwarded", json_integer(b->forwarded));
+    gw_internal_store_then_finish(b->routed, b->to_store);
+    json_decref(b->routed);
+    free(b);
+}
+
+/* One target settled, forwarded or not. */
+static void settle(batch *b, json_t *item, int forwarded)
+{
+    if (forwarded) {
+        b->forwarded++;
+        atomic_fetch_add(&gw.counters->forwarded, 1);
+        json_decref(item);
+    } else {
+        json_array_append_new(b->to_store, item);
+    }
+    release(b);
+}
+
+static int fail_one(uint64_t id, void *value, void *arg)
+{
+    (void)id;
+    (void)arg;
+    in_flight *f = value;
+    settle(f->b, f->item, 0);
+    free(f);
+    return 0;
+}
+
+static void fail_all(const char *why)
+{
+    if (pg_idmap_count(requests) > 0)
+        pg_warn("proxy: %zu push(es) not confirmed (%s); storing them", pg_idmap_count(requests), why);
+    pg_idmap *old = requests;
+    requests = pg_idmap_new(256);
+    pg_idmap_iterate(old, fail_one, NULL);
+    pg_idmap_free(old);
+}
+
+static void on_reply(const char *data, size_t len)
+{
+    json_t *r = json_loadb(data, len, 0, NULL);
+    json_int_t req_id = json_integer_value(json_object_get(r, "req_id"));
+    in_flight *f = req_id > 0 ? pg_idmap_remove(requests, (uint64_t)req_id) : NULL;
+    if (f) {
+        int code = (int)json_integer_value(json_object_get(r, "code"));
+        if (code != GW_OK)
+            pg_info("proxy: push to %s refused (%d %s); storing it",
+                    json_string_value(json_object_get(f->item, "uuid")), code,
+                    json_string_value(json_object_get(r, "msg")));
+        settle(f->b, f->item, code == GW_OK);
+        free(f);
+    }
+    json_decref(r);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        unsigned char head[4];
+        if (evbuffer_copyout(in, head, 4) < 4)
+            return;
+        size_t len = (size_t)head[0] << 24 | (size_t)head[1] << 16 | (size_t)head[2] << 8 | head[3];
+        if (len > gw.server_cfg.package_max_length) {
+            pg_error("proxy: reply of %zu bytes is over package_max_length; reconnecting", len);
+            bufferevent_free(link_bev);
+            link_bev = NULL;
+            link_up = 0;
+            fail_all("bad reply");
+            connect_next();
+            return;
+        }
+        if (evbuffer_get_length(in) < 4 + len)
+            return;
+        evbuffer_drain(in, 4);
+        char *body = (char *)evbuffer_pullup(in, (ssize_t)len);
+        on_reply(body, len);
+        evbuffer_drain(in, len);
+    }
+}
+
+static void reconnect_due(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    reconnect_timer = 0;
+    connect_next();
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        link_up = 1;
+        backoff_ms = BACKOFF_MIN_MS;
+        pg_info("proxy: connected to proxy %d of the list", proxy_index);
+        return;
+    }
+    if (link_up)
+        pg_warn("proxy: connection lost");
+    bufferevent_free(link_bev);
+    link_bev = NULL;
+    link_up = 0;
+    fail_all("connection lost");
+    proxy_index++;   /* fail over to the next one */
+    reconnect_timer = pg_timer_after(backoff_ms, reconnect_due, NULL);
+    backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
+}
+
+/* host:port number index of the comma-separated list, wrapping around. */
+static int proxy_address(int index, struct sockaddr_in *sin)
+{
+    int count = 1;
+    for (const char *p = gw.cfg.proxy; *p; p++)
+        count += *p == ',';
+    const char *p = gw.cfg.proxy;
+    for (int i = index % count; i > 0; i--)
+        p = strchr(p, ',') + 1;
+    char host[64];
+    int port;
+    if (sscanf(p, " %63[^:,]:%d", host, &port) != 2 || port <= 0 || port > 65535)
+        return -1;
+    *sin = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    return inet_pton(AF_INET, host, &sin->sin_addr) == 1 ? 0 : -1;
+}
+
+static void connect_next(void)
+{
+    struct sockaddr_in sin;
+    if (!gw.cfg.proxy || !*gw.cfg.proxy)
+        return;
+    if (proxy_address(proxy_index, &sin) < 0) {
+        pg_error("proxy: '%s' is not a list of ip:port", gw.cfg.proxy);
+        return;
+    }
+    link_bev = bufferevent_socket_new(pg_server_event_base(gw.server), -1, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(link_bev, on_read, NULL, on_event, NULL);
+    bufferevent_enable(link_bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(link_bev, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+        on_event(link_bev, BEV_EVENT_ERROR, NULL);
+}
+
+typedef struct {
+    time_t limit;
+    uint64_t *ids;
+    size_t n, cap;
+} expired_list;
+
+static int collect_expired(uint64_t id, void *value, void *arg)
+{
+    expired_list *e = arg;
+    if (((in_flight *)value)->sent_at >= e->limit)
+        return 0;
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 64;
+        uint64_t *ids = realloc(e->ids, cap * sizeof(*ids));
+        if (!ids)
+            return 1;
+        e->ids = ids;
+        e->cap = cap;
+    }
+    e->ids[e->n++] = id;
+    return 0;
+}
+
+static void check_timeouts(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    expired_list e = {.limit = time(NULL) - REPLY_TIMEOUT_S};
+    pg_idmap_iterate(requests, collect_expired, &e);
+    if (e.n > 0)
+        pg_warn("proxy: %zu push(es) without a reply in %d s; storing them", e.n, REPLY_TIMEOUT_S);
+    for (size_t i = 0; i < e.n; i++) {
+        in_flight *f = pg_idmap_remove(requests, e.ids[i]);
+        settle(f->b, f->item, 0);
+        free(f);
+    }
+    free(e.ids);
+}
+
+void gw_proxy_start(void)
+{
+    requests = pg_idmap_new(256);
+    if (!gw.cfg.proxy || !*gw.cfg.proxy)
+        return;
+    timeout_timer = pg_timer_tick(1000, check_timeouts, NULL);
+    connect_next();
+}
+
+void gw_proxy_stop(void)
+{
+    if (reconnect_timer > 0)
+        pg_timer_clear(reconnect_timer);
+    if (timeout_timer > 0)
+        pg_timer_clear(timeout_timer);
+    if (link_bev)
+        bufferevent_free(link_bev);
+    link_bev = NULL;
+    link_up = 0;
+    fail_all("worker stopping");
+    pg_idmap_free(requests);
+    requests = NULL;
+}
+
+/* Sends one /chat/push-local frame; 0, or -1 when it could not be queued. */
+static int send_push(uint64_t req_id, json_t *target, const char *chat_token)
+{
+    json_t *remote_data = json_loads(json_string_value(json_object_get(target, "payload")), 0, NULL);
+    json_t *req = json_pack("{s:s,s:s,s:{s:O,s:O},s:O,s:O,s:o,s:O,s:I}", "url", "/chat/push-local",
+                            "chat_token", chat_token, "proxy_info", "ip", json_object_get(target, "ip"),
+                            "port", json_object_get(target, "port"), "client_id",
+                            json_object_get(target, "client_id"), "uuid",
+                            json_object_get(target, "uuid"), "remote_data", remote_data, "msg_id",
+                            json_object_get(target, "id"), "req_id", (json_int_t)req_id);
+    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    int rc = -1;
+    if (text) {
+        size_t len = strlen(text);
+        unsigned char head[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+                                 (unsigned char)(len >> 8), (unsigned char)len};
+        rc = bufferevent_write(link_bev, head, 4) == 0 && bufferevent_write(link_bev, text, len) == 0
+                 ? 0 : -1;
+    }
+    free(text);
+    return rc;
+}
+
+void gw_proxy_forward(json_t *routed, const char *chat_token)
+{
+    json_t *remote = json_object_get(routed, "remote");
+    batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return;
+    b->routed = json_incref(routed);
+    b->to_store = json_array();
+    b->outstanding = (int)json_array_size(remote) + 1;   /* +1 held until all are sent */
+    size_t i;
+    json_t *t;
+    json_array_foreach(remote, i, t) {
+        json_t *item = json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(t, "uuid"), "msg_id",
+                                 json_object_get(t, "id"), "payload", json_object_get(t, "payload"));
+        in_flight *f = NULL;
+        uint64_t req_id = ++next_req_id;
+        if (link_up && chat_token && *chat_token && pg_idmap_count(requests) < MAX_IN_FLIGHT &&
+            (f = malloc(sizeof(*f))) && send_push(req_id, t, chat_token) == 0) {
+            *f = (in_flight){.b = b, .item = item, .sent_at = time(NULL)};
+            pg_idmap_put(requests, req_id, f);
+        } else {
+            free(f);
+            settle(b, item, 0);
+        }
+    }
+    release(b);   /* the +1: sending is over */
+}

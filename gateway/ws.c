@@ -1,0 +1,916 @@
+/* ws.c - HTTP/1.1 and WebSocket (RFC 6455) for browsers, as a protocol hook
+ * of the engine (see ws.h).  Everything here runs in reactor threads.
+ *
+ * A connection goes through these modes:
+ *   WS_HTTP   reading one request with http-parser (state: ws_req, a few
+ *             hundred bytes plus the interesting header values)
+ *   WS_WAIT   a request other than the upgrade went to a worker as 'H'; input
+ *             is ignored until the worker's answer, which closes the connection
+ *   WS_OPEN   upgraded: frames through a wslay event context (~9 KB, made only
+ *             here); text messages go to workers as 'T'
+ *   WS_DONE   an error response or a close frame is on its way; then closed
+ *
+ * Re-entrancy: the engine frees a connection at once (calling on_close) when
+ * pg_conn_write or pg_conn_close fails or closes outside of a read callback,
+ * i.e. from on_send, on_shutdown or a timer.  Those entry points mark the state
+ * busy (ws_enter); on_close then only flags it gone, and ws_leave frees it
+ * when the outermost call unwinds, so that wslay is never freed under itself. */
+#include "ws.h"
+
+#include "auth.h"
+#include "log.h"
+#include "timer.h"
+#include "utf8.h"
+
+#include <http_parser.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <wslay/wslay.h>
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   /* RFC 6455 1.3 */
+#define WS_ACCEPT_LEN 28            /* base64 of a 20-byte SHA-1 */
+#define WS_TOKEN_MAX 4096
+#define WS_CLOSE_TEXT_MAX 123       /* a control frame carries at most 125 bytes */
+#define WS_DEFAULT_PATH "/ws"
+#define WS_DEFAULT_HEADER_SIZE 8192
+#define WS_DEFAULT_HEADER_TIMEOUT_MS 10000
+
+enum { WS_HTTP, WS_WAIT, WS_OPEN, WS_DONE };
+
+/* The request headers the handshake looks at. */
+enum { H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_COUNT };
+static const char *const ws_header_names[H_COUNT] = {
+    "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "origin",
+};
+
+typedef struct {
+    http_parser parser;
+    size_t nbytes;                  /* bytes of the request so far */
+    char *url;
+    size_t url_len;
+    char *val[H_COUNT];             /* repeated headers joined with ", " */
+    size_t val_len[H_COUNT];
+    uint8_t seen[H_COUNT];
+    char field[24];                 /* name of the header being read */
+    uint8_t field_len, field_long;
+    int8_t cur;                     /* its index in ws_header_names, or -1 */
+    uint8_t in_value;               /* the last callback was on_header_value */
+    uint8_t done;                   /* the request is complete */
+    uint8_t body;                   /* it announced a body */
+    uint8_t nomem;
+} ws_req;
+
+typedef struct {
+    pg_conn *c;                     /* NULL once the engine closed it */
+    const gw_ws_config *cfg;
+    ws_req *req;                    /* WS_HTTP only */
+    wslay_event_context_ptr ws;     /* WS_OPEN and after */
+    const char *in;                 /* bytes for wslay's recv callback */
+    size_t in_len;
+    int64_t timer;                  /* header timeout, 0: none */
+    uint8_t mode;
+    uint8_t depth;                  /* inside an entry point that may lose the connection */
+    uint8_t gone;                   /* on_close ran meanwhile: free at ws_leave */
+    uint8_t failed;                 /* a write or dispatch failed: the engine closes it */
+} ws_conn;
+
+/* ---- configuration ---- */
+
+static pg_protocol ws_protocols[PG_SERVER_MAX_LISTENERS];
+static size_t ws_nprotocols;
+
+static const char *ws_cfg_path(const gw_ws_config *cfg)
+{
+    return cfg->ws_path && *cfg->ws_path ? cfg->ws_path : WS_DEFAULT_PATH;
+}
+
+static size_t ws_cfg_header_size(const gw_ws_config *cfg)
+{
+    return cfg->max_header_size ? cfg->max_header_size : WS_DEFAULT_HEADER_SIZE;
+}
+
+static uint32_t ws_cfg_header_timeout(const gw_ws_config *cfg)
+{
+    return cfg->header_timeout_ms ? cfg->header_timeout_ms : WS_DEFAULT_HEADER_TIMEOUT_MS;
+}
+
+/* The largest message: max_message, at most package_max_length (what one
+ * dispatch to a worker may carry). */
+static size_t ws_cfg_max_message(const gw_ws_config *cfg, pg_conn *c)
+{
+    size_t limit = pg_server_settings_of(pg_conn_server(c))->package_max_length;
+    size_t max = cfg->max_message && cfg->max_message < limit ? cfg->max_message : limit;
+    return max > 0 ? max : 1;
+}
+
+/* ---- small helpers (pure; unit-tested) ---- */
+
+/* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)); out gets 28
+ * characters and a NUL.  0, or -1 when OpenSSL fails. */
+static int ws_accept_key(const char *key, size_t key_len, char out[WS_ACCEPT_LEN + 1])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestInit_ex(md, EVP_sha1(), NULL) == 1 &&
+             EVP_DigestUpdate(md, key, key_len) == 1 &&
+             EVP_DigestUpdate(md, WS_GUID, sizeof(WS_GUID) - 1) == 1 &&
+             EVP_DigestFinal_ex(md, digest, &dlen) == 1 && dlen == SHA_DIGEST_LENGTH;
+    EVP_MD_CTX_free(md);
+    out[0] = '\0';
+    if (!ok)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
+    out[WS_ACCEPT_LEN] = '\0';
+    return 0;
+}
+
+static int ws_is_space(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+static void ws_trim(const char **s, size_t *len)
+{
+    while (*len > 0 && ws_is_space(**s)) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len > 0 && ws_is_space((*s)[*len - 1]))
+        (*len)--;
+}
+
+/* A Sec-WebSocket-Key: base64 of 16 bytes, i.e. 22 characters and "==". */
+static int ws_key_ok(const char *key, size_t len)
+{
+    if (len != 24 || key[22] != '=' || key[23] != '=')
+        return 0;
+    for (size_t i = 0; i < 22; i++) {
+        char ch = key[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '/'))
+            return 0;
+    }
+    return 1;
+}
+
+/* 1 when the comma-separated list holds token (case-insensitive). */
+static int ws_list_has(const char *list, size_t len, const char *token)
+{
+    size_t tlen = strlen(token);
+    size_t i = 0;
+    while (i <= len) {
+        size_t j = i;
+        while (j < len && list[j] != ',')
+            j++;
+        const char *item = list + i;
+        size_t ilen = j - i;
+        ws_trim(&item, &ilen);
+        if (ilen == tlen && strncasecmp(item, token, tlen) == 0)
+            return 1;
+        i = j + 1;
+    }
+    return 0;
+}
+
+/* 1 when origin may connect: allowed is "", "*", or a comma-separated list
+ * (one item may be "*"). */
+static int ws_origin_allowed(const char *allowed, const char *origin, size_t origin_len)
+{
+    if (!allowed)
+        return 1;
+    const char *a = allowed;
+    size_t alen = strlen(allowed);
+    ws_trim(&a, &alen);
+    if (alen == 0 || ws_list_has(a, alen, "*"))
+        return 1;
+    ws_trim(&origin, &origin_len);
+    if (origin_len == 0 || memchr(origin, ',', origin_len))
+        return 0;
+    char buf[512];
+    if (origin_len >= sizeof(buf))
+        return 0;
+    memcpy(buf, origin, origin_len);
+    buf[origin_len] = '\0';
+    return ws_list_has(a, alen, buf);
+}
+
+static int ws_hex(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..len) ('+' is a space) into out (at most cap bytes, no
+ * NUL added). Returns the decoded length, or -1 when it does not fit or a
+ * %-escape is broken. */
+static ssize_t ws_url_decode(const char *s, size_t len, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi, lo;
+            if (i + 2 >= len || (hi = ws_hex(s[i + 1])) < 0 || (lo = ws_hex(s[i + 2])) < 0)
+                return -1;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (ch == '+') {
+            ch = ' ';
+        }
+        if (n >= cap)
+            return -1;
+        out[n++] = ch;
+    }
+    return (ssize_t)n;
+}
+
+/* Finds name=value in a query string; *value points into query. */
+static int ws_query_param(const char *query, size_t len, const char *name, const char **value,
+                          size_t *value_len)
+{
+    size_t nlen = strlen(name);
+    size_t i = 0;
+    while (i < len) {
+        size_t j = i;
+        while (j < len && query[j] != '&')
+            j++;
+        if (j - i > nlen && query[i + nlen] == '=' && memcmp(query + i, name, nlen) == 0) {
+            *value = query + i + nlen + 1;
+            *value_len = j - i - nlen - 1;
+            return 1;
+        }
+        if (j - i == nlen && memcmp(query + i, name, nlen) == 0) {
+            *value = query + j;
+            *value_len = 0;
+            return 1;
+        }
+        i = j + 1;
+    }
+    return 0;
+}
+
+size_t gw_ws_close_reason(char *buf, size_t buflen, uint16_t code, const char *text)
+{
+    if (!buf || buflen < 2)
+        return 0;
+    buf[0] = (char)(code >> 8);
+    buf[1] = (char)(code & 0xff);
+    size_t tlen = text ? strlen(text) : 0;
+    size_t room = buflen - 2 < WS_CLOSE_TEXT_MAX ? buflen - 2 : WS_CLOSE_TEXT_MAX;
+    tlen = gw_utf8_prefix(text, tlen, room);
+    if (tlen)
+        memcpy(buf + 2, text, tlen);
+    return 2 + tlen;
+}
+
+/* A close code an endpoint may send (RFC 6455 7.4 and the IANA registry). */
+static int ws_close_code_ok(unsigned code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* Code and text of a close frame from a pg_server_close reason (NULL: the
+ * server is stopping -> 1001).  *text points into reason. */
+static uint16_t ws_parse_reason(const char *reason, size_t len, const char **text, size_t *text_len)
+{
+    *text = NULL;
+    *text_len = 0;
+    if (!reason) {
+        *text = "server shutting down";
+        *text_len = strlen(*text);
+        return 1001;
+    }
+    if (len < 2)
+        return 1000;
+    unsigned code = ((unsigned)(unsigned char)reason[0] << 8) | (unsigned char)reason[1];
+    if (!ws_close_code_ok(code))
+        code = 1000;
+    if (gw_utf8_valid(reason + 2, len - 2)) {
+        *text = reason + 2;
+        *text_len = gw_utf8_prefix(reason + 2, len - 2, WS_CLOSE_TEXT_MAX);
+    }
+    return (uint16_t)code;
+}
+
+/* ---- connection state ---- */
+
+static void ws_req_free(ws_req *r)
+{
+    if (!r)
+        return;
+    free(r->url);
+    for (int i = 0; i < H_COUNT; i++)
+        free(r->val[i]);
+    free(r);
+}
+
+static void ws_clear_timer(ws_conn *st)
+{
+    if (st->timer > 0)
+        pg_timer_clear(st->timer);
+    st->timer = 0;
+}
+
+static void ws_drop_request(ws_conn *st)
+{
+    ws_req_free(st->req);
+    st->req = NULL;
+    ws_clear_timer(st);
+}
+
+static void ws_free(ws_conn *st)
+{
+    ws_drop_request(st);
+    if (st->ws)
+        wslay_event_context_free(st->ws);
+    free(st);
+}
+
+static void ws_enter(ws_conn *st)
+{
+    st->depth++;
+}
+
+/* Returns 1 when the connection went away meanwhile (st is then freed). */
+static int ws_leave(ws_conn *st)
+{
+    if (--st->depth == 0 && st->gone) {
+        ws_free(st);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- HTTP responses ---- */
+
+static const char *ws_status_text(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 426: return "Upgrade Required";
+    case 431: return "Request Header Fields Too Large";
+    default: return "Internal Server Error";
+    }
+}
+
+/* A complete error response, then close after it. */
+static void ws_http_error(ws_conn *st, int status, const char *extra_headers, const char *body)
+{
+    char buf[1024];
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s\n",
+                     status, ws_status_text(status), extra_headers ? extra_headers : "",
+                     strlen(body) + 1, body);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        n = 0;
+    st->mode = WS_DONE;
+    ws_drop_request(st);
+    pg_conn *c = st->c;
+    if (pg_conn_write(c, buf, (size_t)n) < 0) {
+        st->failed = 1;          /* the engine has closed it */
+        return;
+    }
+    pg_conn_close(c, 1);
+}
+
+/* ---- WebSocket (wslay) ---- */
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *user_data)
+{
+    (void)flags;
+    ws_conn *st = user_data;
+    if (st->failed || st->gone || st->in_len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < st->in_len ? len : st->in_len;
+    memcpy(buf, st->in, n);
+    st->in += n;
+    st->in_len -= n;
+    return (ssize_t)n;
+}
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                          void *user_data)
+{
+    (void)flags;
+    ws_conn *st = user_data;
+    if (st->failed || st->gone || pg_conn_write(st->c, data, len) < 0) {
+        st->failed = 1;
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+/* Fail the WebSocket: a close frame with code, read no more. */
+static void ws_fail(ws_conn *st, uint16_t code, const char *text)
+{
+    wslay_event_queue_close(st->ws, code, (const uint8_t *)text, strlen(text));
+    wslay_event_shutdown_read(st->ws);
+}
+
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user_data)
+{
+    (void)ctx;
+    ws_conn *st = user_data;
+    if (st->failed || st->gone)
+        return;
+    if (arg->opcode == WSLAY_TEXT_FRAME) {
+        if (!gw_utf8_valid(arg->msg, arg->msg_length)) {
+            ws_fail(st, 1007, "invalid UTF-8");
+            return;
+        }
+        char stackbuf[1024];
+        char *buf = arg->msg_length < sizeof(stackbuf) ? stackbuf : malloc(arg->msg_length + 1);
+        if (!buf) {
+            ws_fail(st, 1011, "out of memory");
+            return;
+        }
+        buf[0] = GW_MSG_TEXT;
+        if (arg->msg_length)
+            memcpy(buf + 1, arg->msg, arg->msg_length);
+        if (pg_conn_dispatch(st->c, buf, arg->msg_length + 1) < 0)
+            st->failed = 1;      /* the engine closes the connection */
+        if (buf != stackbuf)
+            free(buf);
+    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
+        ws_fail(st, 1003, "binary messages are not supported");
+    }
+    /* ping (answered by wslay), pong: nothing; close: wslay queued the reply */
+}
+
+static const struct wslay_event_callbacks ws_callbacks = {
+    .recv_callback = ws_recv_cb,
+    .send_callback = ws_send_cb,
+    .on_msg_recv_callback = ws_msg_cb,
+};
+
+/* Feeds in[0..len) to wslay and writes what it queued.  With may_close, closes
+ * the connection once a close frame has gone out.  Returns -1 when the
+ * connection is lost or was closed at once for an error. */
+static int ws_pump(ws_conn *st, const char *in, size_t len, int may_close)
+{
+    int rc = 0;
+    if (len > 0 && wslay_event_get_read_enabled(st->ws)) {
+        st->in = in;
+        st->in_len = len;
+        rc = wslay_event_recv(st->ws);
+        st->in = NULL;
+        st->in_len = 0;
+    }
+    if (rc == 0 && !st->failed && !st->gone)
+        rc = wslay_event_send(st->ws);
+    if (st->gone || st->failed)
+        return -1;
+    if (rc != 0) {
+        pg_debug("session %llx: websocket error %d; closing",
+                 (unsigned long long)pg_conn_session(st->c), rc);
+        st->mode = WS_DONE;
+        pg_conn_close(st->c, 0);
+        return -1;
+    }
+    if (wslay_event_get_close_sent(st->ws) && !wslay_event_want_write(st->ws)) {
+        st->mode = WS_DONE;
+        if (may_close)
+            pg_conn_close(st->c, 1);
+    }
+    return 0;
+}
+
+/* ---- the handshake ---- */
+
+static int ws_on_url(http_parser *p, const char *at, size_t len);
+static int ws_on_header_field(http_parser *p, const char *at, size_t len);
+static int ws_on_header_value(http_parser *p, const char *at, size_t len);
+static int ws_on_headers_complete(http_parser *p);
+static int ws_on_message_complete(http_parser *p);
+
+static const http_parser_settings ws_parser_settings = {
+    .on_url = ws_on_url,
+    .on_header_field = ws_on_header_field,
+    .on_header_value = ws_on_header_value,
+    .on_headers_complete = ws_on_headers_complete,
+    .on_message_complete = ws_on_message_complete,
+};
+
+static int ws_append(ws_req *r, char **buf, size_t *len, const char *data, size_t n)
+{
+    char *p = realloc(*buf, *len + n + 1);
+    if (!p) {
+        r->nomem = 1;
+        return -1;
+    }
+    memcpy(p + *len, data, n);
+    *len += n;
+    p[*len] = '\0';
+    *buf = p;
+    return 0;
+}
+
+static int ws_on_url(http_parser *p, const char *at, size_t len)
+{
+    ws_req *r = p->data;
+    return ws_append(r, &r->url, &r->url_len, at, len) < 0 ? 1 : 0;
+}
+
+static int ws_on_header_field(http_parser *p, const char *at, size_t len)
+{
+    ws_req *r = p->data;
+    if (r->in_value) {           /* a new header starts */
+        r->in_value = 0;
+        r->field_len = 0;
+        r->field_long = 0;
+    }
+    if (r->field_len + len >= sizeof(r->field)) {
+        r->field_long = 1;
+    } else {
+        memcpy(r->field + r->field_len, at, len);
+        r->field_len = (uint8_t)(r->field_len + len);
+    }
+    return 0;
+}
+
+static int ws_on_header_value(http_parser *p, const char *at, size_t len)
+{
+    ws_req *r = p->data;
+    if (!r->in_value) {          /* the name is complete: is it one we want? */
+        r->in_value = 1;
+        r->cur = -1;
+        for (int i = 0; i < H_COUNT && !r->field_long; i++)
+            if (strlen(ws_header_names[i]) == r->field_len &&
+                strncasecmp(r->field, ws_header_names[i], r->field_len) == 0)
+                r->cur = (int8_t)i;
+        if (r->cur >= 0) {
+            if (r->seen[r->cur] &&
+                ws_append(r, &r->val[r->cur], &r->val_len[r->cur], ", ", 2) < 0)
+                return 1;
+            if (!r->val[r->cur] && ws_append(r, &r->val[r->cur], &r->val_len[r->cur], "", 0) < 0)
+                return 1;
+            r->seen[r->cur] = 1;
+        }
+    }
+    if (r->cur >= 0 && len > 0 && ws_append(r, &r->val[r->cur], &r->val_len[r->cur], at, len) < 0)
+        return 1;
+    return 0;
+}
+
+static int ws_on_headers_complete(http_parser *p)
+{
+    ws_req *r = p->data;
+    if ((p->flags & F_CHUNKED) || p->uses_transfer_encoding ||
+        (p->content_length > 0 && p->content_length != UINT64_MAX)) {
+        r->body = 1;             /* not supported for now: 413 */
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
+static int ws_on_message_complete(http_parser *p)
+{
+    ws_req *r = p->data;
+    r->done = 1;
+    http_parser_pause(p, 1);     /* one request per connection */
+    return 0;
+}
+
+/* The value of a header (trimmed), or NULL when absent. */
+static const char *ws_header(const ws_req *r, int h, size_t *len)
+{
+    if (!r->seen[h]) {
+        *len = 0;
+        return NULL;
+    }
+    const char *v = r->val[h];
+    *len = r->val_len[h];
+    ws_trim(&v, len);
+    return v;
+}
+
+/* A request other than the upgrade: 'H' + "METHOD URL" to a worker. */
+static void ws_http_request(ws_conn *st)
+{
+    ws_req *r = st->req;
+    const char *method = http_method_str((enum http_method)r->parser.method);
+    size_t mlen = strlen(method);
+    size_t n = 1 + mlen + 1 + r->url_len;
+    char *msg = malloc(n);
+    if (!msg) {
+        ws_http_error(st, 500, NULL, "out of memory");
+        return;
+    }
+    msg[0] = GW_MSG_HTTP;
+    memcpy(msg + 1, method, mlen);
+    msg[1 + mlen] = ' ';
+    memcpy(msg + 2 + mlen, r->url, r->url_len);
+    st->mode = WS_WAIT;
+    ws_drop_request(st);
+    if (pg_conn_dispatch(st->c, msg, n) < 0)
+        st->failed = 1;
+    free(msg);
+}
+
+/* The upgrade: checks, 101, wslay, 'O' + uuid to a worker, then any bytes
+ * that followed the request. */
+static void ws_upgrade(ws_conn *st, const char *query, size_t query_len, const char *rest,
+                       size_t rest_len)
+{
+    ws_req *r = st->req;
+    size_t len;
+    const char *v;
+    if (r->parser.method != HTTP_GET || r->parser.http_major != 1 || r->parser.http_minor < 1) {
+        ws_http_error(st, 400, NULL, "bad request: a WebSocket handshake is GET over HTTP/1.1");
+        return;
+    }
+    v = ws_header(r, H_CONNECTION, &len);
+    if (!v || !ws_list_has(v, len, "upgrade")) {
+        ws_http_error(st, 400, NULL, "bad request: Connection must include upgrade");
+        return;
+    }
+    v = ws_header(r, H_UPGRADE, &len);
+    if (!v || !ws_list_has(v, len, "websocket")) {
+        ws_http_error(st, 400, NULL, "bad request: Upgrade must be websocket");
+        return;
+    }
+    v = ws_header(r, H_VERSION, &len);
+    if (!v || len != 2 || memcmp(v, "13", 2) != 0) {
+        ws_http_error(st, 426, "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n",
+                      "upgrade required: WebSocket version 13");
+        return;
+    }
+    const char *key = ws_header(r, H_KEY, &len);
+    size_t key_len = len;
+    if (!key || !ws_key_ok(key, key_len)) {
+        ws_http_error(st, 400, NULL, "bad request: bad Sec-WebSocket-Key");
+        return;
+    }
+    v = ws_header(r, H_ORIGIN, &len);
+    /* Browsers always send Origin; other clients may leave it out. */
+    if (v && !ws_origin_allowed(st->cfg->allowed_origins, v, len)) {
+        ws_http_error(st, 403, NULL, "forbidden: origin not allowed");
+        return;
+    }
+    char uuid[GW_UUID_MAX + 1] = "";
+    const char *tok;
+    size_t tok_len;
+    if (query && ws_query_param(query, query_len, "token", &tok, &tok_len) && tok_len > 0) {
+        char token[WS_TOKEN_MAX];
+        ssize_t n = ws_url_decode(tok, tok_len, token, sizeof(token));
+        const char *why = "token too long or badly escaped";
+        if (n <= 0 || gw_auth_verify(token, (size_t)n, st->cfg->jwt_secret, time(NULL), uuid,
+                                     &why) < 0) {
+            char body[128];
+            snprintf(body, sizeof(body), "unauthorized: %s", why);
+            ws_http_error(st, 401, NULL, body);
+            return;
+        }
+    }
+
+    char accept[WS_ACCEPT_LEN + 1];
+    wslay_event_context_ptr ws = NULL;
+    if (ws_accept_key(key, key_len, accept) < 0 ||
+        wslay_event_context_server_init(&ws, &ws_callbacks, st) != 0) {
+        ws_http_error(st, 500, NULL, "out of memory");
+        return;
+    }
+    wslay_event_config_set_max_recv_msg_length(ws, ws_cfg_max_message(st->cfg, st->c));
+    char resp[160];
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
+    st->ws = ws;
+    st->mode = WS_OPEN;
+    ws_drop_request(st);
+    if (pg_conn_write(st->c, resp, (size_t)n) < 0) {
+        st->failed = 1;
+        return;
+    }
+    char open[1 + GW_UUID_MAX + 1];
+    size_t ulen = strlen(uuid);
+    open[0] = GW_MSG_OPEN;
+    memcpy(open + 1, uuid, ulen);
+    if (pg_conn_dispatch(st->c, open, 1 + ulen) < 0) {
+        st->failed = 1;
+        return;
+    }
+    if (rest_len > 0)
+        ws_pump(st, rest, rest_len, 1);
+}
+
+/* The request is complete: route it. rest: bytes after it. */
+static void ws_request_done(ws_conn *st, const char *rest, size_t rest_len)
+{
+    ws_req *r = st->req;
+    if (r->parser.http_major == 1 && r->parser.http_minor >= 1 && !r->seen[H_HOST]) {
+        ws_http_error(st, 400, NULL, "bad request: no Host");
+        return;
+    }
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (!r->url || http_parser_parse_url(r->url, r->url_len, r->parser.method == HTTP_CONNECT, &u)) {
+        ws_http_error(st, 400, NULL, "bad request: bad URL");
+        return;
+    }
+    const char *path = "/";
+    size_t path_len = 1;
+    if (u.field_set & (1 << UF_PATH)) {
+        path = r->url + u.field_data[UF_PATH].off;
+        path_len = u.field_data[UF_PATH].len;
+    }
+    const char *query = NULL;
+    size_t query_len = 0;
+    if (u.field_set & (1 << UF_QUERY)) {
+        query = r->url + u.field_data[UF_QUERY].off;
+        query_len = u.field_data[UF_QUERY].len;
+    }
+    const char *ws_path = ws_cfg_path(st->cfg);
+    if (r->seen[H_UPGRADE] && path_len == strlen(ws_path) && memcmp(path, ws_path, path_len) == 0)
+        ws_upgrade(st, query, query_len, rest, rest_len);
+    else
+        ws_http_request(st);
+}
+
+/* Bytes while reading the request. Returns -1 when the connection must close. */
+static ssize_t ws_http_data(ws_conn *st, const char *data, size_t len)
+{
+    ws_req *r = st->req;
+    size_t limit = ws_cfg_header_size(st->cfg);
+    size_t room = r->nbytes < limit ? limit - r->nbytes : 0;
+    size_t feed = len < room + 1 ? len : room + 1;   /* never buffer more than the limit */
+    size_t n = http_parser_execute(&r->parser, &ws_parser_settings, data, feed);
+    r->nbytes += n;
+    enum http_errno err = HTTP_PARSER_ERRNO(&r->parser);
+    if (r->nomem)
+        ws_http_error(st, 500, NULL, "out of memory");
+    else if (r->body)
+        ws_http_error(st, 413, NULL, "request bodies are not accepted");
+    else if (r->nbytes > limit)
+        ws_http_error(st, 431, NULL, "request headers too large");
+    else if (r->done)
+        ws_request_done(st, data + n, len - n);
+    else if (err != HPE_OK)
+        ws_http_error(st, 400, NULL, "bad request");
+    return st->failed ? -1 : (ssize_t)len;
+}
+
+static void ws_header_timeout(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    ws_conn *st = arg;
+    st->timer = 0;               /* a one-shot timer is gone once it fired */
+    if (st->mode != WS_HTTP || st->gone)
+        return;
+    ws_enter(st);
+    pg_debug("session %llx: no complete request within %u ms",
+             (unsigned long long)pg_conn_session(st->c), ws_cfg_header_timeout(st->cfg));
+    ws_http_error(st, 408, NULL, "request timeout");
+    ws_leave(st);
+}
+
+static ws_conn *ws_conn_new(pg_conn *c)
+{
+    ws_conn *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    st->c = c;
+    st->cfg = pg_conn_protocol(c)->arg;
+    st->req = calloc(1, sizeof(*st->req));
+    if (!st->req) {
+        free(st);
+        return NULL;
+    }
+    http_parser_init(&st->req->parser, HTTP_REQUEST);
+    st->req->parser.data = st->req;
+    st->req->in_value = 1;
+    st->req->cur = -1;
+    st->mode = WS_HTTP;
+    /* The engine has no hook at accept, so the clock starts with the first bytes. */
+    st->timer = pg_timer_after(ws_cfg_header_timeout(st->cfg), ws_header_timeout, st);
+    if (st->timer < 0) {
+        pg_warn("session %llx: no header timer", (unsigned long long)pg_conn_session(c));
+        st->timer = 0;
+    }
+    return st;
+}
+
+/* ---- the hook ---- */
+
+static ssize_t ws_on_data(pg_conn *c, const char *data, size_t len)
+{
+    ws_conn *st = pg_conn_get_state(c);
+    if (!st) {
+        if (!(st = ws_conn_new(c)))
+            return -1;
+        pg_conn_set_state(c, st);
+    }
+    switch (st->mode) {
+    case WS_HTTP:
+        return ws_http_data(st, data, len);
+    case WS_OPEN:
+        return ws_pump(st, data, len, 1) < 0 ? -1 : (ssize_t)len;
+    default:                     /* waiting for a worker's answer, or closing */
+        return (ssize_t)len;
+    }
+}
+
+static int ws_on_send(pg_conn *c, const char *data, size_t len)
+{
+    ws_conn *st = pg_conn_get_state(c);
+    if (st && st->mode == WS_DONE)
+        return 0;                /* closing: dropped */
+    if (!st || st->mode != WS_OPEN) {
+        /* HTTP: the worker's whole response, then close. */
+        if (st) {
+            st->mode = WS_DONE;
+            ws_drop_request(st);
+            ws_enter(st);
+        }
+        if (pg_conn_write(c, data, len) == 0)
+            pg_conn_close(c, 1);
+        if (st)
+            ws_leave(st);
+        return 0;
+    }
+    ws_enter(st);
+    struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
+    int rc = wslay_event_queue_msg(st->ws, &msg);
+    if (rc == 0) {
+        ws_pump(st, NULL, 0, 1);
+    } else if (rc != WSLAY_ERR_NO_MORE_MSG) {
+        pg_warn("session %llx: websocket queue error %d; closing",
+                (unsigned long long)pg_conn_session(c), rc);
+        st->mode = WS_DONE;
+        pg_conn_close(c, 0);
+    }
+    ws_leave(st);
+    return 0;
+}
+
+static void ws_on_shutdown(pg_conn *c, const char *reason, size_t len)
+{
+    ws_conn *st = pg_conn_get_state(c);
+    if (!st || st->mode != WS_OPEN)
+        return;                  /* HTTP: the engine closes the connection */
+    const char *text;
+    size_t text_len;
+    uint16_t code = ws_parse_reason(reason, len, &text, &text_len);
+    ws_enter(st);
+    wslay_event_queue_close(st->ws, code, (const uint8_t *)text, text_len);
+    wslay_event_shutdown_read(st->ws);
+    ws_pump(st, NULL, 0, 0);     /* the engine closes after on_shutdown */
+    if (!st->gone)
+        st->mode = WS_DONE;
+    ws_leave(st);
+}
+
+static void ws_on_close(pg_conn *c)
+{
+    ws_conn *st = pg_conn_get_state(c);
+    if (!st)
+        return;
+    pg_conn_set_state(c, NULL);
+    ws_clear_timer(st);
+    st->c = NULL;
+    if (st->depth)
+        st->gone = 1;
+    else
+        ws_free(st);
+}
+
+const pg_protocol *gw_ws_protocol(const gw_ws_config *cfg)
+{
+    if (!cfg)
+        return NULL;
+    for (size_t i = 0; i < ws_nprotocols; i++)
+        if (ws_protocols[i].arg == cfg)
+            return &ws_protocols[i];
+    if (ws_nprotocols == PG_SERVER_MAX_LISTENERS)
+        return NULL;
+    ws_protocols[ws_nprotocols] = (pg_protocol){
+        .on_data = ws_on_data,
+        .on_send = ws_on_send,
+        .on_shutdown = ws_on_shutdown,
+        .on_close = ws_on_close,
+        .arg = (void *)cfg,
+    };
+    return &ws_protocols[ws_nprotocols++];
+}
