@@ -249,6 +249,11 @@ void pg_ipc_channel_stop(pg_ipc_channel *ch)
     update_read_interest(ch);
 }
 
+int pg_ipc_channel_closed(const pg_ipc_channel *ch)
+{
+    return ch->closed;
+}
+
 int pg_ipc_channel_reading_message(const pg_ipc_channel *ch)
 {
     return ch->in_message;

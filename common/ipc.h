@@ -75,6 +75,8 @@ int pg_ipc_channel_fd(const pg_ipc_channel *ch);
  * the middle of, so a worker that stops never leaves half a message behind. */
 int pg_ipc_channel_start(pg_ipc_channel *ch);
 void pg_ipc_channel_stop(pg_ipc_channel *ch);
+/* 1 once the peer is gone (end of file or a failed socket). */
+int pg_ipc_channel_closed(const pg_ipc_channel *ch);
 /* 1 while a message has been begun but not ended. */
 int pg_ipc_channel_reading_message(const pg_ipc_channel *ch);
 

@@ -97,6 +97,7 @@ pg_server *pg_server_new(const char *name, const pg_server_settings *settings,
     s->generation = (uint32_t)time(NULL) & PG_GENERATION_MASK;
     s->role = PG_ROLE_MASTER;
     s->worker_id = -1;
+    s->ready_fd = -1;
     for (int i = 0; i < PG_SERVER_MAX_LISTENERS; i++)
         s->listeners[i].fd = -1;
     return s;
@@ -380,13 +381,23 @@ static int write_pid_file(const char *path)
     return 0;
 }
 
-static int daemonize(void)
+/* The launching process waits until the daemon says it started (a byte on
+ * a pipe), so a daemon that fails to start still gives a non-zero exit. */
+static int daemonize(pg_server *s)
 {
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return -1;
     pid_t pid = fork();
     if (pid < 0)
         return -1;
-    if (pid > 0)
-        _exit(0);
+    if (pid > 0) {
+        char ok = 0;
+        close(ready[1]);
+        _exit(read(ready[0], &ok, 1) == 1 && ok == '1' ? 0 : 1);
+    }
+    close(ready[0]);
+    s->ready_fd = ready[1];
     setsid();
     int fd = open("/dev/null", O_RDWR);
     if (fd >= 0) {
@@ -429,7 +440,7 @@ static int prepare(pg_server *s)
     }
     pg_info("capacity: %lld connections (max_conn), %d reactors, %d workers, %d task workers",
             st->max_conn, s->reactor_num, s->worker_num, s->task_worker_num);
-    if (st->daemonize && daemonize() < 0)
+    if (st->daemonize && daemonize(s) < 0)
         return -1;
     if (st->pid_file && *st->pid_file &&
         (check_pid_file(st->pid_file) < 0 || write_pid_file(st->pid_file) < 0))

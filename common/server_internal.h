@@ -90,6 +90,7 @@ struct pg_server {
     int (*worker_ipc)[2];
 
     pg_shm_stats *stats;
+    int ready_fd;                     /* daemonize: tells the launcher "started" */
     pg_role role;
     int worker_id;
     pid_t master_pid, manager_pid;
@@ -130,6 +131,17 @@ int pg_task_worker_main(pg_server *s, int task_worker_id);
 static inline int pg_session_reactor_of(uint64_t session, int reactor_num)
 {
     return (int)((session & PG_SESSION_COUNTER_MASK) % (uint64_t)reactor_num);
+}
+
+/* One queued message handled.  Never below zero: a respawned worker handles
+ * what its predecessor left in the socket after the count was reset. */
+static inline void pg_queued_done(pg_shm_worker *w)
+{
+    uint64_t q = atomic_load_explicit(&w->queued, memory_order_relaxed);
+    while (q > 0 && !atomic_compare_exchange_weak_explicit(&w->queued, &q, q - 1,
+                                                           memory_order_relaxed,
+                                                           memory_order_relaxed))
+        ;
 }
 
 /* The worker (or task worker) with the fewest messages queued. */

@@ -279,6 +279,8 @@ void pg_manager_main(pg_server *s)
     pg_log_set_role("manager");
     pg_proctitle_set("%s: manager", s->name);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (s->ready_fd >= 0)
+        close(s->ready_fd);
     for (int i = 0; i < s->listener_num; i++) {
         close(s->listeners[i].fd);
         s->listeners[i].fd = -1;

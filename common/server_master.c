@@ -231,12 +231,22 @@ int pg_master_run(pg_server *s)
     } else {
         pg_notice("%s started: master %ld, manager %ld", s->name, (long)getpid(),
                   (long)s->manager_pid);
+        if (s->ready_fd >= 0) {
+            if (write(s->ready_fd, "1", 1) != 1)
+                pg_warn("could not tell the launching process that the server started");
+            close(s->ready_fd);
+            s->ready_fd = -1;
+        }
         if (s->cb.on_master_start)
             s->cb.on_master_start(s);
     }
     /* Runs until the manager (and so every worker) has exited. */
     while (s->manager_pid > 0)
         event_base_loop(s->main_base, EVLOOP_ONCE);
+    /* Freeing the loop restores default signal actions: a second SIGTERM
+     * must not kill the master before it has cleaned up. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     if (s->reactors)
         pg_reactors_stop(s);
     pg_reactors_free(s);

@@ -265,7 +265,7 @@ int pg_conn_dispatch(pg_conn *c, const char *data, size_t len)
     pg_ipc_header h = {.id = c->session, .type = PG_IPC_RECEIVE, .listener = c->listener};
     atomic_fetch_add_explicit(&st->workers[w].queued, 1, memory_order_relaxed);
     if (pg_ipc_send(r->workers[w], &h, data, len) < 0) {
-        atomic_fetch_sub_explicit(&st->workers[w].queued, 1, memory_order_relaxed);
+        pg_queued_done(&st->workers[w]);
         pg_error("session %llx: worker %d does not keep up; closing the connection",
                  (unsigned long long)c->session, w);
         conn_close_now(c);

@@ -39,6 +39,7 @@ struct pg_worker_proc {
     pg_ipc_channel **tasks;      /* worker only: one per task worker */
     struct event *sigterm_ev, *stop_ev;
     int stopping;
+    uint64_t stop_started_ms;
     uint64_t handled;
     uint64_t task_seq;
     /* task worker: the task being handled */
@@ -62,10 +63,16 @@ static int reading_any(struct pg_worker_proc *p)
     return 0;
 }
 
-/* A task worker stops only once nothing more is queued for it. */
+/* A task worker stops only once nothing more is queued for it (or once
+ * reload_timeout has passed: the manager would kill it then anyway). */
 static int tasks_queued(struct pg_worker_proc *p)
 {
-    for (int i = 0; p->is_task && i < p->nin; i++) {
+    uint64_t limit = (uint64_t)p->s->settings->reload_timeout * 1000;
+    if (!p->is_task || pg_now_ms() - p->stop_started_ms > limit)
+        return 0;
+    for (int i = 0; i < p->nin; i++) {
+        if (pg_ipc_channel_closed(p->in[i]))
+            continue;
         struct pollfd pfd = {.fd = pg_ipc_channel_fd(p->in[i]), .events = POLLIN};
         if (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN))
             return 1;
@@ -103,6 +110,7 @@ static void begin_stop(struct pg_worker_proc *p, const char *why)
     if (p->stopping)
         return;
     p->stopping = 1;
+    p->stop_started_ms = pg_now_ms();
     pg_info("stopping: %s", why);
     atomic_store(&my_stats(p)->state, PG_WORKER_STOPPING);
     for (int i = 0; i < p->nin && !p->is_task; i++)
@@ -144,7 +152,7 @@ static void on_reactor_message(pg_ipc_channel *ch, const pg_ipc_header *h, const
             s->cb.on_connect(s, h->id, h->listener, h->length ? data : "");
         break;
     case PG_IPC_RECEIVE:
-        atomic_fetch_sub_explicit(&my_stats(p)->queued, 1, memory_order_relaxed);
+        pg_queued_done(my_stats(p));
         if (s->cb.on_receive)
             s->cb.on_receive(s, h->id, h->listener, data, h->length);
         count_handled(p);
@@ -282,7 +290,7 @@ static void on_task_message(pg_ipc_channel *ch, const pg_ipc_header *h, const ch
     else if (s->cb.on_task)
         s->cb.on_task(s, p->current_task, h->worker_id, data, h->length);
     p->current_task = 0;
-    atomic_fetch_sub(&my_stats(p)->queued, 1);
+    pg_queued_done(my_stats(p));
     atomic_fetch_sub(&s->stats->task_queue, 1);
     atomic_fetch_add(&s->stats->tasks_done, 1);
     if (!p->stopping)

@@ -7,20 +7,17 @@ stderr, log or sanitizer log files, and no process of the node (master,
 manager, workers, task workers: every pid seen during the test) may be left.
 Every wait is bounded.  Helpers: engine_util.py."""
 import collections
-import json
 import os
 import re
 import signal
 import socket
-import struct
-import subprocess
 import sys
 import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (Client, HOST, SANITIZER_MARKS, alive, free_port,  # noqa: E402
+from engine_util import (HOST, SANITIZER_MARKS, Server, alive, free_port,  # noqa: E402
                          proc_stat, proc_title, run_program, send_nonblocking,
                          start_server, wait_until)
 
@@ -211,7 +208,7 @@ def test_reload_sigusr1_all_and_sigusr2_task_workers(engine):
         _roundtrip_all(clients, b"during %d" % rounds)   # traffic all along the reload
         rounds += 1
         now = s.workers()
-        if len(now) == 4 and all(now[k] != before[k] for k in before):
+        if len(now) == 4 and all(now.get(k) not in (None, before[k]) for k in before):
             break
         assert time.monotonic() < deadline, "not every pid changed: %s -> %s" % (before, now)
     wait_until(lambda: s.log().count("reload done") >= 1, 10, what="reload done")
@@ -219,7 +216,7 @@ def test_reload_sigusr1_all_and_sigusr2_task_workers(engine):
     assert all(after1[k] != before[k] for k in before)
     _roundtrip_all(clients, b"after usr1")
     st = clients[0].stats()
-    assert st["connections"] == 20 and st["closed"] == 0, st
+    assert st["connections"] == 20 and st["closed"] == 0 and st["accepted"] == 20, st
     # every connection is the one opened before: pids answer per connection
     for c in clients:
         assert int(c.call(b"pid")) in (after1["worker 0"], after1["worker 1"])
@@ -229,7 +226,7 @@ def test_reload_sigusr1_all_and_sigusr2_task_workers(engine):
     while True:
         _roundtrip_all(clients, b"usr2")
         now = s.workers()
-        if len(now) == 4 and all(now[k] != after1[k] for k in ("task 0", "task 1")):
+        if len(now) == 4 and all(now.get(k) not in (None, after1[k]) for k in ("task 0", "task 1")):
             break
         assert time.monotonic() < deadline, "task pids did not change: %s -> %s" % (after1, now)
     wait_until(lambda: s.log().count("reload done") >= 2, 10, what="second reload done")
@@ -276,9 +273,10 @@ def test_task_max_request_recycles_task_worker_without_losing_tasks(engine):
         assert c.call(b"one %d" % i, timeout=10) == b"task 0: one %d" % i
     wait_until(lambda: s.task_pids().get("task 0") not in (None, first), 10,
                what="task worker 0 to be replaced")
-    # a stopping task worker first does every task queued for it (the burst),
-    # then 25 one at a time recycle it twice more
-    assert s.log().count("task_max_request reached") >= 3
+    # A stopping task worker first does every task queued for it, also those
+    # that keep coming while it checks, so how many lives 60 tasks take varies.
+    assert s.log().count("task_max_request reached") >= 1
+    assert s.log().count("task worker 0 started") >= 2
 
 
 # ---- 7: task server ----
@@ -504,11 +502,10 @@ def test_process_titles(engine):
 
 # ---- 15: daemonize ----
 
-def test_daemonize_pid_file_and_stop(engine, bin_dir, tmp_path):
+def test_daemonize_pid_file_and_stop(bin_dir, tmp_path):
     pid_file = str(tmp_path / "daemon.pid")
     log_file = str(tmp_path / "daemon.log")
     port = free_port()
-    from engine_util import Server
     s = Server(bin_dir, "echo_server", tmp_path,
                dict(port=port, daemonize=True, pid_file=pid_file, log_file=log_file,
                     open_length_check=True), wait=False)
@@ -532,3 +529,129 @@ def test_daemonize_pid_file_and_stop(engine, bin_dir, tmp_path):
         s.check_clean()
     finally:
         s.kill_all()
+
+
+# ---- beyond the list: a dying master or manager leaves nothing behind ----
+
+def test_master_killed_leaves_no_process(engine):
+    s = engine(open_length_check=True)
+    c = s.client()
+    assert c.call(b"x") == b"x"
+    s.snapshot()
+    s.expected_exit = None          # killed by the test: -9
+    os.kill(s.master_pid, signal.SIGKILL)
+    assert s.killed() == -signal.SIGKILL
+    assert c.wait_closed(5)
+    left = s.left_behind(10)
+    assert not left, "orphans after kill -9 of the master: %s" % {p: proc_title(p) for p in left}
+
+
+def test_manager_killed_stops_node_without_orphans(engine):
+    """ENGINE BUG (fails until fixed): after kill -9 of the manager the master
+    stops (exit 1, as designed) and the workers stop, but a task worker that
+    was busy at that moment never exits.  It logs "stopping: ..." and then
+    spins forever (a 10 ms timer) in server_worker.c on_stop_check():
+    tasks_queued() polls its channels for POLLIN, and a channel whose every
+    peer (workers, manager) is gone is at EOF, so POLLIN stays set and "tasks
+    still queued" never clears.  Its PR_SET_PDEATHSIG SIGTERM changes nothing
+    (begin_stop() already ran).  SIGSTOP stands in for a long synchronous task
+    (a slow MySQL query): without it the task workers stay behind only when
+    they check after the workers are gone, which is most of the time."""
+    s = engine(open_length_check=True, worker_num=2, task_worker_num=2)
+    c = s.client()
+    assert c.call(b"x") == b"x"
+    procs = s.snapshot()
+    tasks = list(s.task_pids().values())
+    s.expected_exit = None
+    for pid in tasks:
+        os.kill(pid, signal.SIGSTOP)        # busy in a long task ...
+    try:
+        os.kill(s.manager_pid(), signal.SIGKILL)
+        assert s.killed() == 1
+        assert "the manager exited unexpectedly" in s.log()
+        assert c.wait_closed(5)
+        wait_until(lambda: not any(alive(p) for k, p in procs.items() if k.startswith("worker")),
+                   5, what="the workers to exit")
+    finally:
+        for pid in tasks:
+            os.kill(pid, signal.SIGCONT)    # ... and done with it
+    left = s.left_behind(5)
+    titles = {p: proc_title(p) for p in left}
+    s.kill_all()     # the orphans go now, whatever the outcome
+    assert not left, ("ENGINE BUG: processes left running 5 s after kill -9 of the manager: %s"
+                      % titles)
+    assert len(procs) == 4
+
+
+# ---- beyond the list: dispatch_mode 3 after a worker died with work queued ----
+
+def test_idle_dispatch_after_worker_killed_with_queued_packet(engine):
+    """ENGINE BUG (fails until fixed): the per-worker "queued" counter
+    (shared memory, uint64) drives dispatch_mode 3.  When a worker dies with
+    packets still queued for it, the manager's reap() stores queued = 0, but
+    those packets stay in the socket and the replacement decrements the
+    counter for each: it wraps to 2^64-1 (stats shows -1).  pg_least_queued()
+    then never picks that worker again: in dispatch_mode 3 the respawned
+    worker is starved for good, the other does all the work.  The same
+    happens to task workers (pg_server_task with dst -1), and on reload or
+    max_request whenever packets wait for a stopping worker."""
+    s = engine(open_length_check=True, worker_num=2, task_worker_num=0, dispatch_mode=3)
+    ctl = s.client()
+    assert ctl.call(b"ready") == b"ready"
+    victim = s.worker_pids()["worker 0"]
+    os.kill(victim, signal.SIGSTOP)      # worker 0 hangs ...
+    try:
+        stuck = s.client()
+        # ... and gets a packet: with both queues empty, mode 3 picks worker 0
+        for i in range(20):
+            stuck.send(b"pending %d" % i)
+            try:
+                assert stuck.recv(timeout=0.3) == b"pending %d" % i   # worker 1 took it
+            except socket.timeout:
+                break
+        else:
+            pytest.fail("no packet went to the stopped worker 0")
+        pending = b"pending %d" % i
+        assert ctl.stats()["workers"][0]["queued"] == 1
+    finally:
+        os.kill(victim, signal.SIGKILL)     # ... and is killed
+    # the replacement answers the packet that waited (no packet lost)
+    assert stuck.recv(timeout=10) == pending
+    wait_until(lambda: s.worker_pids().get("worker 0") not in (None, victim), 10,
+               what="worker 0 to be respawned")
+
+    clients = [s.client() for _ in range(4)]
+    for i, c in enumerate(clients):
+        c.send(*[b"c%d p%02d" % (i, j) for j in range(50)])
+    for i, c in enumerate(clients):
+        got = c.recv_many(50, timeout=15)
+        assert sorted(got) == sorted(b"c%d p%02d" % (i, j) for j in range(50))
+    workers = ctl.stats()["workers"]
+    queued = [w["queued"] for w in workers]
+    assert queued == [0, 0], "ENGINE BUG: queued counters after the burst: %s" % queued
+    assert workers[0]["requests"] > 1, (
+        "ENGINE BUG: dispatch_mode 3 never picks the respawned worker 0: requests %s"
+        % [w["requests"] for w in workers])
+
+
+# ---- beyond the list: a daemon that cannot start ----
+
+def test_daemonize_startup_failure_gives_nonzero_exit(engine, bin_dir, tmp_path):
+    """ENGINE BUG (fails until fixed): with daemonize=true, server.c prepare()
+    forks (the launcher _exit(0)s) before it checks the pid file, so a node
+    that refuses to start because the pid file names a running master still
+    reports success to whoever launched it (pushgate-ctl start, an init
+    script); only its log says "already running".  DESIGN.md: clear start-up
+    errors and a non-zero exit."""
+    pid_file = str(tmp_path / "taken.pid")
+    running = engine(pid_file=pid_file)
+    log_file = str(tmp_path / "second.log")
+    r = run_program(bin_dir, "echo_server",
+                    ["--set", "daemonize=true", "--set", "pid_file=" + pid_file,
+                     "--set", "log_file=" + log_file, "--set", "port=%d" % free_port()])
+    wait_until(lambda: os.path.exists(log_file) and "already running" in open(log_file).read(),
+               5, what="the second node to log the pid file conflict")
+    with open(pid_file) as f:
+        assert int(f.read()) == running.master_pid, "the running node's pid file was replaced"
+    assert r.returncode != 0, ("ENGINE BUG: daemonize=true start failed (pid file names a running "
+                               "master) but the launcher exited %d" % r.returncode)
