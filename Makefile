@@ -19,7 +19,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g \
-                 -DPG_VERSION='"$(VERSION)"' -Icommon $(PKG_CFLAGS) $(shell mariadb_config --cflags 2>/dev/null)
+                 -DPG_VERSION='"$(VERSION)"' -Icommon -Igateway $(PKG_CFLAGS) $(shell mariadb_config --cflags 2>/dev/null)
 ifeq ($(BUILD),test)
   CFLAGS_MODE := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
   LDFLAGS_MODE := -fsanitize=address,undefined
@@ -35,6 +35,13 @@ COMMON_SRC  := $(wildcard common/*.c)
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(OUT)/obj/%.o)
 COMMON_LIB  := $(OUT)/libpushgate.a
 
+# The gateway's modules (all but its main) as a library, so examples and unit
+# tests can use the WebSocket hook and the auth code.
+GATEWAY_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
+GATEWAY_OBJ := $(GATEWAY_SRC:%.c=$(OUT)/obj/%.o)
+GATEWAY_LIB := $(OUT)/libpushgate-gateway.a
+LIBS_OWN    := $(GATEWAY_LIB) $(COMMON_LIB)
+
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(OUT)/bin/%)
 BENCH_SRC   := $(wildcard bench/*.c)
@@ -46,9 +53,9 @@ DAEMON_BIN  := $(DAEMON_DIRS:%=$(OUT)/bin/pushgate-%)
 
 .PHONY: all test unit e2e bench demo install clean deps
 
-all: $(COMMON_LIB) $(EXAMPLE_BIN) $(BENCH_BIN) $(UNIT_BIN) $(DAEMON_BIN)
+all: $(COMMON_LIB) $(GATEWAY_LIB) $(EXAMPLE_BIN) $(BENCH_BIN) $(UNIT_BIN) $(DAEMON_BIN)
 
-$(OUT)/obj/%.o: %.c $(wildcard common/*.h) | $(OUT)/obj
+$(OUT)/obj/%.o: %.c $(wildcard common/*.h gateway/*.h) | $(OUT)/obj
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -59,21 +66,25 @@ $(COMMON_LIB): $(COMMON_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(OUT)/bin/%: examples/%.c $(COMMON_LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
+$(GATEWAY_LIB): $(GATEWAY_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
 
-$(OUT)/bin/%: bench/%.c $(COMMON_LIB)
+$(OUT)/bin/%: examples/%.c $(LIBS_OWN)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
+	$(CC) $(CFLAGS) $< -o $@ $(LIBS_OWN) $(LDFLAGS) $(LIBS)
 
-$(OUT)/tests/%: tests/unit/%.c $(COMMON_LIB)
+$(OUT)/bin/%: bench/%.c $(LIBS_OWN)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) $< -o $@ $(LIBS_OWN) $(LDFLAGS) $(LIBS)
+
+$(OUT)/tests/%: tests/unit/%.c $(LIBS_OWN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -o $@ $(LIBS_OWN) $(LDFLAGS) $(LIBS) -lcmocka
 
 # Each daemon folder holds main.c plus its own modules.
 .SECONDEXPANSION:
-$(OUT)/bin/pushgate-%: $$(patsubst %.c,$(OUT)/obj/%.o,$$(wildcard $$*/*.c)) $(COMMON_LIB)
+$(OUT)/bin/pushgate-%: $$(foreach f,$$(wildcard $$*/*.c),$(OUT)/obj/$$(basename $$(f)).o) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
 

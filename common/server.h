@@ -38,6 +38,8 @@ typedef struct pg_conn pg_conn;
 #define PG_SERVER_MAX_WORKERS 128
 #define PG_SERVER_MAX_REACTORS 64
 #define PG_SERVER_MAX_LISTENERS 8
+/* Session ids carry this many bits of the boot generation (the rest is a counter). */
+#define PG_SESSION_GENERATION_BITS 27
 
 enum {
     PG_DISPATCH_ROUND_ROBIN = 1,   /* each packet to the next worker */
@@ -77,6 +79,8 @@ extern const size_t pg_server_conf_ndefs;
 /* A protocol layered on the reactor (the gateway's HTTP + WebSocket).  All
  * hooks run in the connection's reactor thread and must not block. */
 typedef struct {
+    /* A connection was accepted (optional): start per-connection timers. */
+    void (*on_open)(pg_conn *c);
     /* Bytes arrived. Return how many were consumed (the rest is kept and
      * offered again with more), or -1 to close the connection. */
     ssize_t (*on_data)(pg_conn *c, const char *data, size_t len);

@@ -15,12 +15,13 @@
 #include "ipc.h"
 #include "server.h"
 
-/* Session ids: 28 bits of boot generation, 36 bits of counter.  The counter
- * of reactor r runs r, r + reactor_num, r + 2 * reactor_num, ... so any process
- * can tell which reactor thread holds a session without asking. */
+/* Session ids: 27 bits of boot generation, 36 bits of counter, and the top
+ * bit clear, so they fit signed 64-bit integers (JSON, SQL BIGINT).  The
+ * counter of reactor r runs r, r + reactor_num, r + 2 * reactor_num, ... so
+ * any process can tell which reactor thread holds a session without asking. */
 #define PG_SESSION_COUNTER_BITS 36
 #define PG_SESSION_COUNTER_MASK ((UINT64_C(1) << PG_SESSION_COUNTER_BITS) - 1)
-#define PG_GENERATION_MASK ((UINT32_C(1) << (64 - PG_SESSION_COUNTER_BITS)) - 1)
+#define PG_GENERATION_MASK ((UINT32_C(1) << PG_SESSION_GENERATION_BITS) - 1)
 
 typedef struct {
     _Atomic pid_t pid;

@@ -129,6 +129,28 @@ static void conn_close_now(pg_conn *c)
         conn_free(c);
 }
 
+/* Protocol hooks may write or close, and a failed write frees a connection
+ * at once unless it is marked as being inside a callback; these two bracket
+ * every call into a hook so the connection is freed only afterwards. */
+static uint8_t conn_enter(pg_conn *c)
+{
+    uint8_t outer = c->flags & CONN_IN_CALLBACK;
+    c->flags |= CONN_IN_CALLBACK;
+    return outer;
+}
+
+/* Returns -1 when the connection was closed (and is freed now). */
+static int conn_leave(pg_conn *c, uint8_t outer)
+{
+    if (outer)
+        return c->flags & CONN_DEAD ? -1 : 0;
+    c->flags &= (uint8_t)~CONN_IN_CALLBACK;
+    if (!(c->flags & CONN_DEAD))
+        return 0;
+    conn_free(c);
+    return -1;
+}
+
 static void conn_set_events(pg_conn *c, int writing)
 {
     short what = (c->flags & CONN_CLOSING ? 0 : EV_READ) | (writing ? EV_WRITE : 0) | EV_PERSIST;
@@ -371,11 +393,10 @@ static void conn_read(pg_conn *c)
     }
     atomic_fetch_add_explicit(&r->s->stats->bytes_in, (uint64_t)n, memory_order_relaxed);
     c->last_active = reactor_clock(r);
-    c->flags |= CONN_IN_CALLBACK;
-    int rc = conn_process(c, r->rbuf, (size_t)n);
-    c->flags &= (uint8_t)~CONN_IN_CALLBACK;
-    if (rc < 0 || (c->flags & CONN_DEAD))
-        conn_free(c);
+    uint8_t outer = conn_enter(c);
+    if (conn_process(c, r->rbuf, (size_t)n) < 0)
+        conn_close_now(c);
+    conn_leave(c, outer);
 }
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg)
@@ -383,13 +404,10 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     pg_conn *c = arg;
     if (what & EV_WRITE) {
-        c->flags |= CONN_IN_CALLBACK;
+        uint8_t outer = conn_enter(c);
         conn_flush(c);
-        c->flags &= (uint8_t)~CONN_IN_CALLBACK;
-        if (c->flags & CONN_DEAD) {
-            conn_free(c);
+        if (conn_leave(c, outer) < 0)
             return;
-        }
     }
     if ((what & EV_READ) && !(c->flags & CONN_CLOSING))
         conn_read(c);
@@ -428,6 +446,12 @@ static void conn_open(pg_reactor *r, int fd, int listener)
     pg_ipc_header h = {.id = c->session, .type = PG_IPC_CONNECT, .listener = c->listener};
     pg_ipc_send(r->workers[pg_session_home_worker(c->session, s->worker_num)], &h, peer,
                 strlen(peer) + 1);
+    const pg_protocol *proto = pg_conn_protocol(c);
+    if (proto && proto->on_open) {
+        uint8_t outer = conn_enter(c);
+        proto->on_open(c);
+        conn_leave(c, outer);
+    }
 }
 
 static void begin_stop(pg_reactor *r);
@@ -493,10 +517,11 @@ static void on_worker_message(pg_ipc_channel *ch, const pg_ipc_header *h, const 
         pg_debug("session %llx is gone; message type %u dropped", (unsigned long long)h->id, h->type);
         return;
     }
+    uint8_t outer = conn_enter(c);
     if (h->type == PG_IPC_SEND) {
         conn_send_from_worker(c, data, h->length);
     } else if (h->type == PG_IPC_SHUTDOWN) {
-        const pg_protocol *proto = r->s->listeners[c->listener].opts.protocol;
+        const pg_protocol *proto = pg_conn_protocol(c);
         if (proto && proto->on_shutdown)
             proto->on_shutdown(c, data, h->length);
         if (!(c->flags & CONN_DEAD))
@@ -504,6 +529,7 @@ static void on_worker_message(pg_ipc_channel *ch, const pg_ipc_header *h, const 
     } else {
         pg_warn("reactor %d: unexpected message type %u from a worker", r->id, h->type);
     }
+    conn_leave(c, outer);
 }
 
 /* Once stopping and every worker is gone (what they sent is delivered),
@@ -514,10 +540,12 @@ static void close_when_drained(pg_reactor *r)
         for (pg_conn *c = r->conns, *next; c; c = next) {
             next = c->next;
             const pg_protocol *proto = pg_conn_protocol(c);
+            uint8_t outer = conn_enter(c);
             if (proto && proto->on_shutdown)
                 proto->on_shutdown(c, NULL, 0);   /* the server is stopping */
             if (!(c->flags & CONN_DEAD))
                 pg_conn_close(c, 1);
+            conn_leave(c, outer);
         }
         if (!r->conns)
             event_base_loopbreak(r->base);

@@ -6,7 +6,7 @@
  * claims (exp, nbf, sub) are checked here; libjwt 1.10 does not look at them. */
 #include "auth.h"
 
-#include <errno.h>
+#include <jansson.h>
 #include <jwt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,43 +90,54 @@ int gw_auth_verify(const char *token, size_t token_len, const char *secret, time
         *why = "bad signature or encoding";
         return -1;
     }
+    /* The claims, with strict types: libjwt 1.10's jwt_get_grant_int reads
+     * a string "exp" as 0 without saying so. */
     int rc = -1;
-    const char *sub;
-    long exp, nbf;
+    char *text = NULL;
+    json_t *claims = NULL, *exp, *nbf, *sub;
+    const char *s;
     if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
         *why = "algorithm not HS256";
         goto out;
     }
-    errno = 0;
-    exp = jwt_get_grant_int(jwt, "exp");
-    if (errno != 0) {
+    text = jwt_get_grants_json(jwt, NULL);
+    claims = text ? json_loads(text, 0, NULL) : NULL;
+    if (!json_is_object(claims)) {
+        *why = "malformed";
+        goto out;
+    }
+    exp = json_object_get(claims, "exp");
+    if (!json_is_integer(exp)) {
         *why = "no exp";
         goto out;
     }
-    if ((time_t)exp <= now) {
+    if (json_integer_value(exp) <= (json_int_t)now) {
         *why = "expired";
         goto out;
     }
-    errno = 0;
-    nbf = jwt_get_grant_int(jwt, "nbf");
-    if (errno == 0 && (time_t)nbf > now) {
+    nbf = json_object_get(claims, "nbf");
+    if (nbf && (!json_is_integer(nbf) || json_integer_value(nbf) > (json_int_t)now)) {
         *why = "not yet valid";
         goto out;
     }
-    sub = jwt_get_grant(jwt, "sub");
-    if (!sub || !*sub) {
+    sub = json_object_get(claims, "sub");
+    s = json_is_string(sub) ? json_string_value(sub) : NULL;
+    if (!s || !*s) {
         *why = "no sub";
         goto out;
     }
-    if (!auth_sub_ok(sub)) {
+    /* json_string_length: a sub with an embedded NUL is not a uuid */
+    if (strlen(s) != json_string_length(sub) || !auth_sub_ok(s)) {
         *why = "bad sub";
         goto out;
     }
     if (uuid)
-        memcpy(uuid, sub, strlen(sub) + 1);
+        memcpy(uuid, s, strlen(s) + 1);
     *why = "ok";
     rc = 0;
 out:
+    json_decref(claims);
+    free(text);
     jwt_free(jwt);
     return rc;
 }

@@ -65,9 +65,14 @@ static void on_chat(pg_session_id session, const char *from, json_t *data)
         send_error(session, GW_ERR_BAD_REQUEST);
         return;
     }
+    /* Unique per recipient: boot generation, worker, clock and a counter. */
+    static uint64_t seq;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
     char id[64];
-    snprintf(id, sizeof(id), "chat-%08" PRIx32 "-%016" PRIx64 "-%" PRIx64, gw.generation, session,
-             (uint64_t)time(NULL));
+    snprintf(id, sizeof(id), "chat-%" PRIx32 "-%d-%" PRIx64 "-%" PRIx64, gw.generation,
+             pg_server_worker_id(gw.server),
+             (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, ++seq);
     char *payload = gw_event_json("NEW_MSG", json_pack("{s:s,s:O,s:s}", "from", from, "msg", msg,
                                                        "id", id));
     json_t *items = json_pack("[{s:s,s:s,s:s}]", "uuid", to, "id", id, "payload", payload);

@@ -80,7 +80,7 @@ int gw_node_register(void)
                          previous_generation, &previous) < 0 ? -1 : 0;
     /* Next after the last boot; from the clock when the row was swept. */
     long long generation = previous >= 0 ? previous + 1 : (long long)time(NULL);
-    gw.generation = (uint32_t)generation & ((UINT32_C(1) << 28) - 1);
+    gw.generation = (uint32_t)generation & ((UINT32_C(1) << PG_SESSION_GENERATION_BITS) - 1);
     pg_db_value row[] = {id, PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.port),
                          PG_DB_INT_VALUE(gw.cfg.internal_port), PG_DB_INT_VALUE(generation)};
     if (rc == 0)

@@ -77,6 +77,7 @@ typedef struct {
     uint8_t depth;                  /* inside an entry point that may lose the connection */
     uint8_t gone;                   /* on_close ran meanwhile: free at ws_leave */
     uint8_t failed;                 /* a write or dispatch failed: the engine closes it */
+    uint8_t proto_error;            /* a frame wslay lets through breaks RFC 6455 */
 } ws_conn;
 
 /* ---- configuration ---- */
@@ -266,11 +267,11 @@ size_t gw_ws_close_reason(char *buf, size_t buflen, uint16_t code, const char *t
         return 0;
     buf[0] = (char)(code >> 8);
     buf[1] = (char)(code & 0xff);
-    size_t tlen = text ? strlen(text) : 0;
+    if (!text)
+        return 2;
     size_t room = buflen - 2 < WS_CLOSE_TEXT_MAX ? buflen - 2 : WS_CLOSE_TEXT_MAX;
-    tlen = gw_utf8_prefix(text, tlen, room);
-    if (tlen)
-        memcpy(buf + 2, text, tlen);
+    size_t tlen = gw_utf8_prefix(text, strlen(text), room);
+    memcpy(buf + 2, text, tlen);
     return 2 + tlen;
 }
 
@@ -343,14 +344,11 @@ static void ws_enter(ws_conn *st)
     st->depth++;
 }
 
-/* Returns 1 when the connection went away meanwhile (st is then freed). */
-static int ws_leave(ws_conn *st)
+/* Frees st when the connection went away meanwhile: touch neither after. */
+static void ws_leave(ws_conn *st)
 {
-    if (--st->depth == 0 && st->gone) {
+    if (--st->depth == 0 && st->gone)
         ws_free(st);
-        return 1;
-    }
-    return 0;
 }
 
 /* ---- HTTP responses ---- */
@@ -459,9 +457,22 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     /* ping (answered by wslay), pong: nothing; close: wslay queued the reply */
 }
 
+/* A close frame's payload is empty or starts with a 2-byte code: wslay
+ * answers a 1-byte one with an empty close, RFC 6455 wants 1002. */
+static void ws_frame_start_cb(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_start_arg *arg,
+                              void *user_data)
+{
+    (void)ctx;
+    ws_conn *st = user_data;
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
+        st->proto_error = 1;
+}
+
 static const struct wslay_event_callbacks ws_callbacks = {
     .recv_callback = ws_recv_cb,
     .send_callback = ws_send_cb,
+    .on_frame_recv_start_callback = ws_frame_start_cb,
     .on_msg_recv_callback = ws_msg_cb,
 };
 
@@ -478,7 +489,27 @@ static int ws_pump(ws_conn *st, const char *in, size_t len, int may_close)
         st->in = NULL;
         st->in_len = 0;
     }
-    if (rc == 0 && !st->failed && !st->gone)
+    if (st->gone || st->failed)
+        return -1;
+    if (st->proto_error ||
+        (rc == WSLAY_ERR_CALLBACK_FAILURE && len > 0 && !wslay_event_get_close_sent(st->ws))) {
+        /* Our callbacks did not fail, so wslay's frame layer refused the
+         * input (a control frame over 125 bytes or fragmented, a 64-bit
+         * length with the top bit set), or a close frame was 1 byte long.
+         * wslay queued a close without a code; send 1002 instead, past
+         * wslay (our send callback never leaves a frame half written, so
+         * the stream is at a frame boundary). */
+        static const char close_1002[] = {(char)0x88, 2, 0x03, (char)0xea};
+        st->mode = WS_DONE;
+        if (pg_conn_write(st->c, close_1002, sizeof(close_1002)) < 0) {
+            st->failed = 1;
+            return -1;
+        }
+        if (may_close)
+            pg_conn_close(st->c, 1);
+        return 0;
+    }
+    if (rc == 0)
         rc = wslay_event_send(st->ws);
     if (st->gone || st->failed)
         return -1;
