@@ -834,7 +834,7 @@ static ws_conn *ws_conn_new(pg_conn *c)
     st->req->in_value = 1;
     st->req->cur = -1;
     st->mode = WS_HTTP;
-    /* The engine has no hook at accept, so the clock starts with the first bytes. */
+    /* Started at accept (on_open): a client that sends nothing is closed too. */
     st->timer = pg_timer_after(ws_cfg_header_timeout(st->cfg), ws_header_timeout, st);
     if (st->timer < 0) {
         pg_warn("session %llx: no header timer", (unsigned long long)pg_conn_session(c));
@@ -844,6 +844,15 @@ static ws_conn *ws_conn_new(pg_conn *c)
 }
 
 /* ---- the hook ---- */
+
+static void ws_on_open(pg_conn *c)
+{
+    ws_conn *st = ws_conn_new(c);
+    if (st)
+        pg_conn_set_state(c, st);
+    else
+        pg_conn_close(c, 0);
+}
 
 static ssize_t ws_on_data(pg_conn *c, const char *data, size_t len)
 {
@@ -937,6 +946,7 @@ const pg_protocol *gw_ws_protocol(const gw_ws_config *cfg)
     if (ws_nprotocols == PG_SERVER_MAX_LISTENERS)
         return NULL;
     ws_protocols[ws_nprotocols] = (pg_protocol){
+        .on_open = ws_on_open,
         .on_data = ws_on_data,
         .on_send = ws_on_send,
         .on_shutdown = ws_on_shutdown,

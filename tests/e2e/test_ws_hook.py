@@ -369,6 +369,16 @@ def test_slow_headers_get_408_within_header_timeout(raw):
     assert r.wait_eof()
 
 
+def test_silent_client_gets_408_from_accept(raw):
+    """The header clock starts at accept (the on_open hook), not at the first byte."""
+    r = raw()
+    start = time.monotonic()
+    status, headers, _ = r.read_response(timeout=HEADER_TIMEOUT_MS / 1000 + 3)
+    assert status == 408
+    assert time.monotonic() - start <= HEADER_TIMEOUT_MS / 1000 + 2
+    assert r.wait_eof()
+
+
 def test_headers_trickling_in_still_time_out(raw):
     r = raw()
     start = time.monotonic()
