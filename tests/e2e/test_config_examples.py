@@ -11,6 +11,13 @@ import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
+PROGRAMS = {
+    "echo_server": ("echo_server.ini", []),
+    "task_server": ("task_server.ini", []),
+    "pushgate-gateway": ("gateway.ini", ["--set", "jwt_secret=example-secret-0123456789",
+                                         "--set", "advertised_ip=127.0.0.1"]),
+}
+
 
 def settings_from_help(bin_dir, name):
     out = subprocess.run([os.path.join(bin_dir, name), "--help"], capture_output=True,
@@ -18,20 +25,28 @@ def settings_from_help(bin_dir, name):
     return re.findall(r"^  ([a-z_]+) = ", out, re.M)
 
 
-@pytest.mark.parametrize("name", ["echo_server", "task_server"])
-def test_example_config_lists_every_setting_and_loads(bin_dir, tmp_path, name):
-    path = os.path.join(ROOT, "config", name + ".ini")
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_example_config_lists_every_setting_and_loads(bin_dir, tmp_path, stack, name):
+    ini, extra = PROGRAMS[name]
+    path = os.path.join(ROOT, "config", ini)
     text = open(path).read()
     in_file = re.findall(r"^([a-z_]+) = ", text, re.M)
     known = settings_from_help(bin_dir, name)
     assert "worker_num" in known
     assert sorted(in_file) == sorted(known)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([os.path.join(bin_dir, name), "-c", path, "--set", f"port={port}",
-                             "--set", f"log_file={tmp_path / 'log'}"])
+    port = free_port()
+    args = [os.path.join(bin_dir, name), "-c", path, "--set", f"port={port}",
+            "--set", f"log_file={tmp_path / 'log'}"] + extra
+    if name == "pushgate-gateway":
+        args += ["--set", f"internal_port={free_port()}"]
+    proc = subprocess.Popen(args, env=dict(os.environ, **stack.env()))
     try:
         deadline = time.time() + 15
         while True:
