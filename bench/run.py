@@ -2,8 +2,10 @@
 """make bench: the engine's benchmarks, on a release build.
 
 Runs each scenario BENCH_RUNS times (default 3) and reports the median:
-  echo   - echo_server (length framing, 2 reactors, 2 workers) driven by
-           echo_bench with 100 connections, pipeline 1 and 16
+  echo   - echo_server (length framing) driven by echo_bench with 100
+           connections: 1 reactor + 2 workers (the best fit for a 2-core machine
+           that also runs the client) at pipeline 1 and 16, and 2 reactors +
+           2 workers at pipeline 1
   table  - table_bench: shared-memory table get+set per second, 1 and 4 processes
 Prints a table and writes bench/results/<date>.json.
 """
@@ -40,10 +42,11 @@ def wait_port(port, timeout=10):
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def echo_run(pipeline, packets):
+def echo_run(pipeline, packets, reactors):
     port = free_port()
     server = subprocess.Popen([os.path.join(BIN, "echo_server"), "--set", f"port={port}",
-                               "--set", "open_length_check=true", "--set", "log_level=warn"])
+                               "--set", "open_length_check=true", "--set", "log_level=error",
+                               "--set", f"reactor_num={reactors}", "--set", "worker_num=2"])
     try:
         wait_port(port)
         out = subprocess.run([os.path.join(BIN, "echo_bench"), "-p", str(port), "-c", "100",
@@ -72,9 +75,9 @@ def main():
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
                "cpus": os.cpu_count(), "scenarios": {}}
     rows = []
-    for pipeline in (1, 16):
-        runs = [echo_run(pipeline, 300000) for _ in range(RUNS)]
-        name = f"echo, 100 connections, pipeline {pipeline}"
+    for reactors, pipeline in ((1, 1), (2, 1), (1, 16)):
+        runs = [echo_run(pipeline, 300000, reactors) for _ in range(RUNS)]
+        name = f"echo, {reactors} reactor(s), pipeline {pipeline}"
         results["scenarios"][name] = runs
         rows.append((name, f"{median_of(runs, 'packets_per_s'):,.0f} packets/s",
                      f"p50 {median_of(runs, 'p50_ms'):.2f} ms, p99 {median_of(runs, 'p99_ms'):.2f} ms",

@@ -373,7 +373,9 @@ int pg_ipc_flush(pg_ipc_channel *ch)
             return 0;
         }
         if (n < 0) {
-            pg_warn("ipc fd %d: send: %s", ch->fd, strerror(errno));
+            /* EPIPE: the peer processes are gone (a normal part of stopping). */
+            pg_log(errno == EPIPE ? PG_LOG_DEBUG : PG_LOG_WARN, "ipc fd %d: send: %s", ch->fd,
+                   strerror(errno));
             channel_closed(ch);
             return -1;
         }
