@@ -655,3 +655,22 @@ def test_daemonize_startup_failure_gives_nonzero_exit(engine, bin_dir, tmp_path)
         assert int(f.read()) == running.master_pid, "the running node's pid file was replaced"
     assert r.returncode != 0, ("ENGINE BUG: daemonize=true start failed (pid file names a running "
                                "master) but the launcher exited %d" % r.returncode)
+
+
+# ---- lifecycle hooks ----
+
+def test_worker_error_hook_and_start_hook_after_a_crash(engine):
+    """LaravelS-style listeners: WorkerError runs (in the manager) when a task
+    worker dies by a signal, WorkerStart runs again in its replacement, and
+    the replacement takes tasks."""
+    s = engine("task_server", open_length_check=True, worker_num=1, task_worker_num=1)
+    c = s.client()
+    assert c.call(b"before", timeout=10) == b"task 0: before"
+    victim = s.task_pids()["task 0"]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: s.task_pids().get("task 0") not in (None, victim), 10,
+               what="task worker 0 to be respawned")
+    assert c.call(b"after", timeout=10) == b"task 0: after"
+    log = s.log()
+    assert "hook: worker 0 failed" in log
+    assert log.count("task worker 0 started") >= 2
