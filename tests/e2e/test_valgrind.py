@@ -83,3 +83,69 @@ def test_start_serve_stop_is_clean_under_valgrind(tmp_path, name):
         for kind in ("definitely", "indirectly"):
             m = re.search(kind + r" lost: ([\d,]+) bytes", text)
             assert m is None or m.group(1) == "0", text[-3000:]
+
+
+def _jwt(uuid, secret):
+    import base64
+    import hashlib
+    import hmac
+    import json
+    enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+    head = enc(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = enc(json.dumps({"sub": uuid, "exp": int(time.time()) + 600}).encode())
+    sig = enc(hmac.new(secret.encode(), head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+
+
+@pytest.mark.skipif(not RELEASE_BIN or not shutil.which("valgrind"),
+                    reason="needs PG_RELEASE_BIN and valgrind")
+def test_gateway_is_clean_under_valgrind(tmp_path, stack):
+    """A browser registers, gets a work order pushed and acknowledges it; then
+    the node stops. Every process of the gateway must be free of errors and
+    leaks."""
+    import asyncio
+    import json
+    import websockets
+    secret = "valgrind-secret-0123456789"
+    stack.add_app("vg-token")
+    port, internal = free_port(), free_port()
+    logs = str(tmp_path / "vg.%p")
+    proc = subprocess.Popen(
+        ["valgrind", "--trace-children=yes", "--leak-check=full",
+         "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+         "--log-file=" + logs, os.path.join(RELEASE_BIN, "pushgate-gateway"),
+         "--set", f"port={port}", "--set", f"internal_port={internal}",
+         "--set", "advertised_ip=127.0.0.1", "--set", f"jwt_secret={secret}",
+         "--set", f"log_file={tmp_path / 'gateway.log'}"],
+        env=dict(os.environ, **stack.env()))
+
+    async def browse():
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={_jwt('vg-agent', secret)}",
+                                      open_timeout=30) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["event"] == "ONLINE"
+            s = connect(internal)
+            req = json.dumps({"url": "/worksheet/send-message", "chat_token": "vg-token",
+                              "msg_id": "vg-1", "data": [{"uuid": "vg-agent", "data": {"t": 1}}]})
+            reply = json.loads(length_roundtrip(s, req.encode()))
+            assert reply["code"] == 0 and reply["delivered"] == 1
+            event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert event["id"] == "vg-1"
+            await ws.send(json.dumps({"event": "ACK", "data": {"id": "vg-1"}}))
+            await ws.send(json.dumps({"event": "HEART_BEAT"}))
+            await asyncio.wait_for(ws.recv(), 30)
+            s.close()
+
+    try:
+        connect(port).close()
+        asyncio.run(browse())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+    reports = glob.glob(str(tmp_path / "vg.*"))
+    assert len(reports) == 6
+    for path in reports:
+        text = open(path).read()
+        assert re.search(r"ERROR SUMMARY: 0 errors", text), text[-3000:]
+        for kind in ("definitely", "indirectly"):
+            m = re.search(kind + r" lost: ([\d,]+) bytes", text)
+            assert m is None or m.group(1) == "0", text[-3000:]
