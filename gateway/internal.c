@@ -26,10 +26,21 @@ void gw_internal_reply(pg_session_id session, int code, const char *msg, json_t 
     json_decref(o);
 }
 
-static void reply_error(pg_session_id session, int code, const char *msg, json_t *request)
+/* msg_id, and req_id when the sender gave one (the proxy matches replies by it). */
+static json_t *reply_ids(json_t *request)
 {
     json_t *msg_id = json_object_get(request, "msg_id");
-    json_t *extra = json_pack("{s:O,s:[]}", "msg_id", msg_id ? msg_id : json_null(), "data");
+    json_t *ids = json_pack("{s:O}", "msg_id", msg_id ? msg_id : json_null());
+    json_t *req_id = json_object_get(request, "req_id");
+    if (req_id)
+        json_object_set(ids, "req_id", req_id);
+    return ids;
+}
+
+static void reply_error(pg_session_id session, int code, const char *msg, json_t *request)
+{
+    json_t *extra = reply_ids(request);
+    json_object_set_new(extra, "data", json_array());
     pg_warn("internal request refused: %s", msg ? msg : gw_error_text(code));
     gw_internal_reply(session, code, msg, extra);
     json_decref(extra);
@@ -121,7 +132,7 @@ void gw_internal_token_checked(json_t *r)
     char ip[64];
     int port;
     pg_session_id target;
-    json_t *extra = json_pack("{s:O}", "msg_id", json_object_get(req, "msg_id"));
+    json_t *extra = reply_ids(req);
     if (gw_client_id_parse(json_string_value(json_object_get(req, "client_id")), ip, sizeof(ip),
                            &port, &target) < 0 ||
         strcmp(ip, gw.node_ip) != 0 || port != gw.cfg.internal_port ||
