@@ -101,14 +101,23 @@ static void send_message(pg_session_id session, json_t *req)
             0);
 }
 
+/* The event's id: top-level for work orders, in data for chat (NEW_MSG). */
+static const char *push_id(json_t *req)
+{
+    json_t *remote_data = json_object_get(req, "remote_data");
+    const char *id = json_string_value(json_object_get(remote_data, "id"));
+    if (!id)
+        id = json_string_value(json_object_get(json_object_get(remote_data, "data"), "id"));
+    return id ? id : json_string_value(json_object_get(req, "msg_id"));
+}
+
 static void push_local(pg_session_id session, json_t *req)
 {
     const char *token = json_string_value(json_object_get(req, "chat_token"));
     const char *client_id = json_string_value(json_object_get(req, "client_id"));
     const char *uuid = json_string_value(json_object_get(req, "uuid"));
     json_t *remote_data = json_object_get(req, "remote_data");
-    if (!token || !client_id || !uuid || !json_is_object(remote_data) ||
-        !json_is_string(json_object_get(remote_data, "id"))) {
+    if (!token || !client_id || !uuid || !json_is_object(remote_data) || !push_id(req)) {
         reply_error(session, GW_ERR_BAD_REQUEST,
                     "chat_token, client_id, uuid and remote_data with an id are required", req);
         return;
@@ -140,7 +149,7 @@ void gw_internal_token_checked(json_t *r)
         gw_internal_reply(session, GW_ERR_GONE, NULL, extra);
     } else {
         char *payload = json_dumps(remote_data, JSON_COMPACT);
-        gw_push(target, uuid, json_string_value(json_object_get(remote_data, "id")), payload, 0);
+        gw_push(target, uuid, push_id(req), payload, 0);
         free(payload);
         gw_internal_reply(session, GW_OK, "delivered", extra);
     }

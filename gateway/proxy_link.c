@@ -158,13 +158,19 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         pg_info("proxy: connected to proxy %d of the list", proxy_index);
         return;
     }
-    if (link_up)
-        pg_warn("proxy: connection lost");
+    int was_up = link_up;
     bufferevent_free(link_bev);
     link_bev = NULL;
     link_up = 0;
     fail_all("connection lost");
-    proxy_index++;   /* fail over to the next one */
+    if (was_up) {
+        /* An established link closed (the proxy's idle check, or a restart):
+         * the same proxy first, at once. */
+        pg_info("proxy: connection closed; reconnecting");
+        reconnect_timer = pg_timer_after(BACKOFF_MIN_MS, reconnect_due, NULL);
+        return;
+    }
+    proxy_index++;   /* could not connect: fail over to the next one */
     reconnect_timer = pg_timer_after(backoff_ms, reconnect_due, NULL);
     backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
 }

@@ -1,0 +1,147 @@
+/* request.c - what gateways send to the proxy, and the replies it writes.
+ *
+ * Every request frame gets exactly one reply frame on the same connection,
+ * carrying the request's msg_id and req_id, so the gateway can match it
+ * (it may have many pushes in flight).  A malformed request is answered
+ * with an error and the connection goes on; only a frame over
+ * package_max_length closes it (the engine does that). */
+#include "proxy.h"
+
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *code_text(int code)
+{
+    switch (code) {
+    case PX_OK: return "ok";
+    case PX_ERR_BAD_JSON: return "bad json";
+    case PX_ERR_BAD_REQUEST: return "bad request";
+    case PX_ERR_UNKNOWN_URL: return "unknown url";
+    case PX_ERR_GONE: return "gone";
+    case PX_ERR_UNREACHABLE: return "unreachable";
+    case PX_ERR_BUSY: return "busy";
+    default: return "internal error";
+    }
+}
+
+void px_send_json(pg_session_id session, json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    if (!text || pg_server_send(px.server, session, text, strlen(text)) < 0)
+        pg_debug("reply to session %llx dropped", (unsigned long long)session);
+    free(text);
+}
+
+void px_answer(pg_session_id session, int code, const char *msg, json_t *msg_id, json_t *req_id,
+               json_t *extra)
+{
+    json_t *o = json_pack("{s:i,s:s,s:O}", "code", code, "msg", msg ? msg : code_text(code),
+                          "msg_id", msg_id ? msg_id : json_null());
+    if (!o)
+        return;
+    if (req_id)
+        json_object_set(o, "req_id", req_id);
+    if (extra)
+        json_object_update(o, extra);
+    if (code != PX_OK && !json_object_get(o, "data"))
+        json_object_set_new(o, "data", json_array());   /* the seed's error shape */
+    px_send_json(session, o);
+    json_decref(o);
+}
+
+static void refuse(pg_session_id session, int code, const char *why, json_t *req)
+{
+    PX_COUNT(bad_requests);
+    pg_info("request refused: %s", why);
+    px_answer(session, code, why, json_object_get(req, "msg_id"), json_object_get(req, "req_id"),
+              NULL);
+}
+
+/* proxy_info {"ip","port"}: 0 with the target, or -1. The port may also be a
+ * numeric string (the seed's PHP gateways wrote it so). */
+static int target_of(json_t *req, const char **ip, int *port)
+{
+    json_t *info = json_object_get(req, "proxy_info");
+    json_t *p = json_object_get(info, "port");
+    *ip = json_string_value(json_object_get(info, "ip"));
+    long long n = -1;
+    if (json_is_integer(p)) {
+        n = json_integer_value(p);
+    } else if (json_is_string(p)) {
+        char *end;
+        n = strtoll(json_string_value(p), &end, 10);
+        if (*end || end == json_string_value(p))
+            n = -1;
+    }
+    *port = (int)n;
+    return *ip && **ip && strlen(*ip) < 64 && n > 0 && n <= 65535 ? 0 : -1;
+}
+
+static int nonempty_string(json_t *req, const char *key)
+{
+    const char *s = json_string_value(json_object_get(req, key));
+    return s && *s;
+}
+
+static void push_local(pg_session_id session, json_t *req)
+{
+    const char *ip;
+    int port;
+    if (target_of(req, &ip, &port) < 0) {
+        refuse(session, PX_ERR_BAD_REQUEST, "proxy_info with an ip and a port is required", req);
+        return;
+    }
+    if (!nonempty_string(req, "chat_token") || !nonempty_string(req, "client_id") ||
+        !nonempty_string(req, "uuid") || !json_is_object(json_object_get(req, "remote_data"))) {
+        refuse(session, PX_ERR_BAD_REQUEST,
+               "chat_token, client_id, uuid and remote_data (an object) are required", req);
+        return;
+    }
+    json_t *msg_id = json_object_get(req, "msg_id");
+    json_t *body = json_pack("{s:s,s:O,s:O,s:O,s:O,s:O}", "url", "/chat/push-local", "chat_token",
+                             json_object_get(req, "chat_token"), "client_id",
+                             json_object_get(req, "client_id"), "uuid", json_object_get(req, "uuid"),
+                             "remote_data", json_object_get(req, "remote_data"), "msg_id",
+                             msg_id ? msg_id : json_null());
+    if (!body) {
+        px_answer(session, PX_ERR_INTERNAL, NULL, msg_id, json_object_get(req, "req_id"), NULL);
+        return;
+    }
+    PX_COUNT(requests);
+    px_forward(ip, port, body, session, json_object_get(req, "req_id"), msg_id);
+    json_decref(body);
+}
+
+static void stats(pg_session_id session, json_t *req)
+{
+    json_t *extra = json_pack("{s:o,s:o,s:o,s:i}", "stats", px_stats_json(), "nodes",
+                              px_nodes_json(), "targets", px_targets_json(), "worker",
+                              pg_server_worker_id(px.server));
+    px_answer(session, PX_OK, NULL, json_object_get(req, "msg_id"), json_object_get(req, "req_id"),
+              extra);
+    json_decref(extra);
+}
+
+void px_request(pg_session_id session, const char *data, size_t len)
+{
+    json_error_t err;
+    json_t *req = json_loadb(data, len, 0, &err);
+    const char *url = json_string_value(json_object_get(req, "url"));
+    if (!json_is_object(req)) {
+        char why[200];
+        snprintf(why, sizeof(why), "not a JSON object: %s", req ? "another JSON value" : err.text);
+        refuse(session, PX_ERR_BAD_JSON, why, NULL);
+    } else if (!url) {
+        refuse(session, PX_ERR_BAD_REQUEST, "url is missing", req);
+    } else if (strcmp(url, "/chat/push-local") == 0) {
+        push_local(session, req);
+    } else if (strcmp(url, "/stats") == 0) {
+        stats(session, req);
+    } else {
+        refuse(session, PX_ERR_UNKNOWN_URL, "unknown url", req);
+    }
+    json_decref(req);
+}
