@@ -55,7 +55,7 @@ DAEMON_BIN  := $(DAEMON_DIRS:%=$(OUT)/bin/pushgate-%)
 
 all: $(COMMON_LIB) $(GATEWAY_LIB) $(EXAMPLE_BIN) $(BENCH_BIN) $(UNIT_BIN) $(DAEMON_BIN)
 
-$(OUT)/obj/%.o: %.c $(wildcard common/*.h gateway/*.h) | $(OUT)/obj
+$(OUT)/obj/%.o: %.c $(wildcard */*.h) | $(OUT)/obj
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

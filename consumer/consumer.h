@@ -1,0 +1,277 @@
+/* consumer.h - what the modules of pushgate-consumer share.
+ *
+ * The consumer is one process with one libevent loop, so its modules share a
+ * single context (cs) instead of passing handles around.  An entry read from
+ * the Redis Stream lives in memory from XREADGROUP (or XAUTOCLAIM) until its
+ * XACK is confirmed, and is always in exactly one state:
+ *
+ *   COUNTING  reclaimed from a dead consumer; waiting for its delivery count
+ *   READY     in cs.ready, waiting for a gateway with room
+ *   SENT      in one gateway's in-flight list, waiting for the reply
+ *   BACKOFF   an attempt failed; a timer puts it back in READY
+ *   DEAD      in cs.to_dead, or its XADD to the dead-letter stream is out
+ *   DONE      in cs.to_ack, or its XACK is out; freed when Redis confirms
+ *
+ * Memory is bounded: entries held plus entries asked for (reserved) never
+ * exceed max_in_flight.
+ *
+ * Files: main.c (start, signals, stop), settings.c (the settings table),
+ * util.c (clock, lists, rate-limited logs), entries.c (the table of entries),
+ * intake.c (checking an entry read from Redis), flow.c (what happens to an
+ * entry after each event), gateway.c (one gateway connection), nodes.c (the
+ * set of gateways: static or from MySQL), redis.c (reconnecting hiredis
+ * links), stream.c (XREADGROUP, XAUTOCLAIM, keep-alive of held entries),
+ * acks.c (XACK batches, dead letters, delivery counters). */
+#ifndef CS_CONSUMER_H
+#define CS_CONSUMER_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct redisReply;
+
+#define CS_ID_MAX 64            /* stream entry ids are at most 41 characters */
+#define CS_REPLY_MAX (1 << 20)  /* largest reply frame accepted from a gateway */
+
+/* ---- settings (settings.c) ---- */
+
+typedef struct {
+    char *redis_host;
+    long long redis_port;
+    char *stream;
+    char *group;
+    char *consumer;
+    long long count;
+    long long block_ms;
+    char *gateways;
+    char *mysql_host;
+    long long mysql_port;
+    char *mysql_socket;
+    char *mysql_user;
+    char *mysql_password;
+    char *mysql_database;
+    long long nodes_refresh_ms;
+    long long max_in_flight;
+    long long reply_timeout_ms;
+    long long max_deliveries;
+    long long claim_min_idle_ms;
+    char *dead_letter_stream;
+    size_t max_message_size;
+    int log_level;
+    char *log_file;
+} cs_settings;
+
+/* Parses the command line into cs.cfg. 0 go on, 1 --help/--version, -1 error. */
+int cs_settings_load(int argc, char **argv);
+void cs_settings_free(void);
+
+/* ---- util.c ---- */
+
+uint64_t cs_now_ms(void);
+
+typedef struct cs_entry cs_entry;
+
+typedef struct {
+    cs_entry *head, *tail;
+    size_t n;
+} cs_list;
+
+void cs_list_push(cs_list *l, cs_entry *e);
+void cs_list_remove(cs_entry *e);   /* from whatever list holds it; no-op if none */
+cs_entry *cs_list_pop(cs_list *l);
+
+/* A log line that may repeat (a server down): written at most once per
+ * CS_RATELOG_MS, with the number of lines held back in between. */
+#define CS_RATELOG_MS 10000
+typedef struct {
+    uint64_t last_ms;
+    unsigned suppressed;
+} cs_ratelog;
+
+void cs_log_limited(cs_ratelog *r, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Retry delay for the n-th consecutive failure: 200 ms doubling up to max_ms, +-25 %. */
+unsigned cs_backoff_ms(unsigned n, unsigned max_ms);
+
+/* ---- entries (entries.c) ---- */
+
+typedef enum {
+    CS_E_COUNTING,
+    CS_E_READY,
+    CS_E_SENT,
+    CS_E_BACKOFF,
+    CS_E_DEAD,
+    CS_E_DONE,
+} cs_entry_state;
+
+struct cs_gateway;
+
+struct cs_entry {
+    char id[CS_ID_MAX];
+    char *msg;              /* the entry's msg field as read (NULL: none) */
+    size_t msg_len;
+    char *fields;           /* no msg field: every field as JSON, kept for the dead letter */
+    char *body;             /* the request for a gateway: msg plus msg_id (NULL: malformed) */
+    size_t body_len;
+    char *reason;           /* DEAD: why */
+    long long deliveries;   /* Redis's delivery counter: the attempt in progress or next */
+    cs_entry_state state;
+    struct cs_gateway *gw;  /* SENT: where */
+    uint64_t last_gw;       /* id of the gateway of the last attempt (0: none) */
+    uint64_t deadline_ms;   /* SENT: when the reply is overdue */
+    uint64_t touched_ms;    /* when Redis last reset its idle time */
+    int64_t timer;          /* BACKOFF: the retry timer */
+    cs_list *list;
+    cs_entry *prev, *next;
+    cs_entry *hnext;        /* hash chain */
+};
+
+int cs_entries_init(size_t max_entries);
+/* Frees every entry (at exit; timers must be cleared already). */
+void cs_entries_done(void);
+/* A new entry (COUNTING state, no list), or NULL when id is held already or
+ * memory ran out. */
+cs_entry *cs_entry_new(const char *id);
+cs_entry *cs_entry_find(const char *id);
+/* Forgets and frees it (after its XACK). */
+void cs_entry_release(cs_entry *e);
+size_t cs_entries_held(void);
+/* Calls fn for every entry; fn must not add or release entries. */
+void cs_entries_foreach(void (*fn)(cs_entry *e, void *arg), void *arg);
+
+/* Entries that may still be asked for from Redis (max_in_flight - held - reserved). */
+size_t cs_room(void);
+
+/* ---- intake (intake.c) ---- */
+
+/* Takes one [id, [field, value, ...]] element of an XREADGROUP or XAUTOCLAIM
+ * reply.  deliveries 0: unknown (reclaimed) - asked with XPENDING first. */
+void cs_intake(const struct redisReply *item, long long deliveries);
+
+/* ---- flow (flow.c) ---- */
+
+void cs_flow_ready(cs_entry *e);            /* to READY, then dispatch */
+void cs_flow_dispatch(void);                /* READY entries to gateways with room */
+void cs_flow_reply(cs_entry *e, struct cs_gateway *g, int code, const char *msg);
+void cs_flow_failed(cs_entry *e, const char *why);  /* an attempt failed: retry or give up */
+void cs_flow_dead(cs_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cs_flow_done(cs_entry *e);             /* handed off: XACK */
+void cs_flow_counted(cs_entry *e, long long deliveries);  /* COUNTING -> READY or DEAD */
+/* Clears the retry timer of e, if any. */
+void cs_flow_forget(cs_entry *e);
+
+/* ---- one gateway connection (gateway.c) ---- */
+
+typedef enum { CS_GW_DOWN, CS_GW_CONNECTING, CS_GW_UP } cs_gw_state;
+
+typedef struct cs_gateway {
+    uint64_t id;
+    char name[80];          /* "ip:port" */
+    char ip[64];
+    int port;
+    struct bufferevent *bev;
+    cs_gw_state state;
+    bool removed;           /* no longer a live node: drain, then free */
+    cs_list inflight;       /* in send order */
+    int64_t retry_timer, reply_timer;
+    unsigned failures;      /* failures since the last reply: the reconnect backoff */
+    uint64_t last_reply_ms;
+    cs_ratelog down_log;
+} cs_gateway;
+
+/* NULL when ip:port is not a numeric address (error logged). Connects at once. */
+cs_gateway *cs_gateway_new(const char *ip, int port);
+bool cs_gateway_has_room(const cs_gateway *g);
+/* Queues e's request on g (which must have room) and makes e SENT (taking
+ * it out of cs.ready).  0, or -1 (out of memory; e untouched). */
+int cs_gateway_send(cs_gateway *g, cs_entry *e);
+/* Takes e (SENT on g) out of g's in-flight list; the caller sets its new state. */
+void cs_gateway_forget(cs_gateway *g, cs_entry *e);
+/* No longer a live node: no new requests; freed once nothing is in flight. */
+void cs_gateway_retire(cs_gateway *g);
+/* Closes and frees g; in-flight entries go back to READY without an attempt counted. */
+void cs_gateway_free(cs_gateway *g);
+
+/* ---- the set of gateways (nodes.c) ---- */
+
+int cs_nodes_start(void);           /* -1: bad gateways setting */
+void cs_nodes_stop(void);
+/* A gateway with room, round robin, other than the one with id avoid when
+ * possible; NULL when none is up. */
+cs_gateway *cs_nodes_pick(uint64_t avoid);
+/* A retired gateway has drained (called by gateway.c; frees it). */
+void cs_nodes_retired(cs_gateway *g);
+size_t cs_nodes_up(void);
+
+/* ---- Redis links (redis.c) ---- */
+
+typedef void (*cs_redis_cb)(struct redisReply *reply, void *priv);
+
+typedef struct cs_redis cs_redis;
+
+/* A link that connects now and reconnects with backoff; on_up runs after
+ * each (re)connect. */
+cs_redis *cs_redis_new(const char *role, void (*on_up)(void));
+void cs_redis_free(cs_redis *r);    /* pending callbacks get reply NULL */
+bool cs_redis_up(const cs_redis *r);
+/* Sends a command; fn gets the reply, or NULL when the link dropped before it
+ * came.  0, or -1 when the link is down (fn is not called). */
+int cs_redis_argv(cs_redis *r, cs_redis_cb fn, void *priv, int argc, const char **argv,
+                  const size_t *lens);
+
+/* ---- the stream (stream.c) ---- */
+
+int cs_stream_start(void);
+void cs_stream_stop_reading(void);  /* shutdown: no more XREADGROUP/XAUTOCLAIM */
+void cs_stream_done(void);
+/* Room for more entries appeared: read again if the reader was waiting. */
+void cs_stream_room(void);
+/* The control link is (again) up: reclaim now. */
+void cs_stream_control_up(void);
+/* Asks XPENDING for the delivery count of a reclaimed entry. */
+void cs_stream_count(cs_entry *e);
+
+/* ---- acks and dead letters (acks.c) ---- */
+
+int cs_acks_start(void);            /* opens the control link */
+void cs_acks_done(void);
+void cs_acks_queue_ack(cs_entry *e);   /* e is DONE */
+void cs_acks_queue_dead(cs_entry *e);  /* e is DEAD with a reason */
+/* Stores e->deliveries as Redis's delivery counter (and resets its idle time). */
+void cs_acks_set_deliveries(cs_entry *e);
+/* Resets the idle time of held entries so no consumer reclaims them. */
+void cs_acks_touch(cs_entry **entries, size_t n);
+/* Nothing of ours is out on the control link and nothing is queued for it. */
+bool cs_acks_idle(void);
+bool cs_acks_link_up(void);
+/* The control link, for stream.c's XAUTOCLAIM/XPENDING. */
+cs_redis *cs_acks_link(void);
+
+/* ---- the context ---- */
+
+typedef struct {
+    unsigned long long read, claimed, sent, acked, dead, retried;
+} cs_stats;
+
+typedef struct {
+    cs_settings cfg;
+    struct event_base *base;
+    bool stopping;
+    cs_list ready;
+    cs_list to_ack;
+    cs_list to_dead;
+    size_t reserved;        /* entries asked for by a read or claim still out */
+    size_t sent;            /* entries in SENT state */
+    cs_stats stats;
+} cs_context;
+
+extern cs_context cs;
+
+/* main.c: during shutdown, see whether everything is finished. */
+void cs_check_finished(void);
+
+#endif

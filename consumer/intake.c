@@ -1,0 +1,145 @@
+/* intake.c - checking an entry read from the stream before any gateway sees it.
+ *
+ * A malformed entry (no msg field, msg not JSON or not an object, url,
+ * chat_token or data missing, too large) can never succeed, so it goes to
+ * the dead-letter stream at once with its reason instead of being retried.
+ * A good one gets its request built once: the producer's object plus
+ * "msg_id": <entry id> (message format 2 of DESIGN.md). */
+#include "consumer.h"
+
+#include "log.h"
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WORKSHEET_URL "/worksheet/send-message"
+
+/* The value of field name in a [field, value, ...] array, or NULL. */
+static const redisReply *field_value(const redisReply *fields, const char *name)
+{
+    if (!fields || fields->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *k = fields->element[i];
+        if (k->type == REDIS_REPLY_STRING && strcmp(k->str, name) == 0)
+            return fields->element[i + 1];
+    }
+    return NULL;
+}
+
+/* Every field as a JSON object, so a dead letter without msg keeps the data. */
+static char *fields_json(const redisReply *fields)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; fields && fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements;
+         i += 2) {
+        const redisReply *k = fields->element[i], *v = fields->element[i + 1];
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING)
+            json_object_set_new(o, k->str, json_stringn_nocheck(v->str, v->len));
+    }
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+/* NULL when the request looks sendable, else the reason. */
+static const char *check_request(json_t *req)
+{
+    const char *url = json_string_value(json_object_get(req, "url"));
+    const char *token = json_string_value(json_object_get(req, "chat_token"));
+    json_t *data = json_object_get(req, "data");
+    if (!url)
+        return "malformed: url is missing";
+    if (strcmp(url, WORKSHEET_URL) != 0)
+        return "malformed: url is not " WORKSHEET_URL;
+    if (!token || !*token)
+        return "malformed: chat_token is missing";
+    if (!data)
+        return "malformed: data is missing";
+    if (!json_is_array(data) || json_array_size(data) == 0)
+        return "malformed: data is not a non-empty array";
+    return NULL;
+}
+
+/* Builds e->body from e->msg. 0, or -1 with e DEAD. */
+static int build_body(cs_entry *e)
+{
+    json_error_t err;
+    json_t *req = json_loadb(e->msg, e->msg_len, 0, &err);
+    const char *problem = NULL;
+    if (!req) {
+        cs_flow_dead(e, "malformed: msg is not JSON: %s", err.text);
+        return -1;
+    }
+    if (!json_is_object(req))
+        problem = "malformed: msg is not a JSON object";
+    else
+        problem = check_request(req);
+    if (!problem) {
+        json_object_set_new(req, "msg_id", json_string(e->id));
+        e->body = json_dumps(req, JSON_COMPACT);
+        if (!e->body)
+            problem = "msg cannot be encoded again as JSON";
+        else
+            e->body_len = strlen(e->body);
+    }
+    json_decref(req);
+    if (problem) {
+        cs_flow_dead(e, "%s", problem);
+        return -1;
+    }
+    return 0;
+}
+
+/* Copies the msg field into e; -1 (e DEAD) when there is none or it is too big. */
+static int take_msg(cs_entry *e, const redisReply *fields)
+{
+    const redisReply *msg = field_value(fields, "msg");
+    if (!msg || msg->type != REDIS_REPLY_STRING) {
+        e->fields = fields_json(fields);
+        cs_flow_dead(e, "malformed: no msg field");
+        return -1;
+    }
+    e->msg = malloc(msg->len + 1);
+    if (!e->msg) {
+        cs_flow_dead(e, "out of memory reading msg");
+        return -1;
+    }
+    memcpy(e->msg, msg->str, msg->len);
+    e->msg[msg->len] = '\0';
+    e->msg_len = msg->len;
+    if (msg->len > cs.cfg.max_message_size) {
+        cs_flow_dead(e, "msg is %zu bytes, over max_message_size %zu", msg->len,
+                     cs.cfg.max_message_size);
+        return -1;
+    }
+    return 0;
+}
+
+void cs_intake(const redisReply *item, long long deliveries)
+{
+    if (!item || item->type != REDIS_REPLY_ARRAY || item->elements < 2 ||
+        item->element[0]->type != REDIS_REPLY_STRING) {
+        pg_error("unexpected stream entry shape from Redis: skipped");
+        return;
+    }
+    const char *id = item->element[0]->str;
+    if (cs_entry_find(id))
+        return; /* held already (reclaimed while we work on it) */
+    cs_entry *e = cs_entry_new(id);
+    if (!e) {
+        pg_error("entry %s cannot be held (out of memory or id too long): left pending", id);
+        return;
+    }
+    e->deliveries = deliveries;
+    e->touched_ms = cs_now_ms();
+    if (take_msg(e, item->element[1]) < 0 || build_body(e) < 0)
+        return;
+    if (deliveries > 0)
+        cs_flow_counted(e, deliveries);
+    else
+        cs_stream_count(e);
+}

@@ -1,0 +1,123 @@
+/* settings.c - pushgate-consumer's settings: one table, so --help,
+ * config/consumer.ini, PUSHGATE_<KEY> and --set all come from the same
+ * definitions (common/config.h).  The consumer runs no server engine, so it
+ * does not use pg_daemon_init and its server settings. */
+#include "consumer.h"
+
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define C(field) offsetof(cs_settings, field)
+
+static const pg_conf_def consumer_defs[] = {
+    {"redis_host", PG_CONF_STRING, C(redis_host), "127.0.0.1", 0, 0, NULL,
+     "Redis host (IP address or name)"},
+    {"redis_port", PG_CONF_INT, C(redis_port), "6379", 1, 65535, NULL, "Redis port"},
+    {"stream", PG_CONF_STRING, C(stream), "pushgate:worksheets", 0, 0, NULL,
+     "stream the producers XADD work orders to (field msg)"},
+    {"group", PG_CONF_STRING, C(group), "pushgate", 0, 0, NULL,
+     "consumer group (created with MKSTREAM from the start of the stream when missing)"},
+    {"consumer", PG_CONF_STRING, C(consumer), "", 0, 0, NULL,
+     "name of this consumer in the group (empty: hostname-pid)"},
+    {"count", PG_CONF_INT, C(count), "100", 1, 100000, NULL, "entries asked for per XREADGROUP"},
+    {"block_ms", PG_CONF_INT, C(block_ms), "2000", 1, 600000, NULL,
+     "XREADGROUP waits this long for new entries before asking again"},
+    {"gateways", PG_CONF_STRING, C(gateways), "", 0, 0, NULL,
+     "static list of gateway internal ports ip:port[,ip:port...] (empty: gateway_nodes in MySQL)"},
+    {"mysql_host", PG_CONF_STRING, C(mysql_host), "127.0.0.1", 0, 0, NULL, "MySQL/MariaDB host"},
+    {"mysql_port", PG_CONF_INT, C(mysql_port), "3306", 1, 65535, NULL, "MySQL/MariaDB port"},
+    {"mysql_socket", PG_CONF_STRING, C(mysql_socket), "", 0, 0, NULL,
+     "Unix socket instead of host and port (empty: TCP)"},
+    {"mysql_user", PG_CONF_STRING, C(mysql_user), "pushgate", 0, 0, NULL, "MySQL user"},
+    {"mysql_password", PG_CONF_STRING, C(mysql_password), "", 0, 0, NULL, "MySQL password"},
+    {"mysql_database", PG_CONF_STRING, C(mysql_database), "pushgate", 0, 0, NULL, "database"},
+    {"nodes_refresh_ms", PG_CONF_INT, C(nodes_refresh_ms), "3000", 100, 3600000, NULL,
+     "how often the live gateways are read from gateway_nodes (a short blocking query)"},
+    {"max_in_flight", PG_CONF_INT, C(max_in_flight), "1000", 1, 1000000, NULL,
+     "entries held at most: read from Redis and not yet acknowledged (also per gateway "
+     "connection)"},
+    {"reply_timeout_ms", PG_CONF_INT, C(reply_timeout_ms), "10000", 100, 3600000, NULL,
+     "a gateway's reply must come within this time, else the entry is retried elsewhere"},
+    {"max_deliveries", PG_CONF_INT, C(max_deliveries), "5", 1, 1000, NULL,
+     "attempts (Redis delivery count) before an entry goes to the dead-letter stream"},
+    {"claim_min_idle_ms", PG_CONF_INT, C(claim_min_idle_ms), "30000", 100, 86400000, NULL,
+     "entries pending this long with a (dead) consumer are reclaimed with XAUTOCLAIM"},
+    {"dead_letter_stream", PG_CONF_STRING, C(dead_letter_stream), "pushgate:worksheets:dead", 0, 0,
+     NULL, "stream for entries that cannot be delivered (fields msg, reason, source_id, "
+     "source_stream, deliveries)"},
+    {"max_message_size", PG_CONF_SIZE, C(max_message_size), "2M", 256, 1 << 30, NULL,
+     "larger entries go to the dead-letter stream (keep it within the gateways' "
+     "package_max_length)"},
+    {"log_level", PG_CONF_ENUM, C(log_level), "info", 0, 0, "debug|info|notice|warn|error",
+     "lowest level written"},
+    {"log_file", PG_CONF_STRING, C(log_file), "", 0, 0, NULL, "log file (empty: stderr)"},
+};
+
+static pg_conf_table table = {consumer_defs, sizeof(consumer_defs) / sizeof(consumer_defs[0]),
+                              &cs.cfg};
+
+/* hostname-pid, when no name was given. */
+static int default_consumer_name(void)
+{
+    if (cs.cfg.consumer && *cs.cfg.consumer)
+        return 0;
+    char host[256] = "consumer";
+    if (gethostname(host, sizeof(host) - 1) < 0)
+        snprintf(host, sizeof(host), "consumer");
+    host[sizeof(host) - 1] = '\0';
+    char name[300];
+    snprintf(name, sizeof(name), "%s-%ld", host, (long)getpid());
+    char *copy = strdup(name);
+    if (!copy)
+        return -1;
+    free(cs.cfg.consumer);
+    cs.cfg.consumer = copy;
+    return 0;
+}
+
+static int check(void)
+{
+    const char *empty = NULL;
+    if (!*cs.cfg.redis_host)
+        empty = "redis_host";
+    else if (!*cs.cfg.stream)
+        empty = "stream";
+    else if (!*cs.cfg.group)
+        empty = "group";
+    else if (!*cs.cfg.dead_letter_stream)
+        empty = "dead_letter_stream";
+    if (empty) {
+        fprintf(stderr, "pushgate-consumer: %s must not be empty\n", empty);
+        return -1;
+    }
+    if (strcmp(cs.cfg.stream, cs.cfg.dead_letter_stream) == 0) {
+        fprintf(stderr, "pushgate-consumer: dead_letter_stream must differ from stream\n");
+        return -1;
+    }
+    if (default_consumer_name() < 0) {
+        fprintf(stderr, "pushgate-consumer: out of memory\n");
+        return -1;
+    }
+    return 0;
+}
+
+int cs_settings_load(int argc, char **argv)
+{
+    int rc = pg_config_from_args(argc, argv, "pushgate-consumer", PG_VERSION, &table, 1);
+    if (rc != 0)
+        return rc;
+    if (check() < 0) {
+        cs_settings_free();
+        return -1;
+    }
+    return 0;
+}
+
+void cs_settings_free(void)
+{
+    pg_config_free(&table, 1);
+}

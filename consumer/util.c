@@ -1,0 +1,93 @@
+/* util.c - small helpers the consumer's modules share: a monotonic clock,
+ * intrusive lists of entries (an entry is in at most one list, so moving it
+ * never allocates), rate-limited log lines (a server that stays down must
+ * not flood the log) and retry delays with jitter (consumers that lost the
+ * same server must not come back in lockstep). */
+#include "consumer.h"
+
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+uint64_t cs_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void cs_list_push(cs_list *l, cs_entry *e)
+{
+    cs_list_remove(e);
+    e->list = l;
+    e->next = NULL;
+    e->prev = l->tail;
+    if (l->tail)
+        l->tail->next = e;
+    else
+        l->head = e;
+    l->tail = e;
+    l->n++;
+}
+
+void cs_list_remove(cs_entry *e)
+{
+    cs_list *l = e->list;
+    if (!l)
+        return;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        l->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        l->tail = e->prev;
+    l->n--;
+    e->list = NULL;
+    e->prev = e->next = NULL;
+}
+
+cs_entry *cs_list_pop(cs_list *l)
+{
+    cs_entry *e = l->head;
+    if (e)
+        cs_list_remove(e);
+    return e;
+}
+
+void cs_log_limited(cs_ratelog *r, int level, const char *fmt, ...)
+{
+    uint64_t now = cs_now_ms();
+    if (r->last_ms && now - r->last_ms < CS_RATELOG_MS) {
+        r->suppressed++;
+        return;
+    }
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (r->suppressed)
+        pg_log((pg_log_level)level, "%s (%u more like this in the last %u s)", text,
+               r->suppressed, CS_RATELOG_MS / 1000);
+    else
+        pg_log((pg_log_level)level, "%s", text);
+    r->last_ms = now ? now : 1;
+    r->suppressed = 0;
+}
+
+unsigned cs_backoff_ms(unsigned n, unsigned max_ms)
+{
+    unsigned ms = 200;
+    for (unsigned i = 1; i < n && ms < max_ms; i++)
+        ms *= 2;
+    if (ms > max_ms)
+        ms = max_ms;
+    unsigned jitter = ms / 4;
+    if (jitter)
+        ms = ms - jitter + (unsigned)(random() % (2 * jitter + 1));
+    return ms ? ms : 1;
+}
