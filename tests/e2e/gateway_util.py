@@ -1,0 +1,357 @@
+"""Helpers for the gateway's end-to-end tests (test_gateway.py): starting a
+pushgate-gateway against the throw-away MariaDB of the `stack` fixture,
+minting browser tokens, an internal-port client, a raw WebSocket client for
+frames python3-websockets will not send, asyncio WebSocket helpers, and
+small MySQL helpers.
+
+Every wait here is bounded: a test may fail, never hang."""
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+import sys
+import time
+import uuid as uuidlib
+
+import websockets
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import HOST, Client, free_port, start_server, wait_until  # noqa: E402,F401
+
+SECRET = "gateway-e2e-secret-0123456789"
+IO_TIMEOUT = 5.0
+
+
+def uid(tag="u"):
+    """A uuid no other test uses ([A-Za-z0-9_.:@-], under 64 characters)."""
+    return "%s-%s" % (tag, uuidlib.uuid4().hex[:16])
+
+
+# ---- tokens ----
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def make_token(payload, secret=SECRET, alg="HS256"):
+    header = b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64url(json.dumps(payload).encode())
+    signing = ("%s.%s" % (header, body)).encode()
+    digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}.get(alg)
+    sig = b64url(hmac.new(secret.encode(), signing, digest).digest()) if digest else ""
+    return "%s.%s.%s" % (header, body, sig)
+
+
+def token_for(uuid, ttl=3600, **kw):
+    return make_token({"sub": uuid, "exp": int(time.time()) + ttl}, **kw)
+
+
+def decode_client_id(client_id):
+    """(ip, port, session id) of a client_id: base64("ip_port_session")."""
+    raw = base64.b64decode(client_id, validate=True).decode()
+    ip, port, session = raw.rsplit("_", 2)
+    return ip, int(port), int(session)
+
+
+def make_client_id(ip, port, session):
+    return base64.b64encode(("%s_%d_%d" % (ip, port, session)).encode()).decode()
+
+
+# ---- the gateway ----
+
+def gateway_settings(stack, **overrides):
+    settings = dict(
+        host=HOST, internal_host=HOST, internal_port=free_port(), advertised_ip=HOST,
+        worker_num=2, task_worker_num=2, reactor_num=2, jwt_secret=SECRET,
+        ack_timeout=2, auth_timeout_ms=500, header_timeout_ms=500,
+        node_heartbeat_interval=1, node_dead_after=10, package_max_length="64K",
+        mysql_host=stack.mysql_host, mysql_port=stack.mysql_port,
+        mysql_user=stack.mysql_user, mysql_password=stack.mysql_password,
+        mysql_database=stack.mysql_db)
+    settings.update(overrides)
+    return settings
+
+
+def start_gateway(bin_dir, stack, tmp_path, wait=True, **overrides):
+    """Starts pushgate-gateway (ASan build) on free loopback ports against the
+    stack's MariaDB; .port is the public port, .internal_port the internal one.
+    A port taken by someone else between free_port() and the start is retried
+    with other ports (only ports this function picked)."""
+    for attempt in range(3):
+        settings = gateway_settings(stack, **overrides)
+        settings.setdefault("port", free_port())
+        try:
+            g = start_server(bin_dir, "pushgate-gateway", tmp_path, wait=wait, **settings)
+        except AssertionError as e:
+            picked_both = "port" not in overrides and "internal_port" not in overrides
+            if "Address already in use" in str(e) and picked_both and attempt < 2:
+                continue
+            raise
+        g.internal_port = int(g.settings["internal_port"])
+        g.node_id = "%s:%d" % (HOST, g.internal_port)
+        return g
+
+
+class Internal:
+    """A client of the internal port: JSON requests, one JSON reply each."""
+
+    def __init__(self, port, eof=False, timeout=10.0):
+        framing = ("eof", b"\r\n\r\n") if eof else ("length",)
+        self.c = Client(port, framing, timeout=timeout)
+
+    def call(self, obj, timeout=None):
+        data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        return json.loads(self.c.call(data, timeout))
+
+    def close(self):
+        self.c.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def work_order(msg_id, targets, token):
+    """targets: [(uuid, data), ...]"""
+    return {"url": "/worksheet/send-message", "chat_token": token, "msg_id": msg_id,
+            "data": [{"uuid": u, "data": d} for u, d in targets]}
+
+
+def worksheet_event(data, msg_id):
+    return {"event": "WorksheetMsg", "response": data, "id": msg_id}
+
+
+# ---- MySQL ----
+
+def db_rows(stack, sql, args=()):
+    conn = stack.mysql()
+    try:
+        with conn.cursor() as c:
+            c.execute(sql, args)
+            return c.fetchall()
+    finally:
+        conn.close()
+
+
+def db_exec(stack, sql, args=()):
+    conn = stack.mysql()
+    try:
+        with conn.cursor() as c:
+            return c.execute(sql, args)
+    finally:
+        conn.close()
+
+
+def offline_rows(stack, uuid):
+    """[(msg_id, payload dict, delivered_at)] of uuid, oldest first."""
+    return [(m, json.loads(p), d) for m, p, d in db_rows(
+        stack, "SELECT msg_id, payload, delivered_at FROM offline_messages WHERE uuid = %s "
+               "ORDER BY id", (uuid,))]
+
+
+def online_rows(stack, uuid):
+    return db_rows(stack, "SELECT client_id, uuid, node_ip, node_port, session_id "
+                          "FROM online_clients WHERE uuid = %s ORDER BY connected_at", (uuid,))
+
+
+# ---- raw HTTP / WebSocket client ----
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def upgrade_request(path="/ws", version="13", key=KEY, extra=""):
+    req = ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: %s\r\n" % (path, HOST, key, version))
+    return (req + extra + "\r\n").encode()
+
+
+class Raw:
+    """A blocking socket with a receive buffer."""
+
+    def __init__(self, port, timeout=IO_TIMEOUT):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.timeout = timeout
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("nothing in time")
+        self.sock.settimeout(left)
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("closed by the server")
+        self.buf += chunk
+
+    def read_exact(self, n, deadline):
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_response(self, timeout=None):
+        """(status, {header: value}, body) of one HTTP response."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while b"\r\n\r\n" not in self.buf:
+            self._fill(deadline)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        body = b""
+        if "content-length" in headers:
+            body = self.read_exact(int(headers["content-length"]), deadline)
+        return status, headers, body
+
+    def wait_eof(self, timeout=IO_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return False
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            if not chunk:
+                return True
+            self.buf += chunk
+        return False
+
+    def handshake(self, path="/ws", **kw):
+        self.send(upgrade_request(path, **kw))
+        status, headers, _ = self.read_response()
+        assert status == 101, (status, headers)
+        return headers
+
+    def read_frame(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        b0, b1 = self.read_exact(2, deadline)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", self.read_exact(2, deadline))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", self.read_exact(8, deadline))[0]
+        return bool(b0 & 0x80), b0 & 0x0F, self.read_exact(n, deadline)
+
+    def read_until(self, opcode, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        others = []
+        while True:
+            fin, op, payload = self.read_frame(max(0.01, deadline - time.monotonic()))
+            if op == opcode:
+                return payload, others
+            others.append((op, payload))
+
+    def read_close(self, timeout=None):
+        payload, others = self.read_until(0x8, timeout)
+        code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+        return code, payload[2:].decode("utf-8", "replace"), others
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def frame(opcode, payload=b"", fin=True, mask=True):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 65536:
+        head += bytes([mbit | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([mbit | 127]) + struct.pack(">Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def http_get(port, path, timeout=IO_TIMEOUT):
+    """(status, headers, body) of GET path on a fresh connection."""
+    r = Raw(port, timeout)
+    try:
+        r.send(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, HOST)).encode())
+        return r.read_response(timeout)
+    finally:
+        r.close()
+
+
+# ---- asyncio WebSocket helpers ----
+
+def run(coro, timeout=30):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def ws_url(port, token=None):
+    return "ws://%s:%d/ws" % (HOST, port) + ("?token=" + token if token is not None else "")
+
+
+async def ws_connect(port, token=None):
+    return await websockets.connect(ws_url(port, token), open_timeout=IO_TIMEOUT,
+                                    close_timeout=2, ping_interval=None, max_size=None)
+
+
+async def recv_json(ws, timeout=IO_TIMEOUT):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def send_json(ws, obj):
+    await ws.send(json.dumps(obj))
+
+
+async def online(port, uuid):
+    """A WebSocket authenticated through ?token= and its ONLINE data."""
+    ws = await ws_connect(port, token_for(uuid))
+    ev = await recv_json(ws)
+    assert ev["event"] == "ONLINE", ev
+    assert ev["data"]["uuid"] == uuid, ev
+    return ws, ev["data"]
+
+
+async def quiet(ws, seconds):
+    """Asserts nothing arrives on ws for seconds."""
+    try:
+        msg = await asyncio.wait_for(ws.recv(), seconds)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError("unexpected message: %s" % msg)
+
+
+async def closed_with(ws, timeout=IO_TIMEOUT):
+    """Reads until the server closes; the close code (frames before it are returned too)."""
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("not closed within %s s; got %s" % (timeout, got))
+            got.append(await asyncio.wait_for(ws.recv(), left))
+    except websockets.ConnectionClosed:
+        pass
+    return ws.close_code, got
+
+
+async def call(internal, obj):
+    """An internal request from a coroutine, without blocking the loop."""
+    return await asyncio.to_thread(internal.call, obj)

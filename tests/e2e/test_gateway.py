@@ -1,0 +1,1438 @@
+"""End-to-end tests of pushgate-gateway (ASan + UBSan build) against the
+throw-away MariaDB of the `stack` fixture, with real WebSocket clients
+(python3-websockets 10.4), raw sockets for what a well-behaved client will
+not send, and the internal port's length-prefixed (or EOF-terminated) JSON
+frames.
+
+One gateway serves the module (`node`); tests that need other settings, a
+restart or a stop start their own.  After every test on the module node it
+must still be running and serve a new browser; every gateway stopped must
+exit 0 with no sanitizer report and no process left behind.  Every uuid is
+fresh, so tests do not see each other's rows.  Every wait is bounded.
+Helpers: gateway_util.py, engine_util.py."""
+import asyncio
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+import pytest
+import websockets
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gateway_util import (HOST, IO_TIMEOUT, Internal, Raw, call, closed_with,  # noqa: E402
+                          db_exec, db_rows, decode_client_id, frame, free_port, http_get,
+                          make_client_id, make_token, offline_rows, online, online_rows,
+                          quiet, recv_json, run, send_json, start_gateway, token_for, uid,
+                          upgrade_request, wait_until, work_order, worksheet_event, ws_connect)
+
+APP_TOKEN = uid("app")
+INDEX_HTML = b"<!doctype html><title>pushgate console</title><p>agent console</p>\n"
+
+# The module node's settings that tests rely on
+ACK_TIMEOUT = 2
+AUTH_TIMEOUT_MS = 500
+HEADER_TIMEOUT_MS = 500
+PACKAGE_MAX = 64 * 1024
+
+
+# ---- fixtures ----
+
+@pytest.fixture(scope="module")
+def app(stack):
+    """APP_TOKEN is an enabled app in `apps`."""
+    stack.add_app(APP_TOKEN, name="e2e")
+    return APP_TOKEN
+
+
+@pytest.fixture(scope="module")
+def node(bin_dir, stack, app, tmp_path_factory):
+    static = tmp_path_factory.mktemp("static")
+    (static / "index.html").write_bytes(INDEX_HTML)
+    g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("gateway"), static_dir=str(static))
+    try:
+        g.boot_generation = db_rows(stack, "SELECT boot_generation FROM gateway_nodes "
+                                           "WHERE node_id = %s", (g.node_id,))[0][0]
+        yield g
+        g.stop()
+        g.check_clean()
+    finally:
+        g.kill_all()
+
+
+async def still_serves(port):
+    u = uid("after")
+    ws, data = await online(port, u)
+    try:
+        await send_json(ws, {"event": "HEART_BEAT"})
+        ev = await recv_json(ws)
+        assert ev["event"] == "HEART_BEAT" and isinstance(ev["data"]["time"], int)
+    finally:
+        await ws.close()
+
+
+@pytest.fixture
+def gw(node):
+    """The module node; afterwards it must still run and serve a new browser."""
+    yield node
+    assert node.proc.poll() is None, "gateway exited:\n" + node.sanitizer_text()[-4000:]
+    run(still_serves(node.port))
+
+
+@pytest.fixture
+def internal(node):
+    clients = []
+
+    def make(eof=False, port=None):
+        c = Internal(port or node.internal_port, eof=eof)
+        clients.append(c)
+        return c
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def gateways(bin_dir, stack, app, tmp_path):
+    """gateways(**settings) starts an extra gateway; all are stopped and
+    checked (exit 0, no sanitizer report, nothing left) after the test."""
+    started = []
+
+    def start(**settings):
+        g = start_gateway(bin_dir, stack, tmp_path, **settings)
+        started.append(g)
+        return g
+    yield start
+    errors = []
+    for g in started:
+        try:
+            g.stop()
+            g.check_clean()
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            g.kill_all()
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+def wait_rows(fn, want, timeout=6, what="rows"):
+    """Polls fn() until it returns want; returns it."""
+    last = []
+
+    def check():
+        last[:] = [fn()]
+        return last[0] == want
+    try:
+        wait_until(check, timeout, interval=0.1, what=what)
+    except AssertionError:
+        raise AssertionError("%s: wanted %r, last %r" % (what, want, last[0] if last else None))
+    return want
+
+
+def gone_from_online(stack, uuid, timeout=6):
+    wait_rows(lambda: online_rows(stack, uuid), (), timeout, "online_clients rows of %s gone" % uuid)
+
+
+def ok_reply(reply, msg_id, delivered=0, stored=0, forwarded=0):
+    assert reply["code"] == 0, reply
+    assert reply["msg_id"] == msg_id, reply
+    assert (reply["delivered"], reply["stored"], reply["forwarded"]) == (delivered, stored, forwarded), reply
+
+
+# ---- 1. JWT ----
+
+def test_token_in_query_gets_online(gw, stack):
+    u = uid()
+
+    async def go():
+        ws, data = await online(gw.port, u)
+        try:
+            assert set(data) == {"uuid", "client_id", "node", "offline"}, data
+            assert data["node"] == gw.node_id
+            assert data["offline"] == 0
+            ip, port, session = decode_client_id(data["client_id"])
+            assert (ip, port) == (HOST, gw.internal_port) and session > 0
+        finally:
+            await ws.close()
+    run(go())
+
+
+@pytest.mark.parametrize("why,token", [
+    ("expired", lambda u: token_for(u, ttl=-10)),
+    ("forged", lambda u: token_for(u, secret="not-the-gateway-secret")),
+    ("alg none", lambda u: make_token({"sub": u, "exp": int(time.time()) + 60}, alg="none")),
+    ("garbage", lambda u: "not.a.token"),
+])
+def test_bad_token_gets_401_before_upgrade(gw, stack, why, token):
+    u = uid()
+    r = Raw(gw.port)
+    try:
+        r.send(upgrade_request("/ws?token=" + token(u)))
+        status, headers, body = r.read_response()
+        assert status == 401, (why, status, body)
+        assert "upgrade" not in headers
+        assert r.wait_eof()
+    finally:
+        r.close()
+
+    async def go():
+        with pytest.raises(websockets.InvalidStatusCode) as e:
+            await ws_connect(gw.port, token(u))
+        assert e.value.status_code == 401
+    run(go())
+    assert online_rows(stack, u) == ()
+
+
+def test_connect_event_authenticates(gw, stack):
+    u = uid()
+
+    async def go():
+        ws = await ws_connect(gw.port)
+        try:
+            await send_json(ws, {"event": "CONNECT", "data": {"client_token": token_for(u)}})
+            ev = await recv_json(ws)
+            assert ev["event"] == "ONLINE" and ev["data"]["uuid"] == u, ev
+            assert ev["data"]["offline"] == 0
+            # a second CONNECT on an authenticated socket is refused, the socket stays
+            await send_json(ws, {"event": "CONNECT", "data": {"client_token": token_for(u)}})
+            err = await recv_json(ws)
+            assert err["code"] == 10104, err
+            # well past auth_timeout_ms: still open
+            await asyncio.sleep(AUTH_TIMEOUT_MS / 1000 + 0.3)
+            await send_json(ws, {"event": "HEART_BEAT"})
+            assert (await recv_json(ws))["event"] == "HEART_BEAT"
+            assert len(online_rows(stack, u)) == 1
+        finally:
+            await ws.close()
+    run(go())
+
+
+@pytest.mark.parametrize("why,data", [
+    ("forged", lambda u: {"client_token": token_for(u, secret="wrong-secret-wrong-secret")}),
+    ("expired", lambda u: {"client_token": token_for(u, ttl=-5)}),
+    ("missing", lambda u: {}),
+    ("not a string", lambda u: {"client_token": 42}),
+])
+def test_connect_with_bad_token_closes_4001(gw, stack, why, data):
+    u = uid()
+
+    async def go():
+        ws = await ws_connect(gw.port)
+        try:
+            await send_json(ws, {"event": "CONNECT", "data": data(u)})
+            code, got = await closed_with(ws)
+            assert code == 4001, (why, code, got)
+            assert got == []
+        finally:
+            await ws.close()
+    run(go())
+    assert online_rows(stack, u) == ()
+
+
+def test_no_connect_within_auth_timeout_closes_4001(gw):
+    async def go():
+        ws = await ws_connect(gw.port)
+        start = time.monotonic()
+        try:
+            code, got = await closed_with(ws, timeout=AUTH_TIMEOUT_MS / 1000 + 3)
+            elapsed = time.monotonic() - start
+            assert code == 4001 and got == []
+            assert AUTH_TIMEOUT_MS / 1000 - 0.15 <= elapsed <= AUTH_TIMEOUT_MS / 1000 + 2, elapsed
+        finally:
+            await ws.close()
+    run(go())
+
+
+def test_events_before_auth_get_10103(gw, internal):
+    u = uid()
+
+    async def go():
+        ws = await ws_connect(gw.port)
+        try:
+            for ev in [{"event": "HEART_BEAT"}, {"event": "ACK", "data": {"id": "x"}},
+                       {"event": "NEW_MSG", "data": {"to": "someone", "msg": "hi"}},
+                       {"event": "WHATEVER"}]:
+                await send_json(ws, ev)
+                err = await recv_json(ws)
+                assert err == {"code": 10103, "msg": err["msg"], "data": []}, (ev, err)
+            await send_json(ws, {"event": "CONNECT", "data": {"client_token": token_for(u)}})
+            ev = await recv_json(ws)
+            assert ev["event"] == "ONLINE" and ev["data"]["uuid"] == u
+        finally:
+            await ws.close()
+    run(go())
+
+
+# ---- 2. registration ----
+
+def test_registration_row_while_connected(gw, stack):
+    u = uid()
+
+    async def go():
+        ws, data = await online(gw.port, u)
+        try:
+            rows = online_rows(stack, u)
+            assert len(rows) == 1, rows
+            client_id, uuid, node_ip, node_port, session_id = rows[0]
+            assert client_id == data["client_id"]
+            assert (uuid, node_ip, node_port) == (u, HOST, gw.internal_port)
+            assert session_id == decode_client_id(client_id)[2]
+            # a second tab: a second row with another client_id and session
+            ws2, data2 = await online(gw.port, u)
+            try:
+                assert data2["client_id"] != data["client_id"]
+                rows = online_rows(stack, u)
+                assert sorted(r[0] for r in rows) == sorted([data["client_id"], data2["client_id"]])
+            finally:
+                await ws2.close()
+            wait_rows(lambda: [r[0] for r in online_rows(stack, u)], [data["client_id"]],
+                      what="only the first tab's row")
+        finally:
+            await ws.close()
+    run(go())
+    gone_from_online(stack, u)
+
+
+# ---- 3. offline delivery ----
+
+def test_offline_messages_stored_then_delivered_oldest_first(gw, stack, internal):
+    u = uid()
+    c = internal()
+    bodies = [{"type": "new_worksheet_to_deal", "infos": "你有一条新工单待处理", "n": i} for i in range(3)]
+    ids = ["off-%s-%d" % (u, i) for i in range(3)]
+    for i in range(3):
+        ok_reply(c.call(work_order(ids[i], [(u, bodies[i])], APP_TOKEN)), ids[i], stored=1)
+    rows = offline_rows(stack, u)
+    assert [r[0] for r in rows] == ids
+    assert [r[1] for r in rows] == [worksheet_event(bodies[i], ids[i]) for i in range(3)]
+    assert all(r[2] is None for r in rows)
+
+    async def go():
+        ws, data = await online(gw.port, u)
+        try:
+            assert data["offline"] == 3
+            got = [await recv_json(ws) for _ in range(3)]
+            assert got == [worksheet_event(bodies[i], ids[i]) for i in range(3)]
+            await quiet(ws, 0.3)
+            # marked delivered, kept until acknowledged
+            rows = offline_rows(stack, u)
+            assert [r[0] for r in rows] == ids and all(r[2] is not None for r in rows)
+            for i in ids[:2]:
+                await send_json(ws, {"event": "ACK", "data": {"id": i}})
+            wait_rows(lambda: [r[0] for r in offline_rows(stack, u)], ids[2:],
+                      what="acked offline rows deleted")
+        finally:
+            await ws.close()
+        # not acked: delivered again at the next connect, same id
+        ws, data = await online(gw.port, u)
+        try:
+            assert data["offline"] == 1
+            assert await recv_json(ws) == worksheet_event(bodies[2], ids[2])
+            await send_json(ws, {"event": "ACK", "data": {"id": ids[2]}})
+            wait_rows(lambda: offline_rows(stack, u), [], what="last offline row deleted")
+        finally:
+            await ws.close()
+    run(go())
+
+
+# ---- 4. work orders to connected users ----
+
+def test_work_order_to_connected_user(gw, stack, internal):
+    u = uid()
+    c = internal()
+    body = {"type": "new_worksheet_to_deal", "infos": "你有一条新工单待处理"}
+
+    async def go():
+        ws, _ = await online(gw.port, u)
+        try:
+            r = await call(c, work_order("1700000000000-0", [(u, body)], APP_TOKEN))
+            ok_reply(r, "1700000000000-0", delivered=1)
+            raw = await asyncio.wait_for(ws.recv(), IO_TIMEOUT)
+            assert json.loads(raw) == {"event": "WorksheetMsg", "response": body,
+                                       "id": "1700000000000-0"}
+            await send_json(ws, {"event": "ACK", "data": {"id": "1700000000000-0"}})
+            await quiet(ws, 0.3)
+        finally:
+            await ws.close()
+    run(go())
+    assert offline_rows(stack, u) == []
+
+
+def test_work_order_with_several_entries_gets_indexed_ids(gw, stack, internal):
+    a, b = uid("a"), uid("b")
+    c = internal()
+
+    async def go():
+        wa, _ = await online(gw.port, a)
+        wb, _ = await online(gw.port, b)
+        try:
+            r = await call(c, work_order("multi-1", [(a, {"k": 0}), (b, {"k": 1}), (a, {"k": 2})],
+                                         APP_TOKEN))
+            ok_reply(r, "multi-1", delivered=3)
+            got_a = [await recv_json(wa) for _ in range(2)]
+            got_b = await recv_json(wb)
+            assert got_a == [worksheet_event({"k": 0}, "multi-1:0"), worksheet_event({"k": 2}, "multi-1:2")]
+            assert got_b == worksheet_event({"k": 1}, "multi-1:1")
+            for ws, ids in ((wa, ["multi-1:0", "multi-1:2"]), (wb, ["multi-1:1"])):
+                for i in ids:
+                    await send_json(ws, {"event": "ACK", "data": {"id": i}})
+            await quiet(wa, 0.2)
+            await quiet(wb, 0.1)
+        finally:
+            await wa.close()
+            await wb.close()
+    run(go())
+
+
+def wide_targets(tag, n=1000, online_at=(0, 999)):
+    return [(("%s-on%d" if i in online_at else "%s-off%d") % (tag, i), {"i": i}) for i in range(n)]
+
+
+def test_work_order_with_1000_targets(gateways, stack):
+    """The largest work order: 2 targets online, 998 offline (SQL batches of
+    IN and INSERT, task messages far bigger than the request), on a node
+    with the default package_max_length."""
+    g = gateways(package_max_length="2M")
+    tag = uid("wide")
+    targets = wide_targets(tag)
+    c = Internal(g.internal_port)
+
+    async def go():
+        w0, _ = await online(g.port, tag + "-on0")
+        w1, _ = await online(g.port, tag + "-on999")
+        try:
+            r = await call(c, work_order("wide-1", targets, APP_TOKEN))
+            ok_reply(r, "wide-1", delivered=2, stored=998)
+            assert await recv_json(w0) == worksheet_event({"i": 0}, "wide-1:0")
+            assert await recv_json(w1) == worksheet_event({"i": 999}, "wide-1:999")
+            await send_json(w0, {"event": "ACK", "data": {"id": "wide-1:0"}})
+            await send_json(w1, {"event": "ACK", "data": {"id": "wide-1:999"}})
+        finally:
+            await w0.close()
+            await w1.close()
+    try:
+        run(go())
+        rows = db_rows(stack, "SELECT uuid, msg_id FROM offline_messages WHERE uuid LIKE %s",
+                       (tag + "-%",))
+        assert sorted(rows) == sorted(("%s-off%d" % (tag, i), "wide-1:%d" % i) for i in range(1, 999))
+        # one more target is refused
+        r = c.call(work_order("wide-2", targets + [(tag + "-x", {})], APP_TOKEN))
+        assert r["code"] == 10104 and r["msg_id"] == "wide-2"
+    finally:
+        c.close()
+        db_exec(stack, "DELETE FROM offline_messages WHERE uuid LIKE %s", (tag + "-%",))
+
+
+@pytest.mark.xfail(reason="GATEWAY BUG: a work order whose routing task outgrows the IPC limit "
+                          "(package_max_length + 64K) gets no reply frame at all: gw_task fails "
+                          "and internal.c send_message ignores it", strict=False)
+def test_work_order_expanding_past_the_ipc_limit_gets_a_reply(gw, stack, internal):
+    """The request (about 50 KB) fits in package_max_length (64K); the route
+    task built from it (every target's event JSON, escaped) is over 128 KB.
+    The log says "could not hand a task to a task worker" and the sender
+    waits forever: a consumer would neither XACK nor learn to retry."""
+    tag = uid("wide")
+    targets = wide_targets(tag, online_at=())
+    body = json.dumps(work_order("wide-3", targets, APP_TOKEN)).encode()
+    assert len(body) < PACKAGE_MAX
+    c = internal()
+    try:
+        r = c.call(body, timeout=8)
+    except socket.timeout:
+        pytest.fail("no reply frame within 8 s for a work order of %d bytes" % len(body))
+    finally:
+        db_exec(stack, "DELETE FROM offline_messages WHERE uuid LIKE %s", (tag + "-%",))
+    assert r["msg_id"] == "wide-3"
+    assert r["code"] != 0 or r["stored"] == 1000, r
+
+
+@pytest.mark.xfail(reason="GATEWAY BUG: a browser whose offline backlog is bigger than the IPC "
+                          "limit (package_max_length + 64K) never gets ONLINE nor its messages: "
+                          "op_register's answer cannot be sent ('could not answer a task'), yet "
+                          "its online_clients row is there", strict=False)
+def test_registration_with_a_big_offline_backlog_gets_online(gw, stack, internal):
+    """tasks.c op_register returns up to 1000 offline payloads in one task
+    result, with no byte limit; 20 stored work orders of 8 KB (each far
+    below package_max_length) are enough here (64K + 64K)."""
+    u = uid("backlog")
+    c = internal()
+    for i in range(20):
+        ok_reply(c.call(work_order("bk-%d" % i, [(u, {"pad": "p" * 8000, "i": i})], APP_TOKEN)),
+                 "bk-%d" % i, stored=1)
+
+    async def go():
+        ws = await ws_connect(gw.port, token_for(u))
+        try:
+            got = []
+            try:
+                while len(got) < 21:
+                    got.append(await recv_json(ws, 3))
+            except asyncio.TimeoutError:
+                pass
+            assert got, "no ONLINE within 3 s; online_clients: %r" % (online_rows(stack, u),)
+            assert got[0]["event"] == "ONLINE" and got[0]["data"]["offline"] >= 1
+            ids = [m["id"] for m in got[1:]]
+            assert ids == ["bk-%d" % i for i in range(len(ids))]
+        finally:
+            await ws.close()
+    try:
+        run(go())
+    finally:
+        db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
+
+
+def test_two_tabs_both_get_it(gw, stack, internal):
+    u = uid()
+    c = internal()
+
+    async def go():
+        w1, d1 = await online(gw.port, u)
+        w2, d2 = await online(gw.port, u)
+        try:
+            r = await call(c, work_order("tabs-1", [(u, {"x": 1})], APP_TOKEN))
+            ok_reply(r, "tabs-1", delivered=2)
+            for ws in (w1, w2):
+                assert await recv_json(ws) == worksheet_event({"x": 1}, "tabs-1")
+                await send_json(ws, {"event": "ACK", "data": {"id": "tabs-1"}})
+        finally:
+            await w1.close()
+            await w2.close()
+    run(go())
+    assert offline_rows(stack, u) == []
+
+
+def test_one_online_one_offline(gw, stack, internal):
+    on, off = uid("on"), uid("off")
+    c = internal()
+
+    async def go():
+        ws, _ = await online(gw.port, on)
+        try:
+            r = await call(c, work_order("mixed-1", [(on, {"a": 1}), (off, {"b": 2})], APP_TOKEN))
+            ok_reply(r, "mixed-1", delivered=1, stored=1)
+            assert await recv_json(ws) == worksheet_event({"a": 1}, "mixed-1:0")
+            await send_json(ws, {"event": "ACK", "data": {"id": "mixed-1:0"}})
+        finally:
+            await ws.close()
+    run(go())
+    rows = offline_rows(stack, off)
+    assert [(m, p) for m, p, _ in rows] == [("mixed-1:1", worksheet_event({"b": 2}, "mixed-1:1"))]
+    assert offline_rows(stack, on) == []
+
+
+# ---- 5. ACK ----
+
+def test_acked_message_is_not_delivered_again(gw, stack, internal):
+    u = uid()
+    c = internal()
+
+    async def go():
+        ws, _ = await online(gw.port, u)
+        try:
+            ok_reply(await call(c, work_order("ack-1", [(u, {"v": 1})], APP_TOKEN)), "ack-1", delivered=1)
+            assert await recv_json(ws) == worksheet_event({"v": 1}, "ack-1")
+            await send_json(ws, {"event": "ACK", "data": {"id": "ack-1"}})
+            await asyncio.sleep(0.2)
+        finally:
+            await ws.close()
+        gone_from_online(stack, u)
+        await asyncio.sleep(0.3)
+        assert offline_rows(stack, u) == []
+        ws, data = await online(gw.port, u)
+        try:
+            assert data["offline"] == 0
+            await quiet(ws, 0.5)
+        finally:
+            await ws.close()
+    run(go())
+
+
+def test_unacked_message_comes_back_after_reconnect(gw, stack, internal):
+    u = uid()
+    c = internal()
+
+    async def go():
+        ws, _ = await online(gw.port, u)
+        try:
+            ok_reply(await call(c, work_order("noack-1", [(u, {"v": 2})], APP_TOKEN)), "noack-1",
+                     delivered=1)
+            assert await recv_json(ws) == worksheet_event({"v": 2}, "noack-1")
+        finally:
+            await ws.close()
+        wait_rows(lambda: [r[0] for r in offline_rows(stack, u)], ["noack-1"],
+                  what="unacked message back in offline_messages")
+        ws, data = await online(gw.port, u)
+        try:
+            assert data["offline"] == 1
+            assert await recv_json(ws) == worksheet_event({"v": 2}, "noack-1")
+            await send_json(ws, {"event": "ACK", "data": {"id": "noack-1"}})
+            wait_rows(lambda: offline_rows(stack, u), [], what="row deleted after ACK")
+        finally:
+            await ws.close()
+    run(go())
+
+
+def test_ack_timeout_stores_the_message(gw, stack, internal):
+    u = uid()
+    c = internal()
+
+    async def go():
+        ws, _ = await online(gw.port, u)
+        try:
+            ok_reply(await call(c, work_order("late-1", [(u, {"v": 3})], APP_TOKEN)), "late-1",
+                     delivered=1)
+            start = time.monotonic()
+            assert await recv_json(ws) == worksheet_event({"v": 3}, "late-1")
+            assert offline_rows(stack, u) == []
+            await asyncio.to_thread(wait_rows, lambda: [r[0] for r in offline_rows(stack, u)],
+                                    ["late-1"], ACK_TIMEOUT + 4, "message stored after ack_timeout")
+            elapsed = time.monotonic() - start
+            assert elapsed >= ACK_TIMEOUT - 0.2, elapsed
+            # the next connect (a second tab here) gets it again, same id
+            ws2, data = await online(gw.port, u)
+            try:
+                assert data["offline"] == 1
+                assert await recv_json(ws2) == worksheet_event({"v": 3}, "late-1")
+                await send_json(ws2, {"event": "ACK", "data": {"id": "late-1"}})
+                await asyncio.to_thread(wait_rows, lambda: offline_rows(stack, u), [], 6,
+                                        "row deleted after the ACK")
+            finally:
+                await ws2.close()
+            await quiet(ws, 0.2)
+        finally:
+            await ws.close()
+        gone_from_online(stack, u)
+        await asyncio.sleep(0.3)
+        assert offline_rows(stack, u) == []
+    run(go())
+
+
+def test_ack_after_ack_timeout_deletes_the_stored_row(gw, stack, internal):
+    u = uid()
+    c = internal()
+
+    async def go():
+        ws, _ = await online(gw.port, u)
+        try:
+            ok_reply(await call(c, work_order("slow-ack", [(u, {"v": 4})], APP_TOKEN)), "slow-ack",
+                     delivered=1)
+            assert await recv_json(ws) == worksheet_event({"v": 4}, "slow-ack")
+            await asyncio.to_thread(wait_rows, lambda: [r[0] for r in offline_rows(stack, u)],
+                                    ["slow-ack"], ACK_TIMEOUT + 4, "message stored after ack_timeout")
+            # the browser acknowledges late, on the same connection: the stored copy goes
+            await send_json(ws, {"event": "ACK", "data": {"id": "slow-ack"}})
+            await asyncio.to_thread(wait_rows, lambda: offline_rows(stack, u), [], 6,
+                                    "stored copy deleted by the late ACK")
+        finally:
+            await ws.close()
+        ws, data = await online(gw.port, u)
+        try:
+            assert data["offline"] == 0
+            await quiet(ws, 0.3)
+        finally:
+            await ws.close()
+    run(go())
+
+
+@pytest.mark.xfail(reason="GATEWAY BUG: a work order routed while its target is registering is "
+                          "stored after the registration read offline_messages: the browser is "
+                          "online but never gets it (until it reconnects)", strict=False)
+def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
+    """tasks.c: op_route reads online_clients (no row yet) and then INSERTs into
+    offline_messages; op_register REPLACEs the online row and then SELECTs the
+    offline messages.  When the route's read comes before the REPLACE and its
+    INSERT after the SELECT, nobody delivers the message.  The window is
+    widened here, deterministically, with a gap lock held by the test on the
+    uuid's offline_messages range (the route's INSERT waits on it; the
+    registration's plain SELECT does not).  Seen without any lock in a stress
+    run too (1 in ~1000 connect + work order pairs)."""
+    g = gateways(task_worker_num=4)
+    for attempt in range(8):
+        u = uid("race")
+        lock = stack.mysql(autocommit=False)
+        c = Internal(g.internal_port)
+        try:
+            with lock.cursor() as cur:
+                cur.execute("SELECT id FROM offline_messages WHERE uuid = %s FOR UPDATE", (u,))
+            c.c.send(json.dumps(work_order("race-1", [(u, {"r": 1})], APP_TOKEN)).encode())
+            time.sleep(0.3)          # the route now waits in its INSERT
+
+            async def go():
+                ws = await ws_connect(g.port, token_for(u))
+                try:
+                    deadline = time.monotonic() + 1.5
+                    while time.monotonic() < deadline and not online_rows(stack, u):
+                        await asyncio.sleep(0.05)
+                    registered = bool(online_rows(stack, u))
+                    await asyncio.sleep(0.3)     # its SELECT of offline_messages is done
+                    lock.commit()
+                    reply = json.loads(await asyncio.to_thread(c.c.recv, 10))
+                    got = []
+                    try:
+                        while True:
+                            got.append(await recv_json(ws, 1.5))
+                    except asyncio.TimeoutError:
+                        pass
+                    return registered, reply, got
+                finally:
+                    await ws.close()
+            registered, reply, got = run(go())
+        finally:
+            lock.close()
+            c.close()
+        if not registered:
+            continue     # the registration queued behind the blocked route: try again
+        ok_reply(reply, "race-1", stored=1)
+        assert got[0]["event"] == "ONLINE"
+        assert worksheet_event({"r": 1}, "race-1") in got, (
+            "online browser never got the stored work order; offline_messages: %r"
+            % offline_rows(stack, u))
+        return
+    pytest.fail("the registration never ran beside the blocked route in 8 attempts")
+
+
+# ---- 6. chat ----
+
+def test_chat_between_two_local_users(gw, stack):
+    a, b = uid("a"), uid("b")
+
+    async def go():
+        wa, _ = await online(gw.port, a)
+        wb, _ = await online(gw.port, b)
+        try:
+            await send_json(wa, {"event": "NEW_MSG", "data": {"to": b, "msg": "你好 B"}})
+            got = await recv_json(wb)
+            assert got["event"] == "NEW_MSG", got
+            assert set(got["data"]) == {"from", "msg", "id"}
+            assert (got["data"]["from"], got["data"]["msg"]) == (a, "你好 B")
+            cid = got["data"]["id"]
+            assert isinstance(cid, str) and cid
+            status = await recv_json(wa)
+            assert status["event"] == "NEW_MSG_STATUS", status
+            assert status["data"]["status"] == "delivered", status
+            assert status["data"]["id"] == cid and status["data"]["to"] == b
+            await send_json(wb, {"event": "ACK", "data": {"id": cid}})
+            # a second message gets another id
+            await send_json(wa, {"event": "NEW_MSG", "data": {"to": b, "msg": "again"}})
+            got2 = await recv_json(wb)
+            assert got2["data"]["msg"] == "again" and got2["data"]["id"] != cid
+            await send_json(wb, {"event": "ACK", "data": {"id": got2["data"]["id"]}})
+            assert (await recv_json(wa))["data"]["status"] == "delivered"
+        finally:
+            await wa.close()
+            await wb.close()
+    run(go())
+    assert offline_rows(stack, b) == []
+
+
+def test_chat_to_offline_user_is_stored_and_delivered_at_connect(gw, stack):
+    a, c = uid("a"), uid("c")
+
+    async def go():
+        wa, _ = await online(gw.port, a)
+        try:
+            await send_json(wa, {"event": "NEW_MSG", "data": {"to": c, "msg": "later"}})
+            status = await recv_json(wa)
+            assert status["event"] == "NEW_MSG_STATUS" and status["data"]["status"] == "stored", status
+            cid = status["data"]["id"]
+            rows = offline_rows(stack, c)
+            assert [r[0] for r in rows] == [cid]
+            assert rows[0][1] == {"event": "NEW_MSG", "data": {"from": a, "msg": "later", "id": cid}}
+            wc, data = await online(gw.port, c)
+            try:
+                assert data["offline"] == 1
+                assert await recv_json(wc) == {"event": "NEW_MSG",
+                                               "data": {"from": a, "msg": "later", "id": cid}}
+                await send_json(wc, {"event": "ACK", "data": {"id": cid}})
+                await asyncio.to_thread(wait_rows, lambda: offline_rows(stack, c), [], 6,
+                                        "chat row deleted after ACK")
+            finally:
+                await wc.close()
+        finally:
+            await wa.close()
+    run(go())
+
+
+@pytest.mark.parametrize("data", [
+    {"msg": "no to"},
+    {"to": "", "msg": "empty to"},
+    {"to": "x" * 64, "msg": "to too long"},
+    {"to": "someone"},
+    {"to": "someone", "msg": 42},
+    None,
+])
+def test_bad_new_msg_gets_10104(gw, data):
+    a = uid("a")
+
+    async def go():
+        ws, _ = await online(gw.port, a)
+        try:
+            ev = {"event": "NEW_MSG"}
+            if data is not None:
+                ev["data"] = data
+            await send_json(ws, ev)
+            err = await recv_json(ws)
+            assert err == {"code": 10104, "msg": err["msg"], "data": []}, err
+            await quiet(ws, 0.2)
+        finally:
+            await ws.close()
+    run(go())
+
+
+# ---- 7. chat_token ----
+
+@pytest.mark.parametrize("kind", ["unknown", "disabled", "missing"])
+def test_bad_chat_token_is_refused(gw, stack, internal, kind):
+    on, off = uid("on"), uid("off")
+    c = internal()
+    token = uid("tok")
+    if kind == "disabled":
+        stack.add_app(token, name="disabled", enabled=False)
+
+    async def go():
+        ws, _ = await online(gw.port, on)
+        try:
+            req = work_order("badtok-1", [(on, {"v": 1}), (off, {"v": 2})], token)
+            if kind == "missing":
+                del req["chat_token"]
+            r = await call(c, req)
+            assert r["code"] == (10104 if kind == "missing" else 10201), r
+            assert r["msg_id"] == "badtok-1"
+            assert r.get("delivered", 0) == 0 and r.get("stored", 0) == 0, r
+            await quiet(ws, 0.5)
+        finally:
+            await ws.close()
+    run(go())
+    assert offline_rows(stack, off) == []
+    assert offline_rows(stack, on) == []
+    # the same connection still serves a good request
+    ok_reply(c.call(work_order("goodtok-1", [(off, {"v": 3})], APP_TOKEN)), "goodtok-1", stored=1)
+
+
+# ---- 8. the internal port ----
+
+def test_internal_bad_requests_keep_the_connection(gw, stack, internal):
+    u = uid()
+    c = internal()
+    cases = [
+        (b"this is not json", 10102, None),
+        (b"[1,2,3]", 10102, None),
+        ({"msg_id": "r1", "chat_token": APP_TOKEN}, 10104, "r1"),
+        ({"url": 42, "msg_id": "r2"}, 10104, "r2"),
+        ({"url": "/nowhere", "msg_id": "r3", "chat_token": APP_TOKEN}, 10202, "r3"),
+        ({"url": "/worksheet/send-message", "chat_token": APP_TOKEN, "msg_id": "r4",
+          "data": {"uuid": u, "data": {}}}, 10104, "r4"),
+        ({"url": "/worksheet/send-message", "chat_token": APP_TOKEN, "msg_id": "r5", "data": []},
+         10104, "r5"),
+        ({"url": "/worksheet/send-message", "chat_token": APP_TOKEN, "msg_id": "r6",
+          "data": [{"data": {"x": 1}}]}, 10104, "r6"),
+        ({"url": "/worksheet/send-message", "chat_token": APP_TOKEN, "msg_id": "r7",
+          "data": [{"uuid": u, "data": {}}, {"uuid": "", "data": {}}]}, 10104, "r7"),
+        ({"url": "/worksheet/send-message", "chat_token": APP_TOKEN, "msg_id": "r8",
+          "data": [{"uuid": u}]}, 10104, "r8"),
+        ({"url": "/worksheet/send-message", "chat_token": APP_TOKEN, "data": [{"uuid": u, "data": {}}]},
+         10104, None),
+        ({"url": "/chat/push-local", "chat_token": APP_TOKEN, "msg_id": "r9"}, 10104, "r9"),
+    ]
+    for req, code, msg_id in cases:
+        r = c.call(req)
+        assert r["code"] == code, (req, r)
+        assert r["msg_id"] == msg_id, (req, r)
+        assert isinstance(r["msg"], str) and r["msg"]
+    assert offline_rows(stack, u) == []
+    ok_reply(c.call(work_order("after-bad", [(u, {"ok": True})], APP_TOKEN)), "after-bad", stored=1)
+    # requests pipelined in one write each get one reply (matched by msg_id: a
+    # refusal made by the worker may overtake work orders routed by task workers)
+    c.c.send(json.dumps(work_order("pipe-1", [(u, {"p": 1})], APP_TOKEN)).encode(), b"nope",
+             json.dumps(work_order("pipe-2", [(u, {"p": 2})], APP_TOKEN)).encode())
+    replies = {r["msg_id"]: r for r in (json.loads(c.c.recv()) for _ in range(3))}
+    assert set(replies) == {"pipe-1", None, "pipe-2"}
+    assert replies[None]["code"] == 10102
+    ok_reply(replies["pipe-1"], "pipe-1", stored=1)
+    ok_reply(replies["pipe-2"], "pipe-2", stored=1)
+    assert c.c.quiet(0.3)
+    assert sorted(r[0] for r in offline_rows(stack, u)) == ["after-bad", "pipe-1", "pipe-2"]
+
+
+def test_internal_oversize_frame_closes_only_that_connection(gw, stack, internal):
+    u = uid()
+    keep = internal()
+    big = internal()
+    body = json.dumps(work_order("big-1", [(u, {"pad": "x" * (PACKAGE_MAX + 1000)})], APP_TOKEN)).encode()
+    assert len(body) > PACKAGE_MAX
+    try:
+        big.c.send(body)
+    except OSError:
+        pass
+    assert big.c.wait_closed(IO_TIMEOUT), "an oversize frame did not close its connection"
+    # a header announcing too much closes as well, before the body arrives
+    big2 = internal()
+    big2.c.send_raw(struct.pack(">I", PACKAGE_MAX * 4))
+    assert big2.c.wait_closed(IO_TIMEOUT)
+    ok_reply(keep.call(work_order("small-1", [(u, {"ok": 1})], APP_TOKEN)), "small-1", stored=1)
+    assert [r[0] for r in offline_rows(stack, u)] == ["small-1"]
+
+
+def test_internal_eof_framing(gateways, stack):
+    g = gateways(internal_eof=True)
+    u = uid()
+    c = Internal(g.internal_port, eof=True)
+    try:
+        ok_reply(c.call(work_order("eof-1", [(u, {"e": 1})], APP_TOKEN)), "eof-1", stored=1)
+        assert c.call(b"{broken")["code"] == 10102
+        # two requests in one write: two replies, each ending with the marker
+        c.c.send_raw(json.dumps(work_order("eof-2", [(u, {"e": 2})], APP_TOKEN)).encode() +
+                     b"\r\n\r\n" + json.dumps({"url": "/x", "msg_id": "eof-3"}).encode() + b"\r\n\r\n")
+        replies = {r["msg_id"]: r for r in (json.loads(c.c.recv()) for _ in range(2))}
+        ok_reply(replies["eof-2"], "eof-2", stored=1)
+        assert replies["eof-3"]["code"] == 10202
+        assert c.c.buf == b""
+    finally:
+        c.close()
+    assert [r[0] for r in offline_rows(stack, u)] == ["eof-1", "eof-2"]
+
+    async def go():
+        ws, data = await online(g.port, u)
+        try:
+            assert data["offline"] == 2
+            assert [await recv_json(ws) for _ in range(2)] == [
+                worksheet_event({"e": 1}, "eof-1"), worksheet_event({"e": 2}, "eof-2")]
+        finally:
+            await ws.close()
+    run(go())
+
+
+# ---- 9. browser robustness ----
+
+@pytest.mark.parametrize("text,code", [
+    ("this is not json", 10102),
+    ("[1, 2]", 10102),
+    ('"event"', 10102),
+    ('{"data": {}}', 10101),
+    ('{"event": 7}', 10101),
+    ('{"event": "NO_SUCH_EVENT", "data": {}}', 10101),
+    ('{"event": "ACK", "data": {}}', 10104),
+])
+def test_browser_bad_messages_get_error_objects(gw, text, code):
+    async def go():
+        ws, _ = await online(gw.port, uid())
+        try:
+            await ws.send(text)
+            err = await recv_json(ws)
+            assert err == {"code": code, "msg": err["msg"], "data": []}, (text, err)
+            assert isinstance(err["msg"], str) and err["msg"]
+            # the socket stays usable
+            await send_json(ws, {"event": "HEART_BEAT"})
+            assert (await recv_json(ws))["event"] == "HEART_BEAT"
+        finally:
+            await ws.close()
+    run(go())
+
+
+def test_browser_binary_frame_closes_1003(gw):
+    async def go():
+        ws, _ = await online(gw.port, uid())
+        try:
+            await ws.send(b"\x00\x01binary")
+            code, got = await closed_with(ws)
+            assert code == 1003 and got == []
+        finally:
+            await ws.close()
+    run(go())
+
+
+def test_browser_message_over_package_max_length_closes_1009(gw):
+    async def go():
+        ws, _ = await online(gw.port, uid())
+        try:
+            await ws.send(json.dumps({"event": "HEART_BEAT", "data": {"pad": "p" * PACKAGE_MAX}}))
+            code, got = await closed_with(ws)
+            assert code == 1009 and got == []
+        finally:
+            await ws.close()
+    run(go())
+
+
+def test_browser_invalid_utf8_closes_1007(gw):
+    u = uid()
+    r = Raw(gw.port)
+    try:
+        r.handshake("/ws?token=" + token_for(u))
+        payload, _ = r.read_until(0x1)
+        assert json.loads(payload)["event"] == "ONLINE"
+        r.send(frame(0x1, b'{"event":"HEART_BEAT","data":"\xc0\xaf"}'))
+        code, _, others = r.read_close()
+        assert code == 1007
+        assert others == []
+        assert r.wait_eof()
+    finally:
+        r.close()
+
+
+def test_wrong_websocket_version_gets_426(gw):
+    r = Raw(gw.port)
+    try:
+        r.send(upgrade_request("/ws?token=" + token_for(uid()), version="8"))
+        status, headers, _ = r.read_response()
+        assert status == 426
+        assert headers.get("sec-websocket-version") == "13"
+        assert r.wait_eof()
+    finally:
+        r.close()
+
+
+def test_slow_header_sender_gets_408(gw):
+    r = Raw(gw.port)
+    try:
+        start = time.monotonic()
+        r.send(upgrade_request()[:30])
+        status, _, _ = r.read_response(timeout=HEADER_TIMEOUT_MS / 1000 + 3)
+        elapsed = time.monotonic() - start
+        assert status == 408
+        assert HEADER_TIMEOUT_MS / 1000 - 0.15 <= elapsed <= HEADER_TIMEOUT_MS / 1000 + 2, elapsed
+        assert r.wait_eof()
+    finally:
+        r.close()
+
+
+# ---- 10. stale client_id on /chat/push-local ----
+
+def push_local(client_id, uuid, remote_data, token=APP_TOKEN, msg_id="pl-1"):
+    return {"url": "/chat/push-local", "chat_token": token, "client_id": client_id, "uuid": uuid,
+            "remote_data": remote_data, "msg_id": msg_id}
+
+
+def test_push_local_refuses_stale_client_id(gw, stack, internal):
+    u, other = uid("x"), uid("o")
+    c = internal()
+    event = {"event": "WorksheetMsg", "response": {}, "id": "p1"}
+
+    async def go():
+        wx, dx = await online(gw.port, u)
+        x_id = dx["client_id"]
+        await wx.close()
+        gone_from_online(stack, u)
+        wy, dy = await online(gw.port, u)           # same uuid, new connection
+        wz, dz = await online(gw.port, other)       # another uuid
+        try:
+            y_id = dy["client_id"]
+            assert y_id != x_id
+            r = await call(c, push_local(x_id, u, event))
+            assert r["code"] == 10203 and r["msg_id"] == "pl-1", r
+            r = await call(c, push_local(y_id, other, event))
+            assert r["code"] == 10203, r
+            r = await call(c, push_local(dz["client_id"], u, event))
+            assert r["code"] == 10203, r
+            # a client_id of another node, or not a client_id at all
+            ip, port, session = decode_client_id(y_id)
+            for bad in [make_client_id("127.0.0.9", port, session),
+                        make_client_id(ip, port + 1, session), "bm90IGEgY2xpZW50IGlk", "%%%"]:
+                r = await call(c, push_local(bad, u, event))
+                assert r["code"] == 10203, (bad, r)
+            await quiet(wy, 0.3)
+            await quiet(wz, 0.1)
+            # wrong chat_token: refused whatever the target
+            r = await call(c, push_local(y_id, u, event, token="not-an-app-token"))
+            assert r["code"] == 10201, r
+            await quiet(wy, 0.3)
+            # the right one: delivered exactly as given
+            r = await call(c, push_local(y_id, u, event, msg_id="pl-2"))
+            assert r["code"] == 0 and r["msg"] == "delivered" and r["msg_id"] == "pl-2", r
+            raw = await asyncio.wait_for(wy.recv(), IO_TIMEOUT)
+            assert json.loads(raw) == event
+            await send_json(wy, {"event": "ACK", "data": {"id": "p1"}})
+            await quiet(wy, 0.3)
+            await quiet(wz, 0.1)
+        finally:
+            await wy.close()
+            await wz.close()
+    run(go())
+    assert offline_rows(stack, u) == []
+
+
+# ---- 11. HTTP ----
+
+def test_http_healthz_stats_metrics(gw, internal):
+    status, headers, body = http_get(gw.port, "/healthz")
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    assert json.loads(body)["status"] == "ok"
+
+    u = uid()
+
+    async def go():
+        ws, _ = await online(gw.port, u)
+        try:
+            ok_reply(await call(internal(), work_order("stats-1", [(u, {})], APP_TOKEN)), "stats-1",
+                     delivered=1)
+            await recv_json(ws)
+            await send_json(ws, {"event": "ACK", "data": {"id": "stats-1"}})
+            await asyncio.sleep(0.2)
+            status, headers, body = http_get(gw.port, "/stats")
+            assert status == 200 and headers["content-type"].startswith("application/json")
+            st = json.loads(body)
+            assert st["connections"] >= 1
+            for k in ("in", "pushed", "stored", "acked"):
+                assert isinstance(st["messages"][k], int), k
+            assert st["messages"]["in"] >= 1 and st["messages"]["pushed"] >= 1
+            assert st["messages"]["acked"] >= 1
+            assert len(st["workers"]) == 2 and len(st["task_workers"]) == 2
+            assert all(w["pid"] > 0 for w in st["workers"] + st["task_workers"])
+            assert st["mysql"]["ok"] is True
+            assert st["node"] == gw.node_id
+            status, headers, body = http_get(gw.port, "/metrics")
+            assert status == 200 and headers["content-type"].startswith("text/plain")
+            metrics = {}
+            for line in body.decode().splitlines():
+                if line and not line.startswith("#"):
+                    name, value = line.split()
+                    metrics[name] = float(value)
+            assert metrics["pushgate_connections"] >= 1
+            assert metrics["pushgate_pushed_total"] >= 1
+            assert metrics["pushgate_mysql_up"] == 1
+        finally:
+            await ws.close()
+    run(go())
+
+
+def test_http_static_files(gw):
+    status, headers, body = http_get(gw.port, "/")
+    assert status == 200 and body == INDEX_HTML
+    assert headers["content-type"].startswith("text/html")
+    status, _, body = http_get(gw.port, "/index.html")
+    assert status == 200 and body == INDEX_HTML
+    for path in ["/missing", "/missing.js", "/../etc/passwd", "/%2e%2e/etc/passwd",
+                 "/..%2fetc%2fpasswd", "//etc/passwd"]:
+        status, _, body = http_get(gw.port, path)
+        assert status == 404, (path, status, body)
+        assert b"root:" not in body
+
+
+@pytest.mark.xfail(reason="GATEWAY BUG: responses to HEAD carry the body (browser.c "
+                          "http_reply ignores the method)", strict=False)
+def test_http_head_has_no_body(gw):
+    r = Raw(gw.port)
+    try:
+        r.send(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + IO_TIMEOUT
+        while b"\r\n\r\n" not in r.buf:
+            r._fill(deadline)
+        head, rest = r.buf.split(b"\r\n\r\n", 1)
+        r.buf = rest
+        assert head.startswith(b"HTTP/1.1 200")
+        assert r.wait_eof()
+        assert r.buf == b"", "HEAD response body: %r" % r.buf
+    finally:
+        r.close()
+
+
+@pytest.mark.xfail(reason="GATEWAY BUG: /stats mysql.ok and pushgate_mysql_up stay false/0 after "
+                          "a start until the first node heartbeat (tasks.c gw_tasks_start opens "
+                          "MySQL without gw_mysql_result(1))", strict=False)
+def test_stats_mysql_ok_right_after_start(gateways):
+    g = gateways(node_heartbeat_interval=60)
+    st = json.loads(http_get(g.port, "/stats")[2])
+    metrics = http_get(g.port, "/metrics")[2].decode()
+    assert st["mysql"]["ok"] is True, st["mysql"]
+    assert "pushgate_mysql_up 1" in metrics
+
+
+# ---- 12. node lifecycle ----
+
+def node_row(stack, node_id):
+    rows = db_rows(stack, "SELECT ip, ws_port, internal_port, boot_generation, state, heartbeat_at "
+                          "FROM gateway_nodes WHERE node_id = %s", (node_id,))
+    return rows[0] if rows else None
+
+
+def test_node_row_and_heartbeat(gw, stack):
+    row = node_row(stack, gw.node_id)
+    assert row is not None
+    ip, ws_port, internal_port, generation, state, hb1 = row
+    assert (ip, ws_port, internal_port, state) == (HOST, gw.port, gw.internal_port, "up")
+    assert generation > 0
+    wait_until(lambda: node_row(stack, gw.node_id)[5] > hb1, 5, interval=0.2,
+               what="heartbeat_at to advance")
+
+
+def test_dead_node_is_swept_with_its_clients(gw, stack):
+    fake = "127.0.0.42:7777"
+    victim, bystander = uid("v"), uid("b")
+    db_exec(stack, "REPLACE INTO gateway_nodes (node_id, ip, ws_port, internal_port, boot_generation, "
+                   "heartbeat_at) VALUES (%s, '127.0.0.42', 7501, 7777, 5, "
+                   "CURRENT_TIMESTAMP(3) - INTERVAL 1 HOUR)", (fake,))
+    db_exec(stack, "INSERT INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
+                   "VALUES (%s, %s, '127.0.0.42', 7777, 77)", (make_client_id("127.0.0.42", 7777, 77), victim))
+    # a row of another (fake) address with no node row is not the sweeper's business
+    db_exec(stack, "INSERT INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
+                   "VALUES (%s, %s, '127.0.0.43', 7777, 78)", (make_client_id("127.0.0.43", 7777, 78), bystander))
+    try:
+        wait_until(lambda: node_row(stack, fake) is None and online_rows(stack, victim) == (), 6,
+                   interval=0.2, what="the dead node and its online row to be swept")
+        assert len(online_rows(stack, bystander)) == 1
+        assert node_row(stack, gw.node_id) is not None
+    finally:
+        db_exec(stack, "DELETE FROM online_clients WHERE uuid IN (%s, %s)", (victim, bystander))
+        db_exec(stack, "DELETE FROM gateway_nodes WHERE node_id = %s", (fake,))
+
+
+def test_node_swept_while_alive_registers_again(gw, stack):
+    db_exec(stack, "DELETE FROM gateway_nodes WHERE node_id = %s", (gw.node_id,))
+    row = wait_until(lambda: node_row(stack, gw.node_id), 5, interval=0.1,
+                     what="the node's row to come back")
+    assert row[:3] == (HOST, gw.port, gw.internal_port) and row[4] == "up"
+
+
+@pytest.mark.xfail(reason="GATEWAY BUG: a node swept while alive registers again with its "
+                          "boot_generation cut to PG_SESSION_GENERATION_BITS (node.c heartbeat() "
+                          "writes gw.generation, the masked value, where gw_node_register wrote "
+                          "the full one)", strict=False)
+def test_node_swept_while_alive_keeps_its_boot_generation(gw, stack):
+    db_exec(stack, "DELETE FROM gateway_nodes WHERE node_id = %s", (gw.node_id,))
+    row = wait_until(lambda: node_row(stack, gw.node_id), 5, interval=0.1,
+                     what="the node's row to come back")
+    assert row[3] == gw.boot_generation, "boot_generation %d (at start) became %d" % (
+        gw.boot_generation, row[3])
+
+
+def test_restart_after_crash_takes_next_generation_and_clears_old_rows(gateways, stack):
+    port = free_port()
+    g1 = gateways(internal_port=port)
+    u, ghost = uid("u"), uid("ghost")
+    gen1 = node_row(stack, g1.node_id)[3]
+
+    async def connect_and_crash():
+        ws, data = await online(g1.port, u)
+        assert len(online_rows(stack, u)) == 1
+        db_exec(stack, "INSERT INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
+                       "VALUES (%s, %s, %s, %s, 424242)",
+                (make_client_id(HOST, port, 424242), ghost, HOST, port))
+        g1.snapshot()
+        g1.expected_exit = None
+        g1.kill_all()          # kill -9 of every process of the node: nothing cleaned up
+        g1.stopped = True
+        code, _ = await closed_with(ws)
+        assert code == 1006
+        await ws.close()
+    run(connect_and_crash())
+    assert node_row(stack, g1.node_id) is not None
+    assert len(online_rows(stack, u)) == 1 and len(online_rows(stack, ghost)) == 1
+
+    g2 = gateways(internal_port=port)
+    row = node_row(stack, g2.node_id)
+    assert row[3] == gen1 + 1, (gen1, row)
+    assert row[4] == "up"
+    assert online_rows(stack, u) == () and online_rows(stack, ghost) == ()
+    assert db_rows(stack, "SELECT COUNT(*) FROM online_clients WHERE node_ip = %s AND node_port = %s",
+                   (HOST, port)) == ((0,),)
+
+    async def serves():
+        ws, data = await online(g2.port, u)
+        try:
+            assert decode_client_id(data["client_id"])[1] == port
+        finally:
+            await ws.close()
+    run(serves())
+
+
+@pytest.mark.xfail(reason="GATEWAY BUG: a clean stop deletes the gateway_nodes row, so a start "
+                          "within the same second takes the same boot generation (time(NULL)) and "
+                          "hands out the same session ids and client_ids again", strict=False)
+def test_clean_restart_within_a_second_takes_a_new_generation(gateways, stack):
+    """node.c gw_node_register: generation = previous + 1 only while the row
+    exists; gw_node_unregister deletes it at a clean stop, and the fallback is
+    the clock in seconds.  Stop and start fit well inside one second here."""
+    port = free_port()
+    frac = time.time() % 1
+    if frac > 0.1:
+        time.sleep(1.02 - frac)        # begin just after a second boundary
+    u1, u2 = uid("a"), uid("b")
+
+    async def first_client(g, u):
+        ws, data = await online(g.port, u)
+        await ws.close()
+        return data["client_id"]
+    g1 = gateways(internal_port=port)
+    gen1 = node_row(stack, g1.node_id)[3]
+    c1 = run(first_client(g1, u1))
+    g1.stop()
+    g1.check_clean()
+    g2 = gateways(internal_port=port)
+    gen2 = node_row(stack, g2.node_id)[3]
+    c2 = run(first_client(g2, u2))
+    assert gen2 > gen1, "boot generation %d after %d" % (gen2, gen1)
+    assert c2 != c1, "client_id %s handed out again: %s" % (c1, decode_client_id(c1))
+
+
+def test_sigterm_closes_1001_and_removes_rows(gateways, stack):
+    g = gateways()
+    u1, u2 = uid("a"), uid("b")
+
+    async def go():
+        w1, _ = await online(g.port, u1)
+        w2, _ = await online(g.port, u2)
+        assert len(db_rows(stack, "SELECT 1 FROM online_clients WHERE node_ip = %s AND node_port = %s",
+                           (HOST, g.internal_port))) == 2
+        # u1 has a message it has not acknowledged when the node stops
+        c = Internal(g.internal_port)
+        try:
+            ok_reply(await call(c, work_order("term-1", [(u1, {"t": 1})], APP_TOKEN)), "term-1",
+                     delivered=1)
+        finally:
+            c.close()
+        assert await recv_json(w1) == worksheet_event({"t": 1}, "term-1")
+        g.snapshot()
+        g.stopped = True
+        g.send_signal(signal.SIGTERM)
+        try:
+            for ws in (w1, w2):
+                code, _ = await closed_with(ws, timeout=10)
+                assert code == 1001
+        finally:
+            await w1.close()
+            await w2.close()
+    run(go())
+    g.wait_master_exit(20)
+    assert g.exit_code == 0, g.sanitizer_text()[-4000:]
+    assert node_row(stack, g.node_id) is None
+    assert db_rows(stack, "SELECT COUNT(*) FROM online_clients WHERE node_ip = %s AND node_port = %s",
+                   (HOST, g.internal_port)) == ((0,),)
+    # what was not acknowledged went back to the store before the node exited
+    assert [(m, p) for m, p, _ in offline_rows(stack, u1)] == [
+        ("term-1", worksheet_event({"t": 1}, "term-1"))]
+    assert offline_rows(stack, u2) == []
+    g.check_clean()
+
+
+# ---- 14. the proxy is unreachable ----
+
+def test_unreachable_proxy_stores_the_message(gateways, stack):
+    closed = free_port()
+    g = gateways(proxy="%s:%d" % (HOST, closed), chat_token=APP_TOKEN)
+    r_uuid, a = uid("remote"), uid("a")
+    remote_id = make_client_id("127.0.0.9", 9, 99)
+    db_exec(stack, "INSERT INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
+                   "VALUES (%s, %s, '127.0.0.9', 9, 99)", (remote_id, r_uuid))
+    try:
+        c = Internal(g.internal_port)
+        try:
+            r = c.call(work_order("via-proxy-1", [(r_uuid, {"far": 1})], APP_TOKEN), timeout=15)
+            ok_reply(r, "via-proxy-1", stored=1)
+        finally:
+            c.close()
+        rows = offline_rows(stack, r_uuid)
+        assert [(m, p) for m, p, _ in rows] == [("via-proxy-1", worksheet_event({"far": 1}, "via-proxy-1"))]
+
+        # a chat message to that user is stored the same way
+        async def go():
+            ws, _ = await online(g.port, a)
+            try:
+                await send_json(ws, {"event": "NEW_MSG", "data": {"to": r_uuid, "msg": "far away"}})
+                status = await recv_json(ws, timeout=15)
+                assert status["event"] == "NEW_MSG_STATUS" and status["data"]["status"] == "stored", status
+            finally:
+                await ws.close()
+        run(go())
+        assert len(offline_rows(stack, r_uuid)) == 2
+    finally:
+        db_exec(stack, "DELETE FROM online_clients WHERE client_id = %s", (remote_id,))
+
+
+# ---- 13. MySQL restarts under a running gateway (last: it disturbs the stack) ----
+
+def test_mysql_restart_while_running(gw, stack, internal):
+    u, late = uid("u"), uid("late")
+    c = internal()
+
+    async def go():
+        ws, _ = await online(gw.port, u)
+        try:
+            # From this (the main) thread: the fixture's mariadbd dies with the
+            # thread that started it (PR_SET_PDEATHSIG), so no asyncio.to_thread here.
+            stack.stop_mysql()
+            try:
+                # MySQL down: the work order is refused with "retry" (10500), not lost silently
+                r = await call(c, work_order("down-1", [(u, {"d": 1})], APP_TOKEN))
+                assert r["code"] == 10500 and r["msg_id"] == "down-1", r
+            finally:
+                stack.start_mysql()
+            r = await call(c, work_order("up-1", [(u, {"d": 2})], APP_TOKEN))
+            ok_reply(r, "up-1", delivered=1)
+            assert await recv_json(ws) == worksheet_event({"d": 2}, "up-1")
+            await send_json(ws, {"event": "ACK", "data": {"id": "up-1"}})
+            # a browser registering now works too, and offline storing
+            ok_reply(await call(c, work_order("up-2", [(late, {"d": 3})], APP_TOKEN)), "up-2", stored=1)
+            wl, data = await online(gw.port, late)
+            try:
+                assert data["offline"] == 1
+                assert await recv_json(wl) == worksheet_event({"d": 3}, "up-2")
+                await send_json(wl, {"event": "ACK", "data": {"id": "up-2"}})
+            finally:
+                await wl.close()
+        finally:
+            await ws.close()
+    try:
+        run(go(), timeout=90)
+    finally:
+        if stack.mysql_pid is None:
+            stack.start_mysql()
+    wait_until(lambda: json.loads(http_get(gw.port, "/stats")[2])["mysql"]["ok"], 5, interval=0.2,
+               what="/stats mysql.ok")
+    assert node_row(stack, gw.node_id)[4] == "up"
+
+
+@pytest.mark.xfail(reason="GATEWAY BUG: after a MySQL outage longer than node_dead_after the first "
+                          "node to heartbeat sweeps the other nodes' online_clients rows; the swept "
+                          "node registers its gateway_nodes row again but not its live sessions, so "
+                          "its connected browsers get nothing more (work orders are stored) until "
+                          "they reconnect", strict=False)
+def test_mysql_outage_longer_than_node_dead_after_keeps_clients_routable(gateways, stack):
+    """node.c heartbeat(): UPDATE own row, then DELETE online_clients of every
+    node whose heartbeat_at is older than node_dead_after.  After an outage
+    every other node's heartbeat_at is old, so whichever node comes first
+    sweeps the rest; the swept node notices (touched == 0) and REPLACEs its
+    gateway_nodes row, but nothing puts its sessions back in online_clients."""
+    a = gateways(node_dead_after=2)
+    b = gateways(node_dead_after=2)
+    ua, ub = uid("a"), uid("b")
+
+    async def go():
+        wa, _ = await online(a.port, ua)
+        wb, _ = await online(b.port, ub)
+        try:
+            stack.stop_mysql()
+            try:
+                await asyncio.sleep(4.5)
+            finally:
+                stack.start_mysql()
+            await asyncio.sleep(2.5)           # both nodes heartbeat again
+            assert node_row(stack, a.node_id)[4] == "up" and node_row(stack, b.node_id)[4] == "up"
+            results = {}
+            for g, u, ws in ((a, ua, wa), (b, ub, wb)):
+                c = Internal(g.internal_port)
+                try:
+                    r = await call(c, work_order("after-outage", [(u, {"o": 1})], APP_TOKEN))
+                finally:
+                    c.close()
+                got = None
+                try:
+                    got = await recv_json(ws, 1.0)
+                    await send_json(ws, {"event": "ACK", "data": {"id": "after-outage"}})
+                except asyncio.TimeoutError:
+                    pass
+                results[u] = (r, got, online_rows(stack, u))
+            for u, (r, got, rows) in results.items():
+                assert r["code"] == 0 and r["delivered"] == 1 and \
+                    got == worksheet_event({"o": 1}, "after-outage"), (
+                        "%s is connected but not routable: reply %r, online rows %r" % (u, r, rows))
+        finally:
+            await wa.close()
+            await wb.close()
+    try:
+        run(go(), timeout=60)
+    finally:
+        if stack.mysql_pid is None:
+            stack.start_mysql()
