@@ -92,8 +92,9 @@ pg_server *pg_server_new(const char *name, const pg_server_settings *settings,
     s->reactor_num = (int)settings->reactor_num;
     s->worker_num = (int)settings->worker_num;
     s->task_worker_num = (int)settings->task_worker_num;
-    /* Room for a full packet plus what a protocol adds around it. */
-    s->ipc_max_message = settings->package_max_length + 64 * 1024;
+    /* Room for a full packet, and for a task built from one (a worker may
+     * expand what it received, e.g. one event per target). */
+    s->ipc_max_message = 4 * settings->package_max_length + 64 * 1024;
     s->generation = (uint32_t)time(NULL) & PG_GENERATION_MASK;
     s->role = PG_ROLE_MASTER;
     s->worker_id = -1;

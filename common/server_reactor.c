@@ -323,7 +323,7 @@ static ssize_t conn_consume(pg_conn *c, const char *data, size_t len)
 
 static int conn_keep_input(pg_conn *c, const char *data, size_t len)
 {
-    size_t limit = c->reactor->s->ipc_max_message + READ_BUFFER_SIZE;
+    size_t limit = c->reactor->s->settings->package_max_length + 64 * 1024 + READ_BUFFER_SIZE;
     if ((size_t)c->in_len + len > limit) {
         pg_warn("session %llx: over %zu bytes without a complete packet; closing",
                 (unsigned long long)c->session, limit);

@@ -78,8 +78,10 @@ static void on_chat(pg_session_id session, const char *from, json_t *data)
     json_t *items = json_pack("[{s:s,s:s,s:s}]", "uuid", to, "id", id, "payload", payload);
     free(payload);
     atomic_fetch_add(&gw.counters->messages_in, 1);
-    gw_task(json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:s}}", "op", "route", "msg_id", id, "items", items,
-                      "ctx", "kind", "chat", "session", (json_int_t)session, "to", to), 0);
+    if (gw_task(json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:s}}", "op", "route", "msg_id", id, "items",
+                          items, "ctx", "kind", "chat", "session", (json_int_t)session, "to", to),
+                0) < 0)
+        send_error(session, GW_ERR_BAD_REQUEST);
 }
 
 static void on_event(pg_session_id session, const char *event, json_t *data)
@@ -120,6 +122,9 @@ static void on_text(pg_session_id session, const char *text, size_t len)
 
 /* ---- plain HTTP ---- */
 
+/* Set while answering a HEAD request: headers only. */
+static int answering_head;
+
 static void http_reply(pg_session_id session, int status, const char *reason, const char *type,
                        const char *body, size_t len)
 {
@@ -132,6 +137,8 @@ static void http_reply(pg_session_id session, int status, const char *reason, co
     if (!msg)
         return;
     memcpy(msg, head, (size_t)n);
+    if (answering_head)
+        len = 0;
     memcpy(msg + n, body, len);
     pg_server_send(gw.server, session, msg, (size_t)n + len);
     free(msg);
@@ -258,7 +265,8 @@ static void on_http(pg_session_id session, const char *line, size_t len)
     char *query = strchr(target, '?');
     if (query)
         *query = '\0';
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+    answering_head = strcmp(method, "HEAD") == 0;
+    if (strcmp(method, "GET") != 0 && !answering_head)
         http_reply(session, 405, "Method Not Allowed", "text/plain", "GET only\n", 9);
     else if (strcmp(target, "/healthz") == 0)
         http_reply(session, 200, "OK", "application/json", "{\"status\":\"ok\"}", 15);
@@ -268,6 +276,7 @@ static void on_http(pg_session_id session, const char *line, size_t len)
         serve_metrics(session);
     else
         serve_file(session, target);
+    answering_head = 0;
 }
 
 void gw_browser_message(pg_session_id session, const char *data, size_t len)
@@ -289,12 +298,28 @@ void gw_browser_message(pg_session_id session, const char *data, size_t len)
 
 /* ---- answers from task workers ---- */
 
+/* Stored messages, oldest first; the next page is asked for when there is more. */
+static void push_offline_page(pg_session_id session, const char *uuid, json_t *r)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(r, "offline"), i, m) {
+        gw_push(session, uuid, json_string_value(json_object_get(m, "msg_id")),
+                json_string_value(json_object_get(m, "payload")), 1);
+        atomic_fetch_add(&gw.counters->redelivered, 1);
+    }
+    if (json_is_true(json_object_get(r, "more")))
+        gw_task(json_pack("{s:s,s:I,s:s,s:O}", "op", "offline_page", "session", (json_int_t)session,
+                          "uuid", uuid, "after", json_object_get(r, "after")),
+                session);
+}
+
 /* ONLINE, then what waited in offline_messages, oldest first. */
 void gw_browser_registered(json_t *r)
 {
     pg_session_id session = (pg_session_id)json_integer_value(json_object_get(r, "session"));
     const char *uuid = json_string_value(json_object_get(r, "uuid"));
-    json_t *offline = json_object_get(r, "offline");
+    const char *op = json_string_value(json_object_get(r, "op"));
     if (!gw_session_known(session))
         return;   /* closed meanwhile; its close queued the unregister after this */
     if (json_integer_value(json_object_get(r, "code")) != GW_OK) {
@@ -303,18 +328,17 @@ void gw_browser_registered(json_t *r)
         pg_server_close(gw.server, session, reason, n);
         return;
     }
-    char client_id[192];
-    gw_client_id(session, client_id, sizeof(client_id));
-    send_text(session, gw_event_json("ONLINE", json_pack("{s:s,s:s,s:s,s:I}", "uuid", uuid,
-                                                         "client_id", client_id, "node", gw.node_id,
-                                                         "offline", (json_int_t)json_array_size(offline))));
-    size_t i;
-    json_t *m;
-    json_array_foreach(offline, i, m) {
-        gw_push(session, uuid, json_string_value(json_object_get(m, "msg_id")),
-                json_string_value(json_object_get(m, "payload")), 1);
-        atomic_fetch_add(&gw.counters->redelivered, 1);
+    if (strcmp(op, "registered") == 0) {
+        char client_id[192];
+        gw_client_id(session, client_id, sizeof(client_id));
+        json_t *online = json_pack("{s:s,s:s,s:s,s:I}", "uuid", uuid, "client_id", client_id, "node",
+                                   gw.node_id, "offline",
+                                   (json_int_t)json_array_size(json_object_get(r, "offline")));
+        if (json_is_true(json_object_get(r, "more")))
+            json_object_set_new(online, "more_offline", json_true());
+        send_text(session, gw_event_json("ONLINE", online));
     }
+    push_offline_page(session, uuid, r);
 }
 
 /* The sender of a chat message learns what became of it. */

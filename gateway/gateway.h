@@ -94,7 +94,8 @@ typedef struct {
     gw_counters *counters;
     char node_ip[64];
     char node_id[96];              /* "ip:internal_port" */
-    uint32_t generation;
+    uint32_t generation;           /* as the engine uses it (masked) */
+    long long boot_generation;     /* as stored in gateway_nodes */
     pg_db *db;                     /* task workers only */
 } gw_context;
 

@@ -95,10 +95,11 @@ static void send_message(pg_session_id session, json_t *req)
     }
     atomic_fetch_add(&gw.counters->messages_in, 1);
     /* consumer_fd: the seed's name for "the connection to answer". */
-    gw_task(json_pack("{s:s,s:s,s:s,s:o,s:{s:s,s:I,s:s,s:s}}", "op", "route", "chat_token", token,
+    if (gw_task(json_pack("{s:s,s:s,s:s,s:o,s:{s:s,s:I,s:s,s:s}}", "op", "route", "chat_token", token,
                       "msg_id", msg_id, "items", items, "ctx", "kind", "worksheet", "consumer_fd",
                       (json_int_t)session, "msg_id", msg_id, "chat_token", token),
-            0);
+                0) < 0)
+        reply_error(session, GW_ERR_BAD_REQUEST, "work order too large to route", req);
 }
 
 /* The event's id: top-level for work orders, in data for chat (NEW_MSG). */
@@ -124,7 +125,8 @@ static void push_local(pg_session_id session, json_t *req)
     }
     /* proxy_fd: the seed's name for "the connection to answer". */
     json_object_set_new(req, "proxy_fd", json_integer((json_int_t)session));
-    gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req), 0);
+    if (gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req), 0) < 0)
+        reply_error(session, GW_ERR_BUSY, "could not queue the push", req);
 }
 
 void gw_internal_token_checked(json_t *r)
@@ -226,7 +228,8 @@ void gw_internal_routed(json_t *r)
         gw_push((pg_session_id)json_integer_value(json_object_get(t, "session")),
                 json_string_value(json_object_get(t, "uuid")),
                 json_string_value(json_object_get(t, "id")),
-                json_string_value(json_object_get(t, "payload")), 0);
+                json_string_value(json_object_get(t, "payload")),
+                json_is_true(json_object_get(t, "stored")));
     json_object_set_new(r, "delivered", json_integer((json_int_t)json_array_size(local)));
     if (json_array_size(remote) == 0) {
         finish_routed(r);

@@ -3,8 +3,8 @@
  * The master registers the node before it forks (so a node whose MySQL is
  * unreachable fails at start, clearly), deletes the online_clients rows a
  * previous run of the same address left behind, and takes the next boot
- * generation, which makes session ids (and so client_ids) never repeat on
- * this address.  Task worker 0 heartbeats the row and sweeps nodes that
+ * generation (node_generations keeps it across stops), which makes session
+ * ids, and so client_ids, never repeat on this address.  Task worker 0 heartbeats the row and sweeps nodes that
  * stopped heartbeating, with their online rows.  On SIGTERM the row is
  * marked draining, and after the stop it is removed with the node's rows. */
 #include "gateway.h"
@@ -17,6 +17,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -76,13 +77,18 @@ int gw_node_register(void)
         return -1;
     long long previous = -1;
     pg_db_value id = PG_DB_STR_VALUE(gw.node_id);
-    int rc = pg_db_query(db, "SELECT boot_generation FROM gateway_nodes WHERE node_id = ?", &id, 1,
+    int rc = pg_db_query(db, "SELECT boot_generation FROM node_generations WHERE node_id = ?", &id, 1,
                          previous_generation, &previous) < 0 ? -1 : 0;
-    /* Next after the last boot; from the clock when the row was swept. */
+    /* Next after the last boot; from the clock for a new address. */
     long long generation = previous >= 0 ? previous + 1 : (long long)time(NULL);
+    gw.boot_generation = generation;
     gw.generation = (uint32_t)generation & ((UINT32_C(1) << PG_SESSION_GENERATION_BITS) - 1);
     pg_db_value row[] = {id, PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.port),
                          PG_DB_INT_VALUE(gw.cfg.internal_port), PG_DB_INT_VALUE(generation)};
+    pg_db_value taken[] = {id, PG_DB_INT_VALUE(generation)};
+    if (rc == 0)
+        rc = pg_db_exec(db, "REPLACE INTO node_generations (node_id, boot_generation) VALUES (?,?)",
+                        taken, 2, NULL, NULL);
     if (rc == 0)
         rc = remove_rows(db);
     if (rc == 0)
@@ -122,27 +128,45 @@ void gw_node_unregister(void)
     pg_db_close(db);
 }
 
-static void heartbeat(int64_t timer_id, void *arg)
+/* Puts this node's live sessions back into online_clients (from the shared
+ * session table) after its rows were swept while it was alive. */
+static int reinsert_session(const char *key, const void *row, void *arg)
 {
-    (void)timer_id;
-    (void)arg;
-    pg_db *db = gw_db();
-    if (!db)
-        return;
-    pg_db_value id = PG_DB_STR_VALUE(gw.node_id);
-    pg_db_value dead = PG_DB_INT_VALUE(gw.cfg.node_dead_after);
-    unsigned long long touched = 0, swept = 0;
-    int rc = pg_db_exec(db, "UPDATE gateway_nodes SET heartbeat_at = CURRENT_TIMESTAMP(3) "
-                            "WHERE node_id = ?", &id, 1, &touched, NULL);
-    if (rc == 0 && touched == 0) {
-        pg_warn("node %s was swept while alive (heartbeats late?); registering again", gw.node_id);
-        pg_db_value row[] = {id, PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.port),
-                             PG_DB_INT_VALUE(gw.cfg.internal_port), PG_DB_INT_VALUE(gw.generation)};
-        rc = pg_db_exec(db, "REPLACE INTO gateway_nodes (node_id, ip, ws_port, internal_port, "
+    pg_db *db = arg;
+    size_t len;
+    const char *uuid = pg_table_row_get_string(gw.sessions, row, gw.col_uuid, &len);
+    pg_session_id session = strtoull(key, NULL, 16);
+    char client_id[192], who[GW_UUID_MAX + 1];
+    snprintf(who, sizeof(who), "%.*s", (int)len, uuid);
+    gw_client_id(session, client_id, sizeof(client_id));
+    pg_db_value v[] = {PG_DB_STR_VALUE(client_id), PG_DB_STR_VALUE(who), PG_DB_STR_VALUE(gw.node_ip),
+                       PG_DB_INT_VALUE(gw.cfg.internal_port), PG_DB_INT_VALUE((long long)session)};
+    pg_db_exec(db, "REPLACE INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
+                   "VALUES (?,?,?,?,?)", v, 5, NULL, NULL);
+    return 0;
+}
+
+static int register_again(pg_db *db)
+{
+    pg_warn("node %s was swept while alive (heartbeats late?); registering again", gw.node_id);
+    pg_db_value row[] = {PG_DB_STR_VALUE(gw.node_id), PG_DB_STR_VALUE(gw.node_ip),
+                         PG_DB_INT_VALUE(gw.cfg.port), PG_DB_INT_VALUE(gw.cfg.internal_port),
+                         PG_DB_INT_VALUE(gw.boot_generation)};
+    int rc = pg_db_exec(db, "REPLACE INTO gateway_nodes (node_id, ip, ws_port, internal_port, "
                             "boot_generation, state) VALUES (?,?,?,?,?,'up')", row, 5, NULL, NULL);
-    }
     if (rc == 0)
-        rc = pg_db_exec(db, "DELETE c FROM online_clients c JOIN gateway_nodes n "
+        pg_table_iterate(gw.sessions, reinsert_session, db);
+    return rc;
+}
+
+/* Nodes silent for node_dead_after go, with their online rows.  Only a node
+ * that has itself heartbeated for that long sweeps: after a MySQL outage
+ * every row looks stale, and live nodes need a window to heartbeat again. */
+static int sweep(pg_db *db)
+{
+    pg_db_value dead = PG_DB_INT_VALUE(gw.cfg.node_dead_after);
+    unsigned long long swept = 0;
+    int rc = pg_db_exec(db, "DELETE c FROM online_clients c JOIN gateway_nodes n "
                             "ON c.node_ip = n.ip AND c.node_port = n.internal_port "
                             "WHERE n.heartbeat_at < CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND",
                         &dead, 1, &swept, NULL);
@@ -153,7 +177,29 @@ static void heartbeat(int64_t timer_id, void *arg)
     if (swept > 0)
         pg_notice("swept %llu online row(s) of nodes silent for over %lld s", swept,
                   gw.cfg.node_dead_after);
+    return rc;
+}
+
+static void heartbeat(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    static time_t healthy_since;   /* first good heartbeat after the last failure */
+    pg_db *db = gw_db();
+    pg_db_value id = PG_DB_STR_VALUE(gw.node_id);
+    unsigned long long touched = 0;
+    int rc = db ? pg_db_exec(db, "UPDATE gateway_nodes SET heartbeat_at = CURRENT_TIMESTAMP(3) "
+                                 "WHERE node_id = ?", &id, 1, &touched, NULL) : -1;
+    if (rc == 0 && touched == 0)
+        rc = register_again(db);
+    time_t now = time(NULL);
     if (rc < 0)
+        healthy_since = 0;
+    else if (healthy_since == 0)
+        healthy_since = now;
+    if (rc == 0 && now - healthy_since >= gw.cfg.node_dead_after)
+        rc = sweep(db);
+    if (rc < 0 && db)
         pg_warn("node heartbeat: %s", pg_db_error(db));
     gw_mysql_result(rc == 0);
 }

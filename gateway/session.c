@@ -114,19 +114,36 @@ static void free_pending(pending_ack *p)
     free(p->payload);
 }
 
-/* Everything still unacknowledged that is not already stored goes back. */
-static void store_unacked(const char *uuid, pending_ack *items, size_t n)
+static void store_batch(const char *uuid, json_t *list)
 {
-    json_t *list = json_array();
-    for (size_t i = 0; i < n; i++)
-        if (!items[i].from_offline)
-            json_array_append_new(list, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id",
-                                                  items[i].id, "payload", items[i].payload));
     if (json_array_size(list) == 0) {
         json_decref(list);
         return;
     }
-    gw_task(json_pack("{s:s,s:o}", "op", "store", "items", list), 0);
+    size_t n = json_array_size(list);
+    if (gw_task(json_pack("{s:s,s:o}", "op", "store", "items", list), 0) < 0)
+        pg_error("%zu unacknowledged message(s) to %s could not be handed to a task worker", n, uuid);
+}
+
+/* Everything still unacknowledged that is not already stored goes back, in
+ * tasks of at most about package_max_length bytes each. */
+static void store_unacked(const char *uuid, pending_ack *items, size_t n)
+{
+    json_t *list = json_array();
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].from_offline)
+            continue;
+        json_array_append_new(list, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id",
+                                              items[i].id, "payload", items[i].payload));
+        bytes += strlen(items[i].payload) + strlen(items[i].id) + 64;
+        if (bytes > gw.server_cfg.package_max_length) {
+            store_batch(uuid, list);
+            list = json_array();
+            bytes = 0;
+        }
+    }
+    store_batch(uuid, list);
 }
 
 static int expire_session_acks(uint64_t id, void *value, void *arg)

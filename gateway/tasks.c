@@ -44,10 +44,9 @@ pg_db *gw_db(void)
                       .connect_timeout_s = 3, .read_timeout_s = 10, .write_timeout_s = 10};
     char err[256];
     gw.db = pg_db_open(&c, err, sizeof(err));
-    if (!gw.db) {
+    if (!gw.db)
         pg_error("MySQL: %s", err);
-        gw_mysql_result(0);
-    }
+    gw_mysql_result(gw.db != NULL);
     return gw.db;
 }
 
@@ -171,13 +170,60 @@ static void finish(json_t *result)
 
 /* ---- sessions ---- */
 
+/* Stored messages go out in pages that fit a task result: a browser with a
+ * large backlog gets them page after page, oldest first. */
+typedef struct {
+    json_t *messages;
+    size_t bytes, budget;
+    long long last_id;
+    int more;
+} offline_page;
+
 static int collect_offline(void *arg, const pg_db_value *cols, int ncols)
 {
-    if (ncols < 2 || cols[0].type != PG_DB_STRING || cols[1].type != PG_DB_STRING)
+    offline_page *p = arg;
+    if (ncols < 3 || cols[0].type != PG_DB_INT || cols[1].type != PG_DB_STRING ||
+        cols[2].type != PG_DB_STRING)
         return 0;
-    json_array_append_new(arg, json_pack("{s:s%,s:s%}", "msg_id", cols[0].s, cols[0].len,
-                                         "payload", cols[1].s, cols[1].len));
+    if (p->bytes > 0 && p->bytes + cols[2].len > p->budget) {
+        p->more = 1;
+        return 1;
+    }
+    json_array_append_new(p->messages, json_pack("{s:s%,s:s%}", "msg_id", cols[1].s, cols[1].len,
+                                                 "payload", cols[2].s, cols[2].len));
+    p->bytes += cols[2].len + cols[1].len;
+    p->last_id = cols[0].i;
     return 0;
+}
+
+#define OFFLINE_PAGE_ROWS 500
+
+/* One page of uuid's stored messages after id `after`, marked delivered. */
+static int read_offline_page(const char *uuid, long long after, offline_page *p)
+{
+    p->budget = gw.server_cfg.package_max_length;
+    p->last_id = after;
+    pg_db_value q[] = {PG_DB_STR_VALUE(uuid), PG_DB_INT_VALUE(after)};
+    long long rows = pg_db_query(gw.db, "SELECT id, msg_id, payload FROM offline_messages "
+                                        "WHERE uuid = ? AND id > ? AND acked_at IS NULL "
+                                        "ORDER BY id LIMIT 500", q, 2, collect_offline, p);
+    if (rows < 0)
+        return -1;
+    if (rows == OFFLINE_PAGE_ROWS)
+        p->more = 1;
+    if (json_array_size(p->messages) == 0)
+        return 0;
+    pg_db_value upto[] = {PG_DB_STR_VALUE(uuid), PG_DB_INT_VALUE(after), PG_DB_INT_VALUE(p->last_id)};
+    return exec_sql("UPDATE offline_messages SET delivered_at = CURRENT_TIMESTAMP(3) "
+                    "WHERE uuid = ? AND id > ? AND id <= ? AND delivered_at IS NULL", upto, 3);
+}
+
+static void answer_page(const char *op, json_int_t session, const char *uuid, int code,
+                        offline_page *p)
+{
+    finish(json_pack("{s:s,s:I,s:s,s:i,s:o,s:b,s:I}", "op", op, "session", session, "uuid",
+                     uuid ? uuid : "", "code", code, "offline", p->messages, "more", p->more,
+                     "after", (json_int_t)p->last_id));
 }
 
 static void op_register(json_t *task)
@@ -185,24 +231,28 @@ static void op_register(json_t *task)
     json_int_t session = json_integer_value(json_object_get(task, "session"));
     const char *uuid = json_string_value(json_object_get(task, "uuid"));
     const char *client_id = json_string_value(json_object_get(task, "client_id"));
-    json_t *offline = json_array();
+    offline_page page = {.messages = json_array()};
     int code = GW_ERR_INTERNAL;
     if (uuid && client_id) {
         pg_db_value reg[] = {PG_DB_STR_VALUE(client_id), PG_DB_STR_VALUE(uuid),
                              PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.internal_port),
                              PG_DB_INT_VALUE((long long)session)};
-        pg_db_value who = PG_DB_STR_VALUE(uuid);
         if (exec_sql("REPLACE INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
                      "VALUES (?,?,?,?,?)", reg, 5) == 0 &&
-            pg_db_query(gw.db, "SELECT msg_id, payload FROM offline_messages WHERE uuid = ? "
-                               "AND acked_at IS NULL ORDER BY id LIMIT 1000",
-                        &who, 1, collect_offline, offline) >= 0 &&
-            exec_sql("UPDATE offline_messages SET delivered_at = CURRENT_TIMESTAMP(3) "
-                     "WHERE uuid = ? AND delivered_at IS NULL", &who, 1) == 0)
+            read_offline_page(uuid, 0, &page) == 0)
             code = GW_OK;
     }
-    finish(json_pack("{s:s,s:I,s:s,s:i,s:o}", "op", "registered", "session", session, "uuid",
-                     uuid ? uuid : "", "code", code, "offline", offline));
+    answer_page("registered", session, uuid, code, &page);
+}
+
+static void op_offline_page(json_t *task)
+{
+    json_int_t session = json_integer_value(json_object_get(task, "session"));
+    const char *uuid = json_string_value(json_object_get(task, "uuid"));
+    json_int_t after = json_integer_value(json_object_get(task, "after"));
+    offline_page page = {.messages = json_array()};
+    int code = uuid && gw_db() && read_offline_page(uuid, after, &page) == 0 ? GW_OK : GW_ERR_INTERNAL;
+    answer_page("offline_page", session, uuid, code, &page);
 }
 
 static void op_unregister(json_t *task)
@@ -321,6 +371,36 @@ static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t 
     return 0;
 }
 
+/* A browser that registered between the lookup and the store may have read
+ * its offline messages before the store's insert: look again, and push to
+ * sessions found now.  The message stays stored and the push says so, so
+ * the browser's ACK deletes it; at worst the browser sees it twice. */
+static int recheck_stored(json_t *store, json_t *local, json_t *remote)
+{
+    if (json_array_size(store) == 0)
+        return 0;
+    json_t *again = json_array(), *found = json_array(), *none = json_array();
+    size_t i;
+    json_t *it;
+    json_array_foreach(store, i, it)
+        json_array_append_new(again, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(it, "uuid"),
+                                               "id", json_object_get(it, "msg_id"), "payload",
+                                               json_object_get(it, "payload")));
+    route_rows rows = {.by_uuid = json_object()};
+    int rc = lookup_routes(again, &rows);
+    if (rc == 0)
+        split_targets(again, &rows, found, remote, none);
+    json_array_foreach(found, i, it) {
+        json_object_set_new(it, "stored", json_true());
+        json_array_append(local, it);
+    }
+    json_decref(again);
+    json_decref(found);
+    json_decref(none);
+    json_decref(rows.by_uuid);
+    return rc;
+}
+
 static void op_route(json_t *task)
 {
     json_t *items = json_object_get(task, "items");
@@ -334,7 +414,8 @@ static void op_route(json_t *task)
     if (valid <= 0)
         code = valid < 0 ? GW_ERR_INTERNAL : GW_ERR_BAD_TOKEN;
     else if (!gw_db() || lookup_routes(items, &rows) < 0 ||
-             split_targets(items, &rows, local, remote, store) < 0 || store_items(store) < 0)
+             split_targets(items, &rows, local, remote, store) < 0 || store_items(store) < 0 ||
+             recheck_stored(store, local, remote) < 0)
         code = GW_ERR_INTERNAL;
     json_object_set_new(result, "code", json_integer(code));
     json_object_set_new(result, "local", local);
@@ -367,6 +448,8 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
         op_route(task);
     else if (strcmp(op, "register") == 0)
         op_register(task);
+    else if (strcmp(op, "offline_page") == 0)
+        op_offline_page(task);
     else if (strcmp(op, "unregister") == 0)
         op_unregister(task);
     else if (strcmp(op, "ack") == 0)

@@ -427,9 +427,6 @@ def test_work_order_with_1000_targets(gateways, stack):
         db_exec(stack, "DELETE FROM offline_messages WHERE uuid LIKE %s", (tag + "-%",))
 
 
-@pytest.mark.xfail(reason="GATEWAY BUG: a work order whose routing task outgrows the IPC limit "
-                          "(package_max_length + 64K) gets no reply frame at all: gw_task fails "
-                          "and internal.c send_message ignores it", strict=False)
 def test_work_order_expanding_past_the_ipc_limit_gets_a_reply(gw, stack, internal):
     """The request (about 50 KB) fits in package_max_length (64K); the route
     task built from it (every target's event JSON, escaped) is over 128 KB.
@@ -450,10 +447,6 @@ def test_work_order_expanding_past_the_ipc_limit_gets_a_reply(gw, stack, interna
     assert r["code"] != 0 or r["stored"] == 1000, r
 
 
-@pytest.mark.xfail(reason="GATEWAY BUG: a browser whose offline backlog is bigger than the IPC "
-                          "limit (package_max_length + 64K) never gets ONLINE nor its messages: "
-                          "op_register's answer cannot be sent ('could not answer a task'), yet "
-                          "its online_clients row is there", strict=False)
 def test_registration_with_a_big_offline_backlog_gets_online(gw, stack, internal):
     """tasks.c op_register returns up to 1000 offline payloads in one task
     result, with no byte limit; 20 stored work orders of 8 KB (each far
@@ -638,9 +631,6 @@ def test_ack_after_ack_timeout_deletes_the_stored_row(gw, stack, internal):
     run(go())
 
 
-@pytest.mark.xfail(reason="GATEWAY BUG: a work order routed while its target is registering is "
-                          "stored after the registration read offline_messages: the browser is "
-                          "online but never gets it (until it reconnects)", strict=False)
 def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
     """tasks.c: op_route reads online_clients (no row yet) and then INSERTs into
     offline_messages; op_register REPLACEs the online row and then SELECTs the
@@ -686,7 +676,8 @@ def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
             c.close()
         if not registered:
             continue     # the registration queued behind the blocked route: try again
-        ok_reply(reply, "race-1", stored=1)
+        # stored, and pushed too once the second look found the new session
+        ok_reply(reply, "race-1", delivered=1, stored=1)
         assert got[0]["event"] == "ONLINE"
         assert worksheet_event({"r": 1}, "race-1") in got, (
             "online browser never got the stored work order; offline_messages: %r"
@@ -1111,8 +1102,6 @@ def test_http_static_files(gw):
         assert b"root:" not in body
 
 
-@pytest.mark.xfail(reason="GATEWAY BUG: responses to HEAD carry the body (browser.c "
-                          "http_reply ignores the method)", strict=False)
 def test_http_head_has_no_body(gw):
     r = Raw(gw.port)
     try:
@@ -1129,9 +1118,6 @@ def test_http_head_has_no_body(gw):
         r.close()
 
 
-@pytest.mark.xfail(reason="GATEWAY BUG: /stats mysql.ok and pushgate_mysql_up stay false/0 after "
-                          "a start until the first node heartbeat (tasks.c gw_tasks_start opens "
-                          "MySQL without gw_mysql_result(1))", strict=False)
 def test_stats_mysql_ok_right_after_start(gateways):
     g = gateways(node_heartbeat_interval=60)
     st = json.loads(http_get(g.port, "/stats")[2])
@@ -1186,10 +1172,6 @@ def test_node_swept_while_alive_registers_again(gw, stack):
     assert row[:3] == (HOST, gw.port, gw.internal_port) and row[4] == "up"
 
 
-@pytest.mark.xfail(reason="GATEWAY BUG: a node swept while alive registers again with its "
-                          "boot_generation cut to PG_SESSION_GENERATION_BITS (node.c heartbeat() "
-                          "writes gw.generation, the masked value, where gw_node_register wrote "
-                          "the full one)", strict=False)
 def test_node_swept_while_alive_keeps_its_boot_generation(gw, stack):
     db_exec(stack, "DELETE FROM gateway_nodes WHERE node_id = %s", (gw.node_id,))
     row = wait_until(lambda: node_row(stack, gw.node_id), 5, interval=0.1,
@@ -1238,9 +1220,6 @@ def test_restart_after_crash_takes_next_generation_and_clears_old_rows(gateways,
     run(serves())
 
 
-@pytest.mark.xfail(reason="GATEWAY BUG: a clean stop deletes the gateway_nodes row, so a start "
-                          "within the same second takes the same boot generation (time(NULL)) and "
-                          "hands out the same session ids and client_ids again", strict=False)
 def test_clean_restart_within_a_second_takes_a_new_generation(gateways, stack):
     """node.c gw_node_register: generation = previous + 1 only while the row
     exists; gw_node_unregister deletes it at a clean stop, and the fallback is
@@ -1384,11 +1363,6 @@ def test_mysql_restart_while_running(gw, stack, internal):
     assert node_row(stack, gw.node_id)[4] == "up"
 
 
-@pytest.mark.xfail(reason="GATEWAY BUG: after a MySQL outage longer than node_dead_after the first "
-                          "node to heartbeat sweeps the other nodes' online_clients rows; the swept "
-                          "node registers its gateway_nodes row again but not its live sessions, so "
-                          "its connected browsers get nothing more (work orders are stored) until "
-                          "they reconnect", strict=False)
 def test_mysql_outage_longer_than_node_dead_after_keeps_clients_routable(gateways, stack):
     """node.c heartbeat(): UPDATE own row, then DELETE online_clients of every
     node whose heartbeat_at is older than node_dead_after.  After an outage
