@@ -84,9 +84,9 @@ $(OUT)/tests/%: tests/unit/%.c $(LIBS_OWN)
 
 # Each daemon folder holds main.c plus its own modules.
 .SECONDEXPANSION:
-$(OUT)/bin/pushgate-%: $$(foreach f,$$(wildcard $$*/*.c),$(OUT)/obj/$$(basename $$(f)).o) $(COMMON_LIB)
+$(OUT)/bin/pushgate-%: $$(foreach f,$$(wildcard $$*/*.c),$(OUT)/obj/$$(basename $$(f)).o) $(LIBS_OWN)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
+	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LIBS_OWN) $(LDFLAGS) $(LIBS)
 
 deps:
 	@scripts/install-deps --check >/dev/null 2>&1 || scripts/install-deps
