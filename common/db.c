@@ -212,6 +212,29 @@ static void db_free(pg_db *db)
     free(db);
 }
 
+#define D(field) offsetof(pg_db_settings, field)
+
+const pg_conf_def pg_db_conf_defs[] = {
+    {"mysql_host", PG_CONF_STRING, D(host), "127.0.0.1", 0, 0, NULL, "MySQL/MariaDB host"},
+    {"mysql_port", PG_CONF_INT, D(port), "3306", 1, 65535, NULL, "MySQL/MariaDB port"},
+    {"mysql_socket", PG_CONF_STRING, D(socket), "", 0, 0, NULL,
+     "Unix socket instead of host and port (empty: TCP)"},
+    {"mysql_user", PG_CONF_STRING, D(user), "pushgate", 0, 0, NULL, "MySQL user"},
+    {"mysql_password", PG_CONF_STRING, D(password), "", 0, 0, NULL, "MySQL password"},
+    {"mysql_database", PG_CONF_STRING, D(database), "pushgate", 0, 0, NULL, "database"},
+};
+const size_t pg_db_conf_ndefs = sizeof(pg_db_conf_defs) / sizeof(pg_db_conf_defs[0]);
+
+pg_db *pg_db_connect(const pg_db_settings *s, unsigned connect_timeout_s, unsigned io_timeout_s,
+                     char *err, size_t errlen)
+{
+    pg_db_config c = {.host = s->host, .port = (int)s->port, .socket = s->socket,
+                      .user = s->user, .password = s->password, .database = s->database,
+                      .connect_timeout_s = connect_timeout_s, .read_timeout_s = io_timeout_s,
+                      .write_timeout_s = io_timeout_s};
+    return pg_db_open(&c, err, errlen);
+}
+
 pg_db *pg_db_open(const pg_db_config *cfg, char *err, size_t errlen)
 {
     if (err && errlen)

@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include "config.h"
+
 typedef struct pg_db pg_db;
 
 typedef struct {
@@ -36,6 +38,24 @@ typedef struct {
 
 #define PG_DB_INT_VALUE(v) ((pg_db_value){.type = PG_DB_INT, .i = (v)})
 #define PG_DB_STR_VALUE(str) ((pg_db_value){.type = PG_DB_STRING, .s = (str), .len = strlen(str)})
+
+/* The mysql_* settings every pushgate program shares; add pg_db_conf_defs
+ * as one of its pg_conf_tables. */
+typedef struct {
+    char *host;
+    long long port;
+    char *socket;
+    char *user;
+    char *password;
+    char *database;
+} pg_db_settings;
+
+extern const pg_conf_def pg_db_conf_defs[];
+extern const size_t pg_db_conf_ndefs;
+
+/* pg_db_open with those settings; io_timeout_s bounds each read and write. */
+pg_db *pg_db_connect(const pg_db_settings *s, unsigned connect_timeout_s, unsigned io_timeout_s,
+                     char *err, size_t errlen);
 
 /* Connects (utf8mb4). NULL with a message in err when it cannot. */
 pg_db *pg_db_open(const pg_db_config *cfg, char *err, size_t errlen);

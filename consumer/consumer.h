@@ -30,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "db.h"
+
 struct event_base;
 struct redisReply;
 
@@ -47,12 +49,6 @@ typedef struct {
     long long count;
     long long block_ms;
     char *gateways;
-    char *mysql_host;
-    long long mysql_port;
-    char *mysql_socket;
-    char *mysql_user;
-    char *mysql_password;
-    char *mysql_database;
     long long nodes_refresh_ms;
     long long max_in_flight;
     long long reply_timeout_ms;
@@ -259,6 +255,7 @@ typedef struct {
 
 typedef struct {
     cs_settings cfg;
+    pg_db_settings mysql;
     struct event_base *base;
     bool stopping;
     cs_list ready;

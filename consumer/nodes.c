@@ -167,18 +167,13 @@ static void db_failed(void)
 
 static pg_db *open_db(void)
 {
-    pg_db_config c = {.host = cs.cfg.mysql_host, .port = (int)cs.cfg.mysql_port,
-                      .socket = cs.cfg.mysql_socket, .user = cs.cfg.mysql_user,
-                      .password = cs.cfg.mysql_password, .database = cs.cfg.mysql_database,
-                      .connect_timeout_s = DB_TIMEOUT_S, .read_timeout_s = DB_TIMEOUT_S,
-                      .write_timeout_s = DB_TIMEOUT_S};
     char err[256];
-    pg_db *d = pg_db_open(&c, err, sizeof(err));
+    pg_db *d = pg_db_connect(&cs.mysql, DB_TIMEOUT_S, DB_TIMEOUT_S, err, sizeof(err));
     if (!d) {
         db_failed();
         cs_log_limited(&db_log, PG_LOG_WARN,
                        "MySQL %s:%lld unavailable (%s): keeping %zu known gateways; retrying",
-                       cs.cfg.mysql_host, cs.cfg.mysql_port, err, nlive);
+                       cs.mysql.host, cs.mysql.port, err, nlive);
     }
     return d;
 }
@@ -223,8 +218,8 @@ int cs_nodes_start(void)
 {
     if (*cs.cfg.gateways)
         return parse_static();
-    pg_info("gateways: from gateway_nodes in MySQL %s:%lld/%s, every %lld ms", cs.cfg.mysql_host,
-            cs.cfg.mysql_port, cs.cfg.mysql_database, cs.cfg.nodes_refresh_ms);
+    pg_info("gateways: from gateway_nodes in MySQL %s:%lld/%s, every %lld ms", cs.mysql.host,
+            cs.mysql.port, cs.mysql.database, cs.cfg.nodes_refresh_ms);
     refresh();
     refresh_timer = pg_timer_tick((uint32_t)cs.cfg.nodes_refresh_ms, on_refresh, NULL);
     if (refresh_timer < 0) {

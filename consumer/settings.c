@@ -28,13 +28,6 @@ static const pg_conf_def consumer_defs[] = {
      "XREADGROUP waits this long for new entries before asking again"},
     {"gateways", PG_CONF_STRING, C(gateways), "", 0, 0, NULL,
      "static list of gateway internal ports ip:port[,ip:port...] (empty: gateway_nodes in MySQL)"},
-    {"mysql_host", PG_CONF_STRING, C(mysql_host), "127.0.0.1", 0, 0, NULL, "MySQL/MariaDB host"},
-    {"mysql_port", PG_CONF_INT, C(mysql_port), "3306", 1, 65535, NULL, "MySQL/MariaDB port"},
-    {"mysql_socket", PG_CONF_STRING, C(mysql_socket), "", 0, 0, NULL,
-     "Unix socket instead of host and port (empty: TCP)"},
-    {"mysql_user", PG_CONF_STRING, C(mysql_user), "pushgate", 0, 0, NULL, "MySQL user"},
-    {"mysql_password", PG_CONF_STRING, C(mysql_password), "", 0, 0, NULL, "MySQL password"},
-    {"mysql_database", PG_CONF_STRING, C(mysql_database), "pushgate", 0, 0, NULL, "database"},
     {"nodes_refresh_ms", PG_CONF_INT, C(nodes_refresh_ms), "3000", 100, 3600000, NULL,
      "how often the live gateways are read from gateway_nodes (a short blocking query)"},
     {"max_in_flight", PG_CONF_INT, C(max_in_flight), "1000", 1, 1000000, NULL,
@@ -57,8 +50,11 @@ static const pg_conf_def consumer_defs[] = {
     {"log_file", PG_CONF_STRING, C(log_file), "", 0, 0, NULL, "log file (empty: stderr)"},
 };
 
-static pg_conf_table table = {consumer_defs, sizeof(consumer_defs) / sizeof(consumer_defs[0]),
-                              &cs.cfg};
+static pg_conf_table tables[] = {
+    {consumer_defs, sizeof(consumer_defs) / sizeof(consumer_defs[0]), &cs.cfg},
+    {pg_db_conf_defs, 0, &cs.mysql},   /* count set at load: not a constant expression */
+};
+#define NTABLES (sizeof(tables) / sizeof(tables[0]))
 
 /* hostname-pid, when no name was given. */
 static int default_consumer_name(void)
@@ -107,7 +103,8 @@ static int check(void)
 
 int cs_settings_load(int argc, char **argv)
 {
-    int rc = pg_config_from_args(argc, argv, "pushgate-consumer", PG_VERSION, &table, 1);
+    tables[1].ndefs = pg_db_conf_ndefs;
+    int rc = pg_config_from_args(argc, argv, "pushgate-consumer", PG_VERSION, tables, NTABLES);
     if (rc != 0)
         return rc;
     if (check() < 0) {
@@ -119,5 +116,5 @@ int cs_settings_load(int argc, char **argv)
 
 void cs_settings_free(void)
 {
-    pg_config_free(&table, 1);
+    pg_config_free(tables, NTABLES);
 }

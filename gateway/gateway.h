@@ -61,12 +61,6 @@ typedef struct {
     size_t max_header_size;
     long long node_heartbeat_interval;
     long long node_dead_after;
-    char *mysql_host;
-    long long mysql_port;
-    char *mysql_socket;
-    char *mysql_user;
-    char *mysql_password;
-    char *mysql_database;
     char *proxy;                   /* "host:port[,host:port...]", tried in order */
     char *chat_token;              /* app token this node presents when it relays chat */
 } gw_settings;
@@ -87,6 +81,7 @@ typedef struct {
 typedef struct {
     gw_settings cfg;
     pg_server_settings server_cfg;
+    pg_db_settings mysql;
     gw_ws_config ws;
     pg_server *server;
     pg_table *sessions;            /* session id (hex) -> uuid, connected_at */

@@ -50,13 +50,6 @@ static const pg_conf_def gateway_defs[] = {
      "seconds between heartbeats of this node's gateway_nodes row"},
     {"node_dead_after", PG_CONF_INT, G(node_dead_after), "30", 2, 86400, NULL,
      "a node silent this long is swept, with its online_clients rows"},
-    {"mysql_host", PG_CONF_STRING, G(mysql_host), "127.0.0.1", 0, 0, NULL, "MySQL/MariaDB host"},
-    {"mysql_port", PG_CONF_INT, G(mysql_port), "3306", 1, 65535, NULL, "MySQL/MariaDB port"},
-    {"mysql_socket", PG_CONF_STRING, G(mysql_socket), "", 0, 0, NULL,
-     "Unix socket instead of host and port (empty: TCP)"},
-    {"mysql_user", PG_CONF_STRING, G(mysql_user), "pushgate", 0, 0, NULL, "MySQL user"},
-    {"mysql_password", PG_CONF_STRING, G(mysql_password), "", 0, 0, NULL, "MySQL password"},
-    {"mysql_database", PG_CONF_STRING, G(mysql_database), "pushgate", 0, 0, NULL, "database"},
     {"proxy", PG_CONF_STRING, G(proxy), "", 0, 0, NULL,
      "proxies for cross-node pushes, ip:port[,ip:port...] tried in order (empty: store instead)"},
     {"chat_token", PG_CONF_STRING, G(chat_token), "", 0, 0, NULL,
@@ -185,8 +178,10 @@ int main(int argc, char **argv)
     pg_conf_table tables[] = {
         {pg_server_conf_defs, pg_server_conf_ndefs, &gw.server_cfg},
         {gateway_defs, sizeof(gateway_defs) / sizeof(gateway_defs[0]), &gw.cfg},
+        {pg_db_conf_defs, pg_db_conf_ndefs, &gw.mysql},
     };
-    int rc = pg_daemon_init(argc, argv, "pushgate-gateway", tables, 2);
+    size_t ntables = sizeof(tables) / sizeof(tables[0]);
+    int rc = pg_daemon_init(argc, argv, "pushgate-gateway", tables, ntables);
     if (rc != 0)
         return rc < 0 ? 2 : 0;
     pg_server_callbacks cb = {.on_start = on_start, .on_stop = on_stop, .on_receive = on_receive,
@@ -206,6 +201,6 @@ int main(int argc, char **argv)
     pg_table_destroy(gw.sessions);
     if (gw.counters)
         pg_shm_free(gw.counters, sizeof(*gw.counters));
-    pg_daemon_done(tables, 2);
+    pg_daemon_done(tables, ntables);
     return rc;
 }

@@ -43,14 +43,10 @@ static void pick_node_ip(void)
 
 static pg_db *open_db(void)
 {
-    pg_db_config c = {.host = gw.cfg.mysql_host, .port = (int)gw.cfg.mysql_port,
-                      .socket = gw.cfg.mysql_socket, .user = gw.cfg.mysql_user,
-                      .password = gw.cfg.mysql_password, .database = gw.cfg.mysql_database,
-                      .connect_timeout_s = 5, .read_timeout_s = 10, .write_timeout_s = 10};
     char err[256];
-    pg_db *db = pg_db_open(&c, err, sizeof(err));
+    pg_db *db = pg_db_connect(&gw.mysql, 5, 10, err, sizeof(err));
     if (!db)
-        pg_error("MySQL %s:%lld: %s", gw.cfg.mysql_host, gw.cfg.mysql_port, err);
+        pg_error("MySQL %s:%lld: %s", gw.mysql.host, gw.mysql.port, err);
     return db;
 }
 

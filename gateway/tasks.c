@@ -38,12 +38,8 @@ pg_db *gw_db(void)
 {
     if (gw.db)
         return gw.db;
-    pg_db_config c = {.host = gw.cfg.mysql_host, .port = (int)gw.cfg.mysql_port,
-                      .socket = gw.cfg.mysql_socket, .user = gw.cfg.mysql_user,
-                      .password = gw.cfg.mysql_password, .database = gw.cfg.mysql_database,
-                      .connect_timeout_s = 3, .read_timeout_s = 10, .write_timeout_s = 10};
     char err[256];
-    gw.db = pg_db_open(&c, err, sizeof(err));
+    gw.db = pg_db_connect(&gw.mysql, 3, 10, err, sizeof(err));
     if (!gw.db)
         pg_error("MySQL: %s", err);
     gw_mysql_result(gw.db != NULL);

@@ -32,13 +32,6 @@ static const pg_conf_def proxy_defs[] = {
     {"host", PG_CONF_STRING, P(host), "127.0.0.1", 0, 0, NULL, "address gateways connect to"},
     {"port", PG_CONF_INT, P(port), "9701", 1, 65535, NULL,
      "port of length-prefixed /chat/push-local frames from gateways"},
-    {"mysql_host", PG_CONF_STRING, P(mysql_host), "127.0.0.1", 0, 0, NULL, "MySQL/MariaDB host"},
-    {"mysql_port", PG_CONF_INT, P(mysql_port), "3306", 1, 65535, NULL, "MySQL/MariaDB port"},
-    {"mysql_socket", PG_CONF_STRING, P(mysql_socket), "", 0, 0, NULL,
-     "Unix socket instead of host and port (empty: TCP)"},
-    {"mysql_user", PG_CONF_STRING, P(mysql_user), "pushgate", 0, 0, NULL, "MySQL user"},
-    {"mysql_password", PG_CONF_STRING, P(mysql_password), "", 0, 0, NULL, "MySQL password"},
-    {"mysql_database", PG_CONF_STRING, P(mysql_database), "pushgate", 0, 0, NULL, "database"},
     {"nodes_refresh_ms", PG_CONF_INT, P(nodes_refresh_ms), "2000", 100, 3600000, NULL,
      "how often each worker rereads gateway_nodes (through a task worker)"},
     {"reply_timeout_ms", PG_CONF_INT, P(reply_timeout_ms), "3000", 100, 600000, NULL,
@@ -118,8 +111,10 @@ int main(int argc, char **argv)
     pg_conf_table tables[] = {
         {pg_server_conf_defs, pg_server_conf_ndefs, &px.server_cfg},
         {proxy_defs, sizeof(proxy_defs) / sizeof(proxy_defs[0]), &px.cfg},
+        {pg_db_conf_defs, pg_db_conf_ndefs, &px.mysql},
     };
-    int rc = pg_daemon_init(argc, argv, "pushgate-proxy", tables, 2);
+    size_t ntables = sizeof(tables) / sizeof(tables[0]);
+    int rc = pg_daemon_init(argc, argv, "pushgate-proxy", tables, ntables);
     if (rc != 0)
         return rc < 0 ? 2 : 0;
     pg_server_callbacks cb = {.on_start = on_start, .on_stop = on_stop, .on_receive = on_receive,
@@ -132,6 +127,6 @@ int main(int argc, char **argv)
     pg_server_free(px.server);
     px_nodes_free();
     px_stats_free();
-    pg_daemon_done(tables, 2);
+    pg_daemon_done(tables, ntables);
     return rc;
 }

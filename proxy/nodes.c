@@ -47,15 +47,10 @@ json_t *px_nodes_json(void)
 
 static pg_db *open_db(unsigned connect_timeout_s)
 {
-    pg_db_config c = {.host = px.cfg.mysql_host, .port = (int)px.cfg.mysql_port,
-                      .socket = px.cfg.mysql_socket, .user = px.cfg.mysql_user,
-                      .password = px.cfg.mysql_password, .database = px.cfg.mysql_database,
-                      .connect_timeout_s = connect_timeout_s, .read_timeout_s = 10,
-                      .write_timeout_s = 10};
     char err[256];
-    pg_db *db = pg_db_open(&c, err, sizeof(err));
+    pg_db *db = pg_db_connect(&px.mysql, connect_timeout_s, 10, err, sizeof(err));
     if (!db)
-        pg_error("MySQL %s:%lld: %s", px.cfg.mysql_host, px.cfg.mysql_port, err);
+        pg_error("MySQL %s:%lld: %s", px.mysql.host, px.mysql.port, err);
     return db;
 }
 

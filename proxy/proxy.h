@@ -39,12 +39,6 @@ enum {
 typedef struct {
     char *host;
     long long port;
-    char *mysql_host;
-    long long mysql_port;
-    char *mysql_socket;
-    char *mysql_user;
-    char *mysql_password;
-    char *mysql_database;
     long long nodes_refresh_ms;
     long long reply_timeout_ms;
     long long max_in_flight;
@@ -66,6 +60,7 @@ typedef struct {
 typedef struct {
     px_settings cfg;
     pg_server_settings server_cfg;
+    pg_db_settings mysql;
     pg_server *server;
     px_counters *counters;
     pg_db *db;                      /* task workers only */
