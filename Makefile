@@ -52,6 +52,8 @@ DAEMON_DIRS := $(filter gateway proxy consumer ctl,$(patsubst %/,%,$(dir $(wildc
 DAEMON_BIN  := $(DAEMON_DIRS:%=$(OUT)/bin/pushgate-%)
 
 .PHONY: all test unit e2e bench demo install clean deps
+# Keep objects between builds (make would delete them as intermediates).
+.SECONDARY:
 
 all: $(COMMON_LIB) $(GATEWAY_LIB) $(EXAMPLE_BIN) $(BENCH_BIN) $(UNIT_BIN) $(DAEMON_BIN)
 
