@@ -1,12 +1,19 @@
 #!/usr/bin/python3
-"""make demo: runs what pushgate has so far on this machine, until Ctrl-C.
+"""make demo: the whole system on this machine, until Ctrl-C.
 
-Starts a throw-away MariaDB and Redis (tests/fixture.py, schema loaded) and
-the engine's two example servers, then prints how to talk to them.  Ctrl-C
-(or SIGTERM) stops everything it started, by PID, and removes the temporary
-folder.  The gateway, proxy and consumer join this demo as they are built.
+Starts a throw-away MariaDB and Redis (tests/fixture.py, schema loaded), two
+gateway nodes (9501 and 9502, internal ports 9601 and 9602), the proxy (9701)
+and the consumer, then a producer that publishes a sample work order to a
+random demo agent every few seconds.  It prints, for each demo agent, a
+WebSocket URL with a valid token.  Ctrl-C (or SIGTERM) stops everything it
+started, by PID, and removes the temporary folder.
 """
+import base64
+import hashlib
+import hmac
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,40 +24,74 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from fixture import Stack  # noqa: E402
 
 BIN = os.environ.get("PG_BIN", os.path.join(ROOT, "build", "release", "bin"))
+SECRET = "demo-secret-change-me-0123456789"
+APP_TOKEN = "demo-app-token"
+AGENTS = ["agent-1", "agent-2", "agent-3"]
+PUBLISH_EVERY_S = 4
+
+
+def start(args, env):
+    return subprocess.Popen([os.path.join(BIN, args[0])] + args[1:], env=env)
+
+
+def gateway(n, env):
+    return start(["pushgate-gateway", "-c", os.path.join(ROOT, "config", "gateway.ini"),
+                  "--set", f"port={9500 + n}", "--set", f"internal_port={9600 + n}",
+                  "--set", "advertised_ip=127.0.0.1", "--set", f"jwt_secret={SECRET}",
+                  "--set", "proxy=127.0.0.1:9701", "--set", f"chat_token={APP_TOKEN}",
+                  "--set", "log_level=notice"], env)
+
+
+def token(uuid, ttl=86400):
+    """An HS256 JWT for uuid with the demo secret."""
+    enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = enc(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = enc(json.dumps({"sub": uuid, "exp": int(time.time()) + ttl}).encode())
+    sig = enc(hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
+def publish(stack):
+    agent = random.choice(AGENTS)
+    msg = {"url": "/worksheet/send-message", "chat_token": APP_TOKEN,
+           "data": [{"uuid": agent, "data": {"type": "new_worksheet_to_deal",
+                                             "infos": "你有一条新工单待处理 (%s)" % time.strftime("%H:%M:%S")}}]}
+    entry = stack.redis().xadd("pushgate:worksheets", {"msg": json.dumps(msg, ensure_ascii=False)})
+    print(f"published work order {entry} for {agent}", flush=True)
 
 
 def main():
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     with Stack() as stack:
+        stack.add_app(APP_TOKEN, "demo")
         env = dict(os.environ, **stack.env())
-        servers = [
-            subprocess.Popen([os.path.join(BIN, "echo_server"), "-c",
-                              os.path.join(ROOT, "config", "echo_server.ini"),
-                              "--set", "open_eof_split=true", "--set", "package_eof=\\n",
-                              "--set", "line_port=9811"], env=env),
-            subprocess.Popen([os.path.join(BIN, "task_server"), "-c",
-                              os.path.join(ROOT, "config", "task_server.ini"),
-                              "--set", "open_eof_split=true", "--set", "package_eof=\\n"], env=env),
-        ]
-        print(f"""
-pushgate demo is running (Ctrl-C stops it).
-  MariaDB  127.0.0.1:{stack.mysql_port}  user/password/database: pushgate
-  Redis    127.0.0.1:{stack.redis_port}
-  echo server  127.0.0.1:9801  lines in, lines out; try: printf 'hello\\npid\\nstats\\n' | nc -q1 127.0.0.1 9801
-  line hook    127.0.0.1:9811  the protocol hook; replies 'line: ...'; 'quit' says bye
-  task server  127.0.0.1:9802  each line goes through a task worker; 'fire TEXT' logs an event
-Reload the workers: kill -USR1 {servers[0].pid}
-""", flush=True)
+        procs = [gateway(1, env), gateway(2, env),
+                 start(["pushgate-proxy", "-c", os.path.join(ROOT, "config", "proxy.ini"),
+                        "--set", "log_level=notice"], env),
+                 start(["pushgate-consumer", "-c", os.path.join(ROOT, "config", "consumer.ini"),
+                        "--set", "log_level=notice"], env)]
+        time.sleep(1)
+        print("\npushgate demo is running (Ctrl-C stops it).")
+        print(f"  MariaDB 127.0.0.1:{stack.mysql_port} (user/password/database: pushgate), "
+              f"Redis 127.0.0.1:{stack.redis_port}")
+        print("  gateways: http://127.0.0.1:9501/stats and http://127.0.0.1:9502/stats")
+        for i, agent in enumerate(AGENTS):
+            print(f"  {agent}: ws://127.0.0.1:{9501 + i % 2}/ws?token={token(agent)}")
+        print(f"  a work order is published every {PUBLISH_EVERY_S} s\n", flush=True)
         try:
-            while not stopping and all(p.poll() is None for p in servers):
-                time.sleep(0.5)
+            next_publish = time.time() + 2
+            while not stopping and all(p.poll() is None for p in procs):
+                if time.time() >= next_publish:
+                    publish(stack)
+                    next_publish = time.time() + PUBLISH_EVERY_S
+                time.sleep(0.2)
         except KeyboardInterrupt:
             pass
-        for p in servers:
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in servers:
+        for p in procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
