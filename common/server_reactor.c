@@ -285,6 +285,12 @@ int pg_conn_dispatch(pg_conn *c, const char *data, size_t len)
     pg_shm_stats *st = r->s->stats;
     int w = choose_worker(r, c);
     pg_ipc_header h = {.id = c->session, .type = PG_IPC_RECEIVE, .listener = c->listener};
+    if (pg_ipc_channel_closed(r->workers[w])) {
+        /* The workers are gone: the server is stopping. Keep the connection,
+         * so it is closed properly (a protocol's goodbye) with the rest. */
+        pg_debug("session %llx: packet dropped, the server is stopping", (unsigned long long)c->session);
+        return 0;
+    }
     atomic_fetch_add_explicit(&st->workers[w].queued, 1, memory_order_relaxed);
     if (pg_ipc_send(r->workers[w], &h, data, len) < 0) {
         pg_queued_done(&st->workers[w]);

@@ -209,6 +209,20 @@ void gw_internal_store_then_finish(json_t *routed, json_t *items)
     gw_task(json_pack("{s:s,s:o,s:O}", "op", "store", "items", items, "ctx", routed), 0);
 }
 
+/* Local sessions get the event now; "stored" ones are in offline_messages
+ * too, so their ACK deletes the stored copy. */
+static void push_local_targets(json_t *local)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(local, i, t)
+        gw_push((pg_session_id)json_integer_value(json_object_get(t, "session")),
+                json_string_value(json_object_get(t, "uuid")),
+                json_string_value(json_object_get(t, "id")),
+                json_string_value(json_object_get(t, "payload")),
+                json_is_true(json_object_get(t, "stored")));
+}
+
 /* The route is known: local sessions get the event now, remote ones go to
  * the proxy (or are stored when that is impossible). */
 void gw_internal_routed(json_t *r)
@@ -222,14 +236,7 @@ void gw_internal_routed(json_t *r)
         finish_routed(r);
         return;
     }
-    size_t i;
-    json_t *t;
-    json_array_foreach(local, i, t)
-        gw_push((pg_session_id)json_integer_value(json_object_get(t, "session")),
-                json_string_value(json_object_get(t, "uuid")),
-                json_string_value(json_object_get(t, "id")),
-                json_string_value(json_object_get(t, "payload")),
-                json_is_true(json_object_get(t, "stored")));
+    push_local_targets(local);
     json_object_set_new(r, "delivered", json_integer((json_int_t)json_array_size(local)));
     if (json_array_size(remote) == 0) {
         finish_routed(r);
@@ -243,6 +250,9 @@ void gw_internal_routed(json_t *r)
 void gw_internal_stored(json_t *r)
 {
     json_t *routed = json_object_get(r, "ctx");
+    push_local_targets(json_object_get(r, "local"));
+    if (!json_is_object(routed))
+        return;   /* a store nobody waits for */
     if (json_integer_value(json_object_get(r, "code")) != GW_OK)
         json_object_set_new(routed, "code", json_integer(GW_ERR_INTERNAL));
     json_object_set_new(routed, "stored",

@@ -32,6 +32,7 @@ typedef struct {
 } pending_ack;
 
 typedef struct {
+    pg_session_id session;
     char uuid[GW_UUID_MAX + 1];      /* "" until authenticated */
     int64_t auth_timer;
     pending_ack *pending;
@@ -114,20 +115,23 @@ static void free_pending(pending_ack *p)
     free(p->payload);
 }
 
-static void store_batch(const char *uuid, json_t *list)
+static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away)
 {
     if (json_array_size(list) == 0) {
         json_decref(list);
         return;
     }
     size_t n = json_array_size(list);
-    if (gw_task(json_pack("{s:s,s:o}", "op", "store", "items", list), 0) < 0)
+    if (gw_task(json_pack("{s:s,s:o,s:I}", "op", "store", "items", list, "keep_away",
+                          (json_int_t)keep_away), 0) < 0)
         pg_error("%zu unacknowledged message(s) to %s could not be handed to a task worker", n, uuid);
 }
 
 /* Everything still unacknowledged that is not already stored goes back, in
- * tasks of at most about package_max_length bytes each. */
-static void store_unacked(const char *uuid, pending_ack *items, size_t n)
+ * tasks of at most about package_max_length bytes each.  keep_away: a
+ * session still open that did not acknowledge them (ack_timeout), which must
+ * not get them pushed again at once; 0 for none. */
+static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_session_id keep_away)
 {
     json_t *list = json_array();
     size_t bytes = 0;
@@ -138,17 +142,16 @@ static void store_unacked(const char *uuid, pending_ack *items, size_t n)
                                               items[i].id, "payload", items[i].payload));
         bytes += strlen(items[i].payload) + strlen(items[i].id) + 64;
         if (bytes > gw.server_cfg.package_max_length) {
-            store_batch(uuid, list);
+            store_batch(uuid, list, keep_away);
             list = json_array();
             bytes = 0;
         }
     }
-    store_batch(uuid, list);
+    store_batch(uuid, list, keep_away);
 }
 
 static int expire_session_acks(uint64_t id, void *value, void *arg)
 {
-    (void)id;
     time_t limit = *(time_t *)arg;
     browser_session *b = value;
     size_t expired = 0;
@@ -158,7 +161,7 @@ static int expire_session_acks(uint64_t id, void *value, void *arg)
         return 0;
     pg_info("%zu message(s) to %s not acknowledged within %lld s; stored for redelivery",
             expired, b->uuid, gw.cfg.ack_timeout);
-    store_unacked(b->uuid, b->pending, expired);
+    store_unacked(b->uuid, b->pending, expired, id);
     for (size_t i = 0; i < expired; i++)
         free_pending(&b->pending[i]);
     b->npending -= expired;
@@ -196,7 +199,7 @@ static int stop_session(uint64_t id, void *value, void *arg)
     (void)arg;
     browser_session *b = value;
     if (b->uuid[0])
-        store_unacked(b->uuid, b->pending, b->npending);
+        store_unacked(b->uuid, b->pending, b->npending, 0);
     free_session(b);
     return 0;
 }
@@ -225,9 +228,37 @@ static void auth_timeout(int64_t timer_id, void *arg)
     pg_server_close(gw.server, session, reason, n);
 }
 
+/* The session's record in this (home) worker.  A worker that replaced
+ * another (reload, max_request, crash) adopts the sessions it finds in the
+ * shared table: their connections stayed open in the master, and their
+ * identity is there; only unacknowledged messages of the old worker are gone
+ * (it stored them on its way out, or they come back at the next connect). */
+static browser_session *session_of(pg_session_id session)
+{
+    browser_session *b = pg_idmap_get(local_sessions, session);
+    if (b || pg_server_session_worker(gw.server, session) != pg_server_worker_id(gw.server))
+        return b;
+    char key[17], row[256];
+    gw_session_key(session, key);
+    if (pg_table_get(gw.sessions, key, row) < 0 || !(b = calloc(1, sizeof(*b))))
+        return NULL;
+    size_t len;
+    const char *uuid = pg_table_row_get_string(gw.sessions, row, gw.col_uuid, &len);
+    b->session = session;
+    snprintf(b->uuid, sizeof(b->uuid), "%.*s", (int)len, uuid);
+    if (pg_idmap_put(local_sessions, session, b) < 0) {
+        free(b);
+        return NULL;
+    }
+    pg_info("adopted session %s of %s", key, b->uuid);
+    return b;
+}
+
 void gw_session_open(pg_session_id session, const char *uuid)
 {
     browser_session *b = calloc(1, sizeof(*b));
+    if (b)
+        b->session = session;
     if (!b || pg_idmap_put(local_sessions, session, b) < 0) {
         free(b);
         pg_server_close(gw.server, session, NULL, 0);
@@ -266,17 +297,18 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
 
 const char *gw_session_uuid(pg_session_id session)
 {
-    browser_session *b = pg_idmap_get(local_sessions, session);
+    browser_session *b = session_of(session);
     return b && b->uuid[0] ? b->uuid : NULL;
 }
 
 int gw_session_known(pg_session_id session)
 {
-    return pg_idmap_get(local_sessions, session) != NULL;
+    return session_of(session) != NULL;
 }
 
 void gw_session_closed(pg_session_id session)
 {
+    session_of(session);   /* adopted first, so its rows are cleaned up */
     browser_session *b = pg_idmap_remove(local_sessions, session);
     if (!b)
         return;
@@ -284,7 +316,7 @@ void gw_session_closed(pg_session_id session)
         char key[17], client_id[192];
         gw_session_key(session, key);
         pg_table_del(gw.sessions, key);
-        store_unacked(b->uuid, b->pending, b->npending);
+        store_unacked(b->uuid, b->pending, b->npending, 0);
         gw_client_id(session, client_id, sizeof(client_id));
         gw_task(json_pack("{s:s,s:s}", "op", "unregister", "client_id", client_id), session);
     }
@@ -295,7 +327,7 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
 {
     if (b->npending >= (size_t)gw.cfg.max_pending_acks) {
         /* The oldest goes back to the store rather than memory growing. */
-        store_unacked(b->uuid, b->pending, 1);
+        store_unacked(b->uuid, b->pending, 1, b->session);
         free_pending(&b->pending[0]);
         memmove(b->pending, b->pending + 1, --b->npending * sizeof(*b->pending));
     }
@@ -325,16 +357,16 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
 static void push_here(pg_session_id session, const char *uuid, const char *id,
                       const char *payload, int from_offline)
 {
-    browser_session *b = pg_idmap_get(local_sessions, session);
+    browser_session *b = session_of(session);
     if (!b || strcmp(b->uuid, uuid) != 0) {
         pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1);
+        store_unacked(uuid, &lost, 1, 0);
         return;
     }
     if (pg_server_send(gw.server, session, payload, strlen(payload)) < 0 ||
         add_pending(b, id, payload, from_offline) < 0) {
         pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1);
+        store_unacked(uuid, &lost, 1, 0);
         return;
     }
     atomic_fetch_add(&gw.counters->pushed, 1);
@@ -354,7 +386,7 @@ void gw_push(pg_session_id session, const char *uuid, const char *id, const char
     json_decref(msg);
     if (!text || pg_server_send_message(gw.server, home, text, strlen(text)) < 0) {
         pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1);
+        store_unacked(uuid, &lost, 1, 0);
     }
     free(text);
 }
@@ -376,7 +408,7 @@ void gw_session_pipe_message(const char *data, size_t len)
 
 int gw_session_ack(pg_session_id session, const char *id)
 {
-    browser_session *b = pg_idmap_get(local_sessions, session);
+    browser_session *b = session_of(session);
     if (!b)
         return -1;
     for (size_t i = 0; i < b->npending; i++) {

@@ -138,23 +138,6 @@ static long long store_items(json_t *items)
     return (long long)n;
 }
 
-static void op_store(json_t *task)
-{
-    json_t *items = json_object_get(task, "items");
-    long long n = store_items(items);
-    if (n < 0)
-        pg_error("could not store %zu unacknowledged message(s)", json_array_size(items));
-    json_t *ctx = json_object_get(task, "ctx");
-    if (ctx) {
-        json_t *r = json_pack("{s:s,s:O,s:i,s:I}", "op", "stored", "ctx", ctx, "code",
-                              n < 0 ? GW_ERR_INTERNAL : GW_OK, "stored", (json_int_t)(n < 0 ? 0 : n));
-        char *text = json_dumps(r, JSON_COMPACT);
-        pg_server_finish(gw.server, text, strlen(text));
-        free(text);
-        json_decref(r);
-    }
-}
-
 static void finish(json_t *result)
 {
     char *text = json_dumps(result, JSON_COMPACT);
@@ -332,7 +315,7 @@ static int lookup_routes(json_t *items, route_rows *rows)
  * session table: still open, still that uuid), remote clients, and items
  * with no target at all, which are stored. */
 static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t *remote,
-                         json_t *store)
+                         json_t *store, json_int_t keep_away)
 {
     size_t i;
     json_t *it;
@@ -348,8 +331,8 @@ static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t 
             json_int_t port = json_integer_value(json_object_get(row, "port"));
             json_int_t session = json_integer_value(json_object_get(row, "session"));
             if (strcmp(ip, gw.node_ip) == 0 && port == gw.cfg.internal_port) {
-                if (!gw_session_is((pg_session_id)session, uuid))
-                    continue;   /* closed meanwhile: its row is about to go */
+                if (session == keep_away || !gw_session_is((pg_session_id)session, uuid))
+                    continue;   /* closed meanwhile (its row is about to go), or kept away */
                 json_array_append_new(local, json_pack("{s:I,s:s,s:s,s:s}", "session", session,
                                                        "uuid", uuid, "id", id, "payload", payload));
             } else {
@@ -371,7 +354,7 @@ static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t 
  * its offline messages before the store's insert: look again, and push to
  * sessions found now.  The message stays stored and the push says so, so
  * the browser's ACK deletes it; at worst the browser sees it twice. */
-static int recheck_stored(json_t *store, json_t *local, json_t *remote)
+static int recheck_stored(json_t *store, json_t *local, json_t *remote, json_int_t keep_away)
 {
     if (json_array_size(store) == 0)
         return 0;
@@ -385,7 +368,7 @@ static int recheck_stored(json_t *store, json_t *local, json_t *remote)
     route_rows rows = {.by_uuid = json_object()};
     int rc = lookup_routes(again, &rows);
     if (rc == 0)
-        split_targets(again, &rows, found, remote, none);
+        split_targets(again, &rows, found, remote, none, keep_away);
     json_array_foreach(found, i, it) {
         json_object_set_new(it, "stored", json_true());
         json_array_append(local, it);
@@ -395,6 +378,32 @@ static int recheck_stored(json_t *store, json_t *local, json_t *remote)
     json_decref(none);
     json_decref(rows.by_uuid);
     return rc;
+}
+
+/* Stores items, then looks up their uuids once more: a browser that
+ * connected meanwhile (say, on this node after its old node stopped) gets
+ * them now rather than at its next connect; the pushes say the message is
+ * stored, so their ACK deletes it.  The asking worker is answered when it
+ * waits (ctx) or has something to push. */
+static void op_store(json_t *task)
+{
+    json_t *items = json_object_get(task, "items");
+    long long n = store_items(items);
+    if (n < 0)
+        pg_error("could not store %zu message(s)", json_array_size(items));
+    json_t *ctx = json_object_get(task, "ctx");
+    json_t *local = json_array(), *remote = json_array();
+    if (n > 0)
+        recheck_stored(items, local, remote,
+                       json_integer_value(json_object_get(task, "keep_away")));
+    json_decref(remote);   /* on other nodes: at their next connect */
+    if (!ctx && json_array_size(local) == 0) {
+        json_decref(local);
+        return;
+    }
+    finish(json_pack("{s:s,s:O,s:i,s:I,s:o}", "op", "stored", "ctx", ctx ? ctx : json_null(),
+                     "code", n < 0 ? GW_ERR_INTERNAL : GW_OK, "stored", (json_int_t)(n < 0 ? 0 : n),
+                     "local", local));
 }
 
 static void op_route(json_t *task)
@@ -410,8 +419,8 @@ static void op_route(json_t *task)
     if (valid <= 0)
         code = valid < 0 ? GW_ERR_INTERNAL : GW_ERR_BAD_TOKEN;
     else if (!gw_db() || lookup_routes(items, &rows) < 0 ||
-             split_targets(items, &rows, local, remote, store) < 0 || store_items(store) < 0 ||
-             recheck_stored(store, local, remote) < 0)
+             split_targets(items, &rows, local, remote, store, 0) < 0 || store_items(store) < 0 ||
+             recheck_stored(store, local, remote, 0) < 0)
         code = GW_ERR_INTERNAL;
     json_object_set_new(result, "code", json_integer(code));
     json_object_set_new(result, "local", local);

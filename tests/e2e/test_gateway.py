@@ -1410,3 +1410,40 @@ def test_mysql_outage_longer_than_node_dead_after_keeps_clients_routable(gateway
     finally:
         if stack.mysql_pid is None:
             stack.start_mysql()
+
+
+# ---- reload keeps browser sessions ----
+
+def test_reload_keeps_browser_sessions_working(gateways, stack):
+    """SIGUSR1 replaces every worker; the browsers' connections stay open in
+    the master and the new workers adopt their sessions from the shared
+    table: events, pushes and ACKs keep working without a reconnect."""
+    g = gateways()
+    users = [uid("reload") for _ in range(6)]
+
+    async def go():
+        tabs = [(await online(g.port, u))[0] for u in users]
+        try:
+            before = g.worker_pids()
+            os.kill(g.proc.pid, signal.SIGUSR1)
+            await asyncio.to_thread(
+                wait_until, lambda: all(p not in before.values() for p in g.worker_pids().values())
+                and len(g.worker_pids()) == len(before), 20, 0.05, "every worker replaced")
+            c = Internal(g.internal_port)
+            try:
+                for u, ws in zip(users, tabs):
+                    await send_json(ws, {"event": "HEART_BEAT"})
+                    assert (await recv_json(ws))["event"] == "HEART_BEAT"
+                    ok_reply(await call(c, work_order("r-" + u, [(u, {"n": 1})], APP_TOKEN)),
+                             "r-" + u, delivered=1)
+                    assert await recv_json(ws) == worksheet_event({"n": 1}, "r-" + u)
+                    await send_json(ws, {"event": "ACK", "data": {"id": "r-" + u}})
+            finally:
+                c.close()
+        finally:
+            for ws in tabs:
+                await ws.close()
+    run(go())
+    for u in users:
+        gone_from_online(stack, u)
+        assert offline_rows(stack, u) == []
