@@ -708,3 +708,35 @@ def test_mysql_unreachable_is_a_clear_start_up_error(bin_dir, tmp_path):
                             if not k.startswith("PUSHGATE_")})
     assert r.returncode != 0
     assert "MySQL" in r.stderr, r.stderr
+
+
+# ---- a gateway lists several proxies ----
+
+def test_gateway_fails_over_to_the_next_proxy(bin_dir, mysql_env, tmp_path):
+    """proxy = a dead address first, then the live proxy: the gateway's
+    links move on to the second and cross-node orders are forwarded."""
+    dead = free_port()   # nothing listens here
+
+    class Listed(Cluster):
+        def start_gateway(self):
+            port = self.proxy_settings["port"]
+            self.gateway_settings["proxy"] = "%s:%d,%s:%d" % (HOST, dead, HOST, port)
+            return super().start_gateway()
+
+    c = Listed(bin_dir, mysql_env, tmp_path)
+    try:
+        u = uid("fo")
+        data = {"type": "t", "infos": "failover"}
+
+        async def go():
+            ws, _ = await online(c.b, u)
+            r = await order(c.a, "fo-" + u, u, data)
+            assert (r["code"], r["forwarded"], r["stored"]) == (0, 1, 0), r
+            assert await recv_json(ws) == {"event": "WorksheetMsg", "response": data,
+                                           "id": "fo-" + u}
+            await ack(ws, "fo-" + u)
+            await ws.close()
+        run(go())
+        assert "proxy: connected to proxy 1 of the list" in c.a.log()
+    finally:
+        c.stop()
