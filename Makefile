@@ -120,6 +120,8 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/pushgate/sql $(DESTDIR)$(PREFIX)/share/pushgate/config
 	for b in $(DAEMON_BIN) $(EXAMPLE_BIN); do install -m 755 $$b $(DESTDIR)$(PREFIX)/bin/; done
 	install -m 644 sql/*.sql $(DESTDIR)$(PREFIX)/share/pushgate/sql/
+	install -d $(DESTDIR)$(PREFIX)/share/pushgate/www
+	install -m 644 gateway/www/* $(DESTDIR)$(PREFIX)/share/pushgate/www/
 	-install -m 644 config/*.ini $(DESTDIR)$(PREFIX)/share/pushgate/config/ 2>/dev/null
 
 clean:

@@ -4,8 +4,8 @@
 Starts a throw-away MariaDB and Redis (tests/fixture.py, schema loaded), two
 gateway nodes (9501 and 9502, internal ports 9601 and 9602), the proxy (9701)
 and the consumer, then a producer that publishes a sample work order to a
-random demo agent every few seconds.  It prints, for each demo agent, a
-WebSocket URL with a valid token.  Ctrl-C (or SIGTERM) stops everything it
+random demo agent every few seconds.  It prints, for each demo agent, the
+URL of the agent console (served by the gateways) with a valid token.  Ctrl-C (or SIGTERM) stops everything it
 started, by PID, and removes the temporary folder.
 """
 import base64
@@ -39,6 +39,7 @@ def gateway(n, env):
                   "--set", f"port={9500 + n}", "--set", f"internal_port={9600 + n}",
                   "--set", "advertised_ip=127.0.0.1", "--set", f"jwt_secret={SECRET}",
                   "--set", "proxy=127.0.0.1:9701", "--set", f"chat_token={APP_TOKEN}",
+                  "--set", f"static_dir={os.path.join(ROOT, 'gateway', 'www')}",
                   "--set", "log_level=notice"], env)
 
 
@@ -76,8 +77,11 @@ def main():
         print(f"  MariaDB 127.0.0.1:{stack.mysql_port} (user/password/database: pushgate), "
               f"Redis 127.0.0.1:{stack.redis_port}")
         print("  gateways: http://127.0.0.1:9501/stats and http://127.0.0.1:9502/stats")
+        nodes = "ws://127.0.0.1:9501/ws,ws://127.0.0.1:9502/ws"
+        print("  agent consoles (open in a browser):")
         for i, agent in enumerate(AGENTS):
-            print(f"  {agent}: ws://127.0.0.1:{9501 + i % 2}/ws?token={token(agent)}")
+            port = 9501 + i % 2
+            print(f"  {agent}: http://127.0.0.1:{port}/?token={token(agent)}&nodes={nodes}")
         print(f"  a work order is published every {PUBLISH_EVERY_S} s\n", flush=True)
         try:
             next_publish = time.time() + 2

@@ -1447,3 +1447,14 @@ def test_reload_keeps_browser_sessions_working(gateways, stack):
     for u in users:
         gone_from_online(stack, u)
         assert offline_rows(stack, u) == []
+
+
+def test_agent_console_and_client_are_served(gateways):
+    www = os.path.join(os.path.dirname(__file__), "..", "..", "gateway", "www")
+    g = gateways(static_dir=os.path.abspath(www))
+    status, headers, body = http_get(g.port, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b"pushgate agent console" in body and b'src="pushgate.js"' in body
+    status, headers, body = http_get(g.port, "/pushgate.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert b"class Pushgate" in body
