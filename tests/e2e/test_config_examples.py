@@ -68,3 +68,16 @@ def test_example_config_lists_every_setting_and_loads(bin_dir, tmp_path, stack, 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("name", ["pushgate-gateway", "pushgate-proxy", "pushgate-consumer",
+                                  "pushgate-ctl"])
+def test_readme_lists_every_setting_with_its_default(bin_dir, name):
+    """The README's settings reference cannot drift from the programs."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    out = subprocess.run([os.path.join(bin_dir, name), "--help"], capture_output=True,
+                         text=True, timeout=10, check=True).stdout
+    rows = re.findall(r"^  ([a-z_]+) = (\S+)", out, re.M)
+    assert rows
+    for key, default in rows:
+        assert "| `%s` | `%s` |" % (key, default) in readme, (name, key, default)
