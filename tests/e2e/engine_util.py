@@ -420,6 +420,21 @@ class Server:
             self.name, {p: proc_title(p) for p in left})
 
 
+def stop_all(servers, errors=None):
+    """Stops servers in reverse start order, checking each exited cleanly
+    with no sanitizer report; kills what did not.  Raises with every problem."""
+    errors = list(errors or [])
+    for s in reversed(servers):
+        try:
+            if not s.stopped:
+                s.stop()
+            s.check_clean()
+        except AssertionError as e:
+            errors.append(str(e))
+            s.kill_all()
+    assert not errors, "\n\n".join(errors)
+
+
 def start_server(bin_dir, name, tmp_path, wait=True, extra_args=(), **settings):
     """Starts bin_dir/name with --set key=value for each setting (port: a
     free one unless given; log_file: in tmp_path unless given) and waits

@@ -250,13 +250,13 @@ class Daemon:
             return None
 
     def record(self):
-        todo = [self.master()] if self.master() else []
-        while todo:
-            pid = todo.pop()
+        pending = [self.master()] if self.master() else []
+        while pending:
+            pid = pending.pop()
             st = proc_stat(pid)
             if st and st[0] != "Z":
                 self.recorded.setdefault(pid, st[2])
-                todo += children(pid)
+                pending += children(pid)
 
     def left(self):
         return [p for p, t in self.recorded.items() if alive(p, t)]

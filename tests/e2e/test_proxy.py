@@ -27,7 +27,7 @@ import pytest
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import HOST, Client, free_port, start_server, wait_until  # noqa: E402
+from engine_util import HOST, Client, free_port, start_server, stop_all, wait_until  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 SECRET = "proxy-e2e-secret-0123456789"
@@ -242,16 +242,7 @@ class Cluster:
         return gateway.log().count("proxy: connected to proxy")
 
     def stop(self):
-        errors = []
-        for s in reversed(self.servers):
-            try:
-                if not s.stopped:
-                    s.stop()
-                s.check_clean()
-            except AssertionError as e:
-                errors.append(str(e))
-                s.kill_all()
-        assert not errors, "\n\n".join(errors)
+        stop_all(self.servers)
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,8 @@ import pytest
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import HOST, Client, free_port, start_server, wait_until  # noqa: E402
+from engine_util import HOST, Client, free_port, start_server, stop_all, wait_until  # noqa: E402
+from gateway_util import db_exec, db_rows  # noqa: E402
 from test_consumer import Consumer  # noqa: E402
 from test_proxy import SilentNode  # noqa: E402
 
@@ -399,24 +400,6 @@ def dead_letters(r):
     return r.xrange(STREAM + ":dead")
 
 
-def db_rows(stack, sql, args=()):
-    conn = stack.mysql()
-    try:
-        with conn.cursor() as c:
-            c.execute(sql, args)
-            return c.fetchall()
-    finally:
-        conn.close()
-
-
-def db_exec(stack, sql, args=()):
-    conn = stack.mysql()
-    try:
-        with conn.cursor() as c:
-            return c.execute(sql, args)
-    finally:
-        conn.close()
-
 
 def stored_for(stack, prefix):
     """offline_messages rows of this module's users whose uuid starts with prefix."""
@@ -552,15 +535,7 @@ class Cluster:
                 errors.append(str(e))
             finally:
                 c.kill()
-        for s in reversed(self.servers):
-            try:
-                if not s.stopped:
-                    s.stop()
-                s.check_clean()
-            except AssertionError as e:
-                errors.append(str(e))
-                s.kill_all()
-        assert not errors, "\n\n".join(errors)
+        stop_all(self.servers, errors)
 
 
 @pytest.fixture(scope="module")
