@@ -78,10 +78,8 @@ static void on_chat(pg_session_id session, const char *from, json_t *data)
     json_t *items = json_pack("[{s:s,s:s,s:s}]", "uuid", to, "id", id, "payload", payload);
     free(payload);
     atomic_fetch_add(&gw.counters->messages_in, 1);
-    if (gw_task(json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:s}}", "op", "route", "msg_id", id, "items",
-                          items, "ctx", "kind", "chat", "session", (json_int_t)session, "to", to),
-                0) < 0)
-        send_error(session, GW_ERR_BAD_REQUEST);
+    gw_route(json_pack("{s:s,s:o,s:{s:s,s:I,s:s}}", "msg_id", id, "items", items, "ctx", "kind",
+                       "chat", "session", (json_int_t)session, "to", to));
 }
 
 static void on_event(pg_session_id session, const char *event, json_t *data)

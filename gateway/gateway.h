@@ -137,6 +137,18 @@ void gw_internal_stored(json_t *result);
 /* Stores items (stolen) if any, then answers the sender of the routed message. */
 void gw_internal_store_then_finish(json_t *routed, json_t *items);
 
+/* tokens.c: recent chat_token verdicts; -1 when not known. */
+int gw_token_cached(const char *token);
+void gw_token_remember(const char *token, int valid);
+void gw_token_forget_all(void);
+
+/* route.c: workers.  An order {chat_token (optional), msg_id, items, ctx}
+ * (stolen) is routed with the others of this loop pass; its result goes to
+ * gw_internal_routed. */
+void gw_route(json_t *order);
+void gw_route_done(json_t *result);
+void gw_route_stop(void);
+
 /* proxy_link.c: workers */
 void gw_proxy_start(void);
 void gw_proxy_stop(void);

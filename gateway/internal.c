@@ -95,11 +95,9 @@ static void send_message(pg_session_id session, json_t *req)
     }
     atomic_fetch_add(&gw.counters->messages_in, 1);
     /* consumer_fd: the seed's name for "the connection to answer". */
-    if (gw_task(json_pack("{s:s,s:s,s:s,s:o,s:{s:s,s:I,s:s,s:s}}", "op", "route", "chat_token", token,
-                      "msg_id", msg_id, "items", items, "ctx", "kind", "worksheet", "consumer_fd",
-                      (json_int_t)session, "msg_id", msg_id, "chat_token", token),
-                0) < 0)
-        reply_error(session, GW_ERR_BAD_REQUEST, "work order too large to route", req);
+    gw_route(json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:s,s:s}}", "chat_token", token, "msg_id", msg_id,
+                       "items", items, "ctx", "kind", "worksheet", "consumer_fd", (json_int_t)session,
+                       "msg_id", msg_id, "chat_token", token));
 }
 
 /* The event's id: top-level for work orders, in data for chat (NEW_MSG). */
@@ -112,24 +110,7 @@ static const char *push_id(json_t *req)
     return id ? id : json_string_value(json_object_get(req, "msg_id"));
 }
 
-static void push_local(pg_session_id session, json_t *req)
-{
-    const char *token = json_string_value(json_object_get(req, "chat_token"));
-    const char *client_id = json_string_value(json_object_get(req, "client_id"));
-    const char *uuid = json_string_value(json_object_get(req, "uuid"));
-    json_t *remote_data = json_object_get(req, "remote_data");
-    if (!token || !client_id || !uuid || !json_is_object(remote_data) || !push_id(req)) {
-        reply_error(session, GW_ERR_BAD_REQUEST,
-                    "chat_token, client_id, uuid and remote_data with an id are required", req);
-        return;
-    }
-    /* proxy_fd: the seed's name for "the connection to answer". */
-    json_object_set_new(req, "proxy_fd", json_integer((json_int_t)session));
-    if (gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req), 0) < 0)
-        reply_error(session, GW_ERR_BUSY, "could not queue the push", req);
-}
-
-void gw_internal_token_checked(json_t *r)
+static void push_checked(json_t *r)
 {
     json_t *req = json_object_get(r, "ctx");
     pg_session_id session = (pg_session_id)json_integer_value(json_object_get(req, "proxy_fd"));
@@ -156,6 +137,41 @@ void gw_internal_token_checked(json_t *r)
         gw_internal_reply(session, GW_OK, "delivered", extra);
     }
     json_decref(extra);
+}
+
+static void push_local(pg_session_id session, json_t *req)
+{
+    const char *token = json_string_value(json_object_get(req, "chat_token"));
+    const char *client_id = json_string_value(json_object_get(req, "client_id"));
+    const char *uuid = json_string_value(json_object_get(req, "uuid"));
+    json_t *remote_data = json_object_get(req, "remote_data");
+    if (!token || !client_id || !uuid || !json_is_object(remote_data) || !push_id(req)) {
+        reply_error(session, GW_ERR_BAD_REQUEST,
+                    "chat_token, client_id, uuid and remote_data with an id are required", req);
+        return;
+    }
+    /* proxy_fd: the seed's name for "the connection to answer". */
+    json_object_set_new(req, "proxy_fd", json_integer((json_int_t)session));
+    int cached = gw_token_cached(token);
+    if (cached >= 0) {
+        /* a verdict from a moment ago: no task round trip */
+        json_t *r = json_pack("{s:O,s:i}", "ctx", req, "code", cached ? GW_OK : GW_ERR_BAD_TOKEN);
+        push_checked(r);
+        json_decref(r);
+    } else if (gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req),
+                       0) < 0) {
+        reply_error(session, GW_ERR_BUSY, "could not queue the push", req);
+    }
+}
+
+/* The task worker's verdict on a push's token: remembered, then acted on. */
+void gw_internal_token_checked(json_t *r)
+{
+    const char *token = json_string_value(json_object_get(json_object_get(r, "ctx"), "chat_token"));
+    int code = (int)json_integer_value(json_object_get(r, "code"));
+    if (token && (code == GW_OK || code == GW_ERR_BAD_TOKEN))
+        gw_token_remember(token, code == GW_OK);
+    push_checked(r);
 }
 
 void gw_internal_request(pg_session_id session, const char *data, size_t len)

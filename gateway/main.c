@@ -72,8 +72,10 @@ static void on_stop(pg_server *s, int id)
     if (pg_server_role(s) == PG_ROLE_TASK) {
         gw_tasks_stop();
     } else {
+        gw_route_stop();
         gw_proxy_stop();
         gw_session_worker_stop();
+        gw_token_forget_all();
     }
 }
 
@@ -112,7 +114,7 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
     else if (strcmp(op, "registered") == 0 || strcmp(op, "offline_page") == 0)
         gw_browser_registered(r);
     else if (strcmp(op, "routed") == 0)
-        gw_internal_routed(r);
+        gw_route_done(r);
     else if (strcmp(op, "stored") == 0)
         gw_internal_stored(r);
     else if (strcmp(op, "token") == 0)

@@ -14,18 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-#define TOKEN_CACHE_SECONDS 10
 #define IN_BATCH 200          /* uuids per SELECT ... IN (...) */
 #define STORE_BATCH 100       /* rows per multi-row INSERT */
-
-typedef struct token_entry {
-    char *token;
-    int valid;
-    time_t until;
-    struct token_entry *next;
-} token_entry;
-
-static token_entry *tokens;    /* a handful of apps: a list is enough */
 
 void gw_mysql_result(int ok)
 {
@@ -63,28 +53,12 @@ static int first_int(void *arg, const pg_db_value *cols, int ncols)
     return 0;
 }
 
-static void forget_tokens(void)
-{
-    while (tokens) {
-        token_entry *next = tokens->next;
-        free(tokens->token);
-        free(tokens);
-        tokens = next;
-    }
-}
-
-/* -1: the database failed; 0: unknown or disabled; 1: valid.  Answers are
- * cached briefly; the cache is dropped whole when it grows (random tokens
- * from a misbehaving client must not grow memory). */
+/* -1: the database failed; 0: unknown or disabled; 1: valid. */
 static int token_valid(const char *token)
 {
-    time_t now = time(NULL);
-    int cached = 0;
-    for (token_entry *e = tokens; e; e = e->next, cached++)
-        if (strcmp(e->token, token) == 0 && e->until > now)
-            return e->valid;
-    if (cached > 256)
-        forget_tokens();
+    int cached = gw_token_cached(token);
+    if (cached >= 0)
+        return cached;
     if (!gw_db())
         return -1;
     int enabled = 0;
@@ -94,15 +68,7 @@ static int token_valid(const char *token)
     gw_mysql_result(rows >= 0);
     if (rows < 0)
         return -1;
-    token_entry *e = calloc(1, sizeof(*e));
-    if (e && (e->token = strdup(token))) {
-        e->valid = rows > 0 && enabled;
-        e->until = now + TOKEN_CACHE_SECONDS;
-        e->next = tokens;
-        tokens = e;
-    } else {
-        free(e);
-    }
+    gw_token_remember(token, rows > 0 && enabled);
     return rows > 0 && enabled;
 }
 
@@ -311,6 +277,16 @@ static int lookup_routes(json_t *items, route_rows *rows)
     return rc;
 }
 
+/* A routed copy of an item keeps the item's order tag "o" (the index of its
+ * order in a batch), so results can be handed back per order. */
+static json_t *tagged(json_t *item, json_t *copy)
+{
+    json_t *order = json_object_get(item, "o");
+    if (order && copy)
+        json_object_set(copy, "o", order);
+    return copy;
+}
+
 /* Splits each item's targets into local sessions (checked against the
  * session table: still open, still that uuid), remote clients, and items
  * with no target at all, which are stored. */
@@ -333,19 +309,21 @@ static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t 
             if (strcmp(ip, gw.node_ip) == 0 && port == gw.cfg.internal_port) {
                 if (session == keep_away || !gw_session_is((pg_session_id)session, uuid))
                     continue;   /* closed meanwhile (its row is about to go), or kept away */
-                json_array_append_new(local, json_pack("{s:I,s:s,s:s,s:s}", "session", session,
-                                                       "uuid", uuid, "id", id, "payload", payload));
+                json_array_append_new(local, tagged(it, json_pack("{s:I,s:s,s:s,s:s}", "session",
+                                                                  session, "uuid", uuid, "id", id,
+                                                                  "payload", payload)));
             } else {
-                json_array_append_new(remote, json_pack("{s:s,s:I,s:O,s:s,s:s,s:s}", "ip", ip,
-                                                        "port", port, "client_id",
-                                                        json_object_get(row, "client_id"), "uuid",
-                                                        uuid, "id", id, "payload", payload));
+                json_array_append_new(remote, tagged(it, json_pack("{s:s,s:I,s:O,s:s,s:s,s:s}", "ip",
+                                                                   ip, "port", port, "client_id",
+                                                                   json_object_get(row, "client_id"),
+                                                                   "uuid", uuid, "id", id, "payload",
+                                                                   payload)));
             }
             reached++;
         }
         if (reached == 0)
-            json_array_append_new(store, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id", id,
-                                                   "payload", payload));
+            json_array_append_new(store, tagged(it, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id",
+                                                              id, "payload", payload)));
     }
     return 0;
 }
@@ -362,9 +340,10 @@ static int recheck_stored(json_t *store, json_t *local, json_t *remote, json_int
     size_t i;
     json_t *it;
     json_array_foreach(store, i, it)
-        json_array_append_new(again, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(it, "uuid"),
-                                               "id", json_object_get(it, "msg_id"), "payload",
-                                               json_object_get(it, "payload")));
+        json_array_append_new(again, tagged(it, json_pack("{s:O,s:O,s:O}", "uuid",
+                                                          json_object_get(it, "uuid"), "id",
+                                                          json_object_get(it, "msg_id"), "payload",
+                                                          json_object_get(it, "payload"))));
     route_rows rows = {.by_uuid = json_object()};
     int rc = lookup_routes(again, &rows);
     if (rc == 0)
@@ -406,29 +385,87 @@ static void op_store(json_t *task)
                      "local", local));
 }
 
+/* Each order's targets, with the tokens checked; items of valid orders
+ * are tagged with their order's index and gathered in all. */
+static json_t *check_orders(json_t *orders, json_t *all)
+{
+    json_t *codes = json_array();
+    size_t o, i;
+    json_t *order, *item;
+    json_array_foreach(orders, o, order) {
+        const char *token = json_string_value(json_object_get(order, "chat_token"));
+        int valid = token ? token_valid(token) : 1;
+        json_array_append_new(codes, json_integer(valid > 0 ? GW_OK : valid < 0 ? GW_ERR_INTERNAL
+                                                                               : GW_ERR_BAD_TOKEN));
+        if (valid > 0)
+            json_array_foreach(json_object_get(order, "items"), i, item) {
+                json_object_set_new(item, "o", json_integer((json_int_t)o));
+                json_array_append(all, item);
+            }
+    }
+    return codes;
+}
+
+/* One result per order: its code, local and remote targets, stored count. */
+static json_t *order_results(json_t *orders, json_t *codes)
+{
+    json_t *results = json_array();
+    size_t o;
+    json_t *order;
+    json_array_foreach(orders, o, order)
+        json_array_append_new(results, json_pack("{s:s,s:O,s:O,s:O,s:[],s:[],s:i}", "op", "routed",
+                                                 "ctx", json_object_get(order, "ctx"), "msg_id",
+                                                 json_object_get(order, "msg_id"), "code",
+                                                 json_array_get(codes, o), "local", "remote",
+                                                 "stored", 0));
+    return results;
+}
+
+/* Hands each tagged entry to its order's result, under key. */
+static void deal(json_t *results, json_t *entries, const char *key)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        json_t *r = json_array_get(results, (size_t)json_integer_value(json_object_get(e, "o")));
+        if (strcmp(key, "stored") == 0)
+            json_object_set_new(r, key, json_integer(json_integer_value(json_object_get(r, key)) + 1));
+        else
+            json_array_append(json_object_get(r, key), e);
+    }
+}
+
+/* A batch of orders (route.c): the uuids of all of them in a few IN
+ * queries, what has no target stored in one insert, one result each. */
 static void op_route(json_t *task)
 {
-    json_t *items = json_object_get(task, "items");
-    const char *token = json_string_value(json_object_get(task, "chat_token"));
-    json_t *result = json_pack("{s:s,s:O,s:O}", "op", "routed", "ctx", json_object_get(task, "ctx"),
-                               "msg_id", json_object_get(task, "msg_id"));
-    int valid = token ? token_valid(token) : 1;
+    json_t *orders = json_object_get(task, "orders");
+    json_t *all = json_array(), *local = json_array(), *remote = json_array(), *store = json_array();
+    json_t *codes = check_orders(orders, all);
     route_rows rows = {.by_uuid = json_object()};
-    json_t *local = json_array(), *remote = json_array(), *store = json_array();
-    int code = GW_OK;
-    if (valid <= 0)
-        code = valid < 0 ? GW_ERR_INTERNAL : GW_ERR_BAD_TOKEN;
-    else if (!gw_db() || lookup_routes(items, &rows) < 0 ||
-             split_targets(items, &rows, local, remote, store, 0) < 0 || store_items(store) < 0 ||
-             recheck_stored(store, local, remote, 0) < 0)
-        code = GW_ERR_INTERNAL;
-    json_object_set_new(result, "code", json_integer(code));
-    json_object_set_new(result, "local", local);
-    json_object_set_new(result, "remote", remote);
-    json_object_set_new(result, "stored", json_integer((json_int_t)json_array_size(store)));
+    int failed = json_array_size(all) > 0 &&
+                 (!gw_db() || lookup_routes(all, &rows) < 0 ||
+                  split_targets(all, &rows, local, remote, store, 0) < 0 || store_items(store) < 0 ||
+                  recheck_stored(store, local, remote, 0) < 0);
+    json_t *results = order_results(orders, codes);
+    if (failed) {
+        size_t o;
+        json_t *r;
+        json_array_foreach(results, o, r)
+            if (json_integer_value(json_object_get(r, "code")) == GW_OK)
+                json_object_set_new(r, "code", json_integer(GW_ERR_INTERNAL));
+    } else {
+        deal(results, local, "local");
+        deal(results, remote, "remote");
+        deal(results, store, "stored");
+    }
+    json_decref(all);
+    json_decref(local);
+    json_decref(remote);
     json_decref(store);
+    json_decref(codes);
     json_decref(rows.by_uuid);
-    finish(result);
+    finish(json_pack("{s:s,s:o}", "op", "routed", "results", results));
 }
 
 static void op_token(json_t *task)
@@ -490,7 +527,7 @@ void gw_tasks_start(int task_worker_id)
 
 void gw_tasks_stop(void)
 {
-    forget_tokens();
+    gw_token_forget_all();
     pg_db_close(gw.db);
     gw.db = NULL;
 }

@@ -392,6 +392,44 @@ def wide_targets(tag, n=1000, online_at=(0, 999)):
     return [(("%s-on%d" if i in online_at else "%s-off%d") % (tag, i), {"i": i}) for i in range(n)]
 
 
+def test_pipelined_work_orders_are_routed_together_each_with_its_reply(gw, stack, internal):
+    """Orders arriving in one write travel to a task worker as one batch
+    (route.c): each still gets its own reply, a bad chat_token refuses only
+    its own order, and online, offline and mixed targets are all settled."""
+    on, off = uid("batch-on"), uid("batch-off")
+    c = internal()
+    orders = [work_order("bt-%d" % i, [(on, {"i": i})], APP_TOKEN) for i in range(20)]
+    orders[5]["chat_token"] = "not-an-app-token"
+    orders[9] = work_order("bt-9", [(on, {"i": 9}), (off, {"i": 9})], APP_TOKEN)
+    orders[12] = work_order("bt-12", [(off, {"i": 12})], APP_TOKEN)
+
+    async def go():
+        ws, _ = await online(gw.port, on)
+        try:
+            c.c.send(*[json.dumps(o).encode() for o in orders])
+            replies = {}
+            for _ in orders:
+                r = json.loads(c.c.recv())
+                replies[r["msg_id"]] = r
+            assert replies["bt-5"]["code"] == 10201, replies["bt-5"]
+            ok_reply(replies["bt-9"], "bt-9", delivered=1, stored=1)
+            ok_reply(replies["bt-12"], "bt-12", stored=1)
+            for i in set(range(20)) - {5, 9, 12}:
+                ok_reply(replies["bt-%d" % i], "bt-%d" % i, delivered=1)
+            got = set()
+            while len(got) < 18:
+                event = await recv_json(ws)
+                got.add(event["id"])
+                await send_json(ws, {"event": "ACK", "data": {"id": event["id"]}})
+            assert got == {"bt-%d" % i for i in range(20) if i not in (5, 9, 12)} | {"bt-9:0"}
+            await quiet(ws, 0.3)
+        finally:
+            await ws.close()
+    run(go())
+    assert sorted(r[0] for r in offline_rows(stack, off)) == ["bt-12", "bt-9:1"]
+    db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (off,))
+
+
 def test_work_order_with_1000_targets(gateways, stack):
     """The largest work order: 2 targets online, 998 offline (SQL batches of
     IN and INSERT, task messages far bigger than the request), on a node
