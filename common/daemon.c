@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 int pg_daemon_init(int argc, char **argv, const char *program, pg_conf_table *tables,
                    size_t ntables)
@@ -30,4 +31,20 @@ void pg_daemon_done(pg_conf_table *tables, size_t ntables)
 {
     pg_config_free(tables, ntables);
     pg_log_close();
+}
+
+long long pg_daemon_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+        else
+            pg_warn("cannot raise the open-file limit from %llu: %s",
+                    (unsigned long long)rl.rlim_cur, strerror(errno));
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? 1LL << 20 : (long long)rl.rlim_cur;
 }

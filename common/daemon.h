@@ -12,6 +12,10 @@
 int pg_daemon_init(int argc, char **argv, const char *program, pg_conf_table *tables,
                    size_t ntables);
 
+/* Raises the open-file limit to the hard limit (a warning when that is
+ * refused) and returns the limit in force: every connection costs a file. */
+long long pg_daemon_raise_nofile(void);
+
 /* Frees the settings and closes the log. */
 void pg_daemon_done(pg_conf_table *tables, size_t ntables);
 

@@ -4,6 +4,7 @@
  * master start its reactor threads, so no process ever forks with threads. */
 #include "server_internal.h"
 
+#include "daemon.h"
 #include "log.h"
 #include "proctitle.h"
 #include "shm.h"
@@ -326,15 +327,8 @@ void pg_server_stats(const pg_server *s, pg_server_stats_t *out)
 /* Raise the open-file limit to the hard limit and keep max_conn under it. */
 static long long open_file_capacity(pg_server *s)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-            pg_warn("cannot raise the open-file limit: %s", strerror(errno));
-    }
-    getrlimit(RLIMIT_NOFILE, &rl);
     long long reserved = 64 + 2LL * s->reactor_num * s->worker_num + s->listener_num;
-    long long capacity = (long long)rl.rlim_cur - reserved;
+    long long capacity = pg_daemon_raise_nofile() - reserved;
     return capacity > 0 ? capacity : 1;
 }
 

@@ -14,6 +14,7 @@
  * reopens the log file. */
 #include "consumer.h"
 
+#include "daemon.h"
 #include "log.h"
 #include "timer.h"
 
@@ -125,9 +126,12 @@ static int start_modules(void)
     if (add_signals() < 0 || cs_nodes_start() < 0 || cs_acks_start() < 0 ||
         cs_stream_start() < 0)
         return -1;
-    pg_info("started: consumer %s of group %s, stream %s, redis %s:%lld, max_in_flight %lld",
+    /* one file per gateway connection, two for Redis: the limit is the capacity */
+    long long open_files = pg_daemon_raise_nofile();
+    pg_info("started: consumer %s of group %s, stream %s, redis %s:%lld, max_in_flight %lld, "
+            "open-file limit %lld",
             cs.cfg.consumer, cs.cfg.group, cs.cfg.stream, cs.cfg.redis_host, cs.cfg.redis_port,
-            cs.cfg.max_in_flight);
+            cs.cfg.max_in_flight, open_files);
     return 0;
 }
 
