@@ -6,15 +6,24 @@
  *             hundred bytes plus the interesting header values)
  *   WS_WAIT   a request other than the upgrade went to a worker as 'H'; input
  *             is ignored until the worker's answer, which closes the connection
- *   WS_OPEN   upgraded: frames through a wslay event context (~9 KB, made only
- *             here); text messages go to workers as 'T'
+ *   WS_OPEN   upgraded: frames through a wslay event context; text messages
+ *             go to workers as 'T'
  *   WS_DONE   an error response or a close frame is on its way; then closed
  *
  * Re-entrancy: the engine frees a connection at once (calling on_close) when
  * pg_conn_write or pg_conn_close fails or closes outside of a read callback,
  * i.e. from on_send, on_shutdown or a timer.  Those entry points mark the state
  * busy (ws_enter); on_close then only flags it gone, and ws_leave frees it
- * when the outermost call unwinds, so that wslay is never freed under itself. */
+ * when the outermost call unwinds, so that wslay is never freed under itself.
+ *
+ * Idle connections hold no wslay context: it is ~8.8 KB (two 4 KB buffers)
+ * and would be most of a connection's memory.  It is made when a frame header
+ * is complete or something must be sent, and freed again once it holds nothing
+ * a new one would not: at a frame boundary, no fragmented message being put
+ * together, nothing queued, no close under way.  To know where frames end, the
+ * frame lengths are read here (ws_frames_ready, lengths only: wslay checks
+ * everything else); an incomplete header is left with the engine, which offers
+ * it again with the next bytes, so wslay never holds a partial header. */
 #include "ws.h"
 
 #include "auth.h"
@@ -69,15 +78,18 @@ typedef struct {
     pg_conn *c;                     /* NULL once the engine closed it */
     const gw_ws_config *cfg;
     ws_req *req;                    /* WS_HTTP only */
-    wslay_event_context_ptr ws;     /* WS_OPEN and after */
+    wslay_event_context_ptr ws;     /* WS_OPEN and after; NULL while idle */
     const char *in;                 /* bytes for wslay's recv callback */
     size_t in_len;
+    uint64_t frame_left;            /* bytes of the current frame not yet given
+                                       to wslay; 0: at a frame boundary */
     int64_t timer;                  /* header timeout, 0: none */
     uint8_t mode;
     uint8_t depth;                  /* inside an entry point that may lose the connection */
     uint8_t gone;                   /* on_close ran meanwhile: free at ws_leave */
     uint8_t failed;                 /* a write or dispatch failed: the engine closes it */
     uint8_t proto_error;            /* a frame wslay lets through breaks RFC 6455 */
+    uint8_t fragmented;             /* wslay is putting a fragmented message together */
 } ws_conn;
 
 /* ---- configuration ---- */
@@ -476,6 +488,78 @@ static const struct wslay_event_callbacks ws_callbacks = {
     .on_msg_recv_callback = ws_msg_cb,
 };
 
+/* The wslay context, made now if the connection is idle.  0, or -1. */
+static int ws_ctx(ws_conn *st)
+{
+    if (st->ws)
+        return 0;
+    if (wslay_event_context_server_init(&st->ws, &ws_callbacks, st) != 0) {
+        st->ws = NULL;
+        return -1;
+    }
+    wslay_event_config_set_max_recv_msg_length(st->ws, ws_cfg_max_message(st->cfg, st->c));
+    return 0;
+}
+
+/* Frees the wslay context when a new one would be the same: between frames,
+ * no fragmented message, nothing queued, reading and writing still on (so no
+ * close was received, queued or sent and no error happened). */
+static void ws_ctx_release_if_idle(ws_conn *st)
+{
+    if (!st->ws || st->mode != WS_OPEN || st->gone || st->failed || st->proto_error ||
+        st->frame_left > 0 || st->fragmented || !wslay_event_get_read_enabled(st->ws) ||
+        !wslay_event_get_write_enabled(st->ws) || wslay_event_want_write(st->ws) ||
+        wslay_event_get_queued_msg_count(st->ws) > 0)
+        return;
+    wslay_event_context_free(st->ws);
+    st->ws = NULL;
+}
+
+/* Length of the frame header at p (2 to 14 bytes) with its payload length in
+ * *payload, or 0 while the header is incomplete. */
+static size_t ws_frame_header(const uint8_t *p, size_t len, uint64_t *payload)
+{
+    if (len < 2)
+        return 0;
+    uint8_t len7 = p[1] & 0x7f;
+    size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+    size_t hlen = 2 + ext + (p[1] & 0x80 ? 4 : 0);
+    if (len < hlen)
+        return 0;
+    *payload = len7;
+    if (ext) {
+        *payload = 0;
+        for (size_t i = 0; i < ext; i++)
+            *payload = (*payload << 8) | p[2 + i];
+    }
+    return hlen;
+}
+
+/* How many of data[0..len) may go to wslay now: whole frames, and the rest of
+ * a frame whose header is complete; an incomplete header waits for more.
+ * Tracks where frames end and whether a data message is fragmented (FIN
+ * clear), which is all ws_ctx_release_if_idle needs; wslay checks the rest. */
+static size_t ws_frames_ready(ws_conn *st, const char *data, size_t len)
+{
+    size_t pos = 0;
+    while (pos < len) {
+        if (st->frame_left == 0) {
+            const uint8_t *p = (const uint8_t *)data + pos;
+            uint64_t payload;
+            size_t hlen = ws_frame_header(p, len - pos, &payload);
+            if (hlen == 0)
+                break;
+            if (!(p[0] & 0x08))                  /* a data frame, not a control frame */
+                st->fragmented = !(p[0] & 0x80);
+            st->frame_left = payload > UINT64_MAX - hlen ? UINT64_MAX : payload + hlen;
+        }
+        size_t take = len - pos < st->frame_left ? len - pos : (size_t)st->frame_left;
+        pos += take;
+        st->frame_left -= take;
+    }
+    return pos;
+}
+
 /* Feeds in[0..len) to wslay and writes what it queued.  With may_close, closes
  * the connection once a close frame has gone out.  Returns -1 when the
  * connection is lost or was closed at once for an error. */
@@ -525,7 +609,25 @@ static int ws_pump(ws_conn *st, const char *in, size_t len, int may_close)
         if (may_close)
             pg_conn_close(st->c, 1);
     }
+    ws_ctx_release_if_idle(st);
     return 0;
+}
+
+/* Bytes on an open WebSocket: returns how many were used (an incomplete frame
+ * header is left for the engine to offer again), or -1 to close. */
+static ssize_t ws_open_data(ws_conn *st, const char *data, size_t len)
+{
+    if (st->ws && !wslay_event_get_read_enabled(st->ws))
+        return (ssize_t)len;     /* closing: wslay reads no more */
+    size_t n = ws_frames_ready(st, data, len);
+    if (n == 0)
+        return 0;
+    if (ws_ctx(st) < 0) {
+        pg_warn("session %llx: out of memory for the websocket; closing",
+                (unsigned long long)pg_conn_session(st->c));
+        return -1;
+    }
+    return ws_pump(st, data, n, 1) < 0 ? -1 : (ssize_t)n;
 }
 
 /* ---- the handshake ---- */
@@ -660,10 +762,9 @@ static void ws_http_request(ws_conn *st)
     free(msg);
 }
 
-/* The upgrade: checks, 101, wslay, 'O' + uuid to a worker, then any bytes
- * that followed the request. */
-static void ws_upgrade(ws_conn *st, const char *query, size_t query_len, const char *rest,
-                       size_t rest_len)
+/* The upgrade: checks, 101, 'O' + uuid to a worker.  The wslay context is
+ * made when the first frame comes or the first message goes. */
+static void ws_upgrade(ws_conn *st, const char *query, size_t query_len)
 {
     ws_req *r = st->req;
     size_t len;
@@ -717,18 +818,14 @@ static void ws_upgrade(ws_conn *st, const char *query, size_t query_len, const c
     }
 
     char accept[WS_ACCEPT_LEN + 1];
-    wslay_event_context_ptr ws = NULL;
-    if (ws_accept_key(key, key_len, accept) < 0 ||
-        wslay_event_context_server_init(&ws, &ws_callbacks, st) != 0) {
+    if (ws_accept_key(key, key_len, accept) < 0) {
         ws_http_error(st, 500, NULL, "out of memory");
         return;
     }
-    wslay_event_config_set_max_recv_msg_length(ws, ws_cfg_max_message(st->cfg, st->c));
     char resp[160];
     int n = snprintf(resp, sizeof(resp),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
-    st->ws = ws;
     st->mode = WS_OPEN;
     ws_drop_request(st);
     if (pg_conn_write(st->c, resp, (size_t)n) < 0) {
@@ -739,16 +836,12 @@ static void ws_upgrade(ws_conn *st, const char *query, size_t query_len, const c
     size_t ulen = strlen(uuid);
     open[0] = GW_MSG_OPEN;
     memcpy(open + 1, uuid, ulen);
-    if (pg_conn_dispatch(st->c, open, 1 + ulen) < 0) {
+    if (pg_conn_dispatch(st->c, open, 1 + ulen) < 0)
         st->failed = 1;
-        return;
-    }
-    if (rest_len > 0)
-        ws_pump(st, rest, rest_len, 1);
 }
 
-/* The request is complete: route it. rest: bytes after it. */
-static void ws_request_done(ws_conn *st, const char *rest, size_t rest_len)
+/* The request is complete: route it. */
+static void ws_request_done(ws_conn *st)
 {
     ws_req *r = st->req;
     if (r->parser.http_major == 1 && r->parser.http_minor >= 1 && !r->seen[H_HOST]) {
@@ -775,7 +868,7 @@ static void ws_request_done(ws_conn *st, const char *rest, size_t rest_len)
     }
     const char *ws_path = ws_cfg_path(st->cfg);
     if (r->seen[H_UPGRADE] && path_len == strlen(ws_path) && memcmp(path, ws_path, path_len) == 0)
-        ws_upgrade(st, query, query_len, rest, rest_len);
+        ws_upgrade(st, query, query_len);
     else
         ws_http_request(st);
 }
@@ -797,10 +890,16 @@ static ssize_t ws_http_data(ws_conn *st, const char *data, size_t len)
     else if (r->nbytes > limit)
         ws_http_error(st, 431, NULL, "request headers too large");
     else if (r->done)
-        ws_request_done(st, data + n, len - n);
+        ws_request_done(st);
     else if (err != HPE_OK)
         ws_http_error(st, 400, NULL, "bad request");
-    return st->failed ? -1 : (ssize_t)len;
+    if (st->failed)
+        return -1;
+    if (st->mode != WS_OPEN || n == len)
+        return (ssize_t)len;
+    /* Frames the client sent right behind the handshake. */
+    ssize_t used = ws_open_data(st, data + n, len - n);
+    return used < 0 ? -1 : (ssize_t)(n + (size_t)used);
 }
 
 static void ws_header_timeout(int64_t timer_id, void *arg)
@@ -866,7 +965,7 @@ static ssize_t ws_on_data(pg_conn *c, const char *data, size_t len)
     case WS_HTTP:
         return ws_http_data(st, data, len);
     case WS_OPEN:
-        return ws_pump(st, data, len, 1) < 0 ? -1 : (ssize_t)len;
+        return ws_open_data(st, data, len);
     default:                     /* waiting for a worker's answer, or closing */
         return (ssize_t)len;
     }
@@ -892,7 +991,7 @@ static int ws_on_send(pg_conn *c, const char *data, size_t len)
     }
     ws_enter(st);
     struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
-    int rc = wslay_event_queue_msg(st->ws, &msg);
+    int rc = ws_ctx(st) < 0 ? WSLAY_ERR_NOMEM : wslay_event_queue_msg(st->ws, &msg);
     if (rc == 0) {
         ws_pump(st, NULL, 0, 1);
     } else if (rc != WSLAY_ERR_NO_MORE_MSG) {
@@ -914,9 +1013,11 @@ static void ws_on_shutdown(pg_conn *c, const char *reason, size_t len)
     size_t text_len;
     uint16_t code = ws_parse_reason(reason, len, &text, &text_len);
     ws_enter(st);
-    wslay_event_queue_close(st->ws, code, (const uint8_t *)text, text_len);
-    wslay_event_shutdown_read(st->ws);
-    ws_pump(st, NULL, 0, 0);     /* the engine closes after on_shutdown */
+    if (ws_ctx(st) == 0) {
+        wslay_event_queue_close(st->ws, code, (const uint8_t *)text, text_len);
+        wslay_event_shutdown_read(st->ws);
+        ws_pump(st, NULL, 0, 0); /* the engine closes after on_shutdown */
+    }
     if (!st->gone)
         st->mode = WS_DONE;
     ws_leave(st);

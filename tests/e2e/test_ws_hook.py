@@ -422,6 +422,103 @@ def test_frames_split_byte_by_byte(raw):
     assert payload == ("slow " * 30).encode()
 
 
+# An idle connection holds no wslay context: it is made when a frame header is
+# complete or a message must go out, and freed at a frame boundary with no
+# fragmented message and nothing queued.  These cross that boundary in the
+# awkward places: a header cut anywhere, the server sending while a header is
+# half here, fragments and pings with pauses between them.
+
+def trickle(r, data, pause=0.002):
+    """One byte per send with a pause, so the server reads them one by one."""
+    for i in range(len(data)):
+        r.send(data[i:i + 1])
+        time.sleep(pause)
+
+
+def test_frames_of_every_length_form_split_byte_by_byte(raw):
+    r = raw()
+    r.handshake()
+    assert online(r) == ""
+    texts = ["s", "m" * 125, "x" * 126, "y" * 1000, ""]
+    data = b"".join(frame(0x1, t) for t in texts[:2]) + frame(0x9, b"p") + \
+        b"".join(frame(0x1, t) for t in texts[2:])
+    trickle(r, data)
+    got, others = [], []
+    while len(got) < len(texts):
+        payload, more = r.read_until(0x1)
+        got.append(payload.decode())
+        others += more
+    assert got == texts
+    assert others == [(0xA, b"p")]
+
+
+def test_header_cut_while_the_server_sends(raw):
+    """A frame and the first bytes of the next one's header (into its
+    16-bit length) come together: the echo of the first goes out while
+    the rest of the header waits; then the rest comes."""
+    r = raw()
+    r.handshake()
+    assert online(r) == ""
+    second = frame(0x1, "z" * 300)
+    for cut in (1, 2, 3, 5, 7):
+        r.send(frame(0x1, "first %d" % cut) + second[:cut])
+        payload, _ = r.read_until(0x1)
+        assert payload == b"first %d" % cut
+        time.sleep(0.02)
+        r.send(second[cut:])
+        payload, _ = r.read_until(0x1)
+        assert payload == b"z" * 300
+
+
+def test_fragments_with_pings_and_pauses_between(raw):
+    """Each fragment and ping in its own read, answered before the next is
+    sent, with an echo of an earlier message going out in the middle."""
+    r = raw()
+    r.handshake()
+    assert online(r) == ""
+    r.send(frame(0x1, "before") + frame(0x1, "fr", fin=False))
+    payload, _ = r.read_until(0x1)
+    assert payload == b"before"                 # sent while a message is half here
+    for i, part in enumerate(["ag", "me", "nt\u00e9"]):
+        r.send(frame(0x9, b"ping %d" % i))
+        payload, _ = r.read_until(0xA)
+        assert payload == b"ping %d" % i
+        time.sleep(0.02)
+        trickle(r, frame(0x0, part, fin=(i == 2)))
+    payload, others = r.read_until(0x1)
+    assert payload.decode() == "fragment\u00e9"
+    assert not others
+    r.send(frame(0x9, b"after"))                # and the connection goes on
+    assert r.read_until(0xA)[0] == b"after"
+
+
+def test_utf8_and_size_checks_span_pauses_between_fragments(raw):
+    r = raw()
+    r.handshake()
+    assert online(r) == ""
+    r.send(frame(0x1, b"ok \xe4", fin=False))
+    r.send(frame(0x9, b"wait"))
+    assert r.read_until(0xA)[0] == b"wait"
+    r.send(frame(0x0, b"\xbd", fin=False))
+    r.send(frame(0x9, b"wait"))
+    assert r.read_until(0xA)[0] == b"wait"
+    r.send(frame(0x0, b"\x41", fin=True))       # \xe4\xbd\x41: broken across the pauses
+    code, _, others = r.read_close()
+    assert code == 1007
+    assert not others
+
+    r = raw()
+    r.handshake()
+    assert online(r) == ""
+    half = MAX_MESSAGE // 2 + 1
+    r.send(frame(0x1, "a" * half, fin=False))
+    r.send(frame(0x9, b"wait"))
+    assert r.read_until(0xA)[0] == b"wait"
+    r.send(frame(0x0, "b" * half, fin=True))
+    code, _, _ = r.read_close()
+    assert code == 1009
+
+
 def test_protocol_violations_get_1002(raw):
     """Reserved opcode, RSV bit, continuation without a start, a new message
     inside a fragmented one, fragmented or oversized control frames, close

@@ -240,6 +240,99 @@ static void test_utf8_prefix(void **state)
     assert_int_equal(gw_utf8_prefix(e, 4, 3), 0);
 }
 
+/* ---- frame boundaries (when the wslay context may be dropped) ---- */
+
+static void test_frame_header(void **state)
+{
+    (void)state;
+    uint64_t n = 99;
+    const uint8_t small[] = {0x81, 0x85, 1, 2, 3, 4};          /* masked, 5 bytes */
+    for (size_t len = 0; len < 6; len++)
+        assert_int_equal(ws_frame_header(small, len, &n), 0);
+    assert_int_equal(ws_frame_header(small, 6, &n), 6);
+    assert_int_equal(n, 5);
+    const uint8_t mid[] = {0x01, 0xfe, 0x01, 0x2c, 1, 2, 3, 4};  /* 300 */
+    assert_int_equal(ws_frame_header(mid, 7, &n), 0);
+    assert_int_equal(ws_frame_header(mid, 8, &n), 8);
+    assert_int_equal(n, 300);
+    const uint8_t big[] = {0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4};  /* 2^32 */
+    assert_int_equal(ws_frame_header(big, 13, &n), 0);
+    assert_int_equal(ws_frame_header(big, 14, &n), 14);
+    assert_int_equal(n, (uint64_t)1 << 32);
+    const uint8_t unmasked[] = {0x89, 0x7e, 0x00, 0x80};         /* no mask key */
+    assert_int_equal(ws_frame_header(unmasked, 4, &n), 4);
+    assert_int_equal(n, 128);
+}
+
+/* Feeds data in pieces of `step` bytes the way the engine does: what is not
+ * taken is offered again in front of the next piece.  Returns bytes taken. */
+static size_t feed_in_steps(ws_conn *st, const uint8_t *data, size_t len, size_t step)
+{
+    size_t taken = 0, avail = 0;
+    while (avail < len) {
+        avail = avail + step < len ? avail + step : len;
+        taken += ws_frames_ready(st, (const char *)data + taken, avail - taken);
+        assert_true(taken <= avail);
+        /* What is held back is never more than a header. */
+        assert_true(avail - taken < 14);
+    }
+    return taken;
+}
+
+static void test_frames_ready_in_any_pieces(void **state)
+{
+    (void)state;
+    /* text "hel" FIN=0, ping "p", continuation of 300 bytes FIN=0, final
+     * continuation "o" FIN=1: all masked, with a zero key. */
+    uint8_t data[3 * 14 + 3 + 1 + 300 + 1 + 6];
+    size_t n = 0;
+    const uint8_t h1[] = {0x01, 0x83, 0, 0, 0, 0};
+    memcpy(data + n, h1, sizeof(h1)), n += sizeof(h1);
+    memcpy(data + n, "hel", 3), n += 3;
+    const uint8_t h2[] = {0x89, 0x81, 0, 0, 0, 0};
+    memcpy(data + n, h2, sizeof(h2)), n += sizeof(h2);
+    data[n++] = 'p';
+    const uint8_t h3[] = {0x00, 0xfe, 0x01, 0x2c, 0, 0, 0, 0};
+    memcpy(data + n, h3, sizeof(h3)), n += sizeof(h3);
+    memset(data + n, 'l', 300), n += 300;
+    const uint8_t h4[] = {0x80, 0x81, 0, 0, 0, 0};
+    memcpy(data + n, h4, sizeof(h4)), n += sizeof(h4);
+    data[n++] = 'o';
+    size_t ends[] = {9, 16, 324, n};  /* where each frame ends */
+    for (size_t step = 1; step <= n; step++) {
+        ws_conn st = {0};
+        assert_int_equal(feed_in_steps(&st, data, n, step), n);
+        assert_int_equal(st.frame_left, 0);
+        assert_false(st.fragmented);
+    }
+    /* At each frame end: the boundary, and whether a message is open. */
+    int open_after[] = {1, 1, 1, 0};
+    for (size_t i = 0; i < 4; i++) {
+        ws_conn st = {0};
+        assert_int_equal(ws_frames_ready(&st, (const char *)data, ends[i]), ends[i]);
+        assert_int_equal(st.frame_left, 0);
+        assert_int_equal(st.fragmented, open_after[i]);
+    }
+    /* Inside a payload: taken, but not at a boundary. */
+    ws_conn st = {0};
+    assert_int_equal(ws_frames_ready(&st, (const char *)data, 30), 30);
+    assert_int_equal(st.frame_left, 324 - 30);
+    /* A header cut short is left for later (here inside its 16-bit length). */
+    ws_conn st2 = {0};
+    assert_int_equal(ws_frames_ready(&st2, (const char *)data, 16 + 3), 16);
+    assert_int_equal(st2.frame_left, 0);
+}
+
+static void test_frames_ready_huge_length(void **state)
+{
+    (void)state;
+    /* A 64-bit length with the top bit set (wslay refuses it): no overflow. */
+    const uint8_t h[] = {0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 'x'};
+    ws_conn st = {0};
+    assert_int_equal(ws_frames_ready(&st, (const char *)h, sizeof(h)), sizeof(h));
+    assert_true(st.frame_left == UINT64_MAX - sizeof(h));
+}
+
 /* ---- the protocol table ---- */
 
 static void test_protocol_per_config(void **state)
@@ -275,6 +368,9 @@ int main(void)
         cmocka_unit_test(test_utf8_valid),
         cmocka_unit_test(test_utf8_invalid),
         cmocka_unit_test(test_utf8_prefix),
+        cmocka_unit_test(test_frame_header),
+        cmocka_unit_test(test_frames_ready_in_any_pieces),
+        cmocka_unit_test(test_frames_ready_huge_length),
         cmocka_unit_test(test_protocol_per_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
