@@ -232,12 +232,16 @@ def test_reconnect_when_a_node_stops(healthy, bin_dir, stack):
 @pytest.fixture(scope="module")
 def echo_servers(bin_dir, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("echo")
-    servers = [start_server(bin_dir, "echo_server", tmp_path, open_length_check=True,
-                            reactor_num=1, worker_num=2, task_worker_num=0)]
-    servers.append(start_server(bin_dir, "ws_echo", tmp_path, reactor_num=1, worker_num=2,
-                                task_worker_num=0))
-    yield servers
-    stop_all(servers)
+    servers = []
+    try:
+        # recorded before waiting, so a server that fails to start is stopped too
+        for name, extra in (("echo_server", dict(open_length_check=True)), ("ws_echo", {})):
+            servers.append(start_server(bin_dir, name, tmp_path, wait=False, reactor_num=1,
+                                        worker_num=2, task_worker_num=0, **extra))
+            servers[-1].wait_ready()
+        yield servers
+    finally:
+        stop_all(servers)
 
 
 @pytest.mark.parametrize("mode,args", [
