@@ -48,6 +48,10 @@ BENCH_SRC   := $(wildcard bench/*.c)
 BENCH_BIN   := $(BENCH_SRC:bench/%.c=$(OUT)/bin/%)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(OUT)/tests/%)
+# pushgate-bench: its own folder of small modules, one binary.
+BENCH_CLIENT_SRC := $(wildcard bench/client/*.c)
+BENCH_CLIENT_OBJ := $(BENCH_CLIENT_SRC:%.c=$(OUT)/obj/%.o)
+BENCH_CLIENT_BIN := $(OUT)/bin/pushgate-bench
 DAEMON_DIRS := $(filter gateway proxy consumer ctl,$(patsubst %/,%,$(dir $(wildcard */main.c))))
 DAEMON_BIN  := $(DAEMON_DIRS:%=$(OUT)/bin/pushgate-%)
 
@@ -55,7 +59,7 @@ DAEMON_BIN  := $(DAEMON_DIRS:%=$(OUT)/bin/pushgate-%)
 # Keep objects between builds (make would delete them as intermediates).
 .SECONDARY:
 
-all: $(COMMON_LIB) $(GATEWAY_LIB) $(EXAMPLE_BIN) $(BENCH_BIN) $(UNIT_BIN) $(DAEMON_BIN)
+all: $(COMMON_LIB) $(GATEWAY_LIB) $(EXAMPLE_BIN) $(BENCH_BIN) $(BENCH_CLIENT_BIN) $(UNIT_BIN) $(DAEMON_BIN)
 
 $(OUT)/obj/%.o: %.c $(wildcard */*.h) | $(OUT)/obj
 	@mkdir -p $(dir $@)
@@ -79,6 +83,17 @@ $(OUT)/bin/%: examples/%.c $(LIBS_OWN)
 $(OUT)/bin/%: bench/%.c $(LIBS_OWN)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< -o $@ $(LIBS_OWN) $(LDFLAGS) $(LIBS)
+
+$(OUT)/obj/bench/client/%.o: bench/client/%.c $(wildcard bench/client/*.h) $(wildcard */*.h) | $(OUT)/obj
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BENCH_CLIENT_BIN): $(BENCH_CLIENT_OBJ) $(LIBS_OWN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BENCH_CLIENT_OBJ) -o $@ $(LIBS_OWN) $(LDFLAGS) $(LIBS)
+
+# pushgate-bench's histogram and sequence map are compiled into their unit test.
+$(OUT)/tests/test_bench_stats: bench/client/hist.c bench/client/seqmap.c $(wildcard bench/client/*.h)
 
 $(OUT)/tests/%: tests/unit/%.c $(LIBS_OWN)
 	@mkdir -p $(dir $@)

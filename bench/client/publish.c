@@ -1,0 +1,295 @@
+/* publish.c - `pushgate-bench publish`: work orders into the Redis Stream,
+ * exactly as a business system writes them (ctl/publish.c: field msg, the
+ * seed's JSON), each for one random user of the connect run and carrying
+ * its sequence number and send time:
+ *
+ *   {"url":"/worksheet/send-message","chat_token":T,"data":[{"uuid":U,
+ *    "data":{"type":"bench","infos":"...","seq":I,"ts":<CLOCK_REALTIME us>}}]}
+ *
+ * The gateway hands that data object to the browser unchanged as
+ * WorksheetMsg.response, so the receiver reads seq and ts back.  XADDs go
+ * out pipelined in batches, paced to --rate when one is given. */
+#include "bench.h"
+#include "net.h"
+#include "report.h"
+#include "seqmap.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <getopt.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MSG_MAX 4096
+
+typedef struct {
+    uint64_t messages, users, first, batch, seed, infos_len, first_seq;
+    double rate, timeout;
+    const char *prefix, *stream, *token;
+    pb_url redis;
+    int json, quiet;
+} pub_opts;
+
+typedef struct {
+    const pub_opts *o;
+    redisContext *redis;
+    char *token_json;           /* the chat token as a JSON string */
+    char *infos;
+    uint64_t rnd, sent, errors;
+    uint64_t t0, t_end;
+    int timed_out;
+    char last_id[64];
+} pub_run;
+
+static void pub_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: " PB_NAME " publish -m M --users N --chat-token TOKEN [--prefix bench-user-]\n"
+        "         [--first 0] [--redis 127.0.0.1:6379] [--stream pushgate:worksheets]\n"
+        "         [--rate R] [--batch 500] [--seed 1] [--infos-len 16] [--first-seq 0]\n"
+        "         [--timeout 120] [--quiet] [--json]\n"
+        "M work orders (XADD <stream> * msg <json>), each for a random user\n"
+        "<prefix><first + 0..N-1>, with seq and a CLOCK_REALTIME us ts in its data.\n"
+        "--redis defaults to PUSHGATE_REDIS_HOST/PORT, --chat-token to PUSHGATE_CHAT_TOKEN.\n");
+}
+
+static int pub_option(pub_opts *o, int c, const char *arg)
+{
+    switch (c) {
+    case 'm': return pb_parse_u64("-m", arg, 1, PB_SEQ_LIMIT, &o->messages);
+    case 'U': return pb_parse_u64("--users", arg, 1, 100000000, &o->users);
+    case 'p': o->prefix = arg; return 0;
+    case 'f': return pb_parse_u64("--first", arg, 0, 1000000000000ull, &o->first);
+    case 'r': return pb_url_parse(arg, "tcp", "", &o->redis);
+    case 's': o->stream = arg; return 0;
+    case 'k': o->token = arg; return 0;
+    case 'R': return pb_parse_double("--rate", arg, 0, 1e8, &o->rate);
+    case 'b': return pb_parse_u64("--batch", arg, 1, 100000, &o->batch);
+    case 'S': return pb_parse_u64("--seed", arg, 0, UINT64_MAX, &o->seed);
+    case 'i': return pb_parse_u64("--infos-len", arg, 0, 2048, &o->infos_len);
+    case 'F': return pb_parse_u64("--first-seq", arg, 0, 1ull << 50, &o->first_seq);
+    case 't': return pb_parse_double("--timeout", arg, 1, 86400 * 7, &o->timeout);
+    case 'q': o->quiet = 1; return 0;
+    case 'j': o->json = 1; return 0;
+    default: return -1;
+    }
+}
+
+static int pub_defaults(pub_opts *o)
+{
+    const char *host = getenv("PUSHGATE_REDIS_HOST"), *port = getenv("PUSHGATE_REDIS_PORT");
+    char text[128];
+    if (!o->token)
+        o->token = getenv("PUSHGATE_CHAT_TOKEN");
+    if (!o->messages || !o->users || !o->token || !*o->token || !*o->stream) {
+        pb_err("publish: -m, --users and --chat-token (or PUSHGATE_CHAT_TOKEN) are required");
+        return -1;
+    }
+    if (strlen(o->prefix) > 40 || !pb_uuid_chars_ok(o->prefix)) {
+        pb_err("publish: --prefix: at most 40 characters of [A-Za-z0-9_.:@-]");
+        return -1;
+    }
+    if (o->redis.scheme[0])
+        return 0;
+    snprintf(text, sizeof(text), "%s:%s", host ? host : "127.0.0.1", port ? port : "6379");
+    return pb_url_parse(text, "tcp", "", &o->redis);
+}
+
+static int pub_parse(pub_opts *o, int argc, char **argv)
+{
+    static const struct option longs[] = {
+        {"messages", required_argument, NULL, 'm'}, {"users", required_argument, NULL, 'U'},
+        {"prefix", required_argument, NULL, 'p'}, {"first", required_argument, NULL, 'f'},
+        {"redis", required_argument, NULL, 'r'}, {"stream", required_argument, NULL, 's'},
+        {"chat-token", required_argument, NULL, 'k'}, {"rate", required_argument, NULL, 'R'},
+        {"batch", required_argument, NULL, 'b'}, {"seed", required_argument, NULL, 'S'},
+        {"infos-len", required_argument, NULL, 'i'}, {"first-seq", required_argument, NULL, 'F'},
+        {"timeout", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    memset(o, 0, sizeof(*o));
+    o->prefix = "bench-user-";
+    o->stream = "pushgate:worksheets";
+    o->batch = 500;
+    o->seed = 1;
+    o->infos_len = 16;
+    o->timeout = 120;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
+        if (c == 'h') {
+            pub_usage(stdout);
+            return 1;
+        }
+        if (c == '?' || pub_option(o, c, optarg) < 0) {
+            pub_usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        pb_err("publish: unexpected argument '%s'", argv[optind]);
+        return -1;
+    }
+    return pub_defaults(o);
+}
+
+/* ---- Redis ---- */
+
+static int pub_connect(pub_run *r)
+{
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &r->o->redis.addr.sin_addr, ip, sizeof(ip));
+    struct timeval tv = {5, 0};
+    r->redis = redisConnectWithTimeout(ip, ntohs(r->o->redis.addr.sin_port), tv);
+    if (!r->redis || r->redis->err) {
+        pb_err("publish: redis %s: %s", r->o->redis.hostport,
+               r->redis ? r->redis->errstr : "out of memory");
+        return -1;
+    }
+    struct timeval io = {30, 0};
+    return redisSetTimeout(r->redis, io) == REDIS_OK ? 0 : -1;
+}
+
+static int pub_append(pub_run *r, uint64_t seq)
+{
+    const pub_opts *o = r->o;
+    char msg[MSG_MAX];
+    uint64_t user = o->first + pb_rand(&r->rnd) % o->users;
+    int n = snprintf(msg, sizeof(msg),
+                     "{\"url\":\"/worksheet/send-message\",\"chat_token\":%s,\"data\":[{\"uuid\":"
+                     "\"%s%llu\",\"data\":{\"type\":\"bench\",\"infos\":\"%s\",\"seq\":%llu,"
+                     "\"ts\":%llu}}]}",
+                     r->token_json, o->prefix, (unsigned long long)user, r->infos,
+                     (unsigned long long)seq, (unsigned long long)pb_wall_us());
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        return -1;
+    return redisAppendCommand(r->redis, "XADD %s * msg %b", o->stream, msg, (size_t)n) == REDIS_OK
+               ? 0 : -1;
+}
+
+/* Reads k replies: ids count as sent, error replies as errors. -1 when the
+ * connection failed. */
+static int pub_replies(pub_run *r, uint64_t k)
+{
+    for (uint64_t i = 0; i < k; i++) {
+        redisReply *reply = NULL;
+        if (redisGetReply(r->redis, (void **)&reply) != REDIS_OK || !reply) {
+            pb_err("publish: redis: %s", r->redis->err ? r->redis->errstr : "no reply");
+            return -1;
+        }
+        if (reply->type == REDIS_REPLY_STRING) {
+            r->sent++;
+            snprintf(r->last_id, sizeof(r->last_id), "%s", reply->str);
+        } else {
+            if (r->errors++ == 0)
+                pb_err("publish: XADD %s: %s", r->o->stream,
+                       reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        }
+        freeReplyObject(reply);
+    }
+    return 0;
+}
+
+/* ---- pacing ---- */
+
+static void pub_sleep_until(uint64_t when)
+{
+    uint64_t now = pb_mono_us();
+    if (when <= now)
+        return;
+    struct timespec ts = {(time_t)((when - now) / 1000000), (long)((when - now) % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t pub_chunk(const pub_opts *o, uint64_t done)
+{
+    uint64_t k = o->batch;
+    if (o->rate > 0 && (uint64_t)(o->rate / 100) < k)
+        k = o->rate / 100 >= 1 ? (uint64_t)(o->rate / 100) : 1;    /* ~100 batches a second */
+    return k < o->messages - done ? k : o->messages - done;
+}
+
+static int pub_loop(pub_run *r)
+{
+    const pub_opts *o = r->o;
+    uint64_t done = 0, next_show = r->t0 + 1000000, limit = r->t0 + (uint64_t)(o->timeout * 1e6);
+    while (done < o->messages) {
+        if (o->rate > 0)
+            pub_sleep_until(r->t0 + (uint64_t)((double)done * 1e6 / o->rate));
+        if (pb_mono_us() >= limit) {
+            r->timed_out = 1;
+            break;
+        }
+        uint64_t k = pub_chunk(o, done);
+        for (uint64_t i = 0; i < k; i++)
+            if (pub_append(r, o->first_seq + done + i) < 0) {
+                pb_err("publish: cannot queue an XADD (out of memory?)");
+                return -1;
+            }
+        if (pub_replies(r, k) < 0)
+            return -1;
+        done += k;
+        if (!o->quiet && pb_mono_us() >= next_show) {
+            fprintf(stderr, "[%6.1fs] published %llu/%llu\n", (double)(pb_mono_us() - r->t0) / 1e6,
+                    (unsigned long long)done, (unsigned long long)o->messages);
+            next_show += 1000000;
+        }
+    }
+    return 0;
+}
+
+/* ---- report ---- */
+
+static int pub_report(const pub_run *r)
+{
+    const pub_opts *o = r->o;
+    double secs = (double)(r->t_end - r->t0) / 1e6;
+    int ok = r->sent == o->messages && r->errors == 0 && !r->timed_out;
+    json_t *rep = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:s,s:b,s:b}",
+                            "mode", "publish", "redis", o->redis.hostport, "stream", o->stream,
+                            "messages", (json_int_t)o->messages, "users", (json_int_t)o->users,
+                            "first_seq", (json_int_t)o->first_seq,
+                            "sent", (json_int_t)r->sent, "errors", (json_int_t)r->errors,
+                            "seed", (json_int_t)o->seed, "rate_target", o->rate,
+                            "seconds", secs, "rate", secs > 0 ? (double)r->sent / secs : 0.0,
+                            "last_id", r->last_id, "timed_out", r->timed_out, "ok", ok);
+    if (pb_report_print(stdout, rep, o->json) < 0)
+        ok = 0;
+    json_decref(rep);
+    return ok ? PB_OK : PB_INCOMPLETE;
+}
+
+int pb_publish_main(int argc, char **argv)
+{
+    pub_opts o;
+    int rc = pub_parse(&o, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? PB_OK : PB_USAGE;
+    pub_run r = {.o = &o, .rnd = o.seed};
+    json_t *tok = json_string(o.token);
+    r.token_json = tok ? json_dumps(tok, JSON_ENCODE_ANY) : NULL;
+    json_decref(tok);
+    r.infos = malloc(o.infos_len + 1);
+    rc = PB_INCOMPLETE;
+    if (!r.token_json || !r.infos) {
+        pb_err("publish: the chat token is not UTF-8, or out of memory");
+    } else if (pub_connect(&r) == 0) {
+        memset(r.infos, 'x', o.infos_len);
+        r.infos[o.infos_len] = '\0';
+        r.t0 = pb_mono_us();
+        int failed = pub_loop(&r) < 0;
+        r.t_end = pb_mono_us();
+        rc = pub_report(&r);
+        if (failed)
+            rc = PB_INCOMPLETE;
+    }
+    if (r.redis)
+        redisFree(r.redis);
+    free(r.token_json);
+    free(r.infos);
+    return rc;
+}
