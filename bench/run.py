@@ -7,6 +7,9 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
            that also runs the client) at pipeline 1 and 16, and 2 reactors +
            2 workers at pipeline 1
   table  - table_bench: shared-memory table get+set per second, 1 and 4 processes
+  S1-S4  - the push scenarios (bench/scenarios.py) against a whole system
+           on loopback (bench/cluster.py), driven by pushgate-bench
+BENCH_ONLY=engine,s1,s2,s3,s4 picks some of them.
 Prints a table and writes bench/results/<date>.json.
 """
 import datetime
@@ -71,10 +74,23 @@ def median_of(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
-def main():
-    results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
-               "cpus": os.cpu_count(), "scenarios": {}}
-    rows = []
+def medians(runs):
+    """The median of every numeric figure of the runs (nested dicts too)."""
+    out = {}
+    for key, value in runs[0].items():
+        values = [r.get(key) for r in runs]
+        if isinstance(value, bool):
+            out[key] = all(values)
+        elif isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
+            out[key] = statistics.median(values)
+        elif isinstance(value, dict):
+            out[key] = medians([v for v in values if isinstance(v, dict)])
+        else:
+            out[key] = value
+    return out
+
+
+def engine_benches(results, rows):
     for reactors, pipeline in ((1, 1), (2, 1), (1, 16)):
         runs = [echo_run(pipeline, 300000, reactors) for _ in range(RUNS)]
         name = f"echo, {reactors} reactor(s), pipeline {pipeline}"
@@ -86,11 +102,63 @@ def main():
     results["scenarios"]["table"] = runs
     rows.append(("table get+set, 1 process", f"{median_of(runs, 'one_process_ops_per_s'):,.0f} ops/s",
                  "", ">= 2,000,000 ops/s"))
-    rows.append(("table get+set, 4 processes", f"{median_of(runs, 'four_processes_ops_per_s'):,.0f} ops/s",
-                 "", ""))
+    rows.append(("table get+set, 4 processes",
+                 f"{median_of(runs, 'four_processes_ops_per_s'):,.0f} ops/s", "", ""))
+
+
+def ms(lat, key):
+    return "%.2f ms" % lat[key] if lat and lat.get(key) is not None else "-"
+
+
+def push_benches(results, rows, only):
+    import scenarios as sc
+    plan = [
+        ("s1", "S1 10,000 idle clients, 1 node", lambda: sc.s1_idle(1, 10000),
+         lambda m: ("%d B/conn, connected %s" % (m["bytes_per_conn"], m["connected"]),
+                    "10,000 connects in %.2f s" % m["connect_seconds"],
+                    "<= 3,000 B/conn; <= 2 s")),
+        ("s1", "S1 50,000 idle clients, 3 nodes", lambda: sc.s1_idle(3, 50000),
+         lambda m: ("%d B/conn, connected %s" % (m["bytes_per_conn"], m["connected"]),
+                    "connects in %.2f s" % m["connect_seconds"], "<= 3,000 B/conn")),
+        ("s2", "S2 200,000 orders, max rate", lambda: sc.s2_push(200000, 10000, 0),
+         lambda m: ("%s delivered/s" % format(int(m["delivered_per_s"] or 0), ","),
+                    "missing %s, dups %s, p50 %s p99 %s" % (m["missing"], m["duplicates"],
+                                                            ms(m["latency_ms"], "p50"),
+                                                            ms(m["latency_ms"], "p99")),
+                    ">= 40,000/s, 0 missing")),
+        ("s2", "S2 20,000 orders/s for 10 s", lambda: sc.s2_push(200000, 10000, 20000),
+         lambda m: ("p50 %s, p99 %s" % (ms(m["latency_ms"], "p50"), ms(m["latency_ms"], "p99")),
+                    "missing %s, dups %s" % (m["missing"], m["duplicates"]),
+                    "p99 <= 10 ms, p50 <= 2 ms")),
+        ("s3", "S3 slow reader + 1,000 others", lambda: sc.s3_slow_reader(),
+         lambda m: ("PSS +%d KB, closed %s" % (m["gateway_pss_growth"] // 1024, m["slow_closed"]),
+                    "stored %s/%s, others p99 x%.2f" % (m["slow_stored"], m["slow_messages"],
+                                                        m["p99_ratio"]),
+                    "<= 2 MB + small; closed; all stored; <= 2x")),
+        ("s4", "S4 reconnect storm, 10,000", lambda: sc.s4_storm(),
+         lambda m: ("%s reconnected in %s s" % (m["reconnected"], m["reconnect_seconds"]),
+                    "missing %s, dups %s" % (m["missing"], m["duplicates"]),
+                    "<= 5 s, 0 missing")),
+    ]
+    for key, name, run, show in plan:
+        if only and key not in only:
+            continue
+        runs = [run() for _ in range(RUNS)]
+        results["scenarios"][name] = runs
+        rows.append((name,) + show(medians(runs)))
+
+
+def main():
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+    results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
+               "cpus": os.cpu_count(), "scenarios": {}}
+    rows = []
+    if not only or "engine" in only:
+        engine_benches(results, rows)
+    push_benches(results, rows, only)
     print(f"\nmedians of {RUNS} run(s) on {os.cpu_count()} CPUs")
     for row in rows:
-        print(f"  {row[0]:<36} {row[1]:>20}  {row[2]:<28} target {row[3]}")
+        print(f"  {row[0]:<36} {row[1]:>28}  {row[2]:<40} target {row[3]}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", datetime.date.today().isoformat() + ".json")
     with open(path, "w") as f:

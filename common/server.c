@@ -192,6 +192,10 @@ int pg_server_listen(pg_server *s, const char *host, int port, const pg_listen_o
         pg_error("listen %s:%d: package_eof must be 1 to 8 bytes", host, port);
         return -1;
     }
+    if (opts->dispatch_mode < 0 || opts->dispatch_mode > PG_DISPATCH_IDLE) {
+        pg_error("listen %s:%d: dispatch_mode must be 0 to 3", host, port);
+        return -1;
+    }
     int fd = bind_socket(host, port, (int)s->settings->backlog);
     if (fd < 0)
         return -1;

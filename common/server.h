@@ -97,6 +97,10 @@ typedef struct {
 typedef struct {
     pg_frame_settings frame;          /* used when protocol is NULL */
     const pg_protocol *protocol;      /* NULL: frame packets per frame */
+    /* 0: the server's dispatch_mode.  A listener whose requests carry their
+     * own ids (an internal port) may spread one busy connection's packets
+     * over every worker with PG_DISPATCH_ROUND_ROBIN or PG_DISPATCH_IDLE. */
+    int dispatch_mode;
 } pg_listen_options;
 
 typedef struct {

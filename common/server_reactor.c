@@ -268,7 +268,8 @@ static void conn_send_from_worker(pg_conn *c, const char *data, size_t len)
 static int choose_worker(pg_reactor *r, pg_conn *c)
 {
     pg_server *s = r->s;
-    switch (s->settings->dispatch_mode) {
+    int mode = s->listeners[c->listener].opts.dispatch_mode;
+    switch (mode ? mode : s->settings->dispatch_mode) {
     case PG_DISPATCH_ROUND_ROBIN:
         r->next_worker = (r->next_worker + 1) % s->worker_num;
         return r->next_worker;

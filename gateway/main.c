@@ -161,8 +161,11 @@ static int listen_ports(void)
                            .header_timeout_ms = (uint32_t)gw.cfg.header_timeout_ms,
                            .max_message = gw.server_cfg.package_max_length};
     pg_listen_options pub = {.protocol = gw_ws_protocol(&gw.ws)};
+    /* Replies carry the request's msg_id / req_id, so the consumer's and the
+     * proxy's few busy connections can be shared by every worker. */
     pg_listen_options internal = {.frame = {.kind = PG_FRAME_LENGTH,
-                                            .max_length = gw.server_cfg.package_max_length}};
+                                            .max_length = gw.server_cfg.package_max_length},
+                                  .dispatch_mode = PG_DISPATCH_ROUND_ROBIN};
     if (gw.cfg.internal_eof) {
         internal.frame.kind = PG_FRAME_EOF;
         internal.frame.eof = gw.server_cfg.package_eof.data;

@@ -6,9 +6,12 @@
  * collects the orders that arrive while it handles one batch of input (the
  * consumer pipelines many) and hands them to a task worker together as soon
  * as the loop pass ends; the task worker resolves all their uuids with a
- * few IN queries and answers with one result per order. */
+ * few IN queries and answers with one result per order.  The orders stay
+ * here meanwhile, so the results name items by index instead of carrying
+ * every payload back. */
 #include "gateway.h"
 
+#include "idmap.h"
 #include "log.h"
 #include "timer.h"
 
@@ -19,19 +22,39 @@
 static json_t *orders;          /* waiting for the end of this loop pass */
 static size_t orders_bytes;     /* rough size of their payloads */
 static int64_t flush_timer;
+static pg_idmap *in_task;       /* batch id -> the orders a task worker routes */
+static uint64_t next_batch;
 
-/* What a failed hand-off means for each order: an error result. */
+/* An order that cannot be routed now gets an error result. */
+static void fail_order(json_t *order, int code)
+{
+    json_t *r = json_pack("{s:s,s:O,s:O,s:i,s:[],s:[],s:i}", "op", "routed", "ctx",
+                          json_object_get(order, "ctx"), "msg_id", json_object_get(order, "msg_id"),
+                          "code", code, "local", "remote", "stored", 0);
+    if (r)
+        gw_internal_routed(r);
+    json_decref(r);
+}
+
 static void fail_orders(json_t *failed)
 {
     size_t i;
     json_t *order;
-    json_array_foreach(failed, i, order) {
-        json_t *r = json_pack("{s:s,s:O,s:O,s:i,s:[],s:[],s:i}", "op", "routed", "ctx",
-                              json_object_get(order, "ctx"), "msg_id", json_object_get(order, "msg_id"),
-                              "code", GW_ERR_BUSY, "local", "remote", "stored", 0);
-        gw_internal_routed(r);
-        json_decref(r);
-    }
+    json_array_foreach(failed, i, order)
+        fail_order(order, GW_ERR_BUSY);
+}
+
+/* What the task worker needs of the orders: tokens and items, not ctx. */
+static json_t *task_orders(json_t *batch)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *order;
+    json_array_foreach(batch, i, order)
+        json_array_append_new(out, json_pack("{s:O?,s:O}", "chat_token",
+                                             json_object_get(order, "chat_token"), "items",
+                                             json_object_get(order, "items")));
+    return out;
 }
 
 static void flush(void)
@@ -44,11 +67,18 @@ static void flush(void)
     orders_bytes = 0;
     if (!batch)
         return;
-    if (gw_task(json_pack("{s:s,s:O}", "op", "route", "orders", batch), 0) < 0) {
+    if (!in_task)
+        in_task = pg_idmap_new(64);
+    uint64_t id = ++next_batch;
+    if (!in_task || pg_idmap_put(in_task, id, batch) < 0 ||
+        gw_task(json_pack("{s:s,s:I,s:o}", "op", "route", "batch", (json_int_t)id, "orders",
+                          task_orders(batch)), 0) < 0) {
         pg_error("could not hand %zu order(s) to a task worker", json_array_size(batch));
+        if (in_task)
+            pg_idmap_remove(in_task, id);
         fail_orders(batch);
+        json_decref(batch);
     }
-    json_decref(batch);
 }
 
 static void flush_due(int64_t timer_id, void *arg)
@@ -87,8 +117,17 @@ void gw_route(json_t *order)
     }
 }
 
-/* The worker stops: results would come back to nobody, so the senders
- * hear "busy" now and try again (the consumer on another node). */
+static int drop_batch(uint64_t id, void *value, void *arg)
+{
+    (void)id;
+    (void)arg;
+    json_decref(value);
+    return 0;
+}
+
+/* The worker stops: results would come back to nobody, so the senders of
+ * orders not yet handed off hear "busy" now and try again (the consumer on
+ * another node); those with a task worker get no answer and time out. */
 void gw_route_stop(void)
 {
     if (flush_timer > 0)
@@ -99,12 +138,60 @@ void gw_route_stop(void)
     json_decref(orders);
     orders = NULL;
     orders_bytes = 0;
+    if (in_task) {
+        pg_idmap_iterate(in_task, drop_batch, NULL);
+        pg_idmap_free(in_task);
+        in_task = NULL;
+    }
+}
+
+/* An order's result in the form gw_internal_routed takes, from the task
+ * worker's compact one (tasks.c order_results) and the order held here. */
+static json_t *routed_of(json_t *order, json_t *compact)
+{
+    json_t *items = json_object_get(order, "items");
+    json_t *local = json_array(), *remote = json_array();
+    size_t k;
+    json_t *e;
+    json_array_foreach(json_object_get(compact, "l"), k, e) {
+        json_t *item = json_array_get(items, (size_t)json_integer_value(json_array_get(e, 0)));
+        json_array_append_new(local, json_pack("{s:O,s:O,s:O,s:O,s:O}", "session", json_array_get(e, 1),
+                                               "uuid", json_object_get(item, "uuid"), "id",
+                                               json_object_get(item, "id"), "payload",
+                                               json_object_get(item, "payload"), "stored",
+                                               json_array_get(e, 2)));
+    }
+    json_array_foreach(json_object_get(compact, "r"), k, e) {
+        json_t *item = json_array_get(items, (size_t)json_integer_value(json_array_get(e, 0)));
+        json_array_append_new(remote, json_pack("{s:O,s:O,s:O,s:O,s:O,s:O}", "ip", json_array_get(e, 1),
+                                                "port", json_array_get(e, 2), "client_id",
+                                                json_array_get(e, 3), "uuid", json_object_get(item, "uuid"),
+                                                "id", json_object_get(item, "id"), "payload",
+                                                json_object_get(item, "payload")));
+    }
+    return json_pack("{s:s,s:O,s:O,s:O,s:o,s:o,s:O}", "op", "routed", "ctx", json_object_get(order, "ctx"),
+                     "msg_id", json_object_get(order, "msg_id"), "code", json_object_get(compact, "c"),
+                     "local", local, "remote", remote, "stored", json_object_get(compact, "s"));
 }
 
 void gw_route_done(json_t *result)
 {
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(result, "results"), i, r)
-        gw_internal_routed(r);
+    uint64_t id = (uint64_t)json_integer_value(json_object_get(result, "batch"));
+    json_t *batch = in_task ? pg_idmap_remove(in_task, id) : NULL;
+    if (!batch) {
+        pg_error("route result for an unknown batch %llu", (unsigned long long)id);
+        return;
+    }
+    size_t o;
+    json_t *order;
+    json_array_foreach(batch, o, order) {
+        json_t *compact = json_array_get(json_object_get(result, "results"), o);
+        json_t *r = json_is_integer(json_object_get(compact, "c")) ? routed_of(order, compact) : NULL;
+        if (r)
+            gw_internal_routed(r);
+        else
+            fail_order(order, GW_ERR_INTERNAL);
+        json_decref(r);
+    }
+    json_decref(batch);
 }

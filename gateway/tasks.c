@@ -277,13 +277,16 @@ static int lookup_routes(json_t *items, route_rows *rows)
     return rc;
 }
 
-/* A routed copy of an item keeps the item's order tag "o" (the index of its
- * order in a batch), so results can be handed back per order. */
+/* A routed copy of an item keeps the item's tags "o" and "i" (the indexes of
+ * its order in a batch and of the item in its order), so results can be
+ * handed back per order without their payloads (route.c has them). */
 static json_t *tagged(json_t *item, json_t *copy)
 {
     json_t *order = json_object_get(item, "o");
-    if (order && copy)
+    if (order && copy) {
         json_object_set(copy, "o", order);
+        json_object_set(copy, "i", json_object_get(item, "i"));
+    }
     return copy;
 }
 
@@ -400,38 +403,47 @@ static json_t *check_orders(json_t *orders, json_t *all)
         if (valid > 0)
             json_array_foreach(json_object_get(order, "items"), i, item) {
                 json_object_set_new(item, "o", json_integer((json_int_t)o));
+                json_object_set_new(item, "i", json_integer((json_int_t)i));
                 json_array_append(all, item);
             }
     }
     return codes;
 }
 
-/* One result per order: its code, local and remote targets, stored count. */
-static json_t *order_results(json_t *orders, json_t *codes)
+/* One compact result per order, {c: code, l: local, r: remote, s: stored
+ * count}: route.c still holds the orders, so an entry names its item by
+ * index: local [i, session, stored], remote [i, ip, port, client_id]. */
+static json_t *order_results(json_t *codes)
 {
     json_t *results = json_array();
     size_t o;
-    json_t *order;
-    json_array_foreach(orders, o, order)
-        json_array_append_new(results, json_pack("{s:s,s:O,s:O,s:O,s:[],s:[],s:i}", "op", "routed",
-                                                 "ctx", json_object_get(order, "ctx"), "msg_id",
-                                                 json_object_get(order, "msg_id"), "code",
-                                                 json_array_get(codes, o), "local", "remote",
-                                                 "stored", 0));
+    json_t *code;
+    json_array_foreach(codes, o, code)
+        json_array_append_new(results, json_pack("{s:O,s:[],s:[],s:i}", "c", code, "l", "r", "s", 0));
     return results;
 }
 
-/* Hands each tagged entry to its order's result, under key. */
-static void deal(json_t *results, json_t *entries, const char *key)
+static json_t *result_of(json_t *results, json_t *entry)
 {
-    size_t i;
+    return json_array_get(results, (size_t)json_integer_value(json_object_get(entry, "o")));
+}
+
+static void deal(json_t *results, json_t *local, json_t *remote, json_t *store)
+{
+    size_t k;
     json_t *e;
-    json_array_foreach(entries, i, e) {
-        json_t *r = json_array_get(results, (size_t)json_integer_value(json_object_get(e, "o")));
-        if (strcmp(key, "stored") == 0)
-            json_object_set_new(r, key, json_integer(json_integer_value(json_object_get(r, key)) + 1));
-        else
-            json_array_append(json_object_get(r, key), e);
+    json_array_foreach(local, k, e)
+        json_array_append_new(json_object_get(result_of(results, e), "l"),
+                              json_pack("[O,O,b]", json_object_get(e, "i"),
+                                        json_object_get(e, "session"),
+                                        json_is_true(json_object_get(e, "stored"))));
+    json_array_foreach(remote, k, e)
+        json_array_append_new(json_object_get(result_of(results, e), "r"),
+                              json_pack("[O,O,O,O]", json_object_get(e, "i"), json_object_get(e, "ip"),
+                                        json_object_get(e, "port"), json_object_get(e, "client_id")));
+    json_array_foreach(store, k, e) {
+        json_t *r = result_of(results, e);
+        json_object_set_new(r, "s", json_integer(json_integer_value(json_object_get(r, "s")) + 1));
     }
 }
 
@@ -447,17 +459,15 @@ static void op_route(json_t *task)
                  (!gw_db() || lookup_routes(all, &rows) < 0 ||
                   split_targets(all, &rows, local, remote, store, 0) < 0 || store_items(store) < 0 ||
                   recheck_stored(store, local, remote, 0) < 0);
-    json_t *results = order_results(orders, codes);
+    json_t *results = order_results(codes);
     if (failed) {
         size_t o;
         json_t *r;
         json_array_foreach(results, o, r)
-            if (json_integer_value(json_object_get(r, "code")) == GW_OK)
-                json_object_set_new(r, "code", json_integer(GW_ERR_INTERNAL));
+            if (json_integer_value(json_object_get(r, "c")) == GW_OK)
+                json_object_set_new(r, "c", json_integer(GW_ERR_INTERNAL));
     } else {
-        deal(results, local, "local");
-        deal(results, remote, "remote");
-        deal(results, store, "stored");
+        deal(results, local, remote, store);
     }
     json_decref(all);
     json_decref(local);
@@ -465,7 +475,8 @@ static void op_route(json_t *task)
     json_decref(store);
     json_decref(codes);
     json_decref(rows.by_uuid);
-    finish(json_pack("{s:s,s:o}", "op", "routed", "results", results));
+    finish(json_pack("{s:s,s:O,s:o}", "op", "routed", "batch", json_object_get(task, "batch"),
+                     "results", results));
 }
 
 static void op_token(json_t *task)

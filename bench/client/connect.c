@@ -54,13 +54,15 @@ static void conn_usage(FILE *out)
     fprintf(out,
         "usage: " PB_NAME " connect -n N [--url ws://127.0.0.1:9501/ws ...] --secret JWT_SECRET\n"
         "         [--prefix bench-user-] [--first 0] [--expect M] [--hold SECONDS]\n"
-        "         [--ramp-rate R] [--inflight 256] [--reconnect] [--per-proc 19000]\n"
+        "         [--ramp-rate R] [--inflight 256] [--reconnect] [--home-urls K] [--per-proc 19000]\n"
         "         [--src-addrs K] [--heartbeat 30] [--connect-timeout 10] [--grace 1]\n"
         "         [--token-ttl 86400] [--timeout SECONDS] [--quiet] [--json]\n"
         "N WebSocket clients, client i authenticated as <prefix><first+i> with ?token=,\n"
         "spread round robin over the --url list (a path of / means /ws); each ACKs every\n"
         "WorksheetMsg and measures its latency from the body's ts.  Prints READY <n> (on\n"
-        "stderr with --json, else stdout) once all are registered (ONLINE received).\n");
+        "stderr with --json, else stdout) once all are registered (ONLINE received).\n"
+        "--home-urls K: first connects go to the first K URLs only; --reconnect moves a\n"
+        "closed client on to the next URL of the whole list.\n");
 }
 
 static int conn_add_url(conn_opts *o, const char *text)
@@ -97,6 +99,11 @@ static int conn_option(conn_opts *o, int c, const char *arg)
     case 'r': return pb_parse_u64("--ramp-rate", arg, 0, 10000000, &o->ramp_total);
     case 'i': return pb_parse_u64("--inflight", arg, 1, 10000000, &o->inflight_total);
     case 'R': f->reconnect = 1; return 0;
+    case 'U':
+        if (pb_parse_u64("--home-urls", arg, 1, PB_URLS_MAX, &v) < 0)
+            return -1;
+        f->home_urls = (int)v;
+        return 0;
     case 'P': return pb_parse_u64("--per-proc", arg, 1, 1000000, &f->per_proc);
     case 'S':
         if (pb_parse_u64("--src-addrs", arg, 0, PB_SRC_ADDRS_MAX, &v) < 0)
@@ -126,6 +133,8 @@ static int conn_finish_opts(conn_opts *o)
     }
     if (f->nurls == 0 && conn_add_url(o, "ws://127.0.0.1:9501/ws") < 0)
         return -1;
+    if (f->home_urls == 0 || f->home_urls > f->nurls)
+        f->home_urls = f->nurls;
     char last[32];
     int digits = snprintf(last, sizeof(last), "%llu", (unsigned long long)(f->first + f->n - 1));
     if (!pb_uuid_chars_ok(f->prefix) || strlen(f->prefix) + (size_t)digits > GW_UUID_MAX) {
@@ -165,7 +174,7 @@ static int conn_parse(conn_opts *o, int argc, char **argv)
         {"prefix", required_argument, NULL, 'p'}, {"first", required_argument, NULL, 'f'},
         {"expect", required_argument, NULL, 'e'}, {"hold", required_argument, NULL, 'H'},
         {"ramp-rate", required_argument, NULL, 'r'}, {"inflight", required_argument, NULL, 'i'},
-        {"reconnect", no_argument, NULL, 'R'}, {"per-proc", required_argument, NULL, 'P'},
+        {"reconnect", no_argument, NULL, 'R'}, {"home-urls", required_argument, NULL, 'U'}, {"per-proc", required_argument, NULL, 'P'},
         {"src-addrs", required_argument, NULL, 'S'}, {"heartbeat", required_argument, NULL, 'b'},
         {"connect-timeout", required_argument, NULL, 'c'}, {"grace", required_argument, NULL, 'g'},
         {"timeout", required_argument, NULL, 't'}, {"token-ttl", required_argument, NULL, 'T'},

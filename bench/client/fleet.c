@@ -418,7 +418,7 @@ static int fleet_init(fleet *f, const pb_fleet_conf *conf, uint64_t lo, uint64_t
         client *c = &f->clients[i];
         c->f = f;
         c->local = (uint32_t)i;
-        c->url = (uint16_t)((lo + i) % (uint64_t)conf->nurls);
+        c->url = (uint16_t)((lo + i) % (uint64_t)conf->home_urls);
         fleet_enqueue(f, c, 0);
     }
     f->tokens_at = pb_mono_us();

@@ -26,6 +26,7 @@ typedef struct {
     int procs;
     int src_addrs;                  /* 0: the kernel picks the source address */
     int reconnect;                  /* on a close or a failure: the next URL */
+    int home_urls;                  /* first connects spread over urls[0..home_urls) */
     int inflight;                   /* attempts in progress at most, per process */
     double ramp_rate;               /* new attempts per second per process (0: no pacing) */
     double heartbeat;               /* seconds between HEART_BEATs (0: none) */

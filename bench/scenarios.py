@@ -1,0 +1,276 @@
+"""The push scenarios of make bench (S1-S4), each against a fresh cluster
+(bench/cluster.py) and driven by pushgate-bench.  Each function returns a
+dict of figures; bench/run.py repeats them and takes medians."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from cluster import APP_TOKEN, BIN, HOST, SECRET, Cluster, pss_bytes, tree_pids
+
+PREFIX = "bench-user-"
+
+
+class Bench:
+    """pushgate-bench in the background: READY on stderr, the --json report
+    on stdout at the end."""
+
+    def __init__(self, args, logdir, name):
+        self.name = name
+        self.log = open(os.path.join(logdir, name + ".stderr"), "w")
+        self.proc = subprocess.Popen([os.path.join(BIN, "pushgate-bench")] + [str(a) for a in args]
+                                     + ["--json", "--quiet"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.ready = threading.Event()
+        self.out = []
+        self.threads = [threading.Thread(target=self._read_err, daemon=True),
+                        threading.Thread(target=lambda: self.out.append(self.proc.stdout.read()),
+                                         daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _read_err(self):
+        for line in self.proc.stderr:
+            if line.startswith("READY"):
+                self.ready.set()
+            self.log.write(line)
+
+    def wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("%s: not ready (exit %s)" % (self.name, self.proc.poll()))
+
+    def report(self, timeout):
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGINT)   # reports what it has
+            self.proc.wait(30)
+        for t in self.threads:
+            t.join(10)
+        self.log.close()
+        text = "".join(self.out)
+        if "{" not in text:
+            raise RuntimeError("%s: no report (exit %s)" % (self.name, self.proc.returncode))
+        return json.loads(text[text.index("{"):])
+
+    def interrupt(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
+
+def connect(c, urls, n, logdir, name="connect", **opts):
+    args = ["connect", "-n", n, "--secret", SECRET, "--prefix", PREFIX]
+    for u in urls:
+        args += ["--url", u]
+    for k, v in opts.items():
+        flag = "--" + k.replace("_", "-")
+        args += [flag] if v is True else [flag, v]
+    return Bench(args, logdir, name)
+
+
+def publish(c, m, users, rate, logdir, name="publish", prefix=PREFIX, seed=1):
+    return Bench(["publish", "-m", m, "--users", users, "--prefix", prefix, "--rate", rate,
+                  "--redis", c.redis_address(), "--chat-token", APP_TOKEN, "--seed", seed],
+                 logdir, name)
+
+
+def online_count(c):
+    with c.stack.mysql() as db, db.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM online_clients")
+        return cur.fetchone()[0]
+
+
+def gateway_pss(c):
+    return [pss_bytes(g.pids()) for g in c.gateways]
+
+
+def cpu_delta(before, after):
+    return {k: round(after[k] - before[k], 2) for k in after}
+
+
+# ---- S1: idle capacity ----
+
+def s1_idle(nodes, clients, hold_s=20):
+    c = Cluster(nodes=nodes, consumers=1)
+    try:
+        time.sleep(1)
+        before = gateway_pss(c)
+        b = connect(c, [g.url for g in c.gateways], clients, c.logdir, hold=hold_s + 60,
+                    per_proc=19000)
+        b.wait_ready(120)
+        t_ready = time.monotonic()
+        online = online_count(c)
+        time.sleep(min(hold_s, 5))
+        during = gateway_pss(c)
+        time.sleep(max(0, hold_s - (time.monotonic() - t_ready)))
+        b.interrupt()
+        r = b.report(60)
+        per_conn = [(d - b0) / max(1, clients / nodes) for d, b0 in zip(during, before)]
+        return {"clients": clients, "nodes": nodes, "connected": r.get("connected"),
+                "online_rows": online, "connect_seconds": r.get("connect_seconds"),
+                "pss_before": before, "pss_during": during,
+                "bytes_per_conn": round(sum(during) - sum(before)) / clients,
+                "bytes_per_conn_by_node": [round(x) for x in per_conn],
+                "connect_errors": r.get("connect_errors")}
+    finally:
+        c.stop()
+
+
+# ---- S2: targeted push ----
+
+def s2_push(messages, users, rate):
+    c = Cluster(nodes=2, consumers=1)
+    try:
+        b = connect(c, [g.url for g in c.gateways], users, c.logdir, expect=messages,
+                    hold=messages / max(rate, 5000) + 120)
+        b.wait_ready(120)
+        cpu0 = c.cpu()
+        p = publish(c, messages, users, rate, c.logdir)
+        pub = p.report(messages / max(rate, 5000) + 60)
+        r = b.report(messages / max(rate, 5000) + 120)
+        cpu = cpu_delta(cpu0, c.cpu())
+        return {"messages": messages, "users": users, "rate": rate,
+                "published_per_s": pub.get("rate"), "delivered": r.get("delivered"),
+                "missing": r.get("missing"), "duplicates": r.get("duplicates"),
+                "delivered_per_s": r.get("delivered_per_s"), "latency_ms": r.get("latency_ms"),
+                "cpu_seconds": cpu}
+    finally:
+        c.stop()
+
+
+# ---- S3: a slow reader among normal ones ----
+
+def jwt_for(uuid, ttl=3600):
+    import base64
+    import hashlib
+    import hmac
+    enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
+    head = enc(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = enc(json.dumps({"sub": uuid, "exp": int(time.time()) + ttl}).encode())
+    sig = enc(hmac.new(SECRET.encode(), ("%s.%s" % (head, body)).encode(), hashlib.sha256).digest())
+    return "%s.%s.%s" % (head, body, sig)
+
+
+class SlowReader:
+    """A browser that completes the handshake, then never reads again."""
+
+    def __init__(self, port, uuid):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect((HOST, port))
+        self.sock.sendall(("GET /?token=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n" % (jwt_for(uuid), HOST, port)).encode())
+        head = b""
+        self.sock.settimeout(10)
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise RuntimeError("slow reader: closed during the handshake")
+            head += chunk
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError("slow reader: %r" % head)
+
+    def closed_by_server(self, timeout=30):
+        """Reads what is buffered until EOF or a reset: True when the server closed."""
+        deadline = time.monotonic() + timeout
+        self.sock.settimeout(1)
+        while time.monotonic() < deadline:
+            try:
+                if not self.sock.recv(1 << 20):
+                    return True
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                return True
+        return False
+
+    def close(self):
+        self.sock.close()
+
+
+def stored_count(c, uuid):
+    with c.stack.mysql() as db, db.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM offline_messages WHERE uuid = %s", (uuid,))
+        return cur.fetchone()[0]
+
+
+def _others_run(c, g, users, messages, rate, tag, slow=None):
+    """users receivers; messages to them at rate, while slow (if any) gets
+    its own flood.  Returns (receiver report, peak gateway PSS)."""
+    b = connect(c, [g.url], users, c.logdir, name="connect-" + tag, expect=messages,
+                hold=messages / rate + 60)
+    b.wait_ready(60)
+    flood = None
+    if slow:
+        flood = publish(c, slow["messages"], 1, 0, c.logdir, name="flood-" + tag,
+                        prefix=slow["prefix"], seed=2)
+    p = publish(c, messages, users, rate, c.logdir, name="publish-" + tag)
+    peak = 0
+    while p.proc.poll() is None or (flood and flood.proc.poll() is None):
+        peak = max(peak, pss_bytes(g.pids()))
+        time.sleep(0.2)
+    p.report(30)
+    if flood:
+        flood.report(30)
+    return b.report(messages / rate + 60), peak
+
+
+def s3_slow_reader(slow_messages=20000, users=1000, messages=10000, rate=2000):
+    c = Cluster(nodes=1, consumers=1)
+    try:
+        g = c.gateways[0]
+        base, _ = _others_run(c, g, users, messages, rate, "baseline")
+        before = pss_bytes(g.pids())
+        slow_uuid = "slow-user-0"
+        slow = SlowReader(g.port, slow_uuid)
+        time.sleep(0.5)
+        loaded, peak = _others_run(c, g, users, messages, rate, "loaded",
+                                   slow={"messages": slow_messages, "prefix": "slow-user-"})
+        closed = slow.closed_by_server()
+        slow.close()
+        deadline = time.monotonic() + 60
+        while stored_count(c, slow_uuid) < slow_messages and time.monotonic() < deadline:
+            time.sleep(0.5)
+        buffer_output = 2 << 20
+        return {"slow_messages": slow_messages, "slow_closed": closed,
+                "slow_stored": stored_count(c, slow_uuid),
+                "gateway_pss_growth": peak - before, "buffer_output_size": buffer_output,
+                "others_missing": loaded.get("missing"),
+                "others_p99_ms_baseline": base["latency_ms"]["p99"],
+                "others_p99_ms_with_slow": loaded["latency_ms"]["p99"],
+                "p99_ratio": loaded["latency_ms"]["p99"] / max(base["latency_ms"]["p99"], 0.001)}
+    finally:
+        c.stop()
+
+
+# ---- S4: reconnect storm ----
+
+def s4_storm(clients=10000, messages=20000, rate=5000):
+    c = Cluster(nodes=2, consumers=1)
+    try:
+        a, b_node = c.gateways
+        b = connect(c, [a.url, b_node.url], clients, c.logdir, expect=messages, home_urls=1,
+                    reconnect=True, hold=messages / rate + 120)
+        b.wait_ready(60)
+        p = publish(c, messages, clients, rate, c.logdir)
+        time.sleep(1)
+        t0 = time.monotonic()
+        a.signal(signal.SIGTERM)
+        a.proc.wait(60)
+        drained = time.monotonic() - t0
+        p.report(messages / rate + 60)
+        r = b.report(messages / rate + 120)
+        return {"clients": clients, "messages": messages, "rate": rate,
+                "node_stop_seconds": round(drained, 2),
+                "reconnect_seconds": r.get("reconnect_seconds"),
+                "reconnected": r.get("reconnects"), "delivered": r.get("delivered"),
+                "missing": r.get("missing"), "duplicates": r.get("duplicates"),
+                "closes": r.get("closes")}
+    finally:
+        c.stop()
