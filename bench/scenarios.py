@@ -73,10 +73,10 @@ def connect(c, urls, n, logdir, name="connect", **opts):
     return Bench(args, logdir, name)
 
 
-def publish(c, m, users, rate, logdir, name="publish", prefix=PREFIX, seed=1):
+def publish(c, m, users, rate, logdir, name="publish", prefix=PREFIX, seed=1, infos_len=16):
     return Bench(["publish", "-m", m, "--users", users, "--prefix", prefix, "--rate", rate,
-                  "--redis", c.redis_address(), "--chat-token", APP_TOKEN, "--seed", seed],
-                 logdir, name)
+                  "--redis", c.redis_address(), "--chat-token", APP_TOKEN, "--seed", seed,
+                  "--infos-len", infos_len], logdir, name)
 
 
 def online_count(c):
@@ -163,7 +163,7 @@ class SlowReader:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.connect((HOST, port))
-        self.sock.sendall(("GET /?token=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+        self.sock.sendall(("GET /ws?token=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                            "Sec-WebSocket-Version: 13\r\n\r\n" % (jwt_for(uuid), HOST, port)).encode())
         head = b""
@@ -208,8 +208,10 @@ def _others_run(c, g, users, messages, rate, tag, slow=None):
     b.wait_ready(60)
     flood = None
     if slow:
-        flood = publish(c, slow["messages"], 1, 0, c.logdir, name="flood-" + tag,
-                        prefix=slow["prefix"], seed=2)
+        # as fast as the others' orders: the stream is FIFO, so a faster
+        # flood would measure queueing behind it, not the slow reader
+        flood = publish(c, slow["messages"], 1, rate, c.logdir, name="flood-" + tag,
+                        prefix=slow["prefix"], seed=2, infos_len=slow["infos_len"])
     p = publish(c, messages, users, rate, c.logdir, name="publish-" + tag)
     peak = 0
     while p.proc.poll() is None or (flood and flood.proc.poll() is None):
@@ -221,26 +223,29 @@ def _others_run(c, g, users, messages, rate, tag, slow=None):
     return b.report(messages / rate + 60), peak
 
 
-def s3_slow_reader(slow_messages=20000, users=1000, messages=10000, rate=2000):
+def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
+    """The slow reader's orders are big (infos_len) so that they overflow
+    the kernel's socket buffers and then buffer_output_size (2M); its
+    memory cost is the loaded run's peak PSS over the baseline run's."""
     c = Cluster(nodes=1, consumers=1)
     try:
         g = c.gateways[0]
-        base, _ = _others_run(c, g, users, messages, rate, "baseline")
-        before = pss_bytes(g.pids())
+        messages = slow_messages // 2
+        base, base_peak = _others_run(c, g, users, messages, rate, "baseline")
         slow_uuid = "slow-user-0"
         slow = SlowReader(g.port, slow_uuid)
         time.sleep(0.5)
         loaded, peak = _others_run(c, g, users, messages, rate, "loaded",
-                                   slow={"messages": slow_messages, "prefix": "slow-user-"})
+                                   slow={"messages": slow_messages, "prefix": "slow-user-",
+                                         "infos_len": infos_len})
         closed = slow.closed_by_server()
         slow.close()
         deadline = time.monotonic() + 60
         while stored_count(c, slow_uuid) < slow_messages and time.monotonic() < deadline:
             time.sleep(0.5)
-        buffer_output = 2 << 20
         return {"slow_messages": slow_messages, "slow_closed": closed,
                 "slow_stored": stored_count(c, slow_uuid),
-                "gateway_pss_growth": peak - before, "buffer_output_size": buffer_output,
+                "gateway_pss_growth": peak - base_peak, "buffer_output_size": 2 << 20,
                 "others_missing": loaded.get("missing"),
                 "others_p99_ms_baseline": base["latency_ms"]["p99"],
                 "others_p99_ms_with_slow": loaded["latency_ms"]["p99"],

@@ -326,10 +326,15 @@ void gw_session_closed(pg_session_id session)
 static int add_pending(browser_session *b, const char *id, const char *payload, int from_offline)
 {
     if (b->npending >= (size_t)gw.cfg.max_pending_acks) {
-        /* The oldest goes back to the store rather than memory growing. */
-        store_unacked(b->uuid, b->pending, 1, b->session);
-        free_pending(&b->pending[0]);
-        memmove(b->pending, b->pending + 1, --b->npending * sizeof(*b->pending));
+        /* The oldest half goes back to the store rather than memory growing:
+         * in one task, not one per push, since a browser that stopped
+         * acknowledging usually stopped reading too. */
+        size_t n = (b->npending + 1) / 2;
+        store_unacked(b->uuid, b->pending, n, b->session);
+        for (size_t i = 0; i < n; i++)
+            free_pending(&b->pending[i]);
+        b->npending -= n;
+        memmove(b->pending, b->pending + n, b->npending * sizeof(*b->pending));
     }
     if (b->npending == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 4;

@@ -669,6 +669,35 @@ def test_ack_after_ack_timeout_deletes_the_stored_row(gw, stack, internal):
     run(go())
 
 
+def test_browser_that_never_acks_has_its_oldest_half_stored_at_max_pending_acks(gateways, stack):
+    """max_pending_acks 10: at the 11th unacknowledged push the oldest 5 go
+    back to offline_messages in one task; after 25 pushes 15 are stored and
+    10 pending, and the close stores those 10 too."""
+    g = gateways(max_pending_acks=10, ack_timeout=600)
+    u = uid("noack")
+    c = Internal(g.internal_port)
+
+    async def go():
+        ws, _ = await online(g.port, u)
+        try:
+            for i in range(25):
+                ok_reply(await call(c, work_order("na-%d" % i, [(u, {"i": i})], APP_TOKEN)),
+                         "na-%d" % i, delivered=1)
+                assert (await recv_json(ws))["id"] == "na-%d" % i
+            await asyncio.to_thread(wait_rows, lambda: sorted(r[0] for r in offline_rows(stack, u)),
+                                    sorted("na-%d" % i for i in range(15)), 6,
+                                    "the oldest 15 stored")
+        finally:
+            await ws.close()
+        await asyncio.to_thread(wait_rows, lambda: len(offline_rows(stack, u)), 25, 6,
+                                "all 25 stored after the close")
+    try:
+        run(go())
+    finally:
+        c.close()
+        db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
+
+
 def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
     """tasks.c: op_route reads online_clients (no row yet) and then INSERTs into
     offline_messages; op_register REPLACEs the online row and then SELECTs the
