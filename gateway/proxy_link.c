@@ -271,24 +271,35 @@ void gw_proxy_stop(void)
     requests = NULL;
 }
 
-/* Sends one /chat/push-local frame; 0, or -1 when it could not be queued. */
+/* Sends one /chat/push-local frame; 0, or -1 when it could not be queued.
+ * The payload is already the event's JSON text: it is spliced in as
+ * remote_data rather than parsed and printed again. */
 static int send_push(uint64_t req_id, json_t *target, const char *chat_token)
 {
-    json_t *remote_data = json_loads(json_string_value(json_object_get(target, "payload")), 0, NULL);
-    json_t *req = json_pack("{s:s,s:s,s:{s:O,s:O},s:O,s:O,s:o,s:O,s:I}", "url", "/chat/push-local",
+    const char *payload = json_string_value(json_object_get(target, "payload"));
+    json_t *req = json_pack("{s:s,s:s,s:{s:O,s:O},s:O,s:O,s:O,s:I}", "url", "/chat/push-local",
                             "chat_token", chat_token, "proxy_info", "ip", json_object_get(target, "ip"),
                             "port", json_object_get(target, "port"), "client_id",
                             json_object_get(target, "client_id"), "uuid",
-                            json_object_get(target, "uuid"), "remote_data", remote_data, "msg_id",
+                            json_object_get(target, "uuid"), "msg_id",
                             json_object_get(target, "id"), "req_id", (json_int_t)req_id);
-    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    char *text = req && payload ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     int rc = -1;
     if (text) {
-        size_t len = strlen(text);
+        /* text ends with '}': "...,"remote_data":<payload>}" */
+        static const char key[] = ",\"remote_data\":";
+        size_t head_len = strlen(text) - 1, payload_len = strlen(payload);
+        size_t len = head_len + sizeof(key) - 1 + payload_len + 1;
         unsigned char head[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
                                  (unsigned char)(len >> 8), (unsigned char)len};
-        rc = bufferevent_write(link_bev, head, 4) == 0 && bufferevent_write(link_bev, text, len) == 0
+        /* room first, so a frame is queued whole or not at all */
+        rc = evbuffer_expand(bufferevent_get_output(link_bev), 4 + len) == 0 &&
+                     bufferevent_write(link_bev, head, 4) == 0 &&
+                     bufferevent_write(link_bev, text, head_len) == 0 &&
+                     bufferevent_write(link_bev, key, sizeof(key) - 1) == 0 &&
+                     bufferevent_write(link_bev, payload, payload_len) == 0 &&
+                     bufferevent_write(link_bev, "}", 1) == 0
                  ? 0 : -1;
     }
     free(text);
