@@ -192,6 +192,10 @@ int pg_server_listen(pg_server *s, const char *host, int port, const pg_listen_o
         pg_error("listen %s:%d: package_eof must be 1 to 8 bytes", host, port);
         return -1;
     }
+    if (opts->max_conn < 0) {
+        pg_error("listen %s:%d: max_conn must not be negative", host, port);
+        return -1;
+    }
     if (opts->dispatch_mode < 0 || opts->dispatch_mode > PG_DISPATCH_IDLE) {
         pg_error("listen %s:%d: dispatch_mode must be 0 to 3", host, port);
         return -1;
@@ -332,6 +336,8 @@ void pg_server_stats(const pg_server *s, pg_server_stats_t *out)
 static long long open_file_capacity(pg_server *s)
 {
     long long reserved = 64 + 2LL * s->reactor_num * s->worker_num + s->listener_num;
+    for (int i = 0; i < s->listener_num; i++)
+        reserved += s->listeners[i].opts.max_conn;   /* ports with a limit of their own */
     long long capacity = pg_daemon_raise_nofile() - reserved;
     return capacity > 0 ? capacity : 1;
 }

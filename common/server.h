@@ -101,6 +101,10 @@ typedef struct {
      * own ids (an internal port) may spread one busy connection's packets
      * over every worker with PG_DISPATCH_ROUND_ROBIN or PG_DISPATCH_IDLE. */
     int dispatch_mode;
+    /* 0: the listener's connections count toward max_conn.  > 0: they have
+     * this limit of their own instead, kept free of max_conn, so browsers
+     * filling a node cannot lock out its consumer and proxy links. */
+    long long max_conn;
 } pg_listen_options;
 
 typedef struct {

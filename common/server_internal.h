@@ -49,6 +49,7 @@ typedef struct {
     char host[64];
     pg_listen_options opts;
     char eof[8];                      /* copy of the EOF marker opts.frame points at */
+    _Atomic long long connections;    /* open now (master: accept and reactor threads) */
 } pg_listener;
 
 typedef struct pg_hook_entry {
@@ -158,6 +159,19 @@ static inline int pg_least_queued(pg_shm_worker *workers, int n)
         }
     }
     return best;
+}
+
+/* A connection of listener came or went (stats->connections is the total). */
+static inline void pg_conn_counted(pg_server *s, int listener)
+{
+    atomic_fetch_add(&s->stats->connections, 1);
+    atomic_fetch_add(&s->listeners[listener].connections, 1);
+}
+
+static inline void pg_conn_uncounted(pg_server *s, int listener)
+{
+    atomic_fetch_sub(&s->stats->connections, 1);
+    atomic_fetch_sub(&s->listeners[listener].connections, 1);
 }
 
 /* The worker that sees a session's connect and close (and, in fixed dispatch

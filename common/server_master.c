@@ -8,6 +8,7 @@
 #include "timer.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,20 @@ static void refuse_at_fd_limit(pg_master *m, int listen_fd)
     log_refusal(m, "out of file descriptors (open-file limit reached)");
 }
 
+/* A listener with a limit of its own is held to it; the others share
+ * max_conn among the connections not on such listeners. */
+static bool at_limit(pg_server *s, int listener)
+{
+    const pg_listener *l = &s->listeners[listener];
+    if (l->opts.max_conn > 0)
+        return atomic_load(&l->connections) >= l->opts.max_conn;
+    long long shared = (long long)atomic_load(&s->stats->connections);
+    for (int i = 0; i < s->listener_num; i++)
+        if (s->listeners[i].opts.max_conn > 0)
+            shared -= atomic_load(&s->listeners[i].connections);
+    return shared >= s->settings->max_conn;
+}
+
 static void on_accept(evutil_socket_t listen_fd, short what, void *arg)
 {
     (void)what;
@@ -75,17 +90,18 @@ static void on_accept(evutil_socket_t listen_fd, short what, void *arg)
                 pg_warn("accept: %s", strerror(errno));
             return;
         }
-        if ((long long)atomic_load(&s->stats->connections) >= s->settings->max_conn) {
+        if (at_limit(s, listener)) {
             close(fd);
-            log_refusal(m, "max_conn reached");
+            log_refusal(m, s->listeners[listener].opts.max_conn > 0
+                               ? "the port's own max_conn reached" : "max_conn reached");
             continue;
         }
-        atomic_fetch_add(&s->stats->connections, 1);
+        pg_conn_counted(s, listener);
         atomic_fetch_add(&s->stats->accepted, 1);
         if (pg_reactor_assign(s, fd, listener) < 0) {
             pg_error("cannot hand a connection to a reactor thread");
             close(fd);
-            atomic_fetch_sub(&s->stats->connections, 1);
+            pg_conn_uncounted(s, listener);
         }
     }
 }

@@ -111,7 +111,7 @@ static void conn_free(pg_conn *c)
         pg_ipc_send(r->workers[w], &h, NULL, 0);
     }
     atomic_fetch_add(&s->stats->closed, 1);
-    atomic_fetch_sub(&s->stats->connections, 1);
+    pg_conn_uncounted(s, c->listener);
     atomic_fetch_sub(&s->stats->sessions_per_reactor[r->id], 1);
     if (c->out)
         evbuffer_free(c->out);
@@ -428,7 +428,7 @@ static void conn_open(pg_reactor *r, int fd, int listener)
     pg_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         close(fd);
-        atomic_fetch_sub(&s->stats->connections, 1);
+        pg_conn_uncounted(s, listener);
         return;
     }
     int one = 1;
@@ -480,7 +480,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     for (size_t i = 0; i < n; i++) {
         if (r->stopping) {
             close(q[i].fd);
-            atomic_fetch_sub(&r->s->stats->connections, 1);
+            pg_conn_uncounted(r->s, q[i].listener);
         } else {
             conn_open(r, q[i].fd, q[i].listener);
         }

@@ -27,6 +27,9 @@ static const pg_conf_def gateway_defs[] = {
     {"internal_port", PG_CONF_INT, G(internal_port), "9601", 1, 65535, NULL, "internal port"},
     {"internal_eof", PG_CONF_BOOL, G(internal_eof), "false", 0, 0, NULL,
      "internal frames end with package_eof instead of a 4-byte length prefix"},
+    {"internal_max_conn", PG_CONF_INT, G(internal_max_conn), "256", 1, 65536, NULL,
+     "connections the internal port accepts (consumers, proxies), apart from max_conn, so "
+     "browsers filling the node never lock them out"},
     {"advertised_ip", PG_CONF_STRING, G(advertised_ip), "", 0, 0, NULL,
      "address other nodes and the proxy use to reach the internal port (empty: first non-loopback IPv4)"},
     {"ws_path", PG_CONF_STRING, G(ws_path), "/ws", 0, 0, NULL, "path of the WebSocket endpoint"},
@@ -165,7 +168,8 @@ static int listen_ports(void)
      * proxy's few busy connections can be shared by every worker. */
     pg_listen_options internal = {.frame = {.kind = PG_FRAME_LENGTH,
                                             .max_length = gw.server_cfg.package_max_length},
-                                  .dispatch_mode = PG_DISPATCH_ROUND_ROBIN};
+                                  .dispatch_mode = PG_DISPATCH_ROUND_ROBIN,
+                                  .max_conn = gw.cfg.internal_max_conn};
     if (gw.cfg.internal_eof) {
         internal.frame.kind = PG_FRAME_EOF;
         internal.frame.eof = gw.server_cfg.package_eof.data;

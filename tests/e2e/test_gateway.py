@@ -698,6 +698,38 @@ def test_browser_that_never_acks_has_its_oldest_half_stored_at_max_pending_acks(
         db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
 
 
+def test_browsers_filling_max_conn_do_not_lock_out_the_internal_port(gateways, stack):
+    """max_conn 3 holds browsers; the internal port has internal_max_conn of
+    its own, so a consumer still connects, and its order is delivered."""
+    g = gateways(max_conn=3, internal_max_conn=2)
+    users = [uid("full") for _ in range(3)]
+
+    async def go():
+        tabs = [(await online(g.port, u))[0] for u in users]
+        try:
+            with pytest.raises(Exception):
+                extra, _ = await online(g.port, uid("over"))
+                await extra.close()
+            with Internal(g.internal_port) as c:
+                ok_reply(c.call(work_order("full-1", [(users[0], {"v": 1})], APP_TOKEN)), "full-1",
+                         delivered=1)
+            assert (await recv_json(tabs[0]))["id"] == "full-1"
+            await send_json(tabs[0], {"event": "ACK", "data": {"id": "full-1"}})
+            # the internal port's own limit: the third link is refused
+            with Internal(g.internal_port) as a, Internal(g.internal_port) as b:
+                a.call({"url": "/nowhere"})
+                b.call({"url": "/nowhere"})
+                with pytest.raises((ConnectionError, OSError)):
+                    with Internal(g.internal_port, timeout=2) as c:
+                        c.call({"url": "/nowhere"}, timeout=2)
+            await quiet(tabs[0], 0.3)
+        finally:
+            for t in tabs:
+                await t.close()
+    run(go())
+    assert "max_conn reached" in g.log()
+
+
 def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
     """tasks.c: op_route reads online_clients (no row yet) and then INSERTs into
     offline_messages; op_register REPLACEs the online row and then SELECTs the
