@@ -8,7 +8,10 @@
 #include <netinet/in.h>
 
 #define PB_SRC_ADDRS_MAX 250        /* 127.0.0.2 .. 127.0.0.251 */
-#define PB_CONNS_PER_SRC 20000      /* what one source address is given at most */
+/* What one source address is given at most by default: the kernel's search
+ * for a free ephemeral port (__inet_hash_connect) slows down as one
+ * address fills its port range, so spreading thin keeps connect() cheap. */
+#define PB_CONNS_PER_SRC 2000
 
 typedef struct {
     char scheme[8];                 /* "ws", "tcp" */
