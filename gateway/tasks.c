@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#define IN_BATCH 200          /* uuids per SELECT ... IN (...) */
+#define IN_BATCH 256          /* uuids per SELECT ... IN (...), a power of two */
 #define STORE_BATCH 100       /* rows per multi-row INSERT */
 
 void gw_mysql_result(int ok)
@@ -260,14 +260,22 @@ static int lookup_routes(json_t *items, route_rows *rows)
     size_t n = json_array_size(uuids);
     for (size_t from = 0; from < n && rc == 0; from += IN_BATCH) {
         size_t count = n - from < IN_BATCH ? n - from : IN_BATCH;
+        /* The list is padded to a power of two with its last uuid, so a few
+         * prepared statements serve every batch size instead of each size
+         * being prepared again (a round trip and server work each time). */
+        size_t padded = 1;
+        while (padded < count)
+            padded *= 2;
         char sql[160 + IN_BATCH * 2];
         int len = snprintf(sql, sizeof(sql), "SELECT client_id, uuid, node_ip, node_port, session_id "
                                              "FROM online_clients WHERE uuid IN (");
         pg_db_value params[IN_BATCH];
-        for (size_t k = 0; k < count; k++) {
-            params[k] = PG_DB_STR_VALUE(json_string_value(json_array_get(uuids, from + k)));
+        for (size_t k = 0; k < padded; k++) {
+            size_t at = from + (k < count ? k : count - 1);
+            params[k] = PG_DB_STR_VALUE(json_string_value(json_array_get(uuids, at)));
             len += snprintf(sql + len, sizeof(sql) - (size_t)len, k ? ",?" : "?");
         }
+        count = padded;
         snprintf(sql + len, sizeof(sql) - (size_t)len, ")");
         rc = pg_db_query(gw.db, sql, params, (int)count, collect_route, rows) < 0 ? -1 : 0;
     }
