@@ -710,15 +710,13 @@ def test_browsers_filling_max_conn_do_not_lock_out_the_internal_port(gateways, s
             with pytest.raises(Exception):
                 extra, _ = await online(g.port, uid("over"))
                 await extra.close()
-            with Internal(g.internal_port) as c:
-                ok_reply(c.call(work_order("full-1", [(users[0], {"v": 1})], APP_TOKEN)), "full-1",
-                         delivered=1)
-            assert (await recv_json(tabs[0]))["id"] == "full-1"
-            await send_json(tabs[0], {"event": "ACK", "data": {"id": "full-1"}})
-            # the internal port's own limit: the third link is refused
             with Internal(g.internal_port) as a, Internal(g.internal_port) as b:
-                a.call({"url": "/nowhere"})
+                ok_reply(a.call(work_order("full-1", [(users[0], {"v": 1})], APP_TOKEN)), "full-1",
+                         delivered=1)
+                assert (await recv_json(tabs[0]))["id"] == "full-1"
+                await send_json(tabs[0], {"event": "ACK", "data": {"id": "full-1"}})
                 b.call({"url": "/nowhere"})
+                # the internal port's own limit: a third link is refused
                 with pytest.raises((ConnectionError, OSError)):
                     with Internal(g.internal_port, timeout=2) as c:
                         c.call({"url": "/nowhere"}, timeout=2)
