@@ -9,8 +9,8 @@
  * network went away.  So a worker collects such requests in a batch while it
  * handles one batch of input and hands each batch to a task worker as one
  * task when the loop pass ends (a 0 ms timer), or earlier when it is full;
- * the task worker does one query for all of them and answers with one
- * result per request (route.c: routing, session.c: registration).
+ * the task worker runs a few statements for all of them and answers with
+ * one result per request (route.c: routing, session.c: registration).
  *
  * A batch that holds (registration) keeps one task in flight: what arrives
  * meanwhile waits for its answer (gw_batch_answered) and then goes as the
