@@ -296,6 +296,17 @@ void gw_browser_message(pg_session_id session, const char *data, size_t len)
 
 /* ---- answers from task workers ---- */
 
+/* The page of uuid's stored messages after `after`; online: it is the
+ * first, and ONLINE waits for it. */
+static void ask_page(pg_session_id session, const char *uuid, json_t *after, int online)
+{
+    json_t *task = json_pack("{s:s,s:I,s:s,s:O}", "op", "offline_page", "session",
+                             (json_int_t)session, "uuid", uuid, "after", after);
+    if (online)
+        json_object_set_new(task, "online", json_true());
+    gw_task(task, session);
+}
+
 /* Stored messages, oldest first; the next page is asked for when there is more. */
 static void push_offline_page(pg_session_id session, const char *uuid, json_t *r)
 {
@@ -307,17 +318,29 @@ static void push_offline_page(pg_session_id session, const char *uuid, json_t *r
         atomic_fetch_add(&gw.counters->redelivered, 1);
     }
     if (json_is_true(json_object_get(r, "more")))
-        gw_task(json_pack("{s:s,s:I,s:s,s:O}", "op", "offline_page", "session", (json_int_t)session,
-                          "uuid", uuid, "after", json_object_get(r, "after")),
-                session);
+        ask_page(session, uuid, json_object_get(r, "after"), 0);
 }
 
-/* ONLINE, then what waited in offline_messages, oldest first. */
+static void send_online(pg_session_id session, const char *uuid, json_t *r)
+{
+    char client_id[192];
+    gw_client_id(session, client_id, sizeof(client_id));
+    json_t *online = json_pack("{s:s,s:s,s:s,s:I}", "uuid", uuid, "client_id", client_id, "node",
+                               gw.node_id, "offline",
+                               (json_int_t)json_array_size(json_object_get(r, "offline")));
+    if (json_is_true(json_object_get(r, "more")))
+        json_object_set_new(online, "more_offline", json_true());
+    send_text(session, gw_event_json("ONLINE", online));
+}
+
+/* ONLINE, then what waited in offline_messages, oldest first.  A first
+ * page that did not fit its batch's answer (none, but more: tasks.c) is
+ * asked for on its own, and ONLINE goes with it. */
 void gw_browser_registered(json_t *r)
 {
     pg_session_id session = (pg_session_id)json_integer_value(json_object_get(r, "session"));
     const char *uuid = json_string_value(json_object_get(r, "uuid"));
-    const char *op = json_string_value(json_object_get(r, "op"));
+    int registered = strcmp(json_string_value(json_object_get(r, "op")), "registered") == 0;
     if (!gw_session_known(session))
         return;   /* closed meanwhile; its close queued the unregister after this */
     if (json_integer_value(json_object_get(r, "code")) != GW_OK) {
@@ -326,16 +349,13 @@ void gw_browser_registered(json_t *r)
         pg_server_close(gw.server, session, reason, n);
         return;
     }
-    if (strcmp(op, "registered") == 0) {
-        char client_id[192];
-        gw_client_id(session, client_id, sizeof(client_id));
-        json_t *online = json_pack("{s:s,s:s,s:s,s:I}", "uuid", uuid, "client_id", client_id, "node",
-                                   gw.node_id, "offline",
-                                   (json_int_t)json_array_size(json_object_get(r, "offline")));
-        if (json_is_true(json_object_get(r, "more")))
-            json_object_set_new(online, "more_offline", json_true());
-        send_text(session, gw_event_json("ONLINE", online));
+    if (registered && json_array_size(json_object_get(r, "offline")) == 0 &&
+        json_is_true(json_object_get(r, "more"))) {
+        ask_page(session, uuid, json_object_get(r, "after"), 1);
+        return;
     }
+    if (registered || json_is_true(json_object_get(r, "online")))
+        send_online(session, uuid, r);
     push_offline_page(session, uuid, r);
 }
 

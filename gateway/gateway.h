@@ -7,6 +7,8 @@
  * browser.c   what browsers send: WebSocket events and plain HTTP requests
  * internal.c  the internal port: work orders from the consumer, pushes from the proxy
  * tasks.c     task workers: everything that talks to MySQL
+ * batch.c     workers: tasks leave here; requests of one loop pass travel as one task
+ * route.c     workers: routing requests, batched
  * reply.c     JSON the gateway writes: events for browsers, reply frames, error codes
  * proxy_link.c  a worker's connection to the proxy, for sessions on other nodes
  *
@@ -118,6 +120,8 @@ int gw_session_authenticate(pg_session_id session, const char *uuid);
 const char *gw_session_uuid(pg_session_id session);   /* NULL: not known or not authenticated */
 int gw_session_known(pg_session_id session);
 void gw_session_closed(pg_session_id session);
+/* The answer to a batch of registrations: one result per session. */
+void gw_session_registered(json_t *answer);
 /* Push an event to a local session from any worker; payload is the event's
  * JSON text with its id.  from_offline: the message is in offline_messages. */
 void gw_push(pg_session_id session, const char *uuid, const char *id, const char *payload,
@@ -127,6 +131,7 @@ int gw_session_ack(pg_session_id session, const char *id);
 
 /* browser.c */
 void gw_browser_message(pg_session_id session, const char *data, size_t len);
+/* A session's registration or offline page (one result). */
 void gw_browser_registered(json_t *result);
 void gw_browser_routed(json_t *result);
 
@@ -142,6 +147,36 @@ void gw_internal_store_then_finish(json_t *routed, json_t *items);
 int gw_token_cached(const char *token);
 void gw_token_remember(const char *token, int valid);
 void gw_token_forget_all(void);
+
+/* batch.c: workers.  Requests added to a batch during one loop pass go to
+ * task worker dst (-1: the least busy) as one task {"op": op, field: [...]}
+ * when the pass ends, or sooner when max_items or package_max_length bytes
+ * are reached; the task worker answers each.  A batch that holds keeps one
+ * task in flight: the next goes once gw_batch_answered says it came back.
+ * Keyed tasks (gw_task) first send the batches bound for their task worker,
+ * so they never overtake them. */
+typedef struct gw_batch {
+    const char *op, *field;
+    int dst;
+    size_t max_items;
+    int hold;
+    /* the task for items (borrowed), NULL: {"op": op, field: items} */
+    json_t *(*task)(json_t *items);
+    void (*fail)(json_t *items);   /* not handed off: answer each request (items borrowed) */
+    json_t *items;                 /* the rest is the batch's own */
+    size_t bytes;
+    int64_t hold_timer;            /* > 0: a task in flight (holding batches) */
+    struct gw_batch *next;
+} gw_batch;
+/* item stolen; bytes: its rough size in the task. */
+void gw_batch_add(gw_batch *b, json_t *item, size_t bytes);
+void gw_batch_answered(gw_batch *b);
+/* The worker stops: what waits is sent (send) or failed. */
+void gw_batch_stop(gw_batch *b, int send);
+/* Send a task (op object, stolen); a session's tasks (order_key = session)
+ * all go to one task worker, in order.  0 or -1. */
+int gw_task(json_t *op, uint64_t order_key);
+int gw_task_worker_of(uint64_t order_key);   /* -1 for key 0: any */
 
 /* route.c: workers.  An order {chat_token (optional), msg_id, items, ctx}
  * (stolen) is routed with the others of this loop pass; its result goes to
@@ -163,8 +198,6 @@ void gw_internal_reply(pg_session_id session, int code, const char *msg, json_t 
 void gw_tasks_start(int task_worker_id);
 void gw_tasks_stop(void);
 void gw_task_handle(int64_t task_id, const char *data, size_t len);
-/* Send a task (op object, stolen); task worker by key so one session's tasks keep order. */
-int gw_task(json_t *op, uint64_t order_key);
 /* The task worker's connection, opened on first use; NULL when MySQL is down. */
 pg_db *gw_db(void);
 void gw_mysql_result(int ok);

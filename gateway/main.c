@@ -114,7 +114,9 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
     const char *op = json_string_value(json_object_get(r, "op"));
     if (!op)
         pg_error("malformed task result");
-    else if (strcmp(op, "registered") == 0 || strcmp(op, "offline_page") == 0)
+    else if (strcmp(op, "registered") == 0)
+        gw_session_registered(r);
+    else if (strcmp(op, "offline_page") == 0)
         gw_browser_registered(r);
     else if (strcmp(op, "routed") == 0)
         gw_route_done(r);

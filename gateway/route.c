@@ -6,22 +6,16 @@
  * collects the orders that arrive while it handles one batch of input (the
  * consumer pipelines many) and hands them to a task worker together as soon
  * as the loop pass ends; the task worker resolves all their uuids with a
- * few IN queries and answers with one result per order.  The orders stay
- * here meanwhile, so the results name items by index instead of carrying
- * every payload back. */
+ * few IN queries and answers with one result per order (batch.c does the
+ * collecting).  The orders stay here meanwhile, so the results name items
+ * by index instead of carrying every payload back. */
 #include "gateway.h"
 
 #include "idmap.h"
 #include "log.h"
-#include "timer.h"
-
-#include <string.h>
 
 #define ROUTE_BATCH_MAX 500     /* orders per task */
 
-static json_t *orders;          /* waiting for the end of this loop pass */
-static size_t orders_bytes;     /* rough size of their payloads */
-static int64_t flush_timer;
 static pg_idmap *in_task;       /* batch id -> the orders a task worker routes */
 static uint64_t next_batch;
 
@@ -36,8 +30,28 @@ static void fail_order(json_t *order, int code)
     json_decref(r);
 }
 
+typedef struct {
+    json_t *orders;
+    uint64_t id;
+} batch_search;
+
+static int find_batch(uint64_t id, void *value, void *arg)
+{
+    batch_search *b = arg;
+    if (value == b->orders)
+        b->id = id;
+    return value == b->orders;
+}
+
+/* Orders not handed off: forgotten here, and each sender hears "busy". */
 static void fail_orders(json_t *failed)
 {
+    batch_search search = {.orders = failed};
+    if (in_task) {
+        pg_idmap_iterate(in_task, find_batch, &search);
+        if (search.id)
+            json_decref(pg_idmap_remove(in_task, search.id));
+    }
     size_t i;
     json_t *order;
     json_array_foreach(failed, i, order)
@@ -57,37 +71,23 @@ static json_t *task_orders(json_t *batch)
     return out;
 }
 
-static void flush(void)
+/* A task with the orders' tokens and items (not ctx), under a batch id
+ * that names them here when the answer comes. */
+static json_t *route_task(json_t *batch)
 {
-    if (flush_timer > 0)
-        pg_timer_clear(flush_timer);
-    flush_timer = 0;
-    json_t *batch = orders;
-    orders = NULL;
-    orders_bytes = 0;
-    if (!batch)
-        return;
-    if (!in_task)
-        in_task = pg_idmap_new(64);
+    if (!in_task && !(in_task = pg_idmap_new(64)))
+        return NULL;
     uint64_t id = ++next_batch;
-    if (!in_task || pg_idmap_put(in_task, id, batch) < 0 ||
-        gw_task(json_pack("{s:s,s:I,s:o}", "op", "route", "batch", (json_int_t)id, "orders",
-                          task_orders(batch)), 0) < 0) {
-        pg_error("could not hand %zu order(s) to a task worker", json_array_size(batch));
-        if (in_task)
-            pg_idmap_remove(in_task, id);
-        fail_orders(batch);
+    if (pg_idmap_put(in_task, id, json_incref(batch)) < 0) {
         json_decref(batch);
+        return NULL;
     }
+    return json_pack("{s:s,s:I,s:o}", "op", "route", "batch", (json_int_t)id, "orders",
+                     task_orders(batch));
 }
 
-static void flush_due(int64_t timer_id, void *arg)
-{
-    (void)timer_id;
-    (void)arg;
-    flush_timer = 0;
-    flush();
-}
+static gw_batch orders = {.op = "route", .field = "orders", .dst = -1,
+                          .max_items = ROUTE_BATCH_MAX, .task = route_task, .fail = fail_orders};
 
 static size_t order_bytes(json_t *order)
 {
@@ -100,21 +100,7 @@ static size_t order_bytes(json_t *order)
 
 void gw_route(json_t *order)
 {
-    size_t bytes = order_bytes(order);
-    /* A task must stay well inside the IPC message limit. */
-    if (orders && orders_bytes + bytes > gw.server_cfg.package_max_length)
-        flush();
-    if (!orders)
-        orders = json_array();
-    json_array_append_new(orders, order);
-    orders_bytes += bytes;
-    if (json_array_size(orders) >= ROUTE_BATCH_MAX) {
-        flush();
-    } else if (flush_timer <= 0) {
-        flush_timer = pg_timer_after(0, flush_due, NULL);
-        if (flush_timer < 0)
-            flush();
-    }
+    gw_batch_add(&orders, order, order_bytes(order));
 }
 
 static int drop_batch(uint64_t id, void *value, void *arg)
@@ -130,14 +116,7 @@ static int drop_batch(uint64_t id, void *value, void *arg)
  * another node); those with a task worker get no answer and time out. */
 void gw_route_stop(void)
 {
-    if (flush_timer > 0)
-        pg_timer_clear(flush_timer);
-    flush_timer = 0;
-    if (orders)
-        fail_orders(orders);
-    json_decref(orders);
-    orders = NULL;
-    orders_bytes = 0;
+    gw_batch_stop(&orders, 0);
     if (in_task) {
         pg_idmap_iterate(in_task, drop_batch, NULL);
         pg_idmap_free(in_task);
@@ -148,8 +127,7 @@ void gw_route_stop(void)
 /* An order's result in the form gw_internal_routed takes, from the task
  * worker's compact one (tasks.c order_results) and the order held here. */
 static json_t *routed_of(json_t *order, json_t *compact)
-{
-    json_t *items = json_object_get(order, "items");
+{    json_t *items = json_object_get(order, "items");
     json_t *local = json_array(), *remote = json_array();
     size_t k;
     json_t *e;

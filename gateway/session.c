@@ -177,10 +177,63 @@ static void check_ack_timeouts(int64_t timer_id, void *arg)
     pg_idmap_iterate(local_sessions, expire_session_acks, &limit);
 }
 
+/* ---- registration ----
+ * Registrations of one loop pass go to each task worker as one task
+ * (batch.c): one multi-row REPLACE into online_clients and one query for
+ * which uuids have stored messages, instead of a task and two or three
+ * statements per browser; a burst of reconnecting browsers is what a node
+ * sees after another node stopped.  One batch per task worker, because a
+ * session's later tasks (ack, offline_page, unregister) are keyed to the
+ * task worker that registers it. */
+
+#define REGISTER_BATCH_MAX 500   /* sessions per task */
+
+static gw_batch registrations[PG_SERVER_MAX_WORKERS];   /* by task worker */
+
+/* Not handed off: each session hears "registration failed" (close 1011). */
+static void fail_registrations(json_t *sessions)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(sessions, i, s) {
+        json_t *r = json_pack("{s:s,s:O,s:O,s:i}", "op", "registered", "session",
+                              json_object_get(s, "session"), "uuid", json_object_get(s, "uuid"),
+                              "code", GW_ERR_INTERNAL);
+        gw_browser_registered(r);
+        json_decref(r);
+    }
+}
+
+static void register_session(pg_session_id session, const char *uuid)
+{
+    char client_id[192];
+    gw_client_id(session, client_id, sizeof(client_id));
+    json_t *item = json_pack("{s:I,s:s,s:s}", "session", (json_int_t)session, "uuid", uuid,
+                             "client_id", client_id);
+    gw_batch_add(&registrations[gw_task_worker_of(session)], item,
+                 64 + strlen(uuid) + strlen(client_id));
+}
+
+/* The next batch for that task worker may go; then each session's result. */
+void gw_session_registered(json_t *answer)
+{
+    json_int_t t = json_integer_value(json_object_get(answer, "task_worker"));
+    if (t >= 0 && t < gw.server_cfg.task_worker_num)
+        gw_batch_answered(&registrations[t]);
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(answer, "results"), i, r)
+        gw_browser_registered(r);
+}
+
 void gw_session_worker_start(void)
 {
     local_sessions = pg_idmap_new(1024);
     ack_timer = pg_timer_tick(ACK_CHECK_MS, check_ack_timeouts, NULL);
+    for (int i = 0; i < gw.server_cfg.task_worker_num; i++)
+        registrations[i] = (gw_batch){.op = "register", .field = "sessions", .dst = i,
+                                      .max_items = REGISTER_BATCH_MAX, .hold = 1,
+                                      .fail = fail_registrations};
 }
 
 static void free_session(browser_session *b)
@@ -208,6 +261,9 @@ static int stop_session(uint64_t id, void *value, void *arg)
  * stored, since the browsers may never acknowledge it to the next worker. */
 void gw_session_worker_stop(void)
 {
+    /* Sent rather than failed: the answers reach the worker that takes over. */
+    for (int i = 0; i < gw.server_cfg.task_worker_num; i++)
+        gw_batch_stop(&registrations[i], 1);
     pg_timer_clear(ack_timer);
     pg_idmap_iterate(local_sessions, stop_session, NULL);
     pg_idmap_free(local_sessions);
@@ -283,16 +339,15 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
         pg_timer_clear(b->auth_timer);
         b->auth_timer = 0;
     }
-    char key[17], row[256], client_id[192];
+    char key[17], row[256];
     gw_session_key(session, key);
     memset(row, 0, sizeof(row));
     pg_table_row_set_string(gw.sessions, row, gw.col_uuid, uuid, strlen(uuid));
     pg_table_row_set_int(gw.sessions, row, gw.col_connected_at, (int64_t)time(NULL));
     if (pg_table_set(gw.sessions, key, row) < 0)
         pg_error("session table full: session %s of %s is not routable locally", key, uuid);
-    gw_client_id(session, client_id, sizeof(client_id));
-    return gw_task(json_pack("{s:s,s:I,s:s,s:s}", "op", "register", "session", (json_int_t)session,
-                             "uuid", uuid, "client_id", client_id), session);
+    register_session(session, uuid);
+    return 0;
 }
 
 const char *gw_session_uuid(pg_session_id session)

@@ -72,6 +72,53 @@ static int token_valid(const char *token)
     return rows > 0 && enabled;
 }
 
+/* The distinct uuids of objects that have one. */
+static json_t *unique_uuids(json_t *objects)
+{
+    json_t *seen = json_object(), *uuids = json_array();
+    size_t i;
+    json_t *o;
+    json_array_foreach(objects, i, o) {
+        const char *uuid = json_string_value(json_object_get(o, "uuid"));
+        if (uuid && !json_object_get(seen, uuid)) {
+            json_object_set_new(seen, uuid, json_true());
+            json_array_append_new(uuids, json_string(uuid));
+        }
+    }
+    json_decref(seen);
+    return uuids;
+}
+
+/* Runs `head IN (?,...)` for the uuid strings, IN_BATCH at a time; fn sees
+ * every row.  0 or -1. */
+static int query_uuids(const char *head, json_t *uuids, pg_db_row_fn fn, void *arg)
+{
+    size_t n = json_array_size(uuids);
+    for (size_t from = 0; from < n; from += IN_BATCH) {
+        size_t count = n - from < IN_BATCH ? n - from : IN_BATCH;
+        /* The list is padded to a power of two with its last uuid, so a few
+         * prepared statements serve every batch size instead of each size
+         * being prepared again (a round trip and server work each time). */
+        size_t padded = 1;
+        while (padded < count)
+            padded *= 2;
+        char sql[256 + IN_BATCH * 2];
+        int len = snprintf(sql, sizeof(sql), "%s IN (", head);
+        pg_db_value params[IN_BATCH];
+        for (size_t k = 0; k < padded; k++) {
+            size_t at = from + (k < count ? k : count - 1);
+            params[k] = PG_DB_STR_VALUE(json_string_value(json_array_get(uuids, at)));
+            len += snprintf(sql + len, sizeof(sql) - (size_t)len, k ? ",?" : "?");
+        }
+        snprintf(sql + len, sizeof(sql) - (size_t)len, ")");
+        if (pg_db_query(gw.db, sql, params, (int)padded, fn, arg) < 0) {
+            pg_error("MySQL: %s", pg_db_error(gw.db));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- storing ---- */
 
 /* INSERT IGNORE of (uuid, msg_id, payload) objects: a message already stored
@@ -116,10 +163,13 @@ static void finish(json_t *result)
 /* ---- sessions ---- */
 
 /* Stored messages go out in pages that fit a task result: a browser with a
- * large backlog gets them page after page, oldest first. */
+ * large backlog gets them page after page, oldest first.  The pages of a
+ * batch of registrations share the budget of one (spent: bytes of the
+ * pages before); a page that does not fit whole is left for later (empty,
+ * more, after 0), so a browser's pages are the same whatever its batch. */
 typedef struct {
     json_t *messages;
-    size_t bytes, budget;
+    size_t bytes, spent;
     long long last_id;
     int more;
 } offline_page;
@@ -130,7 +180,7 @@ static int collect_offline(void *arg, const pg_db_value *cols, int ncols)
     if (ncols < 3 || cols[0].type != PG_DB_INT || cols[1].type != PG_DB_STRING ||
         cols[2].type != PG_DB_STRING)
         return 0;
-    if (p->bytes > 0 && p->bytes + cols[2].len > p->budget) {
+    if (p->bytes > 0 && p->bytes + cols[2].len > gw.server_cfg.package_max_length) {
         p->more = 1;
         return 1;
     }
@@ -143,11 +193,24 @@ static int collect_offline(void *arg, const pg_db_value *cols, int ncols)
 
 #define OFFLINE_PAGE_ROWS 500
 
+/* Leaves the page for later: it does not fit the answer. */
+static void defer_page(offline_page *p, long long after)
+{
+    json_array_clear(p->messages);
+    p->bytes = 0;
+    p->last_id = after;
+    p->more = 1;
+}
+
 /* One page of uuid's stored messages after id `after`, marked delivered. */
 static int read_offline_page(const char *uuid, long long after, offline_page *p)
 {
-    p->budget = gw.server_cfg.package_max_length;
+    size_t budget = gw.server_cfg.package_max_length;
     p->last_id = after;
+    if (p->spent >= budget) {
+        defer_page(p, after);
+        return 0;
+    }
     pg_db_value q[] = {PG_DB_STR_VALUE(uuid), PG_DB_INT_VALUE(after)};
     long long rows = pg_db_query(gw.db, "SELECT id, msg_id, payload FROM offline_messages "
                                         "WHERE uuid = ? AND id > ? AND acked_at IS NULL "
@@ -156,6 +219,8 @@ static int read_offline_page(const char *uuid, long long after, offline_page *p)
         return -1;
     if (rows == OFFLINE_PAGE_ROWS)
         p->more = 1;
+    if (p->spent > 0 && p->spent + p->bytes > budget)
+        defer_page(p, after);
     if (json_array_size(p->messages) == 0)
         return 0;
     pg_db_value upto[] = {PG_DB_STR_VALUE(uuid), PG_DB_INT_VALUE(after), PG_DB_INT_VALUE(p->last_id)};
@@ -163,31 +228,112 @@ static int read_offline_page(const char *uuid, long long after, offline_page *p)
                     "WHERE uuid = ? AND id > ? AND id <= ? AND delivered_at IS NULL", upto, 3);
 }
 
-static void answer_page(const char *op, json_int_t session, const char *uuid, int code,
-                        offline_page *p)
+static json_t *page_result(const char *op, json_int_t session, const char *uuid, int code,
+                           offline_page *p)
 {
-    finish(json_pack("{s:s,s:I,s:s,s:i,s:o,s:b,s:I}", "op", op, "session", session, "uuid",
+    return json_pack("{s:s,s:I,s:s,s:i,s:o,s:b,s:I}", "op", op, "session", session, "uuid",
                      uuid ? uuid : "", "code", code, "offline", p->messages, "more", p->more,
-                     "after", (json_int_t)p->last_id));
+                     "after", (json_int_t)p->last_id);
 }
 
+#define REGISTER_ROWS 100   /* rows per multi-row REPLACE */
+
+/* The sessions' online_clients rows, REGISTER_ROWS per statement.  0 or -1. */
+static int replace_online(json_t *sessions)
+{
+    size_t n = json_array_size(sessions);
+    for (size_t from = 0; from < n; from += REGISTER_ROWS) {
+        size_t count = n - from < REGISTER_ROWS ? n - from : REGISTER_ROWS;
+        char sql[128 + REGISTER_ROWS * 12];
+        int len = snprintf(sql, sizeof(sql), "REPLACE INTO online_clients "
+                                             "(client_id, uuid, node_ip, node_port, session_id) VALUES ");
+        pg_db_value params[REGISTER_ROWS * 5];
+        for (size_t i = 0; i < count; i++) {
+            json_t *s = json_array_get(sessions, from + i);
+            const char *uuid = json_string_value(json_object_get(s, "uuid"));
+            const char *client_id = json_string_value(json_object_get(s, "client_id"));
+            if (!uuid || !client_id)
+                return -1;
+            pg_db_value *row = params + 5 * i;
+            row[0] = PG_DB_STR_VALUE(client_id);
+            row[1] = PG_DB_STR_VALUE(uuid);
+            row[2] = PG_DB_STR_VALUE(gw.node_ip);
+            row[3] = PG_DB_INT_VALUE(gw.cfg.internal_port);
+            row[4] = PG_DB_INT_VALUE((long long)json_integer_value(json_object_get(s, "session")));
+            len += snprintf(sql + len, sizeof(sql) - (size_t)len, "%s(?,?,?,?,?)", i ? "," : "");
+        }
+        if (exec_sql(sql, params, (int)(5 * count)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int collect_uuid(void *arg, const pg_db_value *cols, int ncols)
+{
+    char uuid[GW_UUID_MAX + 1];
+    if (ncols > 0 && cols[0].type == PG_DB_STRING) {
+        snprintf(uuid, sizeof(uuid), "%.*s", (int)cols[0].len, cols[0].s);
+        json_object_set_new(arg, uuid, json_true());
+    }
+    return 0;
+}
+
+/* Which of the sessions' uuids have stored messages (waiting: uuid -> true). */
+static int find_waiting(json_t *sessions, json_t *waiting)
+{
+    json_t *uuids = unique_uuids(sessions);
+    int rc = query_uuids("SELECT DISTINCT uuid FROM offline_messages WHERE acked_at IS NULL AND uuid",
+                         uuids, collect_uuid, waiting);
+    gw_mysql_result(rc == 0);
+    json_decref(uuids);
+    return rc;
+}
+
+/* A failed batch: every session hears the error (browser.c closes it with
+ * 1011, and its unregister removes the row it may have got). */
+static json_t *failed_registrations(json_t *sessions)
+{
+    json_t *results = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(sessions, i, s) {
+        offline_page none = {.messages = json_array()};
+        json_array_append_new(results, page_result("registered",
+                                                   json_integer_value(json_object_get(s, "session")),
+                                                   json_string_value(json_object_get(s, "uuid")),
+                                                   GW_ERR_INTERNAL, &none));
+    }
+    return results;
+}
+
+/* Registrations of one loop pass (session.c): every session's
+ * online_clients row, one query for which of their uuids have stored
+ * messages, and the first page only for those.  One result per session, in
+ * one answer. */
 static void op_register(json_t *task)
 {
-    json_int_t session = json_integer_value(json_object_get(task, "session"));
-    const char *uuid = json_string_value(json_object_get(task, "uuid"));
-    const char *client_id = json_string_value(json_object_get(task, "client_id"));
-    offline_page page = {.messages = json_array()};
-    int code = GW_ERR_INTERNAL;
-    if (uuid && client_id) {
-        pg_db_value reg[] = {PG_DB_STR_VALUE(client_id), PG_DB_STR_VALUE(uuid),
-                             PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.internal_port),
-                             PG_DB_INT_VALUE((long long)session)};
-        if (exec_sql("REPLACE INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
-                     "VALUES (?,?,?,?,?)", reg, 5) == 0 &&
-            read_offline_page(uuid, 0, &page) == 0)
-            code = GW_OK;
+    json_t *sessions = json_object_get(task, "sessions");
+    json_t *waiting = json_object(), *results = json_array();
+    int ok = gw_db() && replace_online(sessions) == 0 && find_waiting(sessions, waiting) == 0;
+    size_t spent = 0, i;
+    json_t *s;
+    json_array_foreach(sessions, i, s) {
+        const char *uuid = json_string_value(json_object_get(s, "uuid"));
+        offline_page page = {.messages = json_array(), .spent = spent};
+        if (ok && json_object_get(waiting, uuid) && read_offline_page(uuid, 0, &page) < 0)
+            ok = 0;
+        spent += page.bytes;
+        json_array_append_new(results, page_result("registered",
+                                                   json_integer_value(json_object_get(s, "session")),
+                                                   uuid, GW_OK, &page));
     }
-    answer_page("registered", session, uuid, code, &page);
+    if (!ok) {
+        json_decref(results);
+        results = failed_registrations(sessions);
+    }
+    json_decref(waiting);
+    finish(json_pack("{s:s,s:i,s:o}", "op", "registered", "task_worker",
+                     pg_server_worker_id(gw.server), "results", results));
 }
 
 static void op_offline_page(json_t *task)
@@ -197,7 +343,10 @@ static void op_offline_page(json_t *task)
     json_int_t after = json_integer_value(json_object_get(task, "after"));
     offline_page page = {.messages = json_array()};
     int code = uuid && gw_db() && read_offline_page(uuid, after, &page) == 0 ? GW_OK : GW_ERR_INTERNAL;
-    answer_page("offline_page", session, uuid, code, &page);
+    json_t *result = page_result("offline_page", session, uuid, code, &page);
+    if (json_is_true(json_object_get(task, "online")))   /* a first page left for later */
+        json_object_set_new(result, "online", json_true());
+    finish(result);
 }
 
 static void op_unregister(json_t *task)
@@ -245,42 +394,10 @@ static int collect_route(void *arg, const pg_db_value *c, int ncols)
 /* Where every target uuid is connected: one query per IN_BATCH uuids. */
 static int lookup_routes(json_t *items, route_rows *rows)
 {
-    json_t *seen = json_object();
-    json_t *uuids = json_array();
-    size_t i;
-    json_t *it;
-    json_array_foreach(items, i, it) {
-        const char *uuid = json_string_value(json_object_get(it, "uuid"));
-        if (uuid && !json_object_get(seen, uuid)) {
-            json_object_set_new(seen, uuid, json_true());
-            json_array_append_new(uuids, json_string(uuid));
-        }
-    }
-    int rc = 0;
-    size_t n = json_array_size(uuids);
-    for (size_t from = 0; from < n && rc == 0; from += IN_BATCH) {
-        size_t count = n - from < IN_BATCH ? n - from : IN_BATCH;
-        /* The list is padded to a power of two with its last uuid, so a few
-         * prepared statements serve every batch size instead of each size
-         * being prepared again (a round trip and server work each time). */
-        size_t padded = 1;
-        while (padded < count)
-            padded *= 2;
-        char sql[160 + IN_BATCH * 2];
-        int len = snprintf(sql, sizeof(sql), "SELECT client_id, uuid, node_ip, node_port, session_id "
-                                             "FROM online_clients WHERE uuid IN (");
-        pg_db_value params[IN_BATCH];
-        for (size_t k = 0; k < padded; k++) {
-            size_t at = from + (k < count ? k : count - 1);
-            params[k] = PG_DB_STR_VALUE(json_string_value(json_array_get(uuids, at)));
-            len += snprintf(sql + len, sizeof(sql) - (size_t)len, k ? ",?" : "?");
-        }
-        count = padded;
-        snprintf(sql + len, sizeof(sql) - (size_t)len, ")");
-        rc = pg_db_query(gw.db, sql, params, (int)count, collect_route, rows) < 0 ? -1 : 0;
-    }
+    json_t *uuids = unique_uuids(items);
+    int rc = query_uuids("SELECT client_id, uuid, node_ip, node_port, session_id "
+                         "FROM online_clients WHERE uuid", uuids, collect_route, rows);
     gw_mysql_result(rc == 0);
-    json_decref(seen);
     json_decref(uuids);
     return rc;
 }
@@ -522,19 +639,6 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
     else
         pg_error("unknown task op '%s'", op);
     json_decref(task);
-}
-
-int gw_task(json_t *op, uint64_t order_key)
-{
-    char *text = json_dumps(op, JSON_COMPACT);
-    json_decref(op);
-    int task_workers = (int)gw.server_cfg.task_worker_num;
-    int dst = order_key ? (int)(order_key % (uint64_t)task_workers) : -1;
-    int64_t id = text ? pg_server_task(gw.server, text, strlen(text), dst) : -1;
-    if (id < 0)
-        pg_error("could not hand a task to a task worker");
-    free(text);
-    return id < 0 ? -1 : 0;
 }
 
 void gw_tasks_start(int task_worker_id)

@@ -516,6 +516,89 @@ def test_registration_with_a_big_offline_backlog_gets_online(gw, stack, internal
         db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
 
 
+def store_offline(stack, messages):
+    """messages: [(uuid, msg_id, event dict)], stored oldest first."""
+    conn = stack.mysql()
+    try:
+        with conn.cursor() as c:
+            c.executemany("INSERT INTO offline_messages (uuid, msg_id, payload) VALUES (%s, %s, %s)",
+                          [(u, m, json.dumps(e)) for u, m, e in messages])
+    finally:
+        conn.close()
+
+
+def test_registration_burst_gets_everyone_online_with_their_messages_once(gw, stack):
+    """200 browsers connect at once, so their registrations travel in
+    batches (session.c, batch.c: one REPLACE and one backlog query per
+    batch): every one gets ONLINE, then exactly the messages stored for it,
+    oldest first, once each - 60 have a few, 8 of them a backlog of several
+    pages (whose first page takes the batch's whole budget of one page, so
+    the others of the batch get their first page by another task, with
+    their ONLINE still telling how many came with it).  Browsers that close right after
+    the handshake, in the same burst, leave no online_clients row: their
+    unregister must not overtake their registration."""
+    tag = uid("burst")
+    users = ["%s-u%d" % (tag, i) for i in range(200)]
+    closers = ["%s-x%d" % (tag, i) for i in range(20)]
+    stored = {u: ["%s-m%d" % (u, k) for k in range(1 + i % 3)] for i, u in enumerate(users[:60])}
+    big = users[0:8]
+    for u in big:
+        stored[u] = ["%s-big%d" % (u, k) for k in range(24)]   # 24 x 8 KB: pages of 64K
+    store_offline(stack, [(u, m, worksheet_event({"m": m, "pad": "p" * (8000 if u in big else 10)}, m))
+                          for u, ids in stored.items() for m in ids])
+
+    async def browser(u):
+        ws = await ws_connect(gw.port, token_for(u))
+        try:
+            ev = await recv_json(ws, 30)
+            assert ev["event"] == "ONLINE" and ev["data"]["uuid"] == u, ev
+            want, got = stored.get(u, []), []
+            if u in big:
+                assert 1 <= ev["data"]["offline"] < len(want) and ev["data"]["more_offline"], ev
+            else:   # as if it registered alone: its whole page with ONLINE
+                assert ev["data"]["offline"] == len(want) and "more_offline" not in ev["data"], ev
+            while len(got) < len(want):
+                m = await recv_json(ws, 30)
+                got.append(m["id"])
+                await send_json(ws, {"event": "ACK", "data": {"id": m["id"]}})
+            assert got == want, u
+            return ws
+        except BaseException:
+            await ws.close()
+            raise
+
+    async def closer(u):
+        if u.endswith(("0", "2", "4", "6", "8")):   # gone as soon as the handshake is sent
+            r = Raw(gw.port)
+            r.send(upgrade_request("/ws?token=" + token_for(u)))
+            r.close()
+        else:                                         # gone as soon as it is open
+            ws = await ws_connect(gw.port, token_for(u))
+            await ws.close()
+
+    async def go():
+        done = await asyncio.gather(*(browser(u) for u in users), *(closer(u) for u in closers),
+                                    return_exceptions=True)
+        socks = [ws for ws in done[:len(users)] if not isinstance(ws, BaseException)]
+        try:
+            for r in done:
+                if isinstance(r, BaseException):
+                    raise r
+            await asyncio.gather(*(quiet(ws, 0.5) for ws in socks))   # nothing twice
+            assert db_rows(stack, "SELECT COUNT(*) FROM online_clients WHERE uuid LIKE %s",
+                           (tag + "-u%",))[0][0] == len(users)
+        finally:
+            await asyncio.gather(*(ws.close() for ws in socks), return_exceptions=True)
+    try:
+        run(go(), timeout=120)
+        wait_rows(lambda: db_rows(stack, "SELECT uuid FROM online_clients WHERE uuid LIKE %s",
+                                  (tag + "-%",)), (), 15, "online_clients rows of the burst gone")
+        wait_rows(lambda: db_rows(stack, "SELECT msg_id FROM offline_messages WHERE uuid LIKE %s",
+                                  (tag + "-%",)), (), 15, "acknowledged messages deleted")
+    finally:
+        db_exec(stack, "DELETE FROM offline_messages WHERE uuid LIKE %s", (tag + "-%",))
+
+
 def test_two_tabs_both_get_it(gw, stack, internal):
     u = uid()
     c = internal()
@@ -1433,6 +1516,11 @@ def test_mysql_restart_while_running(gw, stack, internal):
                 # MySQL down: the work order is refused with "retry" (10500), not lost silently
                 r = await call(c, work_order("down-1", [(u, {"d": 1})], APP_TOKEN))
                 assert r["code"] == 10500 and r["msg_id"] == "down-1", r
+                # a batch of registrations fails as a whole: each browser hears 1011
+                socks = await asyncio.gather(*(ws_connect(gw.port, token_for(uid("down")))
+                                               for _ in range(5)))
+                closed = await asyncio.gather(*(closed_with(ws, 15) for ws in socks))
+                assert closed == [(1011, [])] * 5, closed
             finally:
                 stack.start_mysql()
             r = await call(c, work_order("up-1", [(u, {"d": 2})], APP_TOKEN))

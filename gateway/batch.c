@@ -1,0 +1,179 @@
+/* batch.c - workers: every task leaves here; requests of one loop pass
+ * travel together.
+ *
+ * Work orders, chat messages and browser registrations each need MySQL,
+ * which only task workers talk to.  One task and a few queries for each of
+ * them would cap a node at a few thousand a second (a round trip to a task
+ * worker and to MySQL per request), and they come in bursts: the consumer
+ * pipelines orders, and browsers reconnect all at once after a node or the
+ * network went away.  So a worker collects such requests in a batch while it
+ * handles one batch of input and hands each batch to a task worker as one
+ * task when the loop pass ends (a 0 ms timer), or earlier when it is full;
+ * the task worker runs a few statements for all of them and answers with
+ * one result per request (route.c: routing, session.c: registration).
+ *
+ * A batch that holds (registration) keeps one task in flight: what arrives
+ * meanwhile waits for its answer (gw_batch_answered) and then goes as the
+ * next task, so the batches grow with the load instead of a burst becoming
+ * thousands of one-request tasks.  Should an answer never come (a task
+ * worker died), the hold ends after HOLD_MAX_MS.
+ *
+ * Order: the tasks of one session go to one task worker (gw_task with
+ * order_key = session), which runs them in the order they were sent.  A
+ * batch bound for a task worker is sent, held or not, before any keyed task
+ * for that worker, so that, say, the unregister of a browser that closed in
+ * the same loop pass never overtakes its registration waiting here. */
+#include "gateway.h"
+
+#include "log.h"
+#include "timer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define HOLD_MAX_MS 1000
+
+static gw_batch *waiting;      /* batches holding requests, oldest first */
+static int64_t pass_timer;     /* fires when the loop pass ends */
+
+static int send_task(json_t *op, int dst)
+{
+    char *text = json_dumps(op, JSON_COMPACT);
+    json_decref(op);
+    int64_t id = text ? pg_server_task(gw.server, text, strlen(text), dst) : -1;
+    if (id < 0)
+        pg_error("could not hand a task to a task worker");
+    free(text);
+    return id < 0 ? -1 : 0;
+}
+
+/* Takes b's requests (NULL: none) and forgets it among the waiting. */
+static json_t *take(gw_batch *b)
+{
+    json_t *items = b->items;
+    b->items = NULL;
+    b->bytes = 0;
+    for (gw_batch **p = &waiting; *p; p = &(*p)->next)
+        if (*p == b) {
+            *p = b->next;
+            break;
+        }
+    b->next = NULL;
+    return items;
+}
+
+static void end_hold(gw_batch *b)
+{
+    if (b->hold_timer > 0)
+        pg_timer_clear(b->hold_timer);
+    b->hold_timer = 0;
+}
+
+static void flush(gw_batch *b);
+
+static void hold_over(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    gw_batch *b = arg;
+    b->hold_timer = 0;
+    pg_warn("no answer to a %s task within %d ms; sending the next", b->op, HOLD_MAX_MS);
+    flush(b);
+}
+
+static void flush(gw_batch *b)
+{
+    json_t *items = take(b);
+    if (!items)
+        return;
+    json_t *op = b->task ? b->task(items) : json_pack("{s:s,s:O}", "op", b->op, b->field, items);
+    if (!op || send_task(op, b->dst) < 0) {
+        pg_error("%zu %s request(s) not handed to a task worker", json_array_size(items), b->op);
+        b->fail(items);
+    } else if (b->hold) {
+        end_hold(b);
+        b->hold_timer = pg_timer_after(HOLD_MAX_MS, hold_over, b);
+    }
+    json_decref(items);
+}
+
+static void pass_end(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    pass_timer = 0;
+    for (gw_batch *b = waiting; b;) {
+        if (b->hold_timer > 0) {
+            b = b->next;   /* waits for the answer */
+        } else {
+            flush(b);
+            b = waiting;   /* the list changed: from the start */
+        }
+    }
+}
+
+void gw_batch_add(gw_batch *b, json_t *item, size_t bytes)
+{
+    /* A task must stay well inside the IPC message limit. */
+    if (b->items && b->bytes + bytes > gw.server_cfg.package_max_length)
+        flush(b);
+    if (!b->items) {
+        b->items = json_array();
+        gw_batch **tail = &waiting;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = b;
+    }
+    json_array_append_new(b->items, item);
+    b->bytes += bytes;
+    if (json_array_size(b->items) >= b->max_items) {
+        flush(b);
+    } else if (pass_timer <= 0 && b->hold_timer <= 0) {
+        pass_timer = pg_timer_after(0, pass_end, NULL);
+        if (pass_timer < 0) {
+            pass_timer = 0;
+            flush(b);
+        }
+    }
+}
+
+void gw_batch_answered(gw_batch *b)
+{
+    end_hold(b);
+    flush(b);
+}
+
+void gw_batch_stop(gw_batch *b, int send)
+{
+    if (send) {
+        flush(b);
+    } else {
+        json_t *items = take(b);
+        if (items)
+            b->fail(items);
+        json_decref(items);
+    }
+    end_hold(b);
+    if (!waiting && pass_timer > 0) {
+        pg_timer_clear(pass_timer);
+        pass_timer = 0;
+    }
+}
+
+int gw_task_worker_of(uint64_t order_key)
+{
+    return order_key ? (int)(order_key % (uint64_t)gw.server_cfg.task_worker_num) : -1;
+}
+
+int gw_task(json_t *op, uint64_t order_key)
+{
+    int dst = gw_task_worker_of(order_key);
+    for (gw_batch *b = waiting; dst >= 0 && b;) {
+        if (b->dst == dst) {
+            flush(b);
+            b = waiting;   /* the list changed: from the start */
+        } else {
+            b = b->next;
+        }
+    }
+    return send_task(op, dst);
+}
