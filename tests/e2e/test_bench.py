@@ -28,7 +28,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, SANITIZER_MARKS, start_server, stop_all, wait_until  # noqa: E402
 from gateway_util import db_rows  # noqa: E402
-from test_stack import APP_TOKEN, RUN, SECRET, STREAM, Cluster  # noqa: E402
+from test_stack import APP_TOKEN, RUN, SECRET, STREAM, cluster, healthy  # noqa: E402,F401
 
 BENCH = "pushgate-bench"
 
@@ -121,31 +121,7 @@ def peer_addresses(ports):
     return seen
 
 
-# ---- the cluster ----
-
-@pytest.fixture(scope="module")
-def cluster(bin_dir, stack, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in stack.env().items():
-            mp.setenv(k, v)
-        stack.add_app(APP_TOKEN)
-        r = stack.redis()
-        r.delete(STREAM, STREAM + ":dead")
-        c = Cluster(bin_dir, stack, tmp_path_factory.mktemp("bench"))
-        try:
-            yield c
-        finally:
-            try:
-                c.stop()
-            finally:
-                r.delete(STREAM, STREAM + ":dead")
-
-
-@pytest.fixture
-def healthy(cluster):
-    cluster.heal()
-    return cluster
-
+# ---- against the cluster of test_stack (its fixtures) ----
 
 def connect_args(c, prefix, n, *extra):
     return ["connect", "-n", n, "--url", ws_url(c.a), "--url", ws_url(c.b), "--secret", SECRET,
