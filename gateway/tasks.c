@@ -9,6 +9,7 @@
 #include "log.h"
 #include "timer.h"
 
+#include <mysqld_error.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #define IN_BATCH 256          /* uuids per SELECT ... IN (...), a power of two */
 #define STORE_BATCH 100       /* rows per multi-row INSERT */
+#define DEADLOCK_TRIES 3
 
 void gw_mysql_result(int ok)
 {
@@ -36,11 +38,19 @@ pg_db *gw_db(void)
     return gw.db;
 }
 
+/* Each statement is its own transaction.  Two task workers writing
+ * offline_messages at once can deadlock (an offline page's UPDATE locks
+ * index records past its uuid's range, up to the next uuid's, whose ACK
+ * DELETE holds its row), and InnoDB rolls one back whole: it is run again,
+ * so an ACK is not lost and a batch of registrations does not fail. */
 static int exec_sql(const char *sql, const pg_db_value *params, int n)
 {
     if (!gw_db())
         return -1;
-    int rc = pg_db_exec(gw.db, sql, params, n, NULL, NULL);
+    int rc, tries = 0;
+    while ((rc = pg_db_exec(gw.db, sql, params, n, NULL, NULL)) < 0 &&
+           pg_db_errno(gw.db) == ER_LOCK_DEADLOCK && ++tries < DEADLOCK_TRIES)
+        pg_warn("MySQL: %s; running it again", pg_db_error(gw.db));
     if (rc < 0)
         pg_error("MySQL: %s", pg_db_error(gw.db));
     gw_mysql_result(rc == 0);
