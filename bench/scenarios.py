@@ -148,7 +148,11 @@ def s2_push(messages, users, rate):
                 "published_per_s": pub.get("rate"), "delivered": r.get("delivered"),
                 "missing": r.get("missing"), "duplicates": r.get("duplicates"),
                 "delivered_per_s": r.get("delivered_per_s"), "latency_ms": r.get("latency_ms"),
-                "cpu_seconds": cpu}
+                "cpu_seconds": cpu,
+                # what one message costs the system (not the bench tools), in CPU
+                "server_cpu_us_per_msg": round(sum(v for k, v in cpu.items() if k != "bench_tools")
+                                               / messages * 1e6, 1),
+                "gateway_cpu_us_per_msg": round(cpu["gateways"] / messages * 1e6, 1)}
     finally:
         c.stop()
 
@@ -281,7 +285,11 @@ def s4_storm(clients=10000, messages=20000, rate=5000):
         drained = time.monotonic() - t0
         p.report(messages / rate + 60)
         r = b.report(messages / rate + 120)
+        with c.stack.mysql() as db, db.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM offline_messages")
+            stored = cur.fetchone()[0]
         return {"clients": clients, "messages": messages, "rate": rate,
+                "left_in_offline_messages": stored, "missing_sample": r.get("missing_sample"),
                 "node_stop_seconds": round(drained, 2),
                 "reconnect_seconds": r.get("reconnect_seconds"),
                 "reconnected": r.get("reconnects"), "delivered": r.get("delivered"),

@@ -79,6 +79,7 @@ typedef struct {
     _Atomic uint64_t auth_failures;
     _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
     _Atomic uint64_t mysql_errors;
+    _Atomic int draining;              /* the node is stopping: route around its sessions */
 } gw_counters;
 
 typedef struct {

@@ -128,7 +128,7 @@ static void push_checked(json_t *r)
     if (gw_client_id_parse(json_string_value(json_object_get(req, "client_id")), ip, sizeof(ip),
                            &port, &target) < 0 ||
         strcmp(ip, gw.node_ip) != 0 || port != gw.cfg.internal_port ||
-        !gw_session_is(target, uuid)) {
+        atomic_load(&gw.counters->draining) || !gw_session_is(target, uuid)) {
         gw_internal_reply(session, GW_ERR_GONE, NULL, extra);
     } else {
         char *payload = json_dumps(remote_data, JSON_COMPACT);

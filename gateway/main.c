@@ -137,6 +137,11 @@ static void on_pipe_message(pg_server *s, int from, const char *data, size_t len
 static void on_master_stop(pg_server *s)
 {
     (void)s;
+    /* From now on nothing is pushed to this node's browsers, which are about
+     * to be closed: a push could land in a worker already gone, after its
+     * sender said "delivered".  Their messages are routed like anyone's who
+     * is not here: to their new session elsewhere, or to the store. */
+    atomic_store(&gw.counters->draining, 1);
     gw_node_draining();
 }
 

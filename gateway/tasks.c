@@ -445,8 +445,10 @@ static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t 
             json_int_t port = json_integer_value(json_object_get(row, "port"));
             json_int_t session = json_integer_value(json_object_get(row, "session"));
             if (strcmp(ip, gw.node_ip) == 0 && port == gw.cfg.internal_port) {
-                if (session == keep_away || !gw_session_is((pg_session_id)session, uuid))
-                    continue;   /* closed meanwhile (its row is about to go), or kept away */
+                if (session == keep_away || atomic_load(&gw.counters->draining) ||
+                    !gw_session_is((pg_session_id)session, uuid))
+                    continue;   /* closed meanwhile (its row is about to go), kept away, or
+                                   this node is stopping */
                 json_array_append_new(local, tagged(it, json_pack("{s:I,s:s,s:s,s:s}", "session",
                                                                   session, "uuid", uuid, "id", id,
                                                                   "payload", payload)));
