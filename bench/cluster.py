@@ -74,29 +74,34 @@ def tree_pids(root):
     return out
 
 
-def pss_bytes(pids):
+def _pss(pid):
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        return sum(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+
+
+def _cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])   # utime + stime
+
+
+def _sum_over(pids, read):
+    """read(pid) summed over pids; a process gone meanwhile counts 0."""
     total = 0
     for pid in pids:
         try:
-            with open("/proc/%d/smaps_rollup" % pid) as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
+            total += read(pid)
+        except (OSError, IndexError, ValueError):
             pass
     return total
 
 
+def pss_bytes(pids):
+    return _sum_over(pids, _pss)
+
+
 def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / CLK_TCK
+    return _sum_over(pids, _cpu_ticks) / CLK_TCK
 
 
 class Daemon:
