@@ -10,6 +10,7 @@
 #include "timer.h"
 
 #include <mysqld_error.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #define IN_BATCH 256          /* uuids per SELECT ... IN (...), a power of two */
 #define STORE_BATCH 100       /* rows per multi-row INSERT */
 #define DEADLOCK_TRIES 3
+#define BIG_TASK_BYTES (64 * 1024)
 
 void gw_mysql_result(int ok)
 {
@@ -651,6 +653,10 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
     else
         pg_error("unknown task op '%s'", op);
     json_decref(task);
+    /* A big task (a slow browser's backlog going back to the store) leaves
+     * megabytes of freed heap that glibc would keep: give it back. */
+    if (len > BIG_TASK_BYTES)
+        malloc_trim(0);
 }
 
 void gw_tasks_start(int task_worker_id)
