@@ -166,7 +166,9 @@ def main():
     for row in rows:
         print(f"  {row[0]:<36} {row[1]:>28}  {row[2]:<40} target {row[3]}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", datetime.date.today().isoformat() + ".json")
+    # a partial run (BENCH_ONLY) does not overwrite the day's full one
+    suffix = "-" + "-".join(sorted(only)) if only else ""
+    path = os.path.join(HERE, "results", datetime.date.today().isoformat() + suffix + ".json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
     print(f"written to {os.path.relpath(path)}")
