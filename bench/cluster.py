@@ -66,11 +66,11 @@ def _children():
 
 
 def tree_pids(root):
-    tree, out, todo = _children(), [], [root]
-    while todo:
-        pid = todo.pop()
+    tree, out, unvisited = _children(), [], [root]
+    while unvisited:
+        pid = unvisited.pop()
         out.append(pid)
-        todo.extend(tree.get(pid, []))
+        unvisited.extend(tree.get(pid, []))
     return out
 
 
