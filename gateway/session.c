@@ -16,6 +16,7 @@
 #include "timer.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,10 @@
 #include <time.h>
 
 #define ACK_CHECK_MS 1000
+/* A backlog going back to the store travels in tasks of about this size:
+ * a slow browser's thousand unacknowledged pushes then never sit in a
+ * worker or a task worker as one multi-megabyte JSON text. */
+#define STORE_TASK_BYTES (64 * 1024)
 
 typedef struct {
     char *id;
@@ -128,26 +133,30 @@ static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away)
 }
 
 /* Everything still unacknowledged that is not already stored goes back, in
- * tasks of at most about package_max_length bytes each.  keep_away: a
+ * tasks of about STORE_TASK_BYTES each.  keep_away: a
  * session still open that did not acknowledge them (ack_timeout), which must
  * not get them pushed again at once; 0 for none. */
 static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_session_id keep_away)
 {
     json_t *list = json_array();
-    size_t bytes = 0;
+    size_t bytes = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
         if (items[i].from_offline)
             continue;
         json_array_append_new(list, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id",
                                               items[i].id, "payload", items[i].payload));
         bytes += strlen(items[i].payload) + strlen(items[i].id) + 64;
-        if (bytes > gw.server_cfg.package_max_length) {
+        if (bytes > STORE_TASK_BYTES) {
             store_batch(uuid, list, keep_away);
             list = json_array();
+            total += bytes;
             bytes = 0;
         }
     }
     store_batch(uuid, list, keep_away);
+    /* glibc keeps the freed heap of a big backlog: give it back */
+    if (total > 0)
+        malloc_trim(0);
 }
 
 static int expire_session_acks(uint64_t id, void *value, void *arg)

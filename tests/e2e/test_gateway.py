@@ -784,6 +784,32 @@ def test_browser_that_never_acks_has_its_oldest_half_stored_at_max_pending_acks(
         db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
 
 
+def test_unacknowledged_backlog_bigger_than_one_store_task_is_stored_whole(gateways, stack):
+    """120 unacknowledged pushes of ~2 KB (about four of the worker's 64 KB
+    store tasks) all reach offline_messages when the browser closes."""
+    g = gateways(ack_timeout=600)
+    u = uid("backlog")
+    c = Internal(g.internal_port)
+    ids = ["bl-%d" % i for i in range(120)]
+
+    async def go():
+        ws, _ = await online(g.port, u)
+        try:
+            for i, msg_id in enumerate(ids):
+                ok_reply(await call(c, work_order(msg_id, [(u, {"i": i, "pad": "x" * 2000})],
+                                                  APP_TOKEN)), msg_id, delivered=1)
+                assert (await recv_json(ws))["id"] == msg_id
+        finally:
+            await ws.close()
+        await asyncio.to_thread(wait_rows, lambda: sorted(r[0] for r in offline_rows(stack, u)),
+                                sorted(ids), 10, "the whole backlog stored after the close")
+    try:
+        run(go())
+    finally:
+        c.close()
+        db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
+
+
 def test_browsers_filling_max_conn_do_not_lock_out_the_internal_port(gateways, stack):
     """max_conn 3 holds browsers; the internal port has internal_max_conn of
     its own, so a consumer still connects, and its order is delivered."""
