@@ -114,7 +114,8 @@ static void pass_end(int64_t timer_id, void *arg)
 void gw_batch_add(gw_batch *b, json_t *item, size_t bytes)
 {
     /* A task must stay well inside the IPC message limit. */
-    if (b->items && b->bytes + bytes > gw.server_cfg.package_max_length)
+    size_t max_bytes = b->max_bytes ? b->max_bytes : gw.server_cfg.package_max_length;
+    if (b->items && b->bytes + bytes > max_bytes)
         flush(b);
     if (!b->items) {
         b->items = json_array();

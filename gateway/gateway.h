@@ -9,6 +9,7 @@
  * tasks.c     task workers: everything that talks to MySQL
  * batch.c     workers: tasks leave here; requests of one loop pass travel as one task
  * route.c     workers: routing requests, batched
+ * store.c     workers: what reaches nobody goes to offline_messages, batched
  * reply.c     JSON the gateway writes: events for browsers, reply frames, error codes
  * proxy_link.c  a worker's connection to the proxy, for sessions on other nodes
  *
@@ -141,8 +142,21 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len);
 void gw_internal_routed(json_t *result);
 void gw_internal_token_checked(json_t *result);
 void gw_internal_stored(json_t *result);
-/* Stores items (stolen) if any, then answers the sender of the routed message. */
+/* Stores items (stolen) and routed["offline"] if any, then answers the
+ * sender of the routed message. */
 void gw_internal_store_then_finish(json_t *routed, json_t *items);
+/* Answers the sender of a routed message: every target is handed off. */
+void gw_internal_finish(json_t *routed);
+
+/* store.c: workers.  Routed messages that reach nobody: items (stolen,
+ * {uuid, msg_id, payload}) are stored, batched, then routed (borrowed) is
+ * finished with its "stored" count. */
+/* A store task's size, about: a slow browser's backlog never sits in a
+ * worker or a task worker as one multi-megabyte JSON text. */
+#define GW_STORE_TASK_BYTES (64 * 1024)
+void gw_store_routed(json_t *routed, json_t *items);
+void gw_store_answered(json_t *result);
+void gw_store_stop(void);
 
 /* tokens.c: recent chat_token verdicts; -1 when not known. */
 int gw_token_cached(const char *token);
@@ -160,6 +174,7 @@ typedef struct gw_batch {
     const char *op, *field;
     int dst;
     size_t max_items;
+    size_t max_bytes;              /* 0: package_max_length */
     int hold;
     /* the task for items (borrowed), NULL: {"op": op, field: items} */
     json_t *(*task)(json_t *items);

@@ -198,7 +198,7 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len)
 /* ---- after routing ---- */
 
 /* Everything is handed off: answer the consumer, or tell the chat sender. */
-static void finish_routed(json_t *routed)
+void gw_internal_finish(json_t *routed)
 {
     json_t *ctx = json_object_get(routed, "ctx");
     const char *kind = json_string_value(json_object_get(ctx, "kind"));
@@ -217,12 +217,17 @@ static void finish_routed(json_t *routed)
 
 void gw_internal_store_then_finish(json_t *routed, json_t *items)
 {
+    json_array_extend(items, json_object_get(routed, "offline"));
+    /* what waits for the store needs only the counts and ctx */
+    json_object_del(routed, "local");
+    json_object_del(routed, "remote");
+    json_object_del(routed, "offline");
     if (json_array_size(items) == 0) {
         json_decref(items);
-        finish_routed(routed);
+        gw_internal_finish(routed);
         return;
     }
-    gw_task(json_pack("{s:s,s:o,s:O}", "op", "store", "items", items, "ctx", routed), 0);
+    gw_store_routed(routed, items);
 }
 
 /* Local sessions get the event now; "stored" ones are in offline_messages
@@ -249,30 +254,23 @@ void gw_internal_routed(json_t *r)
     json_object_set_new(r, "delivered", json_integer(0));
     json_object_set_new(r, "forwarded", json_integer(0));
     if (json_integer_value(json_object_get(r, "code")) != GW_OK) {
-        finish_routed(r);
+        gw_internal_finish(r);
         return;
     }
     push_local_targets(local);
     json_object_set_new(r, "delivered", json_integer((json_int_t)json_array_size(local)));
     if (json_array_size(remote) == 0) {
-        finish_routed(r);
+        gw_internal_store_then_finish(r, json_array());
         return;
     }
     const char *token = json_string_value(json_object_get(ctx, "chat_token"));
     gw_proxy_forward(r, token ? token : gw.cfg.chat_token);
 }
 
-/* Items that could not be forwarded are stored: now the sender can be answered. */
+/* A store's answer: sessions that registered meanwhile get the messages
+ * now; the senders of routed messages among them can be answered. */
 void gw_internal_stored(json_t *r)
 {
-    json_t *routed = json_object_get(r, "ctx");
     push_local_targets(json_object_get(r, "local"));
-    if (!json_is_object(routed))
-        return;   /* a store nobody waits for */
-    if (json_integer_value(json_object_get(r, "code")) != GW_OK)
-        json_object_set_new(routed, "code", json_integer(GW_ERR_INTERNAL));
-    json_object_set_new(routed, "stored",
-                        json_integer(json_integer_value(json_object_get(routed, "stored")) +
-                                     json_integer_value(json_object_get(r, "stored"))));
-    finish_routed(routed);
+    gw_store_answered(r);
 }

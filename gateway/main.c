@@ -77,6 +77,7 @@ static void on_stop(pg_server *s, int id)
     } else {
         gw_route_stop();
         gw_proxy_stop();
+        gw_store_stop();
         gw_session_worker_stop();
         gw_token_forget_all();
     }

@@ -7,8 +7,9 @@
  * consumer pipelines many) and hands them to a task worker together as soon
  * as the loop pass ends; the task worker resolves all their uuids with a
  * few IN queries and answers with one result per order (batch.c does the
- * collecting).  The orders stay here meanwhile, so the results name items
- * by index instead of carrying every payload back. */
+ * collecting).  The orders stay here meanwhile: the task carries only
+ * the uuids, and the results name items by index; items that reach nobody
+ * are stored afterwards (store.c). */
 #include "gateway.h"
 
 #include "idmap.h"
@@ -22,9 +23,8 @@ static uint64_t next_batch;
 /* An order that cannot be routed now gets an error result. */
 static void fail_order(json_t *order, int code)
 {
-    json_t *r = json_pack("{s:s,s:O,s:O,s:i,s:[],s:[],s:i}", "op", "routed", "ctx",
-                          json_object_get(order, "ctx"), "msg_id", json_object_get(order, "msg_id"),
-                          "code", code, "local", "remote", "stored", 0);
+    json_t *r = json_pack("{s:s,s:O,s:O,s:i,s:i}", "op", "routed", "ctx", json_object_get(order, "ctx"),
+                          "msg_id", json_object_get(order, "msg_id"), "code", code, "stored", 0);
     if (r)
         gw_internal_routed(r);
     json_decref(r);
@@ -58,16 +58,19 @@ static void fail_orders(json_t *failed)
         fail_order(order, GW_ERR_BUSY);
 }
 
-/* What the task worker needs of the orders: tokens and items, not ctx. */
+/* What the task worker needs of the orders: tokens and uuids. */
 static json_t *task_orders(json_t *batch)
 {
     json_t *out = json_array();
-    size_t i;
-    json_t *order;
-    json_array_foreach(batch, i, order)
-        json_array_append_new(out, json_pack("{s:O?,s:O}", "chat_token",
-                                             json_object_get(order, "chat_token"), "items",
-                                             json_object_get(order, "items")));
+    size_t i, k;
+    json_t *order, *item;
+    json_array_foreach(batch, i, order) {
+        json_t *uuids = json_array();
+        json_array_foreach(json_object_get(order, "items"), k, item)
+            json_array_append_new(uuids, json_pack("{s:O}", "uuid", json_object_get(item, "uuid")));
+        json_array_append_new(out, json_pack("{s:O?,s:o}", "chat_token",
+                                             json_object_get(order, "chat_token"), "items", uuids));
+    }
     return out;
 }
 
@@ -91,11 +94,7 @@ static gw_batch orders = {.op = "route", .field = "orders", .dst = -1,
 
 static size_t order_bytes(json_t *order)
 {
-    size_t bytes = 256, i;
-    json_t *item;
-    json_array_foreach(json_object_get(order, "items"), i, item)
-        bytes += 128 + 2 * json_string_length(json_object_get(item, "payload"));
-    return bytes;
+    return 128 + 96 * json_array_size(json_object_get(order, "items"));
 }
 
 void gw_route(json_t *order)
@@ -124,32 +123,43 @@ void gw_route_stop(void)
     }
 }
 
+static json_t *item_of(json_t *order, json_t *index)
+{
+    return json_array_get(json_object_get(order, "items"), (size_t)json_integer_value(index));
+}
+
 /* An order's result in the form gw_internal_routed takes, from the task
  * worker's compact one (tasks.c order_results) and the order held here. */
 static json_t *routed_of(json_t *order, json_t *compact)
-{    json_t *items = json_object_get(order, "items");
-    json_t *local = json_array(), *remote = json_array();
+{
+    json_t *local = json_array(), *remote = json_array(), *offline = json_array();
     size_t k;
     json_t *e;
     json_array_foreach(json_object_get(compact, "l"), k, e) {
-        json_t *item = json_array_get(items, (size_t)json_integer_value(json_array_get(e, 0)));
-        json_array_append_new(local, json_pack("{s:O,s:O,s:O,s:O,s:O}", "session", json_array_get(e, 1),
+        json_t *item = item_of(order, json_array_get(e, 0));
+        json_array_append_new(local, json_pack("{s:O,s:O,s:O,s:O,s:b}", "session", json_array_get(e, 1),
                                                "uuid", json_object_get(item, "uuid"), "id",
                                                json_object_get(item, "id"), "payload",
-                                               json_object_get(item, "payload"), "stored",
-                                               json_array_get(e, 2)));
+                                               json_object_get(item, "payload"), "stored", 0));
     }
     json_array_foreach(json_object_get(compact, "r"), k, e) {
-        json_t *item = json_array_get(items, (size_t)json_integer_value(json_array_get(e, 0)));
+        json_t *item = item_of(order, json_array_get(e, 0));
         json_array_append_new(remote, json_pack("{s:O,s:O,s:O,s:O,s:O,s:O}", "ip", json_array_get(e, 1),
                                                 "port", json_array_get(e, 2), "client_id",
                                                 json_array_get(e, 3), "uuid", json_object_get(item, "uuid"),
                                                 "id", json_object_get(item, "id"), "payload",
                                                 json_object_get(item, "payload")));
     }
-    return json_pack("{s:s,s:O,s:O,s:O,s:o,s:o,s:O}", "op", "routed", "ctx", json_object_get(order, "ctx"),
-                     "msg_id", json_object_get(order, "msg_id"), "code", json_object_get(compact, "c"),
-                     "local", local, "remote", remote, "stored", json_object_get(compact, "s"));
+    json_array_foreach(json_object_get(compact, "n"), k, e) {
+        json_t *item = item_of(order, e);
+        json_array_append_new(offline, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(item, "uuid"),
+                                                 "msg_id", json_object_get(item, "id"), "payload",
+                                                 json_object_get(item, "payload")));
+    }
+    return json_pack("{s:s,s:O,s:O,s:O,s:o,s:o,s:o,s:i}", "op", "routed", "ctx",
+                     json_object_get(order, "ctx"), "msg_id", json_object_get(order, "msg_id"), "code",
+                     json_object_get(compact, "c"), "local", local, "remote", remote, "offline", offline,
+                     "stored", 0);
 }
 
 void gw_route_done(json_t *result)

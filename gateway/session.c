@@ -24,10 +24,6 @@
 #include <time.h>
 
 #define ACK_CHECK_MS 1000
-/* A backlog going back to the store travels in tasks of about this size:
- * a slow browser's thousand unacknowledged pushes then never sit in a
- * worker or a task worker as one multi-megabyte JSON text. */
-#define STORE_TASK_BYTES (64 * 1024)
 
 typedef struct {
     char *id;
@@ -120,7 +116,8 @@ static void free_pending(pending_ack *p)
     free(p->payload);
 }
 
-static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away)
+static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away,
+                        pg_session_id owner)
 {
     if (json_array_size(list) == 0) {
         json_decref(list);
@@ -128,15 +125,19 @@ static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away)
     }
     size_t n = json_array_size(list);
     if (gw_task(json_pack("{s:s,s:o,s:I}", "op", "store", "items", list, "keep_away",
-                          (json_int_t)keep_away), 0) < 0)
+                          (json_int_t)keep_away), owner) < 0)
         pg_error("%zu unacknowledged message(s) to %s could not be handed to a task worker", n, uuid);
 }
 
 /* Everything still unacknowledged that is not already stored goes back, in
- * tasks of about STORE_TASK_BYTES each.  keep_away: a
+ * tasks of about GW_STORE_TASK_BYTES each.  keep_away: a
  * session still open that did not acknowledge them (ack_timeout), which must
- * not get them pushed again at once; 0 for none. */
-static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_session_id keep_away)
+ * not get them pushed again at once; 0 for none.  owner: the session whose
+ * backlog it is (0: none); its tasks all go to that session's task worker,
+ * so a big backlog keeps one task worker busy, and routing, which picks
+ * the least busy, goes on at the other. */
+static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_session_id keep_away,
+                          pg_session_id owner)
 {
     json_t *list = json_array();
     size_t bytes = 0, total = 0;
@@ -146,14 +147,14 @@ static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_ses
         json_array_append_new(list, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id",
                                               items[i].id, "payload", items[i].payload));
         bytes += strlen(items[i].payload) + strlen(items[i].id) + 64;
-        if (bytes > STORE_TASK_BYTES) {
-            store_batch(uuid, list, keep_away);
+        if (bytes > GW_STORE_TASK_BYTES) {
+            store_batch(uuid, list, keep_away, owner);
             list = json_array();
             total += bytes;
             bytes = 0;
         }
     }
-    store_batch(uuid, list, keep_away);
+    store_batch(uuid, list, keep_away, owner);
     /* glibc keeps the freed heap of a big backlog: give it back */
     if (total > 0)
         malloc_trim(0);
@@ -170,7 +171,7 @@ static int expire_session_acks(uint64_t id, void *value, void *arg)
         return 0;
     pg_info("%zu message(s) to %s not acknowledged within %lld s; stored for redelivery",
             expired, b->uuid, gw.cfg.ack_timeout);
-    store_unacked(b->uuid, b->pending, expired, id);
+    store_unacked(b->uuid, b->pending, expired, id, id);
     for (size_t i = 0; i < expired; i++)
         free_pending(&b->pending[i]);
     b->npending -= expired;
@@ -261,7 +262,7 @@ static int stop_session(uint64_t id, void *value, void *arg)
     (void)arg;
     browser_session *b = value;
     if (b->uuid[0])
-        store_unacked(b->uuid, b->pending, b->npending, 0);
+        store_unacked(b->uuid, b->pending, b->npending, 0, b->session);
     free_session(b);
     return 0;
 }
@@ -380,7 +381,7 @@ void gw_session_closed(pg_session_id session)
         char key[17], client_id[192];
         gw_session_key(session, key);
         pg_table_del(gw.sessions, key);
-        store_unacked(b->uuid, b->pending, b->npending, 0);
+        store_unacked(b->uuid, b->pending, b->npending, 0, b->session);
         gw_client_id(session, client_id, sizeof(client_id));
         gw_task(json_pack("{s:s,s:s}", "op", "unregister", "client_id", client_id), session);
     }
@@ -394,7 +395,7 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
          * in one task, not one per push, since a browser that stopped
          * acknowledging usually stopped reading too. */
         size_t n = (b->npending + 1) / 2;
-        store_unacked(b->uuid, b->pending, n, b->session);
+        store_unacked(b->uuid, b->pending, n, b->session, b->session);
         for (size_t i = 0; i < n; i++)
             free_pending(&b->pending[i]);
         b->npending -= n;
@@ -429,13 +430,13 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
     browser_session *b = session_of(session);
     if (!b || strcmp(b->uuid, uuid) != 0) {
         pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1, 0);
+        store_unacked(uuid, &lost, 1, 0, 0);
         return;
     }
     if (pg_server_send(gw.server, session, payload, strlen(payload)) < 0 ||
         add_pending(b, id, payload, from_offline) < 0) {
         pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1, 0);
+        store_unacked(uuid, &lost, 1, 0, 0);
         return;
     }
     atomic_fetch_add(&gw.counters->pushed, 1);
@@ -455,7 +456,7 @@ void gw_push(pg_session_id session, const char *uuid, const char *id, const char
     json_decref(msg);
     if (!text || pg_server_send_message(gw.server, home, text, strlen(text)) < 0) {
         pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1, 0);
+        store_unacked(uuid, &lost, 1, 0, 0);
     }
     free(text);
 }

@@ -414,31 +414,34 @@ static int lookup_routes(json_t *items, route_rows *rows)
     return rc;
 }
 
-/* A routed copy of an item keeps the item's tags "o" and "i" (the indexes of
- * its order in a batch and of the item in its order), so results can be
- * handed back per order without their payloads (route.c has them). */
+/* A routed copy of an item keeps the item's tags: "o" and "i" (the indexes
+ * of its order in a batch and of the item in its order) of a route, "t"
+ * (the ticket of the message it belongs to) of a store, so results can be
+ * handed back per message without their payloads (the worker has them). */
 static json_t *tagged(json_t *item, json_t *copy)
 {
-    json_t *order = json_object_get(item, "o");
-    if (order && copy) {
-        json_object_set(copy, "o", order);
-        json_object_set(copy, "i", json_object_get(item, "i"));
+    static const char *const tags[] = {"o", "i", "t"};
+    for (size_t k = 0; copy && k < sizeof(tags) / sizeof(tags[0]); k++) {
+        json_t *tag = json_object_get(item, tags[k]);
+        if (tag)
+            json_object_set(copy, tags[k], tag);
     }
     return copy;
 }
 
 /* Splits each item's targets into local sessions (checked against the
  * session table: still open, still that uuid), remote clients, and items
- * with no target at all, which are stored. */
+ * with no target at all.  A route task's items carry only the uuid (the
+ * worker holds the rest); a store's carry id and payload, which its local
+ * targets are pushed with. */
 static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t *remote,
-                         json_t *store, json_int_t keep_away)
+                         json_t *none, json_int_t keep_away)
 {
     size_t i;
     json_t *it;
     json_array_foreach(items, i, it) {
         const char *uuid = json_string_value(json_object_get(it, "uuid"));
-        const char *id = json_string_value(json_object_get(it, "id"));
-        const char *payload = json_string_value(json_object_get(it, "payload"));
+        json_t *id = json_object_get(it, "msg_id"), *payload = json_object_get(it, "payload");
         json_t *targets = json_object_get(rows->by_uuid, uuid);
         size_t t, reached = 0;
         json_t *row;
@@ -451,21 +454,18 @@ static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t 
                     !gw_session_is((pg_session_id)session, uuid))
                     continue;   /* closed meanwhile (its row is about to go), kept away, or
                                    this node is stopping */
-                json_array_append_new(local, tagged(it, json_pack("{s:I,s:s,s:s,s:s}", "session",
+                json_array_append_new(local, tagged(it, json_pack("{s:I,s:s,s:O?,s:O?}", "session",
                                                                   session, "uuid", uuid, "id", id,
                                                                   "payload", payload)));
             } else {
-                json_array_append_new(remote, tagged(it, json_pack("{s:s,s:I,s:O,s:s,s:s,s:s}", "ip",
-                                                                   ip, "port", port, "client_id",
-                                                                   json_object_get(row, "client_id"),
-                                                                   "uuid", uuid, "id", id, "payload",
-                                                                   payload)));
+                json_array_append_new(remote, tagged(it, json_pack("{s:s,s:I,s:O}", "ip", ip, "port",
+                                                                   port, "client_id",
+                                                                   json_object_get(row, "client_id"))));
             }
             reached++;
         }
         if (reached == 0)
-            json_array_append_new(store, tagged(it, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id",
-                                                              id, "payload", payload)));
+            json_array_append_new(none, tagged(it, json_object()));
     }
     return 0;
 }
@@ -474,28 +474,21 @@ static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t 
  * its offline messages before the store's insert: look again, and push to
  * sessions found now.  The message stays stored and the push says so, so
  * the browser's ACK deletes it; at worst the browser sees it twice. */
-static int recheck_stored(json_t *store, json_t *local, json_t *remote, json_int_t keep_away)
+static int recheck_stored(json_t *store, json_t *local, json_int_t keep_away)
 {
-    if (json_array_size(store) == 0)
-        return 0;
-    json_t *again = json_array(), *found = json_array(), *none = json_array();
+    json_t *found = json_array(), *remote = json_array(), *none = json_array();
+    route_rows rows = {.by_uuid = json_object()};
+    int rc = lookup_routes(store, &rows);
+    if (rc == 0)
+        split_targets(store, &rows, found, remote, none, keep_away);
     size_t i;
     json_t *it;
-    json_array_foreach(store, i, it)
-        json_array_append_new(again, tagged(it, json_pack("{s:O,s:O,s:O}", "uuid",
-                                                          json_object_get(it, "uuid"), "id",
-                                                          json_object_get(it, "msg_id"), "payload",
-                                                          json_object_get(it, "payload"))));
-    route_rows rows = {.by_uuid = json_object()};
-    int rc = lookup_routes(again, &rows);
-    if (rc == 0)
-        split_targets(again, &rows, found, remote, none, keep_away);
     json_array_foreach(found, i, it) {
         json_object_set_new(it, "stored", json_true());
         json_array_append(local, it);
     }
-    json_decref(again);
     json_decref(found);
+    json_decref(remote);   /* on other nodes: at their next connect */
     json_decref(none);
     json_decref(rows.by_uuid);
     return rc;
@@ -513,11 +506,9 @@ static void op_store(json_t *task)
     if (n < 0)
         pg_error("could not store %zu message(s)", json_array_size(items));
     json_t *ctx = json_object_get(task, "ctx");
-    json_t *local = json_array(), *remote = json_array();
+    json_t *local = json_array();
     if (n > 0)
-        recheck_stored(items, local, remote,
-                       json_integer_value(json_object_get(task, "keep_away")));
-    json_decref(remote);   /* on other nodes: at their next connect */
+        recheck_stored(items, local, json_integer_value(json_object_get(task, "keep_away")));
     if (!ctx && json_array_size(local) == 0) {
         json_decref(local);
         return;
@@ -549,55 +540,55 @@ static json_t *check_orders(json_t *orders, json_t *all)
     return codes;
 }
 
-/* One compact result per order, {c: code, l: local, r: remote, s: stored
- * count}: route.c still holds the orders, so an entry names its item by
- * index: local [i, session, stored], remote [i, ip, port, client_id]. */
+/* One compact result per order, {c: code, l: local, r: remote, n: none}:
+ * route.c still holds the orders, so an entry names its item by index:
+ * local [i, session], remote [i, ip, port, client_id], none i (no target:
+ * the worker stores it, see store.c). */
 static json_t *order_results(json_t *codes)
 {
     json_t *results = json_array();
     size_t o;
     json_t *code;
     json_array_foreach(codes, o, code)
-        json_array_append_new(results, json_pack("{s:O,s:[],s:[],s:i}", "c", code, "l", "r", "s", 0));
+        json_array_append_new(results, json_pack("{s:O,s:[],s:[],s:[]}", "c", code, "l", "r", "n"));
     return results;
 }
 
-static json_t *result_of(json_t *results, json_t *entry)
+static json_t *result_list(json_t *results, json_t *entry, const char *list)
 {
-    return json_array_get(results, (size_t)json_integer_value(json_object_get(entry, "o")));
+    return json_object_get(json_array_get(results, (size_t)json_integer_value(json_object_get(entry, "o"))),
+                           list);
 }
 
-static void deal(json_t *results, json_t *local, json_t *remote, json_t *store)
+static void deal(json_t *results, json_t *local, json_t *remote, json_t *none)
 {
     size_t k;
     json_t *e;
     json_array_foreach(local, k, e)
-        json_array_append_new(json_object_get(result_of(results, e), "l"),
-                              json_pack("[O,O,b]", json_object_get(e, "i"),
-                                        json_object_get(e, "session"),
-                                        json_is_true(json_object_get(e, "stored"))));
+        json_array_append_new(result_list(results, e, "l"),
+                              json_pack("[O,O]", json_object_get(e, "i"), json_object_get(e, "session")));
     json_array_foreach(remote, k, e)
-        json_array_append_new(json_object_get(result_of(results, e), "r"),
+        json_array_append_new(result_list(results, e, "r"),
                               json_pack("[O,O,O,O]", json_object_get(e, "i"), json_object_get(e, "ip"),
                                         json_object_get(e, "port"), json_object_get(e, "client_id")));
-    json_array_foreach(store, k, e) {
-        json_t *r = result_of(results, e);
-        json_object_set_new(r, "s", json_integer(json_integer_value(json_object_get(r, "s")) + 1));
-    }
+    json_array_foreach(none, k, e)
+        json_array_append(result_list(results, e, "n"), json_object_get(e, "i"));
 }
 
 /* A batch of orders (route.c): the uuids of all of them in a few IN
- * queries, what has no target stored in one insert, one result each. */
+ * queries, one result each.  Nothing is written here: what has no target
+ * comes back to the worker, which stores it in a task of its own, so a
+ * route never waits for an INSERT (a browser that stopped reading sends
+ * thousands of its orders that way while the others' are routed). */
 static void op_route(json_t *task)
 {
     json_t *orders = json_object_get(task, "orders");
-    json_t *all = json_array(), *local = json_array(), *remote = json_array(), *store = json_array();
+    json_t *all = json_array(), *local = json_array(), *remote = json_array(), *none = json_array();
     json_t *codes = check_orders(orders, all);
     route_rows rows = {.by_uuid = json_object()};
     int failed = json_array_size(all) > 0 &&
                  (!gw_db() || lookup_routes(all, &rows) < 0 ||
-                  split_targets(all, &rows, local, remote, store, 0) < 0 || store_items(store) < 0 ||
-                  recheck_stored(store, local, remote, 0) < 0);
+                  split_targets(all, &rows, local, remote, none, 0) < 0);
     json_t *results = order_results(codes);
     if (failed) {
         size_t o;
@@ -606,12 +597,12 @@ static void op_route(json_t *task)
             if (json_integer_value(json_object_get(r, "c")) == GW_OK)
                 json_object_set_new(r, "c", json_integer(GW_ERR_INTERNAL));
     } else {
-        deal(results, local, remote, store);
+        deal(results, local, remote, none);
     }
     json_decref(all);
     json_decref(local);
     json_decref(remote);
-    json_decref(store);
+    json_decref(none);
     json_decref(codes);
     json_decref(rows.by_uuid);
     finish(json_pack("{s:s,s:O,s:o}", "op", "routed", "batch", json_object_get(task, "batch"),

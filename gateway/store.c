@@ -1,0 +1,163 @@
+/* store.c - workers: routed messages that reach nobody go to offline_messages.
+ *
+ * A work order or chat message whose uuid has no session, or whose push
+ * through the proxy failed, is stored before its sender is answered.  The
+ * route task itself writes nothing (a route never waits for an INSERT), so
+ * the worker stores such items afterwards: those of one loop pass travel as
+ * one task (batch.c) of at most GW_STORE_TASK_BYTES, one multi-row INSERT.
+ * Each routed message waits here under a ticket; its items carry the
+ * ticket, and the task's answer says which tickets it stored and how many
+ * items of each, so a message whose items were split over two tasks is
+ * answered when the last comes back. */
+#include "gateway.h"
+
+#include "idmap.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define STORE_TASK_ITEMS 500
+
+typedef struct {
+    json_t *routed;       /* the route result: ctx and counts */
+    size_t remaining;     /* items not yet answered */
+    json_int_t stored;
+    json_int_t delivered; /* pushed after all, to a session that registered meanwhile */
+    int failed;
+} waiting_message;
+
+static pg_idmap *waiting;     /* ticket -> waiting_message */
+static uint64_t next_ticket;
+
+/* count items of ticket have been answered (stored or not). */
+static void settle(uint64_t ticket, size_t count, int ok)
+{
+    waiting_message *w = waiting ? pg_idmap_get(waiting, ticket) : NULL;
+    if (!w)
+        return;
+    w->remaining -= count < w->remaining ? count : w->remaining;
+    if (ok)
+        w->stored += (json_int_t)count;
+    else
+        w->failed = 1;
+    if (w->remaining > 0)
+        return;
+    pg_idmap_remove(waiting, ticket);
+    json_t *routed = w->routed;
+    json_object_set_new(routed, "stored",
+                        json_integer(json_integer_value(json_object_get(routed, "stored")) + w->stored));
+    json_object_set_new(routed, "delivered",
+                        json_integer(json_integer_value(json_object_get(routed, "delivered")) +
+                                     w->delivered));
+    if (w->failed)
+        json_object_set_new(routed, "code", json_integer(GW_ERR_INTERNAL));
+    free(w);
+    gw_internal_finish(routed);
+    json_decref(routed);
+}
+
+/* [[ticket, items of it], ...] of a batch's items, in order. */
+static json_t *ticket_counts(json_t *items)
+{
+    json_t *counts = json_array();
+    json_int_t last = 0, n = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach(items, i, item) {
+        json_int_t t = json_integer_value(json_object_get(item, "t"));
+        if (t != last && n > 0)
+            json_array_append_new(counts, json_pack("[I,I]", last, n));
+        n = t == last ? n + 1 : 1;
+        last = t;
+    }
+    if (n > 0)
+        json_array_append_new(counts, json_pack("[I,I]", last, n));
+    return counts;
+}
+
+static json_t *store_task(json_t *items)
+{
+    return json_pack("{s:s,s:O,s:{s:o}}", "op", "store", "items", items, "ctx", "tickets",
+                     ticket_counts(items));
+}
+
+static void settle_all(json_t *counts, int ok)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(counts, i, c)
+        settle((uint64_t)json_integer_value(json_array_get(c, 0)),
+               (size_t)json_integer_value(json_array_get(c, 1)), ok);
+}
+
+/* Not handed to a task worker: each message's sender hears of the failure. */
+static void fail_items(json_t *items)
+{
+    json_t *counts = ticket_counts(items);
+    settle_all(counts, 0);
+    json_decref(counts);
+}
+
+static gw_batch stores = {.op = "store", .field = "items", .dst = -1, .max_items = STORE_TASK_ITEMS,
+                          .max_bytes = GW_STORE_TASK_BYTES, .task = store_task, .fail = fail_items};
+
+void gw_store_routed(json_t *routed, json_t *items)
+{
+    waiting_message *w = calloc(1, sizeof(*w));
+    uint64_t ticket = ++next_ticket;
+    if (!w || (!waiting && !(waiting = pg_idmap_new(64))) || pg_idmap_put(waiting, ticket, w) < 0) {
+        pg_error("%zu message(s) could not wait for their store", json_array_size(items));
+        free(w);
+        json_decref(items);
+        json_object_set_new(routed, "code", json_integer(GW_ERR_INTERNAL));
+        gw_internal_finish(routed);
+        return;
+    }
+    *w = (waiting_message){.routed = json_incref(routed), .remaining = json_array_size(items)};
+    size_t i;
+    json_t *item;
+    json_array_foreach(items, i, item) {
+        json_object_set_new(item, "t", json_integer((json_int_t)ticket));
+        gw_batch_add(&stores, json_incref(item),
+                     128 + json_string_length(json_object_get(item, "payload")) * 2);
+    }
+    json_decref(items);
+}
+
+void gw_store_answered(json_t *result)
+{
+    size_t i;
+    json_t *pushed;
+    json_array_foreach(json_object_get(result, "local"), i, pushed) {
+        json_int_t ticket = json_integer_value(json_object_get(pushed, "t"));
+        waiting_message *w = ticket && waiting ? pg_idmap_get(waiting, (uint64_t)ticket) : NULL;
+        if (w)
+            w->delivered++;
+    }
+    json_t *counts = json_object_get(json_object_get(result, "ctx"), "tickets");
+    settle_all(counts, json_integer_value(json_object_get(result, "code")) == GW_OK);
+}
+
+static int drop_waiting(uint64_t ticket, void *value, void *arg)
+{
+    (void)ticket;
+    (void)arg;
+    waiting_message *w = value;
+    json_decref(w->routed);
+    free(w);
+    return 0;
+}
+
+/* The worker stops: what waits is still stored (the answers come back to
+ * nobody, so the senders time out and send again: a duplicate, never a
+ * loss). */
+void gw_store_stop(void)
+{
+    gw_batch_stop(&stores, 1);
+    if (waiting) {
+        pg_idmap_iterate(waiting, drop_waiting, NULL);
+        pg_idmap_free(waiting);
+        waiting = NULL;
+    }
+}
