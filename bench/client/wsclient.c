@@ -7,12 +7,15 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <errno.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
 
@@ -29,17 +32,27 @@ struct pb_ws {
     void *arg;
     int state;
     int closing;                        /* we sent the first close frame */
+    uint8_t stage[16];                  /* a frame header waiting for its payload */
+    size_t staged;
     char accept[32];                    /* the Sec-WebSocket-Accept we expect */
 };
 
 static uint64_t ws_rand_state;
-static pid_t ws_rand_pid;
+static int ws_rand_seeded;
+
+static void ws_rand_forked(void)
+{
+    ws_rand_seeded = 0;                 /* each forked process its own sequence */
+}
 
 static uint64_t ws_rand(void)
 {
-    if (ws_rand_pid != getpid()) {      /* each forked process its own sequence */
-        ws_rand_pid = getpid();
+    if (!ws_rand_seeded) {
+        static int hooked;
+        if (!hooked)
+            hooked = pthread_atfork(NULL, NULL, ws_rand_forked) == 0;
         ws_rand_state = pb_rand_seed();
+        ws_rand_seeded = 1;
     }
     return pb_rand(&ws_rand_state);
 }
@@ -84,16 +97,52 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     return n;
 }
 
-static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
-                          int flags, void *user)
+/* What the socket did not take waits in the output buffer for the write
+ * event (ws_on_write turns it off again once that is written). */
+static ssize_t ws_queue(pb_ws *ws, wslay_event_context_ptr ctx, const uint8_t *staged,
+                        size_t staged_len, const uint8_t *data, size_t len)
 {
-    (void)flags;
-    pb_ws *ws = user;
-    if (evbuffer_add(bufferevent_get_output(ws->bev), data, len) < 0) {
+    struct evbuffer *out = bufferevent_get_output(ws->bev);
+    bufferevent_enable(ws->bev, EV_WRITE);
+    if (evbuffer_add(out, staged, staged_len) < 0 || evbuffer_add(out, data, len) < 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
-    return (ssize_t)len;
+    return 0;
+}
+
+/* Once open, a frame goes to the socket at once, header and payload in one
+ * sendmsg, instead of through the bufferevent: with EV_WRITE enabled it
+ * adds and removes its write event (two epoll_ctl calls) around every
+ * ACK, which cost the client about as much as the write itself. */
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
+                          int flags, void *user)
+{
+    pb_ws *ws = user;
+    int more = flags & WSLAY_MSG_MORE;
+    if (ws->state != WS_OPEN || evbuffer_get_length(bufferevent_get_output(ws->bev)) > 0) {
+        size_t staged = ws->staged;
+        ws->staged = 0;
+        return ws_queue(ws, ctx, ws->stage, staged, data, len) < 0 ? -1 : (ssize_t)len;
+    }
+    if (more && ws->staged + len <= sizeof(ws->stage)) {
+        memcpy(ws->stage + ws->staged, data, len);
+        ws->staged += len;
+        return (ssize_t)len;
+    }
+    struct iovec iov[2] = {{ws->stage, ws->staged}, {(void *)data, len}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t n = sendmsg(bufferevent_getfd(ws->bev), &msg,
+                        MSG_NOSIGNAL | MSG_DONTWAIT | (more ? MSG_MORE : 0));
+    size_t staged = ws->staged, sent = n > 0 ? (size_t)n : 0;
+    ws->staged = 0;
+    if (n < 0 && errno != EAGAIN && errno != EINTR)
+        return (ssize_t)len;           /* the read side sees the broken connection */
+    if (sent == staged + len)
+        return (ssize_t)len;
+    size_t from_stage = sent < staged ? sent : staged, from_data = sent - from_stage;
+    return ws_queue(ws, ctx, ws->stage + from_stage, staged - from_stage, data + from_data,
+                    len - from_data) < 0 ? -1 : (ssize_t)len;
 }
 
 static int ws_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user)
@@ -202,10 +251,17 @@ static int ws_read_head(pb_ws *ws)
         return -1;
     }
     ws->state = WS_OPEN;
+    bufferevent_disable(ws->bev, EV_WRITE);   /* from now on ws_send_cb writes */
     return 1;
 }
 
 /* ---- frames ---- */
+
+static void ws_on_write(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    bufferevent_disable(bev, EV_WRITE);
+}
 
 static void ws_read_frames(pb_ws *ws)
 {
@@ -288,7 +344,7 @@ pb_ws *pb_ws_connect(struct event_base *base, const struct sockaddr_in *dst,
         free(ws);
         return NULL;
     }
-    bufferevent_setcb(ws->bev, ws_on_read, NULL, ws_on_event, ws);
+    bufferevent_setcb(ws->bev, ws_on_read, ws_on_write, ws_on_event, ws);
     pb_ws_set_timeout(ws, timeout_ms);
     *kind = PB_WS_ERR_TCP;
     if (ws_write_upgrade(ws, hostport, target) < 0 ||
