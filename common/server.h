@@ -105,6 +105,11 @@ typedef struct {
      * this limit of their own instead, kept free of max_conn, so browsers
      * filling a node cannot lock out its consumer and proxy links. */
     long long max_conn;
+    /* 0: what a worker sends is written at once.  1: what workers send to a
+     * connection during one pass of its reactor's loop goes out in one
+     * write: for a listener whose few connections carry many replies each
+     * (an internal port), not for browsers, which get one message a pass. */
+    int batch_output;
 } pg_listen_options;
 
 typedef struct {

@@ -33,6 +33,7 @@ enum {
     CONN_IN_CALLBACK = 2, /* inside a read: free later */
     CONN_DEAD = 4,        /* closed while in a callback */
     CONN_WRITING = 8,     /* EV_WRITE is part of ev */
+    CONN_BATCHED = 16,    /* output waits for the end of the loop pass (r->batched) */
 };
 
 struct pg_conn {
@@ -44,6 +45,7 @@ struct pg_conn {
     uint32_t in_len, in_cap, in_need;
     uint32_t last_active;      /* seconds, reactor clock */
     struct evbuffer *out;      /* NULL while nothing waits to be written */
+    pg_conn *next_batched;
     void *proto_state;
     int fd;
     uint8_t listener;
@@ -74,6 +76,8 @@ struct pg_reactor {
     pg_ipc_channel **workers;
     int channels_open;
     struct event *heartbeat_ev, *deadline_ev;
+    pg_conn *batched;          /* connections whose output waits for the pass's end */
+    struct event *write_batched_ev;
     int stopping;
     char *rbuf;
 };
@@ -105,6 +109,11 @@ static void conn_free(pg_conn *c)
         r->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    for (pg_conn **p = &r->batched; (c->flags & CONN_BATCHED) && *p; p = &(*p)->next_batched)
+        if (*p == c) {
+            *p = c->next_batched;
+            break;
+        }
     if (!r->stopping) {
         pg_ipc_header h = {.id = c->session, .type = PG_IPC_CLOSE, .listener = c->listener};
         int w = pg_session_home_worker(c->session, s->worker_num);
@@ -242,6 +251,55 @@ static void conn_flush(pg_conn *c)
         conn_set_events(c, 0);
 }
 
+/* The loop pass is over: each batched connection's output in one write. */
+static void write_batched(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pg_reactor *r = arg;
+    while (r->batched) {
+        pg_conn *c = r->batched;
+        r->batched = c->next_batched;
+        c->flags &= (uint8_t)~CONN_BATCHED;
+        if ((c->flags & CONN_WRITING) || !c->out)
+            continue;   /* waits for writability already */
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            conn_close_now(c);
+            continue;
+        }
+        if (n > 0)
+            atomic_fetch_add(&r->s->stats->bytes_out, (uint64_t)n);
+        if (evbuffer_get_length(c->out) > 0) {
+            conn_set_events(c, 1);
+        } else {
+            evbuffer_free(c->out);
+            c->out = NULL;
+        }
+    }
+}
+
+/* Queues a frame of a batch_output listener for write_batched. */
+static void conn_batch(pg_conn *c, struct iovec *iov, int n)
+{
+    if (c->flags & CONN_DEAD)
+        return;
+    if (!c->out && !(c->out = evbuffer_new())) {
+        conn_close_now(c);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        evbuffer_add(c->out, iov[i].iov_base, iov[i].iov_len);
+    if (conn_output_over_limit(c) || (c->flags & (CONN_WRITING | CONN_BATCHED)))
+        return;
+    pg_reactor *r = c->reactor;
+    c->flags |= CONN_BATCHED;
+    c->next_batched = r->batched;
+    r->batched = c;
+    if (!c->next_batched)
+        event_active(r->write_batched_ev, EV_TIMEOUT, 0);
+}
+
 /* A worker's data for a session, framed the way its listener frames. */
 static void conn_send_from_worker(pg_conn *c, const char *data, size_t len)
 {
@@ -260,7 +318,10 @@ static void conn_send_from_worker(pg_conn *c, const char *data, size_t len)
     iov[n++] = (struct iovec){header, pg_frame_encode_header(&l->opts.frame, len, header)};
     iov[n++] = (struct iovec){(void *)data, len};
     iov[n++] = (struct iovec){(void *)trailer, trailer_len};
-    conn_writev(c, iov, n);
+    if (l->opts.batch_output)
+        conn_batch(c, iov, n);
+    else
+        conn_writev(c, iov, n);
 }
 
 /* ---- reading and dispatch ---- */
@@ -643,6 +704,9 @@ int pg_reactors_create(pg_server *s)
         if (!r->base || r->wake_fd < 0 || !r->sessions || !r->rbuf || !r->workers)
             return -1;
         r->wake_ev = event_new(r->base, r->wake_fd, EV_READ | EV_PERSIST, on_wake, r);
+        r->write_batched_ev = event_new(r->base, -1, 0, write_batched, r);
+        if (!r->wake_ev || !r->write_batched_ev)
+            return -1;
         event_add(r->wake_ev, NULL);
         for (int w = 0; w < s->worker_num; w++) {
             int fd = s->reactor_ipc[i * s->worker_num + w][0];
@@ -704,6 +768,8 @@ void pg_reactors_free(pg_server *s)
             event_free(r->wake_ev);
         if (r->heartbeat_ev)
             event_free(r->heartbeat_ev);
+        if (r->write_batched_ev)
+            event_free(r->write_batched_ev);
         if (r->deadline_ev)
             event_free(r->deadline_ev);
         if (r->base)

@@ -177,7 +177,7 @@ static int listen_ports(void)
     pg_listen_options internal = {.frame = {.kind = PG_FRAME_LENGTH,
                                             .max_length = gw.server_cfg.package_max_length},
                                   .dispatch_mode = PG_DISPATCH_ROUND_ROBIN,
-                                  .max_conn = gw.cfg.internal_max_conn};
+                                  .max_conn = gw.cfg.internal_max_conn, .batch_output = 1};
     if (gw.cfg.internal_eof) {
         internal.frame.kind = PG_FRAME_EOF;
         internal.frame.eof = gw.server_cfg.package_eof.data;

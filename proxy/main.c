@@ -102,7 +102,8 @@ static int check_settings(void)
 static int listen_port(void)
 {
     pg_listen_options opts = {.frame = {.kind = PG_FRAME_LENGTH,
-                                        .max_length = px.server_cfg.package_max_length}};
+                                        .max_length = px.server_cfg.package_max_length},
+                              .batch_output = 1};
     return pg_server_listen(px.server, px.cfg.host, (int)px.cfg.port, &opts) < 0 ? -1 : 0;
 }
 
