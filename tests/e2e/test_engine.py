@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -67,6 +68,17 @@ def chunks(data, sizes):
         i += n
         k += 1
     return out
+
+
+def test_echo_bench_gets_every_packet_back(engine, bin_dir):
+    """make bench's echo client: pipelined packets over many connections,
+    each one echoed and counted once, none in error."""
+    s = engine(open_length_check=True)
+    out = subprocess.run([os.path.join(bin_dir, "echo_bench"), "-p", str(s.port), "-c", "20",
+                          "-n", "4000", "-P", "4", "-t", "30"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "4000 packets of 64 bytes over 20 connections (pipeline 4)" in out, out
+    assert "errors 0" in out, out
 
 
 # ---- 1, 2: framing ----
