@@ -138,8 +138,9 @@ def push_benches(results, rows, only):
                     "(a rate this box sustains)")),
         ("s3", "S3 slow reader + 1,000 others", lambda: sc.s3_slow_reader(),
          lambda m: ("PSS +%d KB, closed %s" % (m["gateway_pss_growth"] // 1024, m["slow_closed"]),
-                    "stored %s/%s, others p99 x%.2f" % (m["slow_stored"], m["slow_messages"],
-                                                        m["p99_ratio"]),
+                    "stored %s/%s, others p99 x%.2f (x%.2f vs healthy)" % (
+                        m["slow_stored"], m["slow_messages"], m["p99_ratio"],
+                        m["p99_ratio_vs_healthy"]),
                     "<= 2 MB + small; closed; all stored; <= 2x")),
         ("s4", "S4 reconnect storm, 10,000", lambda: sc.s4_storm(),
          lambda m: ("%s reconnected in %s s" % (m["reconnected"], m["reconnect_seconds"]),
