@@ -17,7 +17,7 @@
 #include <time.h>
 
 #define IN_BATCH 256          /* uuids per SELECT ... IN (...), a power of two */
-#define STORE_BATCH 100       /* rows per multi-row INSERT */
+#define ROWS_MAX 64           /* rows per multi-row statement, a power of two */
 #define DEADLOCK_TRIES 3
 #define BIG_TASK_BYTES (64 * 1024)
 
@@ -135,15 +135,28 @@ static int query_uuids(const char *head, json_t *uuids, pg_db_row_fn fn, void *a
 
 /* INSERT IGNORE of (uuid, msg_id, payload) objects: a message already stored
  * for that uuid (a redelivery) is kept once. Returns rows handed to MySQL, or -1. */
+/* Rows for the next multi-row statement: the largest power of two at most
+ * left and ROWS_MAX.  So there are only a few distinct statements, which
+ * all stay prepared in the connection's cache (a statement per row count
+ * would evict and prepare again all the time), and any number of rows
+ * takes at most log2(ROWS_MAX) + 1 statements. */
+static size_t rows_next(size_t left)
+{
+    size_t rows = ROWS_MAX;
+    while (rows > left)
+        rows /= 2;
+    return rows;
+}
+
 static long long store_items(json_t *items)
 {
     size_t n = json_array_size(items);
-    for (size_t from = 0; from < n; from += STORE_BATCH) {
-        size_t count = n - from < STORE_BATCH ? n - from : STORE_BATCH;
-        char sql[96 + STORE_BATCH * 24];
+    for (size_t from = 0, count; from < n; from += count) {
+        count = rows_next(n - from);
+        char sql[96 + ROWS_MAX * 24];
         int len = snprintf(sql, sizeof(sql),
                            "INSERT IGNORE INTO offline_messages (uuid, msg_id, payload) VALUES ");
-        pg_db_value params[STORE_BATCH * 3];
+        pg_db_value params[ROWS_MAX * 3];
         for (size_t i = 0; i < count; i++) {
             json_t *it = json_array_get(items, from + i);
             const char *uuid = json_string_value(json_object_get(it, "uuid"));
@@ -248,18 +261,16 @@ static json_t *page_result(const char *op, json_int_t session, const char *uuid,
                      "after", (json_int_t)p->last_id);
 }
 
-#define REGISTER_ROWS 100   /* rows per multi-row REPLACE */
-
-/* The sessions' online_clients rows, REGISTER_ROWS per statement.  0 or -1. */
+/* The sessions' online_clients rows, in statements of rows_next rows.  0 or -1. */
 static int replace_online(json_t *sessions)
 {
     size_t n = json_array_size(sessions);
-    for (size_t from = 0; from < n; from += REGISTER_ROWS) {
-        size_t count = n - from < REGISTER_ROWS ? n - from : REGISTER_ROWS;
-        char sql[128 + REGISTER_ROWS * 12];
+    for (size_t from = 0, count; from < n; from += count) {
+        count = rows_next(n - from);
+        char sql[128 + ROWS_MAX * 12];
         int len = snprintf(sql, sizeof(sql), "REPLACE INTO online_clients "
                                              "(client_id, uuid, node_ip, node_port, session_id) VALUES ");
-        pg_db_value params[REGISTER_ROWS * 5];
+        pg_db_value params[ROWS_MAX * 5];
         for (size_t i = 0; i < count; i++) {
             json_t *s = json_array_get(sessions, from + i);
             const char *uuid = json_string_value(json_object_get(s, "uuid"));
