@@ -262,8 +262,8 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
     the kernel's socket buffers and then buffer_output_size (2M); its
     memory cost is the loaded run's peak PSS over the baseline run's.  A
     control run sends the same flood to a browser that reads and ACKs, so
-    the others' p99 can be set against the same load without a slow reader
-    too (p99_ratio_vs_healthy)."""
+    the others' p99 and the gateway's memory can be set against the same
+    load without a slow reader too (*_vs_healthy)."""
     c = Cluster(nodes=1, consumers=1)
     try:
         g = c.gateways[0]
@@ -273,8 +273,8 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
         healthy = connect(c, [g.url], 1, c.logdir, name="healthy", expect=slow_messages,
                           hold=slow_messages / rate + 60, prefix="healthy-user-")
         healthy.wait_ready(30)
-        control, _ = _others_run(c, g, users, messages, rate, "control",
-                                 slow=dict(flood, prefix="healthy-user-"))
+        control, control_peak = _others_run(c, g, users, messages, rate, "control",
+                                            slow=dict(flood, prefix="healthy-user-"))
         healthy_report = healthy.report(slow_messages / rate + 60)
         slow_uuid = "slow-user-0"
         slow = SlowReader(g.port, slow_uuid)
@@ -290,6 +290,7 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
         return {"slow_messages": slow_messages, "slow_closed": closed,
                 "slow_stored": stored_count(c, slow_uuid),
                 "gateway_pss_growth": peak - base_peak, "buffer_output_size": 2 << 20,
+                "gateway_pss_growth_vs_healthy": peak - control_peak,
                 "others_missing": loaded.get("missing"),
                 "healthy_reader_missing": healthy_report.get("missing"),
                 "others_p99_ms_baseline": base["latency_ms"]["p99"],
