@@ -19,7 +19,7 @@
 #define IN_BATCH 256          /* uuids per SELECT ... IN (...), a power of two */
 #define ROWS_MAX 64           /* rows per multi-row statement, a power of two */
 #define DEADLOCK_TRIES 3
-#define BIG_TASK_BYTES (64 * 1024)
+#define BIG_TASK_BYTES (32 * 1024)
 
 void gw_mysql_result(int ok)
 {
