@@ -236,7 +236,10 @@ def stored_count(c, uuid):
 
 def _others_run(c, g, users, messages, rate, tag, slow=None):
     """users receivers; messages to them at rate, while slow (if any) gets
-    its own flood.  Returns (receiver report, peak gateway PSS)."""
+    its own flood.  Returns (receiver report, gateway PSS growth): the sum
+    over the gateway's processes of each one's peak while the orders flow
+    minus its PSS just before (the receivers connected), so the heap each
+    process kept or gave back before this run does not count."""
     b = connect(c, [g.url], users, c.logdir, name="connect-" + tag, expect=messages,
                 hold=messages / rate + 60)
     b.wait_ready(60)
@@ -246,41 +249,42 @@ def _others_run(c, g, users, messages, rate, tag, slow=None):
         # flood would measure queueing behind it, not the slow reader
         flood = publish(c, slow["messages"], 1, rate, c.logdir, name="flood-" + tag,
                         prefix=slow["prefix"], seed=2, infos_len=slow["infos_len"])
+    before = {pid: pss_bytes([pid]) for pid in g.pids()}
     p = publish(c, messages, users, rate, c.logdir, name="publish-" + tag)
-    peak = 0
+    peaks = dict(before)
     while p.proc.poll() is None or (flood and flood.proc.poll() is None):
-        peak = max(peak, pss_bytes(g.pids()))
+        for pid in g.pids():
+            peaks[pid] = max(peaks.get(pid, 0), pss_bytes([pid]))
         time.sleep(0.2)
     p.report(30)
     if flood:
         flood.report(30)
-    return b.report(messages / rate + 60), peak
+    return b.report(messages / rate + 60), sum(peaks.values()) - sum(before.values())
 
 
 def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
     """The slow reader's orders are big (infos_len) so that they overflow
-    the kernel's socket buffers and then buffer_output_size (2M); its
-    memory cost is the loaded run's peak PSS over the baseline run's.  A
+    the kernel's socket buffers and then buffer_output_size (2M).  A
     control run sends the same flood to a browser that reads and ACKs, so
-    the others' p99 and the gateway's memory can be set against the same
-    load without a slow reader too (*_vs_healthy)."""
+    the others' p99 and the gateway's memory growth can be set against the
+    same load without a slow reader too."""
     c = Cluster(nodes=1, consumers=1)
     try:
         g = c.gateways[0]
         messages = slow_messages // 2
         flood = {"messages": slow_messages, "infos_len": infos_len}
-        base, base_peak = _others_run(c, g, users, messages, rate, "baseline")
+        base, base_growth = _others_run(c, g, users, messages, rate, "baseline")
         healthy = connect(c, [g.url], 1, c.logdir, name="healthy", expect=slow_messages,
                           hold=slow_messages / rate + 60, prefix="healthy-user-")
         healthy.wait_ready(30)
-        control, control_peak = _others_run(c, g, users, messages, rate, "control",
-                                            slow=dict(flood, prefix="healthy-user-"))
+        control, control_growth = _others_run(c, g, users, messages, rate, "control",
+                                              slow=dict(flood, prefix="healthy-user-"))
         healthy_report = healthy.report(slow_messages / rate + 60)
         slow_uuid = "slow-user-0"
         slow = SlowReader(g.port, slow_uuid)
         time.sleep(0.5)
-        loaded, peak = _others_run(c, g, users, messages, rate, "loaded",
-                                   slow=dict(flood, prefix="slow-user-"))
+        loaded, growth = _others_run(c, g, users, messages, rate, "loaded",
+                                     slow=dict(flood, prefix="slow-user-"))
         closed = slow.closed_by_server()
         slow.close()
         deadline = time.monotonic() + 60
@@ -289,8 +293,9 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
         p99 = lambda r: max(r["latency_ms"]["p99"], 0.001)  # noqa: E731
         return {"slow_messages": slow_messages, "slow_closed": closed,
                 "slow_stored": stored_count(c, slow_uuid),
-                "gateway_pss_growth": peak - base_peak, "buffer_output_size": 2 << 20,
-                "gateway_pss_growth_vs_healthy": peak - control_peak,
+                "gateway_pss_growth": growth, "buffer_output_size": 2 << 20,
+                "gateway_pss_growth_baseline": base_growth,
+                "gateway_pss_growth_healthy_flood": control_growth,
                 "others_missing": loaded.get("missing"),
                 "healthy_reader_missing": healthy_report.get("missing"),
                 "others_p99_ms_baseline": base["latency_ms"]["p99"],
