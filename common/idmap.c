@@ -169,6 +169,28 @@ void *pg_idmap_remove(pg_idmap *m, uint64_t id)
     return value;
 }
 
+size_t pg_idmap_drop_below(pg_idmap *m, uint64_t below, void (*drop)(void *value))
+{
+    size_t dropped = 0, before;
+    do {
+        /* A removal shifts later entries back, around the end of the table
+         * too, so a pass can miss one: passes until one drops nothing. */
+        before = dropped;
+        for (size_t i = 0; m != NULL && i <= m->mask;) {
+            uint64_t id = m->slots[i].id;
+            if (id == 0 || id >= below) {
+                i++;
+                continue;
+            }
+            void *value = pg_idmap_remove(m, id);
+            if (drop)
+                drop(value);
+            dropped++;   /* slot i now holds a shifted entry, or none: look again */
+        }
+    } while (dropped != before);
+    return dropped;
+}
+
 size_t pg_idmap_count(const pg_idmap *m)
 {
     return m == NULL ? 0 : m->count;

@@ -21,6 +21,10 @@ void *pg_idmap_get(const pg_idmap *m, uint64_t id);
 /* Removes and returns the value, or NULL when absent. */
 void *pg_idmap_remove(pg_idmap *m, uint64_t id);
 size_t pg_idmap_count(const pg_idmap *m);
+/* Removes every entry whose id is below `below`, passing each value to drop
+ * (may be NULL).  Returns how many.  For ids handed out in increasing
+ * order, "below" means "older than": a sweep of requests never answered. */
+size_t pg_idmap_drop_below(pg_idmap *m, uint64_t below, void (*drop)(void *value));
 /* Calls fn for every entry; fn must not change the map. Non-zero stops. */
 typedef int (*pg_idmap_iter_fn)(uint64_t id, void *value, void *arg);
 void pg_idmap_iterate(const pg_idmap *m, pg_idmap_iter_fn fn, void *arg);

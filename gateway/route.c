@@ -14,11 +14,15 @@
 
 #include "idmap.h"
 #include "log.h"
+#include "timer.h"
 
 #define ROUTE_BATCH_MAX 500     /* orders per task */
+#define ANSWER_MAX_MS 60000     /* a task worker that died never answers */
 
 static pg_idmap *in_task;       /* batch id -> the orders a task worker routes */
 static uint64_t next_batch;
+static int64_t sweep_timer;
+static uint64_t sweep_below;    /* batches before this one are a sweep old */
 
 /* An order that cannot be routed now gets an error result. */
 static void fail_order(json_t *order, int code)
@@ -74,12 +78,32 @@ static json_t *task_orders(json_t *batch)
     return out;
 }
 
+static void drop_orders(void *batch)
+{
+    json_decref(batch);
+}
+
+/* Batches still unanswered after a whole sweep period: their task worker
+ * died with them (the senders time out and send again); forgotten. */
+static void sweep_unanswered(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    size_t n = pg_idmap_drop_below(in_task, sweep_below, drop_orders);
+    if (n)
+        pg_warn("%zu route task(s) unanswered for %d s dropped (a task worker died?)", n,
+                ANSWER_MAX_MS / 1000);
+    sweep_below = next_batch + 1;
+}
+
 /* A task with the orders' tokens and items (not ctx), under a batch id
  * that names them here when the answer comes. */
 static json_t *route_task(json_t *batch)
 {
     if (!in_task && !(in_task = pg_idmap_new(64)))
         return NULL;
+    if (sweep_timer <= 0)
+        sweep_timer = pg_timer_tick(ANSWER_MAX_MS, sweep_unanswered, NULL);
     uint64_t id = ++next_batch;
     if (pg_idmap_put(in_task, id, json_incref(batch)) < 0) {
         json_decref(batch);
@@ -102,25 +126,18 @@ void gw_route(json_t *order)
     gw_batch_add(&orders, order, order_bytes(order));
 }
 
-static int drop_batch(uint64_t id, void *value, void *arg)
-{
-    (void)id;
-    (void)arg;
-    json_decref(value);
-    return 0;
-}
-
 /* The worker stops: results would come back to nobody, so the senders of
  * orders not yet handed off hear "busy" now and try again (the consumer on
  * another node); those with a task worker get no answer and time out. */
 void gw_route_stop(void)
 {
     gw_batch_stop(&orders, 0);
-    if (in_task) {
-        pg_idmap_iterate(in_task, drop_batch, NULL);
-        pg_idmap_free(in_task);
-        in_task = NULL;
-    }
+    if (sweep_timer > 0)
+        pg_timer_clear(sweep_timer);
+    sweep_timer = 0;
+    pg_idmap_drop_below(in_task, UINT64_MAX, drop_orders);
+    pg_idmap_free(in_task);
+    in_task = NULL;
 }
 
 static json_t *item_of(json_t *order, json_t *index)

@@ -13,11 +13,13 @@
 
 #include "idmap.h"
 #include "log.h"
+#include "timer.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define STORE_TASK_ITEMS 500
+#define ANSWER_MAX_MS 60000     /* a task worker that died never answers */
 
 typedef struct {
     json_t *routed;       /* the route result: ctx and counts */
@@ -29,6 +31,28 @@ typedef struct {
 
 static pg_idmap *waiting;     /* ticket -> waiting_message */
 static uint64_t next_ticket;
+static int64_t sweep_timer;
+static uint64_t sweep_below;  /* tickets before this one are a sweep old */
+
+static void drop_waiting(void *value)
+{
+    waiting_message *w = value;
+    json_decref(w->routed);
+    free(w);
+}
+
+/* Messages still waiting after a whole sweep period: their store task's
+ * task worker died with it (the senders time out and send again). */
+static void sweep_unanswered(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    size_t n = pg_idmap_drop_below(waiting, sweep_below, drop_waiting);
+    if (n)
+        pg_warn("%zu message(s) waited %d s for their store and were dropped (a task worker "
+                "died?)", n, ANSWER_MAX_MS / 1000);
+    sweep_below = next_ticket + 1;
+}
 
 /* count items of ticket have been answered (stored or not). */
 static void settle(uint64_t ticket, size_t count, int ok)
@@ -106,6 +130,8 @@ void gw_store_routed(json_t *routed, json_t *items)
 {
     waiting_message *w = calloc(1, sizeof(*w));
     uint64_t ticket = ++next_ticket;
+    if (sweep_timer <= 0)
+        sweep_timer = pg_timer_tick(ANSWER_MAX_MS, sweep_unanswered, NULL);
     if (!w || (!waiting && !(waiting = pg_idmap_new(64))) || pg_idmap_put(waiting, ticket, w) < 0) {
         pg_error("%zu message(s) could not wait for their store", json_array_size(items));
         free(w);
@@ -139,25 +165,16 @@ void gw_store_answered(json_t *result)
     settle_all(counts, json_integer_value(json_object_get(result, "code")) == GW_OK);
 }
 
-static int drop_waiting(uint64_t ticket, void *value, void *arg)
-{
-    (void)ticket;
-    (void)arg;
-    waiting_message *w = value;
-    json_decref(w->routed);
-    free(w);
-    return 0;
-}
-
 /* The worker stops: what waits is still stored (the answers come back to
  * nobody, so the senders time out and send again: a duplicate, never a
  * loss). */
 void gw_store_stop(void)
 {
     gw_batch_stop(&stores, 1);
-    if (waiting) {
-        pg_idmap_iterate(waiting, drop_waiting, NULL);
-        pg_idmap_free(waiting);
-        waiting = NULL;
-    }
+    if (sweep_timer > 0)
+        pg_timer_clear(sweep_timer);
+    sweep_timer = 0;
+    pg_idmap_drop_below(waiting, UINT64_MAX, drop_waiting);
+    pg_idmap_free(waiting);
+    waiting = NULL;
 }

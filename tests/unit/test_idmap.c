@@ -338,6 +338,42 @@ static void test_wraparound_removes(void **state)
     }
 }
 
+static int dropped_values;
+
+static void count_drop(void *value)
+{
+    (void)value;
+    dropped_values++;
+}
+
+/* Ids handed out in order, some answered (removed): a sweep drops exactly
+ * the old ones still there, whatever their slots after growth and shifts. */
+static void test_drop_below(void **state)
+{
+    (void)state;
+    pg_idmap *m = pg_idmap_new(4);
+    static int v;
+    for (uint64_t id = 1; id <= 5000; id++)
+        assert_int_equal(pg_idmap_put(m, id, &v), 0);
+    for (uint64_t id = 1; id <= 5000; id += 3)
+        assert_ptr_equal(pg_idmap_remove(m, id), &v);
+    size_t left_old = 0;
+    for (uint64_t id = 1; id < 4000; id++)
+        left_old += pg_idmap_get(m, id) != NULL;
+    dropped_values = 0;
+    assert_int_equal(pg_idmap_drop_below(m, 4000, count_drop), left_old);
+    assert_int_equal(dropped_values, (int)left_old);
+    for (uint64_t id = 1; id < 4000; id++)
+        assert_null(pg_idmap_get(m, id));
+    size_t left_new = 0;
+    for (uint64_t id = 4000; id <= 5000; id++)
+        left_new += pg_idmap_get(m, id) != NULL;
+    assert_int_equal(pg_idmap_count(m), left_new);
+    assert_int_equal(pg_idmap_drop_below(m, 4000, NULL), 0);
+    assert_int_equal(pg_idmap_drop_below(NULL, 10, NULL), 0);
+    pg_idmap_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_iterate_stop),
         cmocka_unit_test(test_wraparound_removes),
+        cmocka_unit_test(test_drop_below),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
