@@ -21,7 +21,6 @@
 #include <string.h>
 
 #define ACK_BATCH 1000
-#define RETRY_MS 1000
 
 static cs_redis *control;
 static struct event *flush_ev;
@@ -51,14 +50,6 @@ static void on_retry(int64_t timer_id, void *arg)
     schedule_flush();
 }
 
-static void retry_later(void)
-{
-    if (retry_timer > 0)
-        return;
-    retry_timer = pg_timer_after(RETRY_MS, on_retry, NULL);
-    if (retry_timer < 0)
-        retry_timer = 0;
-}
 
 /* ---- XACK ---- */
 
@@ -82,7 +73,7 @@ static void on_ack(struct redisReply *reply, void *priv)
     }
     free(b);
     if (reply && !ok)
-        retry_later();
+        cs_retry_later(&retry_timer, on_retry);
     cs_check_finished();
 }
 
@@ -134,7 +125,7 @@ static void on_dead(struct redisReply *reply, void *priv)
                        "XADD to the dead-letter stream %s failed: %s; retrying",
                        cs.cfg.dead_letter_stream,
                        reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
-        retry_later();
+        cs_retry_later(&retry_timer, on_retry);
     }
     cs_check_finished();
 }
@@ -244,9 +235,7 @@ int cs_acks_start(void)
 
 void cs_acks_done(void)
 {
-    if (retry_timer > 0)
-        pg_timer_clear(retry_timer);
-    retry_timer = 0;
+    cs_timer_clear(&retry_timer);
     cs_redis *r = control;
     control = NULL;
     cs_redis_free(r);   /* callbacks still out put their entries back in the lists */

@@ -93,6 +93,12 @@ void cs_log_limited(cs_ratelog *r, int level, const char *fmt, ...)
 /* Retry delay for the n-th consecutive failure: 200 ms doubling up to max_ms, +-25 %. */
 unsigned cs_backoff_ms(unsigned n, unsigned max_ms);
 
+/* A one-shot retry timer armed at most once: *timer is its id, 0 while not
+ * armed (fn sets it back to 0 when it fires).  cs_timer_clear disarms it. */
+#define CS_RETRY_MS 1000
+void cs_retry_later(int64_t *timer, void (*fn)(int64_t timer_id, void *arg));
+void cs_timer_clear(int64_t *timer);
+
 /* ---- entries (entries.c) ---- */
 
 typedef enum {

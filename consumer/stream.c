@@ -24,7 +24,6 @@
 
 #define CLAIM_BATCH 100
 #define TOUCH_BATCH 1000
-#define RETRY_MS 1000
 #define STATS_MS 10000
 
 static cs_redis *reader;
@@ -48,14 +47,6 @@ static void on_retry(int64_t timer_id, void *arg)
     create_group();
 }
 
-static void retry_later(void)
-{
-    if (retry_timer > 0)
-        return;
-    retry_timer = pg_timer_after(RETRY_MS, on_retry, NULL);
-    if (retry_timer < 0)
-        retry_timer = 0;
-}
 
 /* Reads again once this much room is free: no dribble of one-entry reads. */
 static size_t read_threshold(void)
@@ -120,7 +111,7 @@ static void on_read(struct redisReply *reply, void *priv)
         } else {
             cs_log_limited(&read_log, PG_LOG_WARN, "XREADGROUP on %s failed: %s; retrying",
                        cs.cfg.stream, reply->str);
-            retry_later();
+            cs_retry_later(&retry_timer, on_retry);
         }
         return;
     }
@@ -137,7 +128,7 @@ static void on_group(struct redisReply *reply, void *priv)
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
         cs_log_limited(&read_log, PG_LOG_WARN, "XGROUP CREATE %s %s failed: %s; retrying",
                        cs.cfg.stream, cs.cfg.group, reply->str);
-        retry_later();
+        cs_retry_later(&retry_timer, on_retry);
         return;
     }
     if (reply->type != REDIS_REPLY_ERROR)
@@ -337,18 +328,11 @@ int cs_stream_start(void)
     return 0;
 }
 
-static void clear(int64_t *t)
-{
-    if (*t > 0)
-        pg_timer_clear(*t);
-    *t = 0;
-}
-
 void cs_stream_stop_reading(void)
 {
-    clear(&claim_timer);
-    clear(&touch_timer);
-    clear(&retry_timer);
+    cs_timer_clear(&claim_timer);
+    cs_timer_clear(&touch_timer);
+    cs_timer_clear(&retry_timer);
     cs_redis *r = reader;
     reader = NULL;
     cs_redis_free(r);   /* an XREADGROUP still blocked is dropped unanswered */
@@ -357,6 +341,6 @@ void cs_stream_stop_reading(void)
 void cs_stream_done(void)
 {
     cs_stream_stop_reading();
-    clear(&stats_timer);
+    cs_timer_clear(&stats_timer);
     on_stats_tick(0, NULL);
 }

@@ -6,6 +6,7 @@
 #include "consumer.h"
 
 #include "log.h"
+#include "timer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,4 +91,20 @@ unsigned cs_backoff_ms(unsigned n, unsigned max_ms)
     if (jitter)
         ms = ms - jitter + (unsigned)(random() % (2 * jitter + 1));
     return ms ? ms : 1;
+}
+
+void cs_retry_later(int64_t *timer, void (*fn)(int64_t timer_id, void *arg))
+{
+    if (*timer > 0)
+        return;
+    *timer = pg_timer_after(CS_RETRY_MS, fn, NULL);
+    if (*timer < 0)
+        *timer = 0;
+}
+
+void cs_timer_clear(int64_t *timer)
+{
+    if (*timer > 0)
+        pg_timer_clear(*timer);
+    *timer = 0;
 }
