@@ -10,6 +10,7 @@
  * batch.c     workers: tasks leave here; requests of one loop pass travel as one task
  * route.c     workers: routing requests, batched
  * store.c     workers: what reaches nobody goes to offline_messages, batched
+ * awaiting.c  workers: what waits for a task worker's answer, swept when it never comes
  * reply.c     JSON the gateway writes: events for browsers, reply frames, error codes
  * proxy_link.c  a worker's connection to the proxy, for sessions on other nodes
  *
@@ -25,6 +26,7 @@
 
 #include "auth.h"
 #include "db.h"
+#include "idmap.h"
 #include "server.h"
 #include "shm_table.h"
 #include "ws.h"
@@ -193,6 +195,21 @@ void gw_batch_stop(gw_batch *b, int send);
  * all go to one task worker, in order.  0 or -1. */
 int gw_task(json_t *op, uint64_t order_key);
 int gw_task_worker_of(uint64_t order_key);   /* -1 for key 0: any */
+
+/* awaiting.c: workers.  Values waiting for a task's answer under ids handed
+ * out in order (0: none could be given); drop frees a value the sweep or
+ * the stop gives up on. */
+typedef struct {
+    const char *what;              /* for the log: "route task(s)" */
+    void (*drop)(void *value);
+    pg_idmap *map;                 /* the rest is the map's own */
+    uint64_t next_id, sweep_below;
+    int64_t sweep_timer;
+} gw_awaiting;
+uint64_t gw_awaiting_put(gw_awaiting *a, void *value);
+void *gw_awaiting_get(gw_awaiting *a, uint64_t id);
+void *gw_awaiting_take(gw_awaiting *a, uint64_t id);
+void gw_awaiting_stop(gw_awaiting *a);   /* every value dropped */
 
 /* route.c: workers.  An order {chat_token (optional), msg_id, items, ctx}
  * (stolen) is routed with the others of this loop pass; its result goes to

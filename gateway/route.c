@@ -12,17 +12,17 @@
  * are stored afterwards (store.c). */
 #include "gateway.h"
 
-#include "idmap.h"
 #include "log.h"
-#include "timer.h"
 
 #define ROUTE_BATCH_MAX 500     /* orders per task */
-#define ANSWER_MAX_MS 60000     /* a task worker that died never answers */
 
-static pg_idmap *in_task;       /* batch id -> the orders a task worker routes */
-static uint64_t next_batch;
-static int64_t sweep_timer;
-static uint64_t sweep_below;    /* batches before this one are a sweep old */
+static void drop_orders(void *batch)
+{
+    json_decref(batch);
+}
+
+/* batch id -> the orders a task worker routes */
+static gw_awaiting in_task = {.what = "route task(s)", .drop = drop_orders};
 
 /* An order that cannot be routed now gets an error result. */
 static void fail_order(json_t *order, int code)
@@ -51,11 +51,9 @@ static int find_batch(uint64_t id, void *value, void *arg)
 static void fail_orders(json_t *failed)
 {
     batch_search search = {.orders = failed};
-    if (in_task) {
-        pg_idmap_iterate(in_task, find_batch, &search);
-        if (search.id)
-            json_decref(pg_idmap_remove(in_task, search.id));
-    }
+    pg_idmap_iterate(in_task.map, find_batch, &search);
+    if (search.id)
+        json_decref(gw_awaiting_take(&in_task, search.id));
     size_t i;
     json_t *order;
     json_array_foreach(failed, i, order)
@@ -78,34 +76,12 @@ static json_t *task_orders(json_t *batch)
     return out;
 }
 
-static void drop_orders(void *batch)
-{
-    json_decref(batch);
-}
-
-/* Batches still unanswered after a whole sweep period: their task worker
- * died with them (the senders time out and send again); forgotten. */
-static void sweep_unanswered(int64_t timer_id, void *arg)
-{
-    (void)timer_id;
-    (void)arg;
-    size_t n = pg_idmap_drop_below(in_task, sweep_below, drop_orders);
-    if (n)
-        pg_warn("%zu route task(s) unanswered for %d s dropped (a task worker died?)", n,
-                ANSWER_MAX_MS / 1000);
-    sweep_below = next_batch + 1;
-}
-
 /* A task with the orders' tokens and items (not ctx), under a batch id
  * that names them here when the answer comes. */
 static json_t *route_task(json_t *batch)
 {
-    if (!in_task && !(in_task = pg_idmap_new(64)))
-        return NULL;
-    if (sweep_timer <= 0)
-        sweep_timer = pg_timer_tick(ANSWER_MAX_MS, sweep_unanswered, NULL);
-    uint64_t id = ++next_batch;
-    if (pg_idmap_put(in_task, id, json_incref(batch)) < 0) {
+    uint64_t id = gw_awaiting_put(&in_task, json_incref(batch));
+    if (!id) {
         json_decref(batch);
         return NULL;
     }
@@ -132,12 +108,7 @@ void gw_route(json_t *order)
 void gw_route_stop(void)
 {
     gw_batch_stop(&orders, 0);
-    if (sweep_timer > 0)
-        pg_timer_clear(sweep_timer);
-    sweep_timer = 0;
-    pg_idmap_drop_below(in_task, UINT64_MAX, drop_orders);
-    pg_idmap_free(in_task);
-    in_task = NULL;
+    gw_awaiting_stop(&in_task);
 }
 
 static json_t *item_of(json_t *order, json_t *index)
@@ -182,7 +153,7 @@ static json_t *routed_of(json_t *order, json_t *compact)
 void gw_route_done(json_t *result)
 {
     uint64_t id = (uint64_t)json_integer_value(json_object_get(result, "batch"));
-    json_t *batch = in_task ? pg_idmap_remove(in_task, id) : NULL;
+    json_t *batch = gw_awaiting_take(&in_task, id);
     if (!batch) {
         pg_error("route result for an unknown batch %llu", (unsigned long long)id);
         return;

@@ -11,15 +11,12 @@
  * answered when the last comes back. */
 #include "gateway.h"
 
-#include "idmap.h"
 #include "log.h"
-#include "timer.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define STORE_TASK_ITEMS 500
-#define ANSWER_MAX_MS 60000     /* a task worker that died never answers */
 
 typedef struct {
     json_t *routed;       /* the route result: ctx and counts */
@@ -29,11 +26,6 @@ typedef struct {
     int failed;
 } waiting_message;
 
-static pg_idmap *waiting;     /* ticket -> waiting_message */
-static uint64_t next_ticket;
-static int64_t sweep_timer;
-static uint64_t sweep_below;  /* tickets before this one are a sweep old */
-
 static void drop_waiting(void *value)
 {
     waiting_message *w = value;
@@ -41,23 +33,13 @@ static void drop_waiting(void *value)
     free(w);
 }
 
-/* Messages still waiting after a whole sweep period: their store task's
- * task worker died with it (the senders time out and send again). */
-static void sweep_unanswered(int64_t timer_id, void *arg)
-{
-    (void)timer_id;
-    (void)arg;
-    size_t n = pg_idmap_drop_below(waiting, sweep_below, drop_waiting);
-    if (n)
-        pg_warn("%zu message(s) waited %d s for their store and were dropped (a task worker "
-                "died?)", n, ANSWER_MAX_MS / 1000);
-    sweep_below = next_ticket + 1;
-}
+/* ticket -> waiting_message */
+static gw_awaiting waiting = {.what = "message(s) waiting for their store", .drop = drop_waiting};
 
 /* count items of ticket have been answered (stored or not). */
 static void settle(uint64_t ticket, size_t count, int ok)
 {
-    waiting_message *w = waiting ? pg_idmap_get(waiting, ticket) : NULL;
+    waiting_message *w = gw_awaiting_get(&waiting, ticket);
     if (!w)
         return;
     w->remaining -= count < w->remaining ? count : w->remaining;
@@ -67,7 +49,7 @@ static void settle(uint64_t ticket, size_t count, int ok)
         w->failed = 1;
     if (w->remaining > 0)
         return;
-    pg_idmap_remove(waiting, ticket);
+    gw_awaiting_take(&waiting, ticket);
     json_t *routed = w->routed;
     json_object_set_new(routed, "stored",
                         json_integer(json_integer_value(json_object_get(routed, "stored")) + w->stored));
@@ -129,10 +111,8 @@ static gw_batch stores = {.op = "store", .field = "items", .dst = -1, .max_items
 void gw_store_routed(json_t *routed, json_t *items)
 {
     waiting_message *w = calloc(1, sizeof(*w));
-    uint64_t ticket = ++next_ticket;
-    if (sweep_timer <= 0)
-        sweep_timer = pg_timer_tick(ANSWER_MAX_MS, sweep_unanswered, NULL);
-    if (!w || (!waiting && !(waiting = pg_idmap_new(64))) || pg_idmap_put(waiting, ticket, w) < 0) {
+    uint64_t ticket = w ? gw_awaiting_put(&waiting, w) : 0;
+    if (!ticket) {
         pg_error("%zu message(s) could not wait for their store", json_array_size(items));
         free(w);
         json_decref(items);
@@ -157,7 +137,7 @@ void gw_store_answered(json_t *result)
     json_t *pushed;
     json_array_foreach(json_object_get(result, "local"), i, pushed) {
         json_int_t ticket = json_integer_value(json_object_get(pushed, "t"));
-        waiting_message *w = ticket && waiting ? pg_idmap_get(waiting, (uint64_t)ticket) : NULL;
+        waiting_message *w = ticket ? gw_awaiting_get(&waiting, (uint64_t)ticket) : NULL;
         if (w)
             w->delivered++;
     }
@@ -171,10 +151,5 @@ void gw_store_answered(json_t *result)
 void gw_store_stop(void)
 {
     gw_batch_stop(&stores, 1);
-    if (sweep_timer > 0)
-        pg_timer_clear(sweep_timer);
-    sweep_timer = 0;
-    pg_idmap_drop_below(waiting, UINT64_MAX, drop_waiting);
-    pg_idmap_free(waiting);
-    waiting = NULL;
+    gw_awaiting_stop(&waiting);
 }
