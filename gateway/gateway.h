@@ -63,6 +63,7 @@ typedef struct {
     long long auth_timeout_ms;
     long long ack_timeout;
     long long max_pending_acks;
+    size_t max_pending_bytes;
     long long header_timeout_ms;
     size_t max_header_size;
     long long node_heartbeat_interval;

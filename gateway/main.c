@@ -45,6 +45,8 @@ static const pg_conf_def gateway_defs[] = {
      "seconds a pushed message may wait for its ACK before it goes back to the store"},
     {"max_pending_acks", PG_CONF_INT, G(max_pending_acks), "1000", 1, 1000000, NULL,
      "unacknowledged messages kept per connection; older ones go back to the store"},
+    {"max_pending_bytes", PG_CONF_SIZE, G(max_pending_bytes), "256K", 4096, 1LL << 30, NULL,
+     "bytes of unacknowledged messages kept per connection; older ones go back to the store"},
     {"header_timeout_ms", PG_CONF_INT, G(header_timeout_ms), "10000", 100, 600000, NULL,
      "time a client has to send its HTTP request headers"},
     {"max_header_size", PG_CONF_SIZE, G(max_header_size), "8K", 1024, 1 << 20, NULL,

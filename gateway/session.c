@@ -28,6 +28,7 @@
 typedef struct {
     char *id;
     char *payload;
+    size_t bytes;                    /* what it holds, for max_pending_bytes */
     int from_offline;
     time_t sent_at;
 } pending_ack;
@@ -38,6 +39,7 @@ typedef struct {
     int64_t auth_timer;
     pending_ack *pending;
     size_t npending, cap;
+    size_t pending_bytes;
 } browser_session;
 
 static pg_idmap *local_sessions;     /* home worker: session id -> browser_session */
@@ -116,6 +118,17 @@ static void free_pending(pending_ack *p)
     free(p->payload);
 }
 
+/* Forgets the n oldest pending messages (stored or acknowledged by now). */
+static void drop_oldest(browser_session *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        b->pending_bytes -= b->pending[i].bytes;
+        free_pending(&b->pending[i]);
+    }
+    b->npending -= n;
+    memmove(b->pending, b->pending + n, b->npending * sizeof(*b->pending));
+}
+
 static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away,
                         pg_session_id owner)
 {
@@ -172,10 +185,7 @@ static int expire_session_acks(uint64_t id, void *value, void *arg)
     pg_info("%zu message(s) to %s not acknowledged within %lld s; stored for redelivery",
             expired, b->uuid, gw.cfg.ack_timeout);
     store_unacked(b->uuid, b->pending, expired, id, id);
-    for (size_t i = 0; i < expired; i++)
-        free_pending(&b->pending[i]);
-    b->npending -= expired;
-    memmove(b->pending, b->pending + expired, b->npending * sizeof(*b->pending));
+    drop_oldest(b, expired);
     return 0;
 }
 
@@ -388,19 +398,28 @@ void gw_session_closed(pg_session_id session)
     free_session(b);
 }
 
+/* Past max_pending_acks or max_pending_bytes the oldest half (by count, and
+ * more while over half the bytes) goes back to the store rather than memory
+ * growing: in one go, not one task per push, since a browser that stopped
+ * acknowledging usually stopped reading too. */
+static void make_room(browser_session *b, size_t bytes)
+{
+    if (b->npending == 0 || (b->npending < (size_t)gw.cfg.max_pending_acks &&
+                             b->pending_bytes + bytes <= gw.cfg.max_pending_bytes))
+        return;
+    size_t n = (b->npending + 1) / 2, kept = b->pending_bytes;
+    for (size_t i = 0; i < n; i++)
+        kept -= b->pending[i].bytes;
+    for (; n < b->npending && kept + bytes > gw.cfg.max_pending_bytes / 2; n++)
+        kept -= b->pending[n].bytes;
+    store_unacked(b->uuid, b->pending, n, b->session, b->session);
+    drop_oldest(b, n);
+}
+
 static int add_pending(browser_session *b, const char *id, const char *payload, int from_offline)
 {
-    if (b->npending >= (size_t)gw.cfg.max_pending_acks) {
-        /* The oldest half goes back to the store rather than memory growing:
-         * in one task, not one per push, since a browser that stopped
-         * acknowledging usually stopped reading too. */
-        size_t n = (b->npending + 1) / 2;
-        store_unacked(b->uuid, b->pending, n, b->session, b->session);
-        for (size_t i = 0; i < n; i++)
-            free_pending(&b->pending[i]);
-        b->npending -= n;
-        memmove(b->pending, b->pending + n, b->npending * sizeof(*b->pending));
-    }
+    size_t bytes = strlen(id) + strlen(payload) + 2 + sizeof(pending_ack);
+    make_room(b, bytes);
     if (b->npending == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 4;
         pending_ack *p = realloc(b->pending, cap * sizeof(*p));
@@ -412,6 +431,7 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
     pending_ack *p = &b->pending[b->npending];
     p->id = strdup(id);
     p->payload = strdup(payload);
+    p->bytes = bytes;
     p->from_offline = from_offline;
     p->sent_at = time(NULL);
     if (!p->id || !p->payload) {
@@ -419,6 +439,7 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
         return -1;
     }
     b->npending++;
+    b->pending_bytes += bytes;
     return 0;
 }
 
@@ -523,6 +544,7 @@ int gw_session_ack(pg_session_id session, const char *id)
             continue;
         if (b->pending[i].from_offline)
             gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id), session);
+        b->pending_bytes -= b->pending[i].bytes;
         free_pending(&b->pending[i]);
         memmove(b->pending + i, b->pending + i + 1, (--b->npending - i) * sizeof(*b->pending));
         atomic_fetch_add(&gw.counters->acked, 1);

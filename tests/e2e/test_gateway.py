@@ -784,6 +784,35 @@ def test_browser_that_never_acks_has_its_oldest_half_stored_at_max_pending_acks(
         db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
 
 
+def test_browser_that_never_acks_is_held_to_max_pending_bytes(gateways, stack):
+    """max_pending_bytes 8K with pushes of ~2 KB: no more than three are ever
+    held for the browser (the older ones go back to the store while it is
+    still connected), and the close stores the rest."""
+    g = gateways(max_pending_bytes="8K", ack_timeout=600)
+    u = uid("bytes")
+    c = Internal(g.internal_port)
+    ids = ["pb-%d" % i for i in range(10)]
+
+    async def go():
+        ws, _ = await online(g.port, u)
+        try:
+            for i, msg_id in enumerate(ids):
+                ok_reply(await call(c, work_order(msg_id, [(u, {"i": i, "pad": "x" * 2000})],
+                                                  APP_TOKEN)), msg_id, delivered=1)
+                assert (await recv_json(ws))["id"] == msg_id
+            await asyncio.to_thread(wait_rows, lambda: len(offline_rows(stack, u)) >= 7, True, 6,
+                                    "all but the newest three at most stored while connected")
+        finally:
+            await ws.close()
+        await asyncio.to_thread(wait_rows, lambda: sorted(r[0] for r in offline_rows(stack, u)),
+                                sorted(ids), 6, "all 10 stored after the close")
+    try:
+        run(go())
+    finally:
+        c.close()
+        db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
+
+
 def test_unacknowledged_backlog_bigger_than_one_store_task_is_stored_whole(gateways, stack):
     """120 unacknowledged pushes of ~2 KB (about four of the worker's 64 KB
     store tasks) all reach offline_messages when the browser closes."""
