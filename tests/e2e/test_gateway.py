@@ -784,6 +784,14 @@ def test_browser_that_never_acks_has_its_oldest_half_stored_at_max_pending_acks(
         db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
 
 
+async def push_unacknowledged(c, ws, u, ids):
+    """Work orders of ~2 KB to u, one per id, each pushed to ws (never ACKed)."""
+    for i, msg_id in enumerate(ids):
+        ok_reply(await call(c, work_order(msg_id, [(u, {"i": i, "pad": "x" * 2000})], APP_TOKEN)),
+                 msg_id, delivered=1)
+        assert (await recv_json(ws))["id"] == msg_id
+
+
 def test_browser_that_never_acks_is_held_to_max_pending_bytes(gateways, stack):
     """max_pending_bytes 8K with pushes of ~2 KB: no more than three are ever
     held for the browser (the older ones go back to the store while it is
@@ -796,10 +804,7 @@ def test_browser_that_never_acks_is_held_to_max_pending_bytes(gateways, stack):
     async def go():
         ws, _ = await online(g.port, u)
         try:
-            for i, msg_id in enumerate(ids):
-                ok_reply(await call(c, work_order(msg_id, [(u, {"i": i, "pad": "x" * 2000})],
-                                                  APP_TOKEN)), msg_id, delivered=1)
-                assert (await recv_json(ws))["id"] == msg_id
+            await push_unacknowledged(c, ws, u, ids)
             await asyncio.to_thread(wait_rows, lambda: len(offline_rows(stack, u)) >= 7, True, 6,
                                     "all but the newest three at most stored while connected")
         finally:
@@ -824,10 +829,7 @@ def test_unacknowledged_backlog_bigger_than_one_store_task_is_stored_whole(gatew
     async def go():
         ws, _ = await online(g.port, u)
         try:
-            for i, msg_id in enumerate(ids):
-                ok_reply(await call(c, work_order(msg_id, [(u, {"i": i, "pad": "x" * 2000})],
-                                                  APP_TOKEN)), msg_id, delivered=1)
-                assert (await recv_json(ws))["id"] == msg_id
+            await push_unacknowledged(c, ws, u, ids)
         finally:
             await ws.close()
         await asyncio.to_thread(wait_rows, lambda: sorted(r[0] for r in offline_rows(stack, u)),
