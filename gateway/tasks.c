@@ -148,14 +148,31 @@ static size_t rows_next(size_t left)
     return rows;
 }
 
+/* Runs head followed by rows groups of cols placeholders, "(?,?),(?,?)",
+ * with params in row order.  0 or -1. */
+static int exec_rows(const char *head, int cols, size_t rows, const pg_db_value *params)
+{
+    char sql[160 + ROWS_MAX * 16];   /* up to 7 columns a row */
+    size_t len = (size_t)snprintf(sql, sizeof(sql), "%s", head);
+    for (size_t r = 0; r < rows && len + 2 * (size_t)cols + 2 < sizeof(sql); r++) {
+        sql[len++] = r ? ',' : ' ';
+        sql[len++] = '(';
+        for (int c = 0; c < cols; c++) {
+            if (c)
+                sql[len++] = ',';
+            sql[len++] = '?';
+        }
+        sql[len++] = ')';
+    }
+    sql[len] = '\0';
+    return exec_sql(sql, params, (int)rows * cols);
+}
+
 static long long store_items(json_t *items)
 {
     size_t n = json_array_size(items);
     for (size_t from = 0, count; from < n; from += count) {
         count = rows_next(n - from);
-        char sql[96 + ROWS_MAX * 24];
-        int len = snprintf(sql, sizeof(sql),
-                           "INSERT IGNORE INTO offline_messages (uuid, msg_id, payload) VALUES ");
         pg_db_value params[ROWS_MAX * 3];
         for (size_t i = 0; i < count; i++) {
             json_t *it = json_array_get(items, from + i);
@@ -167,9 +184,9 @@ static long long store_items(json_t *items)
             params[3 * i] = PG_DB_STR_VALUE(uuid);
             params[3 * i + 1] = PG_DB_STR_VALUE(msg_id);
             params[3 * i + 2] = PG_DB_STR_VALUE(payload);
-            len += snprintf(sql + len, sizeof(sql) - (size_t)len, "%s(?,?,?)", i ? "," : "");
         }
-        if (exec_sql(sql, params, (int)(3 * count)) < 0)
+        if (exec_rows("INSERT IGNORE INTO offline_messages (uuid, msg_id, payload) VALUES", 3, count,
+                      params) < 0)
             return -1;
     }
     atomic_fetch_add(&gw.counters->stored, n);
@@ -267,9 +284,6 @@ static int replace_online(json_t *sessions)
     size_t n = json_array_size(sessions);
     for (size_t from = 0, count; from < n; from += count) {
         count = rows_next(n - from);
-        char sql[128 + ROWS_MAX * 12];
-        int len = snprintf(sql, sizeof(sql), "REPLACE INTO online_clients "
-                                             "(client_id, uuid, node_ip, node_port, session_id) VALUES ");
         pg_db_value params[ROWS_MAX * 5];
         for (size_t i = 0; i < count; i++) {
             json_t *s = json_array_get(sessions, from + i);
@@ -283,9 +297,9 @@ static int replace_online(json_t *sessions)
             row[2] = PG_DB_STR_VALUE(gw.node_ip);
             row[3] = PG_DB_INT_VALUE(gw.cfg.internal_port);
             row[4] = PG_DB_INT_VALUE((long long)json_integer_value(json_object_get(s, "session")));
-            len += snprintf(sql + len, sizeof(sql) - (size_t)len, "%s(?,?,?,?,?)", i ? "," : "");
         }
-        if (exec_sql(sql, params, (int)(5 * count)) < 0)
+        if (exec_rows("REPLACE INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
+                      "VALUES", 5, count, params) < 0)
             return -1;
     }
     return 0;
