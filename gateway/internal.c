@@ -14,36 +14,22 @@
 
 #define MAX_TARGETS 1000
 
-void gw_internal_reply(pg_session_id session, int code, const char *msg, json_t *extra)
+/* The reply to request (its msg_id and, when the sender gave one, its
+ * req_id: the proxy matches replies by it). */
+static void reply(pg_session_id session, int code, const char *msg, json_t *request, const char *tail)
 {
-    json_t *o = json_pack("{s:i,s:s}", "code", code, "msg", msg ? msg : gw_error_text(code));
-    if (extra)
-        json_object_update(o, extra);
-    char *text = json_dumps(o, JSON_COMPACT);
+    size_t len;
+    char *text = gw_internal_reply_json(code, msg, json_object_get(request, "msg_id"),
+                                        json_object_get(request, "req_id"), tail, &len);
     if (text)
-        pg_server_send(gw.server, session, text, strlen(text));
+        pg_server_send(gw.server, session, text, len);
     free(text);
-    json_decref(o);
-}
-
-/* msg_id, and req_id when the sender gave one (the proxy matches replies by it). */
-static json_t *reply_ids(json_t *request)
-{
-    json_t *msg_id = json_object_get(request, "msg_id");
-    json_t *ids = json_pack("{s:O}", "msg_id", msg_id ? msg_id : json_null());
-    json_t *req_id = json_object_get(request, "req_id");
-    if (req_id)
-        json_object_set(ids, "req_id", req_id);
-    return ids;
 }
 
 static void reply_error(pg_session_id session, int code, const char *msg, json_t *request)
 {
-    json_t *extra = reply_ids(request);
-    json_object_set_new(extra, "data", json_array());
     pg_warn("internal request refused: %s", msg ? msg : gw_error_text(code));
-    gw_internal_reply(session, code, msg, extra);
-    json_decref(extra);
+    reply(session, code, msg, request, ",\"data\":[]");
 }
 
 /* Builds one routing item per data entry: the event the browser will get. */
@@ -70,11 +56,14 @@ static json_t *worksheet_items(const char *msg_id, json_t *data, const char **pr
             snprintf(id, sizeof(id), "%s", msg_id);
         else
             snprintf(id, sizeof(id), "%s:%zu", msg_id, i);
-        json_t *event = json_pack("{s:s,s:O,s:s}", "event", "WorksheetMsg", "response", body, "id", id);
-        char *payload = json_dumps(event, JSON_COMPACT);
-        json_decref(event);
-        json_array_append_new(items, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "id", id, "payload", payload));
+        char *payload = gw_worksheet_json(body, id);
+        json_t *item = payload ? json_pack("{s:s,s:s,s:s}", "uuid", uuid, "id", id, "payload", payload) : NULL;
         free(payload);
+        if (!item || json_array_append_new(items, item) < 0) {
+            *problem = "out of memory, or an id that is not UTF-8";
+            json_decref(items);
+            return NULL;
+        }
     }
     return items;
 }
@@ -124,19 +113,17 @@ static void push_checked(json_t *r)
     char ip[64];
     int port;
     pg_session_id target;
-    json_t *extra = reply_ids(req);
     if (gw_client_id_parse(json_string_value(json_object_get(req, "client_id")), ip, sizeof(ip),
                            &port, &target) < 0 ||
         strcmp(ip, gw.node_ip) != 0 || port != gw.cfg.internal_port ||
         atomic_load(&gw.counters->draining) || !gw_session_is(target, uuid)) {
-        gw_internal_reply(session, GW_ERR_GONE, NULL, extra);
+        reply(session, GW_ERR_GONE, NULL, req, "");
     } else {
         char *payload = json_dumps(remote_data, JSON_COMPACT);
         gw_push(target, uuid, push_id(req), payload, 0);
         free(payload);
-        gw_internal_reply(session, GW_OK, "delivered", extra);
+        reply(session, GW_OK, "delivered", req, "");
     }
-    json_decref(extra);
 }
 
 static void push_local(pg_session_id session, json_t *req)
@@ -207,19 +194,18 @@ void gw_internal_finish(json_t *routed)
         return;
     }
     pg_session_id consumer = (pg_session_id)json_integer_value(json_object_get(ctx, "consumer_fd"));
-    json_t *extra = json_pack("{s:O,s:I,s:I,s:I}", "msg_id", json_object_get(ctx, "msg_id"),
-                              "delivered", json_integer_value(json_object_get(routed, "delivered")),
-                              "forwarded", json_integer_value(json_object_get(routed, "forwarded")),
-                              "stored", json_integer_value(json_object_get(routed, "stored")));
-    gw_internal_reply(consumer, (int)json_integer_value(json_object_get(routed, "code")), NULL, extra);
-    json_decref(extra);
+    char counts[96];
+    snprintf(counts, sizeof(counts), ",\"delivered\":%lld,\"forwarded\":%lld,\"stored\":%lld",
+             (long long)json_integer_value(json_object_get(routed, "delivered")),
+             (long long)json_integer_value(json_object_get(routed, "forwarded")),
+             (long long)json_integer_value(json_object_get(routed, "stored")));
+    reply(consumer, (int)json_integer_value(json_object_get(routed, "code")), NULL, ctx, counts);
 }
 
 void gw_internal_store_then_finish(json_t *routed, json_t *items)
 {
     json_array_extend(items, json_object_get(routed, "offline"));
     /* what waits for the store needs only the counts and ctx */
-    json_object_del(routed, "local");
     json_object_del(routed, "remote");
     json_object_del(routed, "offline");
     if (json_array_size(items) == 0) {
@@ -244,21 +230,17 @@ static void push_local_targets(json_t *local)
                 json_is_true(json_object_get(t, "stored")));
 }
 
-/* The route is known: local sessions get the event now, remote ones go to
- * the proxy (or are stored when that is impossible). */
+/* The route is known and the local sessions have the event ("delivered"):
+ * remote ones go to the proxy (or are stored when that is impossible). */
 void gw_internal_routed(json_t *r)
 {
     json_t *ctx = json_object_get(r, "ctx");
-    json_t *local = json_object_get(r, "local");
     json_t *remote = json_object_get(r, "remote");
-    json_object_set_new(r, "delivered", json_integer(0));
     json_object_set_new(r, "forwarded", json_integer(0));
     if (json_integer_value(json_object_get(r, "code")) != GW_OK) {
         gw_internal_finish(r);
         return;
     }
-    push_local_targets(local);
-    json_object_set_new(r, "delivered", json_integer((json_int_t)json_array_size(local)));
     if (json_array_size(remote) == 0) {
         gw_internal_store_then_finish(r, json_array());
         return;

@@ -116,20 +116,31 @@ static json_t *item_of(json_t *order, json_t *index)
     return json_array_get(json_object_get(order, "items"), (size_t)json_integer_value(index));
 }
 
-/* An order's result in the form gw_internal_routed takes, from the task
- * worker's compact one (tasks.c order_results) and the order held here. */
-static json_t *routed_of(json_t *order, json_t *compact)
+/* Local sessions get the event now, straight from the compact result:
+ * no intermediate target objects on the busiest path.  Returns how many. */
+static json_int_t push_local(json_t *order, json_t *compact)
 {
-    json_t *local = json_array(), *remote = json_array(), *offline = json_array();
     size_t k;
     json_t *e;
     json_array_foreach(json_object_get(compact, "l"), k, e) {
         json_t *item = item_of(order, json_array_get(e, 0));
-        json_array_append_new(local, json_pack("{s:O,s:O,s:O,s:O,s:b}", "session", json_array_get(e, 1),
-                                               "uuid", json_object_get(item, "uuid"), "id",
-                                               json_object_get(item, "id"), "payload",
-                                               json_object_get(item, "payload"), "stored", 0));
+        gw_push((pg_session_id)json_integer_value(json_array_get(e, 1)),
+                json_string_value(json_object_get(item, "uuid")), json_string_value(json_object_get(item, "id")),
+                json_string_value(json_object_get(item, "payload")), 0);
     }
+    return (json_int_t)json_array_size(json_object_get(compact, "l"));
+}
+
+/* An order's result in the form gw_internal_routed takes, from the task
+ * worker's compact one (tasks.c order_results) and the order held here;
+ * local targets are pushed meanwhile. */
+static json_t *routed_of(json_t *order, json_t *compact)
+{
+    json_t *remote = json_array(), *offline = json_array();
+    size_t k;
+    json_t *e;
+    int ok = json_integer_value(json_object_get(compact, "c")) == GW_OK;
+    json_int_t delivered = ok ? push_local(order, compact) : 0;
     json_array_foreach(json_object_get(compact, "r"), k, e) {
         json_t *item = item_of(order, json_array_get(e, 0));
         json_array_append_new(remote, json_pack("{s:O,s:O,s:O,s:O,s:O,s:O}", "ip", json_array_get(e, 1),
@@ -144,10 +155,10 @@ static json_t *routed_of(json_t *order, json_t *compact)
                                                  "msg_id", json_object_get(item, "id"), "payload",
                                                  json_object_get(item, "payload")));
     }
-    return json_pack("{s:s,s:O,s:O,s:O,s:o,s:o,s:o,s:i}", "op", "routed", "ctx",
+    return json_pack("{s:s,s:O,s:O,s:O,s:I,s:o,s:o,s:i}", "op", "routed", "ctx",
                      json_object_get(order, "ctx"), "msg_id", json_object_get(order, "msg_id"), "code",
-                     json_object_get(compact, "c"), "local", local, "remote", remote, "offline", offline,
-                     "stored", 0);
+                     json_object_get(compact, "c"), "delivered", delivered, "remote", remote, "offline",
+                     offline, "stored", 0);
 }
 
 void gw_route_done(json_t *result)
