@@ -99,11 +99,10 @@ static const char *push_id(json_t *req)
     return id ? id : json_string_value(json_object_get(req, "msg_id"));
 }
 
-static void push_checked(json_t *r)
+/* code: the verdict on the push's chat_token. */
+static void push_checked(json_t *req, int code)
 {
-    json_t *req = json_object_get(r, "ctx");
     pg_session_id session = (pg_session_id)json_integer_value(json_object_get(req, "proxy_fd"));
-    int code = (int)json_integer_value(json_object_get(r, "code"));
     if (code != GW_OK) {
         reply_error(session, code, NULL, req);
         return;
@@ -142,9 +141,7 @@ static void push_local(pg_session_id session, json_t *req)
     int cached = gw_token_cached(token);
     if (cached >= 0) {
         /* a verdict from a moment ago: no task round trip */
-        json_t *r = json_pack("{s:O,s:i}", "ctx", req, "code", cached ? GW_OK : GW_ERR_BAD_TOKEN);
-        push_checked(r);
-        json_decref(r);
+        push_checked(req, cached ? GW_OK : GW_ERR_BAD_TOKEN);
     } else if (gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req),
                        0) < 0) {
         reply_error(session, GW_ERR_BUSY, "could not queue the push", req);
@@ -158,7 +155,7 @@ void gw_internal_token_checked(json_t *r)
     int code = (int)json_integer_value(json_object_get(r, "code"));
     if (token && (code == GW_OK || code == GW_ERR_BAD_TOKEN))
         gw_token_remember(token, code == GW_OK);
-    push_checked(r);
+    push_checked(json_object_get(r, "ctx"), code);
 }
 
 void gw_internal_request(pg_session_id session, const char *data, size_t len)

@@ -16,6 +16,7 @@
 #include "timer.h"
 
 #include <arpa/inet.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,7 @@ typedef struct {
 
 typedef struct {
     batch *b;
-    json_t *item;            /* {uuid, msg_id, payload} to store on failure */
+    json_t *target;          /* routed["remote"] entry: stored on failure */
     time_t sent_at;
 } in_flight;
 
@@ -63,16 +64,18 @@ static void release(batch *b)
     free(b);
 }
 
-/* One target settled, forwarded or not. */
-static void settle(batch *b, json_t *item, int forwarded)
+/* One target (released) settled, forwarded or not. */
+static void settle(batch *b, json_t *target, int forwarded)
 {
     if (forwarded) {
         b->forwarded++;
         atomic_fetch_add(&gw.counters->forwarded, 1);
-        json_decref(item);
     } else {
-        json_array_append_new(b->to_store, item);
+        json_array_append_new(b->to_store, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(target, "uuid"),
+                                                     "msg_id", json_object_get(target, "id"), "payload",
+                                                     json_object_get(target, "payload")));
     }
+    json_decref(target);
     release(b);
 }
 
@@ -81,7 +84,7 @@ static int fail_one(uint64_t id, void *value, void *arg)
     (void)id;
     (void)arg;
     in_flight *f = value;
-    settle(f->b, f->item, 0);
+    settle(f->b, f->target, 0);
     free(f);
     return 0;
 }
@@ -105,9 +108,9 @@ static void on_reply(const char *data, size_t len)
         int code = (int)json_integer_value(json_object_get(r, "code"));
         if (code != GW_OK)
             pg_info("proxy: push to %s refused (%d %s); storing it",
-                    json_string_value(json_object_get(f->item, "uuid")), code,
+                    json_string_value(json_object_get(f->target, "uuid")), code,
                     json_string_value(json_object_get(r, "msg")));
-        settle(f->b, f->item, code == GW_OK);
+        settle(f->b, f->target, code == GW_OK);
         free(f);
     }
     json_decref(r);
@@ -241,7 +244,7 @@ static void check_timeouts(int64_t timer_id, void *arg)
         pg_warn("proxy: %zu push(es) without a reply in %d s; storing them", e.n, REPLY_TIMEOUT_S);
     for (size_t i = 0; i < e.n; i++) {
         in_flight *f = pg_idmap_remove(requests, e.ids[i]);
-        settle(f->b, f->item, 0);
+        settle(f->b, f->target, 0);
         free(f);
     }
     free(e.ids);
@@ -271,65 +274,82 @@ void gw_proxy_stop(void)
     requests = NULL;
 }
 
-/* Sends one /chat/push-local frame; 0, or -1 when it could not be queued.
- * The payload is already the event's JSON text: it is spliced in as
- * remote_data rather than parsed and printed again. */
-static int send_push(uint64_t req_id, json_t *target, const char *chat_token)
+static int add_to_buffer(const char *text, size_t size, void *buffer)
 {
+    return evbuffer_add(buffer, text, size);
+}
+
+/* Appends text (printf-style), then v's JSON text when v is given. */
+static int put(struct evbuffer *out, json_t *v, const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    int rc = evbuffer_add_vprintf(out, format, ap) < 0 ? -1 : 0;
+    va_end(ap);
+    if (rc == 0 && v)
+        rc = json_dump_callback(v, add_to_buffer, out, JSON_COMPACT | JSON_ENCODE_ANY);
+    return rc;
+}
+
+/* Sends one /chat/push-local frame; 0, or -1 when it could not be queued.
+ * It is written member by member into a scratch buffer (one per target of
+ * every cross-node order: a jansson object for each cost more than the
+ * routing), and the payload, already the event's JSON text, is spliced in
+ * as remote_data rather than parsed and printed again. */
+static int send_push(uint64_t req_id, json_t *target, json_t *chat_token)
+{
+    static struct evbuffer *body;
     const char *payload = json_string_value(json_object_get(target, "payload"));
-    json_t *req = json_pack("{s:s,s:s,s:{s:O,s:O},s:O,s:O,s:O,s:I}", "url", "/chat/push-local",
-                            "chat_token", chat_token, "proxy_info", "ip", json_object_get(target, "ip"),
-                            "port", json_object_get(target, "port"), "client_id",
-                            json_object_get(target, "client_id"), "uuid",
-                            json_object_get(target, "uuid"), "msg_id",
-                            json_object_get(target, "id"), "req_id", (json_int_t)req_id);
-    char *text = req && payload ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
-    int rc = -1;
-    if (text) {
-        /* text ends with '}': "...,"remote_data":<payload>}" */
-        static const char key[] = ",\"remote_data\":";
-        size_t head_len = strlen(text) - 1, payload_len = strlen(payload);
-        size_t len = head_len + sizeof(key) - 1 + payload_len + 1;
-        unsigned char head[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
-                                 (unsigned char)(len >> 8), (unsigned char)len};
-        /* room first, so a frame is queued whole or not at all */
-        rc = evbuffer_expand(bufferevent_get_output(link_bev), 4 + len) == 0 &&
-                     bufferevent_write(link_bev, head, 4) == 0 &&
-                     bufferevent_write(link_bev, text, head_len) == 0 &&
-                     bufferevent_write(link_bev, key, sizeof(key) - 1) == 0 &&
-                     bufferevent_write(link_bev, payload, payload_len) == 0 &&
-                     bufferevent_write(link_bev, "}", 1) == 0
-                 ? 0 : -1;
-    }
-    free(text);
+    if (!body && !(body = evbuffer_new()))
+        return -1;
+    evbuffer_drain(body, evbuffer_get_length(body));
+    int rc = !payload ||
+             put(body, chat_token, "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
+             put(body, json_object_get(target, "ip"), ",\"proxy_info\":{\"ip\":") < 0 ||
+             put(body, json_object_get(target, "port"), ",\"port\":") < 0 ||
+             put(body, json_object_get(target, "client_id"), "},\"client_id\":") < 0 ||
+             put(body, json_object_get(target, "uuid"), ",\"uuid\":") < 0 ||
+             put(body, json_object_get(target, "id"), ",\"msg_id\":") < 0 ||
+             put(body, NULL, ",\"req_id\":%llu,\"remote_data\":", (unsigned long long)req_id) < 0 ||
+             evbuffer_add(body, payload, strlen(payload)) < 0 || evbuffer_add(body, "}", 1) < 0
+                 ? -1 : 0;
+    size_t len = evbuffer_get_length(body);
+    unsigned char head[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+                             (unsigned char)(len >> 8), (unsigned char)len};
+    /* room first, so a frame is queued whole or not at all */
+    struct evbuffer *out = bufferevent_get_output(link_bev);
+    if (rc == 0 && (evbuffer_expand(out, 4 + len) < 0 || evbuffer_add(out, head, 4) < 0 ||
+                    evbuffer_add_buffer(out, body) < 0))
+        rc = -1;
     return rc;
 }
 
 void gw_proxy_forward(json_t *routed, const char *chat_token)
 {
     json_t *remote = json_object_get(routed, "remote");
+    json_t *token = chat_token && *chat_token ? json_string(chat_token) : NULL;
     batch *b = calloc(1, sizeof(*b));
-    if (!b)
+    if (!b) {
+        json_decref(token);
         return;
+    }
     b->routed = json_incref(routed);
     b->to_store = json_array();
     b->outstanding = (int)json_array_size(remote) + 1;   /* +1 held until all are sent */
     size_t i;
     json_t *t;
     json_array_foreach(remote, i, t) {
-        json_t *item = json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(t, "uuid"), "msg_id",
-                                 json_object_get(t, "id"), "payload", json_object_get(t, "payload"));
         in_flight *f = NULL;
         uint64_t req_id = ++next_req_id;
-        if (link_up && chat_token && *chat_token && pg_idmap_count(requests) < MAX_IN_FLIGHT &&
-            (f = malloc(sizeof(*f))) && send_push(req_id, t, chat_token) == 0) {
-            *f = (in_flight){.b = b, .item = item, .sent_at = time(NULL)};
+        if (link_up && token && pg_idmap_count(requests) < MAX_IN_FLIGHT &&
+            (f = malloc(sizeof(*f))) && send_push(req_id, t, token) == 0) {
+            *f = (in_flight){.b = b, .target = json_incref(t), .sent_at = time(NULL)};
             pg_idmap_put(requests, req_id, f);
         } else {
             free(f);
-            settle(b, item, 0);
+            settle(b, json_incref(t), 0);
         }
     }
+    json_decref(token);
     release(b);   /* the +1: sending is over */
 }
