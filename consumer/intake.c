@@ -64,6 +64,31 @@ static const char *check_request(json_t *req)
     return NULL;
 }
 
+/* e->msg with "msg_id" added as its last member, so that a producer's own
+ * msg_id is overridden (a parser keeps the last of duplicate keys).  The
+ * text is spliced rather than printed again from the parsed object: that
+ * was a fifth of the consumer's time.  msg must be a JSON object's text. */
+static char *with_msg_id(const cs_entry *e, size_t *len)
+{
+    size_t end = e->msg_len;
+    while (end > 0 && strchr(" \t\r\n", e->msg[end - 1]))
+        end--;
+    json_t *id = json_string(e->id);
+    size_t id_len = id ? json_dumpb(id, NULL, 0, JSON_ENCODE_ANY) : 0;
+    char *body = end > 0 && e->msg[end - 1] == '}' && id_len ? malloc(end + id_len + 16) : NULL;
+    if (body) {
+        size_t at = end - 1;
+        memcpy(body, e->msg, at);
+        at += (size_t)sprintf(body + at, ",\"msg_id\":");
+        at += json_dumpb(id, body + at, id_len, JSON_ENCODE_ANY);
+        body[at++] = '}';
+        body[at] = '\0';
+        *len = at;
+    }
+    json_decref(id);
+    return body;
+}
+
 /* Builds e->body from e->msg. 0, or -1 with e DEAD. */
 static int build_body(cs_entry *e)
 {
@@ -79,12 +104,9 @@ static int build_body(cs_entry *e)
     else
         problem = check_request(req);
     if (!problem) {
-        json_object_set_new(req, "msg_id", json_string(e->id));
-        e->body = json_dumps(req, JSON_COMPACT);
+        e->body = with_msg_id(e, &e->body_len);
         if (!e->body)
-            problem = "msg cannot be encoded again as JSON";
-        else
-            e->body_len = strlen(e->body);
+            problem = "msg_id cannot be added (out of memory)";
     }
     json_decref(req);
     if (problem) {

@@ -239,11 +239,6 @@ char *gw_error_json(int code, const char *msg);
 char *gw_event_json(const char *event, json_t *data);   /* data stolen */
 /* The event a work order's target gets: {"event":"WorksheetMsg",...}. */
 char *gw_worksheet_json(json_t *body, const char *id);
-/* An internal reply frame, {"code":..,"msg":..,"msg_id":..[,"req_id":..]TAIL}:
- * msg NULL = the code's text, msg_id NULL = null, req_id NULL = left out;
- * tail: more members, each after a comma ("" for none).  Free it. */
-char *gw_internal_reply_json(int code, const char *msg, json_t *msg_id, json_t *req_id,
-                             const char *tail, size_t *len);
 const char *gw_error_text(int code);
 
 #endif

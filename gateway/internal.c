@@ -7,6 +7,7 @@
 #include "gateway.h"
 
 #include "log.h"
+#include "reply.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,8 @@
 static void reply(pg_session_id session, int code, const char *msg, json_t *request, const char *tail)
 {
     size_t len;
-    char *text = gw_internal_reply_json(code, msg, json_object_get(request, "msg_id"),
-                                        json_object_get(request, "req_id"), tail, &len);
+    char *text = pg_reply_json(code, msg ? msg : gw_error_text(code), json_object_get(request, "msg_id"),
+                               json_object_get(request, "req_id"), tail, &len);
     if (text)
         pg_server_send(gw.server, session, text, len);
     free(text);

@@ -12,11 +12,11 @@
 #include "gateway.h"
 
 #include "idmap.h"
+#include "json_out.h"
 #include "log.h"
 #include "timer.h"
 
 #include <arpa/inet.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,23 +274,6 @@ void gw_proxy_stop(void)
     requests = NULL;
 }
 
-static int add_to_buffer(const char *text, size_t size, void *buffer)
-{
-    return evbuffer_add(buffer, text, size);
-}
-
-/* Appends text (printf-style), then v's JSON text when v is given. */
-static int put(struct evbuffer *out, json_t *v, const char *format, ...)
-{
-    va_list ap;
-    va_start(ap, format);
-    int rc = evbuffer_add_vprintf(out, format, ap) < 0 ? -1 : 0;
-    va_end(ap);
-    if (rc == 0 && v)
-        rc = json_dump_callback(v, add_to_buffer, out, JSON_COMPACT | JSON_ENCODE_ANY);
-    return rc;
-}
-
 /* Sends one /chat/push-local frame; 0, or -1 when it could not be queued.
  * It is written member by member into a scratch buffer (one per target of
  * every cross-node order: a jansson object for each cost more than the
@@ -303,25 +286,16 @@ static int send_push(uint64_t req_id, json_t *target, json_t *chat_token)
     if (!body && !(body = evbuffer_new()))
         return -1;
     evbuffer_drain(body, evbuffer_get_length(body));
-    int rc = !payload ||
-             put(body, chat_token, "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
-             put(body, json_object_get(target, "ip"), ",\"proxy_info\":{\"ip\":") < 0 ||
-             put(body, json_object_get(target, "port"), ",\"port\":") < 0 ||
-             put(body, json_object_get(target, "client_id"), "},\"client_id\":") < 0 ||
-             put(body, json_object_get(target, "uuid"), ",\"uuid\":") < 0 ||
-             put(body, json_object_get(target, "id"), ",\"msg_id\":") < 0 ||
-             put(body, NULL, ",\"req_id\":%llu,\"remote_data\":", (unsigned long long)req_id) < 0 ||
-             evbuffer_add(body, payload, strlen(payload)) < 0 || evbuffer_add(body, "}", 1) < 0
-                 ? -1 : 0;
-    size_t len = evbuffer_get_length(body);
-    unsigned char head[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
-                             (unsigned char)(len >> 8), (unsigned char)len};
-    /* room first, so a frame is queued whole or not at all */
-    struct evbuffer *out = bufferevent_get_output(link_bev);
-    if (rc == 0 && (evbuffer_expand(out, 4 + len) < 0 || evbuffer_add(out, head, 4) < 0 ||
-                    evbuffer_add_buffer(out, body) < 0))
-        rc = -1;
-    return rc;
+    int failed = !payload ||
+                 pg_json_put(body, chat_token, "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
+                 pg_json_put(body, json_object_get(target, "ip"), ",\"proxy_info\":{\"ip\":") < 0 ||
+                 pg_json_put(body, json_object_get(target, "port"), ",\"port\":") < 0 ||
+                 pg_json_put(body, json_object_get(target, "client_id"), "},\"client_id\":") < 0 ||
+                 pg_json_put(body, json_object_get(target, "uuid"), ",\"uuid\":") < 0 ||
+                 pg_json_put(body, json_object_get(target, "id"), ",\"msg_id\":") < 0 ||
+                 pg_json_put(body, NULL, ",\"req_id\":%llu,\"remote_data\":", (unsigned long long)req_id) < 0 ||
+                 evbuffer_add(body, payload, strlen(payload)) < 0 || evbuffer_add(body, "}", 1) < 0;
+    return failed ? -1 : pg_json_frame(bufferevent_get_output(link_bev), body);
 }
 
 void gw_proxy_forward(json_t *routed, const char *chat_token)

@@ -48,38 +48,9 @@ static void append_value(char *text, size_t *at, size_t size, json_t *v)
     *at += json_dumpb(v, text + *at, size - *at, JSON_COMPACT | JSON_ENCODE_ANY);
 }
 
-/* Written member by member instead of through a jansson object: every
- * internal request gets a reply, and the object (a hash table, a copy of
- * each key) cost more than the request's own routing. */
-char *gw_internal_reply_json(int code, const char *msg, json_t *msg_id, json_t *req_id,
-                             const char *tail, size_t *len)
-{
-    json_t *msg_text = json_string(msg ? msg : gw_error_text(code));
-    if (!msg_text)   /* not UTF-8 (a parser's message about bad input) */
-        msg_text = json_string(gw_error_text(code));
-    json_t *id = msg_id ? msg_id : json_null();
-    size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-    size_t size = 64 + json_dumpb(msg_text, NULL, 0, flags) + json_dumpb(id, NULL, 0, flags) +
-                  (req_id ? json_dumpb(req_id, NULL, 0, flags) : 0) + strlen(tail);
-    char *text = malloc(size);
-    if (text) {
-        size_t at = (size_t)snprintf(text, size, "{\"code\":%d,\"msg\":", code);
-        append_value(text, &at, size, msg_text);
-        at += (size_t)snprintf(text + at, size - at, ",\"msg_id\":");
-        append_value(text, &at, size, id);
-        if (req_id) {
-            at += (size_t)snprintf(text + at, size - at, ",\"req_id\":");
-            append_value(text, &at, size, req_id);
-        }
-        at += (size_t)snprintf(text + at, size - at, "%s}", tail);
-        *len = at;
-    }
-    json_decref(msg_text);
-    return text;
-}
-
-/* {"event":"WorksheetMsg","response":BODY,"id":ID}, member by member as
- * above: one per target of every work order. */
+/* {"event":"WorksheetMsg","response":BODY,"id":ID}, written member by
+ * member: one per target of every work order, and a jansson object for it
+ * cost more than the order's routing. */
 char *gw_worksheet_json(json_t *body, const char *id)
 {
     json_t *id_text = json_string(id);

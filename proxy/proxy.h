@@ -24,6 +24,8 @@
 #include "db.h"
 #include "server.h"
 
+struct evbuffer;
+
 /* Reply codes: the gateway's (gateway/gateway.h; main.c checks they agree). */
 enum {
     PX_OK = 0,
@@ -76,17 +78,16 @@ void px_request(pg_session_id session, const char *data, size_t len);
  * msg_id and req_id may be NULL (req_id is then left out). */
 void px_answer(pg_session_id session, int code, const char *msg, json_t *msg_id, json_t *req_id,
                json_t *extra);
-/* Sends a JSON object as one frame. */
-void px_send_json(pg_session_id session, json_t *obj);
 
 /* target.c (workers) */
 void px_targets_start(void);
 void px_targets_stop(void);
-/* Forwards body (a /chat/push-local object; req_id is added) to ip:port; the
- * target's answer, or unreachable / busy, goes to session with req_id and
- * msg_id (both borrowed). */
-void px_forward(const char *ip, int port, json_t *body, pg_session_id session, json_t *req_id,
-                json_t *msg_id);
+/* Forwards body (a /chat/push-local object's text without its closing
+ * brace: req_id and the brace are added; drained) to ip:port; the target's
+ * answer, or unreachable / busy, goes to session with req_id and msg_id
+ * (both borrowed). */
+void px_forward(const char *ip, int port, struct evbuffer *body, pg_session_id session,
+                json_t *req_id, json_t *msg_id);
 /* Frees idle connections to nodes that are no longer up. */
 void px_targets_prune(void);
 /* Connections and requests in flight of this worker, for /stats. */

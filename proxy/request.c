@@ -7,8 +7,11 @@
  * package_max_length closes it (the engine does that). */
 #include "proxy.h"
 
+#include "json_out.h"
 #include "log.h"
+#include "reply.h"
 
+#include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,29 +30,26 @@ static const char *code_text(int code)
     }
 }
 
-void px_send_json(pg_session_id session, json_t *obj)
-{
-    char *text = json_dumps(obj, JSON_COMPACT);
-    if (!text || pg_server_send(px.server, session, text, strlen(text)) < 0)
-        pg_debug("reply to session %llx dropped", (unsigned long long)session);
-    free(text);
-}
-
+/* extra (members for a reply, e.g. /stats) goes in as the tail of the
+ * frame: its text without the braces. */
 void px_answer(pg_session_id session, int code, const char *msg, json_t *msg_id, json_t *req_id,
                json_t *extra)
 {
-    json_t *o = json_pack("{s:i,s:s,s:O}", "code", code, "msg", msg ? msg : code_text(code),
-                          "msg_id", msg_id ? msg_id : json_null());
-    if (!o)
-        return;
-    if (req_id)
-        json_object_set(o, "req_id", req_id);
-    if (extra)
-        json_object_update(o, extra);
-    if (code != PX_OK && !json_object_get(o, "data"))
-        json_object_set_new(o, "data", json_array());   /* the seed's error shape */
-    px_send_json(session, o);
-    json_decref(o);
+    char *members = extra ? json_dumps(extra, JSON_COMPACT) : NULL;
+    size_t n = members ? strlen(members) : 0;
+    if (n >= 2 && members[0] == '{') {
+        members[0] = ',';            /* {"a":1} -> ,"a":1 */
+        members[n - 1] = '\0';
+        if (n == 2)
+            members[0] = '\0';       /* {} */
+    }
+    const char *tail = members ? members : code != PX_OK ? ",\"data\":[]" /* the seed's error shape */ : "";
+    size_t len;
+    char *text = pg_reply_json(code, msg ? msg : code_text(code), msg_id, req_id, tail, &len);
+    if (!text || pg_server_send(px.server, session, text, len) < 0)
+        pg_debug("reply to session %llx dropped", (unsigned long long)session);
+    free(text);
+    free(members);
 }
 
 static void refuse(pg_session_id session, int code, const char *why, json_t *req)
@@ -101,18 +101,23 @@ static void push_local(pg_session_id session, json_t *req)
         return;
     }
     json_t *msg_id = json_object_get(req, "msg_id");
-    json_t *body = json_pack("{s:s,s:O,s:O,s:O,s:O,s:O}", "url", "/chat/push-local", "chat_token",
-                             json_object_get(req, "chat_token"), "client_id",
-                             json_object_get(req, "client_id"), "uuid", json_object_get(req, "uuid"),
-                             "remote_data", json_object_get(req, "remote_data"), "msg_id",
-                             msg_id ? msg_id : json_null());
-    if (!body) {
-        px_answer(session, PX_ERR_INTERNAL, NULL, msg_id, json_object_get(req, "req_id"), NULL);
+    json_t *req_id = json_object_get(req, "req_id");
+    static struct evbuffer *body;   /* scratch: its text moves to the target's output */
+    if (!body && !(body = evbuffer_new())) {
+        px_answer(session, PX_ERR_INTERNAL, NULL, msg_id, req_id, NULL);
+        return;
+    }
+    evbuffer_drain(body, evbuffer_get_length(body));
+    if (pg_json_put(body, json_object_get(req, "chat_token"), "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
+        pg_json_put(body, json_object_get(req, "client_id"), ",\"client_id\":") < 0 ||
+        pg_json_put(body, json_object_get(req, "uuid"), ",\"uuid\":") < 0 ||
+        pg_json_put(body, json_object_get(req, "remote_data"), ",\"remote_data\":") < 0 ||
+        pg_json_put(body, msg_id ? msg_id : json_null(), ",\"msg_id\":") < 0) {
+        px_answer(session, PX_ERR_INTERNAL, NULL, msg_id, req_id, NULL);
         return;
     }
     PX_COUNT(requests);
-    px_forward(ip, port, body, session, json_object_get(req, "req_id"), msg_id);
-    json_decref(body);
+    px_forward(ip, port, body, session, req_id, msg_id);
 }
 
 static void stats(pg_session_id session, json_t *req)

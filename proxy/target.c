@@ -12,6 +12,7 @@
 #include "proxy.h"
 
 #include "idmap.h"
+#include "json_out.h"
 #include "log.h"
 #include "timer.h"
 
@@ -151,13 +152,9 @@ static void on_answer(target *t, const char *data, size_t len)
         PX_COUNT(gone);
     else
         PX_COUNT(refused);
-    if (p->req_id)
-        json_object_set(r, "req_id", p->req_id);
-    else
-        json_object_del(r, "req_id");
-    if (!json_object_get(r, "msg_id"))
-        json_object_set(r, "msg_id", p->msg_id ? p->msg_id : json_null());
-    px_send_json(p->session, r);
+    json_t *msg_id = json_object_get(r, "msg_id");
+    px_answer(p->session, code, json_string_value(json_object_get(r, "msg")), msg_id ? msg_id : p->msg_id,
+              p->req_id, NULL);
     json_decref(r);
     free_pending(p);
 }
@@ -252,23 +249,6 @@ static int open_link(target *t)
     return t->bev ? 0 : -1;
 }
 
-/* One length-prefixed frame, in a single write so a failure cannot leave
- * half a frame in the stream. */
-static int write_frame(struct bufferevent *bev, const char *text, size_t len)
-{
-    unsigned char *frame = malloc(4 + len);
-    if (!frame)
-        return -1;
-    frame[0] = (unsigned char)(len >> 24);
-    frame[1] = (unsigned char)(len >> 16);
-    frame[2] = (unsigned char)(len >> 8);
-    frame[3] = (unsigned char)len;
-    memcpy(frame + 4, text, len);
-    int rc = bufferevent_write(bev, frame, 4 + len);
-    free(frame);
-    return rc;
-}
-
 /* ---- targets ---- */
 
 static target *find_target(const char *ip, int port)
@@ -318,21 +298,18 @@ static const char *prepare(target *t, int *code)
 }
 
 /* Writes the push with a new req_id of the proxy's and keeps it in flight. */
-static int send_push(target *t, json_t *body, pg_session_id session, json_t *req_id,
+static int send_push(target *t, struct evbuffer *body, pg_session_id session, json_t *req_id,
                      json_t *msg_id)
 {
     uint64_t id = ++next_id;
-    json_object_set_new(body, "req_id", json_integer((json_int_t)id));
     pending *p = calloc(1, sizeof(*p));
-    char *text = p ? json_dumps(body, JSON_COMPACT) : NULL;
-    int rc = -1;
-    if (text && pg_idmap_put(by_id, id, p) == 0) {
-        rc = write_frame(t->bev, text, strlen(text));
-        if (rc < 0)
-            pg_idmap_remove(by_id, id);
+    if (!p || pg_json_put(body, NULL, ",\"req_id\":%llu}", (unsigned long long)id) < 0 ||
+        pg_idmap_put(by_id, id, p) < 0) {
+        free(p);
+        return -1;
     }
-    free(text);
-    if (rc < 0) {
+    if (pg_json_frame(bufferevent_get_output(t->bev), body) < 0) {
+        pg_idmap_remove(by_id, id);
         free(p);
         return -1;
     }
@@ -347,8 +324,8 @@ static int send_push(target *t, json_t *body, pg_session_id session, json_t *req
     return 0;
 }
 
-void px_forward(const char *ip, int port, json_t *body, pg_session_id session, json_t *req_id,
-                json_t *msg_id)
+void px_forward(const char *ip, int port, struct evbuffer *body, pg_session_id session,
+                json_t *req_id, json_t *msg_id)
 {
     int code = PX_ERR_UNREACHABLE;
     const char *why;

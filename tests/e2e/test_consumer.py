@@ -567,6 +567,23 @@ def test_failed_attempts_are_retried_on_another_gateway(bin_dir, stack, tmp_path
     assert "answered code 10500" in log and "connection lost" in log
 
 
+def test_the_request_is_the_producers_object_plus_the_entry_id(bin_dir, stack, tmp_path, procs,
+                                                               stream, fakes):
+    """The entry id is added to the producer's text as it is (pretty-printed,
+    trailing newline); a msg_id the producer put there itself is overridden."""
+    requests = []
+    x = fakes(lambda req, n: requests.append(req) or dict(OK))
+    c = start_consumer(bin_dir, stack, tmp_path, procs, stream, gateways=x.addr)
+    r = stack.redis()
+    order = json.loads(work_order("someone", "pretty \u00e9 \"quoted\""))
+    text = json.dumps(dict(order, msg_id="producer-chosen"), indent=2) + "\n\t "
+    (entry_id,) = publish(r, stream, [text])
+    wait_sync(lambda: pending(r, stream) == 0, 20, "the XACK")
+    assert len(requests) == 1
+    assert requests[0] == dict(order, msg_id=entry_id)
+    c.stop()
+
+
 def test_gives_up_after_max_deliveries(bin_dir, stack, tmp_path, procs, stream, fakes):
     x = fakes(lambda req, n: dict(RETRY))
     c = start_consumer(bin_dir, stack, tmp_path, procs, stream, gateways=x.addr, max_deliveries=3)

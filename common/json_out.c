@@ -1,0 +1,33 @@
+/* json_out.c - see json_out.h. */
+#include "json_out.h"
+
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdint.h>
+
+static int add_to_buffer(const char *text, size_t size, void *buffer)
+{
+    return evbuffer_add(buffer, text, size);
+}
+
+int pg_json_put(struct evbuffer *out, json_t *v, const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    int rc = evbuffer_add_vprintf(out, format, ap) < 0 ? -1 : 0;
+    va_end(ap);
+    if (rc == 0 && v)
+        rc = json_dump_callback(v, add_to_buffer, out, JSON_COMPACT | JSON_ENCODE_ANY);
+    return rc;
+}
+
+int pg_json_frame(struct evbuffer *out, struct evbuffer *body)
+{
+    size_t len = evbuffer_get_length(body);
+    unsigned char head[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+                             (unsigned char)(len >> 8), (unsigned char)len};
+    /* room first, so a frame is queued whole or not at all */
+    if (len > UINT32_MAX || evbuffer_expand(out, 4 + len) < 0 || evbuffer_add(out, head, 4) < 0)
+        return -1;
+    return evbuffer_add_buffer(out, body);
+}
