@@ -58,7 +58,8 @@ static json_t *worksheet_items(const char *msg_id, json_t *data, const char **pr
         else
             snprintf(id, sizeof(id), "%s:%zu", msg_id, i);
         char *payload = gw_worksheet_json(body, id);
-        json_t *item = payload ? json_pack("{s:s,s:s,s:s}", "uuid", uuid, "id", id, "payload", payload) : NULL;
+        json_t *item =
+            payload ? json_pack("{s:s,s:s,s:s}", "uuid", uuid, "id", id, "payload", payload) : NULL;
         free(payload);
         if (!item || json_array_append_new(items, item) < 0) {
             *problem = "out of memory, or an id that is not UTF-8";

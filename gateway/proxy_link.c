@@ -71,9 +71,10 @@ static void settle(batch *b, json_t *target, int forwarded)
         b->forwarded++;
         atomic_fetch_add(&gw.counters->forwarded, 1);
     } else {
-        json_array_append_new(b->to_store, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(target, "uuid"),
-                                                     "msg_id", json_object_get(target, "id"), "payload",
-                                                     json_object_get(target, "payload")));
+        json_array_append_new(b->to_store,
+                              json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(target, "uuid"), "msg_id",
+                                        json_object_get(target, "id"), "payload",
+                                        json_object_get(target, "payload")));
     }
     json_decref(target);
     release(b);
@@ -293,7 +294,8 @@ static int send_push(uint64_t req_id, json_t *target, json_t *chat_token)
                  pg_json_put(body, json_object_get(target, "client_id"), "},\"client_id\":") < 0 ||
                  pg_json_put(body, json_object_get(target, "uuid"), ",\"uuid\":") < 0 ||
                  pg_json_put(body, json_object_get(target, "id"), ",\"msg_id\":") < 0 ||
-                 pg_json_put(body, NULL, ",\"req_id\":%llu,\"remote_data\":", (unsigned long long)req_id) < 0 ||
+                 pg_json_put(body, NULL, ",\"req_id\":%llu,\"remote_data\":",
+                             (unsigned long long)req_id) < 0 ||
                  evbuffer_add(body, payload, strlen(payload)) < 0 || evbuffer_add(body, "}", 1) < 0;
     return failed ? -1 : pg_json_frame(bufferevent_get_output(link_bev), body);
 }

@@ -60,18 +60,22 @@ static void fail_orders(json_t *failed)
         fail_order(order, GW_ERR_BUSY);
 }
 
-/* What the task worker needs of the orders: tokens and uuids. */
+/* What the task worker needs of the orders: [chat_token or null, uuid, ...]
+ * each (tasks.c op_route). */
 static json_t *task_orders(json_t *batch)
 {
     json_t *out = json_array();
     size_t i, k;
     json_t *order, *item;
     json_array_foreach(batch, i, order) {
-        json_t *uuids = json_array();
-        json_array_foreach(json_object_get(order, "items"), k, item)
-            json_array_append_new(uuids, json_pack("{s:O}", "uuid", json_object_get(item, "uuid")));
-        json_array_append_new(out, json_pack("{s:O?,s:o}", "chat_token",
-                                             json_object_get(order, "chat_token"), "items", uuids));
+        json_t *token = json_object_get(order, "chat_token");
+        json_t *task_order = json_array();
+        json_array_append(task_order, token ? token : json_null());
+        json_array_foreach(json_object_get(order, "items"), k, item) {
+            json_t *uuid = json_object_get(item, "uuid");
+            json_array_append(task_order, uuid ? uuid : json_null());   /* indexes stay */
+        }
+        json_array_append_new(out, task_order);
     }
     return out;
 }
@@ -125,7 +129,8 @@ static json_int_t push_local(json_t *order, json_t *compact)
     json_array_foreach(json_object_get(compact, "l"), k, e) {
         json_t *item = item_of(order, json_array_get(e, 0));
         gw_push((pg_session_id)json_integer_value(json_array_get(e, 1)),
-                json_string_value(json_object_get(item, "uuid")), json_string_value(json_object_get(item, "id")),
+                json_string_value(json_object_get(item, "uuid")),
+                json_string_value(json_object_get(item, "id")),
                 json_string_value(json_object_get(item, "payload")), 0);
     }
     return (json_int_t)json_array_size(json_object_get(compact, "l"));

@@ -84,14 +84,15 @@ static int token_valid(const char *token)
     return rows > 0 && enabled;
 }
 
-/* The distinct uuids of objects that have one. */
-static json_t *unique_uuids(json_t *objects)
+/* The distinct uuids of list: its strings, or (key given) the key member of
+ * its objects. */
+static json_t *distinct_uuids(json_t *list, const char *key)
 {
     json_t *seen = json_object(), *uuids = json_array();
     size_t i;
     json_t *o;
-    json_array_foreach(objects, i, o) {
-        const char *uuid = json_string_value(json_object_get(o, "uuid"));
+    json_array_foreach(list, i, o) {
+        const char *uuid = json_string_value(key ? json_object_get(o, key) : o);
         if (uuid && !json_object_get(seen, uuid)) {
             json_object_set_new(seen, uuid, json_true());
             json_array_append_new(uuids, json_string(uuid));
@@ -318,7 +319,7 @@ static int collect_uuid(void *arg, const pg_db_value *cols, int ncols)
 /* Which of the sessions' uuids have stored messages (waiting: uuid -> true). */
 static int find_waiting(json_t *sessions, json_t *waiting)
 {
-    json_t *uuids = unique_uuids(sessions);
+    json_t *uuids = distinct_uuids(sessions, "uuid");
     int rc = query_uuids("SELECT DISTINCT uuid FROM offline_messages WHERE acked_at IS NULL AND uuid",
                          uuids, collect_uuid, waiting);
     gw_mysql_result(rc == 0);
@@ -428,10 +429,11 @@ static int collect_route(void *arg, const pg_db_value *c, int ncols)
     return 0;
 }
 
-/* Where every target uuid is connected: one query per IN_BATCH uuids. */
-static int lookup_routes(json_t *items, route_rows *rows)
+/* Where every uuid of the list is connected (uuids: strings, or objects
+ * with a "uuid"; key says which): one query per IN_BATCH distinct uuids. */
+static int lookup_routes(json_t *list, const char *key, route_rows *rows)
 {
-    json_t *uuids = unique_uuids(items);
+    json_t *uuids = distinct_uuids(list, key);
     int rc = query_uuids("SELECT client_id, uuid, node_ip, node_port, session_id "
                          "FROM online_clients WHERE uuid", uuids, collect_route, rows);
     gw_mysql_result(rc == 0);
@@ -439,82 +441,68 @@ static int lookup_routes(json_t *items, route_rows *rows)
     return rc;
 }
 
-/* A routed copy of an item keeps the item's tags: "o" and "i" (the indexes
- * of its order in a batch and of the item in its order) of a route, "t"
- * (the ticket of the message it belongs to) of a store, so results can be
- * handed back per message without their payloads (the worker has them). */
-static json_t *tagged(json_t *item, json_t *copy)
+/* Called for each target of a uuid: a row of online_clients, local when
+ * the session is on this node. */
+typedef void (*target_fn)(json_t *row, int local, void *arg);
+
+/* Calls fn for each target of uuid: its sessions here that are still open,
+ * still that uuid and not keep_away (none while this node stops: their rows
+ * are about to go), and its clients on other nodes.  Returns how many. */
+static size_t each_target(route_rows *rows, const char *uuid, json_int_t keep_away, target_fn fn,
+                          void *arg)
 {
-    static const char *const tags[] = {"o", "i", "t"};
-    for (size_t k = 0; copy && k < sizeof(tags) / sizeof(tags[0]); k++) {
-        json_t *tag = json_object_get(item, tags[k]);
-        if (tag)
-            json_object_set(copy, tags[k], tag);
+    size_t t, reached = 0;
+    json_t *row;
+    json_array_foreach(json_object_get(rows->by_uuid, uuid), t, row) {
+        json_int_t session = json_integer_value(json_object_get(row, "session"));
+        int local = strcmp(json_string_value(json_object_get(row, "ip")), gw.node_ip) == 0 &&
+                    json_integer_value(json_object_get(row, "port")) == gw.cfg.internal_port;
+        if (local && (session == keep_away || atomic_load(&gw.counters->draining) ||
+                      !gw_session_is((pg_session_id)session, uuid)))
+            continue;
+        fn(row, local, arg);
+        reached++;
     }
-    return copy;
+    return reached;
 }
 
-/* Splits each item's targets into local sessions (checked against the
- * session table: still open, still that uuid), remote clients, and items
- * with no target at all.  A route task's items carry only the uuid (the
- * worker holds the rest); a store's carry id and payload, which its local
- * targets are pushed with. */
-static int split_targets(json_t *items, route_rows *rows, json_t *local, json_t *remote,
-                         json_t *none, json_int_t keep_away)
+typedef struct {
+    json_t *item;     /* a stored {uuid, msg_id, payload} */
+    json_t *local;    /* pushes for the asking worker */
+} stored_target;
+
+/* A stored message's session here gets it now, marked stored; "t", the
+ * ticket of the message it belongs to, tells the worker whom it reached
+ * (store.c). */
+static void push_stored(json_t *row, int local, void *arg)
 {
-    size_t i;
-    json_t *it;
-    json_array_foreach(items, i, it) {
-        const char *uuid = json_string_value(json_object_get(it, "uuid"));
-        json_t *id = json_object_get(it, "msg_id"), *payload = json_object_get(it, "payload");
-        json_t *targets = json_object_get(rows->by_uuid, uuid);
-        size_t t, reached = 0;
-        json_t *row;
-        json_array_foreach(targets, t, row) {
-            const char *ip = json_string_value(json_object_get(row, "ip"));
-            json_int_t port = json_integer_value(json_object_get(row, "port"));
-            json_int_t session = json_integer_value(json_object_get(row, "session"));
-            if (strcmp(ip, gw.node_ip) == 0 && port == gw.cfg.internal_port) {
-                if (session == keep_away || atomic_load(&gw.counters->draining) ||
-                    !gw_session_is((pg_session_id)session, uuid))
-                    continue;   /* closed meanwhile (its row is about to go), kept away, or
-                                   this node is stopping */
-                json_array_append_new(local, tagged(it, json_pack("{s:I,s:s,s:O?,s:O?}", "session",
-                                                                  session, "uuid", uuid, "id", id,
-                                                                  "payload", payload)));
-            } else {
-                json_array_append_new(remote, tagged(it, json_pack("{s:s,s:I,s:O}", "ip", ip, "port",
-                                                                   port, "client_id",
-                                                                   json_object_get(row, "client_id"))));
-            }
-            reached++;
-        }
-        if (reached == 0)
-            json_array_append_new(none, tagged(it, json_object()));
-    }
-    return 0;
+    stored_target *st = arg;
+    json_t *item = st->item;
+    if (local)
+        json_array_append_new(st->local, json_pack("{s:O,s:O,s:O,s:O,s:b,s:O?}", "session",
+                                                   json_object_get(row, "session"), "uuid",
+                                                   json_object_get(item, "uuid"), "id",
+                                                   json_object_get(item, "msg_id"), "payload",
+                                                   json_object_get(item, "payload"), "stored", 1, "t",
+                                                   json_object_get(item, "t")));
 }
 
 /* A browser that registered between the lookup and the store may have read
  * its offline messages before the store's insert: look again, and push to
  * sessions found now.  The message stays stored and the push says so, so
- * the browser's ACK deletes it; at worst the browser sees it twice. */
+ * the browser's ACK deletes it; at worst the browser sees it twice.  Those
+ * on other nodes get it at their next connect. */
 static int recheck_stored(json_t *store, json_t *local, json_int_t keep_away)
 {
-    json_t *found = json_array(), *remote = json_array(), *none = json_array();
     route_rows rows = {.by_uuid = json_object()};
-    int rc = lookup_routes(store, &rows);
-    if (rc == 0)
-        split_targets(store, &rows, found, remote, none, keep_away);
+    int rc = lookup_routes(store, "uuid", &rows);
     size_t i;
     json_t *it;
-    json_array_foreach(found, i, it) {
-        json_object_set_new(it, "stored", json_true());
-        json_array_append(local, it);
+    json_array_foreach(rc == 0 ? store : NULL, i, it) {
+        stored_target st = {.item = it, .local = local};
+        each_target(&rows, json_string_value(json_object_get(it, "uuid")), keep_away, push_stored,
+                    &st);
     }
-    json_decref(found);
-    json_decref(remote);   /* on other nodes: at their next connect */
-    json_decref(none);
     json_decref(rows.by_uuid);
     return rc;
 }
@@ -543,61 +531,46 @@ static void op_store(json_t *task)
                      "local", local));
 }
 
-/* Each order's targets, with the tokens checked; items of valid orders
- * are tagged with their order's index and gathered in all. */
-static json_t *check_orders(json_t *orders, json_t *all)
+/* A route task's order: [chat_token or null, uuid, ...] (route.c). */
+static int order_code(json_t *order)
 {
-    json_t *codes = json_array();
-    size_t o, i;
-    json_t *order, *item;
-    json_array_foreach(orders, o, order) {
-        const char *token = json_string_value(json_object_get(order, "chat_token"));
-        int valid = token ? token_valid(token) : 1;
-        json_array_append_new(codes, json_integer(valid > 0 ? GW_OK : valid < 0 ? GW_ERR_INTERNAL
-                                                                               : GW_ERR_BAD_TOKEN));
-        if (valid > 0)
-            json_array_foreach(json_object_get(order, "items"), i, item) {
-                json_object_set_new(item, "o", json_integer((json_int_t)o));
-                json_object_set_new(item, "i", json_integer((json_int_t)i));
-                json_array_append(all, item);
-            }
-    }
-    return codes;
+    const char *token = json_string_value(json_array_get(order, 0));
+    int valid = token ? token_valid(token) : 1;
+    return valid > 0 ? GW_OK : valid < 0 ? GW_ERR_INTERNAL : GW_ERR_BAD_TOKEN;
+}
+
+typedef struct {
+    json_t *result;   /* the order's compact result */
+    size_t index;     /* the item's index in its order */
+} route_target;
+
+static void add_target(json_t *row, int local, void *arg)
+{
+    route_target *rt = arg;
+    json_t *list = json_object_get(rt->result, local ? "l" : "r");
+    json_int_t i = (json_int_t)rt->index;
+    if (local)
+        json_array_append_new(list, json_pack("[I,O]", i, json_object_get(row, "session")));
+    else
+        json_array_append_new(list, json_pack("[I,O,O,O]", i, json_object_get(row, "ip"),
+                                              json_object_get(row, "port"),
+                                              json_object_get(row, "client_id")));
 }
 
 /* One compact result per order, {c: code, l: local, r: remote, n: none}:
  * route.c still holds the orders, so an entry names its item by index:
  * local [i, session], remote [i, ip, port, client_id], none i (no target:
  * the worker stores it, see store.c). */
-static json_t *order_results(json_t *codes)
+static json_t *order_result(json_t *order, int code, route_rows *rows)
 {
-    json_t *results = json_array();
-    size_t o;
-    json_t *code;
-    json_array_foreach(codes, o, code)
-        json_array_append_new(results, json_pack("{s:O,s:[],s:[],s:[]}", "c", code, "l", "r", "n"));
-    return results;
-}
-
-static json_t *result_list(json_t *results, json_t *entry, const char *list)
-{
-    return json_object_get(json_array_get(results, (size_t)json_integer_value(json_object_get(entry, "o"))),
-                           list);
-}
-
-static void deal(json_t *results, json_t *local, json_t *remote, json_t *none)
-{
-    size_t k;
-    json_t *e;
-    json_array_foreach(local, k, e)
-        json_array_append_new(result_list(results, e, "l"),
-                              json_pack("[O,O]", json_object_get(e, "i"), json_object_get(e, "session")));
-    json_array_foreach(remote, k, e)
-        json_array_append_new(result_list(results, e, "r"),
-                              json_pack("[O,O,O,O]", json_object_get(e, "i"), json_object_get(e, "ip"),
-                                        json_object_get(e, "port"), json_object_get(e, "client_id")));
-    json_array_foreach(none, k, e)
-        json_array_append(result_list(results, e, "n"), json_object_get(e, "i"));
+    json_t *result = json_pack("{s:i,s:[],s:[],s:[]}", "c", code, "l", "r", "n");
+    for (size_t i = 0; code == GW_OK && i + 1 < json_array_size(order); i++) {
+        route_target rt = {.result = result, .index = i};
+        const char *uuid = json_string_value(json_array_get(order, i + 1));
+        if (!uuid || each_target(rows, uuid, 0, add_target, &rt) == 0)
+            json_array_append_new(json_object_get(result, "n"), json_integer((json_int_t)i));
+    }
+    return result;
 }
 
 /* A batch of orders (route.c): the uuids of all of them in a few IN
@@ -608,27 +581,26 @@ static void deal(json_t *results, json_t *local, json_t *remote, json_t *none)
 static void op_route(json_t *task)
 {
     json_t *orders = json_object_get(task, "orders");
-    json_t *all = json_array(), *local = json_array(), *remote = json_array(), *none = json_array();
-    json_t *codes = check_orders(orders, all);
-    route_rows rows = {.by_uuid = json_object()};
-    int failed = json_array_size(all) > 0 &&
-                 (!gw_db() || lookup_routes(all, &rows) < 0 ||
-                  split_targets(all, &rows, local, remote, none, 0) < 0);
-    json_t *results = order_results(codes);
-    if (failed) {
-        size_t o;
-        json_t *r;
-        json_array_foreach(results, o, r)
-            if (json_integer_value(json_object_get(r, "c")) == GW_OK)
-                json_object_set_new(r, "c", json_integer(GW_ERR_INTERNAL));
-    } else {
-        deal(results, local, remote, none);
+    json_t *codes = json_array(), *uuids = json_array(), *results = json_array();
+    size_t o, i;
+    json_t *order, *uuid;
+    json_array_foreach(orders, o, order) {
+        int code = order_code(order);
+        json_array_append_new(codes, json_integer(code));
+        json_array_foreach(code == GW_OK ? order : NULL, i, uuid)
+            if (i > 0)
+                json_array_append(uuids, uuid);
     }
-    json_decref(all);
-    json_decref(local);
-    json_decref(remote);
-    json_decref(none);
+    route_rows rows = {.by_uuid = json_object()};
+    int failed = json_array_size(uuids) > 0 && (!gw_db() || lookup_routes(uuids, NULL, &rows) < 0);
+    json_array_foreach(orders, o, order) {
+        int code = (int)json_integer_value(json_array_get(codes, o));
+        if (failed && code == GW_OK)
+            code = GW_ERR_INTERNAL;
+        json_array_append_new(results, order_result(order, code, &rows));
+    }
     json_decref(codes);
+    json_decref(uuids);
     json_decref(rows.by_uuid);
     finish(json_pack("{s:s,s:O,s:o}", "op", "routed", "batch", json_object_get(task, "batch"),
                      "results", results));

@@ -43,7 +43,8 @@ void px_answer(pg_session_id session, int code, const char *msg, json_t *msg_id,
         if (n == 2)
             members[0] = '\0';       /* {} */
     }
-    const char *tail = members ? members : code != PX_OK ? ",\"data\":[]" /* the seed's error shape */ : "";
+    /* errors without extra members get the seed's error shape */
+    const char *tail = members ? members : code != PX_OK ? ",\"data\":[]" : "";
     size_t len;
     char *text = pg_reply_json(code, msg ? msg : code_text(code), msg_id, req_id, tail, &len);
     if (!text || pg_server_send(px.server, session, text, len) < 0)
@@ -108,7 +109,8 @@ static void push_local(pg_session_id session, json_t *req)
         return;
     }
     evbuffer_drain(body, evbuffer_get_length(body));
-    if (pg_json_put(body, json_object_get(req, "chat_token"), "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
+    if (pg_json_put(body, json_object_get(req, "chat_token"),
+                    "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
         pg_json_put(body, json_object_get(req, "client_id"), ",\"client_id\":") < 0 ||
         pg_json_put(body, json_object_get(req, "uuid"), ",\"uuid\":") < 0 ||
         pg_json_put(body, json_object_get(req, "remote_data"), ",\"remote_data\":") < 0 ||

@@ -153,8 +153,8 @@ static void on_answer(target *t, const char *data, size_t len)
     else
         PX_COUNT(refused);
     json_t *msg_id = json_object_get(r, "msg_id");
-    px_answer(p->session, code, json_string_value(json_object_get(r, "msg")), msg_id ? msg_id : p->msg_id,
-              p->req_id, NULL);
+    px_answer(p->session, code, json_string_value(json_object_get(r, "msg")),
+              msg_id ? msg_id : p->msg_id, p->req_id, NULL);
     json_decref(r);
     free_pending(p);
 }
