@@ -200,6 +200,21 @@ class Cluster:
                  "mariadb": [self.stack.mysql_pid], "redis": [self.stack.redis_pid]}
         return {k: cpu_seconds(v) for k, v in parts.items()}
 
+    def gateway_cpu_by_role(self):
+        """CPU seconds so far of the gateways' processes by role, from their
+        titles ("pushgate-gateway: worker 1" -> worker): master (its reactor
+        threads included), manager, worker, task."""
+        roles = {}
+        for pid in sum((g.pids() for g in self.gateways), []):
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    title = f.read().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            role = title.split(": ")[-1].split(" ")[0] if ": " in title else "master"
+            roles[role] = roles.get(role, 0) + cpu_seconds([pid])
+        return roles
+
     def stop(self):
         try:
             for d in reversed(self.daemons):

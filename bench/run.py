@@ -9,7 +9,8 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
   table  - table_bench: shared-memory table get+set per second, 1 and 4 processes
   S1-S4  - the push scenarios (bench/scenarios.py) against a whole system
            on loopback (bench/cluster.py), driven by pushgate-bench
-BENCH_ONLY=engine,s1,s2,s3,s4 picks some of them.
+  latency - S2's load at 1,000 and 200 orders/s: the end-to-end latency floor
+BENCH_ONLY=engine,s1,s2,latency,s3,s4 picks some of them.
 Prints a table and writes bench/results/<date>.json.
 """
 import datetime
@@ -136,6 +137,13 @@ def push_benches(results, rows, only):
          lambda m: ("p50 %s, p99 %s" % (ms(m["latency_ms"], "p50"), ms(m["latency_ms"], "p99")),
                     "missing %s, dups %s" % (m["missing"], m["duplicates"]),
                     "(a rate this box sustains)")),
+        # the latency floor: S2's load at rates far below what the machine delivers
+        ("latency", "S2 1,000 orders/s for 10 s", lambda: sc.s2_push(10000, 10000, 1000),
+         lambda m: ("p50 %s, p99 %s" % (ms(m["latency_ms"], "p50"), ms(m["latency_ms"], "p99")),
+                    "missing %s, dups %s" % (m["missing"], m["duplicates"]), "-")),
+        ("latency", "S2 200 orders/s for 10 s", lambda: sc.s2_push(2000, 10000, 200),
+         lambda m: ("p50 %s, p99 %s" % (ms(m["latency_ms"], "p50"), ms(m["latency_ms"], "p99")),
+                    "missing %s, dups %s" % (m["missing"], m["duplicates"]), "-")),
         ("s3", "S3 slow reader + 1,000 others", lambda: sc.s3_slow_reader(),
          lambda m: ("PSS +%d KB (healthy reader +%d), closed %s" % (
                         m["gateway_pss_growth"] // 1024, m["gateway_pss_growth_healthy_flood"] // 1024,

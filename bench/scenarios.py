@@ -98,7 +98,7 @@ def children_cpu():
 
 
 def cpu_delta(before, after):
-    return {k: round(after[k] - before[k], 2) for k in after}
+    return {k: round(after[k] - before.get(k, 0), 2) for k in after}
 
 
 def acked(c):
@@ -156,11 +156,12 @@ def s2_push(messages, users, rate):
                     hold=messages / max(rate, 5000) + 120)
         b.wait_ready(120)
         cpu0, receivers0, tools0 = c.cpu(), cpu_seconds(tree_pids(b.proc.pid)), children_cpu()
+        roles0 = c.gateway_cpu_by_role()
         p = publish(c, messages, users, rate, c.logdir)
         pub = p.report(messages / max(rate, 5000) + 60)
         publisher = children_cpu() - tools0
         wait_acked(c, messages, messages / max(rate, 5000) + 60)
-        cpu = cpu_delta(cpu0, c.cpu())
+        cpu, roles = cpu_delta(cpu0, c.cpu()), cpu_delta(roles0, c.gateway_cpu_by_role())
         cpu["bench_tools"] = round(cpu_seconds(tree_pids(b.proc.pid)) - receivers0 + publisher, 2)
         r = b.report(messages / max(rate, 5000) + 120)
         return {"messages": messages, "users": users, "rate": rate,
@@ -172,6 +173,8 @@ def s2_push(messages, users, rate):
                 "server_cpu_us_per_msg": round(sum(v for k, v in cpu.items() if k != "bench_tools")
                                                / messages * 1e6, 1),
                 "gateway_cpu_us_per_msg": round(cpu["gateways"] / messages * 1e6, 1),
+                "gateway_cpu_us_per_msg_by_role": {k: round(v / messages * 1e6, 1)
+                                                   for k, v in roles.items()},
                 "bench_tools_cpu_us_per_msg": round(cpu["bench_tools"] / messages * 1e6, 1)}
     finally:
         c.stop()
