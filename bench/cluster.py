@@ -104,6 +104,18 @@ def cpu_seconds(pids):
     return _sum_over(pids, _cpu_ticks) / CLK_TCK
 
 
+def role_of(pid):
+    """A server process's role from its title ("pushgate-gateway: worker 1"
+    -> worker): master (its reactor threads included), manager, worker,
+    task; "gone" when it exited."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            title = f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "gone"
+    return title.split(": ")[-1].split(" ")[0] if ": " in title else "master"
+
+
 class Daemon:
     def __init__(self, name, program, settings, logdir, env):
         self.name = name
@@ -201,17 +213,10 @@ class Cluster:
         return {k: cpu_seconds(v) for k, v in parts.items()}
 
     def gateway_cpu_by_role(self):
-        """CPU seconds so far of the gateways' processes by role, from their
-        titles ("pushgate-gateway: worker 1" -> worker): master (its reactor
-        threads included), manager, worker, task."""
+        """CPU seconds so far of the gateways' processes by role (role_of)."""
         roles = {}
         for pid in sum((g.pids() for g in self.gateways), []):
-            try:
-                with open("/proc/%d/cmdline" % pid, "rb") as f:
-                    title = f.read().split(b"\0")[0].decode(errors="replace")
-            except OSError:
-                continue
-            role = title.split(": ")[-1].split(" ")[0] if ": " in title else "master"
+            role = role_of(pid)
             roles[role] = roles.get(role, 0) + cpu_seconds([pid])
         return roles
 

@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.request
 
-from cluster import APP_TOKEN, BIN, HOST, SECRET, Cluster, cpu_seconds, pss_bytes, tree_pids
+from cluster import APP_TOKEN, BIN, HOST, SECRET, Cluster, cpu_seconds, pss_bytes, role_of, tree_pids
 
 PREFIX = "bench-user-"
 
@@ -239,10 +239,11 @@ def stored_count(c, uuid):
 
 def _others_run(c, g, users, messages, rate, tag, slow=None):
     """users receivers; messages to them at rate, while slow (if any) gets
-    its own flood.  Returns (receiver report, gateway PSS growth): the sum
-    over the gateway's processes of each one's peak while the orders flow
-    minus its PSS just before (the receivers connected), so the heap each
-    process kept or gave back before this run does not count."""
+    its own flood.  Returns (receiver report, gateway PSS growth, the same
+    by process role): the sum over the gateway's processes of each one's
+    peak while the orders flow minus its PSS just before (the receivers
+    connected), so the heap each process kept or gave back before this run
+    does not count."""
     b = connect(c, [g.url], users, c.logdir, name="connect-" + tag, expect=messages,
                 hold=messages / rate + 60)
     b.wait_ready(60)
@@ -262,7 +263,11 @@ def _others_run(c, g, users, messages, rate, tag, slow=None):
     p.report(30)
     if flood:
         flood.report(30)
-    return b.report(messages / rate + 60), sum(peaks.values()) - sum(before.values())
+    by_role = {}
+    for pid, peak in peaks.items():
+        role = role_of(pid)
+        by_role[role] = by_role.get(role, 0) + peak - before.get(pid, 0)
+    return b.report(messages / rate + 60), sum(peaks.values()) - sum(before.values()), by_role
 
 
 def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
@@ -276,17 +281,17 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
         g = c.gateways[0]
         messages = slow_messages // 2
         flood = {"messages": slow_messages, "infos_len": infos_len}
-        base, base_growth = _others_run(c, g, users, messages, rate, "baseline")
+        base, base_growth, _ = _others_run(c, g, users, messages, rate, "baseline")
         healthy = connect(c, [g.url], 1, c.logdir, name="healthy", expect=slow_messages,
                           hold=slow_messages / rate + 60, prefix="healthy-user-")
         healthy.wait_ready(30)
-        control, control_growth = _others_run(c, g, users, messages, rate, "control",
+        control, control_growth, _ = _others_run(c, g, users, messages, rate, "control",
                                               slow=dict(flood, prefix="healthy-user-"))
         healthy_report = healthy.report(slow_messages / rate + 60)
         slow_uuid = "slow-user-0"
         slow = SlowReader(g.port, slow_uuid)
         time.sleep(0.5)
-        loaded, growth = _others_run(c, g, users, messages, rate, "loaded",
+        loaded, growth, growth_by_role = _others_run(c, g, users, messages, rate, "loaded",
                                      slow=dict(flood, prefix="slow-user-"))
         closed = slow.closed_by_server()
         slow.close()
@@ -297,6 +302,7 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
         return {"slow_messages": slow_messages, "slow_closed": closed,
                 "slow_stored": stored_count(c, slow_uuid),
                 "gateway_pss_growth": growth, "buffer_output_size": 2 << 20,
+                "gateway_pss_growth_by_role": growth_by_role,
                 "gateway_pss_growth_baseline": base_growth,
                 "gateway_pss_growth_healthy_flood": control_growth,
                 "others_missing": loaded.get("missing"),
