@@ -26,8 +26,9 @@ int pg_json_frame(struct evbuffer *out, struct evbuffer *body)
     size_t len = evbuffer_get_length(body);
     unsigned char head[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
                              (unsigned char)(len >> 8), (unsigned char)len};
-    /* room first, so a frame is queued whole or not at all */
-    if (len > UINT32_MAX || evbuffer_expand(out, 4 + len) < 0 || evbuffer_add(out, head, 4) < 0)
+    /* the head goes in front of the body, then both move to out in one
+     * step: a frame is queued whole or not at all */
+    if (len > UINT32_MAX || evbuffer_prepend(body, head, 4) < 0)
         return -1;
     return evbuffer_add_buffer(out, body);
 }

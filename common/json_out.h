@@ -18,8 +18,9 @@ struct evbuffer;
 int pg_json_put(struct evbuffer *out, json_t *v, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Appends a 4-byte big-endian length and then all of body (drained),
- * or nothing at all: 0 or -1. */
+/* Appends a 4-byte big-endian length and then all of body (drained), or
+ * nothing at all: 0 or -1 (body may then hold the length too: drain it
+ * before it is used again). */
 int pg_json_frame(struct evbuffer *out, struct evbuffer *body);
 
 #endif
