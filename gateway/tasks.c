@@ -19,6 +19,7 @@
 #define IN_BATCH 256          /* uuids per SELECT ... IN (...), a power of two */
 #define ROWS_MAX 64           /* rows per multi-row statement, a power of two */
 #define DEADLOCK_TRIES 3
+#define SLOW_TASK_MS 100   /* a task this long is logged */
 #define BIG_TASK_BYTES (32 * 1024)
 
 void gw_mysql_result(int ok)
@@ -616,9 +617,17 @@ static void op_token(json_t *task)
 
 /* ---- dispatch ---- */
 
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 void gw_task_handle(int64_t task_id, const char *data, size_t len)
 {
     (void)task_id;
+    uint64_t started = monotonic_ms();
     json_error_t err;
     json_t *task = json_loadb(data, len, 0, &err);
     const char *op = json_string_value(json_object_get(task, "op"));
@@ -640,6 +649,11 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
         op_token(task);
     else
         pg_error("unknown task op '%s'", op);
+    /* Tasks are meant to take milliseconds: the worker's requests behind
+     * one that does not wait meanwhile, so say which one it was. */
+    uint64_t took = monotonic_ms() - started;
+    if (took >= SLOW_TASK_MS)
+        pg_warn("slow task: %s of %zu bytes took %llu ms", op ? op : "?", len, (unsigned long long)took);
     json_decref(task);
     /* A big task (a slow browser's backlog going back to the store) leaves
      * megabytes of freed heap that glibc would keep: give it back. */
