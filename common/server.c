@@ -74,13 +74,6 @@ const pg_conf_def pg_server_conf_defs[] = {
 };
 const size_t pg_server_conf_ndefs = sizeof(pg_server_conf_defs) / sizeof(pg_server_conf_defs[0]);
 
-uint64_t pg_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 pg_server *pg_server_new(const char *name, const pg_server_settings *settings,
                          const pg_server_callbacks *callbacks)
 {

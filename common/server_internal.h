@@ -109,7 +109,6 @@ struct pg_server {
 
 /* server.c */
 void pg_server_run_hooks(pg_server *s, pg_hook hook, int worker_id);
-uint64_t pg_now_ms(void);
 
 /* server_master.c */
 int pg_master_run(pg_server *s);

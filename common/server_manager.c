@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "proctitle.h"
+#include "timer.h"
 
 #include <errno.h>
 #include <poll.h>

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 
 typedef struct pg_timer {
     struct event *ev;
@@ -158,4 +159,11 @@ int pg_timer_clear(int64_t timer_id)
 int pg_timer_count(void)
 {
     return (int)pg_idmap_count(tl_map);
+}
+
+uint64_t pg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }

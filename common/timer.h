@@ -27,4 +27,7 @@ void pg_timer_clear_all(void);
 /* Number of active timers of the calling thread. */
 int pg_timer_count(void);
 
+/* Milliseconds on the monotonic clock (for durations and deadlines). */
+uint64_t pg_now_ms(void);
+
 #endif

@@ -150,8 +150,8 @@ static size_t rows_next(size_t left)
     return rows;
 }
 
-/* Runs head followed by rows groups of cols placeholders, "(?,?),(?,?)",
- * with params in row order.  0 or -1. */
+/* Runs head followed by one parenthesized group of cols placeholders for
+ * each of rows rows, with params in row order.  0 or -1. */
 static int exec_rows(const char *head, int cols, size_t rows, const pg_db_value *params)
 {
     char sql[160 + ROWS_MAX * 16];   /* up to 7 columns a row */
@@ -617,17 +617,10 @@ static void op_token(json_t *task)
 
 /* ---- dispatch ---- */
 
-static uint64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 void gw_task_handle(int64_t task_id, const char *data, size_t len)
 {
     (void)task_id;
-    uint64_t started = monotonic_ms();
+    uint64_t started = pg_now_ms();
     json_error_t err;
     json_t *task = json_loadb(data, len, 0, &err);
     const char *op = json_string_value(json_object_get(task, "op"));
@@ -651,7 +644,7 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
         pg_error("unknown task op '%s'", op);
     /* Tasks are meant to take milliseconds: the worker's requests behind
      * one that does not wait meanwhile, so say which one it was. */
-    uint64_t took = monotonic_ms() - started;
+    uint64_t took = pg_now_ms() - started;
     if (took >= SLOW_TASK_MS)
         pg_warn("slow task: %s of %zu bytes took %llu ms", op ? op : "?", len, (unsigned long long)took);
     json_decref(task);
