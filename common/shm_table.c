@@ -618,6 +618,24 @@ int pg_table_incr_float(pg_table *t, const char *key, int col, double by, double
     return 0;
 }
 
+/* With the bucket locked: take the row link points at off its chain.  One
+ * store, so the chain stays whole.  The row's index, for release_row. */
+static uint32_t unlink_row(pg_table *t, uint32_t *link)
+{
+    uint32_t i = *link;
+    __atomic_store_n(link, row_at(t, i)->next, __ATOMIC_RELAXED);
+    return i;
+}
+
+/* After the bucket is unlocked: the unlinked row is unreachable, so it goes
+ * back to the pool without the bucket lock. */
+static void release_row(pg_table *t, uint32_t i)
+{
+    if (i >= t->nb)
+        pool_put(t, i);
+    atomic_fetch_sub_explicit(&t->hdr->count, 1, memory_order_relaxed);
+}
+
 int pg_table_del(pg_table *t, const char *key)
 {
     struct loc l;
@@ -626,18 +644,37 @@ int pg_table_del(pg_table *t, const char *key)
     if (lock(&l.slot->lock) != 0)
         return -1;
     uint32_t *link = find(t, &l, key, NULL);
-    if (link == NULL) {
+    uint32_t i = link ? unlink_row(t, link) : NIL;
+    unlock(&l.slot->lock);
+    if (i == NIL)
+        return -1;
+    release_row(t, i);
+    return 0;
+}
+
+int pg_table_update(pg_table *t, const char *key, pg_table_update_fn fn, void *arg)
+{
+    struct loc l;
+    if (fn == NULL || locate(t, key, &l) != 0)
+        return -1;
+    if (lock(&l.slot->lock) != 0)
+        return -1;
+    int home_used;
+    uint32_t *link = find(t, &l, key, &home_used);
+    int found = link != NULL;
+    struct row_hdr *r = found ? row_at(t, *link) : insert(t, &l, key, home_used, NULL);
+    if (r == NULL) {
         unlock(&l.slot->lock);
         return -1;
     }
-    uint32_t i = *link;
-    /* One store: the chain stays whole. */
-    __atomic_store_n(link, row_at(t, i)->next, __ATOMIC_RELAXED);
+    pg_table_verdict verdict = fn(row_values(r), found, arg);
+    uint32_t i = NIL;
+    if (verdict == PG_TABLE_DELETE)
+        i = unlink_row(t, found ? link : find(t, &l, key, NULL));
     unlock(&l.slot->lock);
-    if (i >= t->nb)
-        pool_put(t, i); /* unreachable now, so no bucket lock needed */
-    atomic_fetch_sub_explicit(&t->hdr->count, 1, memory_order_relaxed);
-    return 0;
+    if (i != NIL)
+        release_row(t, i);
+    return (int)verdict;
 }
 
 void pg_table_iterate(pg_table *t, pg_table_iter_fn fn, void *arg)

@@ -69,6 +69,15 @@ int pg_table_incr_float(pg_table *t, const char *key, int col, double by, double
 /* 0 deleted, -1 missing. */
 int pg_table_del(pg_table *t, const char *key);
 
+/* Read, change and write key's row as one step under its bucket lock, for a
+ * value that several processes change (a short list kept in a row, say).  fn
+ * changes the row's values in place; when the key is missing they are zeroed
+ * and found is 0.  fn must not use the table.  Returns fn's verdict, or -1:
+ * bad key, or the key missing and the table full. */
+typedef enum { PG_TABLE_KEEP, PG_TABLE_DELETE } pg_table_verdict;
+typedef pg_table_verdict (*pg_table_update_fn)(void *row, int found, void *arg);
+int pg_table_update(pg_table *t, const char *key, pg_table_update_fn fn, void *arg);
+
 /* Calls fn for every row with a copy of its key and value (the bucket lock is
  * not held during fn, so fn may use the table).  fn returns non-zero to stop. */
 typedef int (*pg_table_iter_fn)(const char *key, const void *row, void *arg);

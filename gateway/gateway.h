@@ -134,6 +134,17 @@ void gw_push(pg_session_id session, const char *uuid, const char *id, const char
 void gw_session_pipe_message(const char *data, size_t len);
 int gw_session_ack(pg_session_id session, const char *id);
 
+/* uuid_index.c: this node's sessions of each uuid, in shared memory (any
+ * process; created before fork).  A uuid's row names at most
+ * GW_INDEX_SESSIONS of them. */
+#define GW_INDEX_SESSIONS 4
+int gw_uuid_index_create(uint32_t capacity);
+void gw_uuid_index_destroy(void);
+void gw_uuid_index_add(const char *uuid, pg_session_id session);
+void gw_uuid_index_remove(const char *uuid, pg_session_id session);
+/* Up to max sessions of uuid into sessions; how many. */
+size_t gw_uuid_index_get(const char *uuid, pg_session_id *sessions, size_t max);
+
 /* browser.c */
 void gw_browser_message(pg_session_id session, const char *data, size_t len);
 /* A session's registration or offline page (one result). */

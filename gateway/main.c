@@ -210,6 +210,7 @@ int main(int argc, char **argv)
     if (check_settings() == 0 &&
         (gw.counters = pg_shm_alloc(sizeof(*gw.counters))) != NULL &&
         gw_sessions_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
+        gw_uuid_index_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
         (gw.server = pg_server_new("pushgate-gateway", &gw.server_cfg, &cb)) != NULL &&
         listen_ports() == 0 && gw_node_register() == 0) {
         pg_server_set_generation(gw.server, gw.generation);
@@ -218,6 +219,7 @@ int main(int argc, char **argv)
     }
     pg_server_free(gw.server);
     pg_table_destroy(gw.sessions);
+    gw_uuid_index_destroy();
     if (gw.counters)
         pg_shm_free(gw.counters, sizeof(*gw.counters));
     pg_daemon_done(tables, ntables);

@@ -9,7 +9,13 @@
  * few IN queries and answers with one result per order (batch.c does the
  * collecting).  The orders stay here meanwhile: the task carries only
  * the uuids, and the results name items by index; items that reach nobody
- * are stored afterwards (store.c). */
+ * are stored afterwards (store.c).
+ *
+ * Sessions on this node do not wait for the lookup: the shared uuid index
+ * (uuid_index.c) names them, so they get the event as the order arrives.
+ * Each item keeps the sessions it reached so ("early"), and the answer
+ * skips them; an item that reached one is delivered even if MySQL does not
+ * list that session yet (its registration is still on the way). */
 #include "gateway.h"
 
 #include "log.h"
@@ -101,8 +107,42 @@ static size_t order_bytes(json_t *order)
     return 128 + 96 * json_array_size(json_object_get(order, "items"));
 }
 
+/* Only with a chat_token known to be valid (a chat message has none: its
+ * sender is a signed-in browser), and not while the node drains. */
+static int may_push_early(json_t *order)
+{
+    json_t *token = json_object_get(order, "chat_token");
+    return !atomic_load(&gw.counters->draining) &&
+           (!token || gw_token_cached(json_string_value(token)) == 1);
+}
+
+static void push_early(json_t *item)
+{
+    const char *uuid = json_string_value(json_object_get(item, "uuid"));
+    pg_session_id sessions[GW_INDEX_SESSIONS];
+    size_t n = uuid ? gw_uuid_index_get(uuid, sessions, GW_INDEX_SESSIONS) : 0;
+    json_t *early = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!gw_session_is(sessions[i], uuid))
+            continue;   /* closed a moment ago */
+        gw_push(sessions[i], uuid, json_string_value(json_object_get(item, "id")),
+                json_string_value(json_object_get(item, "payload")), 0);
+        if (!early)
+            early = json_array();
+        json_array_append_new(early, json_integer((json_int_t)sessions[i]));
+    }
+    if (early)
+        json_object_set_new(item, "early", early);
+}
+
 void gw_route(json_t *order)
 {
+    if (may_push_early(order)) {
+        size_t k;
+        json_t *item;
+        json_array_foreach(json_object_get(order, "items"), k, item)
+            push_early(item);
+    }
     gw_batch_add(&orders, order, order_bytes(order));
 }
 
@@ -120,20 +160,45 @@ static json_t *item_of(json_t *order, json_t *index)
     return json_array_get(json_object_get(order, "items"), (size_t)json_integer_value(index));
 }
 
-/* Local sessions get the event now, straight from the compact result:
- * no intermediate target objects on the busiest path.  Returns how many. */
+static int reached_early(json_t *item, json_t *session)
+{
+    size_t k;
+    json_t *s;
+    json_array_foreach(json_object_get(item, "early"), k, s)
+        if (json_integer_value(s) == json_integer_value(session))
+            return 1;
+    return 0;
+}
+
+static json_int_t early_count(json_t *order)
+{
+    json_int_t n = 0;
+    size_t k;
+    json_t *item;
+    json_array_foreach(json_object_get(order, "items"), k, item)
+        n += (json_int_t)json_array_size(json_object_get(item, "early"));
+    return n;
+}
+
+/* Local sessions not reached early get the event now, straight from the
+ * compact result: no intermediate target objects on the busiest path.
+ * Returns how many. */
 static json_int_t push_local(json_t *order, json_t *compact)
 {
     size_t k;
     json_t *e;
+    json_int_t pushed = 0;
     json_array_foreach(json_object_get(compact, "l"), k, e) {
         json_t *item = item_of(order, json_array_get(e, 0));
+        if (reached_early(item, json_array_get(e, 1)))
+            continue;
         gw_push((pg_session_id)json_integer_value(json_array_get(e, 1)),
                 json_string_value(json_object_get(item, "uuid")),
                 json_string_value(json_object_get(item, "id")),
                 json_string_value(json_object_get(item, "payload")), 0);
+        pushed++;
     }
-    return (json_int_t)json_array_size(json_object_get(compact, "l"));
+    return pushed;
 }
 
 /* An order's result in the form gw_internal_routed takes, from the task
@@ -145,7 +210,7 @@ static json_t *routed_of(json_t *order, json_t *compact)
     size_t k;
     json_t *e;
     int ok = json_integer_value(json_object_get(compact, "c")) == GW_OK;
-    json_int_t delivered = ok ? push_local(order, compact) : 0;
+    json_int_t delivered = early_count(order) + (ok ? push_local(order, compact) : 0);
     json_array_foreach(json_object_get(compact, "r"), k, e) {
         json_t *item = item_of(order, json_array_get(e, 0));
         json_array_append_new(remote, json_pack("{s:O,s:O,s:O,s:O,s:O,s:O}", "ip", json_array_get(e, 1),
@@ -156,6 +221,8 @@ static json_t *routed_of(json_t *order, json_t *compact)
     }
     json_array_foreach(json_object_get(compact, "n"), k, e) {
         json_t *item = item_of(order, e);
+        if (json_object_get(item, "early"))
+            continue;
         json_array_append_new(offline, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(item, "uuid"),
                                                  "msg_id", json_object_get(item, "id"), "payload",
                                                  json_object_get(item, "payload")));
@@ -164,6 +231,16 @@ static json_t *routed_of(json_t *order, json_t *compact)
                      json_object_get(order, "ctx"), "msg_id", json_object_get(order, "msg_id"), "code",
                      json_object_get(compact, "c"), "delivered", delivered, "remote", remote, "offline",
                      offline, "stored", 0);
+}
+
+/* The task worker's verdict on an order's chat_token, for may_push_early. */
+static void learn_token(json_t *order, json_t *compact)
+{
+    const char *token = json_string_value(json_object_get(order, "chat_token"));
+    json_int_t code = json_integer_value(json_object_get(compact, "c"));
+    if (token && (code == GW_OK || code == GW_ERR_BAD_TOKEN) &&
+        gw_token_cached(token) != (code == GW_OK))
+        gw_token_remember(token, code == GW_OK);
 }
 
 void gw_route_done(json_t *result)
@@ -178,6 +255,7 @@ void gw_route_done(json_t *result)
     json_t *order;
     json_array_foreach(batch, o, order) {
         json_t *compact = json_array_get(json_object_get(result, "results"), o);
+        learn_token(order, compact);
         json_t *r = json_is_integer(json_object_get(compact, "c")) ? routed_of(order, compact) : NULL;
         if (r)
             gw_internal_routed(r);

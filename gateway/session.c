@@ -366,6 +366,8 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
     pg_table_row_set_int(gw.sessions, row, gw.col_connected_at, (int64_t)time(NULL));
     if (pg_table_set(gw.sessions, key, row) < 0)
         pg_error("session table full: session %s of %s is not routable locally", key, uuid);
+    else
+        gw_uuid_index_add(uuid, session);
     register_session(session, uuid);
     return 0;
 }
@@ -390,6 +392,7 @@ void gw_session_closed(pg_session_id session)
     if (b->uuid[0]) {
         char key[17], client_id[192];
         gw_session_key(session, key);
+        gw_uuid_index_remove(b->uuid, session);
         pg_table_del(gw.sessions, key);
         store_unacked(b->uuid, b->pending, b->npending, 0, b->session);
         gw_client_id(session, client_id, sizeof(client_id));

@@ -618,6 +618,96 @@ static void test_concurrent_processes(void **state)
     alarm(0);
 }
 
+/* pg_table_update: column i as a set of bits; a row whose set empties goes. */
+struct bit_change {
+    int col;
+    int64_t bit;
+    int add;
+    const pg_table *t;
+};
+
+static pg_table_verdict change_bit(void *row, int found, void *arg)
+{
+    struct bit_change *c = arg;
+    int64_t bits = found ? pg_table_row_get_int(c->t, row, c->col) : 0;
+    bits = c->add ? bits | c->bit : bits & ~c->bit;
+    pg_table_row_set_int(c->t, row, c->col, bits);
+    return bits ? PG_TABLE_KEEP : PG_TABLE_DELETE;
+}
+
+static int update_bit(pg_table *t, int col, const char *key, int bit, int add)
+{
+    struct bit_change c = {.col = col, .bit = (int64_t)1 << bit, .add = add, .t = t};
+    return pg_table_update(t, key, change_bit, &c);
+}
+
+static void test_update(void **state)
+{
+    (void)state;
+    int ci, cf, cs;
+    pg_table *t = make_table(2, &ci, &cf, &cs);
+    char *row = calloc(1, pg_table_row_size(t));
+    /* a missing key that stays empty is not created */
+    assert_int_equal(update_bit(t, ci, "a", 0, 0), PG_TABLE_DELETE);
+    assert_int_equal(pg_table_count(t), 0);
+    assert_int_equal(update_bit(t, ci, "a", 0, 1), PG_TABLE_KEEP);
+    assert_int_equal(update_bit(t, ci, "a", 3, 1), PG_TABLE_KEEP);
+    assert_int_equal(pg_table_get(t, "a", row), 0);
+    assert_int_equal(pg_table_row_get_int(t, row, ci), 9);
+    assert_int_equal(update_bit(t, ci, "b", 1, 1), PG_TABLE_KEEP);
+    /* full: a new key fails, existing ones still change */
+    assert_int_equal(update_bit(t, ci, "c", 1, 1), -1);
+    assert_int_equal(update_bit(t, ci, "a", 0, 0), PG_TABLE_KEEP);
+    assert_int_equal(update_bit(t, ci, "a", 3, 0), PG_TABLE_DELETE);
+    assert_int_equal(pg_table_get(t, "a", NULL), -1);
+    assert_int_equal(pg_table_count(t), 1);
+    assert_int_equal(update_bit(t, ci, "c", 1, 1), PG_TABLE_KEEP);
+    assert_int_equal(update_bit(t, ci, "", 1, 1), -1);
+    assert_int_equal(pg_table_update(t, "a", NULL, NULL), -1);
+    free(row);
+    pg_table_destroy(t);
+}
+
+/* Processes adding and removing their own bit of the same rows, which come
+ * and go meanwhile: no change is lost. */
+static void test_update_concurrent(void **state)
+{
+    (void)state;
+    set_timeout(30);
+    int ci, cf, cs;
+    pg_table *t = make_table(64, &ci, &cf, &cs);
+    enum { NPROC = 4, ROUNDS = 5000 };
+    pid_t pids[NPROC];
+    for (int p = 0; p < NPROC; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            for (int i = 0; i < ROUNDS; i++)
+                if (update_bit(t, ci, hot_keys[i % 10], p, 1) < 0 ||
+                    update_bit(t, ci, hot_keys[i % 10], p, 0) < 0)
+                    _exit(1);
+            for (int k = 0; k < 10; k++)
+                if (update_bit(t, ci, hot_keys[k], p, 1) != PG_TABLE_KEEP)
+                    _exit(1);
+            _exit(0);
+        }
+    }
+    for (int p = 0; p < NPROC; p++) {
+        int st;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    char *row = calloc(1, pg_table_row_size(t));
+    for (int k = 0; k < 10; k++) {
+        assert_int_equal(pg_table_get(t, hot_keys[k], row), 0);
+        assert_int_equal(pg_table_row_get_int(t, row, ci), (1 << NPROC) - 1);
+    }
+    assert_int_equal(pg_table_count(t), 10);
+    free(row);
+    pg_table_destroy(t);
+    alarm(0);
+}
+
 struct thr_arg {
     pg_table *t;
     int ci;
@@ -890,6 +980,8 @@ int main(void)
         cmocka_unit_test(test_bad_keys),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_incr),
+        cmocka_unit_test(test_update),
+        cmocka_unit_test(test_update_concurrent),
         cmocka_unit_test(test_iterate),
         cmocka_unit_test(test_collisions),
         cmocka_unit_test(test_concurrent_processes),
