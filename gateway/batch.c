@@ -18,8 +18,8 @@
  * thousands of one-request tasks.  Should an answer never come (a task
  * worker died), the hold ends after HOLD_MAX_MS.
  *
- * Order: the tasks of one session go to one task worker (gw_task with
- * order_key = session), which runs them in the order they were sent.  A
+ * Order: the tasks of one session go to one task worker (gw_task to
+ * gw_task_worker_of(session)), which runs them in the order they were sent.  A
  * batch bound for a task worker is sent, held or not, before any keyed task
  * for that worker, so that, say, the unregister of a browser that closed in
  * the same loop pass never overtakes its registration waiting here. */
@@ -160,14 +160,25 @@ void gw_batch_stop(gw_batch *b, int send)
     }
 }
 
-int gw_task_worker_of(uint64_t order_key)
+/* Which task worker does what.  MySQL is at times slow to write: under a
+ * flood of stores, INSERTs were seen to take over 100 ms on both task
+ * workers at once, and every route queued behind them waited as long.  So
+ * with two task workers or more, task worker 0 never writes.  Routes, which
+ * only read, go to the least busy task worker: task worker 0 whenever the
+ * others are held up by writes.  The writers, 1 and up, take each session's
+ * tasks (registration, pages, ACKs, unregister: all on one, in order) and
+ * the stores, in turn when they belong to no session. */
+int gw_task_worker_of(uint64_t session)
 {
-    return order_key ? (int)(order_key % (uint64_t)gw.server_cfg.task_worker_num) : -1;
+    static uint64_t turn;
+    uint64_t n = (uint64_t)gw.server_cfg.task_worker_num;
+    if (n < 2)
+        return 0;
+    return 1 + (int)((session ? session : ++turn) % (n - 1));
 }
 
-int gw_task(json_t *op, uint64_t order_key)
+int gw_task(json_t *op, int dst)
 {
-    int dst = gw_task_worker_of(order_key);
     for (gw_batch *b = waiting; dst >= 0 && b;) {
         if (b->dst == dst) {
             flush(b);

@@ -304,7 +304,7 @@ static void ask_page(pg_session_id session, const char *uuid, json_t *after, int
                              (json_int_t)session, "uuid", uuid, "after", after);
     if (online)
         json_object_set_new(task, "online", json_true());
-    gw_task(task, session);
+    gw_task(task, gw_task_worker_of(session));
 }
 
 /* Stored messages, oldest first; the next page is asked for when there is more. */

@@ -182,8 +182,8 @@ void gw_token_forget_all(void);
  * when the pass ends, or sooner when max_items or package_max_length bytes
  * are reached; the task worker answers each.  A batch that holds keeps one
  * task in flight: the next goes once gw_batch_answered says it came back.
- * Keyed tasks (gw_task) first send the batches bound for their task worker,
- * so they never overtake them. */
+ * Tasks sent with gw_task first send the batches bound for their task
+ * worker, so they never overtake them. */
 typedef struct gw_batch {
     const char *op, *field;
     int dst;
@@ -203,10 +203,13 @@ void gw_batch_add(gw_batch *b, json_t *item, size_t bytes);
 void gw_batch_answered(gw_batch *b);
 /* The worker stops: what waits is sent (send) or failed. */
 void gw_batch_stop(gw_batch *b, int send);
-/* Send a task (op object, stolen); a session's tasks (order_key = session)
- * all go to one task worker, in order.  0 or -1. */
-int gw_task(json_t *op, uint64_t order_key);
-int gw_task_worker_of(uint64_t order_key);   /* -1 for key 0: any */
+/* Send a task (op object, stolen) to task worker dst, -1: the least busy.
+ * 0 or -1. */
+int gw_task(json_t *op, int dst);
+/* The task worker of a session's tasks, which it runs in order; for
+ * session 0, a writer in turn.  With two task workers or more, never task
+ * worker 0, which is kept for reads (routes). */
+int gw_task_worker_of(uint64_t session);
 
 /* awaiting.c: workers.  Values waiting for a task's answer under ids handed
  * out in order (0: none could be given); drop frees a value the sweep or

@@ -145,7 +145,7 @@ static void push_local(pg_session_id session, json_t *req)
         /* a verdict from a moment ago: no task round trip */
         push_checked(req, cached ? GW_OK : GW_ERR_BAD_TOKEN);
     } else if (gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req),
-                       0) < 0) {
+                       -1) < 0) {
         reply_error(session, GW_ERR_BUSY, "could not queue the push", req);
     }
 }

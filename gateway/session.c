@@ -138,7 +138,7 @@ static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away,
     }
     size_t n = json_array_size(list);
     if (gw_task(json_pack("{s:s,s:o,s:I}", "op", "store", "items", list, "keep_away",
-                          (json_int_t)keep_away), owner) < 0)
+                          (json_int_t)keep_away), gw_task_worker_of(owner)) < 0)
         pg_error("%zu unacknowledged message(s) to %s could not be handed to a task worker", n, uuid);
 }
 
@@ -147,8 +147,8 @@ static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away,
  * session still open that did not acknowledge them (ack_timeout), which must
  * not get them pushed again at once; 0 for none.  owner: the session whose
  * backlog it is (0: none); its tasks all go to that session's task worker,
- * so a big backlog keeps one task worker busy, and routing, which picks
- * the least busy, goes on at the other. */
+ * a writer, so a big backlog keeps one writer busy, and routing, which
+ * picks the least busy task worker, goes on at task worker 0 (batch.c). */
 static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_session_id keep_away,
                           pg_session_id owner)
 {
@@ -396,7 +396,8 @@ void gw_session_closed(pg_session_id session)
         pg_table_del(gw.sessions, key);
         store_unacked(b->uuid, b->pending, b->npending, 0, b->session);
         gw_client_id(session, client_id, sizeof(client_id));
-        gw_task(json_pack("{s:s,s:s}", "op", "unregister", "client_id", client_id), session);
+        gw_task(json_pack("{s:s,s:s}", "op", "unregister", "client_id", client_id),
+                gw_task_worker_of(session));
     }
     free_session(b);
 }
@@ -546,7 +547,8 @@ int gw_session_ack(pg_session_id session, const char *id)
         if (strcmp(b->pending[i].id, id) != 0)
             continue;
         if (b->pending[i].from_offline)
-            gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id), session);
+            gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id),
+                    gw_task_worker_of(session));
         b->pending_bytes -= b->pending[i].bytes;
         free_pending(&b->pending[i]);
         memmove(b->pending + i, b->pending + i + 1, (--b->npending - i) * sizeof(*b->pending));
@@ -555,6 +557,7 @@ int gw_session_ack(pg_session_id session, const char *id)
     }
     /* Not pending here: it may have gone back to the store after ack_timeout. */
     if (b->uuid[0])
-        gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id), session);
+        gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id),
+                gw_task_worker_of(session));
     return 0;
 }

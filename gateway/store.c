@@ -123,6 +123,8 @@ void gw_store_routed(json_t *routed, json_t *items)
     *w = (waiting_message){.routed = json_incref(routed), .remaining = json_array_size(items)};
     size_t i;
     json_t *item;
+    if (!stores.items)
+        stores.dst = gw_task_worker_of(0);   /* a writer, in turn */
     json_array_foreach(items, i, item) {
         json_object_set_new(item, "t", json_integer((json_int_t)ticket));
         gw_batch_add(&stores, json_incref(item),

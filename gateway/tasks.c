@@ -657,8 +657,8 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
 void gw_tasks_start(int task_worker_id)
 {
     gw_db();
-    if (task_worker_id == 0)
-        gw_node_start_heartbeat();
+    if (task_worker_id == gw.server_cfg.task_worker_num - 1)
+        gw_node_start_heartbeat();   /* a write: on a writer (batch.c) */
 }
 
 void gw_tasks_stop(void)
