@@ -23,6 +23,10 @@ APP_TOKEN = "bench-app-token"
 STREAM = "pushgate:worksheets"
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# BENCH_GATEWAY_SET="worker_num=1,task_worker_num=3": settings every gateway
+# gets on top of the scenario's, to measure a tuning with the same scenarios
+GATEWAY_SET = dict(kv.split("=", 1) for kv in
+                   os.environ.get("BENCH_GATEWAY_SET", "").split(",") if "=" in kv)
 
 
 def free_port():
@@ -187,6 +191,7 @@ class Cluster:
                         ack_timeout=30, node_heartbeat_interval=1, node_dead_after=10,
                         heartbeat_idle_time=600, log_level="warn")
         settings.update(overrides)
+        settings.update(GATEWAY_SET)
         g = self.start("gateway-%d" % index, "pushgate-gateway", **settings)
         g.port, g.internal_port = settings["port"], settings["internal_port"]
         g.url = "ws://%s:%d/" % (HOST, g.port)

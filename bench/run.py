@@ -10,7 +10,9 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
   S1-S4  - the push scenarios (bench/scenarios.py) against a whole system
            on loopback (bench/cluster.py), driven by pushgate-bench
   latency - S2's load at 1,000 and 200 orders/s: the end-to-end latency floor
-BENCH_ONLY=engine,s1,s2,latency,s3,s4 picks some of them.
+BENCH_ONLY=engine,s1,s2,latency,s3,s4 picks some of them;
+BENCH_GATEWAY_SET=key=value,... adds settings to every gateway (the results
+file records them).
 Prints a table and writes bench/results/<date>.json.
 """
 import datetime
@@ -166,9 +168,10 @@ def push_benches(results, rows, only):
 
 
 def main():
+    from cluster import GATEWAY_SET
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
-               "cpus": os.cpu_count(), "scenarios": {}}
+               "cpus": os.cpu_count(), "gateway_set": GATEWAY_SET, "scenarios": {}}
     rows = []
     if not only or "engine" in only:
         engine_benches(results, rows)

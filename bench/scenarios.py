@@ -3,6 +3,7 @@
 dict of figures; bench/run.py repeats them and takes medians."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -300,6 +301,7 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
             time.sleep(0.5)
         p99 = lambda r: max(r["latency_ms"]["p99"], 0.001)  # noqa: E731
         return {"slow_messages": slow_messages, "slow_closed": closed,
+                "slow_tasks": slow_tasks(g),
                 "slow_stored": stored_count(c, slow_uuid),
                 "gateway_pss_growth": growth, "buffer_output_size": 2 << 20,
                 "gateway_pss_growth_by_role": growth_by_role,
@@ -314,6 +316,15 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
                 "p99_ratio_vs_healthy": p99(loaded) / p99(control)}
     finally:
         c.stop()
+
+
+def slow_tasks(g):
+    """The task workers' "slow task" log lines (tasks.c): which task worker
+    was held up, by what and how long; a stall of MariaDB shows on both at
+    once unless only one of them writes."""
+    found = re.findall(r"\] (task \d+) \(pid \d+\): slow task: (\w+) of \d+ bytes took (\d+) ms",
+                       g.log())
+    return ["%s %s %s ms" % f for f in found]
 
 
 # ---- S4: reconnect storm ----
