@@ -580,32 +580,46 @@ static void test_collisions(void **state)
 static const char *const hot_keys[10] = {"h0", "h1", "h2", "h3", "h4",
                                          "h5", "h6", "h7", "h8", "h9"};
 
+/* Runs work(t, col, p) in nproc processes p = 0..nproc-1 at once; each must
+ * return 0. */
+static void in_processes(int nproc, pg_table *t, int col, int (*work)(pg_table *, int, int))
+{
+    pid_t pids[8];
+    assert_true(nproc <= 8);
+    for (int p = 0; p < nproc; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0)
+            _exit(work(t, col, p) == 0 ? 0 : 1);
+    }
+    for (int p = 0; p < nproc; p++) {
+        int st;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+}
+
+enum { INCR_PROCS = 4, INCR_PER_PROC = 20000 };
+
+/* Column col (int) and col + 1 (float) of the hot keys, incremented. */
+static int incr_hot_keys(pg_table *t, int col, int p)
+{
+    (void)p;
+    for (int i = 0; i < INCR_PER_PROC; i++)
+        if (pg_table_incr(t, hot_keys[i % 10], col, 1, NULL) != 0 ||
+            pg_table_incr_float(t, hot_keys[i % 10], col + 1, 0.5, NULL) != 0)
+            return -1;
+    return 0;
+}
+
 static void test_concurrent_processes(void **state)
 {
     (void)state;
     set_timeout(30);
     int ci, cf, cs;
     pg_table *t = make_table(64, &ci, &cf, &cs);
-    enum { NPROC = 4, PER = 20000 };
-    pid_t pids[NPROC];
-    for (int p = 0; p < NPROC; p++) {
-        pids[p] = fork();
-        assert_true(pids[p] >= 0);
-        if (pids[p] == 0) {
-            for (int i = 0; i < PER; i++) {
-                if (pg_table_incr(t, hot_keys[i % 10], ci, 1, NULL) != 0)
-                    _exit(1);
-                if (pg_table_incr_float(t, hot_keys[i % 10], cf, 0.5, NULL) != 0)
-                    _exit(1);
-            }
-            _exit(0);
-        }
-    }
-    for (int p = 0; p < NPROC; p++) {
-        int st;
-        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
-        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    }
+    enum { NPROC = INCR_PROCS, PER = INCR_PER_PROC };
+    in_processes(NPROC, t, ci, incr_hot_keys);   /* make_table: cf is ci + 1 */
     char *row = calloc(1, pg_table_row_size(t));
     for (int k = 0; k < 10; k++) {
         assert_int_equal(pg_table_get(t, hot_keys[k], row), 0);
@@ -668,6 +682,21 @@ static void test_update(void **state)
     pg_table_destroy(t);
 }
 
+enum { UPDATE_ROUNDS = 5000 };
+
+/* Process p's bit of the hot keys, added and removed, then added for good. */
+static int flip_own_bit(pg_table *t, int col, int p)
+{
+    for (int i = 0; i < UPDATE_ROUNDS; i++)
+        if (update_bit(t, col, hot_keys[i % 10], p, 1) < 0 ||
+            update_bit(t, col, hot_keys[i % 10], p, 0) < 0)
+            return -1;
+    for (int k = 0; k < 10; k++)
+        if (update_bit(t, col, hot_keys[k], p, 1) != PG_TABLE_KEEP)
+            return -1;
+    return 0;
+}
+
 /* Processes adding and removing their own bit of the same rows, which come
  * and go meanwhile: no change is lost. */
 static void test_update_concurrent(void **state)
@@ -676,27 +705,8 @@ static void test_update_concurrent(void **state)
     set_timeout(30);
     int ci, cf, cs;
     pg_table *t = make_table(64, &ci, &cf, &cs);
-    enum { NPROC = 4, ROUNDS = 5000 };
-    pid_t pids[NPROC];
-    for (int p = 0; p < NPROC; p++) {
-        pids[p] = fork();
-        assert_true(pids[p] >= 0);
-        if (pids[p] == 0) {
-            for (int i = 0; i < ROUNDS; i++)
-                if (update_bit(t, ci, hot_keys[i % 10], p, 1) < 0 ||
-                    update_bit(t, ci, hot_keys[i % 10], p, 0) < 0)
-                    _exit(1);
-            for (int k = 0; k < 10; k++)
-                if (update_bit(t, ci, hot_keys[k], p, 1) != PG_TABLE_KEEP)
-                    _exit(1);
-            _exit(0);
-        }
-    }
-    for (int p = 0; p < NPROC; p++) {
-        int st;
-        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
-        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    }
+    enum { NPROC = 4 };
+    in_processes(NPROC, t, ci, flip_own_bit);
     char *row = calloc(1, pg_table_row_size(t));
     for (int k = 0; k < 10; k++) {
         assert_int_equal(pg_table_get(t, hot_keys[k], row), 0);
