@@ -944,12 +944,12 @@ def test_browsers_filling_max_conn_do_not_lock_out_the_internal_port(gateways, s
 
 
 def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
-    """tasks.c: op_route reads online_clients (no row yet) and then INSERTs into
-    offline_messages; op_register REPLACEs the online row and then SELECTs the
-    offline messages.  When the route's read comes before the REPLACE and its
-    INSERT after the SELECT, nobody delivers the message.  The window is
-    widened here, deterministically, with a gap lock held by the test on the
-    uuid's offline_messages range (the route's INSERT waits on it; the
+    """tasks.c: op_route reads online_clients (no row yet), then op_store
+    INSERTs into offline_messages; op_register REPLACEs the online row and then
+    SELECTs the offline messages.  When the route's read comes before the
+    REPLACE and the INSERT after the SELECT, nobody delivers the message.  The
+    window is widened here, deterministically, with a gap lock held by the test
+    on the uuid's offline_messages range (the store's INSERT waits on it; the
     registration's plain SELECT does not).  Seen without any lock in a stress
     run too (1 in ~1000 connect + work order pairs)."""
     g = gateways(task_worker_num=4)
@@ -961,7 +961,7 @@ def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
             with lock.cursor() as cur:
                 cur.execute("SELECT id FROM offline_messages WHERE uuid = %s FOR UPDATE", (u,))
             c.c.send(json.dumps(work_order("race-1", [(u, {"r": 1})], APP_TOKEN)).encode())
-            time.sleep(0.3)          # the route now waits in its INSERT
+            time.sleep(0.3)          # the store now waits in its INSERT
 
             async def go():
                 ws = await ws_connect(g.port, token_for(u))
@@ -987,7 +987,7 @@ def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
             lock.close()
             c.close()
         if not registered:
-            continue     # the registration queued behind the blocked route: try again
+            continue     # the registration queued behind the blocked store: try again
         # stored, and pushed too once the second look found the new session
         ok_reply(reply, "race-1", delivered=1, stored=1)
         assert got[0]["event"] == "ONLINE"
@@ -995,7 +995,39 @@ def test_work_order_racing_registration_reaches_the_browser(gateways, stack):
             "online browser never got the stored work order; offline_messages: %r"
             % offline_rows(stack, u))
         return
-    pytest.fail("the registration never ran beside the blocked route in 8 attempts")
+    pytest.fail("the registration never ran beside the blocked store in 8 attempts")
+
+
+def test_task_worker_0_only_routes(gateways, stack):
+    """With two task workers, registrations, unregisters, stores and the
+    node's heartbeat go to task worker 1 (batch.c, gw_task_worker_of), so a
+    slow INSERT never holds up a route: task worker 0 gets routes only."""
+    g = gateways(task_worker_num=2, node_heartbeat_interval=1)
+    c = Internal(g.internal_port)
+
+    def task_requests():
+        return [w["requests"] for w in json.loads(http_get(g.port, "/stats")[2])["task_workers"]]
+    before = task_requests()
+    users = [uid("lane") for _ in range(6)]
+
+    async def go():
+        for u in users:
+            ws, _ = await online(g.port, u)
+            await ws.close()
+    run(go())
+    wait_until(lambda: not any(online_rows(stack, u) for u in users), 5, what="unregistered")
+    assert task_requests()[0] == before[0], "a registration or unregister ran on task worker 0"
+    try:
+        orders = 5
+        for i in range(orders):
+            ok_reply(run(call(c, work_order("lane-%d" % i, [(users[i], {"k": i})], APP_TOKEN))),
+                     "lane-%d" % i, stored=1)
+    finally:
+        c.close()
+    after = task_requests()
+    # one route each, on either task worker; the store always on task worker 1
+    assert after[0] - before[0] <= orders, (before, after)
+    assert after[1] - before[1] >= len(users) + orders, (before, after)
 
 
 # ---- 6. chat ----
