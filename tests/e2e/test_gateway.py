@@ -1003,7 +1003,6 @@ def test_task_worker_0_only_routes(gateways, stack):
     node's heartbeat go to task worker 1 (batch.c, gw_task_worker_of), so a
     slow INSERT never holds up a route: task worker 0 gets routes only."""
     g = gateways(task_worker_num=2, node_heartbeat_interval=1)
-    c = Internal(g.internal_port)
 
     def task_requests():
         return [w["requests"] for w in json.loads(http_get(g.port, "/stats")[2])["task_workers"]]
@@ -1017,6 +1016,7 @@ def test_task_worker_0_only_routes(gateways, stack):
     run(go())
     wait_until(lambda: not any(online_rows(stack, u) for u in users), 5, what="unregistered")
     assert task_requests()[0] == before[0], "a registration or unregister ran on task worker 0"
+    c = Internal(g.internal_port)
     try:
         orders = 5
         for i in range(orders):

@@ -612,22 +612,29 @@ static int incr_hot_keys(pg_table *t, int col, int p)
     return 0;
 }
 
+/* Every hot key is there, with want in int column col (and want_float in
+ * float column float_col, unless that is -1), and nothing else is. */
+static void check_hot_keys(pg_table *t, int col, int64_t want, int float_col, double want_float)
+{
+    char *row = calloc(1, pg_table_row_size(t));
+    for (int k = 0; k < 10; k++) {
+        assert_int_equal(pg_table_get(t, hot_keys[k], row), 0);
+        assert_int_equal(pg_table_row_get_int(t, row, col), want);
+        assert_true(float_col < 0 || pg_table_row_get_float(t, row, float_col) == want_float);
+    }
+    assert_int_equal(pg_table_count(t), 10);
+    free(row);
+}
+
 static void test_concurrent_processes(void **state)
 {
     (void)state;
     set_timeout(30);
     int ci, cf, cs;
     pg_table *t = make_table(64, &ci, &cf, &cs);
-    enum { NPROC = INCR_PROCS, PER = INCR_PER_PROC };
-    in_processes(NPROC, t, ci, incr_hot_keys);   /* make_table: cf is ci + 1 */
-    char *row = calloc(1, pg_table_row_size(t));
-    for (int k = 0; k < 10; k++) {
-        assert_int_equal(pg_table_get(t, hot_keys[k], row), 0);
-        assert_int_equal(pg_table_row_get_int(t, row, ci), NPROC * PER / 10);
-        assert_true(pg_table_row_get_float(t, row, cf) == NPROC * PER / 10 * 0.5);
-    }
-    assert_int_equal(pg_table_count(t), 10);
-    free(row);
+    in_processes(INCR_PROCS, t, ci, incr_hot_keys);   /* make_table: cf is ci + 1 */
+    enum { PER_KEY = INCR_PROCS * INCR_PER_PROC / 10 };
+    check_hot_keys(t, ci, PER_KEY, cf, PER_KEY * 0.5);
     pg_table_destroy(t);
     alarm(0);
 }
@@ -707,13 +714,7 @@ static void test_update_concurrent(void **state)
     pg_table *t = make_table(64, &ci, &cf, &cs);
     enum { NPROC = 4 };
     in_processes(NPROC, t, ci, flip_own_bit);
-    char *row = calloc(1, pg_table_row_size(t));
-    for (int k = 0; k < 10; k++) {
-        assert_int_equal(pg_table_get(t, hot_keys[k], row), 0);
-        assert_int_equal(pg_table_row_get_int(t, row, ci), (1 << NPROC) - 1);
-    }
-    assert_int_equal(pg_table_count(t), 10);
-    free(row);
+    check_hot_keys(t, ci, (1 << NPROC) - 1, -1, 0);
     pg_table_destroy(t);
     alarm(0);
 }
