@@ -5,7 +5,7 @@ FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config ca-certificates \
-      libevent-dev libwslay-dev libhiredis-dev libmariadb-dev libjansson-dev libssl-dev \
+      libevent-dev libwslay-dev libhiredis-dev libmariadb-dev libjansson-dev libjemalloc-dev libssl-dev \
       libjwt-dev libinih-dev libhttp-parser-dev \
  && rm -rf /var/lib/apt/lists/*
 

@@ -24,12 +24,14 @@ ifeq ($(BUILD),test)
   CFLAGS_MODE := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
   LDFLAGS_MODE := -fsanitize=address,undefined
 else
-  CFLAGS_MODE := -O2
+  # jemalloc (common/memory.c) only here: the sanitizers bring their own allocator
+  CFLAGS_MODE := -O2 -DPG_JEMALLOC
   LDFLAGS_MODE :=
+  LIBS_MODE := -ljemalloc
 endif
 CFLAGS  += $(CFLAGS_COMMON) $(CFLAGS_MODE)
 LDFLAGS += $(LDFLAGS_MODE)
-LIBS    := $(PKG_LIBS) -lwslay -lhiredis -lhttp_parser $(shell mariadb_config --libs 2>/dev/null) -lssl -lcrypto -lpthread -lm
+LIBS    := $(PKG_LIBS) -lwslay -lhiredis -lhttp_parser $(shell mariadb_config --libs 2>/dev/null) -lssl -lcrypto -lpthread -lm $(LIBS_MODE)
 
 COMMON_SRC  := $(wildcard common/*.c)
 COMMON_OBJ  := $(COMMON_SRC:%.c=$(OUT)/obj/%.o)

@@ -6,6 +6,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "memory.h"
 #include "proctitle.h"
 #include "shm.h"
 
@@ -13,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -431,19 +431,15 @@ static int drop_privileges(const pg_server_settings *st)
 static int prepare(pg_server *s)
 {
     const pg_server_settings *st = s->settings;
-    /* No fastbins: workers allocate in bursts (JSON of a whole batch), and
-     * glibc merged the fastbins' chunks again at every larger request
-     * (malloc_consolidate, 4% of a worker's time).  Measured in S2: task
-     * workers 10% less CPU, workers a few percent. */
-    mallopt(M_MXFAST, 0);
+    pg_memory_init();
     long long capacity = open_file_capacity(s);
     if (st->max_conn > capacity) {
         pg_warn("max_conn %lld is over what the open-file limit allows; holding at most %lld",
                 st->max_conn, capacity);
         ((pg_server_settings *)st)->max_conn = capacity;
     }
-    pg_info("capacity: %lld connections (max_conn), %d reactors, %d workers, %d task workers",
-            st->max_conn, s->reactor_num, s->worker_num, s->task_worker_num);
+    pg_info("capacity: %lld connections (max_conn), %d reactors, %d workers, %d task workers; %s",
+            st->max_conn, s->reactor_num, s->worker_num, s->task_worker_num, pg_memory_allocator());
     if (st->daemonize && daemonize(s) < 0)
         return -1;
     if (st->pid_file && *st->pid_file &&

@@ -16,6 +16,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "memory.h"
 #include "timer.h"
 
 #include <event2/event.h>
@@ -178,6 +179,7 @@ static int run(void)
 
 int main(int argc, char **argv)
 {
+    pg_memory_init();
     int rc = cs_settings_load(argc, argv);
     if (rc != 0)
         return rc < 0 ? 2 : 0;

@@ -13,10 +13,10 @@
 
 #include "idmap.h"
 #include "log.h"
+#include "memory.h"
 #include "timer.h"
 
 #include <inttypes.h>
-#include <malloc.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,9 +168,9 @@ static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_ses
         }
     }
     store_batch(uuid, list, keep_away, owner);
-    /* glibc keeps the freed heap of a big backlog: give it back */
+    /* the freed heap of a big backlog: give it back */
     if (total > 0)
-        malloc_trim(0);
+        pg_memory_trim();
 }
 
 static int expire_session_acks(uint64_t id, void *value, void *arg)

@@ -7,10 +7,10 @@
 #include "gateway.h"
 
 #include "log.h"
+#include "memory.h"
 #include "timer.h"
 
 #include <mysqld_error.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -649,9 +649,9 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
         pg_warn("slow task: %s of %zu bytes took %llu ms", op ? op : "?", len, (unsigned long long)took);
     json_decref(task);
     /* A big task (a slow browser's backlog going back to the store) leaves
-     * megabytes of freed heap that glibc would keep: give it back. */
+     * megabytes of freed heap the allocator would keep: give it back. */
     if (len > BIG_TASK_BYTES)
-        malloc_trim(0);
+        pg_memory_trim();
 }
 
 void gw_tasks_start(int task_worker_id)

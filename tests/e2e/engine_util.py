@@ -17,6 +17,11 @@ import time
 
 HOST = "127.0.0.1"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+# valgrind with a leak check that fails on lost blocks.  Release builds link
+# jemalloc (common/memory.c); the synonym has valgrind replace its malloc as
+# it replaces glibc's.
+VALGRIND = ["valgrind", "--soname-synonyms=somalloc=*jemalloc*", "--leak-check=full",
+            "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect"]
 
 
 def free_port():

@@ -60,5 +60,5 @@ def test_dockerfile_builds_and_installs_every_program():
     text = open(os.path.join(ROOT, "Dockerfile")).read()
     assert "make BUILD=release all" in text and "make install" in text
     for pkg in ("libevent-dev", "libwslay-dev", "libhiredis-dev", "libmariadb-dev",
-                "libjansson-dev", "libjwt-dev", "libinih-dev", "libhttp-parser-dev"):
+                "libjansson-dev", "libjemalloc-dev", "libjwt-dev", "libinih-dev", "libhttp-parser-dev"):
         assert pkg in text, pkg

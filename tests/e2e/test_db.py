@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from engine_util import VALGRIND
+
 RELEASE_BIN = os.environ.get("PG_RELEASE_BIN", "")
 NORMAL_TESTS = 9
 
@@ -111,9 +113,7 @@ def test_db_unit_under_valgrind(stack, tmp_path):
         pytest.skip("no release build of test_db (make BUILD=release all)")
     vlog = str(tmp_path / "vg.log")
     r = subprocess.run(
-        ["valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
-         "--errors-for-leak-kinds=definite,indirect", "--show-leak-kinds=definite,indirect",
-         "--log-file=" + vlog, exe],
+        VALGRIND + ["--quiet", "--error-exitcode=99", "--log-file=" + vlog, exe],
         env=run_env(stack), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
     out = r.stdout.decode("utf-8", "replace")
     with open(vlog, encoding="utf-8", errors="replace") as f:

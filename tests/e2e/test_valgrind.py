@@ -1,7 +1,7 @@
 """No leaks and no memory errors under valgrind for a normal start, serve and
 stop of the example servers (release build; ASan builds cannot run under
 valgrind).  Every process of the node is checked: master, manager, workers
-and task workers."""
+and task workers.  Also: release daemons run on jemalloc."""
 import glob
 import os
 import re
@@ -13,6 +13,8 @@ import subprocess
 import time
 
 import pytest
+
+from engine_util import VALGRIND
 
 RELEASE_BIN = os.environ.get("PG_RELEASE_BIN", "")
 
@@ -58,9 +60,7 @@ def test_start_serve_stop_is_clean_under_valgrind(tmp_path, name):
     port = free_port()
     logs = str(tmp_path / "vg.%p")
     proc = subprocess.Popen(
-        ["valgrind", "--trace-children=yes", "--leak-check=full",
-         "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
-         "--log-file=" + logs, os.path.join(RELEASE_BIN, name),
+        VALGRIND + ["--trace-children=yes", "--log-file=" + logs, os.path.join(RELEASE_BIN, name),
          "--set", f"port={port}", "--set", "open_length_check=true",
          "--set", f"log_file={tmp_path / 'server.log'}"])
     try:
@@ -111,9 +111,7 @@ def test_gateway_is_clean_under_valgrind(tmp_path, stack):
     port, internal = free_port(), free_port()
     logs = str(tmp_path / "vg.%p")
     proc = subprocess.Popen(
-        ["valgrind", "--trace-children=yes", "--leak-check=full",
-         "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
-         "--log-file=" + logs, os.path.join(RELEASE_BIN, "pushgate-gateway"),
+        VALGRIND + ["--trace-children=yes", "--log-file=" + logs, os.path.join(RELEASE_BIN, "pushgate-gateway"),
          "--set", f"port={port}", "--set", f"internal_port={internal}",
          "--set", "advertised_ip=127.0.0.1", "--set", f"jwt_secret={secret}",
          "--set", f"log_file={tmp_path / 'gateway.log'}"],
@@ -149,3 +147,16 @@ def test_gateway_is_clean_under_valgrind(tmp_path, stack):
         for kind in ("definitely", "indirectly"):
             m = re.search(kind + r" lost: ([\d,]+) bytes", text)
             assert m is None or m.group(1) == "0", text[-3000:]
+
+
+@pytest.mark.skipif(not RELEASE_BIN, reason="needs PG_RELEASE_BIN")
+@pytest.mark.parametrize("name", ["pushgate-gateway", "pushgate-proxy", "pushgate-consumer"])
+def test_release_daemons_run_on_jemalloc_with_its_settings(name):
+    """common/memory.c: one arena, no decay, read from its malloc_conf."""
+    r = subprocess.run([os.path.join(RELEASE_BIN, name), "--help"],
+                       env=dict(os.environ, MALLOC_CONF="stats_print:true"),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    out = r.stdout.decode("utf-8", "replace")
+    assert r.returncode == 0, out
+    for setting in ("opt.narenas: 1", "opt.dirty_decay_ms: 0", "opt.muzzy_decay_ms: 0"):
+        assert setting in out, out[-2000:]

@@ -1,0 +1,23 @@
+/* memory.h - the allocator: how it is set up, and giving freed memory back.
+ *
+ * Release builds link jemalloc (as Redis does): the workers' JSON trees are
+ * many small blocks made and freed per message, and jemalloc's per-size
+ * slabs and thread cache cost less CPU for that than glibc's bins.  Test
+ * builds keep glibc's interface under the sanitizers' allocator. */
+#ifndef PG_MEMORY_H
+#define PG_MEMORY_H
+
+#include <stddef.h>
+
+/* Allocator settings for this process; call once, early.  A program that
+ * calls it also links in jemalloc's settings (malloc_conf, memory.c). */
+void pg_memory_init(void);
+
+/* Return the heap that a burst of work freed (a slow browser's backlog, a
+ * big task) to the kernel instead of keeping it for later. */
+void pg_memory_trim(void);
+
+/* "jemalloc 5.3.0-..." or "glibc malloc", for the start log line. */
+const char *pg_memory_allocator(void);
+
+#endif
