@@ -167,11 +167,20 @@ def push_benches(results, rows, only):
         rows.append((name,) + show(medians(runs)))
 
 
+def allocator():
+    """The gateway's malloc: release builds link jemalloc (common/memory.c)."""
+    from cluster import BIN
+    out = subprocess.run(["ldd", os.path.join(BIN, "pushgate-gateway")], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL).stdout.decode()
+    return "jemalloc" if "libjemalloc" in out else "glibc"
+
+
 def main():
     from cluster import GATEWAY_SET
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
-               "cpus": os.cpu_count(), "gateway_set": GATEWAY_SET, "scenarios": {}}
+               "cpus": os.cpu_count(), "gateway_set": GATEWAY_SET, "allocator": allocator(),
+               "scenarios": {}}
     rows = []
     if not only or "engine" in only:
         engine_benches(results, rows)
