@@ -146,6 +146,12 @@ def push_benches(results, rows, only):
         ("latency", "S2 200 orders/s for 10 s", lambda: sc.s2_push(2000, 10000, 200),
          lambda m: ("p50 %s, p99 %s" % (ms(m["latency_ms"], "p50"), ms(m["latency_ms"], "p99")),
                     "missing %s, dups %s" % (m["missing"], m["duplicates"]), "-")),
+        # the same 5,000/s as 5 orders every 1 ms instead of 50 every 10 ms
+        ("latency", "S2 5,000 orders/s, steady (1 ms pace)",
+         lambda: sc.s2_push(50000, 10000, 5000, pace_us=1000),
+         lambda m: ("p50 %s, p99 %s" % (ms(m["latency_ms"], "p50"), ms(m["latency_ms"], "p99")),
+                    "missing %s, dups %s; %s us CPU/msg" % (m["missing"], m["duplicates"],
+                                                            m["server_cpu_us_per_msg"]), "-")),
         ("s3", "S3 slow reader + 1,000 others", lambda: sc.s3_slow_reader(),
          lambda m: ("PSS +%d KB (healthy reader +%d), closed %s" % (
                         m["gateway_pss_growth"] // 1024, m["gateway_pss_growth_healthy_flood"] // 1024,

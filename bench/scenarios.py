@@ -75,10 +75,11 @@ def connect(c, urls, n, logdir, name="connect", prefix=PREFIX, **opts):
     return Bench(args, logdir, name)
 
 
-def publish(c, m, users, rate, logdir, name="publish", prefix=PREFIX, seed=1, infos_len=16):
+def publish(c, m, users, rate, logdir, name="publish", prefix=PREFIX, seed=1, infos_len=16,
+            pace_us=10000):
     return Bench(["publish", "-m", m, "--users", users, "--prefix", prefix, "--rate", rate,
                   "--redis", c.redis_address(), "--chat-token", APP_TOKEN, "--seed", seed,
-                  "--infos-len", infos_len], logdir, name)
+                  "--infos-len", infos_len, "--pace-us", pace_us], logdir, name)
 
 
 def online_count(c):
@@ -147,7 +148,7 @@ def s1_idle(nodes, clients, hold_s=20):
 
 # ---- S2: targeted push ----
 
-def s2_push(messages, users, rate):
+def s2_push(messages, users, rate, pace_us=10000):
     """CPU is taken from the moment every browser is registered to the one
     the last order is acknowledged, so neither the 10,000 connects nor the
     disconnects (and their unregistering) count toward the orders."""
@@ -158,14 +159,14 @@ def s2_push(messages, users, rate):
         b.wait_ready(120)
         cpu0, receivers0, tools0 = c.cpu(), cpu_seconds(tree_pids(b.proc.pid)), children_cpu()
         roles0 = c.gateway_cpu_by_role()
-        p = publish(c, messages, users, rate, c.logdir)
+        p = publish(c, messages, users, rate, c.logdir, pace_us=pace_us)
         pub = p.report(messages / max(rate, 5000) + 60)
         publisher = children_cpu() - tools0
         wait_acked(c, messages, messages / max(rate, 5000) + 60)
         cpu, roles = cpu_delta(cpu0, c.cpu()), cpu_delta(roles0, c.gateway_cpu_by_role())
         cpu["bench_tools"] = round(cpu_seconds(tree_pids(b.proc.pid)) - receivers0 + publisher, 2)
         r = b.report(messages / max(rate, 5000) + 120)
-        return {"messages": messages, "users": users, "rate": rate,
+        return {"messages": messages, "users": users, "rate": rate, "pace_us": pace_us,
                 "published_per_s": pub.get("rate"), "delivered": r.get("delivered"),
                 "missing": r.get("missing"), "duplicates": r.get("duplicates"),
                 "delivered_per_s": r.get("delivered_per_s"), "latency_ms": r.get("latency_ms"),

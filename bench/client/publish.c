@@ -8,7 +8,10 @@
  *
  * The gateway hands that data object to the browser unchanged as
  * WorksheetMsg.response, so the receiver reads seq and ts back.  XADDs go
- * out pipelined in batches, paced to --rate when one is given. */
+ * out pipelined in batches, paced to --rate when one is given: one batch
+ * every --pace-us (10 ms: 50 orders at a time at 5,000/s).  A smaller pace
+ * is a steadier stream, and the system's own batches shrink with it
+ * (bench/README.md, "Steady arrivals"). */
 #include "bench.h"
 #include "net.h"
 #include "report.h"
@@ -27,7 +30,7 @@
 #define MSG_MAX 4096
 
 typedef struct {
-    uint64_t messages, users, first, batch, seed, infos_len, first_seq;
+    uint64_t messages, users, first, batch, seed, infos_len, first_seq, pace_us;
     double rate, timeout;
     const char *prefix, *stream, *token;
     pb_url redis;
@@ -50,7 +53,8 @@ static void pub_usage(FILE *out)
     fprintf(out,
         "usage: " PB_NAME " publish -m M --users N --chat-token TOKEN [--prefix bench-user-]\n"
         "         [--first 0] [--redis 127.0.0.1:6379] [--stream pushgate:worksheets]\n"
-        "         [--rate R] [--batch 500] [--seed 1] [--infos-len 16] [--first-seq 0]\n"
+        "         [--rate R] [--pace-us 10000] [--batch 500] [--seed 1] [--infos-len 16]\n"
+        "         [--first-seq 0]\n"
         "         [--timeout 120] [--quiet] [--json]\n"
         "M work orders (XADD <stream> * msg <json>), each for a random user\n"
         "<prefix><first + 0..N-1>, with seq and a CLOCK_REALTIME us ts in its data.\n"
@@ -69,6 +73,7 @@ static int pub_option(pub_opts *o, int c, const char *arg)
     case 'k': o->token = arg; return 0;
     case 'R': return pb_parse_double("--rate", arg, 0, 1e8, &o->rate);
     case 'b': return pb_parse_u64("--batch", arg, 1, 100000, &o->batch);
+    case 'P': return pb_parse_u64("--pace-us", arg, 10, 1000000, &o->pace_us);
     case 'S': return pb_parse_u64("--seed", arg, 0, UINT64_MAX, &o->seed);
     case 'i': return pb_parse_u64("--infos-len", arg, 0, 2048, &o->infos_len);
     case 'F': return pb_parse_u64("--first-seq", arg, 0, 1ull << 50, &o->first_seq);
@@ -106,7 +111,8 @@ static int pub_parse(pub_opts *o, int argc, char **argv)
         {"prefix", required_argument, NULL, 'p'}, {"first", required_argument, NULL, 'f'},
         {"redis", required_argument, NULL, 'r'}, {"stream", required_argument, NULL, 's'},
         {"chat-token", required_argument, NULL, 'k'}, {"rate", required_argument, NULL, 'R'},
-        {"batch", required_argument, NULL, 'b'}, {"seed", required_argument, NULL, 'S'},
+        {"batch", required_argument, NULL, 'b'}, {"pace-us", required_argument, NULL, 'P'},
+        {"seed", required_argument, NULL, 'S'},
         {"infos-len", required_argument, NULL, 'i'}, {"first-seq", required_argument, NULL, 'F'},
         {"timeout", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
         {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
@@ -115,6 +121,7 @@ static int pub_parse(pub_opts *o, int argc, char **argv)
     o->prefix = "bench-user-";
     o->stream = "pushgate:worksheets";
     o->batch = 500;
+    o->pace_us = 10000;
     o->seed = 1;
     o->infos_len = 16;
     o->timeout = 120;
@@ -208,8 +215,9 @@ static void pub_sleep_until(uint64_t when)
 static uint64_t pub_chunk(const pub_opts *o, uint64_t done)
 {
     uint64_t k = o->batch;
-    if (o->rate > 0 && (uint64_t)(o->rate / 100) < k)
-        k = o->rate / 100 >= 1 ? (uint64_t)(o->rate / 100) : 1;    /* ~100 batches a second */
+    double per_pace = o->rate * (double)o->pace_us / 1e6;   /* orders due in one pace */
+    if (o->rate > 0 && per_pace < (double)k)
+        k = per_pace >= 1 ? (uint64_t)per_pace : 1;
     return k < o->messages - done ? k : o->messages - done;
 }
 
