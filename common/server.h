@@ -110,6 +110,11 @@ typedef struct {
      * write: for a listener whose few connections carry many replies each
      * (an internal port), not for browsers, which get one message a pass. */
     int batch_output;
+    /* With PG_DISPATCH_ROUND_ROBIN, 1 deals reads instead of packets: the
+     * packets of one read all go to the next worker.  A pipelined burst then
+     * reaches one worker whole, which can batch its work (one routing task
+     * for all its orders) where every worker would get a sliver of it. */
+    int round_robin_reads;
 } pg_listen_options;
 
 typedef struct {

@@ -73,6 +73,7 @@ struct pg_reactor {
     pg_conn *conns;
     uint64_t seq;
     int next_worker;
+    int read_worker;        /* round_robin_reads: the worker of this read, or -1 */
     pg_ipc_channel **workers;
     int channels_open;
     struct event *heartbeat_ev, *deadline_ev;
@@ -332,7 +333,10 @@ static int choose_worker(pg_reactor *r, pg_conn *c)
     int mode = s->listeners[c->listener].opts.dispatch_mode;
     switch (mode ? mode : s->settings->dispatch_mode) {
     case PG_DISPATCH_ROUND_ROBIN:
+        if (r->read_worker >= 0 && s->listeners[c->listener].opts.round_robin_reads)
+            return r->read_worker;
         r->next_worker = (r->next_worker + 1) % s->worker_num;
+        r->read_worker = r->next_worker;
         return r->next_worker;
     case PG_DISPATCH_IDLE:
         return pg_least_queued(s->stats->workers, s->worker_num);
@@ -378,10 +382,12 @@ static ssize_t conn_consume(pg_conn *c, const char *data, size_t len)
     pg_listener *l = &c->reactor->s->listeners[c->listener];
     size_t need = len + 1;
     ssize_t used;
+    c->reactor->read_worker = -1;
     if (l->opts.protocol)
         used = l->opts.protocol->on_data(c, data, len);
     else
         used = pg_frame_split(&l->opts.frame, data, len, emit_packet, c, &need);
+    c->reactor->read_worker = -1;
     if (used < 0 && !l->opts.protocol)
         pg_warn("session %llx: packet over package_max_length %zu; closing",
                 (unsigned long long)c->session, l->opts.frame.max_length);
@@ -695,6 +701,7 @@ int pg_reactors_create(pg_server *s)
         pg_reactor *r = &s->reactors[i];
         r->s = s;
         r->id = i;
+        r->read_worker = -1;
         pthread_mutex_init(&r->lock, NULL);
         r->base = event_base_new();
         r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

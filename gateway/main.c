@@ -175,11 +175,13 @@ static int listen_ports(void)
                            .max_message = gw.server_cfg.package_max_length};
     pg_listen_options pub = {.protocol = gw_ws_protocol(&gw.ws)};
     /* Replies carry the request's msg_id / req_id, so the consumer's and the
-     * proxy's few busy connections can be shared by every worker. */
+     * proxy's few busy connections can be shared by every worker; a read's
+     * orders stay together, so that they are routed in one task. */
     pg_listen_options internal = {.frame = {.kind = PG_FRAME_LENGTH,
                                             .max_length = gw.server_cfg.package_max_length},
                                   .dispatch_mode = PG_DISPATCH_ROUND_ROBIN,
-                                  .max_conn = gw.cfg.internal_max_conn, .batch_output = 1};
+                                  .max_conn = gw.cfg.internal_max_conn, .batch_output = 1,
+                                  .round_robin_reads = 1};
     if (gw.cfg.internal_eof) {
         internal.frame.kind = PG_FRAME_EOF;
         internal.frame.eof = gw.server_cfg.package_eof.data;

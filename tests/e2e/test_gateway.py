@@ -1030,6 +1030,35 @@ def test_task_worker_0_only_routes(gateways, stack):
     assert after[1] - before[1] >= len(users) + orders, (before, after)
 
 
+def test_one_read_of_pipelined_orders_goes_to_one_worker(gateways):
+    """The internal port deals reads, not packets, to the workers
+    (round_robin_reads): the orders a consumer pipelines in one write are
+    routed by one worker, in one task, instead of half by each; the next
+    read goes to the next worker."""
+    g = gateways(worker_num=2)
+
+    def worker_requests():
+        return [w["requests"] for w in json.loads(http_get(g.port, "/stats")[2])["workers"]]
+    c = Internal(g.internal_port)
+    takers = []
+    try:
+        for burst in range(2):
+            before = worker_requests()
+            ids = ["read-%d-%d" % (burst, i) for i in range(20)]
+            c.c.send(*[json.dumps(work_order(m, [(uid("gone"), {"i": m})], APP_TOKEN)).encode()
+                       for m in ids])
+            replies = [json.loads(r) for r in c.c.recv_many(len(ids), timeout=15)]
+            assert sorted(r["msg_id"] for r in replies) == sorted(ids)
+            assert all(r["code"] == 0 for r in replies), replies
+            delta = [a - b for a, b in zip(worker_requests(), before)]
+            # each /stats request is one more packet for some worker
+            assert max(delta) >= len(ids) and min(delta) <= 1, delta
+            takers.append(delta.index(max(delta)))
+    finally:
+        c.close()
+    assert takers[0] != takers[1], takers
+
+
 # ---- 6. chat ----
 
 def test_chat_between_two_local_users(gw, stack):
