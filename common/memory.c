@@ -11,7 +11,10 @@
  * environment still overrides these (jemalloc reads it after). */
 #include "memory.h"
 
+#include "log.h"
+
 #include <stdio.h>
+#include <string.h>
 
 #ifdef PG_JEMALLOC
 #include <jemalloc/jemalloc.h>
@@ -25,11 +28,14 @@ void pg_memory_init(void)
 
 void pg_memory_trim(void)
 {
-    /* this thread's cached blocks first, so their pages can go too */
-    mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+    /* this thread's cached blocks first, so their pages can go too (this
+     * fails only when MALLOC_CONF turned the thread cache off: nothing to do) */
+    (void)mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
     char purge[64];
     snprintf(purge, sizeof(purge), "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
-    mallctl(purge, NULL, NULL, NULL, 0);
+    int rc = mallctl(purge, NULL, NULL, NULL, 0);
+    if (rc != 0)
+        pg_warn("jemalloc: could not return freed memory: %s", strerror(rc));
 }
 
 const char *pg_memory_allocator(void)

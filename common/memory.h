@@ -7,8 +7,6 @@
 #ifndef PG_MEMORY_H
 #define PG_MEMORY_H
 
-#include <stddef.h>
-
 /* Allocator settings for this process; call once, early.  A program that
  * calls it also links in jemalloc's settings (malloc_conf, memory.c). */
 void pg_memory_init(void);

@@ -1,0 +1,81 @@
+/* test_memory.c - unit tests for common/memory.c: the allocator the build
+ * links, and pg_memory_trim giving a freed burst back to the kernel.
+ *
+ * make unit runs the test build (glibc's interface under the sanitizers);
+ * tests/e2e/test_valgrind.py runs the release build's copy (jemalloc). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "memory.h"
+
+#define BLOCKS 4096
+#define BLOCK_SIZE 4096      /* 16 MiB in all */
+
+/* Resident pages of this process. */
+static long resident_pages(void)
+{
+    long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2)
+        resident = -1;
+    fclose(f);
+    return resident;
+}
+
+static void test_allocator_is_the_builds(void **state)
+{
+    (void)state;
+    pg_memory_init();
+#ifdef PG_JEMALLOC
+    assert_non_null(strstr(pg_memory_allocator(), "jemalloc "));
+#else
+    assert_string_equal(pg_memory_allocator(), "glibc malloc");
+#endif
+}
+
+static void test_trim_after_a_burst(void **state)
+{
+    (void)state;
+    long before = resident_pages();
+    char **blocks = calloc(BLOCKS, sizeof(*blocks));
+    assert_non_null(blocks);
+    for (int i = 0; i < BLOCKS; i++) {
+        blocks[i] = malloc(BLOCK_SIZE);
+        assert_non_null(blocks[i]);
+        memset(blocks[i], i & 0xff, BLOCK_SIZE);
+    }
+    long during = resident_pages();
+    for (int i = 0; i < BLOCKS; i++)
+        free(blocks[i]);
+    free(blocks);
+    pg_memory_trim();
+    long after = resident_pages();
+    long page = sysconf(_SC_PAGESIZE);
+    assert_true(during - before >= (long)BLOCKS * BLOCK_SIZE / page / 2);
+#ifdef PG_JEMALLOC
+    /* no decay, then a purge: at most a tenth of the burst stays */
+    assert_true(after - before <= (during - before) / 10);
+#else
+    /* the sanitizers' allocator keeps freed blocks in quarantine */
+    (void)after;
+#endif
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_allocator_is_the_builds),
+        cmocka_unit_test(test_trim_after_a_burst),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
