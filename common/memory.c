@@ -11,13 +11,12 @@
  * environment still overrides these (jemalloc reads it after). */
 #include "memory.h"
 
+#ifdef PG_JEMALLOC
 #include "log.h"
 
+#include <jemalloc/jemalloc.h>
 #include <stdio.h>
 #include <string.h>
-
-#ifdef PG_JEMALLOC
-#include <jemalloc/jemalloc.h>
 
 /* read by jemalloc at its first allocation */
 const char *malloc_conf = "narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0";

@@ -73,7 +73,7 @@ struct pg_reactor {
     pg_conn *conns;
     uint64_t seq;
     int next_worker;
-    int read_worker;        /* round_robin_reads: the worker of this read, or -1 */
+    int read_worker;        /* round_robin_reads: the worker of this read; -1 between reads */
     pg_ipc_channel **workers;
     int channels_open;
     struct event *heartbeat_ev, *deadline_ev;
@@ -382,12 +382,11 @@ static ssize_t conn_consume(pg_conn *c, const char *data, size_t len)
     pg_listener *l = &c->reactor->s->listeners[c->listener];
     size_t need = len + 1;
     ssize_t used;
-    c->reactor->read_worker = -1;
     if (l->opts.protocol)
         used = l->opts.protocol->on_data(c, data, len);
     else
         used = pg_frame_split(&l->opts.frame, data, len, emit_packet, c, &need);
-    c->reactor->read_worker = -1;
+    c->reactor->read_worker = -1;   /* the next read, of any connection, deals anew */
     if (used < 0 && !l->opts.protocol)
         pg_warn("session %llx: packet over package_max_length %zu; closing",
                 (unsigned long long)c->session, l->opts.frame.max_length);
