@@ -11,7 +11,10 @@
  *  - Length framing rejects an oversize body as soon as the 4-byte header is
  *    in, without waiting for the body.
  *  - When emit asks to stop, *need is 0: the remaining data may already hold
- *    complete packets, so the caller may call again right away. */
+ *    complete packets, so the caller may call again right away.
+ *  - A caller that keeps the unconsumed bytes says how far into them the last
+ *    call searched (pg_frame_split_resume): the search goes on from there,
+ *    less eof_len - 1 bytes for a marker cut between two reads. */
 #include "frame.h"
 
 #include <string.h>
@@ -23,8 +26,15 @@ static const char *find_eof(const pg_frame_settings *fs, const char *p, size_t n
     return memmem(p, n, fs->eof, fs->eof_len);
 }
 
+/* How much of an unconsumed rest of len bytes, with no marker found in it,
+ * the next call need not search again: all but a marker's last byte. */
+static size_t searched_of(const pg_frame_settings *fs, size_t len)
+{
+    return len >= fs->eof_len ? len - (fs->eof_len - 1) : 0;
+}
+
 static ssize_t split_eof(const pg_frame_settings *fs, const char *data, size_t len,
-                         pg_frame_emit_fn emit, void *arg, size_t *need)
+                         pg_frame_emit_fn emit, void *arg, size_t *need, size_t *searched)
 {
     size_t eof_len = fs->eof_len;
     if (fs->eof == NULL || eof_len == 0)
@@ -34,13 +44,20 @@ static ssize_t split_eof(const pg_frame_settings *fs, const char *data, size_t l
         limit = (size_t)-1;
 
     size_t pos = 0;
+    size_t skip = *searched;         /* of the first packet only */
+    *searched = 0;
     while (pos < len) {
         size_t rest = len - pos;
         size_t window = rest < limit ? rest : limit;
-        const char *hit = window >= eof_len ? find_eof(fs, data + pos, window) : NULL;
+        if (skip > window)
+            skip = window;
+        const char *hit = window - skip >= eof_len ? find_eof(fs, data + pos + skip, window - skip)
+                                                   : NULL;
+        skip = 0;
         if (hit == NULL) {
             if (rest > limit)
                 return -1;
+            *searched = searched_of(fs, rest);
             break;
         }
         size_t body = (size_t)(hit - (data + pos));
@@ -92,11 +109,21 @@ static ssize_t split_length(const pg_frame_settings *fs, const char *data, size_
 ssize_t pg_frame_split(const pg_frame_settings *fs, const char *data, size_t len,
                        pg_frame_emit_fn emit, void *arg, size_t *need)
 {
+    size_t searched = 0;
+    return pg_frame_split_resume(fs, data, len, emit, arg, need, &searched);
+}
+
+ssize_t pg_frame_split_resume(const pg_frame_settings *fs, const char *data, size_t len,
+                              pg_frame_emit_fn emit, void *arg, size_t *need, size_t *searched)
+{
+    size_t searched_in = *searched;
+    *searched = 0;
     if (fs == NULL || (data == NULL && len > 0))
         return -1;
     switch (fs->kind) {
     case PG_FRAME_EOF:
-        return split_eof(fs, data, len, emit, arg, need);
+        *searched = searched_in;
+        return split_eof(fs, data, len, emit, arg, need, searched);
     case PG_FRAME_LENGTH:
         return split_length(fs, data, len, emit, arg, need);
     case PG_FRAME_RAW:

@@ -45,6 +45,15 @@ typedef int (*pg_frame_emit_fn)(void *arg, const char *packet, size_t len);
 ssize_t pg_frame_split(const pg_frame_settings *fs, const char *data, size_t len,
                        pg_frame_emit_fn emit, void *arg, size_t *need);
 
+/* pg_frame_split for a caller that keeps an incomplete packet between calls:
+ * *searched (in) says how many bytes at the start of data an earlier call
+ * already searched for the EOF marker without finding one, and (out) the same
+ * of what is left unconsumed now.  Those bytes are not searched again, so a
+ * packet that arrives a byte at a time costs linear time, not quadratic.  0
+ * is always a safe value in; length and raw framing always give 0 out. */
+ssize_t pg_frame_split_resume(const pg_frame_settings *fs, const char *data, size_t len,
+                              pg_frame_emit_fn emit, void *arg, size_t *need, size_t *searched);
+
 /* Writes the framing that goes before a body of len bytes into header and
  * returns its size (4 for length framing, 0 otherwise). */
 size_t pg_frame_encode_header(const pg_frame_settings *fs, size_t len, char header[PG_FRAME_LENGTH_HEADER]);

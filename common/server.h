@@ -77,19 +77,34 @@ extern const pg_conf_def pg_server_conf_defs[];
 extern const size_t pg_server_conf_ndefs;
 
 /* A protocol layered on the reactor (the gateway's HTTP + WebSocket).  All
- * hooks run in the connection's reactor thread and must not block. */
+ * hooks run in the connection's reactor thread and must not block.
+ *
+ * Freeing: a connection is never freed during a hook, nor during anything a
+ * hook or a protocol's own timer calls (pg_conn_write, pg_conn_close,
+ * pg_conn_dispatch).  When one of those closes it, it is only marked closed:
+ * later writes return -1, and on_close runs once the outermost hook has
+ * returned, or, outside any hook, when the reactor's loop pass ends.  So a
+ * protocol's state stays valid until its own on_close, and a protocol needs
+ * no re-entry guard of its own. */
 typedef struct {
     /* A connection was accepted (optional): start per-connection timers. */
     void (*on_open)(pg_conn *c);
-    /* Bytes arrived. Return how many were consumed (the rest is kept and
-     * offered again with more), or -1 to close the connection. */
+    /* Bytes arrived: data is what the hook left last time followed by what
+     * came since.  Return how many bytes at the front were consumed, or -1
+     * to close the connection.  Consume every complete message: the bytes
+     * left are kept by the engine and offered again, with what arrives next,
+     * as soon as anything more arrives (never before: a hook that leaves an
+     * incomplete header is not called again until more bytes come). */
     ssize_t (*on_data)(pg_conn *c, const char *data, size_t len);
-    /* A worker sent data to this connection: frame it with pg_conn_write. */
+    /* A worker sent data to this connection: frame it with pg_conn_write.
+     * Return -1 to close the connection. */
     int (*on_send)(pg_conn *c, const char *data, size_t len);
     /* A worker asked to close, or (reason NULL) the server is stopping: may
-     * write a last message (a close frame). */
+     * write a last message (a close frame); the engine closes after it, once
+     * the output is written. */
     void (*on_shutdown)(pg_conn *c, const char *reason, size_t len);
-    /* The connection is going away: free the protocol state. */
+    /* The connection is going away: free the protocol state.  Called once,
+     * never while another hook of the connection runs. */
     void (*on_close)(pg_conn *c);
     void *arg;
 } pg_protocol;

@@ -7,6 +7,7 @@
 #include "server_internal.h"
 
 #include "idmap.h"
+#include "input.h"
 #include "log.h"
 #include "timer.h"
 
@@ -30,10 +31,11 @@
 
 enum {
     CONN_CLOSING = 1,     /* no more reads; close once output is written */
-    CONN_IN_CALLBACK = 2, /* inside a read: free later */
-    CONN_DEAD = 4,        /* closed while in a callback */
+    CONN_IN_CALLBACK = 2, /* a hook or the framing runs: free afterwards */
+    CONN_DEAD = 4,        /* closed: freed when the callback returns, or in r->dead */
     CONN_WRITING = 8,     /* EV_WRITE is part of ev */
     CONN_BATCHED = 16,    /* output waits for the end of the loop pass (r->batched) */
+    CONN_LISTED_DEAD = 32,/* in r->dead */
 };
 
 struct pg_conn {
@@ -41,11 +43,10 @@ struct pg_conn {
     pg_session_id session;
     pg_reactor *reactor;
     pg_conn *prev, *next;
-    char *in;                  /* incomplete packet, NULL while there is none */
-    uint32_t in_len, in_cap, in_need;
+    pg_input in;               /* an incomplete packet (input.h) */
     uint32_t last_active;      /* seconds, reactor clock */
     struct evbuffer *out;      /* NULL while nothing waits to be written */
-    pg_conn *next_batched;
+    pg_conn *next_listed;      /* in r->batched (CONN_BATCHED) or r->dead (CONN_DEAD) */
     void *proto_state;
     int fd;
     uint8_t listener;
@@ -79,6 +80,8 @@ struct pg_reactor {
     struct event *heartbeat_ev, *deadline_ev;
     pg_conn *batched;          /* connections whose output waits for the pass's end */
     struct event *write_batched_ev;
+    pg_conn *dead;             /* closed outside any callback: freed at the pass's end */
+    struct event *free_dead_ev;
     int stopping;
     char *rbuf;
 };
@@ -92,7 +95,25 @@ static uint32_t reactor_clock(pg_reactor *r)
     return (uint32_t)tv.tv_sec;
 }
 
-/* ---- closing ---- */
+/* ---- closing ----
+ *
+ * A connection is never freed under code that may still touch it: not while
+ * a protocol hook or the framing runs (CONN_IN_CALLBACK; it is freed when
+ * the outermost call returns), and not right away when it is closed from
+ * anywhere else, such as a protocol's timer (it waits in r->dead until the
+ * loop pass ends).  This is the engine's one guard against re-entry; the
+ * protocols need none of their own (server.h, pg_protocol). */
+
+/* Takes c out of the list at *head it is in (linked by next_listed). */
+static void conn_unlist(pg_conn **head, pg_conn *c)
+{
+    for (pg_conn **p = head; *p; p = &(*p)->next_listed)
+        if (*p == c) {
+            *p = c->next_listed;
+            break;
+        }
+    c->next_listed = NULL;
+}
 
 static void conn_free(pg_conn *c)
 {
@@ -110,11 +131,10 @@ static void conn_free(pg_conn *c)
         r->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    for (pg_conn **p = &r->batched; (c->flags & CONN_BATCHED) && *p; p = &(*p)->next_batched)
-        if (*p == c) {
-            *p = c->next_batched;
-            break;
-        }
+    if (c->flags & CONN_BATCHED)
+        conn_unlist(&r->batched, c);
+    if (c->flags & CONN_LISTED_DEAD)
+        conn_unlist(&r->dead, c);
     if (!r->stopping) {
         pg_ipc_header h = {.id = c->session, .type = PG_IPC_CLOSE, .listener = c->listener};
         int w = pg_session_home_worker(c->session, s->worker_num);
@@ -125,23 +145,44 @@ static void conn_free(pg_conn *c)
     atomic_fetch_sub(&s->stats->sessions_per_reactor[r->id], 1);
     if (c->out)
         evbuffer_free(c->out);
-    free(c->in);
+    pg_input_free(&c->in);
     free(c);
     if (r->stopping && !r->conns && r->channels_open == 0)
         event_base_loopbreak(r->base);
 }
 
-static void conn_close_now(pg_conn *c)
+/* The loop pass is over: the connections closed outside a callback go. */
+static void free_dead(evutil_socket_t fd, short what, void *arg)
 {
-    if (c->flags & CONN_IN_CALLBACK)
-        c->flags |= CONN_DEAD;
-    else
-        conn_free(c);
+    (void)fd;
+    (void)what;
+    pg_reactor *r = arg;
+    while (r->dead)
+        conn_free(r->dead);
 }
 
-/* Protocol hooks may write or close, and a failed write frees a connection
- * at once unless it is marked as being inside a callback; these two bracket
- * every call into a hook so the connection is freed only afterwards. */
+/* Closes c without waiting for its output; see the note above on when it
+ * is freed. */
+static void conn_close_now(pg_conn *c)
+{
+    if (c->flags & CONN_DEAD)
+        return;
+    c->flags |= CONN_DEAD;
+    if (c->flags & CONN_IN_CALLBACK)
+        return;
+    pg_reactor *r = c->reactor;
+    event_del(&c->ev);
+    if (c->flags & CONN_BATCHED)
+        conn_unlist(&r->batched, c);
+    c->flags = (uint8_t)((c->flags & ~CONN_BATCHED) | CONN_LISTED_DEAD);
+    c->next_listed = r->dead;
+    r->dead = c;
+    if (!c->next_listed)
+        event_active(r->free_dead_ev, EV_TIMEOUT, 0);
+}
+
+/* These two bracket every call into a hook or the framing, so that a
+ * connection closed meanwhile is freed only afterwards. */
 static uint8_t conn_enter(pg_conn *c)
 {
     uint8_t outer = c->flags & CONN_IN_CALLBACK;
@@ -260,7 +301,7 @@ static void write_batched(evutil_socket_t fd, short what, void *arg)
     pg_reactor *r = arg;
     while (r->batched) {
         pg_conn *c = r->batched;
-        r->batched = c->next_batched;
+        r->batched = c->next_listed;
         c->flags &= (uint8_t)~CONN_BATCHED;
         if ((c->flags & CONN_WRITING) || !c->out)
             continue;   /* waits for writability already */
@@ -295,9 +336,9 @@ static void conn_batch(pg_conn *c, struct iovec *iov, int n)
         return;
     pg_reactor *r = c->reactor;
     c->flags |= CONN_BATCHED;
-    c->next_batched = r->batched;
+    c->next_listed = r->batched;
     r->batched = c;
-    if (!c->next_batched)
+    if (!c->next_listed)
         event_active(r->write_batched_ev, EV_TIMEOUT, 0);
 }
 
@@ -376,80 +417,37 @@ static int emit_packet(void *arg, const char *packet, size_t len)
     return (c->flags & (CONN_DEAD | CONN_CLOSING)) ? 1 : 0;
 }
 
-/* Offers data to the framing or the protocol; returns bytes consumed or -1. */
-static ssize_t conn_consume(pg_conn *c, const char *data, size_t len)
+/* The consumer of a connection's input (input.h): its listener's protocol
+ * hook, or the framing, which dispatches each packet. */
+static ssize_t conn_consume(void *arg, const char *data, size_t len, pg_input_offer *offer)
 {
+    pg_conn *c = arg;
     pg_listener *l = &c->reactor->s->listeners[c->listener];
-    size_t need = len + 1;
     ssize_t used;
-    if (l->opts.protocol)
+    if (l->opts.protocol) {
         used = l->opts.protocol->on_data(c, data, len);
-    else
-        used = pg_frame_split(&l->opts.frame, data, len, emit_packet, c, &need);
+    } else {
+        used = pg_frame_split_resume(&l->opts.frame, data, len, emit_packet, c, &offer->need,
+                                     &offer->searched);
+        if (used < 0)
+            pg_warn("session %llx: packet over package_max_length %zu; closing",
+                    (unsigned long long)c->session, l->opts.frame.max_length);
+    }
     c->reactor->read_worker = -1;   /* the next read, of any connection, deals anew */
-    if (used < 0 && !l->opts.protocol)
-        pg_warn("session %llx: packet over package_max_length %zu; closing",
-                (unsigned long long)c->session, l->opts.frame.max_length);
-    c->in_need = need > UINT32_MAX ? UINT32_MAX : (uint32_t)need;
+    offer->stop = (c->flags & (CONN_DEAD | CONN_CLOSING)) != 0;
     return used;
 }
 
-static int conn_keep_input(pg_conn *c, const char *data, size_t len)
-{
-    size_t limit = c->reactor->s->settings->package_max_length + 64 * 1024 + READ_BUFFER_SIZE;
-    if ((size_t)c->in_len + len > limit) {
-        pg_warn("session %llx: over %zu bytes without a complete packet; closing",
-                (unsigned long long)c->session, limit);
-        return -1;
-    }
-    if (c->in_len + len > c->in_cap) {
-        size_t cap = c->in_cap ? c->in_cap : 1024;
-        while (cap < c->in_len + len)
-            cap *= 2;
-        char *p = realloc(c->in, cap);
-        if (!p)
-            return -1;
-        c->in = p;
-        c->in_cap = (uint32_t)cap;
-    }
-    memcpy(c->in + c->in_len, data, len);
-    c->in_len += (uint32_t)len;
-    return 0;
-}
-
-static void conn_drop_input(pg_conn *c, size_t used)
-{
-    c->in_len -= (uint32_t)used;
-    if (c->in_len == 0) {
-        free(c->in);
-        c->in = NULL;
-        c->in_cap = 0;
-    } else if (used > 0) {
-        memmove(c->in, c->in + used, c->in_len);
-    }
-}
-
-/* Returns -1 when the connection must close. */
+/* Offers a read to the consumer with what the connection kept; -1 when the
+ * connection must close. */
 static int conn_process(pg_conn *c, const char *data, size_t n)
 {
-    if (c->in_len == 0) {
-        ssize_t used = conn_consume(c, data, n);
-        if (used < 0)
-            return -1;
-        if (c->flags & (CONN_DEAD | CONN_CLOSING))
-            return 0;
-        return (size_t)used < n ? conn_keep_input(c, data + used, n - (size_t)used) : 0;
-    }
-    if (conn_keep_input(c, data, n) < 0)
-        return -1;
-    if (c->in_len < c->in_need)
-        return 0;
-    ssize_t used = conn_consume(c, c->in, c->in_len);
-    if (used < 0)
-        return -1;
-    if (!(c->flags & CONN_DEAD))
-        conn_drop_input(c, (size_t)used);
-    return 0;
+    size_t limit = c->reactor->s->settings->package_max_length + 64 * 1024 + READ_BUFFER_SIZE;
+    int rc = pg_input_feed(&c->in, data, n, limit, conn_consume, c);
+    if (rc == PG_INPUT_TOO_LONG)
+        pg_warn("session %llx: over %zu bytes without a complete packet; closing",
+                (unsigned long long)c->session, limit);
+    return rc < 0 ? -1 : 0;
 }
 
 static void conn_read(pg_conn *c)
@@ -612,6 +610,8 @@ static void close_when_drained(pg_reactor *r)
     if (r->stopping && r->channels_open == 0) {
         for (pg_conn *c = r->conns, *next; c; c = next) {
             next = c->next;
+            if (c->flags & CONN_DEAD)
+                continue;   /* freed at the end of the pass */
             const pg_protocol *proto = pg_conn_protocol(c);
             uint8_t outer = conn_enter(c);
             if (proto && proto->on_shutdown)
@@ -671,6 +671,8 @@ static void begin_stop(pg_reactor *r)
     evtimer_add(r->deadline_ev, &tv);
     /* Stop reading clients; keep reading workers until they are all gone. */
     for (pg_conn *c = r->conns; c; c = c->next) {
+        if (c->flags & CONN_DEAD)
+            continue;
         c->flags |= CONN_CLOSING;
         conn_set_events(c, (c->flags & CONN_WRITING) != 0);
     }
@@ -711,7 +713,8 @@ int pg_reactors_create(pg_server *s)
             return -1;
         r->wake_ev = event_new(r->base, r->wake_fd, EV_READ | EV_PERSIST, on_wake, r);
         r->write_batched_ev = event_new(r->base, -1, 0, write_batched, r);
-        if (!r->wake_ev || !r->write_batched_ev)
+        r->free_dead_ev = event_new(r->base, -1, 0, free_dead, r);
+        if (!r->wake_ev || !r->write_batched_ev || !r->free_dead_ev)
             return -1;
         event_add(r->wake_ev, NULL);
         for (int w = 0; w < s->worker_num; w++) {
@@ -776,6 +779,8 @@ void pg_reactors_free(pg_server *s)
             event_free(r->heartbeat_ev);
         if (r->write_batched_ev)
             event_free(r->write_batched_ev);
+        if (r->free_dead_ev)
+            event_free(r->free_dead_ev);
         if (r->deadline_ev)
             event_free(r->deadline_ev);
         if (r->base)

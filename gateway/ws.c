@@ -10,11 +10,11 @@
  *             go to workers as 'T'
  *   WS_DONE   an error response or a close frame is on its way; then closed
  *
- * Re-entrancy: the engine frees a connection at once (calling on_close) when
- * pg_conn_write or pg_conn_close fails or closes outside of a read callback,
- * i.e. from on_send, on_shutdown or a timer.  Those entry points mark the state
- * busy (ws_enter); on_close then only flags it gone, and ws_leave frees it
- * when the outermost call unwinds, so that wslay is never freed under itself.
+ * Re-entrancy: the engine never frees a connection while code here may still
+ * touch it (server.h, pg_protocol): a write or close that fails inside a hook
+ * or a timer only marks it closed, and on_close, which frees the state and
+ * the wslay context, runs afterwards.  So nothing here guards re-entry; a
+ * failed write sets `failed`, and the rest of the call unwinds quietly.
  *
  * Idle connections hold no wslay context: it is ~8.8 KB (two 4 KB buffers)
  * and would be most of a connection's memory.  It is made when a frame header
@@ -75,7 +75,7 @@ typedef struct {
 } ws_req;
 
 typedef struct {
-    pg_conn *c;                     /* NULL once the engine closed it */
+    pg_conn *c;                     /* the engine frees st (on_close) before c */
     const gw_ws_config *cfg;
     ws_req *req;                    /* WS_HTTP only */
     wslay_event_context_ptr ws;     /* WS_OPEN and after; NULL while idle */
@@ -85,8 +85,6 @@ typedef struct {
                                        to wslay; 0: at a frame boundary */
     int64_t timer;                  /* header timeout, 0: none */
     uint8_t mode;
-    uint8_t depth;                  /* inside an entry point that may lose the connection */
-    uint8_t gone;                   /* on_close ran meanwhile: free at ws_leave */
     uint8_t failed;                 /* a write or dispatch failed: the engine closes it */
     uint8_t proto_error;            /* a frame wslay lets through breaks RFC 6455 */
     uint8_t fragmented;             /* wslay is putting a fragmented message together */
@@ -351,18 +349,6 @@ static void ws_free(ws_conn *st)
     free(st);
 }
 
-static void ws_enter(ws_conn *st)
-{
-    st->depth++;
-}
-
-/* Frees st when the connection went away meanwhile: touch neither after. */
-static void ws_leave(ws_conn *st)
-{
-    if (--st->depth == 0 && st->gone)
-        ws_free(st);
-}
-
 /* ---- HTTP responses ---- */
 
 static const char *ws_status_text(int status)
@@ -407,7 +393,7 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
 {
     (void)flags;
     ws_conn *st = user_data;
-    if (st->failed || st->gone || st->in_len == 0) {
+    if (st->failed || st->in_len == 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
@@ -423,7 +409,7 @@ static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size
 {
     (void)flags;
     ws_conn *st = user_data;
-    if (st->failed || st->gone || pg_conn_write(st->c, data, len) < 0) {
+    if (st->failed || pg_conn_write(st->c, data, len) < 0) {
         st->failed = 1;
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
@@ -443,7 +429,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 {
     (void)ctx;
     ws_conn *st = user_data;
-    if (st->failed || st->gone)
+    if (st->failed)
         return;
     if (arg->opcode == WSLAY_TEXT_FRAME) {
         if (!gw_utf8_valid(arg->msg, arg->msg_length)) {
@@ -506,7 +492,7 @@ static int ws_ctx(ws_conn *st)
  * close was received, queued or sent and no error happened). */
 static void ws_ctx_release_if_idle(ws_conn *st)
 {
-    if (!st->ws || st->mode != WS_OPEN || st->gone || st->failed || st->proto_error ||
+    if (!st->ws || st->mode != WS_OPEN || st->failed || st->proto_error ||
         st->frame_left > 0 || st->fragmented || !wslay_event_get_read_enabled(st->ws) ||
         !wslay_event_get_write_enabled(st->ws) || wslay_event_want_write(st->ws) ||
         wslay_event_get_queued_msg_count(st->ws) > 0)
@@ -573,7 +559,7 @@ static int ws_pump(ws_conn *st, const char *in, size_t len, int may_close)
         st->in = NULL;
         st->in_len = 0;
     }
-    if (st->gone || st->failed)
+    if (st->failed)
         return -1;
     if (st->proto_error ||
         (rc == WSLAY_ERR_CALLBACK_FAILURE && len > 0 && !wslay_event_get_close_sent(st->ws))) {
@@ -595,7 +581,7 @@ static int ws_pump(ws_conn *st, const char *in, size_t len, int may_close)
     }
     if (rc == 0)
         rc = wslay_event_send(st->ws);
-    if (st->gone || st->failed)
+    if (st->failed)
         return -1;
     if (rc != 0) {
         pg_debug("session %llx: websocket error %d; closing",
@@ -907,13 +893,11 @@ static void ws_header_timeout(int64_t timer_id, void *arg)
     (void)timer_id;
     ws_conn *st = arg;
     st->timer = 0;               /* a one-shot timer is gone once it fired */
-    if (st->mode != WS_HTTP || st->gone)
+    if (st->mode != WS_HTTP)
         return;
-    ws_enter(st);
     pg_debug("session %llx: no complete request within %u ms",
              (unsigned long long)pg_conn_session(st->c), ws_cfg_header_timeout(st->cfg));
     ws_http_error(st, 408, NULL, "request timeout");
-    ws_leave(st);
 }
 
 static ws_conn *ws_conn_new(pg_conn *c)
@@ -981,15 +965,11 @@ static int ws_on_send(pg_conn *c, const char *data, size_t len)
         if (st) {
             st->mode = WS_DONE;
             ws_drop_request(st);
-            ws_enter(st);
         }
         if (pg_conn_write(c, data, len) == 0)
             pg_conn_close(c, 1);
-        if (st)
-            ws_leave(st);
         return 0;
     }
-    ws_enter(st);
     struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
     int rc = ws_ctx(st) < 0 ? WSLAY_ERR_NOMEM : wslay_event_queue_msg(st->ws, &msg);
     if (rc == 0) {
@@ -1000,7 +980,6 @@ static int ws_on_send(pg_conn *c, const char *data, size_t len)
         st->mode = WS_DONE;
         pg_conn_close(c, 0);
     }
-    ws_leave(st);
     return 0;
 }
 
@@ -1012,15 +991,12 @@ static void ws_on_shutdown(pg_conn *c, const char *reason, size_t len)
     const char *text;
     size_t text_len;
     uint16_t code = ws_parse_reason(reason, len, &text, &text_len);
-    ws_enter(st);
     if (ws_ctx(st) == 0) {
         wslay_event_queue_close(st->ws, code, (const uint8_t *)text, text_len);
         wslay_event_shutdown_read(st->ws);
         ws_pump(st, NULL, 0, 0); /* the engine closes after on_shutdown */
     }
-    if (!st->gone)
-        st->mode = WS_DONE;
-    ws_leave(st);
+    st->mode = WS_DONE;
 }
 
 static void ws_on_close(pg_conn *c)
@@ -1029,12 +1005,7 @@ static void ws_on_close(pg_conn *c)
     if (!st)
         return;
     pg_conn_set_state(c, NULL);
-    ws_clear_timer(st);
-    st->c = NULL;
-    if (st->depth)
-        st->gone = 1;
-    else
-        ws_free(st);
+    ws_free(st);
 }
 
 const pg_protocol *gw_ws_protocol(const gw_ws_config *cfg)
