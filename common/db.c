@@ -371,6 +371,42 @@ static MYSQL_STMT *stmt_get(pg_db *db, const char *sql)
 
 /* ------------------------------------------------------------ running */
 
+/* The copies a bound parameter points at: libmariadb reads them at execute. */
+typedef struct {
+    unsigned long len;
+    long long i;
+} db_param;
+
+/* Points b at v, parameter number no (from 1), with p holding the copies it
+ * reads. 0 or -1 (db->err set). */
+static int bind_param(pg_db *db, MYSQL_BIND *b, db_param *p, const pg_db_value *v, int no)
+{
+    switch (v->type) {
+    case PG_DB_NULL:
+        b->buffer_type = MYSQL_TYPE_NULL;
+        return 0;
+    case PG_DB_INT:
+        p->i = v->i;
+        b->buffer_type = MYSQL_TYPE_LONGLONG;
+        b->buffer = &p->i;
+        return 0;
+    case PG_DB_STRING:
+        if (v->s == NULL && v->len > 0) {
+            set_err(db, CR_INVALID_PARAMETER_NO, "parameter %d: NULL string", no);
+            return -1;
+        }
+        p->len = (unsigned long)v->len;
+        b->buffer_type = MYSQL_TYPE_STRING;
+        b->buffer = (void *)(v->s ? v->s : "");
+        b->buffer_length = p->len;
+        b->length = &p->len;
+        return 0;
+    default:
+        set_err(db, CR_INVALID_PARAMETER_NO, "parameter %d: unknown type %d", no, (int)v->type);
+        return -1;
+    }
+}
+
 /* Binds params and executes. 0 or -1 (db->err set). */
 static int bind_and_execute(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, int nparams)
 {
@@ -381,61 +417,55 @@ static int bind_and_execute(pg_db *db, MYSQL_STMT *st, const pg_db_value *params
         return -1;
     }
     MYSQL_BIND *b = NULL;
-    unsigned long *lens = NULL;
-    long long *ints = NULL;
+    db_param *p = NULL;
+    int rc = -1;
     if (nparams > 0) {
         b = calloc((size_t)nparams, sizeof *b);
-        lens = calloc((size_t)nparams, sizeof *lens);
-        ints = calloc((size_t)nparams, sizeof *ints);
-        if (b == NULL || lens == NULL || ints == NULL) {
+        p = calloc((size_t)nparams, sizeof *p);
+        if (b == NULL || p == NULL) {
             set_err(db, CR_OUT_OF_MEMORY, "out of memory");
-            goto fail;
+            goto out;
         }
-        for (int i = 0; i < nparams; i++) {
-            const pg_db_value *v = &params[i];
-            switch (v->type) {
-            case PG_DB_NULL:
-                b[i].buffer_type = MYSQL_TYPE_NULL;
-                break;
-            case PG_DB_INT:
-                ints[i] = v->i;
-                b[i].buffer_type = MYSQL_TYPE_LONGLONG;
-                b[i].buffer = &ints[i];
-                break;
-            case PG_DB_STRING:
-                if (v->s == NULL && v->len > 0) {
-                    set_err(db, CR_INVALID_PARAMETER_NO, "parameter %d: NULL string", i + 1);
-                    goto fail;
-                }
-                lens[i] = (unsigned long)v->len;
-                b[i].buffer_type = MYSQL_TYPE_STRING;
-                b[i].buffer = (void *)(v->s ? v->s : "");
-                b[i].buffer_length = lens[i];
-                b[i].length = &lens[i];
-                break;
-            default:
-                set_err(db, CR_INVALID_PARAMETER_NO, "parameter %d: unknown type %d",
-                        i + 1, (int)v->type);
-                goto fail;
-            }
-        }
+        for (int i = 0; i < nparams; i++)
+            if (bind_param(db, &b[i], &p[i], &params[i], i + 1) != 0)
+                goto out;
         if (mysql_stmt_bind_param(st, b) != 0) {
             set_err_stmt(db, st);
-            goto fail;
+            goto out;
         }
     }
-    int rc = mysql_stmt_execute(st);
-    if (rc != 0)
+    if (mysql_stmt_execute(st) != 0)
         set_err_stmt(db, st);
+    else
+        rc = 0;
+out:
     free(b);
-    free(lens);
-    free(ints);
-    return rc ? -1 : 0;
-fail:
-    free(b);
-    free(lens);
-    free(ints);
-    return -1;
+    free(p);
+    return rc;
+}
+
+/* Buffers the current result set of st, if it has columns, so that no row
+ * is read from the network later. 0 with the column count in *n, or -1. */
+static int store_result(pg_db *db, MYSQL_STMT *st, unsigned *n)
+{
+    *n = mysql_stmt_field_count(st);
+    if (*n > 0 && mysql_stmt_store_result(st) != 0) {
+        set_err_stmt(db, st);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads and throws away the current result set of st, if there is one.
+ * 0 or -1. */
+static int skip_result(pg_db *db, MYSQL_STMT *st)
+{
+    unsigned n;
+    if (store_result(db, st, &n) != 0)
+        return -1;
+    if (n > 0)
+        mysql_stmt_free_result(st);
+    return 0;
 }
 
 /* Reads and throws away any further result sets (CALL). -1 on error. */
@@ -449,13 +479,8 @@ static int drain_results(pg_db *db, MYSQL_STMT *st)
             set_err_stmt(db, st);
             return -1;
         }
-        if (mysql_stmt_field_count(st) > 0) {
-            if (mysql_stmt_store_result(st) != 0) {
-                set_err_stmt(db, st);
-                return -1;
-            }
-            mysql_stmt_free_result(st);
-        }
+        if (skip_result(db, st) != 0)
+            return -1;
     }
 }
 
@@ -468,6 +493,9 @@ typedef struct {
     long long delivered;         /* rows handed to fn */
 } run_ctx;
 
+/* Runs a statement for its effect; rows it returns are thrown away. The
+ * counts are read before that, as storing a result set changes them.
+ * 0 or -1. */
 static long long do_exec(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, int nparams,
                          run_ctx *c)
 {
@@ -475,15 +503,30 @@ static long long do_exec(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, i
         return -1;
     c->affected = (unsigned long long)mysql_stmt_affected_rows(st);
     c->insert_id = (unsigned long long)mysql_stmt_insert_id(st);
-    if (mysql_stmt_field_count(st) > 0) {
-        if (mysql_stmt_store_result(st) != 0) {
-            set_err_stmt(db, st);
-            return -1;
-        }
-        mysql_stmt_free_result(st);
-    }
+    if (skip_result(db, st) != 0)
+        return -1;
     return drain_results(db, st) == 0 ? 0 : -1;
 }
+
+/* ------------------------------------------------------------ reading rows */
+
+/* Where mysql_stmt_fetch puts one column of a row. */
+typedef struct {
+    long long i;                 /* integer columns */
+    char *buf;                   /* every other column, as text */
+    unsigned long cap, len;
+    my_bool is_null, error;
+} db_col;
+
+/* One result set being read.  Binds and values are arrays of their own
+ * because libmariadb and the row callback take them so. */
+typedef struct {
+    unsigned n;
+    MYSQL_RES *meta;
+    MYSQL_BIND *b;
+    db_col *cols;
+    pg_db_value *vals;
+} db_rows;
 
 static int is_int_type(enum enum_field_types t)
 {
@@ -491,164 +534,229 @@ static int is_int_type(enum enum_field_types t)
            t == MYSQL_TYPE_LONGLONG || t == MYSQL_TYPE_INT24;
 }
 
-static long long do_query(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, int nparams,
-                          run_ctx *c)
+/* The first buffer size of a column read as text: its longest value in the
+ * stored result (STMT_ATTR_UPDATE_MAX_LENGTH), so most rows fit at once. */
+static unsigned long text_cap(const MYSQL_FIELD *f)
 {
-    if (bind_and_execute(db, st, params, nparams) != 0)
-        return -1;
-    unsigned n = mysql_stmt_field_count(st);
-    if (n == 0)
-        return drain_results(db, st) == 0 ? 0 : -1;
-    if (mysql_stmt_store_result(st) != 0) {
-        set_err_stmt(db, st);
+    unsigned long cap = f->max_length + 1;
+    if (cap < DB_MIN_COLBUF)
+        cap = DB_MIN_COLBUF;
+    /* libmariadb prints FLOAT/DOUBLE in as many characters as the buffer
+     * has, losing digits without reporting truncation: give them room for
+     * any value. */
+    if ((f->type == MYSQL_TYPE_DOUBLE || f->type == MYSQL_TYPE_FLOAT) && cap < DB_FLOAT_COLBUF)
+        cap = DB_FLOAT_COLBUF;
+    return cap;
+}
+
+/* Points the bind of column i at its buffers: integers as LONGLONG, every
+ * other type as text. 0 or -1. */
+static int bind_column(pg_db *db, db_rows *r, unsigned i, const MYSQL_FIELD *f)
+{
+    MYSQL_BIND *b = &r->b[i];
+    db_col *c = &r->cols[i];
+    b->length = &c->len;
+    b->is_null = &c->is_null;
+    b->error = &c->error;
+    if (is_int_type(f->type)) {
+        b->buffer_type = MYSQL_TYPE_LONGLONG;
+        b->buffer = &c->i;
+        b->is_unsigned = (f->flags & UNSIGNED_FLAG) ? 1 : 0;
+        return 0;
+    }
+    c->cap = text_cap(f);
+    c->buf = malloc(c->cap);
+    if (c->buf == NULL) {
+        set_err(db, CR_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = c->buf;
+    b->buffer_length = c->cap;
+    return 0;
+}
 
-    long long rows = -1;
-    MYSQL_RES *meta = mysql_stmt_result_metadata(st);
-    MYSQL_BIND *b = calloc(n, sizeof *b);
-    unsigned long *lens = calloc(n, sizeof *lens);
-    my_bool *nulls = calloc(n, sizeof *nulls);
-    my_bool *errs = calloc(n, sizeof *errs);
-    long long *ints = calloc(n, sizeof *ints);
-    char **bufs = calloc(n, sizeof *bufs);
-    unsigned long *caps = calloc(n, sizeof *caps);
-    pg_db_value *vals = calloc(n, sizeof *vals);
-    if (meta == NULL || b == NULL || lens == NULL || nulls == NULL || errs == NULL ||
-        ints == NULL || bufs == NULL || caps == NULL || vals == NULL) {
-        if (meta == NULL && mysql_stmt_errno(st))
+/* Allocates and binds the buffers for the stored result of st (n columns).
+ * 0 or -1; rows_close frees them either way. */
+static int rows_open(pg_db *db, MYSQL_STMT *st, unsigned n, db_rows *r)
+{
+    memset(r, 0, sizeof *r);
+    r->n = n;
+    r->meta = mysql_stmt_result_metadata(st);
+    r->b = calloc(n, sizeof *r->b);
+    r->cols = calloc(n, sizeof *r->cols);
+    r->vals = calloc(n, sizeof *r->vals);
+    if (r->meta == NULL || r->b == NULL || r->cols == NULL || r->vals == NULL) {
+        if (r->meta == NULL && mysql_stmt_errno(st))
             set_err_stmt(db, st);
         else
             set_err(db, CR_OUT_OF_MEMORY, "out of memory");
-        goto out;
+        return -1;
     }
-    MYSQL_FIELD *fields = mysql_fetch_fields(meta);
-    for (unsigned i = 0; i < n; i++) {
-        b[i].length = &lens[i];
-        b[i].is_null = &nulls[i];
-        b[i].error = &errs[i];
-        if (is_int_type(fields[i].type)) {
-            b[i].buffer_type = MYSQL_TYPE_LONGLONG;
-            b[i].buffer = &ints[i];
-            b[i].is_unsigned = (fields[i].flags & UNSIGNED_FLAG) ? 1 : 0;
-        } else {
-            unsigned long cap = fields[i].max_length + 1;
-            if (cap < DB_MIN_COLBUF)
-                cap = DB_MIN_COLBUF;
-            /* libmariadb prints FLOAT/DOUBLE in as many characters as the
-             * buffer has, losing digits without reporting truncation: give
-             * them room for any value. */
-            if ((fields[i].type == MYSQL_TYPE_DOUBLE || fields[i].type == MYSQL_TYPE_FLOAT) &&
-                cap < DB_FLOAT_COLBUF)
-                cap = DB_FLOAT_COLBUF;
-            bufs[i] = malloc(cap);
-            if (bufs[i] == NULL) {
-                set_err(db, CR_OUT_OF_MEMORY, "out of memory");
-                goto out;
-            }
-            caps[i] = cap;
-            b[i].buffer_type = MYSQL_TYPE_STRING;
-            b[i].buffer = bufs[i];
-            b[i].buffer_length = cap;
-        }
-    }
-    if (mysql_stmt_bind_result(st, b) != 0) {
+    MYSQL_FIELD *fields = mysql_fetch_fields(r->meta);
+    for (unsigned i = 0; i < n; i++)
+        if (bind_column(db, r, i, &fields[i]) != 0)
+            return -1;
+    if (mysql_stmt_bind_result(st, r->b) != 0) {
         set_err_stmt(db, st);
-        goto out;
+        return -1;
     }
+    return 0;
+}
 
+/* Frees what rows_open allocated, also when it stopped half-way. */
+static void rows_close(db_rows *r)
+{
+    if (r->meta)
+        mysql_free_result(r->meta);
+    if (r->cols)
+        for (unsigned i = 0; i < r->n; i++)
+            free(r->cols[i].buf);
+    free(r->b);
+    free(r->cols);
+    free(r->vals);
+}
+
+/* Fetches column i of the current row again, as text, into buf. 0 or -1;
+ * *len is the value's whole length and *cut says it did not fit. */
+static int fetch_column(pg_db *db, MYSQL_STMT *st, unsigned i, char *buf, unsigned long cap,
+                        unsigned long *len, my_bool *cut)
+{
+    MYSQL_BIND one;
+    my_bool is_null = 0;
+    memset(&one, 0, sizeof one);
+    *len = 0;
+    *cut = 0;
+    one.buffer_type = MYSQL_TYPE_STRING;
+    one.buffer = buf;
+    one.buffer_length = cap;
+    one.length = len;
+    one.is_null = &is_null;
+    one.error = cut;
+    if (mysql_stmt_fetch_column(st, &one, i, 0) != 0) {
+        set_err_stmt(db, st);
+        return -1;
+    }
+    return 0;
+}
+
+/* Column i of the current row did not fit (or left no room for the NUL):
+ * grows its buffer and fetches it again until it fits.  Strings report
+ * their whole length; numbers converted to text (DOUBLE) only set the
+ * error flag, so the buffer doubles until the value fits.  *len is the
+ * length fetched; 0 with the new length in it, or -1. */
+static int grow_column(pg_db *db, MYSQL_STMT *st, db_rows *r, unsigned i, unsigned long *len)
+{
+    db_col *c = &r->cols[i];
+    for (int tries = 0;; tries++) {
+        unsigned long want = *len >= c->cap ? *len + 1 : c->cap * 2;
+        if (tries >= 24 || want <= c->cap) {
+            set_err(db, CR_UNKNOWN_ERROR, "column %u: value does not fit", i + 1);
+            return -1;
+        }
+        char *nb = realloc(c->buf, want);
+        if (nb == NULL) {
+            set_err(db, CR_OUT_OF_MEMORY, "out of memory");
+            return -1;
+        }
+        c->buf = nb;
+        c->cap = want;
+        r->b[i].buffer = nb;
+        r->b[i].buffer_length = want;
+        my_bool cut;
+        if (fetch_column(db, st, i, nb, want, len, &cut) != 0)
+            return -1;
+        if (*len < want && !cut)
+            return 0;
+    }
+}
+
+/* Puts column i of the row just fetched into r->vals[i], fetching it again
+ * into a bigger buffer when it did not fit (then *grown is set). 0 or -1. */
+static int column_value(pg_db *db, MYSQL_STMT *st, db_rows *r, unsigned i, int *grown)
+{
+    db_col *c = &r->cols[i];
+    if (c->is_null) {
+        r->vals[i] = (pg_db_value){.type = PG_DB_NULL};
+        return 0;
+    }
+    if (r->b[i].buffer_type == MYSQL_TYPE_LONGLONG) {
+        r->vals[i] = (pg_db_value){.type = PG_DB_INT, .i = c->i};
+        return 0;
+    }
+    unsigned long len = c->len;
+    if (len >= c->cap || c->error) {
+        if (grow_column(db, st, r, i, &len) != 0)
+            return -1;
+        *grown = 1;
+    }
+    c->buf[len] = '\0';
+    r->vals[i] = (pg_db_value){.type = PG_DB_STRING, .s = c->buf, .len = len};
+    return 0;
+}
+
+/* Fills r->vals from the row just fetched. 0 or -1. */
+static int row_values(pg_db *db, MYSQL_STMT *st, db_rows *r)
+{
+    int grown = 0;
+    for (unsigned i = 0; i < r->n; i++)
+        if (column_value(db, st, r, i, &grown) != 0)
+            return -1;
+    /* The next rows are fetched into the grown buffers. */
+    if (grown && mysql_stmt_bind_result(st, r->b) != 0) {
+        set_err_stmt(db, st);
+        return -1;
+    }
+    return 0;
+}
+
+/* Fetches each row of the stored result and hands it to c->fn until fn
+ * asks to stop. The number of rows seen, or -1. */
+static long long fetch_rows(pg_db *db, MYSQL_STMT *st, db_rows *r, run_ctx *c)
+{
     long long seen = 0;
     for (;;) {
-        int r = mysql_stmt_fetch(st);
-        if (r == MYSQL_NO_DATA)
-            break;
-        if (r == 1) {
+        int f = mysql_stmt_fetch(st);
+        if (f == MYSQL_NO_DATA)
+            return seen;
+        if (f == 1) {
             set_err_stmt(db, st);
-            goto out;
+            return -1;
         }
-        /* r == 0 or MYSQL_DATA_TRUNCATED: fetch what did not fit again. */
-        int rebind = 0;
-        for (unsigned i = 0; i < n; i++) {
-            if (nulls[i]) {
-                vals[i] = (pg_db_value){.type = PG_DB_NULL};
-                continue;
-            }
-            if (b[i].buffer_type == MYSQL_TYPE_LONGLONG) {
-                vals[i] = (pg_db_value){.type = PG_DB_INT, .i = ints[i]};
-                continue;
-            }
-            unsigned long len = lens[i];
-            if (len >= caps[i] || errs[i]) {
-                /* Did not fit.  Strings report their whole length; numbers
-                 * converted to text (DOUBLE) only set the error flag, so
-                 * grow until the value fits. */
-                unsigned long cap = caps[i];
-                for (int tries = 0;; tries++) {
-                    unsigned long want = len >= cap ? len + 1 : cap * 2;
-                    if (tries >= 24 || want <= cap) {
-                        set_err(db, CR_UNKNOWN_ERROR, "column %u: value does not fit", i + 1);
-                        goto out;
-                    }
-                    char *nb = realloc(bufs[i], want);
-                    if (nb == NULL) {
-                        set_err(db, CR_OUT_OF_MEMORY, "out of memory");
-                        goto out;
-                    }
-                    bufs[i] = nb;
-                    caps[i] = cap = want;
-                    b[i].buffer = nb;
-                    b[i].buffer_length = cap;
-                    rebind = 1;
-                    MYSQL_BIND one;
-                    unsigned long l2 = 0;
-                    my_bool n2 = 0, e2 = 0;
-                    memset(&one, 0, sizeof one);
-                    one.buffer_type = MYSQL_TYPE_STRING;
-                    one.buffer = nb;
-                    one.buffer_length = cap;
-                    one.length = &l2;
-                    one.is_null = &n2;
-                    one.error = &e2;
-                    if (mysql_stmt_fetch_column(st, &one, i, 0) != 0) {
-                        set_err_stmt(db, st);
-                        goto out;
-                    }
-                    len = l2;
-                    if (len < cap && !e2)
-                        break;
-                }
-            }
-            bufs[i][len] = '\0';
-            vals[i] = (pg_db_value){.type = PG_DB_STRING, .s = bufs[i], .len = len};
-        }
-        if (rebind && mysql_stmt_bind_result(st, b) != 0) {
-            set_err_stmt(db, st);
-            goto out;
-        }
-        seen++;
-        c->delivered = seen;
-        if (c->fn && c->fn(c->arg, vals, (int)n) != 0)
-            break;
+        /* 0 or MYSQL_DATA_TRUNCATED: row_values fetches what did not fit again. */
+        if (row_values(db, st, r) != 0)
+            return -1;
+        c->delivered = ++seen;
+        if (c->fn && c->fn(c->arg, r->vals, (int)r->n) != 0)
+            return seen;
     }
-    rows = seen;
-out:
+}
+
+/* Hands the rows of the stored result of st (n columns) to c->fn, then
+ * frees the result. The number of rows seen, or -1. */
+static long long read_rows(pg_db *db, MYSQL_STMT *st, unsigned n, run_ctx *c)
+{
+    db_rows r;
+    long long rows = -1;
+    if (rows_open(db, st, n, &r) == 0)
+        rows = fetch_rows(db, st, &r, c);
     mysql_stmt_free_result(st);
-    if (meta)
-        mysql_free_result(meta);
-    if (bufs)
-        for (unsigned i = 0; i < n; i++)
-            free(bufs[i]);
-    free(b);
-    free(lens);
-    free(nulls);
-    free(errs);
-    free(ints);
-    free(bufs);
-    free(caps);
-    free(vals);
-    if (rows >= 0 && drain_results(db, st) != 0)
-        return -1;
+    rows_close(&r);
     return rows;
+}
+
+/* Runs a statement and hands each row of its first result set to c->fn;
+ * further result sets are thrown away. The number of rows seen, or -1. */
+static long long do_query(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, int nparams,
+                          run_ctx *c)
+{
+    unsigned n;
+    if (bind_and_execute(db, st, params, nparams) != 0 || store_result(db, st, &n) != 0)
+        return -1;
+    long long rows = n > 0 ? read_rows(db, st, n, c) : 0;
+    if (rows < 0)
+        return -1;
+    return drain_results(db, st) == 0 ? rows : -1;
 }
 
 typedef long long (*run_fn)(pg_db *, MYSQL_STMT *, const pg_db_value *, int, run_ctx *);

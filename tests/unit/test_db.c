@@ -9,6 +9,7 @@
  * creates DIR/ready, waits for DIR/stopped (the server is down), checks that
  * a query fails cleanly, creates DIR/checked, waits for DIR/started and
  * checks that the next query reconnects.  Every wait is bounded. */
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,8 +39,28 @@ static pg_db *other;          /* more handles; closed by test_teardown */
 static pg_db *idle;
 static char *scratch;         /* a test's big buffer; freed by test_teardown */
 static char table[64];
+static char proc[80];         /* a scratch procedure, table's name + "_p" */
+static int small_buffers;     /* see mysql_fetch_fields below */
 
 /* ------------------------------------------------------------ helpers */
+
+/* The server's max_length always fits the longest value, so db.c's first
+ * buffers always do too.  With small_buffers set this wrapper of libmariadb's
+ * function reports max_length 0, so db.c starts small and has to grow its
+ * buffers and fetch the columns that did not fit again. */
+MYSQL_FIELD *STDCALL mysql_fetch_fields(MYSQL_RES *res)
+{
+    static MYSQL_FIELD *(*real)(MYSQL_RES *);
+    if (real == NULL)
+        real = (MYSQL_FIELD * (*)(MYSQL_RES *)) dlsym(RTLD_NEXT, "mysql_fetch_fields");
+    if (real == NULL)
+        fail_msg("dlsym mysql_fetch_fields: %s", dlerror());
+    MYSQL_FIELD *f = real(res);
+    if (small_buffers && f != NULL)
+        for (unsigned i = 0; i < mysql_num_fields(res); i++)
+            f[i].max_length = 0;
+    return f;
+}
 
 #define NEED_DB()            \
     do {                     \
@@ -226,6 +247,7 @@ static int group_setup(void **state)
         return -1;
     }
     snprintf(table, sizeof table, "db_test_%ld", (long)getpid());
+    snprintf(proc, sizeof proc, "%s_p", table);
     char sql[512];
     snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", table);
     if (pg_db_exec(db, sql, NULL, 0, NULL, NULL) != 0)
@@ -254,6 +276,7 @@ static int test_teardown(void **state)
     free(scratch);
     scratch = NULL;
     row_free(&qrow);
+    small_buffers = 0;
     return 0;
 }
 
@@ -263,6 +286,9 @@ static int group_teardown(void **state)
     if (db != NULL) {
         char sql[128];
         snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", table);
+        if (pg_db_exec(db, sql, NULL, 0, NULL, NULL) != 0)
+            fprintf(stderr, "test_db: %s: %s\n", sql, pg_db_error(db));
+        snprintf(sql, sizeof sql, "DROP PROCEDURE IF EXISTS %s", proc);
         if (pg_db_exec(db, sql, NULL, 0, NULL, NULL) != 0)
             fprintf(stderr, "test_db: %s: %s\n", sql, pg_db_error(db));
         pg_db_close(db);
@@ -377,9 +403,86 @@ static void test_exec_insert(void **state)
     exec_full(db, sql, pc, 1, NULL, NULL);
     assert_int_equal(query_int(db, "SELECT 7", NULL, 0), 7);
 
+    /* Values that cannot be bound and bad arguments: errors naming them. */
+    pg_db_value bad[2] = {PG_DB_INT_VALUE(1), {.type = PG_DB_STRING, .s = NULL, .len = 3}};
+    assert_int_equal(pg_db_query(db, "SELECT ?, ?", bad, 2, collect_int, NULL), -1);
+    assert_int_equal(pg_db_errno(db), 2034);                 /* CR_INVALID_PARAMETER_NO */
+    assert_string_equal(pg_db_error(db), "parameter 2: NULL string");
+    bad[1] = (pg_db_value){.type = (pg_db_type)99};
+    assert_int_equal(pg_db_exec(db, "SELECT ?, ?", bad, 2, NULL, NULL), -1);
+    assert_string_equal(pg_db_error(db), "parameter 2: unknown type 99");
+    assert_int_equal(pg_db_exec(db, "SELECT ?", NULL, 1, NULL, NULL), -1);
+    assert_string_equal(pg_db_error(db), "bad arguments");
+    assert_int_equal(pg_db_query(db, "SELECT 1", NULL, -1, NULL, NULL), -1);
+    assert_int_equal(pg_db_query(db, NULL, NULL, 0, NULL, NULL), -1);
+    assert_int_equal(pg_db_errno(db), 2034);
+    assert_int_equal(query_int(db, "SELECT 8", NULL, 0), 8);
+
+    /* A query of a statement without rows: 0 rows, fn never called. */
+    snprintf(sql, sizeof sql, "UPDATE %s SET n = n WHERE s = ?", table);
+    ints none = {.n = 0};
+    assert_int_equal(pg_db_query(db, sql, pc, 1, collect_int, &none), 0);
+    assert_int_equal(none.n, 0);
+
     snprintf(sql, sizeof sql, "DELETE FROM %s", table);
     exec_full(db, sql, NULL, 0, &affected, NULL);
     assert_int_equal(affected, 4);
+}
+
+/* Rows of (i, REPEAT(CHAR(97 + i), len[i]) or NULL when len[i] < 0). */
+typedef struct {
+    const int *len;
+    int rows;
+} repeats;
+
+static int check_repeat(void *arg, const pg_db_value *cols, int ncols)
+{
+    repeats *r = arg;
+    int i = r->rows++;
+    assert_int_equal(ncols, 2);
+    assert_int_equal(cols[0].type, PG_DB_INT);
+    assert_int_equal(cols[0].i, i);
+    if (r->len[i] < 0) {
+        assert_int_equal(cols[1].type, PG_DB_NULL);
+        return 0;
+    }
+    assert_int_equal(cols[1].type, PG_DB_STRING);
+    assert_int_equal(cols[1].len, (size_t)r->len[i]);
+    for (size_t k = 0; k < cols[1].len; k++)
+        if (cols[1].s[k] != 'a' + i)
+            fail_msg("row %d: byte %zu is %d", i, k, cols[1].s[k]);
+    return 0;
+}
+
+/* Values longer than the first buffers, row after row: each grown buffer is
+ * bound for the rows after it, shorter values after longer ones come out
+ * right, and a value of exactly the buffer's size (no room for the NUL)
+ * grows it too. */
+static void check_buffers_grow(void)
+{
+    static const int len[] = {10, 64, 1000, -1, 63, 65, 5000, 1, 0, 70000};
+    const int n = (int)(sizeof len / sizeof len[0]);
+    char sql[2048];
+    int used = 0;
+    for (int i = 0; i < n; i++) {
+        char val[64];
+        if (len[i] < 0)
+            snprintf(val, sizeof val, "NULL");
+        else
+            snprintf(val, sizeof val, "REPEAT(CHAR(%d), %d)", 97 + i, len[i]);
+        used += snprintf(sql + used, sizeof sql - (size_t)used, "%sSELECT %d, %s",
+                         i ? " UNION ALL " : "", i, val);
+    }
+    repeats r = {.len = len, .rows = 0};
+    small_buffers = 1;
+    long long rows = pg_db_query(db, sql, NULL, 0, check_repeat, &r);
+    small_buffers = 0;
+    if (rows != n)
+        fail_msg("%lld rows: %s (%u)", rows, pg_db_error(db), pg_db_errno(db));
+    assert_int_equal(r.rows, n);
+    /* With the real max_length: the same rows. */
+    r.rows = 0;
+    assert_int_equal(pg_db_query(db, sql, NULL, 0, check_repeat, &r), n);
 }
 
 static void test_query_types(void **state)
@@ -435,6 +538,19 @@ static void test_query_types(void **state)
     assert_int_equal(qrow.cols[10].i, (long long)big);
     row_free(&qrow);
 
+    /* The same row again, starting from buffers too small for it. */
+    small_buffers = 1;
+    assert_int_equal(pg_db_query(db, sql, pid, 1, copy_row, &qrow), 1);
+    small_buffers = 0;
+    assert_int_equal(qrow.cols[0].i, (long long)id);
+    assert_str_col(&qrow, 2, utf, strlen(utf));
+    assert_str_col(&qrow, 3, text, big);
+    assert_str_col(&qrow, 5, "12.500", 6);
+    assert_str_col(&qrow, 7, "2024-02-29 13:14:15", 19);
+    assert_str_col(&qrow, 8, (const char *)bin, sizeof bin);
+    assert_int_equal(qrow.cols[10].i, (long long)big);
+    row_free(&qrow);
+
     pid[0] = PG_DB_INT_VALUE((long long)idn);
     assert_int_equal(pg_db_query(db, sql, pid, 1, copy_row, &qrow), 1);
     for (int i = 1; i <= 10; i++)
@@ -485,6 +601,8 @@ static void test_query_types(void **state)
     assert_int_equal(pg_db_query(db, sql, NULL, 0, NULL, NULL), 20);   /* no callback */
     free(text);
     scratch = NULL;
+
+    check_buffers_grow();
 }
 
 static int stop_after_3(void *arg, const pg_db_value *cols, int ncols)
@@ -508,6 +626,29 @@ static void test_query_stop(void **state)
     n = 0;
     assert_int_equal(pg_db_query(db, sql, NULL, 0, stop_after_3, &n), 3);
     assert_int_equal(query_int(db, "SELECT 5", NULL, 0), 5);
+
+    /* A CALL: the rows of its first result set; the second one and the
+     * status are read and thrown away, after an early stop too. */
+    char call[256], create[512];
+    snprintf(create, sizeof create, "CREATE OR REPLACE PROCEDURE %s() BEGIN %s; "
+             "SELECT 'second', 2; END", proc, sql);
+    exec_ok(db, create, NULL, 0);
+    snprintf(call, sizeof call, "CALL %s()", proc);
+    ints all = {.n = 0};
+    assert_int_equal(pg_db_query(db, call, NULL, 0, collect_int, &all), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(all.v[i], i + 1);
+    n = 0;
+    assert_int_equal(pg_db_query(db, call, NULL, 0, stop_after_3, &n), 3);
+    exec_ok(db, call, NULL, 0);
+    assert_int_equal(query_int(db, "SELECT 6", NULL, 0), 6);
+    /* A CALL without result sets: no rows. */
+    snprintf(create, sizeof create, "CREATE OR REPLACE PROCEDURE %s() BEGIN DO 1; END", proc);
+    exec_ok(db, create, NULL, 0);
+    assert_int_equal(pg_db_query(db, call, NULL, 0, collect_int, &all), 0);
+    snprintf(create, sizeof create, "DROP PROCEDURE %s", proc);
+    exec_ok(db, create, NULL, 0);
+    assert_int_equal(pg_db_reconnects(db), 0);
 }
 
 static void test_in_list_and_cache(void **state)
