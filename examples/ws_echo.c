@@ -30,6 +30,7 @@ typedef struct {
     size_t max_header_size;
     long long header_timeout_ms;
     size_t max_message;
+    size_t max_incomplete_bytes;
 } ws_echo_settings;
 
 static const pg_conf_def ws_echo_defs[] = {
@@ -49,6 +50,8 @@ static const pg_conf_def ws_echo_defs[] = {
      3600000, NULL, "time for a complete request after its first bytes (over: 408)"},
     {"max_message", PG_CONF_SIZE, offsetof(ws_echo_settings, max_message), "0", 0, 0, NULL,
      "largest WebSocket message (0: package_max_length; over: close 1009)"},
+    {"max_incomplete_bytes", PG_CONF_SIZE, offsetof(ws_echo_settings, max_incomplete_bytes), "0",
+     0, 0, NULL, "bytes all incomplete messages may hold (0: no limit; over: close 1013)"},
 };
 
 static void ws_echo_receive(pg_server *s, pg_session_id session, int listener, const char *data,
@@ -115,6 +118,7 @@ int main(int argc, char **argv)
         .max_header_size = opts.max_header_size,
         .header_timeout_ms = (uint32_t)opts.header_timeout_ms,
         .max_message = opts.max_message,
+        .max_incomplete_bytes = opts.max_incomplete_bytes,
     };
     pg_server_callbacks cb = {.on_receive = ws_echo_receive};
     pg_server *s = pg_server_new("ws_echo", &settings, &cb);

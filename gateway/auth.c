@@ -13,18 +13,23 @@
 
 #define GW_AUTH_TOKEN_MAX 4096
 
-/* sub: 1..GW_UUID_MAX bytes of [A-Za-z0-9_.:@-]. */
-static int auth_sub_ok(const char *sub)
+int gw_auth_uuid_ok(const char *uuid, size_t len)
 {
-    size_t n = 0;
-    for (; sub[n]; n++) {
-        char ch = sub[n];
+    if (len == 0 || len > GW_UUID_MAX)
+        return 0;
+    for (size_t n = 0; n < len; n++) {
+        char ch = uuid[n];
         int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
                  ch == '_' || ch == '.' || ch == ':' || ch == '@' || ch == '-';
-        if (!ok || n >= GW_UUID_MAX)
+        if (!ok)
             return 0;
     }
-    return n > 0;
+    return 1;
+}
+
+static int auth_sub_ok(const char *sub)
+{
+    return gw_auth_uuid_ok(sub, strnlen(sub, GW_UUID_MAX + 1));
 }
 
 /* Three base64url parts separated by dots; *signed_ is 0 when the third is empty. */

@@ -17,6 +17,9 @@
 int gw_auth_verify(const char *token, size_t token_len, const char *secret, time_t now,
                    char uuid[GW_UUID_MAX + 1], const char **why);
 
+/* 1 when uuid[0..len) is one a token's sub may name. */
+int gw_auth_uuid_ok(const char *uuid, size_t len);
+
 /* A token for uuid valid until exp (malloc'd), or NULL. For tests and tools. */
 char *gw_auth_mint(const char *uuid, const char *secret, time_t exp);
 

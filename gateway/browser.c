@@ -57,11 +57,13 @@ static void on_connect_event(pg_session_id session, json_t *data)
     gw_session_authenticate(session, uuid);
 }
 
+/* A chat message goes to a uuid a browser could sign in as, or nowhere. */
 static void on_chat(pg_session_id session, const char *from, json_t *data)
 {
-    const char *to = json_string_value(json_object_get(data, "to"));
+    json_t *to_value = json_object_get(data, "to");
+    const char *to = json_string_value(to_value);
     json_t *msg = json_object_get(data, "msg");
-    if (!to || !*to || strlen(to) > GW_UUID_MAX || !json_is_string(msg)) {
+    if (!to || !gw_auth_uuid_ok(to, json_string_length(to_value)) || !json_is_string(msg)) {
         send_error(session, GW_ERR_BAD_REQUEST);
         return;
     }
@@ -340,7 +342,12 @@ void gw_browser_registered(json_t *r)
 {
     pg_session_id session = (pg_session_id)json_integer_value(json_object_get(r, "session"));
     const char *uuid = json_string_value(json_object_get(r, "uuid"));
-    int registered = strcmp(json_string_value(json_object_get(r, "op")), "registered") == 0;
+    const char *op = json_string_value(json_object_get(r, "op"));
+    if (!uuid || !op) {
+        pg_error("malformed registration result");
+        return;
+    }
+    int registered = strcmp(op, "registered") == 0;
     if (!gw_session_known(session))
         return;   /* closed meanwhile; its close queued the unregister after this */
     if (json_integer_value(json_object_get(r, "code")) != GW_OK) {

@@ -66,6 +66,7 @@ typedef struct {
     size_t max_pending_bytes;
     long long header_timeout_ms;
     size_t max_header_size;
+    size_t max_incomplete_bytes;
     long long node_heartbeat_interval;
     long long node_dead_after;
     char *proxy;                   /* "host:port[,host:port...]", tried in order */

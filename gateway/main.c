@@ -51,6 +51,9 @@ static const pg_conf_def gateway_defs[] = {
      "time a client has to send its HTTP request headers"},
     {"max_header_size", PG_CONF_SIZE, G(max_header_size), "8K", 1024, 1 << 20, NULL,
      "largest HTTP request head"},
+    {"max_incomplete_bytes", PG_CONF_SIZE, G(max_incomplete_bytes), "256M", 0, 1LL << 40, NULL,
+     "bytes all browsers' WebSocket messages not yet complete may hold in the master, payload "
+     "plus 64 per fragment (over: the browser is closed with 1013; 0: no limit)"},
     {"node_heartbeat_interval", PG_CONF_INT, G(node_heartbeat_interval), "5", 1, 3600, NULL,
      "seconds between heartbeats of this node's gateway_nodes row"},
     {"node_dead_after", PG_CONF_INT, G(node_dead_after), "30", 2, 86400, NULL,
@@ -172,7 +175,8 @@ static int listen_ports(void)
                            .allowed_origins = gw.cfg.allowed_origins,
                            .max_header_size = gw.cfg.max_header_size,
                            .header_timeout_ms = (uint32_t)gw.cfg.header_timeout_ms,
-                           .max_message = gw.server_cfg.package_max_length};
+                           .max_message = gw.server_cfg.package_max_length,
+                           .max_incomplete_bytes = gw.cfg.max_incomplete_bytes};
     pg_listen_options pub = {.protocol = gw_ws_protocol(&gw.ws)};
     /* Replies carry the request's msg_id / req_id, so the consumer's and the
      * proxy's few busy connections can be shared by every worker; a read's

@@ -15,7 +15,43 @@
  * (uuid_index.c) names them, so they get the event as the order arrives.
  * Each item keeps the sessions it reached so ("early"), and the answer
  * skips them; an item that reached one is delivered even if MySQL does not
- * list that session yet (its registration is still on the way). */
+ * list that session yet (its registration is still on the way).
+ *
+ * The routing pipeline, in call order, with the shape of what each step
+ * hands on (all JSON in a worker's memory unless it crosses to a task worker):
+ *
+ *  1. an order, to gw_route (from internal.c send_message, browser.c on_chat):
+ *       {chat_token (work orders only), msg_id, items: [{uuid, id, payload}],
+ *        ctx}
+ *     ctx is what the answer needs and is never sent to a task worker:
+ *       work order {kind: "worksheet", consumer_fd, msg_id, chat_token}
+ *       chat       {kind: "chat", session, to}
+ *     consumer_fd and session are session ids (pg_session_id) of the
+ *     connection to answer: the consumer's link on the internal port, or
+ *     the chatting browser; "consumer_fd" is the seed's name.  Each item
+ *     pushed at once to a session of this node gets early: [session, ...].
+ *  2. the route task, batch.c -> task worker (tasks.c op_route):
+ *       {op: "route", batch: <id in in_task>, orders: [[chat_token|null, uuid, ...]]}
+ *  3. its answer, on_finish -> gw_route_done: one compact result per order,
+ *     items named by their index i in the order held here:
+ *       {op: "routed", batch, results: [{c: code, l: [[i, session]],
+ *                                        r: [[i, ip, port, client_id]], n: [i]}]}
+ *     l: sessions on this node, r: sessions on other nodes, n: no session.
+ *  4. routed, gw_route_done -> internal.c gw_internal_routed, once l is pushed:
+ *       {op: "routed", ctx, msg_id, code, delivered,
+ *        remote: [{ip, port, client_id, uuid, id, payload}],
+ *        offline: [{uuid, msg_id, payload}], stored: 0}
+ *  5. remote -> proxy_link.c gw_proxy_forward: a /chat/push-local frame per
+ *     target to the proxy; what is not confirmed joins offline.  On the
+ *     target node, internal.c push_local sets proxy_fd: the session id of
+ *     the proxy's connection, which the reply goes back on.
+ *  6. offline -> store.c gw_store_routed: items {uuid, msg_id, payload, t}
+ *     (t: the ticket routed waits under) go in a store task, {op: "store",
+ *     items, ctx: {tickets}}; its answer {op: "stored", ctx, code, stored,
+ *     local: [...]} pushes to sessions that registered meanwhile and
+ *     settles the tickets.
+ *  7. internal.c gw_internal_finish: the reply frame to consumer_fd, or
+ *     NEW_MSG_STATUS to the chatting browser (browser.c gw_browser_routed). */
 #include "gateway.h"
 
 #include "log.h"

@@ -8,7 +8,14 @@
  * the messages pushed but not yet acknowledged.  Pushes made by another
  * worker travel to the home worker as pipe messages, so exactly one process
  * tracks what a browser has acknowledged; at close or after ack_timeout what
- * is still unacknowledged goes back to offline_messages. */
+ * is still unacknowledged goes back to offline_messages.
+ *
+ * An ACK costs MySQL a DELETE only when it names a message in the store: one
+ * delivered from it, or one that went back to it while the session stayed
+ * open (ack_timeout, too many pending), of which the last STORED_IDS_MAX are
+ * remembered.  Those deletes of one loop pass go to the task worker as one
+ * task.  Any other ACK (a message pushed live, an id never sent) is settled
+ * or dropped in memory, so a browser flooding ACKs delays no one. */
 #include "gateway.h"
 
 #include "idmap.h"
@@ -24,6 +31,8 @@
 #include <time.h>
 
 #define ACK_CHECK_MS 1000
+#define STORED_IDS_MAX 64        /* ids a session remembers having gone back to the store */
+#define ACK_BATCH_MAX 500        /* deletes per task */
 
 typedef struct {
     char *id;
@@ -40,10 +49,13 @@ typedef struct {
     pending_ack *pending;
     size_t npending, cap;
     size_t pending_bytes;
+    char **stored_ids;               /* NULL, or a ring of STORED_IDS_MAX */
+    uint8_t stored_next;
 } browser_session;
 
 static pg_idmap *local_sessions;     /* home worker: session id -> browser_session */
 static int64_t ack_timer;
+static gw_batch ack_deletes[PG_SERVER_MAX_WORKERS];   /* by task worker */
 
 int gw_sessions_create(uint32_t capacity)
 {
@@ -173,8 +185,66 @@ static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_ses
         pg_memory_trim();
 }
 
+/* ---- acknowledgements ---- */
+
+/* A message of b's went back to the store while b stays open. */
+static void remember_stored(browser_session *b, const char *id)
+{
+    if (!b->stored_ids && !(b->stored_ids = calloc(STORED_IDS_MAX, sizeof(*b->stored_ids))))
+        return;
+    char **slot = &b->stored_ids[b->stored_next];
+    free(*slot);
+    *slot = strdup(id);
+    b->stored_next = (uint8_t)((b->stored_next + 1) % STORED_IDS_MAX);
+}
+
+/* Whether id is one of those; forgotten once asked (its ACK came). */
+static int forget_stored(browser_session *b, const char *id)
+{
+    for (size_t i = 0; b->stored_ids && i < STORED_IDS_MAX; i++)
+        if (b->stored_ids[i] && strcmp(b->stored_ids[i], id) == 0) {
+            free(b->stored_ids[i]);
+            b->stored_ids[i] = NULL;
+            return 1;
+        }
+    return 0;
+}
+
+static void free_stored_ids(browser_session *b)
+{
+    for (size_t i = 0; b->stored_ids && i < STORED_IDS_MAX; i++)
+        free(b->stored_ids[i]);
+    free(b->stored_ids);
+}
+
+/* The stored copy of an acknowledged message goes, with the others of
+ * this loop pass, on the session's task worker (after its store tasks). */
+static void delete_stored(browser_session *b, const char *id)
+{
+    gw_batch_add(&ack_deletes[gw_task_worker_of(b->session)],
+                 json_pack("{s:s,s:s}", "uuid", b->uuid, "msg_id", id),
+                 64 + strlen(b->uuid) + strlen(id));
+}
+
+static void fail_ack_deletes(json_t *items)
+{
+    pg_warn("%zu ACK(s) not handed to a task worker: their messages stay stored and come "
+            "again at the next connect", json_array_size(items));
+}
+
+/* The n oldest pending messages of an open session go back to the store;
+ * their ids are remembered, so that a late ACK still deletes them. */
+static void give_back_oldest(browser_session *b, size_t n)
+{
+    store_unacked(b->uuid, b->pending, n, b->session, b->session);
+    for (size_t i = 0; i < n; i++)
+        remember_stored(b, b->pending[i].id);
+    drop_oldest(b, n);
+}
+
 static int expire_session_acks(uint64_t id, void *value, void *arg)
 {
+    (void)id;
     time_t limit = *(time_t *)arg;
     browser_session *b = value;
     size_t expired = 0;
@@ -184,8 +254,7 @@ static int expire_session_acks(uint64_t id, void *value, void *arg)
         return 0;
     pg_info("%zu message(s) to %s not acknowledged within %lld s; stored for redelivery",
             expired, b->uuid, gw.cfg.ack_timeout);
-    store_unacked(b->uuid, b->pending, expired, id, id);
-    drop_oldest(b, expired);
+    give_back_oldest(b, expired);
     return 0;
 }
 
@@ -246,14 +315,47 @@ void gw_session_registered(json_t *answer)
         gw_browser_registered(r);
 }
 
+/* A worker that replaced another (reload, max_request, crash) adopts the
+ * sessions of the shared table whose home it is: their connections stayed
+ * open in the master, and their identity is there; only the old worker's
+ * unacknowledged messages are gone (it stored them on its way out, or they
+ * come back at the next connect).  A session the old worker had not yet
+ * authenticated is not in the table: it gets its record when it sends
+ * CONNECT (gw_session_authenticate). */
+static int adopt_session(const char *key, const void *row, void *arg)
+{
+    pg_session_id session = strtoull(key, NULL, 16);
+    if (pg_server_session_worker(gw.server, session) != pg_server_worker_id(gw.server))
+        return 0;
+    browser_session *b = calloc(1, sizeof(*b));
+    if (!b)
+        return 0;
+    size_t len;
+    const char *uuid = pg_table_row_get_string(gw.sessions, row, gw.col_uuid, &len);
+    b->session = session;
+    snprintf(b->uuid, sizeof(b->uuid), "%.*s", (int)len, uuid);
+    if (pg_idmap_put(local_sessions, session, b) < 0)
+        free(b);
+    else
+        ++*(size_t *)arg;
+    return 0;
+}
+
 void gw_session_worker_start(void)
 {
     local_sessions = pg_idmap_new(1024);
+    size_t adopted = 0;
+    pg_table_iterate(gw.sessions, adopt_session, &adopted);
+    if (adopted)
+        pg_info("adopted %zu session(s) of the worker before", adopted);
     ack_timer = pg_timer_tick(ACK_CHECK_MS, check_ack_timeouts, NULL);
-    for (int i = 0; i < gw.server_cfg.task_worker_num; i++)
+    for (int i = 0; i < gw.server_cfg.task_worker_num; i++) {
         registrations[i] = (gw_batch){.op = "register", .field = "sessions", .dst = i,
                                       .max_items = REGISTER_BATCH_MAX, .hold = 1,
                                       .fail = fail_registrations};
+        ack_deletes[i] = (gw_batch){.op = "ack", .field = "acks", .dst = i,
+                                    .max_items = ACK_BATCH_MAX, .fail = fail_ack_deletes};
+    }
 }
 
 static void free_session(browser_session *b)
@@ -261,6 +363,7 @@ static void free_session(browser_session *b)
     for (size_t i = 0; i < b->npending; i++)
         free_pending(&b->pending[i]);
     free(b->pending);
+    free_stored_ids(b);
     if (b->auth_timer > 0)
         pg_timer_clear(b->auth_timer);
     free(b);
@@ -282,8 +385,10 @@ static int stop_session(uint64_t id, void *value, void *arg)
 void gw_session_worker_stop(void)
 {
     /* Sent rather than failed: the answers reach the worker that takes over. */
-    for (int i = 0; i < gw.server_cfg.task_worker_num; i++)
+    for (int i = 0; i < gw.server_cfg.task_worker_num; i++) {
         gw_batch_stop(&registrations[i], 1);
+        gw_batch_stop(&ack_deletes[i], 1);
+    }
     pg_timer_clear(ack_timer);
     pg_idmap_iterate(local_sessions, stop_session, NULL);
     pg_idmap_free(local_sessions);
@@ -304,30 +409,10 @@ static void auth_timeout(int64_t timer_id, void *arg)
     pg_server_close(gw.server, session, reason, n);
 }
 
-/* The session's record in this (home) worker.  A worker that replaced
- * another (reload, max_request, crash) adopts the sessions it finds in the
- * shared table: their connections stayed open in the master, and their
- * identity is there; only unacknowledged messages of the old worker are gone
- * (it stored them on its way out, or they come back at the next connect). */
-static browser_session *session_of(pg_session_id session)
+/* The session's record in this (home) worker, or NULL. */
+static browser_session *find_session(pg_session_id session)
 {
-    browser_session *b = pg_idmap_get(local_sessions, session);
-    if (b || pg_server_session_worker(gw.server, session) != pg_server_worker_id(gw.server))
-        return b;
-    char key[17], row[256];
-    gw_session_key(session, key);
-    if (pg_table_get(gw.sessions, key, row) < 0 || !(b = calloc(1, sizeof(*b))))
-        return NULL;
-    size_t len;
-    const char *uuid = pg_table_row_get_string(gw.sessions, row, gw.col_uuid, &len);
-    b->session = session;
-    snprintf(b->uuid, sizeof(b->uuid), "%.*s", (int)len, uuid);
-    if (pg_idmap_put(local_sessions, session, b) < 0) {
-        free(b);
-        return NULL;
-    }
-    pg_info("adopted session %s of %s", key, b->uuid);
-    return b;
+    return pg_idmap_get(local_sessions, session);
 }
 
 void gw_session_open(pg_session_id session, const char *uuid)
@@ -351,7 +436,15 @@ void gw_session_open(pg_session_id session, const char *uuid)
  * messages waiting for it (browser.c sends them when the task answers). */
 int gw_session_authenticate(pg_session_id session, const char *uuid)
 {
-    browser_session *b = pg_idmap_get(local_sessions, session);
+    browser_session *b = find_session(session);
+    if (!b && (b = calloc(1, sizeof(*b))) != NULL) {
+        /* opened under the worker before this one, which did not see it sign in */
+        b->session = session;
+        if (pg_idmap_put(local_sessions, session, b) < 0) {
+            free(b);
+            b = NULL;
+        }
+    }
     if (!b || b->uuid[0])
         return -1;
     snprintf(b->uuid, sizeof(b->uuid), "%s", uuid);
@@ -374,18 +467,17 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
 
 const char *gw_session_uuid(pg_session_id session)
 {
-    browser_session *b = session_of(session);
+    browser_session *b = find_session(session);
     return b && b->uuid[0] ? b->uuid : NULL;
 }
 
 int gw_session_known(pg_session_id session)
 {
-    return session_of(session) != NULL;
+    return find_session(session) != NULL;
 }
 
 void gw_session_closed(pg_session_id session)
 {
-    session_of(session);   /* adopted first, so its rows are cleaned up */
     browser_session *b = pg_idmap_remove(local_sessions, session);
     if (!b)
         return;
@@ -416,8 +508,7 @@ static void make_room(browser_session *b, size_t bytes)
         kept -= b->pending[i].bytes;
     for (; n < b->npending && kept + bytes > gw.cfg.max_pending_bytes / 2; n++)
         kept -= b->pending[n].bytes;
-    store_unacked(b->uuid, b->pending, n, b->session, b->session);
-    drop_oldest(b, n);
+    give_back_oldest(b, n);
 }
 
 static int add_pending(browser_session *b, const char *id, const char *payload, int from_offline)
@@ -452,7 +543,7 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
 static void push_here(pg_session_id session, const char *uuid, const char *id,
                       const char *payload, int from_offline)
 {
-    browser_session *b = session_of(session);
+    browser_session *b = find_session(session);
     if (!b || strcmp(b->uuid, uuid) != 0) {
         pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
         store_unacked(uuid, &lost, 1, 0, 0);
@@ -540,24 +631,21 @@ void gw_session_pipe_message(const char *data, size_t len)
 
 int gw_session_ack(pg_session_id session, const char *id)
 {
-    browser_session *b = session_of(session);
-    if (!b)
+    browser_session *b = find_session(session);
+    if (!b || !b->uuid[0])
         return -1;
     for (size_t i = 0; i < b->npending; i++) {
         if (strcmp(b->pending[i].id, id) != 0)
             continue;
         if (b->pending[i].from_offline)
-            gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id),
-                    gw_task_worker_of(session));
+            delete_stored(b, id);
         b->pending_bytes -= b->pending[i].bytes;
         free_pending(&b->pending[i]);
         memmove(b->pending + i, b->pending + i + 1, (--b->npending - i) * sizeof(*b->pending));
         atomic_fetch_add(&gw.counters->acked, 1);
         return 0;
     }
-    /* Not pending here: it may have gone back to the store after ack_timeout. */
-    if (b->uuid[0])
-        gw_task(json_pack("{s:s,s:s,s:s}", "op", "ack", "uuid", b->uuid, "msg_id", id),
-                gw_task_worker_of(session));
+    if (forget_stored(b, id))
+        delete_stored(b, id);
     return 0;
 }

@@ -103,34 +103,48 @@ static json_t *distinct_uuids(json_t *list, const char *key)
     return uuids;
 }
 
-/* Runs `head IN (?,...)` for the uuid strings, IN_BATCH at a time; fn sees
- * every row.  0 or -1. */
-static int query_uuids(const char *head, json_t *uuids, pg_db_row_fn fn, void *arg)
+/* Runs `head IN (?,...)` for the strings of list, IN_BATCH at a time,
+ * after the parameter first (none when NULL); fn sees every row of a
+ * SELECT, or (fn NULL) the statement is a write.  0 or -1. */
+static int run_in_list(const char *head, const pg_db_value *first, json_t *list, pg_db_row_fn fn,
+                       void *arg)
 {
-    size_t n = json_array_size(uuids);
+    size_t n = json_array_size(list);
+    int fixed = first ? 1 : 0;
     for (size_t from = 0; from < n; from += IN_BATCH) {
         size_t count = n - from < IN_BATCH ? n - from : IN_BATCH;
-        /* The list is padded to a power of two with its last uuid, so a few
-         * prepared statements serve every batch size instead of each size
-         * being prepared again (a round trip and server work each time). */
+        /* The list is padded to a power of two with its last string, so a
+         * few prepared statements serve every batch size instead of each
+         * size being prepared again (a round trip and server work each time). */
         size_t padded = 1;
         while (padded < count)
             padded *= 2;
         char sql[256 + IN_BATCH * 2];
         int len = snprintf(sql, sizeof(sql), "%s IN (", head);
-        pg_db_value params[IN_BATCH];
+        pg_db_value params[1 + IN_BATCH];
+        if (first)
+            params[0] = *first;
         for (size_t k = 0; k < padded; k++) {
             size_t at = from + (k < count ? k : count - 1);
-            params[k] = PG_DB_STR_VALUE(json_string_value(json_array_get(uuids, at)));
+            params[fixed + k] = PG_DB_STR_VALUE(json_string_value(json_array_get(list, at)));
             len += snprintf(sql + len, sizeof(sql) - (size_t)len, k ? ",?" : "?");
         }
         snprintf(sql + len, sizeof(sql) - (size_t)len, ")");
-        if (pg_db_query(gw.db, sql, params, (int)padded, fn, arg) < 0) {
+        int nparams = fixed + (int)padded;
+        if (!fn) {
+            if (exec_sql(sql, params, nparams) < 0)
+                return -1;
+        } else if (pg_db_query(gw.db, sql, params, nparams, fn, arg) < 0) {
             pg_error("MySQL: %s", pg_db_error(gw.db));
             return -1;
         }
     }
     return 0;
+}
+
+static int query_uuids(const char *head, json_t *uuids, pg_db_row_fn fn, void *arg)
+{
+    return run_in_list(head, NULL, uuids, fn, arg);
 }
 
 /* ---- storing ---- */
@@ -395,14 +409,31 @@ static void op_unregister(json_t *task)
     exec_sql("DELETE FROM online_clients WHERE client_id = ?", &p, 1);
 }
 
+/* The stored copies of acknowledged messages (session.c): {uuid, msg_id}
+ * each, deleted with one statement per uuid (a session's ACKs share it). */
 static void op_ack(json_t *task)
 {
-    const char *uuid = json_string_value(json_object_get(task, "uuid"));
-    const char *msg_id = json_string_value(json_object_get(task, "msg_id"));
-    if (!uuid || !msg_id)
-        return;
-    pg_db_value p[] = {PG_DB_STR_VALUE(uuid), PG_DB_STR_VALUE(msg_id)};
-    exec_sql("DELETE FROM offline_messages WHERE uuid = ? AND msg_id = ?", p, 2);
+    json_t *by_uuid = json_object();
+    size_t i;
+    json_t *ack;
+    json_array_foreach(json_object_get(task, "acks"), i, ack) {
+        const char *uuid = json_string_value(json_object_get(ack, "uuid"));
+        json_t *msg_id = json_object_get(ack, "msg_id");
+        if (!uuid || !json_is_string(msg_id))
+            continue;
+        json_t *ids = json_object_get(by_uuid, uuid);
+        if (!ids && json_object_set_new(by_uuid, uuid, ids = json_array()) < 0)
+            continue;
+        json_array_append(ids, msg_id);
+    }
+    const char *uuid;
+    json_t *ids;
+    json_object_foreach(by_uuid, uuid, ids) {
+        pg_db_value u = PG_DB_STR_VALUE(uuid);
+        if (gw_db())
+            run_in_list("DELETE FROM offline_messages WHERE uuid = ? AND msg_id", &u, ids, NULL, NULL);
+    }
+    json_decref(by_uuid);
 }
 
 /* ---- routing ---- */
@@ -411,18 +442,22 @@ typedef struct {
     json_t *by_uuid;   /* uuid -> array of {ip, port, session, client_id} */
 } route_rows;
 
+/* A row of online_clients.  The table is shared with other writers (the
+ * seed's PHP gateways), so a row is checked like any input: one whose uuid
+ * no order can name (too long, not UTF-8) is skipped. */
 static int collect_route(void *arg, const pg_db_value *c, int ncols)
 {
     route_rows *r = arg;
     if (ncols < 5 || c[0].type != PG_DB_STRING || c[1].type != PG_DB_STRING ||
-        c[2].type != PG_DB_STRING || c[3].type != PG_DB_INT || c[4].type != PG_DB_INT)
+        c[2].type != PG_DB_STRING || c[3].type != PG_DB_INT || c[4].type != PG_DB_INT ||
+        c[1].len > GW_UUID_MAX)
         return 0;
     char uuid[GW_UUID_MAX + 1];
     snprintf(uuid, sizeof(uuid), "%.*s", (int)c[1].len, c[1].s);
     json_t *list = json_object_get(r->by_uuid, uuid);
-    if (!list) {
-        list = json_array();
-        json_object_set_new(r->by_uuid, uuid, list);
+    if (!list && json_object_set_new(r->by_uuid, uuid, list = json_array()) < 0) {
+        pg_warn("online_clients: a row whose uuid is not UTF-8 is skipped");
+        return 0;
     }
     json_array_append_new(list, json_pack("{s:s%,s:s%,s:I,s:I}", "client_id", c[0].s, c[0].len,
                                           "ip", c[2].s, c[2].len, "port", (json_int_t)c[3].i,

@@ -34,6 +34,7 @@
 #include <http_parser.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,11 +84,14 @@ typedef struct {
     size_t in_len;
     uint64_t frame_left;            /* bytes of the current frame not yet given
                                        to wslay; 0: at a frame boundary */
+    size_t charged;                 /* cost of the message under way (ws.h) */
     int64_t timer;                  /* header timeout, 0: none */
     uint8_t mode;
     uint8_t failed;                 /* a write or dispatch failed: the engine closes it */
     uint8_t proto_error;            /* a frame wslay lets through breaks RFC 6455 */
     uint8_t fragmented;             /* wslay is putting a fragmented message together */
+    uint8_t in_data_frame;          /* the current frame is a data frame */
+    uint16_t refused;               /* a frame over the limits: the close code */
 } ws_conn;
 
 /* ---- configuration ---- */
@@ -341,8 +345,11 @@ static void ws_drop_request(ws_conn *st)
     ws_clear_timer(st);
 }
 
+static void ws_uncharge(ws_conn *st);
+
 static void ws_free(ws_conn *st)
 {
+    ws_uncharge(st);
     ws_drop_request(st);
     if (st->ws)
         wslay_event_context_free(st->ws);
@@ -521,11 +528,52 @@ static size_t ws_frame_header(const uint8_t *p, size_t len, uint64_t *payload)
     return hlen;
 }
 
+/* ---- what incomplete messages cost (ws.h) ---- */
+
+typedef struct {
+    size_t max_message;
+    size_t max_total;               /* 0: no limit */
+} ws_limits;
+
+static _Atomic size_t ws_incomplete_total;
+
+size_t gw_ws_incomplete_bytes(void)
+{
+    return atomic_load(&ws_incomplete_total);
+}
+
+static void ws_uncharge(ws_conn *st)
+{
+    if (st->charged)
+        atomic_fetch_sub(&ws_incomplete_total, st->charged);
+    st->charged = 0;
+}
+
+/* Charges a data frame to its message before wslay allocates for it:
+ * 0, or the close code that refuses it. */
+static uint16_t ws_charge(ws_conn *st, uint64_t payload, const ws_limits *lim)
+{
+    size_t cost = st->fragmented ? GW_WS_FRAGMENT_COST : 0;   /* a continuation */
+    if (payload > lim->max_message || st->charged + cost + payload > lim->max_message)
+        return 1009;
+    cost += (size_t)payload;
+    size_t total = atomic_fetch_add(&ws_incomplete_total, cost) + cost;
+    if (lim->max_total && total > lim->max_total) {
+        atomic_fetch_sub(&ws_incomplete_total, cost);
+        return 1013;
+    }
+    st->charged += cost;
+    return 0;
+}
+
 /* How many of data[0..len) may go to wslay now: whole frames, and the rest of
  * a frame whose header is complete; an incomplete header waits for more.
  * Tracks where frames end and whether a data message is fragmented (FIN
- * clear), which is all ws_ctx_release_if_idle needs; wslay checks the rest. */
-static size_t ws_frames_ready(ws_conn *st, const char *data, size_t len)
+ * clear), which is all ws_ctx_release_if_idle needs; wslay checks the rest.
+ * With lim, charges each data frame (ws_charge) and stops before one that
+ * is refused, its close code in st->refused; a message's charge is dropped
+ * once its last frame has gone to wslay. */
+static size_t ws_frames_ready(ws_conn *st, const char *data, size_t len, const ws_limits *lim)
 {
     size_t pos = 0;
     while (pos < len) {
@@ -535,13 +583,18 @@ static size_t ws_frames_ready(ws_conn *st, const char *data, size_t len)
             size_t hlen = ws_frame_header(p, len - pos, &payload);
             if (hlen == 0)
                 break;
-            if (!(p[0] & 0x08))                  /* a data frame, not a control frame */
+            st->in_data_frame = !(p[0] & 0x08);  /* not a control frame */
+            if (st->in_data_frame && lim && (st->refused = ws_charge(st, payload, lim)) != 0)
+                break;
+            if (st->in_data_frame)
                 st->fragmented = !(p[0] & 0x80);
             st->frame_left = payload > UINT64_MAX - hlen ? UINT64_MAX : payload + hlen;
         }
         size_t take = len - pos < st->frame_left ? len - pos : (size_t)st->frame_left;
         pos += take;
         st->frame_left -= take;
+        if (st->frame_left == 0 && st->in_data_frame && !st->fragmented)
+            ws_uncharge(st);                     /* the message is complete */
     }
     return pos;
 }
@@ -599,20 +652,45 @@ static int ws_pump(ws_conn *st, const char *in, size_t len, int may_close)
     return 0;
 }
 
+/* The frames before a refused one go to wslay, then the close; the rest of
+ * the input is dropped.  Returns -1 when the connection is lost. */
+static int ws_refuse(ws_conn *st, const char *data, size_t n)
+{
+    uint16_t code = st->refused;
+    pg_info("session %llx: %s; closing with %u", (unsigned long long)pg_conn_session(st->c),
+            code == 1009 ? "message over max_message with its fragments"
+                         : "incomplete messages over max_incomplete_bytes",
+            code);
+    if (ws_pump(st, data, n, 0) < 0 || ws_ctx(st) < 0)
+        return -1;
+    if (wslay_event_get_read_enabled(st->ws))
+        ws_fail(st, code, code == 1009 ? "message too big" : "try again later");
+    return ws_pump(st, NULL, 0, 1);
+}
+
+static ws_limits ws_limits_of(const ws_conn *st)
+{
+    return (ws_limits){.max_message = ws_cfg_max_message(st->cfg, st->c),
+                       .max_total = st->cfg->max_incomplete_bytes};
+}
+
 /* Bytes on an open WebSocket: returns how many were used (an incomplete frame
  * header is left for the engine to offer again), or -1 to close. */
 static ssize_t ws_open_data(ws_conn *st, const char *data, size_t len)
 {
-    if (st->ws && !wslay_event_get_read_enabled(st->ws))
+    if (st->refused || (st->ws && !wslay_event_get_read_enabled(st->ws)))
         return (ssize_t)len;     /* closing: wslay reads no more */
-    size_t n = ws_frames_ready(st, data, len);
-    if (n == 0)
+    ws_limits lim = ws_limits_of(st);
+    size_t n = ws_frames_ready(st, data, len, &lim);
+    if (n == 0 && !st->refused)
         return 0;
     if (ws_ctx(st) < 0) {
         pg_warn("session %llx: out of memory for the websocket; closing",
                 (unsigned long long)pg_conn_session(st->c));
         return -1;
     }
+    if (st->refused)
+        return ws_refuse(st, data, n) < 0 ? -1 : (ssize_t)len;
     return ws_pump(st, data, n, 1) < 0 ? -1 : (ssize_t)n;
 }
 

@@ -21,7 +21,14 @@
  * close; wrong Sec-WebSocket-Version -> 426 with "Sec-WebSocket-Version: 13";
  * Origin not allowed -> 403; bad or expired ?token= -> 401 before the upgrade.
  * After it: unmasked client frame -> close 1002; invalid UTF-8 -> 1007; a
- * message over max_message -> 1009; binary message -> 1003; ping -> pong. */
+ * message over max_message -> 1009; binary message -> 1003; ping -> pong.
+ *
+ * What a message costs before it is complete is bounded: its payload, plus
+ * GW_WS_FRAGMENT_COST for each fragment after the first (what wslay spends to
+ * keep a fragment apart), may not pass max_message (close 1009), and all the
+ * connections of the process together may not hold more than
+ * max_incomplete_bytes that way (the connection that would pass it is
+ * closed with 1013, try again later). */
 #ifndef GW_WS_H
 #define GW_WS_H
 
@@ -43,7 +50,15 @@ typedef struct {
     size_t max_header_size;         /* e.g. 8192 */
     uint32_t header_timeout_ms;     /* e.g. 10000 */
     size_t max_message;             /* largest WebSocket message (package_max_length) */
+    size_t max_incomplete_bytes;    /* all connections' incomplete messages; 0: no limit */
 } gw_ws_config;
+
+/* What a fragment after a message's first costs beyond its payload: wslay
+ * keeps each as a chunk record, its data and a queue entry, three mallocs. */
+#define GW_WS_FRAGMENT_COST 64
+
+/* Bytes that incomplete messages hold now, over all connections. */
+size_t gw_ws_incomplete_bytes(void);
 
 /* The hook for pg_listen_options.protocol; cfg must outlive the server. */
 const pg_protocol *gw_ws_protocol(const gw_ws_config *cfg);

@@ -271,7 +271,7 @@ static size_t feed_in_steps(ws_conn *st, const uint8_t *data, size_t len, size_t
     size_t taken = 0, avail = 0;
     while (avail < len) {
         avail = avail + step < len ? avail + step : len;
-        taken += ws_frames_ready(st, (const char *)data + taken, avail - taken);
+        taken += ws_frames_ready(st, (const char *)data + taken, avail - taken, NULL);
         assert_true(taken <= avail);
         /* What is held back is never more than a header. */
         assert_true(avail - taken < 14);
@@ -309,17 +309,17 @@ static void test_frames_ready_in_any_pieces(void **state)
     int open_after[] = {1, 1, 1, 0};
     for (size_t i = 0; i < 4; i++) {
         ws_conn st = {0};
-        assert_int_equal(ws_frames_ready(&st, (const char *)data, ends[i]), ends[i]);
+        assert_int_equal(ws_frames_ready(&st, (const char *)data, ends[i], NULL), ends[i]);
         assert_int_equal(st.frame_left, 0);
         assert_int_equal(st.fragmented, open_after[i]);
     }
     /* Inside a payload: taken, but not at a boundary. */
     ws_conn st = {0};
-    assert_int_equal(ws_frames_ready(&st, (const char *)data, 30), 30);
+    assert_int_equal(ws_frames_ready(&st, (const char *)data, 30, NULL), 30);
     assert_int_equal(st.frame_left, 324 - 30);
     /* A header cut short is left for later (here inside its 16-bit length). */
     ws_conn st2 = {0};
-    assert_int_equal(ws_frames_ready(&st2, (const char *)data, 16 + 3), 16);
+    assert_int_equal(ws_frames_ready(&st2, (const char *)data, 16 + 3, NULL), 16);
     assert_int_equal(st2.frame_left, 0);
 }
 
@@ -329,8 +329,84 @@ static void test_frames_ready_huge_length(void **state)
     /* A 64-bit length with the top bit set (wslay refuses it): no overflow. */
     const uint8_t h[] = {0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 'x'};
     ws_conn st = {0};
-    assert_int_equal(ws_frames_ready(&st, (const char *)h, sizeof(h)), sizeof(h));
+    assert_int_equal(ws_frames_ready(&st, (const char *)h, sizeof(h), NULL), sizeof(h));
     assert_true(st.frame_left == UINT64_MAX - sizeof(h));
+}
+
+/* ---- what incomplete messages cost ---- */
+
+/* A masked frame header (zero key) for a payload of n bytes, n < 126. */
+static size_t small_frame(uint8_t *out, int fin, uint8_t opcode, size_t n)
+{
+    out[0] = (uint8_t)((fin ? 0x80 : 0) | opcode);
+    out[1] = (uint8_t)(0x80 | n);
+    memset(out + 2, 0, 4);
+    memset(out + 6, 'x', n);
+    return 6 + n;
+}
+
+static void test_whole_message_costs_its_payload_until_done(void **state)
+{
+    (void)state;
+    ws_limits lim = {.max_message = 100, .max_total = 0};
+    uint8_t f[6 + 100];
+    size_t n = small_frame(f, 1, 1, 100);
+    ws_conn st = {0};
+    /* the header alone: the frame is charged before its payload arrives */
+    assert_int_equal(ws_frames_ready(&st, (const char *)f, 6, &lim), 6);
+    assert_int_equal(st.refused, 0);
+    assert_int_equal(gw_ws_incomplete_bytes(), 100);
+    assert_int_equal(ws_frames_ready(&st, (const char *)f + 6, n - 6, &lim), n - 6);
+    assert_int_equal(gw_ws_incomplete_bytes(), 0);
+    assert_int_equal(st.charged, 0);
+    /* one byte more than max_message is refused at its header */
+    uint8_t g[6 + 101];
+    small_frame(g, 1, 1, 101);
+    assert_int_equal(ws_frames_ready(&st, (const char *)g, 6, &lim), 0);
+    assert_int_equal(st.refused, 1009);
+    assert_int_equal(gw_ws_incomplete_bytes(), 0);
+}
+
+/* 1-byte fragments: each after the first costs GW_WS_FRAGMENT_COST more, so
+ * a message of max_message bytes cannot be sent that way. */
+static void test_tiny_fragments_are_charged_their_overhead(void **state)
+{
+    (void)state;
+    ws_limits lim = {.max_message = 1000, .max_total = 0};
+    ws_conn st = {0};
+    uint8_t f[7];
+    size_t accepted = 0;
+    for (int i = 0; i < 100 && !st.refused; i++) {
+        size_t n = small_frame(f, 0, i == 0 ? 1 : 0, 1);
+        accepted += ws_frames_ready(&st, (const char *)f, n, &lim) == n;
+    }
+    assert_int_equal(st.refused, 1009);
+    assert_int_equal(accepted, 1 + (1000 - 1) / (GW_WS_FRAGMENT_COST + 1));
+    assert_true(gw_ws_incomplete_bytes() <= 1000);
+    /* a ping between fragments costs nothing */
+    ws_uncharge(&st);
+    assert_int_equal(gw_ws_incomplete_bytes(), 0);
+}
+
+static void test_incomplete_messages_share_a_total(void **state)
+{
+    (void)state;
+    ws_limits lim = {.max_message = 100, .max_total = 150};
+    uint8_t f[6 + 80];
+    small_frame(f, 1, 1, 80);
+    ws_conn a = {0}, b = {0}, c = {0};
+    assert_int_equal(ws_frames_ready(&a, (const char *)f, 10, &lim), 10);
+    assert_int_equal(gw_ws_incomplete_bytes(), 80);
+    /* a second 80-byte message would make 160 */
+    assert_int_equal(ws_frames_ready(&b, (const char *)f, 10, &lim), 0);
+    assert_int_equal(b.refused, 1013);
+    assert_int_equal(gw_ws_incomplete_bytes(), 80);
+    /* once the first is done (or its connection gone), there is room */
+    ws_uncharge(&a);
+    assert_int_equal(ws_frames_ready(&c, (const char *)f, 10, &lim), 10);
+    assert_int_equal(c.refused, 0);
+    ws_uncharge(&c);
+    assert_int_equal(gw_ws_incomplete_bytes(), 0);
 }
 
 /* ---- the protocol table ---- */
@@ -371,6 +447,9 @@ int main(void)
         cmocka_unit_test(test_frame_header),
         cmocka_unit_test(test_frames_ready_in_any_pieces),
         cmocka_unit_test(test_frames_ready_huge_length),
+        cmocka_unit_test(test_whole_message_costs_its_payload_until_done),
+        cmocka_unit_test(test_tiny_fragments_are_charged_their_overhead),
+        cmocka_unit_test(test_incomplete_messages_share_a_total),
         cmocka_unit_test(test_protocol_per_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
