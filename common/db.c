@@ -857,6 +857,22 @@ unsigned pg_db_errno(const pg_db *db)
     return db ? db->err_no : CR_UNKNOWN_ERROR;
 }
 
+int pg_db_unreachable(const pg_db *db)
+{
+    if (!db)
+        return 1;
+    switch (db->err_no) {
+    case CR_CONNECTION_ERROR:    /* 2002 */
+    case CR_CONN_HOST_ERROR:     /* 2003 */
+    case CR_UNKNOWN_HOST:        /* 2005 */
+    case ER_CON_COUNT_ERROR:     /* 1040: too many connections */
+    case ER_UNKNOWN_COM_ERROR:   /* 1047: a Galera node not ready */
+        return 1;
+    default:
+        return conn_lost(db->err_no);
+    }
+}
+
 unsigned long long pg_db_reconnects(const pg_db *db)
 {
     return db ? db->reconnects : 0;

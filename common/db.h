@@ -78,6 +78,9 @@ int pg_db_ping(pg_db *db);
 /* The last error text ("" when none) and number (0 when none). */
 const char *pg_db_error(const pg_db *db);
 unsigned pg_db_errno(const pg_db *db);
+/* 1 when the last error says the server could not be reached or went away
+ * (as opposed to refusing a statement): retrying later may work. */
+int pg_db_unreachable(const pg_db *db);
 /* How many times the handle reconnected (for stats and tests). */
 unsigned long long pg_db_reconnects(const pg_db *db);
 

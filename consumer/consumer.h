@@ -121,6 +121,7 @@ struct cs_entry {
     size_t body_len;
     char *reason;           /* DEAD: why */
     long long deliveries;   /* Redis's delivery counter: the attempt in progress or next */
+    unsigned waits;         /* retries in a row that did not count (the gateway could not try) */
     cs_entry_state state;
     struct cs_gateway *gw;  /* SENT: where */
     uint64_t last_gw;       /* id of the gateway of the last attempt (0: none) */
@@ -256,7 +257,7 @@ cs_redis *cs_acks_link(void);
 /* ---- the context ---- */
 
 typedef struct {
-    unsigned long long read, claimed, sent, acked, dead, retried;
+    unsigned long long read, claimed, sent, acked, dead, retried, waited;
 } cs_stats;
 
 typedef struct {

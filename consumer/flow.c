@@ -7,6 +7,9 @@
  *   - no reply in time, a lost connection, or any other code is a failed
  *     attempt: retried on another gateway after a backoff, until Redis's
  *     delivery counter reaches max_deliveries, then dead letter;
+ *   - a gateway that could not try (MySQL unreachable, busy) answers so: the
+ *     entry is retried after a backoff, for as long as that lasts, and the
+ *     attempt is not counted: an outage of the store dead-letters nothing;
  *   - an entry waiting because no gateway is up makes no attempt. */
 #include "consumer.h"
 
@@ -18,12 +21,19 @@
 #include <string.h>
 
 #define RETRY_MAX_MS 10000
+#define WAIT_MAX_MS 5000      /* retries that do not count: MySQL back within 5 s of it */
 
 /* Gateway codes after which a retry cannot help (see gateway/gateway.h). */
 static bool final_code(int code)
 {
     return code == 10102 /* not JSON */ || code == 10104 /* bad request */ ||
            code == 10201 /* bad chat_token */ || code == 10202 /* unknown url */;
+}
+
+/* Gateway codes that say it could not try; the request is not at fault. */
+static bool wait_code(int code)
+{
+    return code == 10503 /* MySQL unreachable */ || code == 10205 /* busy */;
 }
 
 void cs_flow_forget(cs_entry *e)
@@ -98,6 +108,18 @@ static void on_retry(int64_t timer_id, void *arg)
     cs_flow_ready(e);
 }
 
+/* BACKOFF for delay ms, then READY again. */
+static void back_off(cs_entry *e, unsigned delay)
+{
+    cs_list_remove(e);
+    e->state = CS_E_BACKOFF;
+    e->timer = pg_timer_after(delay, on_retry, e);
+    if (e->timer < 0) {
+        e->timer = 0;
+        cs_flow_ready(e);
+    }
+}
+
 void cs_flow_failed(cs_entry *e, const char *why)
 {
     static cs_ratelog fail_log;
@@ -106,19 +128,27 @@ void cs_flow_failed(cs_entry *e, const char *why)
         return;
     }
     e->deliveries++;
+    e->waits = 0;
     cs.stats.retried++;
     cs_acks_set_deliveries(e);
     unsigned delay = cs_backoff_ms((unsigned)e->deliveries - 1, RETRY_MAX_MS);
     pg_debug("entry %s: %s; attempt %lld in %u ms", e->id, why, e->deliveries, delay);
     cs_log_limited(&fail_log, PG_LOG_WARN, "entry %s: %s; attempt %lld of %lld in %u ms", e->id,
                    why, e->deliveries, cs.cfg.max_deliveries, delay);
-    cs_list_remove(e);
-    e->state = CS_E_BACKOFF;
-    e->timer = pg_timer_after(delay, on_retry, e);
-    if (e->timer < 0) {
-        e->timer = 0;
-        cs_flow_ready(e);
-    }
+    back_off(e, delay);
+}
+
+/* The gateway could not try: again later, not counted. */
+static void flow_wait(cs_entry *e, const char *why)
+{
+    static cs_ratelog wait_log;
+    e->waits++;
+    cs.stats.waited++;
+    unsigned delay = cs_backoff_ms(e->waits, WAIT_MAX_MS);
+    pg_debug("entry %s: %s; again in %u ms", e->id, why, delay);
+    cs_log_limited(&wait_log, PG_LOG_WARN, "entry %s: %s; again in %u ms (not counted as an attempt)",
+                   e->id, why, delay);
+    back_off(e, delay);
 }
 
 /* Takes e out of where it waits; false when a reply for an earlier attempt
@@ -156,6 +186,10 @@ void cs_flow_reply(cs_entry *e, cs_gateway *g, int code, const char *msg)
         cs_flow_done(e);
     } else if (final_code(code)) {
         cs_flow_dead(e, "refused by gateway %s: code %d: %s", g->name, code, msg);
+    } else if (wait_code(code)) {
+        char why[300];
+        snprintf(why, sizeof(why), "gateway %s answered code %d: %s", g->name, code, msg);
+        flow_wait(e, why);
     } else {
         char why[300];
         snprintf(why, sizeof(why), "gateway %s answered code %d: %s", g->name, code, msg);

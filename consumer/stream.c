@@ -286,9 +286,9 @@ static void on_stats_tick(int64_t timer_id, void *arg)
         return;
     last_stats = cs.stats;
     pg_info("stats: read %llu, reclaimed %llu, sent %llu, acked %llu, dead-lettered %llu, "
-            "retried %llu; held %zu, in flight %zu, gateways up %zu",
+            "retried %llu, waited %llu; held %zu, in flight %zu, gateways up %zu",
             cs.stats.read, cs.stats.claimed, cs.stats.sent, cs.stats.acked, cs.stats.dead,
-            cs.stats.retried, cs_entries_held(), cs.sent, cs_nodes_up());
+            cs.stats.retried, cs.stats.waited, cs_entries_held(), cs.sent, cs_nodes_up());
 }
 
 /* ---- start and stop ---- */

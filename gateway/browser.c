@@ -165,7 +165,7 @@ static json_t *stats_json(void)
     for (int i = 0; i < st.reactor_num; i++)
         json_array_append_new(per_reactor, json_integer((json_int_t)st.sessions_per_reactor[i]));
     return json_pack(
-        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
         "s:o,s:o,s:I,s:{s:b,s:I}}",
         "node", gw.node_id, "uptime", (json_int_t)(time(NULL) - st.start_time),
         "connections", (json_int_t)st.connections, "accepted", (json_int_t)st.accepted,
@@ -176,6 +176,7 @@ static json_t *stats_json(void)
         "messages", "in", (json_int_t)c->messages_in, "pushed", (json_int_t)c->pushed,
         "forwarded", (json_int_t)c->forwarded, "stored", (json_int_t)c->stored,
         "acked", (json_int_t)c->acked, "redelivered", (json_int_t)c->redelivered,
+        "repeats_dropped", (json_int_t)c->repeats,
         "auth_failures", (json_int_t)c->auth_failures,
         "workers", workers_json(st.workers, st.worker_num),
         "task_workers", workers_json(st.task_workers, st.task_worker_num),

@@ -46,6 +46,7 @@ enum {
     GW_ERR_UNREACHABLE = 10204,    /* the proxy or target node did not answer */
     GW_ERR_BUSY = 10205,
     GW_ERR_INTERNAL = 10500,       /* MySQL failed; the sender should retry */
+    GW_ERR_UNAVAILABLE = 10503,    /* MySQL cannot be reached; retry later, it is no fault of the request */
 };
 
 typedef struct {
@@ -67,6 +68,7 @@ typedef struct {
     long long header_timeout_ms;
     size_t max_header_size;
     size_t max_incomplete_bytes;
+    long long push_record_slots;
     long long node_heartbeat_interval;
     long long node_dead_after;
     char *proxy;                   /* "host:port[,host:port...]", tried in order */
@@ -81,6 +83,7 @@ typedef struct {
     _Atomic uint64_t stored;           /* written to offline_messages */
     _Atomic uint64_t acked;
     _Atomic uint64_t redelivered;      /* offline messages sent at connect */
+    _Atomic uint64_t repeats;          /* pushes not sent: the session had that id from this node */
     _Atomic uint64_t auth_failures;
     _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
     _Atomic uint64_t mysql_errors;
@@ -145,6 +148,15 @@ void gw_uuid_index_add(const char *uuid, pg_session_id session);
 void gw_uuid_index_remove(const char *uuid, pg_session_id session);
 /* Up to max sessions of uuid into sessions; how many. */
 size_t gw_uuid_index_get(const char *uuid, pg_session_id *sessions, size_t max);
+
+/* push_record.c: which ids this node pushed to which session, recently,
+ * in shared memory (any process; created before fork), so that no session
+ * gets one id twice from this node.  slots: how many entries it holds. */
+enum { GW_PUSH_NONE = 0, GW_PUSH_SENT, GW_PUSH_ACKED, GW_PUSH_STORED };
+int gw_push_record_create(uint32_t slots);
+void gw_push_record_destroy(void);
+int gw_push_record_get(pg_session_id session, const char *id);
+void gw_push_record_set(pg_session_id session, const char *id, int state);
 
 /* browser.c */
 void gw_browser_message(pg_session_id session, const char *data, size_t len);
@@ -247,7 +259,12 @@ void gw_tasks_stop(void);
 void gw_task_handle(int64_t task_id, const char *data, size_t len);
 /* The task worker's connection, opened on first use; NULL when MySQL is down. */
 pg_db *gw_db(void);
-void gw_mysql_result(int ok);
+/* How a call on gw_db() went (rc < 0: failed, see its error), for the log
+ * and /stats; returns rc. */
+long long gw_mysql_result(long long rc);
+/* The code of a request that failed for MySQL: GW_ERR_UNAVAILABLE while it
+ * cannot be reached, else GW_ERR_INTERNAL. */
+int gw_mysql_failure_code(void);
 
 /* reply.c */
 char *gw_error_json(int code, const char *msg);

@@ -54,6 +54,9 @@ static const pg_conf_def gateway_defs[] = {
     {"max_incomplete_bytes", PG_CONF_SIZE, G(max_incomplete_bytes), "256M", 0, 1LL << 40, NULL,
      "bytes all browsers' WebSocket messages not yet complete may hold in the master, payload "
      "plus 64 per fragment (over: the browser is closed with 1013; 0: no limit)"},
+    {"push_record_slots", PG_CONF_INT, G(push_record_slots), "1048576", 1024, 1LL << 28, NULL,
+     "recent pushes remembered, 8 bytes each in shared memory, so that no browser gets one "
+     "message twice from this node"},
     {"node_heartbeat_interval", PG_CONF_INT, G(node_heartbeat_interval), "5", 1, 3600, NULL,
      "seconds between heartbeats of this node's gateway_nodes row"},
     {"node_dead_after", PG_CONF_INT, G(node_dead_after), "30", 2, 86400, NULL,
@@ -217,6 +220,7 @@ int main(int argc, char **argv)
         (gw.counters = pg_shm_alloc(sizeof(*gw.counters))) != NULL &&
         gw_sessions_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
         gw_uuid_index_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
+        gw_push_record_create((uint32_t)gw.cfg.push_record_slots) == 0 &&
         (gw.server = pg_server_new("pushgate-gateway", &gw.server_cfg, &cb)) != NULL &&
         listen_ports() == 0 && gw_node_register() == 0) {
         pg_server_set_generation(gw.server, gw.generation);
@@ -226,6 +230,7 @@ int main(int argc, char **argv)
     pg_server_free(gw.server);
     pg_table_destroy(gw.sessions);
     gw_uuid_index_destroy();
+    gw_push_record_destroy();
     if (gw.counters)
         pg_shm_free(gw.counters, sizeof(*gw.counters));
     pg_daemon_done(tables, ntables);

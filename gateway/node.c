@@ -195,9 +195,8 @@ static void heartbeat(int64_t timer_id, void *arg)
         healthy_since = now;
     if (rc == 0 && now - healthy_since >= gw.cfg.node_dead_after)
         rc = sweep(db);
-    if (rc < 0 && db)
-        pg_warn("node heartbeat: %s", pg_db_error(db));
-    gw_mysql_result(rc == 0);
+    if (db)
+        gw_mysql_result(rc);   /* logged there: an outage once, not at every beat */
 }
 
 void gw_node_start_heartbeat(void)

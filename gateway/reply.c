@@ -19,6 +19,7 @@ const char *gw_error_text(int code)
     case GW_ERR_GONE: return "gone";
     case GW_ERR_UNREACHABLE: return "unreachable";
     case GW_ERR_BUSY: return "busy";
+    case GW_ERR_UNAVAILABLE: return "MySQL is unavailable: retry later";
     default: return "internal error";
     }
 }

@@ -237,8 +237,10 @@ static void fail_ack_deletes(json_t *items)
 static void give_back_oldest(browser_session *b, size_t n)
 {
     store_unacked(b->uuid, b->pending, n, b->session, b->session);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         remember_stored(b, b->pending[i].id);
+        gw_push_record_set(b->session, b->pending[i].id, GW_PUSH_STORED);
+    }
     drop_oldest(b, n);
 }
 
@@ -538,6 +540,35 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
     return 0;
 }
 
+static pending_ack *find_pending(browser_session *b, const char *id)
+{
+    for (size_t i = 0; i < b->npending; i++)
+        if (strcmp(b->pending[i].id, id) == 0)
+            return &b->pending[i];
+    return NULL;
+}
+
+/* A push of an id this node pushed to the session before (seen: what the
+ * push record says of it) is not sent again; only the store's copy, if
+ * this push came from the store, is kept in step. */
+static void push_again(browser_session *b, const char *id, const char *payload, int from_offline,
+                       int seen)
+{
+    atomic_fetch_add(&gw.counters->repeats, 1);
+    pending_ack *p = find_pending(b, id);
+    if (p) {
+        p->from_offline |= from_offline;   /* its ACK deletes the stored copy too */
+    } else if (seen == GW_PUSH_SENT) {
+        /* pushed by the worker before this one, which died: the browser
+         * has it, so its ACK (or ack_timeout) is waited for here */
+        add_pending(b, id, payload, from_offline);
+    } else if (seen == GW_PUSH_ACKED && from_offline) {
+        delete_stored(b, id);
+    }
+    /* GW_PUSH_STORED: it went back to the store while this session stayed
+     * open, and waits there for the next connect */
+}
+
 /* On the home worker: write and remember; a session gone meanwhile gets the
  * message stored instead. */
 static void push_here(pg_session_id session, const char *uuid, const char *id,
@@ -549,12 +580,18 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
         store_unacked(uuid, &lost, 1, 0, 0);
         return;
     }
+    int seen = gw_push_record_get(session, id);
+    if (seen != GW_PUSH_NONE) {
+        push_again(b, id, payload, from_offline, seen);
+        return;
+    }
     if (pg_server_send(gw.server, session, payload, strlen(payload)) < 0 ||
         add_pending(b, id, payload, from_offline) < 0) {
         pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
         store_unacked(uuid, &lost, 1, 0, 0);
         return;
     }
+    gw_push_record_set(session, id, GW_PUSH_SENT);
     atomic_fetch_add(&gw.counters->pushed, 1);
 }
 
@@ -634,18 +671,23 @@ int gw_session_ack(pg_session_id session, const char *id)
     browser_session *b = find_session(session);
     if (!b || !b->uuid[0])
         return -1;
-    for (size_t i = 0; i < b->npending; i++) {
-        if (strcmp(b->pending[i].id, id) != 0)
-            continue;
-        if (b->pending[i].from_offline)
+    pending_ack *p = find_pending(b, id);
+    if (p) {
+        if (p->from_offline)
             delete_stored(b, id);
-        b->pending_bytes -= b->pending[i].bytes;
-        free_pending(&b->pending[i]);
+        size_t i = (size_t)(p - b->pending);
+        b->pending_bytes -= p->bytes;
+        free_pending(p);
         memmove(b->pending + i, b->pending + i + 1, (--b->npending - i) * sizeof(*b->pending));
         atomic_fetch_add(&gw.counters->acked, 1);
+        gw_push_record_set(session, id, GW_PUSH_ACKED);
         return 0;
     }
-    if (forget_stored(b, id))
+    if (forget_stored(b, id)) {
         delete_stored(b, id);
+        gw_push_record_set(session, id, GW_PUSH_ACKED);
+    } else if (gw_push_record_get(session, id) == GW_PUSH_SENT) {
+        gw_push_record_set(session, id, GW_PUSH_ACKED);   /* pushed by the worker before this one */
+    }
     return 0;
 }

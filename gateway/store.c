@@ -23,7 +23,7 @@ typedef struct {
     size_t remaining;     /* items not yet answered */
     json_int_t stored;
     json_int_t delivered; /* pushed after all, to a session that registered meanwhile */
-    int failed;
+    int failed;           /* the error code of a failed store, 0: none */
 } waiting_message;
 
 static void drop_waiting(void *value)
@@ -36,17 +36,17 @@ static void drop_waiting(void *value)
 /* ticket -> waiting_message */
 static gw_awaiting waiting = {.what = "message(s) waiting for their store", .drop = drop_waiting};
 
-/* count items of ticket have been answered (stored or not). */
-static void settle(uint64_t ticket, size_t count, int ok)
+/* count items of ticket have been answered: stored (code GW_OK) or not. */
+static void settle(uint64_t ticket, size_t count, int code)
 {
     waiting_message *w = gw_awaiting_get(&waiting, ticket);
     if (!w)
         return;
     w->remaining -= count < w->remaining ? count : w->remaining;
-    if (ok)
+    if (code == GW_OK)
         w->stored += (json_int_t)count;
     else
-        w->failed = 1;
+        w->failed = code;
     if (w->remaining > 0)
         return;
     gw_awaiting_take(&waiting, ticket);
@@ -57,7 +57,7 @@ static void settle(uint64_t ticket, size_t count, int ok)
                         json_integer(json_integer_value(json_object_get(routed, "delivered")) +
                                      w->delivered));
     if (w->failed)
-        json_object_set_new(routed, "code", json_integer(GW_ERR_INTERNAL));
+        json_object_set_new(routed, "code", json_integer(w->failed));
     free(w);
     gw_internal_finish(routed);
     json_decref(routed);
@@ -88,20 +88,20 @@ static json_t *store_task(json_t *items)
                      ticket_counts(items));
 }
 
-static void settle_all(json_t *counts, int ok)
+static void settle_all(json_t *counts, int code)
 {
     size_t i;
     json_t *c;
     json_array_foreach(counts, i, c)
         settle((uint64_t)json_integer_value(json_array_get(c, 0)),
-               (size_t)json_integer_value(json_array_get(c, 1)), ok);
+               (size_t)json_integer_value(json_array_get(c, 1)), code);
 }
 
 /* Not handed to a task worker: each message's sender hears of the failure. */
 static void fail_items(json_t *items)
 {
     json_t *counts = ticket_counts(items);
-    settle_all(counts, 0);
+    settle_all(counts, GW_ERR_BUSY);
     json_decref(counts);
 }
 
@@ -144,7 +144,8 @@ void gw_store_answered(json_t *result)
             w->delivered++;
     }
     json_t *counts = json_object_get(json_object_get(result, "ctx"), "tickets");
-    settle_all(counts, json_integer_value(json_object_get(result, "code")) == GW_OK);
+    json_t *code = json_object_get(result, "code");
+    settle_all(counts, json_is_integer(code) ? (int)json_integer_value(code) : GW_ERR_INTERNAL);
 }
 
 /* The worker stops: what waits is still stored (the answers come back to

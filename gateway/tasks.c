@@ -6,6 +6,7 @@
  * work order is acknowledged that was not handed off. */
 #include "gateway.h"
 
+#include "db_health.h"
 #include "log.h"
 #include "memory.h"
 #include "timer.h"
@@ -22,11 +23,32 @@
 #define SLOW_TASK_MS 100   /* a task this long is logged */
 #define BIG_TASK_BYTES (32 * 1024)
 
-void gw_mysql_result(int ok)
+/* ---- MySQL's health: an outage is logged once, not once a task ---- */
+
+static pg_db_health mysql_health;
+
+/* Records how a call went (err: why no connection could be made, when
+ * gw.db is NULL); returns rc. */
+static long long db_result(long long rc, const char *err)
 {
-    atomic_store(&gw.counters->mysql_ok, ok);
-    if (!ok)
+    if (rc >= 0) {
+        pg_db_health_ok(&mysql_health);
+    } else {
+        pg_db_health_failed(&mysql_health, gw.db, err);
         atomic_fetch_add(&gw.counters->mysql_errors, 1);
+    }
+    atomic_store(&gw.counters->mysql_ok, !mysql_health.down);
+    return rc;
+}
+
+long long gw_mysql_result(long long rc)
+{
+    return db_result(rc, NULL);
+}
+
+int gw_mysql_failure_code(void)
+{
+    return mysql_health.down ? GW_ERR_UNAVAILABLE : GW_ERR_INTERNAL;
 }
 
 pg_db *gw_db(void)
@@ -35,9 +57,7 @@ pg_db *gw_db(void)
         return gw.db;
     char err[256];
     gw.db = pg_db_connect(&gw.mysql, 3, 10, err, sizeof(err));
-    if (!gw.db)
-        pg_error("MySQL: %s", err);
-    gw_mysql_result(gw.db != NULL);
+    db_result(gw.db ? 0 : -1, err);
     return gw.db;
 }
 
@@ -54,10 +74,7 @@ static int exec_sql(const char *sql, const pg_db_value *params, int n)
     while ((rc = pg_db_exec(gw.db, sql, params, n, NULL, NULL)) < 0 &&
            pg_db_errno(gw.db) == ER_LOCK_DEADLOCK && ++tries < DEADLOCK_TRIES)
         pg_warn("MySQL: %s; running it again", pg_db_error(gw.db));
-    if (rc < 0)
-        pg_error("MySQL: %s", pg_db_error(gw.db));
-    gw_mysql_result(rc == 0);
-    return rc;
+    return (int)gw_mysql_result(rc);
 }
 
 static int first_int(void *arg, const pg_db_value *cols, int ncols)
@@ -76,9 +93,8 @@ static int token_valid(const char *token)
         return -1;
     int enabled = 0;
     pg_db_value p = PG_DB_STR_VALUE(token);
-    long long rows = pg_db_query(gw.db, "SELECT enabled FROM apps WHERE chat_token = ?", &p, 1,
-                                 first_int, &enabled);
-    gw_mysql_result(rows >= 0);
+    long long rows = gw_mysql_result(pg_db_query(gw.db, "SELECT enabled FROM apps WHERE chat_token = ?",
+                                                 &p, 1, first_int, &enabled));
     if (rows < 0)
         return -1;
     gw_token_remember(token, rows > 0 && enabled);
@@ -134,8 +150,7 @@ static int run_in_list(const char *head, const pg_db_value *first, json_t *list,
         if (!fn) {
             if (exec_sql(sql, params, nparams) < 0)
                 return -1;
-        } else if (pg_db_query(gw.db, sql, params, nparams, fn, arg) < 0) {
-            pg_error("MySQL: %s", pg_db_error(gw.db));
+        } else if (gw_mysql_result(pg_db_query(gw.db, sql, params, nparams, fn, arg)) < 0) {
             return -1;
         }
     }
@@ -337,7 +352,6 @@ static int find_waiting(json_t *sessions, json_t *waiting)
     json_t *uuids = distinct_uuids(sessions, "uuid");
     int rc = query_uuids("SELECT DISTINCT uuid FROM offline_messages WHERE acked_at IS NULL AND uuid",
                          uuids, collect_uuid, waiting);
-    gw_mysql_result(rc == 0);
     json_decref(uuids);
     return rc;
 }
@@ -472,7 +486,6 @@ static int lookup_routes(json_t *list, const char *key, route_rows *rows)
     json_t *uuids = distinct_uuids(list, key);
     int rc = query_uuids("SELECT client_id, uuid, node_ip, node_port, session_id "
                          "FROM online_clients WHERE uuid", uuids, collect_route, rows);
-    gw_mysql_result(rc == 0);
     json_decref(uuids);
     return rc;
 }
@@ -563,7 +576,7 @@ static void op_store(json_t *task)
         return;
     }
     finish(json_pack("{s:s,s:O,s:i,s:I,s:o}", "op", "stored", "ctx", ctx ? ctx : json_null(),
-                     "code", n < 0 ? GW_ERR_INTERNAL : GW_OK, "stored", (json_int_t)(n < 0 ? 0 : n),
+                     "code", n < 0 ? gw_mysql_failure_code() : GW_OK, "stored", (json_int_t)(n < 0 ? 0 : n),
                      "local", local));
 }
 
@@ -572,7 +585,7 @@ static int order_code(json_t *order)
 {
     const char *token = json_string_value(json_array_get(order, 0));
     int valid = token ? token_valid(token) : 1;
-    return valid > 0 ? GW_OK : valid < 0 ? GW_ERR_INTERNAL : GW_ERR_BAD_TOKEN;
+    return valid > 0 ? GW_OK : valid < 0 ? gw_mysql_failure_code() : GW_ERR_BAD_TOKEN;
 }
 
 typedef struct {
@@ -632,7 +645,7 @@ static void op_route(json_t *task)
     json_array_foreach(orders, o, order) {
         int code = (int)json_integer_value(json_array_get(codes, o));
         if (failed && code == GW_OK)
-            code = GW_ERR_INTERNAL;
+            code = gw_mysql_failure_code();
         json_array_append_new(results, order_result(order, code, &rows));
     }
     json_decref(codes);
@@ -647,7 +660,7 @@ static void op_token(json_t *task)
     const char *token = json_string_value(json_object_get(task, "chat_token"));
     int valid = token ? token_valid(token) : 0;
     finish(json_pack("{s:s,s:O,s:i}", "op", "token", "ctx", json_object_get(task, "ctx"), "code",
-                     valid < 0 ? GW_ERR_INTERNAL : valid ? GW_OK : GW_ERR_BAD_TOKEN));
+                     valid < 0 ? gw_mysql_failure_code() : valid ? GW_OK : GW_ERR_BAD_TOKEN));
 }
 
 /* ---- dispatch ---- */

@@ -1706,9 +1706,9 @@ def test_mysql_restart_while_running(gw, stack, internal):
             # thread that started it (PR_SET_PDEATHSIG), so no asyncio.to_thread here.
             stack.stop_mysql()
             try:
-                # MySQL down: the work order is refused with "retry" (10500), not lost silently
+                # MySQL down: the work order is refused with "retry later" (10503), not lost silently
                 r = await call(c, work_order("down-1", [(u, {"d": 1})], APP_TOKEN))
-                assert r["code"] == 10500 and r["msg_id"] == "down-1", r
+                assert r["code"] == 10503 and r["msg_id"] == "down-1", r
                 # a batch of registrations fails as a whole: each browser hears 1011
                 socks = await asyncio.gather(*(ws_connect(gw.port, token_for(uid("down")))
                                                for _ in range(5)))

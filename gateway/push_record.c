@@ -1,0 +1,117 @@
+/* push_record.c - which message ids this node pushed to which session, in
+ * shared memory.
+ *
+ * A node never pushes one id twice to one session, whatever path the second
+ * push comes by: a consumer's retry after MySQL failed (the first attempt
+ * had pushed to this node's sessions at once, route.c), an order reclaimed
+ * after a timeout, a session listed twice by a lookup (its own row, and the
+ * stale row of a dead node whose push fell back to the store and from
+ * there to this session), or stored messages handed to a session that has
+ * them already.  The home worker's list of a session's unacknowledged
+ * messages dies with the worker, so this record is in shared memory, where
+ * a worker's replacement finds it.
+ *
+ * It holds the node's recent pushes, a bounded number: sets of
+ * GW_PUSH_RECORD_WAYS words, one word an entry (a hash of session and id,
+ * the second it was written at, the state), a set chosen by the hash.  A
+ * new entry takes an empty word of its set or the oldest; so an entry lasts
+ * until its set has seen GW_PUSH_RECORD_WAYS newer ones.  A word is written
+ * and read whole (atomics), so no lock is needed, and a process killed
+ * mid-write leaves the old entry or the new one.  Two processes writing the
+ * same set at once may lose one entry: at worst a duplicate, which browsers
+ * drop by id. */
+#include "gateway.h"
+
+#include "shm.h"
+
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#define GW_PUSH_RECORD_WAYS 8          /* a set is one 64-byte cache line */
+#define STATE_BITS 2
+#define TIME_BITS 16
+#define TIME_SHIFT STATE_BITS
+#define HASH_SHIFT (STATE_BITS + TIME_BITS)
+#define TIME_MASK ((UINT64_C(1) << TIME_BITS) - 1)
+
+static _Atomic uint64_t *words;
+static size_t nsets;
+
+int gw_push_record_create(uint32_t slots)
+{
+    nsets = slots / GW_PUSH_RECORD_WAYS;
+    if (nsets == 0)
+        nsets = 1;
+    words = pg_shm_alloc(nsets * GW_PUSH_RECORD_WAYS * sizeof(*words));
+    return words ? 0 : -1;
+}
+
+void gw_push_record_destroy(void)
+{
+    if (words)
+        pg_shm_free((void *)words, nsets * GW_PUSH_RECORD_WAYS * sizeof(*words));
+    words = NULL;
+}
+
+/* FNV-1a over the id, then the session mixed in (splitmix64's finish). */
+static uint64_t entry_hash(pg_session_id session, const char *id)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * UINT64_C(0x100000001b3);
+    h ^= session + UINT64_C(0x9e3779b97f4a7c15) + (h << 6) + (h >> 2);
+    h = (h ^ (h >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    h = (h ^ (h >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return h ^ (h >> 31);
+}
+
+static uint64_t now_tick(void)
+{
+    return (uint64_t)time(NULL) & TIME_MASK;
+}
+
+static _Atomic uint64_t *set_of(uint64_t h)
+{
+    return words + (h % nsets) * GW_PUSH_RECORD_WAYS;
+}
+
+static int same_entry(uint64_t word, uint64_t h)
+{
+    return (word & 3) != GW_PUSH_NONE && (word >> HASH_SHIFT) == (h >> HASH_SHIFT);
+}
+
+int gw_push_record_get(pg_session_id session, const char *id)
+{
+    uint64_t h = entry_hash(session, id);
+    _Atomic uint64_t *set = set_of(h);
+    for (int i = 0; i < GW_PUSH_RECORD_WAYS; i++) {
+        uint64_t w = atomic_load_explicit(&set[i], memory_order_acquire);
+        if (same_entry(w, h))
+            return (int)(w & 3);
+    }
+    return GW_PUSH_NONE;
+}
+
+void gw_push_record_set(pg_session_id session, const char *id, int state)
+{
+    uint64_t h = entry_hash(session, id), now = now_tick();
+    _Atomic uint64_t *set = set_of(h);
+    int pick = 0;
+    uint64_t oldest_age = 0;
+    for (int i = 0; i < GW_PUSH_RECORD_WAYS; i++) {
+        uint64_t w = atomic_load_explicit(&set[i], memory_order_relaxed);
+        if (same_entry(w, h)) {
+            pick = i;
+            break;
+        }
+        uint64_t age = (w & 3) == GW_PUSH_NONE ? TIME_MASK + 1
+                                               : (now - ((w >> TIME_SHIFT) & TIME_MASK)) & TIME_MASK;
+        if (age >= oldest_age) {
+            oldest_age = age;
+            pick = i;
+        }
+    }
+    uint64_t word = (h >> HASH_SHIFT << HASH_SHIFT) | (now << TIME_SHIFT) | ((uint64_t)state & 3);
+    atomic_store_explicit(&set[pick], word, memory_order_release);
+}
