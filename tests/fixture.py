@@ -9,15 +9,24 @@ As a module::
         db = s.mysql()                  # pymysql connection as the pushgate user
         r = s.redis()                   # redis.Redis (decode_responses=True)
 
+    # Redis with an append-only file (appendfsync everysec, files in
+    # DIR/redis), restarted the hard way on the same port with the same data:
+    with Stack(redis_aof=True, mysql=False) as s:   # mysql=False: Redis only
+        ...
+        s.restart_redis("kill")         # SIGKILL, then start again and wait
+
 As a command (servers keep running after `start` returns)::
 
     eval "$(python3 tests/fixture.py start --dir /tmp/pg-stack)"
     ...
+    python3 tests/fixture.py restart-redis --dir /tmp/pg-stack [--how kill|nosave|term]
     python3 tests/fixture.py stop --dir /tmp/pg-stack
 
 What `start` does: a private MariaDB datadir made by mariadb-install-db, a
 mariadbd on a free loopback port and its own Unix socket, a redis-server with no
-persistence on another free loopback port; database `pushgate`, user
+persistence on another free loopback port (with `--redis-aof` / redis_aof=True:
+appendonly yes, appendfsync everysec, the AOF files in DIR/redis, as in
+production); database `pushgate`, user
 `pushgate`/`pushgate` (from 127.0.0.1 and localhost) with all privileges on it,
 and every sql/*.sql file loaded in name order. Nothing reads the system's
 MariaDB or Redis configuration and no system service is used. `stop` ends only
@@ -166,10 +175,15 @@ class Stack:
              stop(); in a folder that existed, only what start() made is removed.
     keep:    stop() leaves the files (logs, datadir) in place.
     detach:  servers do not die with this process (used by the CLI).
+    redis_aof: Redis keeps an append-only file (appendonly yes, appendfsync
+             everysec) in DIR/redis, so restart_redis() keeps its data.
+             Default: no persistence (a restart starts empty).
+    mysql:   False: Redis only, no MariaDB (e.g. a Redis of a test's own next
+             to the session's stack); env() then names Redis only.
     """
 
     def __init__(self, dir=None, sql_dir=SQL_DIR, timeout=60.0, keep=False,
-                 detach=False):
+                 detach=False, redis_aof=False, mysql=True):
         if dir is None:
             self.dir = tempfile.mkdtemp(prefix="pushgate-stack-")
             self._owns_dir = True
@@ -180,6 +194,8 @@ class Stack:
         self.timeout = float(timeout)
         self.keep = keep
         self.detach = detach
+        self.redis_aof = bool(redis_aof)
+        self.with_mysql = bool(mysql)
 
         self.mysql_host = LOOPBACK
         self.mysql_port = None
@@ -215,6 +231,11 @@ class Stack:
     def redis_log(self):
         return self._p("redis.log")
 
+    @property
+    def redis_dir(self):
+        """Redis's working folder: its AOF files (appendonlydir/) with redis_aof."""
+        return self._p("redis")
+
     # -- context manager
     def __enter__(self):
         return self.start()
@@ -243,13 +264,17 @@ class Stack:
                 sock = os.path.join(self._sock_dir, "mysql.sock")
             self.mysql_socket = sock
             self.mysql_port, self.redis_port = _free_ports(2)
+            if not self.with_mysql:
+                self.mysql_port = None
 
             self._launch_redis()          # starts while the datadir is made
-            self._install_mysql()
-            self._launch_mysql()
+            if self.with_mysql:
+                self._install_mysql()
+                self._launch_mysql()
             self._wait_redis()
-            self._wait_mysql()
-            self._bootstrap_mysql()
+            if self.with_mysql:
+                self._wait_mysql()
+                self._bootstrap_mysql()
             self._write_state()
         except BaseException:
             try:
@@ -279,16 +304,22 @@ class Stack:
             raise FixtureError("; ".join(errors))
 
     def env(self):
-        """PUSHGATE_* settings that point the daemons at this stack."""
-        return {
-            "PUSHGATE_MYSQL_HOST": self.mysql_host,
-            "PUSHGATE_MYSQL_PORT": str(self.mysql_port),
-            "PUSHGATE_MYSQL_USER": self.mysql_user,
-            "PUSHGATE_MYSQL_PASSWORD": self.mysql_password,
-            "PUSHGATE_MYSQL_DATABASE": self.mysql_db,
+        """PUSHGATE_* settings that point the daemons at this stack (Redis
+        only for a stack started with mysql=False)."""
+        env = {}
+        if self.with_mysql:
+            env.update({
+                "PUSHGATE_MYSQL_HOST": self.mysql_host,
+                "PUSHGATE_MYSQL_PORT": str(self.mysql_port),
+                "PUSHGATE_MYSQL_USER": self.mysql_user,
+                "PUSHGATE_MYSQL_PASSWORD": self.mysql_password,
+                "PUSHGATE_MYSQL_DATABASE": self.mysql_db,
+            })
+        env.update({
             "PUSHGATE_REDIS_HOST": self.redis_host,
             "PUSHGATE_REDIS_PORT": str(self.redis_port),
-        }
+        })
+        return env
 
     def mysql(self, root=False, **kwargs):
         """A new pymysql connection (autocommit) as the pushgate user over
@@ -331,13 +362,34 @@ class Stack:
         self._wait_mysql()
         self._write_state()
 
-    def stop_redis(self):
-        self._stop_one("redis")
+    def stop_redis(self, how="term"):
+        """Stops Redis. how: "term" (SIGTERM: a clean shutdown, which with
+        redis_aof writes and fsyncs the AOF), "kill" (SIGKILL: a crash; what
+        Redis had written to the AOF is in the kernel, an fsync or not) or
+        "nosave" (SHUTDOWN NOSAVE: no RDB snapshot; the AOF is still flushed)."""
+        if how == "term":
+            self._stop_one("redis")
+        elif how == "kill":
+            self._kill_redis()
+        elif how == "nosave":
+            self._shutdown_redis_nosave()
+        else:
+            raise ValueError("how must be term, kill or nosave, not %r" % (how,))
 
     def start_redis(self):
+        """Starts Redis again on the same port with the same folder (with
+        redis_aof: the data it had) and waits until it answers PING, which it
+        does only once the AOF is loaded."""
         self._launch_redis()
-        self._wait_redis()
+        self._wait_redis(same_port=True)
         self._write_state()
+
+    def restart_redis(self, how="kill"):
+        """stop_redis(how), then start_redis(): same port, same data folder.
+        Returns the new redis-server's pid."""
+        self.stop_redis(how)
+        self.start_redis()
+        return self.redis_pid
 
     def state(self):
         """Everything about the stack, as written to DIR/stack.json."""
@@ -360,6 +412,8 @@ class Stack:
             "redis_pid": self.redis_pid,
             "redis_starttime": self._redis_start,
             "redis_log": self.redis_log,
+            "redis_aof": self.redis_aof,
+            "with_mysql": self.with_mysql,
             "env": self.env(),
         }
 
@@ -369,7 +423,8 @@ class Stack:
         path = os.path.join(os.path.abspath(dir), "stack.json")
         with open(path) as f:
             st = json.load(f)
-        s = cls(dir=st["dir"], detach=True)
+        s = cls(dir=st["dir"], detach=True, redis_aof=st.get("redis_aof", False),
+                mysql=st.get("with_mysql", True))
         s._owns_dir = st.get("owns_dir", False)
         s._sock_dir = st.get("sock_dir")
         for k in ("mysql_host", "mysql_port", "mysql_socket", "mysql_user",
@@ -431,10 +486,16 @@ class Stack:
 
     # redis
     def _launch_redis(self):
-        argv = ["redis-server", "--port", str(self.redis_port), "--bind", LOOPBACK,
-                "--save", "", "--appendonly", "no", "--dir", self._p("redis"),
-                "--daemonize", "no", "--protected-mode", "no",
-                "--loglevel", "notice"]
+        # No RDB snapshots either way; with redis_aof the append-only file
+        # (Redis 7: DIR/redis/appendonlydir/) is the only persistence, as in
+        # docker-compose.yml.
+        aof = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.redis_aof
+               else ["--appendonly", "no"])
+        argv = (["redis-server", "--port", str(self.redis_port), "--bind", LOOPBACK,
+                 "--save", ""] + aof +
+                ["--dir", self.redis_dir,
+                 "--daemonize", "no", "--protected-mode", "no",
+                 "--loglevel", "notice"])
         self._redis_proc = self._popen(argv, self.redis_log)
         self.redis_pid = self._redis_proc.pid
         st = _proc_stat(self.redis_pid)
@@ -447,17 +508,71 @@ class Stack:
             if not data.startswith(b"+PONG"):
                 raise FixtureError("unexpected answer %r" % data)
 
-    def _wait_redis(self):
-        for attempt in range(3):
+    def _wait_redis(self, same_port=False):
+        """Until Redis answers PING. A port taken meanwhile: another free
+        port at the first start; at a restart (same_port) the same port is
+        tried again for a few seconds - clients know only that one."""
+        for attempt in range(3 if not same_port else 20):
             try:
                 self._deadline_loop("redis-server", self._redis_proc,
                                     self.redis_log, self._probe_redis)
                 return
             except _PortInUse:
-                if attempt == 2:
+                if same_port:
+                    if attempt == 19:
+                        raise FixtureError("redis-server: port %d still in use after "
+                                           "20 tries" % self.redis_port)
+                    time.sleep(0.25)
+                elif attempt == 2:
                     raise FixtureError("redis-server: no free port after 3 tries")
-                self.redis_port = _free_ports(1)[0]
+                else:
+                    self.redis_port = _free_ports(1)[0]
                 self._launch_redis()
+
+    def _redis_ours(self):
+        """The running redis-server is the one we started (pid and start
+        time), or FixtureError."""
+        if not self.redis_pid:
+            raise FixtureError("redis-server is not running")
+        if self._redis_proc is None and self._redis_start is None:
+            raise FixtureError("redis-server pid %d: start time unknown, not touching it"
+                               % self.redis_pid)
+        return self.redis_pid, self._redis_start, self._redis_proc
+
+    def _wait_redis_gone(self, pid, start, proc, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (proc.poll() is not None) if proc is not None else not _alive(pid, start):
+                self.redis_pid = self._redis_start = self._redis_proc = None
+                return
+            time.sleep(0.02)
+        raise FixtureError("redis-server pid %d did not exit within %.0f s" % (pid, timeout))
+
+    def _kill_redis(self):
+        """SIGKILL: nothing is flushed, as in a crash of the process."""
+        pid, start, proc = self._redis_ours()
+        if (proc.poll() is None) if proc is not None else _alive(pid, start):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._wait_redis_gone(pid, start, proc, 10.0)
+
+    def _shutdown_redis_nosave(self):
+        pid, start, proc = self._redis_ours()
+        try:
+            with socket.create_connection((self.redis_host, self.redis_port), 5) as s:
+                s.sendall(b"SHUTDOWN NOSAVE\r\n")
+                s.settimeout(5)
+                try:
+                    data = s.recv(256)      # "" once Redis closes: it is going
+                except OSError:
+                    data = b""
+            if data.startswith(b"-"):
+                raise FixtureError("SHUTDOWN NOSAVE refused: %r" % data.strip())
+        except OSError as e:
+            raise FixtureError("SHUTDOWN NOSAVE: cannot reach redis-server: %s" % e)
+        self._wait_redis_gone(pid, start, proc, 30.0)
 
     # mariadb
     def _install_mysql(self):
@@ -632,6 +747,17 @@ def _print_env(stack):
         print("export %s=%s" % (k, shlex.quote(v)))
 
 
+def _cmd_restart_redis(args):
+    stack = Stack.load(args.dir)
+    stack.timeout = args.timeout
+    stack.restart_redis(args.how)
+    sys.stderr.write("fixture: redis-server restarted (%s) on %s:%d, pid %d%s\n"
+                     % (args.how, stack.redis_host, stack.redis_port, stack.redis_pid,
+                        ", AOF in %s" % stack.redis_dir if stack.redis_aof
+                        else ", no persistence: it starts empty"))
+    return 0
+
+
 def _cmd_start(args):
     state_file = os.path.join(os.path.abspath(args.dir), "stack.json")
     if os.path.exists(state_file):
@@ -643,17 +769,18 @@ def _cmd_start(args):
             return 1
         old.keep = False
         old.stop()  # stale state from a previous run: clean it up
-    stack = Stack(dir=args.dir, timeout=args.timeout, detach=True)
+    stack = Stack(dir=args.dir, timeout=args.timeout, detach=True, redis_aof=args.redis_aof)
     stack.start()
     # Leave the servers running: this process is only the launcher.
     stack._running = False
     atexit.unregister(stack._atexit)
     _print_env(stack)
-    sys.stderr.write("fixture: MariaDB on %s:%d (socket %s), Redis on %s:%d, "
+    sys.stderr.write("fixture: MariaDB on %s:%d (socket %s), Redis on %s:%d%s, "
                      "started in %.1f s; stop with: %s stop --dir %s\n"
                      % (stack.mysql_host, stack.mysql_port, stack.mysql_socket,
-                        stack.redis_host, stack.redis_port, stack.start_seconds,
-                        sys.argv[0], shlex.quote(args.dir)))
+                        stack.redis_host, stack.redis_port,
+                        " (AOF, everysec)" if stack.redis_aof else "",
+                        stack.start_seconds, sys.argv[0], shlex.quote(args.dir)))
     return 0
 
 
@@ -682,6 +809,17 @@ def main(argv=None):
     ps.add_argument("--dir", required=True, help="folder for data, logs and stack.json")
     ps.add_argument("--timeout", type=float, default=60.0,
                     help="seconds to wait for each server (default 60)")
+    ps.add_argument("--redis-aof", action="store_true",
+                    help="Redis with an append-only file (appendfsync everysec) in "
+                         "DIR/redis, so that restart-redis keeps its data")
+    pr = sub.add_parser("restart-redis",
+                        help="stop Redis and start it again on the same port and folder")
+    pr.add_argument("--dir", required=True)
+    pr.add_argument("--how", choices=("kill", "nosave", "term"), default="kill",
+                    help="kill: SIGKILL (a crash, the default); nosave: SHUTDOWN NOSAVE; "
+                         "term: SIGTERM")
+    pr.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds to wait for Redis to answer again (default 60)")
     pt = sub.add_parser("stop", help="stop the stack described by DIR/stack.json")
     pt.add_argument("--dir", required=True)
     pt.add_argument("--keep", action="store_true", help="keep data and logs")
@@ -689,7 +827,8 @@ def main(argv=None):
     pe.add_argument("--dir", required=True)
     args = p.parse_args(argv)
     try:
-        return {"start": _cmd_start, "stop": _cmd_stop, "env": _cmd_env}[args.cmd](args)
+        return {"start": _cmd_start, "stop": _cmd_stop, "env": _cmd_env,
+                "restart-redis": _cmd_restart_redis}[args.cmd](args)
     except FixtureError as e:
         sys.stderr.write("fixture: %s\n" % e)
         return 1
