@@ -52,6 +52,8 @@ typedef struct {
     long long nodes_refresh_ms;
     long long max_in_flight;
     long long reply_timeout_ms;
+    int wait_for_acks;
+    long long handoff_timeout_ms;
     long long max_deliveries;
     long long claim_min_idle_ms;
     char *dead_letter_stream;
@@ -159,7 +161,10 @@ void cs_intake(const struct redisReply *item, long long deliveries);
 
 void cs_flow_ready(cs_entry *e);            /* to READY, then dispatch */
 void cs_flow_dispatch(void);                /* READY entries to gateways with room */
-void cs_flow_reply(cs_entry *e, struct cs_gateway *g, int code, const char *msg);
+/* A gateway's reply; pending > 0: its browsers' ACKs are still awaited, and
+ * a final reply follows (final: this is it). */
+void cs_flow_reply(cs_entry *e, struct cs_gateway *g, int code, const char *msg, long long pending,
+                   bool final);
 void cs_flow_failed(cs_entry *e, const char *why);  /* an attempt failed: retry or give up */
 void cs_flow_dead(cs_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cs_flow_done(cs_entry *e);             /* handed off: XACK */
@@ -179,7 +184,8 @@ typedef struct cs_gateway {
     struct bufferevent *bev;
     cs_gw_state state;
     bool removed;           /* no longer a live node: drain, then free */
-    cs_list inflight;       /* in send order */
+    cs_list inflight;       /* in send order: waiting for the first reply */
+    cs_list accepted;       /* in order of their first reply: waiting for the final one */
     int64_t retry_timer, reply_timer;
     unsigned failures;      /* failures since the last reply: the reconnect backoff */
     uint64_t last_reply_ms;
@@ -194,6 +200,9 @@ bool cs_gateway_has_room(const cs_gateway *g);
 int cs_gateway_send(cs_gateway *g, cs_entry *e);
 /* Takes e (SENT on g) out of g's in-flight list; the caller sets its new state. */
 void cs_gateway_forget(cs_gateway *g, cs_entry *e);
+/* e (SENT on g) was routed and waits for its browsers: it moves to g's
+ * accepted list, with handoff_timeout_ms for the final reply. */
+void cs_gateway_accept(cs_gateway *g, cs_entry *e);
 /* No longer a live node: no new requests; freed once nothing is in flight. */
 void cs_gateway_retire(cs_gateway *g);
 /* Closes and frees g; in-flight entries go back to READY without an attempt counted. */

@@ -1,7 +1,10 @@
 /* flow.c - what happens to an entry after each event: sent to a gateway,
  * answered, failed, given up.  Kept in one place so the rules of
  * at-least-once delivery can be read together:
- *   - XACK only after a gateway answered code 0 (or the dead letter is written);
+ *   - XACK only after a gateway answered code 0 (or the dead letter is written),
+ *     and, with wait_for_acks, only once it confirmed that the browsers
+ *     ACKed it or it is stored: a first reply with "pending" waits for the
+ *     final one, and a final error is a failed attempt;
  *   - a reply that can never change (bad token, malformed request) is final:
  *     dead letter at once;
  *   - no reply in time, a lost connection, or any other code is a failed
@@ -173,8 +176,15 @@ static bool claim_for_reply(cs_entry *e, cs_gateway *g, int code)
     }
 }
 
-void cs_flow_reply(cs_entry *e, cs_gateway *g, int code, const char *msg)
+void cs_flow_reply(cs_entry *e, cs_gateway *g, int code, const char *msg, long long pending,
+                   bool final)
 {
+    if (code == 0 && pending > 0 && !final && e->state == CS_E_SENT && e->gw == g) {
+        pg_debug("entry %s routed by gateway %s; waiting for %lld browser(s)", e->id, g->name,
+                 pending);
+        cs_gateway_accept(g, e);
+        return;
+    }
     if (!claim_for_reply(e, g, code)) {
         pg_debug("late reply (code %d) for entry %s from %s ignored", code, e->id, g->name);
         return;

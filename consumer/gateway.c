@@ -9,7 +9,12 @@
  * earliest deadline and one timer per connection covers them all.  A lost
  * connection fails every request in flight (each is retried elsewhere) and
  * reconnects with backoff; a connection that stays silent past
- * reply_timeout_ms is treated as lost. */
+ * reply_timeout_ms is treated as lost.
+ *
+ * With wait_for_acks, a request asks for the browsers' ACKs ("handoff"): a
+ * first reply with "pending" moves the entry to the accepted list, in the
+ * order of those replies, to wait handoff_timeout_ms for the final reply.
+ * Its silence there is no sign of a hung gateway: browsers take their time. */
 #include "consumer.h"
 
 #include "log.h"
@@ -65,13 +70,13 @@ static void close_connection(cs_gateway *g)
     g->state = CS_GW_DOWN;
 }
 
-/* Every request in flight failed (an attempt each). */
+/* Every request in flight or accepted failed (an attempt each). */
 static void fail_inflight(cs_gateway *g, const char *why)
 {
     char text[300];
     snprintf(text, sizeof(text), "connection to gateway %s lost: %s", g->name, why);
     cs_entry *e;
-    while ((e = g->inflight.head) != NULL) {
+    while ((e = g->inflight.head) != NULL || (e = g->accepted.head) != NULL) {
         cs_gateway_forget(g, e);
         cs_flow_failed(e, text);
     }
@@ -80,7 +85,7 @@ static void fail_inflight(cs_gateway *g, const char *why)
 /* Frees g when it was retired and has nothing in flight. true: g is gone. */
 static bool free_if_drained(cs_gateway *g)
 {
-    if (!g->removed || g->inflight.n > 0)
+    if (!g->removed || g->inflight.n > 0 || g->accepted.n > 0)
         return false;
     cs_nodes_retired(g);
     return true;
@@ -128,6 +133,13 @@ static void on_reply_timer(int64_t timer_id, void *arg)
         cs_gateway_forget(g, e);
         cs_flow_failed(e, why);
     }
+    while ((e = g->accepted.head) != NULL && e->deadline_ms <= now) {
+        char why[200];
+        snprintf(why, sizeof(why), "gateway %s did not confirm the browsers' ACKs within %lld ms",
+                 g->name, cs.cfg.handoff_timeout_ms);
+        cs_gateway_forget(g, e);
+        cs_flow_failed(e, why);
+    }
     if (silent && g->bev && connection_lost(g, "no reply at all for reply_timeout_ms"))
         return;
     if (!free_if_drained(g))
@@ -136,10 +148,12 @@ static void on_reply_timer(int64_t timer_id, void *arg)
 
 static void arm_reply_timer(cs_gateway *g)
 {
-    if (g->reply_timer > 0 || !g->inflight.head)
+    if (g->reply_timer > 0 || (!g->inflight.head && !g->accepted.head))
         return;
     uint64_t now = cs_now_ms();
-    uint64_t due = g->inflight.head->deadline_ms;
+    uint64_t due = g->inflight.head ? g->inflight.head->deadline_ms : UINT64_MAX;
+    if (g->accepted.head && g->accepted.head->deadline_ms < due)
+        due = g->accepted.head->deadline_ms;
     uint32_t delay = due > now ? (uint32_t)(due - now) : 1;
     g->reply_timer = pg_timer_after(delay, on_reply_timer, g);
     if (g->reply_timer < 0)
@@ -158,7 +172,8 @@ static void handle_reply(cs_gateway *g, json_t *r)
                  msg_id ? msg_id : "(no msg_id)");
         return;
     }
-    cs_flow_reply(e, g, code, msg ? msg : "");
+    cs_flow_reply(e, g, code, msg ? msg : "", json_integer_value(json_object_get(r, "pending")),
+                  json_is_true(json_object_get(r, "final")));
 }
 
 /* One frame from the input, parsed.  0: got one in *out; 1: need more; -1: bad. */
@@ -311,14 +326,20 @@ bool cs_gateway_has_room(const cs_gateway *g)
            g->inflight.n < (size_t)cs.cfg.max_in_flight;
 }
 
+/* The request: the entry's body, which ends with '}', with "handoff" asked
+ * for before it when the browsers' ACKs are waited for. */
 int cs_gateway_send(cs_gateway *g, cs_entry *e)
 {
+    static const char handoff[] = ",\"handoff\":true}";
     struct evbuffer *out = bufferevent_get_output(g->bev);
-    unsigned char h[4] = {(unsigned char)(e->body_len >> 24), (unsigned char)(e->body_len >> 16),
-                          (unsigned char)(e->body_len >> 8), (unsigned char)e->body_len};
+    int ask = cs.cfg.wait_for_acks && e->body_len > 2 && e->body[e->body_len - 1] == '}';
+    size_t len = ask ? e->body_len - 1 + sizeof(handoff) - 1 : e->body_len;
+    unsigned char h[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+                          (unsigned char)(len >> 8), (unsigned char)len};
     /* Room first, so the frame is added whole or not at all. */
-    if (evbuffer_expand(out, 4 + e->body_len) < 0 || evbuffer_add(out, h, 4) < 0 ||
-        evbuffer_add(out, e->body, e->body_len) < 0)
+    if (evbuffer_expand(out, 4 + len) < 0 || evbuffer_add(out, h, 4) < 0 ||
+        evbuffer_add(out, e->body, ask ? e->body_len - 1 : e->body_len) < 0 ||
+        (ask && evbuffer_add(out, handoff, sizeof(handoff) - 1) < 0))
         return -1;
     uint64_t now = cs_now_ms();
     e->state = CS_E_SENT;
@@ -330,6 +351,14 @@ int cs_gateway_send(cs_gateway *g, cs_entry *e)
     cs.stats.sent++;
     arm_reply_timer(g);
     return 0;
+}
+
+void cs_gateway_accept(cs_gateway *g, cs_entry *e)
+{
+    cs_list_remove(e);
+    e->deadline_ms = cs_now_ms() + (uint64_t)cs.cfg.handoff_timeout_ms;
+    cs_list_push(&g->accepted, e);
+    arm_reply_timer(g);
 }
 
 void cs_gateway_forget(cs_gateway *g, cs_entry *e)
@@ -359,7 +388,7 @@ void cs_gateway_free(cs_gateway *g)
     if (g->retry_timer > 0)
         pg_timer_clear(g->retry_timer);
     cs_entry *e;
-    while ((e = g->inflight.head) != NULL) {
+    while ((e = g->inflight.head) != NULL || (e = g->accepted.head) != NULL) {
         cs_gateway_forget(g, e);
         e->state = CS_E_READY;  /* not answered: stays pending in Redis */
         cs_list_push(&cs.ready, e);

@@ -30,11 +30,17 @@ static const pg_conf_def consumer_defs[] = {
      "static list of gateway internal ports ip:port[,ip:port...] (empty: gateway_nodes in MySQL)"},
     {"nodes_refresh_ms", PG_CONF_INT, C(nodes_refresh_ms), "3000", 100, 3600000, NULL,
      "how often the live gateways are read from gateway_nodes (a short blocking query)"},
-    {"max_in_flight", PG_CONF_INT, C(max_in_flight), "1000", 1, 1000000, NULL,
+    {"max_in_flight", PG_CONF_INT, C(max_in_flight), "10000", 1, 1000000, NULL,
      "entries held at most: read from Redis and not yet acknowledged (also per gateway "
      "connection)"},
     {"reply_timeout_ms", PG_CONF_INT, C(reply_timeout_ms), "10000", 100, 3600000, NULL,
      "a gateway's reply must come within this time, else the entry is retried elsewhere"},
+    {"wait_for_acks", PG_CONF_BOOL, C(wait_for_acks), "true", 0, 0, NULL,
+     "XACK an entry only once every browser it reached has ACKed it or it is stored "
+     "(false: once it is pushed)"},
+    {"handoff_timeout_ms", PG_CONF_INT, C(handoff_timeout_ms), "60000", 1000, 3600000, NULL,
+     "with wait_for_acks, the gateway's second reply must come within this time (more than "
+     "the gateways' ack_timeout), else the entry is retried"},
     {"max_deliveries", PG_CONF_INT, C(max_deliveries), "5", 1, 1000, NULL,
      "attempts (Redis delivery count) before an entry goes to the dead-letter stream"},
     {"claim_min_idle_ms", PG_CONF_INT, C(claim_min_idle_ms), "30000", 100, 86400000, NULL,

@@ -317,7 +317,7 @@ static void push_offline_page(pg_session_id session, const char *uuid, json_t *r
     json_t *m;
     json_array_foreach(json_object_get(r, "offline"), i, m) {
         gw_push(session, uuid, json_string_value(json_object_get(m, "msg_id")),
-                json_string_value(json_object_get(m, "payload")), 1);
+                json_string_value(json_object_get(m, "payload")), 1, NULL);
         atomic_fetch_add(&gw.counters->redelivered, 1);
     }
     if (json_is_true(json_object_get(r, "more")))

@@ -114,6 +114,32 @@ void gw_node_draining(void);       /* master, when it begins to stop */
 void gw_node_unregister(void);     /* master, after stop */
 void gw_node_start_heartbeat(void);/* task worker 0 */
 
+/* handoff.c: workers.  An internal request that asks for it ("handoff")
+ * is answered a second time once every browser it reached has ACKed it or
+ * it is stored.  A waiter names the ticket of such a request: a push that
+ * carries one reports to it, from whatever worker. */
+typedef struct {
+    int worker;
+    uint64_t ticket;               /* 0: nothing waits */
+} gw_waiter;
+/* Messages between workers start with one of these bytes. */
+enum { GW_PIPE_PUSH = 'P', GW_PIPE_HANDOFF = 'H' };
+void gw_handoff_start(void);
+void gw_handoff_stop(void);
+/* A ticket (0: none could be made) for a request answered on reply_to. */
+uint64_t gw_handoff_open(pg_session_id reply_to, json_t *msg_id, json_t *req_id);
+/* One more target to wait for: the waiter its push carries. */
+gw_waiter gw_handoff_expect(uint64_t ticket);
+/* The first reply is going out: how many targets still wait (0: it was the
+ * last reply, and the ticket is closed). */
+unsigned gw_handoff_replied(uint64_t ticket);
+/* The first reply is an error: the sender retries it all, nothing waits. */
+void gw_handoff_drop(uint64_t ticket);
+/* outcome: GW_PUSH_ACKED, GW_PUSH_STORED, or an error code. */
+void gw_handoff_settled(uint64_t ticket, int outcome);
+void gw_waiter_settle(const gw_waiter *w, int outcome);
+void gw_handoff_pipe_message(const char *data, size_t len);
+
 /* session.c */
 int gw_sessions_create(uint32_t capacity);
 void gw_session_key(pg_session_id session, char key[17]);
@@ -132,11 +158,19 @@ void gw_session_closed(pg_session_id session);
 /* The answer to a batch of registrations: one result per session. */
 void gw_session_registered(json_t *answer);
 /* Push an event to a local session from any worker; payload is the event's
- * JSON text with its id.  from_offline: the message is in offline_messages. */
+ * JSON text with its id.  from_offline: the message is in offline_messages.
+ * w (NULL: none) hears when the browser ACKs it or it is stored (handoff.c). */
 void gw_push(pg_session_id session, const char *uuid, const char *id, const char *payload,
-             int from_offline);
+             int from_offline, const gw_waiter *w);
+/* A push relayed by another worker (GW_PIPE_PUSH; data after that byte). */
 void gw_session_pipe_message(const char *data, size_t len);
 int gw_session_ack(pg_session_id session, const char *id);
+/* Stores a message that reached nobody after all; w hears when it is stored. */
+void gw_store_for(const char *uuid, const char *id, const char *payload, const gw_waiter *w);
+/* The [worker, ticket] waiters of a store task's items ("w" of each). */
+json_t *gw_item_waiters(json_t *items);
+/* A store task's answer (or failure): {code, waiters}; each waiter hears. */
+void gw_session_stored(json_t *result);
 
 /* uuid_index.c: this node's sessions of each uuid, in shared memory (any
  * process; created before fork).  A uuid's row names at most

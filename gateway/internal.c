@@ -3,7 +3,11 @@
  * connection: {"code":0|error,"msg":...,"msg_id":...}; a work order's reply
  * comes only once every target has been handed off (pushed to a local
  * session, accepted by the proxy, or stored in offline_messages), so a
- * consumer that acknowledges its queue entry on code 0 loses nothing. */
+ * consumer that acknowledges its queue entry on code 0 loses nothing.
+ *
+ * A request with "handoff": true is answered a second time once the
+ * browsers it was pushed to have ACKed it or it is stored (handoff.c): the
+ * first reply then says how many targets still wait ("pending"). */
 #include "gateway.h"
 
 #include "log.h"
@@ -85,10 +89,13 @@ static void send_message(pg_session_id session, json_t *req)
         return;
     }
     atomic_fetch_add(&gw.counters->messages_in, 1);
+    uint64_t ticket = json_is_true(json_object_get(req, "handoff"))
+                          ? gw_handoff_open(session, json_object_get(req, "msg_id"), NULL) : 0;
     /* consumer_fd: the seed's name for "the connection to answer". */
-    gw_route(json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:s,s:s}}", "chat_token", token, "msg_id", msg_id,
-                       "items", items, "ctx", "kind", "worksheet", "consumer_fd", (json_int_t)session,
-                       "msg_id", msg_id, "chat_token", token));
+    gw_route(json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:s,s:s,s:I}}", "chat_token", token, "msg_id",
+                       msg_id, "items", items, "ctx", "kind", "worksheet", "consumer_fd",
+                       (json_int_t)session, "msg_id", msg_id, "chat_token", token, "ticket",
+                       (json_int_t)ticket));
 }
 
 /* The event's id: top-level for work orders, in data for chat (NEW_MSG). */
@@ -120,10 +127,17 @@ static void push_checked(json_t *req, int code)
         atomic_load(&gw.counters->draining) || !gw_session_is(target, uuid)) {
         reply(session, GW_ERR_GONE, NULL, req, "");
     } else {
+        uint64_t ticket = json_is_true(json_object_get(req, "handoff"))
+                              ? gw_handoff_open(session, json_object_get(req, "msg_id"),
+                                                json_object_get(req, "req_id")) : 0;
+        gw_waiter w = gw_handoff_expect(ticket);
         char *payload = json_dumps(remote_data, JSON_COMPACT);
-        gw_push(target, uuid, push_id(req), payload, 0);
+        gw_push(target, uuid, push_id(req), payload, 0, &w);
         free(payload);
-        reply(session, GW_OK, "delivered", req, "");
+        char tail[32] = "";
+        if (ticket)
+            snprintf(tail, sizeof(tail), ",\"pending\":%u", gw_handoff_replied(ticket));
+        reply(session, GW_OK, "delivered", req, tail);
     }
 }
 
@@ -193,12 +207,18 @@ void gw_internal_finish(json_t *routed)
         return;
     }
     pg_session_id consumer = (pg_session_id)json_integer_value(json_object_get(ctx, "consumer_fd"));
-    char counts[96];
-    snprintf(counts, sizeof(counts), ",\"delivered\":%lld,\"forwarded\":%lld,\"stored\":%lld",
-             (long long)json_integer_value(json_object_get(routed, "delivered")),
-             (long long)json_integer_value(json_object_get(routed, "forwarded")),
-             (long long)json_integer_value(json_object_get(routed, "stored")));
-    reply(consumer, (int)json_integer_value(json_object_get(routed, "code")), NULL, ctx, counts);
+    int code = (int)json_integer_value(json_object_get(routed, "code"));
+    uint64_t ticket = (uint64_t)json_integer_value(json_object_get(ctx, "ticket"));
+    char counts[128];
+    int n = snprintf(counts, sizeof(counts), ",\"delivered\":%lld,\"forwarded\":%lld,\"stored\":%lld",
+                     (long long)json_integer_value(json_object_get(routed, "delivered")),
+                     (long long)json_integer_value(json_object_get(routed, "forwarded")),
+                     (long long)json_integer_value(json_object_get(routed, "stored")));
+    if (ticket && code == GW_OK)
+        snprintf(counts + n, sizeof(counts) - (size_t)n, ",\"pending\":%u", gw_handoff_replied(ticket));
+    else if (ticket)
+        gw_handoff_drop(ticket);   /* the sender retries it all */
+    reply(consumer, code, NULL, ctx, counts);
 }
 
 void gw_internal_store_then_finish(json_t *routed, json_t *items)
@@ -226,7 +246,7 @@ static void push_local_targets(json_t *local)
                 json_string_value(json_object_get(t, "uuid")),
                 json_string_value(json_object_get(t, "id")),
                 json_string_value(json_object_get(t, "payload")),
-                json_is_true(json_object_get(t, "stored")));
+                json_is_true(json_object_get(t, "stored")), NULL);
 }
 
 /* The route is known and the local sessions have the event ("delivered"):
@@ -253,5 +273,6 @@ void gw_internal_routed(json_t *r)
 void gw_internal_stored(json_t *r)
 {
     push_local_targets(json_object_get(r, "local"));
+    gw_session_stored(r);
     gw_store_answered(r);
 }

@@ -73,6 +73,7 @@ static void on_start(pg_server *s, int id)
         gw_tasks_start(id);
     } else {
         gw_session_worker_start();
+        gw_handoff_start();
         gw_proxy_start();
     }
 }
@@ -87,6 +88,7 @@ static void on_stop(pg_server *s, int id)
         gw_proxy_stop();
         gw_store_stop();
         gw_session_worker_stop();
+        gw_handoff_stop();
         gw_token_forget_all();
     }
 }
@@ -140,7 +142,12 @@ static void on_pipe_message(pg_server *s, int from, const char *data, size_t len
 {
     (void)s;
     (void)from;
-    gw_session_pipe_message(data, len);
+    if (len > 0 && data[0] == GW_PIPE_PUSH)
+        gw_session_pipe_message(data + 1, len - 1);
+    else if (len > 0 && data[0] == GW_PIPE_HANDOFF)
+        gw_handoff_pipe_message(data + 1, len - 1);
+    else
+        pg_error("unknown message of %zu bytes from worker %d", len, from);
 }
 
 static void on_master_stop(pg_server *s)

@@ -8,7 +8,14 @@
  * (gone, unreachable, busy), no reply within the timeout, the connection
  * lost - goes to offline_messages, so a cross-node message is never lost;
  * a late success after a timeout can only mean a duplicate, which browsers
- * drop by id. */
+ * drop by id.
+ *
+ * An order whose sender waits for the browsers' ACKs (handoff.c) asks the
+ * target node for them too: its push is answered "delivered" with a
+ * "pending" count, and again ("final") once the browser ACKed it or the
+ * node stored it.  Meanwhile it waits in `finals` with the waiter of the
+ * order's ticket; a refusal, no final answer in time or a lost link make
+ * this node store it, and the waiter hears when that is done. */
 #include "gateway.h"
 
 #include "idmap.h"
@@ -29,6 +36,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define MAX_IN_FLIGHT 100000
+#define FINAL_GRACE_S 15       /* past ack_timeout: the target node had time to store it */
 
 typedef struct {
     json_t *routed;          /* the route result: ctx, counts */
@@ -43,15 +51,23 @@ typedef struct {
     time_t sent_at;
 } in_flight;
 
+typedef struct {
+    json_t *target;          /* as in in_flight */
+    gw_waiter w;
+    time_t deadline;
+} final_wait;
+
 static struct bufferevent *link_bev;
 static int link_up;
 static int proxy_index;
 static uint32_t backoff_ms = BACKOFF_MIN_MS;
 static int64_t reconnect_timer, timeout_timer;
 static pg_idmap *requests;   /* req_id -> in_flight */
+static pg_idmap *finals;     /* req_id -> final_wait */
 static uint64_t next_req_id;
 
 static void connect_next(void);
+static void fail_finals(const char *why);
 
 /* Every target is settled: store what was not forwarded, then answer. */
 static void release(batch *b)
@@ -98,21 +114,86 @@ static void fail_all(const char *why)
     requests = pg_idmap_new(256);
     pg_idmap_iterate(old, fail_one, NULL);
     pg_idmap_free(old);
+    fail_finals(why);
+}
+
+/* ---- the final answers ---- */
+
+static uint64_t batch_ticket(batch *b)
+{
+    json_t *ctx = json_object_get(b->routed, "ctx");
+    return (uint64_t)json_integer_value(json_object_get(ctx, "ticket"));
+}
+
+/* The target node took the push and waits for its browser: so do we. */
+static void await_final(uint64_t req_id, json_t *target, uint64_t ticket)
+{
+    final_wait *fw = malloc(sizeof(*fw));
+    gw_waiter w = gw_handoff_expect(ticket);
+    if (!fw || pg_idmap_put(finals, req_id, fw) < 0) {
+        free(fw);
+        gw_store_for(json_string_value(json_object_get(target, "uuid")),
+                     json_string_value(json_object_get(target, "id")),
+                     json_string_value(json_object_get(target, "payload")), &w);
+        return;
+    }
+    *fw = (final_wait){.target = json_incref(target), .w = w,
+                       .deadline = time(NULL) + gw.cfg.ack_timeout + FINAL_GRACE_S};
+}
+
+/* How a final answer's push ended: acknowledged or stored over there
+ * (code 0), else stored here, and then the waiter hears. */
+static void end_final(final_wait *fw, int code, json_t *answer)
+{
+    if (code == GW_OK) {
+        int stored = json_integer_value(json_object_get(answer, "stored")) > 0;
+        gw_waiter_settle(&fw->w, stored ? GW_PUSH_STORED : GW_PUSH_ACKED);
+    } else {
+        gw_store_for(json_string_value(json_object_get(fw->target, "uuid")),
+                     json_string_value(json_object_get(fw->target, "id")),
+                     json_string_value(json_object_get(fw->target, "payload")), &fw->w);
+    }
+    json_decref(fw->target);
+    free(fw);
+}
+
+static int fail_final(uint64_t id, void *value, void *arg)
+{
+    (void)id;
+    (void)arg;
+    end_final(value, GW_ERR_UNREACHABLE, NULL);
+    return 0;
+}
+
+static void fail_finals(const char *why)
+{
+    if (pg_idmap_count(finals) > 0)
+        pg_warn("proxy: %zu push(es) waiting for their browser's ACK lost track of (%s); "
+                "storing them", pg_idmap_count(finals), why);
+    pg_idmap *old = finals;
+    finals = pg_idmap_new(256);
+    pg_idmap_iterate(old, fail_final, NULL);
+    pg_idmap_free(old);
 }
 
 static void on_reply(const char *data, size_t len)
 {
     json_t *r = json_loadb(data, len, 0, NULL);
     json_int_t req_id = json_integer_value(json_object_get(r, "req_id"));
+    int code = (int)json_integer_value(json_object_get(r, "code"));
     in_flight *f = req_id > 0 ? pg_idmap_remove(requests, (uint64_t)req_id) : NULL;
+    final_wait *fw = req_id > 0 && !f ? pg_idmap_remove(finals, (uint64_t)req_id) : NULL;
     if (f) {
-        int code = (int)json_integer_value(json_object_get(r, "code"));
         if (code != GW_OK)
             pg_info("proxy: push to %s refused (%d %s); storing it",
                     json_string_value(json_object_get(f->target, "uuid")), code,
                     json_string_value(json_object_get(r, "msg")));
+        else if (json_integer_value(json_object_get(r, "pending")) > 0 && batch_ticket(f->b))
+            await_final((uint64_t)req_id, f->target, batch_ticket(f->b));
         settle(f->b, f->target, code == GW_OK);
         free(f);
+    } else if (fw) {
+        end_final(fw, code, r);
     }
     json_decref(r);
 }
@@ -214,6 +295,7 @@ static void connect_next(void)
 
 typedef struct {
     time_t limit;
+    int finals;              /* the values are final_wait, not in_flight */
     uint64_t *ids;
     size_t n, cap;
 } expired_list;
@@ -221,7 +303,9 @@ typedef struct {
 static int collect_expired(uint64_t id, void *value, void *arg)
 {
     expired_list *e = arg;
-    if (((in_flight *)value)->sent_at >= e->limit)
+    time_t due = e->finals ? ((final_wait *)value)->deadline
+                           : ((in_flight *)value)->sent_at + REPLY_TIMEOUT_S;
+    if (due > e->limit)
         return 0;
     if (e->n == e->cap) {
         size_t cap = e->cap ? e->cap * 2 : 64;
@@ -239,7 +323,7 @@ static void check_timeouts(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
-    expired_list e = {.limit = time(NULL) - REPLY_TIMEOUT_S};
+    expired_list e = {.limit = time(NULL)};
     pg_idmap_iterate(requests, collect_expired, &e);
     if (e.n > 0)
         pg_warn("proxy: %zu push(es) without a reply in %d s; storing them", e.n, REPLY_TIMEOUT_S);
@@ -248,12 +332,20 @@ static void check_timeouts(int64_t timer_id, void *arg)
         settle(f->b, f->target, 0);
         free(f);
     }
-    free(e.ids);
+    expired_list late = {.limit = e.limit, .finals = 1, .ids = e.ids, .cap = e.cap};
+    pg_idmap_iterate(finals, collect_expired, &late);
+    if (late.n > 0)
+        pg_warn("proxy: %zu push(es) not acknowledged by their browser in time; storing them",
+                late.n);
+    for (size_t i = 0; i < late.n; i++)
+        end_final(pg_idmap_remove(finals, late.ids[i]), GW_ERR_UNREACHABLE, NULL);
+    free(late.ids);
 }
 
 void gw_proxy_start(void)
 {
     requests = pg_idmap_new(256);
+    finals = pg_idmap_new(256);
     if (!gw.cfg.proxy || !*gw.cfg.proxy)
         return;
     timeout_timer = pg_timer_tick(1000, check_timeouts, NULL);
@@ -272,7 +364,8 @@ void gw_proxy_stop(void)
     link_up = 0;
     fail_all("worker stopping");
     pg_idmap_free(requests);
-    requests = NULL;
+    pg_idmap_free(finals);
+    requests = finals = NULL;
 }
 
 /* Sends one /chat/push-local frame; 0, or -1 when it could not be queued.
@@ -280,7 +373,7 @@ void gw_proxy_stop(void)
  * every cross-node order: a jansson object for each cost more than the
  * routing), and the payload, already the event's JSON text, is spliced in
  * as remote_data rather than parsed and printed again. */
-static int send_push(uint64_t req_id, json_t *target, json_t *chat_token)
+static int send_push(uint64_t req_id, json_t *target, json_t *chat_token, int handoff)
 {
     static struct evbuffer *body;
     const char *payload = json_string_value(json_object_get(target, "payload"));
@@ -294,8 +387,8 @@ static int send_push(uint64_t req_id, json_t *target, json_t *chat_token)
                  pg_json_put(body, json_object_get(target, "client_id"), "},\"client_id\":") < 0 ||
                  pg_json_put(body, json_object_get(target, "uuid"), ",\"uuid\":") < 0 ||
                  pg_json_put(body, json_object_get(target, "id"), ",\"msg_id\":") < 0 ||
-                 pg_json_put(body, NULL, ",\"req_id\":%llu,\"remote_data\":",
-                             (unsigned long long)req_id) < 0 ||
+                 pg_json_put(body, NULL, ",\"req_id\":%llu%s,\"remote_data\":",
+                             (unsigned long long)req_id, handoff ? ",\"handoff\":true" : "") < 0 ||
                  evbuffer_add(body, payload, strlen(payload)) < 0 || evbuffer_add(body, "}", 1) < 0;
     return failed ? -1 : pg_json_frame(bufferevent_get_output(link_bev), body);
 }
@@ -318,7 +411,7 @@ void gw_proxy_forward(json_t *routed, const char *chat_token)
         in_flight *f = NULL;
         uint64_t req_id = ++next_req_id;
         if (link_up && token && pg_idmap_count(requests) < MAX_IN_FLIGHT &&
-            (f = malloc(sizeof(*f))) && send_push(req_id, t, token) == 0) {
+            (f = malloc(sizeof(*f))) && send_push(req_id, t, token, batch_ticket(b) != 0) == 0) {
             *f = (in_flight){.b = b, .target = json_incref(t), .sent_at = time(NULL)};
             pg_idmap_put(requests, req_id, f);
         } else {

@@ -152,7 +152,13 @@ static int may_push_early(json_t *order)
            (!token || gw_token_cached(json_string_value(token)) == 1);
 }
 
-static void push_early(json_t *item)
+/* The hand-off ticket of an order (handoff.c), 0: none. */
+static uint64_t order_ticket(json_t *order)
+{
+    return (uint64_t)json_integer_value(json_object_get(json_object_get(order, "ctx"), "ticket"));
+}
+
+static void push_early(json_t *item, uint64_t ticket)
 {
     const char *uuid = json_string_value(json_object_get(item, "uuid"));
     pg_session_id sessions[GW_INDEX_SESSIONS];
@@ -161,8 +167,9 @@ static void push_early(json_t *item)
     for (size_t i = 0; i < n; i++) {
         if (!gw_session_is(sessions[i], uuid))
             continue;   /* closed a moment ago */
+        gw_waiter w = gw_handoff_expect(ticket);
         gw_push(sessions[i], uuid, json_string_value(json_object_get(item, "id")),
-                json_string_value(json_object_get(item, "payload")), 0);
+                json_string_value(json_object_get(item, "payload")), 0, &w);
         if (!early)
             early = json_array();
         json_array_append_new(early, json_integer((json_int_t)sessions[i]));
@@ -177,7 +184,7 @@ void gw_route(json_t *order)
         size_t k;
         json_t *item;
         json_array_foreach(json_object_get(order, "items"), k, item)
-            push_early(item);
+            push_early(item, order_ticket(order));
     }
     gw_batch_add(&orders, order, order_bytes(order));
 }
@@ -228,10 +235,11 @@ static json_int_t push_local(json_t *order, json_t *compact)
         json_t *item = item_of(order, json_array_get(e, 0));
         if (reached_early(item, json_array_get(e, 1)))
             continue;
+        gw_waiter w = gw_handoff_expect(order_ticket(order));
         gw_push((pg_session_id)json_integer_value(json_array_get(e, 1)),
                 json_string_value(json_object_get(item, "uuid")),
                 json_string_value(json_object_get(item, "id")),
-                json_string_value(json_object_get(item, "payload")), 0);
+                json_string_value(json_object_get(item, "payload")), 0, &w);
         pushed++;
     }
     return pushed;

@@ -40,6 +40,8 @@ typedef struct {
     size_t bytes;                    /* what it holds, for max_pending_bytes */
     int from_offline;
     time_t sent_at;
+    gw_waiter *waiters;              /* requests waiting for its ACK or its store (handoff.c) */
+    size_t nwaiters;
 } pending_ack;
 
 typedef struct {
@@ -128,6 +130,43 @@ static void free_pending(pending_ack *p)
 {
     free(p->id);
     free(p->payload);
+    free(p->waiters);
+}
+
+static int add_waiter(pending_ack *p, const gw_waiter *w)
+{
+    if (!w || !w->ticket)
+        return 0;
+    gw_waiter *more = realloc(p->waiters, (p->nwaiters + 1) * sizeof(*more));
+    if (!more)
+        return -1;
+    more[p->nwaiters++] = *w;
+    p->waiters = more;
+    return 0;
+}
+
+/* Tells the requests waiting for p what became of it. */
+static void settle_waiters(pending_ack *p, int outcome)
+{
+    for (size_t i = 0; i < p->nwaiters; i++)
+        gw_waiter_settle(&p->waiters[i], outcome);
+    free(p->waiters);
+    p->waiters = NULL;
+    p->nwaiters = 0;
+}
+
+/* [[worker, ticket], ...] of p's waiters, which the store's answer settles;
+ * they are p's no more. */
+static json_t *take_waiters(pending_ack *p)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < p->nwaiters; i++)
+        json_array_append_new(list, json_pack("[i,I]", p->waiters[i].worker,
+                                              (json_int_t)p->waiters[i].ticket));
+    free(p->waiters);
+    p->waiters = NULL;
+    p->nwaiters = 0;
+    return list;
 }
 
 /* Forgets the n oldest pending messages (stored or acknowledged by now). */
@@ -149,9 +188,40 @@ static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away,
         return;
     }
     size_t n = json_array_size(list);
-    if (gw_task(json_pack("{s:s,s:o,s:I}", "op", "store", "items", list, "keep_away",
-                          (json_int_t)keep_away), gw_task_worker_of(owner)) < 0)
+    if (gw_task(json_pack("{s:s,s:O,s:I}", "op", "store", "items", list, "keep_away",
+                          (json_int_t)keep_away), gw_task_worker_of(owner)) < 0) {
         pg_error("%zu unacknowledged message(s) to %s could not be handed to a task worker", n, uuid);
+        json_t *failed = json_pack("{s:i,s:o}", "code", GW_ERR_BUSY, "waiters", gw_item_waiters(list));
+        gw_session_stored(failed);
+        json_decref(failed);
+        json_decref(list);
+        return;
+    }
+    json_decref(list);
+}
+
+json_t *gw_item_waiters(json_t *items)
+{
+    json_t *all = json_array();
+    size_t i;
+    json_t *item;
+    json_array_foreach(items, i, item)
+        json_array_extend(all, json_object_get(item, "w"));
+    return all;
+}
+
+void gw_session_stored(json_t *result)
+{
+    json_t *code_value = json_object_get(result, "code");
+    int code = json_is_integer(code_value) ? (int)json_integer_value(code_value) : GW_ERR_INTERNAL;
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(result, "waiters"), i, w) {
+        gw_waiter waiter = {.worker = (int)json_integer_value(json_array_get(w, 0)),
+                            .ticket = (uint64_t)json_integer_value(json_array_get(w, 1))};
+        if (waiter.worker >= 0 && waiter.worker < gw.server_cfg.worker_num)
+            gw_waiter_settle(&waiter, code == GW_OK ? GW_PUSH_STORED : code);
+    }
 }
 
 /* Everything still unacknowledged that is not already stored goes back, in
@@ -167,10 +237,15 @@ static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_ses
     json_t *list = json_array();
     size_t bytes = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
-        if (items[i].from_offline)
+        if (items[i].from_offline) {
+            settle_waiters(&items[i], GW_PUSH_STORED);   /* it is in the store already */
             continue;
-        json_array_append_new(list, json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id",
-                                              items[i].id, "payload", items[i].payload));
+        }
+        json_t *item = json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id", items[i].id, "payload",
+                                 items[i].payload);
+        if (items[i].nwaiters)
+            json_object_set_new(item, "w", take_waiters(&items[i]));
+        json_array_append_new(list, item);
         bytes += strlen(items[i].payload) + strlen(items[i].id) + 64;
         if (bytes > GW_STORE_TASK_BYTES) {
             store_batch(uuid, list, keep_away, owner);
@@ -513,7 +588,8 @@ static void make_room(browser_session *b, size_t bytes)
     give_back_oldest(b, n);
 }
 
-static int add_pending(browser_session *b, const char *id, const char *payload, int from_offline)
+static int add_pending(browser_session *b, const char *id, const char *payload, int from_offline,
+                       const gw_waiter *w)
 {
     size_t bytes = strlen(id) + strlen(payload) + 2 + sizeof(pending_ack);
     make_room(b, bytes);
@@ -526,12 +602,9 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
         b->cap = cap;
     }
     pending_ack *p = &b->pending[b->npending];
-    p->id = strdup(id);
-    p->payload = strdup(payload);
-    p->bytes = bytes;
-    p->from_offline = from_offline;
-    p->sent_at = time(NULL);
-    if (!p->id || !p->payload) {
+    *p = (pending_ack){.id = strdup(id), .payload = strdup(payload), .bytes = bytes,
+                       .from_offline = from_offline, .sent_at = time(NULL)};
+    if (!p->id || !p->payload || add_waiter(p, w) < 0) {
         free_pending(p);
         return -1;
     }
@@ -548,47 +621,70 @@ static pending_ack *find_pending(browser_session *b, const char *id)
     return NULL;
 }
 
+/* A message that reached no session goes to the store; w, if any, hears
+ * when it is there. */
+static void store_lost(const char *uuid, const char *id, const char *payload, int from_offline,
+                       const gw_waiter *w)
+{
+    pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
+    if (add_waiter(&lost, w) < 0)
+        gw_waiter_settle(w, GW_ERR_INTERNAL);
+    store_unacked(uuid, &lost, 1, 0, 0);
+    free(lost.waiters);
+}
+
+void gw_store_for(const char *uuid, const char *id, const char *payload, const gw_waiter *w)
+{
+    store_lost(uuid, id, payload, 0, w);
+}
+
 /* A push of an id this node pushed to the session before (seen: what the
  * push record says of it) is not sent again; only the store's copy, if
- * this push came from the store, is kept in step. */
+ * this push came from the store, is kept in step, and w hears of it when
+ * the browser's ACK comes, or now if it came already. */
 static void push_again(browser_session *b, const char *id, const char *payload, int from_offline,
-                       int seen)
+                       int seen, const gw_waiter *w)
 {
     atomic_fetch_add(&gw.counters->repeats, 1);
     pending_ack *p = find_pending(b, id);
     if (p) {
         p->from_offline |= from_offline;   /* its ACK deletes the stored copy too */
+        if (add_waiter(p, w) < 0)
+            gw_waiter_settle(w, GW_ERR_INTERNAL);
     } else if (seen == GW_PUSH_SENT) {
         /* pushed by the worker before this one, which died: the browser
          * has it, so its ACK (or ack_timeout) is waited for here */
-        add_pending(b, id, payload, from_offline);
-    } else if (seen == GW_PUSH_ACKED && from_offline) {
-        delete_stored(b, id);
+        if (add_pending(b, id, payload, from_offline, w) < 0)
+            gw_waiter_settle(w, GW_ERR_INTERNAL);
+    } else if (seen == GW_PUSH_ACKED) {
+        if (from_offline)
+            delete_stored(b, id);
+        gw_waiter_settle(w, GW_PUSH_ACKED);
+    } else {
+        /* it went back to the store while this session stayed open, and
+         * waits there for the next connect */
+        gw_waiter_settle(w, GW_PUSH_STORED);
     }
-    /* GW_PUSH_STORED: it went back to the store while this session stayed
-     * open, and waits there for the next connect */
 }
 
 /* On the home worker: write and remember; a session gone meanwhile gets the
  * message stored instead. */
 static void push_here(pg_session_id session, const char *uuid, const char *id,
-                      const char *payload, int from_offline)
+                      const char *payload, int from_offline, const gw_waiter *w)
 {
     browser_session *b = find_session(session);
     if (!b || strcmp(b->uuid, uuid) != 0) {
-        pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1, 0, 0);
+        store_lost(uuid, id, payload, from_offline, w);
         return;
     }
     int seen = gw_push_record_get(session, id);
     if (seen != GW_PUSH_NONE) {
-        push_again(b, id, payload, from_offline, seen);
+        push_again(b, id, payload, from_offline, seen, w);
         return;
     }
     if (pg_server_send(gw.server, session, payload, strlen(payload)) < 0 ||
-        add_pending(b, id, payload, from_offline) < 0) {
-        pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1, 0, 0);
+        add_pending(b, id, payload, from_offline, w) < 0) {
+        store_lost(uuid, id, payload, from_offline, w);
         return;
     }
     gw_push_record_set(session, id, GW_PUSH_SENT);
@@ -601,6 +697,8 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
  * payload cost more than the rest of it. */
 typedef struct {
     uint64_t session;
+    uint64_t waiter_ticket;          /* 0: nothing waits for it */
+    int32_t waiter_worker;
     uint32_t payload_len;
     uint16_t id_len;
     uint8_t uuid_len;
@@ -608,36 +706,37 @@ typedef struct {
 } relayed_push;
 
 static void relay_push(int home, pg_session_id session, const char *uuid, const char *id,
-                       const char *payload, int from_offline)
+                       const char *payload, int from_offline, const gw_waiter *w)
 {
     size_t uuid_len = strlen(uuid), id_len = strlen(id), payload_len = strlen(payload);
-    relayed_push head = {.session = session, .payload_len = (uint32_t)payload_len,
+    relayed_push head = {.session = session, .waiter_ticket = w ? w->ticket : 0,
+                         .waiter_worker = w ? w->worker : 0, .payload_len = (uint32_t)payload_len,
                          .id_len = (uint16_t)id_len, .uuid_len = (uint8_t)uuid_len,
                          .from_offline = (uint8_t)(from_offline != 0)};
-    size_t len = sizeof(head) + uuid_len + id_len + payload_len;
+    size_t len = 1 + sizeof(head) + uuid_len + id_len + payload_len;
     char *msg = uuid_len <= GW_UUID_MAX && id_len <= UINT16_MAX && payload_len <= UINT32_MAX
                     ? malloc(len) : NULL;
     if (msg) {
-        memcpy(msg, &head, sizeof(head));
-        memcpy(msg + sizeof(head), uuid, uuid_len);
-        memcpy(msg + sizeof(head) + uuid_len, id, id_len);
-        memcpy(msg + sizeof(head) + uuid_len + id_len, payload, payload_len);
+        char *p = msg;
+        *p++ = GW_PIPE_PUSH;
+        memcpy(p, &head, sizeof(head));
+        memcpy(p += sizeof(head), uuid, uuid_len);
+        memcpy(p += uuid_len, id, id_len);
+        memcpy(p + id_len, payload, payload_len);
     }
-    if (!msg || pg_server_send_message(gw.server, home, msg, len) < 0) {
-        pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
-        store_unacked(uuid, &lost, 1, 0, 0);
-    }
+    if (!msg || pg_server_send_message(gw.server, home, msg, len) < 0)
+        store_lost(uuid, id, payload, from_offline, w);
     free(msg);
 }
 
 void gw_push(pg_session_id session, const char *uuid, const char *id, const char *payload,
-             int from_offline)
+             int from_offline, const gw_waiter *w)
 {
     int home = pg_server_session_worker(gw.server, session);
     if (home == pg_server_worker_id(gw.server))
-        push_here(session, uuid, id, payload, from_offline);
+        push_here(session, uuid, id, payload, from_offline, w);
     else
-        relay_push(home, session, uuid, id, payload, from_offline);
+        relay_push(home, session, uuid, id, payload, from_offline, w);
 }
 
 void gw_session_pipe_message(const char *data, size_t len)
@@ -658,8 +757,9 @@ void gw_session_pipe_message(const char *data, size_t len)
     char *id = strndup(p + head.uuid_len, head.id_len);
     char *payload = strndup(p + head.uuid_len + head.id_len, head.payload_len);
     snprintf(uuid, sizeof(uuid), "%.*s", (int)head.uuid_len, p);
+    gw_waiter w = {.worker = head.waiter_worker, .ticket = head.waiter_ticket};
     if (id && payload)
-        push_here((pg_session_id)head.session, uuid, id, payload, head.from_offline);
+        push_here((pg_session_id)head.session, uuid, id, payload, head.from_offline, &w);
     else
         pg_error("out of memory for a push from another worker");
     free(id);
@@ -675,6 +775,7 @@ int gw_session_ack(pg_session_id session, const char *id)
     if (p) {
         if (p->from_offline)
             delete_stored(b, id);
+        settle_waiters(p, GW_PUSH_ACKED);
         size_t i = (size_t)(p - b->pending);
         b->pending_bytes -= p->bytes;
         free_pending(p);

@@ -568,16 +568,17 @@ static void op_store(json_t *task)
     if (n < 0)
         pg_error("could not store %zu message(s)", json_array_size(items));
     json_t *ctx = json_object_get(task, "ctx");
-    json_t *local = json_array();
+    json_t *local = json_array(), *waiters = gw_item_waiters(items);
     if (n > 0)
         recheck_stored(items, local, json_integer_value(json_object_get(task, "keep_away")));
-    if (!ctx && json_array_size(local) == 0) {
+    if (!ctx && json_array_size(local) == 0 && json_array_size(waiters) == 0) {
         json_decref(local);
+        json_decref(waiters);
         return;
     }
-    finish(json_pack("{s:s,s:O,s:i,s:I,s:o}", "op", "stored", "ctx", ctx ? ctx : json_null(),
+    finish(json_pack("{s:s,s:O,s:i,s:I,s:o,s:o}", "op", "stored", "ctx", ctx ? ctx : json_null(),
                      "code", n < 0 ? gw_mysql_failure_code() : GW_OK, "stored", (json_int_t)(n < 0 ? 0 : n),
-                     "local", local));
+                     "local", local, "waiters", waiters));
 }
 
 /* A route task's order: [chat_token or null, uuid, ...] (route.c). */

@@ -36,6 +36,9 @@ static const pg_conf_def proxy_defs[] = {
      "how often each worker rereads gateway_nodes (through a task worker)"},
     {"reply_timeout_ms", PG_CONF_INT, P(reply_timeout_ms), "3000", 100, 600000, NULL,
      "a target node that has not answered a push this long is unreachable"},
+    {"handoff_timeout_ms", PG_CONF_INT, P(handoff_timeout_ms), "60000", 1000, 3600000, NULL,
+     "a push delivered to a browser whose gateway waits for its ACK waits this long for the "
+     "target node's final answer (more than the gateways' ack_timeout)"},
     {"max_in_flight", PG_CONF_INT, P(max_in_flight), "10000", 1, 10000000, NULL,
      "pushes awaiting an answer per target node and worker; past it: busy"},
     {"stats_interval", PG_CONF_INT, P(stats_interval), "60", 0, 86400, NULL,

@@ -43,6 +43,7 @@ typedef struct {
     long long port;
     long long nodes_refresh_ms;
     long long reply_timeout_ms;
+    long long handoff_timeout_ms;
     long long max_in_flight;
     long long stats_interval;
 } px_settings;

@@ -114,7 +114,9 @@ static void push_local(pg_session_id session, json_t *req)
         pg_json_put(body, json_object_get(req, "client_id"), ",\"client_id\":") < 0 ||
         pg_json_put(body, json_object_get(req, "uuid"), ",\"uuid\":") < 0 ||
         pg_json_put(body, json_object_get(req, "remote_data"), ",\"remote_data\":") < 0 ||
-        pg_json_put(body, msg_id ? msg_id : json_null(), ",\"msg_id\":") < 0) {
+        pg_json_put(body, msg_id ? msg_id : json_null(), ",\"msg_id\":") < 0 ||
+        (json_is_true(json_object_get(req, "handoff")) &&
+         pg_json_put(body, NULL, ",\"handoff\":true") < 0)) {
         px_answer(session, PX_ERR_INTERNAL, NULL, msg_id, req_id, NULL);
         return;
     }

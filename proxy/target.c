@@ -8,7 +8,15 @@
  * pushes unreachable at once - the gateway then stores them offline - and is
  * retried after a pause that doubles with each failure.  At most
  * max_in_flight pushes wait per node; past it the answer is busy, so a stuck
- * node cannot grow the proxy's memory. */
+ * node cannot grow the proxy's memory.
+ *
+ * A push whose gateway waits for the browser's ACK ("handoff") is answered
+ * twice by the node: "delivered" with a "pending" count, then "final" once
+ * the browser ACKed it or the node stored it.  Both answers are relayed;
+ * between them the push waits in the target's `accepted` list, apart from
+ * those in flight (a node busy waiting for browsers is not a silent one),
+ * for at most handoff_timeout_ms.  A lost link answers them with a final
+ * error, and the asking gateway stores them. */
 #include "proxy.h"
 
 #include "idmap.h"
@@ -31,14 +39,22 @@
 
 typedef struct target target;
 
-typedef struct pending {
+typedef struct pending pending;
+
+typedef struct {
+    pending *head, *tail;         /* oldest first */
+    size_t count;
+} pending_list;
+
+struct pending {
     uint64_t id;                  /* the proxy's req_id */
     target *t;
+    pending_list *list;           /* the target's in_flight or accepted */
     pg_session_id session;        /* the asking gateway's connection */
     json_t *req_id, *msg_id;      /* echoed in the answer (NULL: none) */
-    uint64_t sent_ms;
-    struct pending *prev, *next;  /* the target's list, oldest first */
-} pending;
+    uint64_t sent_ms;             /* accepted: when it was */
+    pending *prev, *next;
+};
 
 enum { LINK_IDLE, LINK_CONNECTING, LINK_UP };
 
@@ -50,8 +66,8 @@ struct target {
     uint32_t backoff_ms;          /* next pause after a failure */
     uint64_t retry_at_ms;         /* no new connection before this */
     uint64_t last_rx_ms;          /* when the node last sent anything */
-    pending *head, *tail;
-    size_t count;
+    pending_list in_flight;       /* waiting for the first answer */
+    pending_list accepted;        /* delivered, waiting for the final answer */
     target *next;
 };
 
@@ -69,18 +85,37 @@ static uint64_t now_ms(void)
 
 /* ---- requests in flight ---- */
 
-static void unlink_pending(pending *p)
+static void list_append(pending_list *l, pending *p)
 {
-    target *t = p->t;
+    p->list = l;
+    p->prev = l->tail;
+    p->next = NULL;
+    if (l->tail)
+        l->tail->next = p;
+    else
+        l->head = p;
+    l->tail = p;
+    l->count++;
+}
+
+static void list_remove(pending *p)
+{
+    pending_list *l = p->list;
     if (p->prev)
         p->prev->next = p->next;
     else
-        t->head = p->next;
+        l->head = p->next;
     if (p->next)
         p->next->prev = p->prev;
     else
-        t->tail = p->prev;
-    t->count--;
+        l->tail = p->prev;
+    l->count--;
+    p->list = NULL;
+}
+
+static void unlink_pending(pending *p)
+{
+    list_remove(p);
     pg_idmap_remove(by_id, p->id);
 }
 
@@ -91,21 +126,27 @@ static void free_pending(pending *p)
     free(p);
 }
 
-/* Answers the gateway with unreachable and forgets the push. */
+/* Answers the gateway with unreachable and forgets the push; an accepted
+ * one's answer is its final one. */
 static void fail_pending(pending *p, const char *why)
 {
+    json_t *final = p->list == &p->t->accepted ? json_pack("{s:b}", "final", 1) : NULL;
     unlink_pending(p);
     PX_COUNT(unreachable);
-    px_answer(p->session, PX_ERR_UNREACHABLE, why, p->msg_id, p->req_id, NULL);
+    px_answer(p->session, PX_ERR_UNREACHABLE, why, p->msg_id, p->req_id, final);
+    json_decref(final);
     free_pending(p);
 }
 
 static void fail_all(target *t, const char *why)
 {
-    if (t->count > 0)
-        pg_warn("node %s:%d: %zu push(es) unanswered (%s)", t->ip, t->port, t->count, why);
-    while (t->head)
-        fail_pending(t->head, why);
+    size_t n = t->in_flight.count + t->accepted.count;
+    if (n > 0)
+        pg_warn("node %s:%d: %zu push(es) unanswered (%s)", t->ip, t->port, n, why);
+    while (t->in_flight.head)
+        fail_pending(t->in_flight.head, why);
+    while (t->accepted.head)
+        fail_pending(t->accepted.head, why);
 }
 
 /* ---- the connection ---- */
@@ -144,18 +185,31 @@ static void on_answer(target *t, const char *data, size_t len)
         json_decref(r);
         return;
     }
-    unlink_pending(p);
     int code = (int)json_integer_value(json_object_get(r, "code"));
-    if (code == PX_OK)
+    int first = p->list == &t->in_flight;
+    json_int_t waiting = json_integer_value(json_object_get(r, "pending"));
+    json_t *extra = first ? (waiting > 0 ? json_pack("{s:I}", "pending", waiting) : NULL)
+                          : json_pack("{s:b,s:O?,s:O?}", "final", 1, "acked",
+                                      json_object_get(r, "acked"), "stored",
+                                      json_object_get(r, "stored"));
+    if (first && code == PX_OK)
         PX_COUNT(delivered);
     else if (code == PX_ERR_GONE)
         PX_COUNT(gone);
-    else
+    else if (code != PX_OK)
         PX_COUNT(refused);
     json_t *msg_id = json_object_get(r, "msg_id");
     px_answer(p->session, code, json_string_value(json_object_get(r, "msg")),
-              msg_id ? msg_id : p->msg_id, p->req_id, NULL);
+              msg_id ? msg_id : p->msg_id, p->req_id, extra);
+    json_decref(extra);
     json_decref(r);
+    if (first && code == PX_OK && waiting > 0) {   /* the final answer comes later */
+        list_remove(p);
+        p->sent_ms = now_ms();
+        list_append(&t->accepted, p);
+        return;
+    }
+    unlink_pending(p);
     free_pending(p);
 }
 
@@ -191,7 +245,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         pg_info("node %s:%d: connected", t->ip, t->port);
         return;
     }
-    if (t->state == LINK_UP && t->count == 0) {
+    if (t->state == LINK_UP && t->in_flight.count + t->accepted.count == 0) {
         /* An idle connection closed by the node (its idle check, a restart):
          * not a failure; the next push connects again. */
         pg_info("node %s:%d: idle connection closed by the node", t->ip, t->port);
@@ -284,7 +338,7 @@ static void free_target(target *t)
 static const char *prepare(target *t, int *code)
 {
     *code = PX_ERR_BUSY;
-    if (t->count >= (size_t)px.cfg.max_in_flight)
+    if (t->in_flight.count + t->accepted.count >= (size_t)px.cfg.max_in_flight)
         return "too many pushes in flight to the target node";
     if (t->bev && evbuffer_get_length(bufferevent_get_output(t->bev)) >
                       px.server_cfg.buffer_output_size)
@@ -314,13 +368,8 @@ static int send_push(target *t, struct evbuffer *body, pg_session_id session, js
         return -1;
     }
     *p = (pending){.id = id, .t = t, .session = session, .sent_ms = now_ms(),
-                   .req_id = json_incref(req_id), .msg_id = json_incref(msg_id), .prev = t->tail};
-    if (t->tail)
-        t->tail->next = p;
-    else
-        t->head = p;
-    t->tail = p;
-    t->count++;
+                   .req_id = json_incref(req_id), .msg_id = json_incref(msg_id)};
+    list_append(&t->in_flight, p);
     return 0;
 }
 
@@ -356,13 +405,16 @@ void px_forward(const char *ip, int port, struct evbuffer *body, pg_session_id s
 static void sweep_target(target *t, uint64_t now)
 {
     uint64_t timeout = (uint64_t)px.cfg.reply_timeout_ms;
-    while (t->head && t->head->sent_ms + timeout <= now) {
-        if (t->last_rx_ms < t->head->sent_ms) {
+    while (t->in_flight.head && t->in_flight.head->sent_ms + timeout <= now) {
+        if (t->last_rx_ms < t->in_flight.head->sent_ms) {
             link_failed(t, "no answer in time");
             return;
         }
-        fail_pending(t->head, "no answer from the target node in time");
+        fail_pending(t->in_flight.head, "no answer from the target node in time");
     }
+    uint64_t handoff = (uint64_t)px.cfg.handoff_timeout_ms;
+    while (t->accepted.head && t->accepted.head->sent_ms + handoff <= now)
+        fail_pending(t->accepted.head, "the browser did not acknowledge it in time");
 }
 
 static void sweep(int64_t timer_id, void *arg)
@@ -379,7 +431,7 @@ void px_targets_prune(void)
     target **link = &targets;
     while (*link) {
         target *t = *link;
-        if (t->count == 0 && !px_node_up(t->ip, t->port)) {
+        if (t->in_flight.count + t->accepted.count == 0 && !px_node_up(t->ip, t->port)) {
             if (t->bev)
                 pg_info("node %s:%d: no longer up; connection closed", t->ip, t->port);
             *link = t->next;
@@ -397,8 +449,9 @@ json_t *px_targets_json(void)
     for (target *t = targets; t; t = t->next) {
         char key[80];
         snprintf(key, sizeof(key), "%s:%d", t->ip, t->port);
-        json_object_set_new(o, key, json_pack("{s:s,s:I}", "link", states[t->state], "in_flight",
-                                              (json_int_t)t->count));
+        json_object_set_new(o, key, json_pack("{s:s,s:I,s:I}", "link", states[t->state],
+                                              "in_flight", (json_int_t)t->in_flight.count,
+                                              "accepted", (json_int_t)t->accepted.count));
     }
     return o;
 }

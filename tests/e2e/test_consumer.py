@@ -570,7 +570,8 @@ def test_failed_attempts_are_retried_on_another_gateway(bin_dir, stack, tmp_path
 def test_the_request_is_the_producers_object_plus_the_entry_id(bin_dir, stack, tmp_path, procs,
                                                                stream, fakes):
     """The entry id is added to the producer's text as it is (pretty-printed,
-    trailing newline); a msg_id the producer put there itself is overridden."""
+    trailing newline); a msg_id the producer put there itself is overridden;
+    the consumer asks for the browsers' ACKs (handoff)."""
     requests = []
     x = fakes(lambda req, n: requests.append(req) or dict(OK))
     c = start_consumer(bin_dir, stack, tmp_path, procs, stream, gateways=x.addr)
@@ -580,7 +581,7 @@ def test_the_request_is_the_producers_object_plus_the_entry_id(bin_dir, stack, t
     (entry_id,) = publish(r, stream, [text])
     wait_sync(lambda: pending(r, stream) == 0, 20, "the XACK")
     assert len(requests) == 1
-    assert requests[0] == dict(order, msg_id=entry_id)
+    assert requests[0] == dict(order, msg_id=entry_id, handoff=True)
     c.stop()
 
 

@@ -1,0 +1,150 @@
+"""The hand-off contract between queue, gateway and browser (the consumer and
+gateways, ASan + UBSan build, real MariaDB, Redis and WebSocket browsers):
+a stream entry leaves the consumer group's pending list only once every
+browser it reached has ACKed it, or it is stored in offline_messages.
+
+- a browser that ACKs late holds the XACK back until its ACK;
+- a browser that never ACKs: its order goes back to the store at
+  ack_timeout, and then it is XACKed;
+- a gateway killed with orders pushed but not ACKed: the entries stay
+  pending, are routed again, and reach the browser on its new node.
+
+Every wait is bounded."""
+import asyncio
+import json
+import os
+import signal
+import sys
+
+import websockets
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import HOST, free_port, start_server  # noqa: E402
+from gateway_util import offline_rows  # noqa: E402
+from test_consumer import (SECRET, browser_token, dead_letters, pending, procs, publish,  # noqa: E402,F401
+                           start_consumer, stop_gateway, stream, uid, until, work_order)
+
+
+def start_gateway(bin_dir, stack, tmp_path, procs, **settings):
+    s = dict(host=HOST, internal_host=HOST, internal_port=free_port(), advertised_ip=HOST,
+             worker_num=2, task_worker_num=2, reactor_num=2, jwt_secret=SECRET, ack_timeout=10,
+             node_heartbeat_interval=1, mysql_host=stack.mysql_host, mysql_port=stack.mysql_port,
+             mysql_user=stack.mysql_user, mysql_password=stack.mysql_password,
+             mysql_database=stack.mysql_db)
+    s.update(settings)
+    g = start_server(bin_dir, "pushgate-gateway", tmp_path, wait=False, **s)
+    procs.append(g)
+    g.wait_ready()
+    return g
+
+
+class Tab:
+    """A browser tab that ACKs what it gets only when told to."""
+
+    def __init__(self, uuid):
+        self.uuid = uuid
+        self.ids = []
+
+    async def open(self, port):
+        self.ws = await websockets.connect("ws://%s:%d/ws?token=%s" % (HOST, port,
+                                                                      browser_token(self.uuid)),
+                                           ping_interval=None, close_timeout=1)
+        self.task = asyncio.ensure_future(self._read())
+        return self
+
+    async def _read(self):
+        try:
+            async for raw in self.ws:
+                m = json.loads(raw)
+                if m.get("event") == "WorksheetMsg":
+                    self.ids.append(m["id"])
+        except websockets.ConnectionClosed:
+            pass
+
+    async def ack_all(self):
+        for i in self.ids:
+            await self.ws.send(json.dumps({"event": "ACK", "data": {"id": i}}))
+
+    def closed(self):
+        return self.task.done()
+
+    async def close(self):
+        self.task.cancel()
+        await self.ws.close()
+
+
+def test_a_late_ack_holds_the_xack_back(bin_dir, stack, tmp_path, procs, stream):
+    g = start_gateway(bin_dir, stack, tmp_path, procs)
+    c = start_consumer(bin_dir, stack, tmp_path, procs, stream)
+    r = stack.redis()
+
+    async def run():
+        tab = await Tab(uid("late")).open(g.port)
+        ids = publish(r, stream, [work_order(tab.uuid, "order %d" % i) for i in range(5)])
+        await until(lambda: sorted(tab.ids) == sorted(ids), 15, "the orders at the browser")
+        await asyncio.sleep(1.5)
+        assert pending(r, stream) == 5, "XACKed before the browser's ACK"
+        await tab.ack_all()
+        await until(lambda: pending(r, stream) == 0, 10, "the XACKs after the ACKs")
+        await tab.close()
+
+    asyncio.run(run())
+    assert dead_letters(r, stream) == []
+    c.stop()
+    stop_gateway(g)
+
+
+def test_no_ack_then_stored_then_xacked(bin_dir, stack, tmp_path, procs, stream):
+    g = start_gateway(bin_dir, stack, tmp_path, procs, ack_timeout=2)
+    c = start_consumer(bin_dir, stack, tmp_path, procs, stream)
+    r = stack.redis()
+
+    async def run():
+        tab = await Tab(uid("mute")).open(g.port)
+        ids = publish(r, stream, [work_order(tab.uuid, "order %d" % i) for i in range(3)])
+        await until(lambda: sorted(tab.ids) == sorted(ids), 15, "the orders at the browser")
+        assert pending(r, stream) == 3
+        # ack_timeout: back to the store, and then handed off
+        await until(lambda: pending(r, stream) == 0, 15, "the XACKs after the store")
+        assert sorted(m for m, _, _ in offline_rows(stack, tab.uuid)) == sorted(ids)
+        await tab.close()
+
+    asyncio.run(run())
+    assert dead_letters(r, stream) == []
+    c.stop()
+    stop_gateway(g)
+
+
+def test_gateway_killed_before_the_acks_loses_nothing(bin_dir, stack, tmp_path, procs, stream):
+    """Orders pushed by a node that is then killed (kill -9, every process)
+    before the browser ACKed them come again through another node."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = start_gateway(bin_dir, stack, tmp_path / "a", procs)
+    c = start_consumer(bin_dir, stack, tmp_path, procs, stream, reply_timeout_ms=2000)
+    r = stack.redis()
+
+    async def run():
+        tab = await Tab(uid("moved")).open(a.port)
+        ids = publish(r, stream, [work_order(tab.uuid, "order %d" % i) for i in range(5)])
+        await until(lambda: sorted(tab.ids) == sorted(ids), 15, "the orders at the browser")
+        victims = [a.proc.pid, a.manager_pid()] + list(a.worker_pids().values()) + \
+            list(a.task_pids().values())
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        await until(tab.closed, 10, "the browser to see its node die")
+        assert pending(r, stream) == 5, "XACKed though no browser ACKed"
+        b = start_gateway(bin_dir, stack, tmp_path / "b", procs)
+        again = await Tab(tab.uuid).open(b.port)
+        await until(lambda: sorted(set(again.ids)) == sorted(ids), 30, "the orders on the new node")
+        await again.ack_all()
+        await until(lambda: pending(r, stream) == 0, 15, "the XACKs")
+        await again.close()
+        stop_gateway(b)
+
+    asyncio.run(run())
+    assert dead_letters(r, stream) == []
+    c.stop()
