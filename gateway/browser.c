@@ -310,6 +310,13 @@ static void ask_page(pg_session_id session, const char *uuid, json_t *after, int
     gw_task(task, gw_task_worker_of(session));
 }
 
+void gw_browser_ask_stored(pg_session_id session, const char *uuid)
+{
+    json_t *first = json_integer(0);
+    ask_page(session, uuid, first, 0);
+    json_decref(first);
+}
+
 /* Stored messages, oldest first; the next page is asked for when there is more. */
 static void push_offline_page(pg_session_id session, const char *uuid, json_t *r)
 {

@@ -123,7 +123,7 @@ typedef struct {
     uint64_t ticket;               /* 0: nothing waits */
 } gw_waiter;
 /* Messages between workers start with one of these bytes. */
-enum { GW_PIPE_PUSH = 'P', GW_PIPE_HANDOFF = 'H' };
+enum { GW_PIPE_PUSH = 'P', GW_PIPE_HANDOFF = 'H', GW_PIPE_REDELIVER = 'R' };
 void gw_handoff_start(void);
 void gw_handoff_stop(void);
 /* A ticket (0: none could be made) for a request answered on reply_to. */
@@ -165,12 +165,23 @@ void gw_push(pg_session_id session, const char *uuid, const char *id, const char
 /* A push relayed by another worker (GW_PIPE_PUSH; data after that byte). */
 void gw_session_pipe_message(const char *data, size_t len);
 int gw_session_ack(pg_session_id session, const char *id);
-/* Stores a message that reached nobody after all; w hears when it is stored. */
-void gw_store_for(const char *uuid, const char *id, const char *payload, const gw_waiter *w);
+/* Stores item {uuid, msg_id, payload[, hint]} (stolen), a message that
+ * reached nobody after all; w (NULL: none) hears when it is stored. */
+void gw_store_item(json_t *item, const gw_waiter *w);
 /* The [worker, ticket] waiters of a store task's items ("w" of each). */
 json_t *gw_item_waiters(json_t *items);
 /* A store task's answer (or failure): {code, waiters}; each waiter hears. */
 void gw_session_stored(json_t *result);
+/* On its home worker: the session is sent what is stored for its uuid, as
+ * at a connect (what it has already is not pushed again). */
+void gw_session_send_stored(pg_session_id session);
+
+/* redeliver.c: workers.  Messages other nodes stored for this node's
+ * browsers because the path here was broken ("redeliveries"). */
+void gw_redeliver_start(void);
+void gw_redeliver_stop(void);
+void gw_redeliver_answered(json_t *result);
+void gw_redeliver_pipe_message(const char *data, size_t len);
 
 /* uuid_index.c: this node's sessions of each uuid, in shared memory (any
  * process; created before fork).  A uuid's row names at most
@@ -196,6 +207,8 @@ void gw_push_record_set(pg_session_id session, const char *id, int state);
 void gw_browser_message(pg_session_id session, const char *data, size_t len);
 /* A session's registration or offline page (one result). */
 void gw_browser_registered(json_t *result);
+/* Asks for the first page of uuid's stored messages for session. */
+void gw_browser_ask_stored(pg_session_id session, const char *uuid);
 void gw_browser_routed(json_t *result);
 
 /* internal.c */

@@ -75,6 +75,7 @@ static void on_start(pg_server *s, int id)
         gw_session_worker_start();
         gw_handoff_start();
         gw_proxy_start();
+        gw_redeliver_start();
     }
 }
 
@@ -85,6 +86,7 @@ static void on_stop(pg_server *s, int id)
         gw_tasks_stop();
     } else {
         gw_route_stop();
+        gw_redeliver_stop();
         gw_proxy_stop();
         gw_store_stop();
         gw_session_worker_stop();
@@ -135,6 +137,8 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
         gw_internal_stored(r);
     else if (strcmp(op, "token") == 0)
         gw_internal_token_checked(r);
+    else if (strcmp(op, "redeliver") == 0)
+        gw_redeliver_answered(r);
     json_decref(r);
 }
 
@@ -146,6 +150,8 @@ static void on_pipe_message(pg_server *s, int from, const char *data, size_t len
         gw_session_pipe_message(data + 1, len - 1);
     else if (len > 0 && data[0] == GW_PIPE_HANDOFF)
         gw_handoff_pipe_message(data + 1, len - 1);
+    else if (len > 0 && data[0] == GW_PIPE_REDELIVER)
+        gw_redeliver_pipe_message(data + 1, len - 1);
     else
         pg_error("unknown message of %zu bytes from worker %d", len, from);
 }

@@ -15,7 +15,14 @@
  * "pending" count, and again ("final") once the browser ACKed it or the
  * node stored it.  Meanwhile it waits in `finals` with the waiter of the
  * order's ticket; a refusal, no final answer in time or a lost link make
- * this node store it, and the waiter hears when that is done. */
+ * this node store it, and the waiter hears when that is done.
+ *
+ * A push stored because the path to its node is broken (no proxy, a lost
+ * link, no answer, the node unreachable) is for a browser that is online
+ * over there: the stored item names that node ("hint"), which then hears
+ * of it through MySQL and delivers it without waiting for a reconnect
+ * (redeliver.c).  Such an episode is logged when it begins and, with a
+ * count, when the path works again, not once per push. */
 #include "gateway.h"
 
 #include "idmap.h"
@@ -80,17 +87,52 @@ static void release(batch *b)
     free(b);
 }
 
-/* One target (released) settled, forwarded or not. */
-static void settle(batch *b, json_t *target, int forwarded)
+/* ---- paths that are down ---- */
+
+static unsigned long stored_while_down;   /* in the current episode */
+
+static void path_down(const char *uuid)
 {
-    if (forwarded) {
+    if (stored_while_down++ == 0)
+        pg_warn("proxy: the path to another node is down (first: an order for %s); orders for "
+                "browsers online there are stored, and their node delivers them", uuid);
+}
+
+static void path_up(void)
+{
+    if (stored_while_down == 0)
+        return;
+    pg_notice("proxy: the path to other nodes works again; %lu order(s) for online browsers were "
+              "stored meanwhile", stored_while_down);
+    stored_while_down = 0;
+}
+
+/* The item to store for a target not reached: with path_broken, it names
+ * the node that holds the browser, so that node delivers it. */
+static json_t *store_item(json_t *target, int path_broken)
+{
+    json_t *item = json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(target, "uuid"), "msg_id",
+                             json_object_get(target, "id"), "payload",
+                             json_object_get(target, "payload"));
+    if (path_broken) {
+        path_down(json_string_value(json_object_get(target, "uuid")));
+        json_object_set_new(item, "hint", json_pack("[O,O]", json_object_get(target, "ip"),
+                                                    json_object_get(target, "port")));
+    }
+    return item;
+}
+
+enum { PUSH_FORWARDED, PUSH_GONE, PUSH_PATH_BROKEN };
+
+/* One target (released) settled: forwarded, or to be stored. */
+static void settle(batch *b, json_t *target, int outcome)
+{
+    if (outcome == PUSH_FORWARDED) {
         b->forwarded++;
         atomic_fetch_add(&gw.counters->forwarded, 1);
+        path_up();
     } else {
-        json_array_append_new(b->to_store,
-                              json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(target, "uuid"), "msg_id",
-                                        json_object_get(target, "id"), "payload",
-                                        json_object_get(target, "payload")));
+        json_array_append_new(b->to_store, store_item(target, outcome == PUSH_PATH_BROKEN));
     }
     json_decref(target);
     release(b);
@@ -101,7 +143,7 @@ static int fail_one(uint64_t id, void *value, void *arg)
     (void)id;
     (void)arg;
     in_flight *f = value;
-    settle(f->b, f->target, 0);
+    settle(f->b, f->target, PUSH_PATH_BROKEN);
     free(f);
     return 0;
 }
@@ -132,9 +174,7 @@ static void await_final(uint64_t req_id, json_t *target, uint64_t ticket)
     gw_waiter w = gw_handoff_expect(ticket);
     if (!fw || pg_idmap_put(finals, req_id, fw) < 0) {
         free(fw);
-        gw_store_for(json_string_value(json_object_get(target, "uuid")),
-                     json_string_value(json_object_get(target, "id")),
-                     json_string_value(json_object_get(target, "payload")), &w);
+        gw_store_item(store_item(target, 0), &w);
         return;
     }
     *fw = (final_wait){.target = json_incref(target), .w = w,
@@ -149,9 +189,8 @@ static void end_final(final_wait *fw, int code, json_t *answer)
         int stored = json_integer_value(json_object_get(answer, "stored")) > 0;
         gw_waiter_settle(&fw->w, stored ? GW_PUSH_STORED : GW_PUSH_ACKED);
     } else {
-        gw_store_for(json_string_value(json_object_get(fw->target, "uuid")),
-                     json_string_value(json_object_get(fw->target, "id")),
-                     json_string_value(json_object_get(fw->target, "payload")), &fw->w);
+        json_t *item = store_item(fw->target, code != GW_ERR_GONE);
+        gw_store_item(item, &fw->w);
     }
     json_decref(fw->target);
     free(fw);
@@ -190,7 +229,9 @@ static void on_reply(const char *data, size_t len)
                     json_string_value(json_object_get(r, "msg")));
         else if (json_integer_value(json_object_get(r, "pending")) > 0 && batch_ticket(f->b))
             await_final((uint64_t)req_id, f->target, batch_ticket(f->b));
-        settle(f->b, f->target, code == GW_OK);
+        settle(f->b, f->target, code == GW_OK     ? PUSH_FORWARDED
+                                : code == GW_ERR_GONE ? PUSH_GONE
+                                                      : PUSH_PATH_BROKEN);
         free(f);
     } else if (fw) {
         end_final(fw, code, r);
@@ -329,7 +370,7 @@ static void check_timeouts(int64_t timer_id, void *arg)
         pg_warn("proxy: %zu push(es) without a reply in %d s; storing them", e.n, REPLY_TIMEOUT_S);
     for (size_t i = 0; i < e.n; i++) {
         in_flight *f = pg_idmap_remove(requests, e.ids[i]);
-        settle(f->b, f->target, 0);
+        settle(f->b, f->target, PUSH_PATH_BROKEN);
         free(f);
     }
     expired_list late = {.limit = e.limit, .finals = 1, .ids = e.ids, .cap = e.cap};
@@ -416,7 +457,7 @@ void gw_proxy_forward(json_t *routed, const char *chat_token)
             pg_idmap_put(requests, req_id, f);
         } else {
             free(f);
-            settle(b, json_incref(t), 0);
+            settle(b, json_incref(t), PUSH_PATH_BROKEN);
         }
     }
     json_decref(token);

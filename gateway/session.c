@@ -633,9 +633,12 @@ static void store_lost(const char *uuid, const char *id, const char *payload, in
     free(lost.waiters);
 }
 
-void gw_store_for(const char *uuid, const char *id, const char *payload, const gw_waiter *w)
+void gw_store_item(json_t *item, const gw_waiter *w)
 {
-    store_lost(uuid, id, payload, 0, w);
+    if (w && w->ticket)
+        json_object_set_new(item, "w", json_pack("[[i,I]]", w->worker, (json_int_t)w->ticket));
+    json_t *list = json_pack("[o]", item);
+    store_batch(json_string_value(json_object_get(item, "uuid")), list, 0, 0);
 }
 
 /* A push of an id this node pushed to the session before (seen: what the
@@ -764,6 +767,13 @@ void gw_session_pipe_message(const char *data, size_t len)
         pg_error("out of memory for a push from another worker");
     free(id);
     free(payload);
+}
+
+void gw_session_send_stored(pg_session_id session)
+{
+    browser_session *b = find_session(session);
+    if (b && b->uuid[0])
+        gw_browser_ask_stored(session, b->uuid);
 }
 
 int gw_session_ack(pg_session_id session, const char *id)

@@ -119,14 +119,17 @@ static json_t *distinct_uuids(json_t *list, const char *key)
     return uuids;
 }
 
+#define FIXED_MAX 2
+
 /* Runs `head IN (?,...)` for the strings of list, IN_BATCH at a time,
- * after the parameter first (none when NULL); fn sees every row of a
+ * after the fixed parameters first[0..fixed); fn sees every row of a
  * SELECT, or (fn NULL) the statement is a write.  0 or -1. */
-static int run_in_list(const char *head, const pg_db_value *first, json_t *list, pg_db_row_fn fn,
-                       void *arg)
+static int run_in_list(const char *head, const pg_db_value *first, int fixed, json_t *list,
+                       pg_db_row_fn fn, void *arg)
 {
     size_t n = json_array_size(list);
-    int fixed = first ? 1 : 0;
+    if (fixed > FIXED_MAX)
+        return -1;
     for (size_t from = 0; from < n; from += IN_BATCH) {
         size_t count = n - from < IN_BATCH ? n - from : IN_BATCH;
         /* The list is padded to a power of two with its last string, so a
@@ -137,9 +140,9 @@ static int run_in_list(const char *head, const pg_db_value *first, json_t *list,
             padded *= 2;
         char sql[256 + IN_BATCH * 2];
         int len = snprintf(sql, sizeof(sql), "%s IN (", head);
-        pg_db_value params[1 + IN_BATCH];
-        if (first)
-            params[0] = *first;
+        pg_db_value params[FIXED_MAX + IN_BATCH];
+        for (int k = 0; k < fixed; k++)
+            params[k] = first[k];
         for (size_t k = 0; k < padded; k++) {
             size_t at = from + (k < count ? k : count - 1);
             params[fixed + k] = PG_DB_STR_VALUE(json_string_value(json_array_get(list, at)));
@@ -159,7 +162,7 @@ static int run_in_list(const char *head, const pg_db_value *first, json_t *list,
 
 static int query_uuids(const char *head, json_t *uuids, pg_db_row_fn fn, void *arg)
 {
-    return run_in_list(head, NULL, uuids, fn, arg);
+    return run_in_list(head, NULL, 0, uuids, fn, arg);
 }
 
 /* ---- storing ---- */
@@ -222,6 +225,37 @@ static long long store_items(json_t *items)
     }
     atomic_fetch_add(&gw.counters->stored, n);
     return (long long)n;
+}
+
+/* Items stored because the path to the node holding their browser was
+ * broken name that node ("hint": [ip, port]); it reads these rows and
+ * delivers them (redeliver.c).  0 or -1. */
+static int note_redeliveries(json_t *items)
+{
+    json_t *hinted = json_array();
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it) {
+        json_t *hint = json_object_get(it, "hint");
+        if (json_is_string(json_array_get(hint, 0)) && json_is_integer(json_array_get(hint, 1)))
+            json_array_append(hinted, it);
+    }
+    size_t n = json_array_size(hinted);
+    int rc = 0;
+    for (size_t from = 0, count; rc == 0 && from < n; from += count) {
+        count = rows_next(n - from);
+        pg_db_value params[ROWS_MAX * 3];
+        for (size_t k = 0; k < count; k++) {
+            json_t *h = json_array_get(hinted, from + k), *hint = json_object_get(h, "hint");
+            params[3 * k] = PG_DB_STR_VALUE(json_string_value(json_array_get(hint, 0)));
+            params[3 * k + 1] = PG_DB_INT_VALUE(json_integer_value(json_array_get(hint, 1)));
+            params[3 * k + 2] = PG_DB_STR_VALUE(json_string_value(json_object_get(h, "uuid")));
+        }
+        rc = exec_rows("INSERT IGNORE INTO redeliveries (node_ip, node_port, uuid) VALUES", 3, count,
+                       params);
+    }
+    json_decref(hinted);
+    return rc;
 }
 
 static void finish(json_t *result)
@@ -445,7 +479,7 @@ static void op_ack(json_t *task)
     json_object_foreach(by_uuid, uuid, ids) {
         pg_db_value u = PG_DB_STR_VALUE(uuid);
         if (gw_db())
-            run_in_list("DELETE FROM offline_messages WHERE uuid = ? AND msg_id", &u, ids, NULL, NULL);
+            run_in_list("DELETE FROM offline_messages WHERE uuid = ? AND msg_id", &u, 1, ids, NULL, NULL);
     }
     json_decref(by_uuid);
 }
@@ -567,6 +601,8 @@ static void op_store(json_t *task)
     long long n = store_items(items);
     if (n < 0)
         pg_error("could not store %zu message(s)", json_array_size(items));
+    else if (note_redeliveries(items) < 0)
+        pg_error("could not tell other nodes of %lld stored message(s) for their browsers", n);
     json_t *ctx = json_object_get(task, "ctx");
     json_t *local = json_array(), *waiters = gw_item_waiters(items);
     if (n > 0)
@@ -656,6 +692,31 @@ static void op_route(json_t *task)
                      "results", results));
 }
 
+/* The uuids other nodes stored messages for while the path to this node
+ * was broken (note_redeliveries): taken, so each is delivered once. */
+static int collect_string(void *arg, const pg_db_value *cols, int ncols)
+{
+    if (ncols > 0 && cols[0].type == PG_DB_STRING && cols[0].len <= GW_UUID_MAX)
+        json_array_append_new(arg, json_stringn(cols[0].s, cols[0].len));
+    return 0;
+}
+
+static void op_redeliveries(json_t *task)
+{
+    (void)task;
+    json_t *uuids = json_array();
+    pg_db_value node[] = {PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.internal_port)};
+    int ok = gw_db() && gw_mysql_result(pg_db_query(gw.db, "SELECT uuid FROM redeliveries WHERE "
+                                                           "node_ip = ? AND node_port = ? LIMIT 256",
+                                                    node, 2, collect_string, uuids)) >= 0;
+    if (ok && json_array_size(uuids) > 0)
+        ok = run_in_list("DELETE FROM redeliveries WHERE node_ip = ? AND node_port = ? AND uuid",
+                         node, 2, uuids, NULL, NULL) == 0;
+    if (!ok)
+        json_array_clear(uuids);   /* the rows stay for the next time */
+    finish(json_pack("{s:s,s:o}", "op", "redeliver", "uuids", uuids));
+}
+
 static void op_token(json_t *task)
 {
     const char *token = json_string_value(json_object_get(task, "chat_token"));
@@ -689,6 +750,8 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
         op_store(task);
     else if (strcmp(op, "token") == 0)
         op_token(task);
+    else if (strcmp(op, "redeliveries") == 0)
+        op_redeliveries(task);
     else
         pg_error("unknown task op '%s'", op);
     /* Tasks are meant to take milliseconds: the worker's requests behind

@@ -7,7 +7,9 @@ browser it reached has ACKed it, or it is stored in offline_messages.
 - a browser that never ACKs: its order goes back to the store at
   ack_timeout, and then it is XACKed;
 - a gateway killed with orders pushed but not ACKed: the entries stay
-  pending, are routed again, and reach the browser on its new node.
+  pending, are routed again, and reach the browser on its new node;
+- an order stored because the path to the browser's node is broken
+  reaches the open tab once that node hears of it, without a reconnect.
 
 Every wait is bounded."""
 import asyncio
@@ -20,7 +22,7 @@ import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, free_port, start_server  # noqa: E402
-from gateway_util import offline_rows  # noqa: E402
+from gateway_util import Internal, offline_rows  # noqa: E402
 from test_consumer import (SECRET, browser_token, dead_letters, pending, procs, publish,  # noqa: E402,F401
                            start_consumer, stop_gateway, stream, uid, until, work_order)
 
@@ -35,6 +37,7 @@ def start_gateway(bin_dir, stack, tmp_path, procs, **settings):
     g = start_server(bin_dir, "pushgate-gateway", tmp_path, wait=False, **s)
     procs.append(g)
     g.wait_ready()
+    g.internal_port = int(s["internal_port"])
     return g
 
 
@@ -148,3 +151,37 @@ def test_gateway_killed_before_the_acks_loses_nothing(bin_dir, stack, tmp_path, 
     asyncio.run(run())
     assert dead_letters(r, stream) == []
     c.stop()
+
+
+def test_stored_for_a_browser_online_elsewhere_reaches_it_without_a_reconnect(
+        bin_dir, stack, tmp_path, procs, stream):
+    """Node A cannot reach node B (no proxy at all here): orders for a browser
+    on B are stored, B hears of them through MySQL and delivers them to the
+    open tab, which never reconnects.  A logs the broken path once a worker."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = start_gateway(bin_dir, stack, tmp_path / "a", procs)
+    b = start_gateway(bin_dir, stack, tmp_path / "b", procs)
+    stack.add_app("handoff-app")
+
+    async def run():
+        tab = await Tab(uid("elsewhere")).open(b.port)
+        await asyncio.sleep(0.5)   # its online_clients row is written
+        with Internal(a.internal_port) as internal:
+            for i in range(3):
+                reply = await asyncio.to_thread(internal.call, {
+                    "url": "/worksheet/send-message", "chat_token": "handoff-app",
+                    "msg_id": "far-%d" % i, "data": [{"uuid": tab.uuid, "data": {"n": i}}]})
+                assert reply["code"] == 0 and reply["stored"] == 1, reply
+        await until(lambda: sorted(tab.ids) == ["far-0", "far-1", "far-2"], 10,
+                    "the stored orders at the open tab")
+        assert not tab.closed()
+        await tab.ack_all()
+        await until(lambda: offline_rows(stack, tab.uuid) == [], 10, "the stored copies deleted")
+        await tab.close()
+
+    asyncio.run(run())
+    # once an episode in each worker that met it, not once an order
+    assert 1 <= a.log().count("the path to another node is down") <= 2
+    stop_gateway(a)
+    stop_gateway(b)
