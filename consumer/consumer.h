@@ -116,6 +116,7 @@ struct cs_gateway;
 
 struct cs_entry {
     char id[CS_ID_MAX];
+    char msg_id[CS_ID_MAX]; /* the request's msg_id: id, or a replayed entry's original id */
     char *msg;              /* the entry's msg field as read (NULL: none) */
     size_t msg_len;
     char *fields;           /* no msg field: every field as JSON, kept for the dead letter */

@@ -160,13 +160,30 @@ static void arm_reply_timer(cs_gateway *g)
         g->reply_timer = 0;
 }
 
+/* The entry a reply is for: by msg_id, the entry's stream id or, for a
+ * replayed entry, its original id (then it is one of g's, in flight or
+ * waiting for its final reply). */
+static cs_entry *reply_entry(cs_gateway *g, const char *msg_id)
+{
+    if (!msg_id)
+        return g->inflight.head;
+    cs_entry *e = cs_entry_find(msg_id);
+    for (cs_entry *f = g->inflight.head; !e && f; f = f->next)
+        if (strcmp(f->msg_id, msg_id) == 0)
+            e = f;
+    for (cs_entry *f = g->accepted.head; !e && f; f = f->next)
+        if (strcmp(f->msg_id, msg_id) == 0)
+            e = f;
+    return e;
+}
+
 static void handle_reply(cs_gateway *g, json_t *r)
 {
     json_t *code_j = json_object_get(r, "code");
     int code = json_is_integer(code_j) ? (int)json_integer_value(code_j) : -1;
     const char *msg_id = json_string_value(json_object_get(r, "msg_id"));
     const char *msg = json_string_value(json_object_get(r, "msg"));
-    cs_entry *e = msg_id ? cs_entry_find(msg_id) : g->inflight.head;
+    cs_entry *e = reply_entry(g, msg_id);
     if (!e) {
         pg_debug("gateway %s: reply (code %d) for %s, which is no longer held", g->name, code,
                  msg_id ? msg_id : "(no msg_id)");

@@ -4,13 +4,17 @@
  * chat_token or data missing, too large) can never succeed, so it goes to
  * the dead-letter stream at once with its reason instead of being retried.
  * A good one gets its request built once: the producer's object plus
- * "msg_id": <entry id> (message format 2 of DESIGN.md). */
+ * "msg_id": <entry id> (message format 2 of DESIGN.md).  An entry put back
+ * by pushgate-ctl dead replay carries its original entry id in a field
+ * msg_id, which is then the request's msg_id instead, so that browsers and
+ * gateways that had the message already drop the copy. */
 #include "consumer.h"
 
 #include "log.h"
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,14 +34,16 @@ static const redisReply *field_value(const redisReply *fields, const char *name)
     return NULL;
 }
 
-/* Every field as a JSON object, so a dead letter without msg keeps the data. */
-static char *fields_json(const redisReply *fields)
+/* Every field but skip (NULL: none) as a JSON object, so a dead letter
+ * keeps what is not in its msg field. */
+static char *fields_json(const redisReply *fields, const char *skip)
 {
     json_t *o = json_object();
     for (size_t i = 0; fields && fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements;
          i += 2) {
         const redisReply *k = fields->element[i], *v = fields->element[i + 1];
-        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING)
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+            !(skip && strcmp(k->str, skip) == 0))
             json_object_set_new(o, k->str, json_stringn_nocheck(v->str, v->len));
     }
     char *text = json_dumps(o, JSON_COMPACT);
@@ -64,16 +70,57 @@ static const char *check_request(json_t *req)
     return NULL;
 }
 
-/* e->msg with "msg_id" added as its last member, so that a producer's own
- * msg_id is overridden (a parser keeps the last of duplicate keys).  The
- * text is spliced rather than printed again from the parsed object: that
- * was a fifth of the consumer's time.  msg must be a JSON object's text. */
-static char *with_msg_id(const cs_entry *e, size_t *len)
+/* A number of 1 to 20 digits within 64 bits at s; its length, or 0. */
+static size_t number_len(const char *s, size_t len)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (i == 20 || v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    return i;
+}
+
+/* "<ms>-<seq>": a stream entry id, the only thing a msg_id field may hold. */
+static bool is_stream_id(const char *s, size_t len)
+{
+    size_t a = number_len(s, len);
+    return a > 0 && a < len && s[a] == '-' && number_len(s + a + 1, len - a - 1) == len - a - 1;
+}
+
+/* The request's msg_id into id (CS_ID_MAX bytes): the entry's field msg_id
+ * when it has one (a replayed entry), else its own id.  The field is input
+ * like any other: when it is not a stream entry id the entry is malformed
+ * (-1, e DEAD). */
+static int take_msg_id(cs_entry *e, const redisReply *fields, char *id)
+{
+    const redisReply *v = field_value(fields, "msg_id");
+    if (!v) {
+        snprintf(id, CS_ID_MAX, "%s", e->id);
+        return 0;
+    }
+    if (v->type != REDIS_REPLY_STRING || !is_stream_id(v->str, v->len)) {
+        cs_flow_dead(e, "malformed: msg_id is not a stream entry id");
+        return -1;
+    }
+    memcpy(id, v->str, v->len + 1);
+    return 0;
+}
+
+/* e->msg with "msg_id": msg_id added as its last member, so that a
+ * producer's own msg_id is overridden (a parser keeps the last of duplicate
+ * keys).  The text is spliced rather than printed again from the parsed
+ * object: that was a fifth of the consumer's time.  msg must be a JSON
+ * object's text. */
+static char *with_msg_id(const cs_entry *e, const char *msg_id, size_t *len)
 {
     size_t end = e->msg_len;
     while (end > 0 && strchr(" \t\r\n", e->msg[end - 1]))
         end--;
-    json_t *id = json_string(e->id);
+    json_t *id = json_string(msg_id);
     size_t id_len = id ? json_dumpb(id, NULL, 0, JSON_ENCODE_ANY) : 0;
     char *body = end > 0 && e->msg[end - 1] == '}' && id_len ? malloc(end + id_len + 16) : NULL;
     if (body) {
@@ -89,8 +136,8 @@ static char *with_msg_id(const cs_entry *e, size_t *len)
     return body;
 }
 
-/* Builds e->body from e->msg. 0, or -1 with e DEAD. */
-static int build_body(cs_entry *e)
+/* Builds e->body from e->msg and msg_id. 0, or -1 with e DEAD. */
+static int build_body(cs_entry *e, const char *msg_id)
 {
     json_error_t err;
     json_t *req = json_loadb(e->msg, e->msg_len, 0, &err);
@@ -104,7 +151,7 @@ static int build_body(cs_entry *e)
     else
         problem = check_request(req);
     if (!problem) {
-        e->body = with_msg_id(e, &e->body_len);
+        e->body = with_msg_id(e, msg_id, &e->body_len);
         if (!e->body)
             problem = "msg_id cannot be added (out of memory)";
     }
@@ -116,15 +163,20 @@ static int build_body(cs_entry *e)
     return 0;
 }
 
-/* Copies the msg field into e; -1 (e DEAD) when there is none or it is too big. */
+/* Copies the msg field into e; -1 (e DEAD) when there is none or it is too
+ * big.  A replayed entry (with a field msg_id) keeps its other fields in
+ * e->fields, so that its dead letter, should it die again, still names the
+ * original id. */
 static int take_msg(cs_entry *e, const redisReply *fields)
 {
     const redisReply *msg = field_value(fields, "msg");
     if (!msg || msg->type != REDIS_REPLY_STRING) {
-        e->fields = fields_json(fields);
+        e->fields = fields_json(fields, NULL);
         cs_flow_dead(e, "malformed: no msg field");
         return -1;
     }
+    if (field_value(fields, "msg_id"))
+        e->fields = fields_json(fields, "msg");
     e->msg = malloc(msg->len + 1);
     if (!e->msg) {
         cs_flow_dead(e, "out of memory reading msg");
@@ -158,8 +210,11 @@ void cs_intake(const redisReply *item, long long deliveries)
     }
     e->deliveries = deliveries;
     e->touched_ms = cs_now_ms();
-    if (take_msg(e, item->element[1]) < 0 || build_body(e) < 0)
+    char msg_id[CS_ID_MAX];
+    if (take_msg(e, item->element[1]) < 0 || take_msg_id(e, item->element[1], msg_id) < 0 ||
+        build_body(e, msg_id) < 0)
         return;
+    snprintf(e->msg_id, sizeof(e->msg_id), "%s", msg_id);
     if (deliveries > 0)
         cs_flow_counted(e, deliveries);
     else

@@ -7,7 +7,9 @@
  * table.c (text tables), publish.c (XADD work orders), token.c (JWTs),
  * cluster.c (nodes and online, from MySQL), pidfile.c (a local node's pid),
  * node.c (start, stop), reload.c (reload), http.c (GET over a plain socket),
- * status.c (/stats as tables), progress.c (progress lines on stderr). */
+ * status.c (/stats as tables), progress.c (progress lines on stderr),
+ * dead_letter.c (reading one dead letter; no I/O), dead.c (dead list,
+ * dead replay). */
 #ifndef CTL_H
 #define CTL_H
 
@@ -29,6 +31,7 @@ typedef struct {
     char *redis_host;
     long long redis_port;
     char *stream;
+    char *dead_letter_stream;
     char *chat_token;
     char *mysql_host;
     long long mysql_port;
@@ -104,6 +107,12 @@ int ctl_cmd_start(const ctl_args *a);
 int ctl_cmd_stop(const ctl_args *a);
 int ctl_cmd_reload(const ctl_args *a);
 int ctl_cmd_status(const ctl_args *a);
+int ctl_cmd_dead(const ctl_args *a);
+
+/* A connection to redis_host:redis_port with 5 s to connect and 30 s per
+ * reply (publish.c), or NULL with the reason printed. */
+struct redisContext;
+struct redisContext *ctl_redis_connect(void);
 
 /* Prints "pushgate-ctl: ..." on stderr. */
 void ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -171,5 +180,56 @@ typedef struct {
 
 void ctl_dots_tick(ctl_dots *d, const char *what);
 void ctl_dots_end(ctl_dots *d, const char *result);
+
+/* ---- dead letters (dead_letter.c) ---- */
+
+/* A stream entry id: two numbers of up to 20 digits and a '-'. */
+#define CTL_ID_MAX 42
+
+/* Bytes from Redis: p is NULL when the field is missing. */
+typedef struct {
+    const char *p;
+    size_t len;
+} ctl_bytes;
+
+/* One entry of the consumer's dead-letter stream, read from an XRANGE reply
+ * (the bytes point into it).  The consumer writes the fields msg, reason,
+ * source_id, source_stream, deliveries, and fields (the original entry's
+ * fields but msg, as a JSON object) when the original had no msg or was a
+ * replay (a field msg_id: then that is the original id). */
+typedef struct {
+    char id[CTL_ID_MAX];            /* the dead letter's own entry id */
+    ctl_bytes msg, reason, source_id, source_stream, deliveries, fields;
+    char original_id[CTL_ID_MAX];   /* the msg_id a replay carries */
+    char problem[160];              /* why it is malformed; "" when it is not */
+} ctl_dead_letter;
+
+struct redisReply;
+
+/* Whether s is a stream entry id "<ms>-<seq>" (both within 64 bits). */
+bool ctl_stream_id_valid(const char *s, size_t len);
+/* The milliseconds part of a valid stream entry id. */
+unsigned long long ctl_stream_id_ms(const char *id);
+/* Reads item, one [id, [field, value, ...]] element of an XRANGE reply.
+ * -1 when it has no usable id (d->problem says why); else 0, with
+ * d->problem set when the dead letter is malformed (a field missing, not a
+ * string, or not what the consumer writes). */
+int ctl_dead_letter_parse(const struct redisReply *item, ctl_dead_letter *d);
+/* NULL when d (well-formed) can be put back on stream, else why not. */
+const char *ctl_dead_letter_unreplayable(const ctl_dead_letter *d, const char *stream, char *buf,
+                                         size_t buflen);
+/* --reason: a number matches that whole number in the reason (10500, not
+ * 105001); other text a substring, ignoring case. */
+bool ctl_reason_matches(ctl_bytes reason, const char *filter);
+/* At most max characters of text for a terminal, malloc'd: control
+ * characters and bad UTF-8 become '?', line breaks and tabs a space, and
+ * "..." marks a cut.  NULL when out of memory. */
+char *ctl_excerpt(ctl_bytes text, size_t max);
+/* What the table shows of d's message: its data member when msg is a JSON
+ * object that has one (not the url and chat_token every work order starts
+ * with), else msg itself; the original's other fields when it had no msg. */
+char *ctl_dead_letter_excerpt(const ctl_dead_letter *d, size_t max);
+/* text with bad UTF-8 replaced by U+FFFD, as a JSON string (NULL: no memory). */
+json_t *ctl_json_text(ctl_bytes text);
 
 #endif

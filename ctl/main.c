@@ -20,6 +20,7 @@ typedef struct {
     size_t min_pos, max_pos;
     int (*run)(const ctl_args *a);
     bool rest;               /* takes words after "--" */
+    const char *details;     /* more for its --help, or NULL */
 } command;
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -50,6 +51,13 @@ static const ctl_opt reload_opts[] = {
     {"timeout", 0, "SECONDS", "wait at most this long for the new workers (default 60; 0: "
                               "do not wait)"},
 };
+static const ctl_opt dead_opts[] = {
+    {"count", 0, "N", "list: show at most N dead letters, oldest first (default 100)"},
+    {"reason", 0, "CODE", "only those whose reason holds this error code (10500) or text"},
+    {"json", 0, NULL, "list: one JSON object per line, with the whole msg"},
+    {"id", 0, "ID", "replay: the dead letter with this entry id (repeatable)"},
+    {"all", 0, NULL, "replay: every dead letter (that --reason selects)"},
+};
 static const ctl_opt status_opts[] = {
     {"pid-file", 0, "FILE", "the node's pid file (default: setting pid_file)"},
 };
@@ -59,23 +67,39 @@ static const command commands[] = {
      "--uuid UUID [--uuid UUID ...] --type TYPE --infos TEXT [--chat-token TOKEN] [--count N]\n"
      "       " CTL_PROGRAM " publish --raw JSON [--count N]",
      "append work orders to the Redis stream (field msg, the seed's format)", publish_opts,
-     N(publish_opts), 0, 0, ctl_cmd_publish, false},
+     N(publish_opts), 0, 0, ctl_cmd_publish, false, NULL},
     {"token", "UUID [--ttl SECONDS]", "print an HS256 browser token for UUID (setting jwt_secret)",
-     token_opts, N(token_opts), 1, 1, ctl_cmd_token, false},
-    {"nodes", "", "list the gateway nodes registered in MySQL", NULL, 0, 0, 0, ctl_cmd_nodes, false},
+     token_opts, N(token_opts), 1, 1, ctl_cmd_token, false, NULL},
+    {"nodes", "", "list the gateway nodes registered in MySQL", NULL, 0, 0, 0, ctl_cmd_nodes,
+     false, NULL},
     {"online", "UUID", "list the connections of UUID (online_clients)", NULL, 0, 1, 1,
-     ctl_cmd_online, false},
+     ctl_cmd_online, false, NULL},
     {"start", "[--pid-file FILE] [--bin PATH] [--timeout SECONDS] [-- GATEWAY ARGS...]",
      "start a local gateway node as a daemon (with -c FILE and --set daemonize=true)",
-     start_opts, N(start_opts), 0, 0, ctl_cmd_start, true},
+     start_opts, N(start_opts), 0, 0, ctl_cmd_start, true, NULL},
     {"stop", "[--pid-file FILE] [--timeout SECONDS]",
      "stop the local node (SIGTERM) and wait until it is gone", stop_opts, N(stop_opts), 0, 0,
-     ctl_cmd_stop, false},
+     ctl_cmd_stop, false, NULL},
     {"reload", "[--pid-file FILE] [--tasks] [--timeout SECONDS]",
      "replace the node's workers one at a time (SIGUSR1; --tasks: SIGUSR2)", reload_opts,
-     N(reload_opts), 0, 0, ctl_cmd_reload, false},
+     N(reload_opts), 0, 0, ctl_cmd_reload, false, NULL},
     {"status", "[--pid-file FILE]", "is the local node running; its /stats as tables",
-     status_opts, N(status_opts), 0, 0, ctl_cmd_status, false},
+     status_opts, N(status_opts), 0, 0, ctl_cmd_status, false, NULL},
+    {"dead",
+     "list [--count N] [--reason CODE] [--json]\n"
+     "       " CTL_PROGRAM " dead replay --id ID [--id ID ...] | --all [--reason CODE]",
+     "list or replay the consumer's dead letters (setting dead_letter_stream)", dead_opts,
+     N(dead_opts), 1, 1, ctl_cmd_dead, false,
+     "list shows each dead letter's id, time, original entry id, reason and the start\n"
+     "of its msg's data (--json: all of it, one JSON object a line).  replay XADDs msg\n"
+     "back to the setting stream with a field msg_id holding the original entry id,\n"
+     "which the consumer sends as the message id (browsers drop what they had\n"
+     "already), and XDELs the dead letter only after that.  It prints one line per\n"
+     "dead letter and how many were replayed, and exits 1 when any could not be\n"
+     "(malformed, no msg, from another stream, Redis refused); malformed dead letters\n"
+     "are reported and skipped, never guessed at.\n\n"
+     "  " CTL_PROGRAM " dead list --reason 10500\n"
+     "  " CTL_PROGRAM " dead replay --all --reason 10500 -c config/consumer.ini"},
 };
 
 void ctl_err(const char *fmt, ...)
@@ -117,7 +141,10 @@ static void command_usage(FILE *out, const command *c)
 static void command_help(const command *c)
 {
     command_usage(stdout, c);
-    printf("\n%s\n\nOptions:\n", c->summary);
+    printf("\n%s\n", c->summary);
+    if (c->details)
+        printf("\n%s\n", c->details);
+    printf("\nOptions:\n");
     ctl_opts_help(c->opts, c->nopts);
     ctl_opts_help(ctl_common_opts, ctl_common_nopts);
     printf("\nSettings: see '" CTL_PROGRAM " --help'.\n");

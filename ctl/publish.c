@@ -90,7 +90,7 @@ static char *raw_msg(const ctl_args *a, const char *raw, int *rc)
     return text;
 }
 
-static redisContext *connect_redis(void)
+redisContext *ctl_redis_connect(void)
 {
     struct timeval tv = {5, 0};
     redisContext *c = redisConnectWithTimeout(ctl_cfg.redis_host, (int)ctl_cfg.redis_port, tv);
@@ -183,7 +183,7 @@ int ctl_cmd_publish(const ctl_args *a)
     char *msg = raw ? raw_msg(a, raw, &rc) : seed_msg(a, &rc);
     if (!msg)
         return rc;
-    redisContext *c = connect_redis();
+    redisContext *c = ctl_redis_connect();
     rc = c ? publish(c, msg, count, ctl_arg(a, "count") != NULL) : CTL_FAIL;
     redisFree(c);
     free(msg);

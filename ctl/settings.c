@@ -23,10 +23,13 @@ ctl_settings ctl_cfg;
 #define C(field) offsetof(ctl_settings, field)
 
 static const pg_conf_def ctl_defs[] = {
-    {"redis_host", PG_CONF_STRING, C(redis_host), "127.0.0.1", 0, 0, NULL, "Redis host (publish)"},
+    {"redis_host", PG_CONF_STRING, C(redis_host), "127.0.0.1", 0, 0, NULL,
+     "Redis host (publish, dead)"},
     {"redis_port", PG_CONF_INT, C(redis_port), "6379", 1, 65535, NULL, "Redis port"},
     {"stream", PG_CONF_STRING, C(stream), "pushgate:worksheets", 0, 0, NULL,
-     "stream work orders are published to (field msg)"},
+     "stream work orders are published to (field msg) and dead letters replayed to"},
+    {"dead_letter_stream", PG_CONF_STRING, C(dead_letter_stream), "pushgate:worksheets:dead", 0,
+     0, NULL, "the consumer's dead-letter stream (dead list, dead replay)"},
     {"chat_token", PG_CONF_STRING, C(chat_token), "", 0, 0, NULL,
      "app token put in published work orders (apps.chat_token)"},
     {"mysql_host", PG_CONF_STRING, C(mysql_host), "127.0.0.1", 0, 0, NULL,
@@ -197,7 +200,8 @@ void ctl_settings_help(void)
 
 bool ctl_setting_is_ctl_only(const char *key, size_t keylen)
 {
-    static const char *const only[] = {"redis_host", "redis_port", "stream"};
+    static const char *const only[] = {"redis_host", "redis_port", "stream",
+                                        "dead_letter_stream"};
     for (size_t i = 0; i < sizeof(only) / sizeof(only[0]); i++)
         if (strlen(only[i]) == keylen && strncasecmp(only[i], key, keylen) == 0)
             return true;
