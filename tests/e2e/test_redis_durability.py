@@ -14,8 +14,6 @@ rows other tests leave in gateway_nodes do not matter.
 Every wait is bounded; only processes started here are stopped, by pid."""
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid as uuidlib
@@ -23,8 +21,9 @@ import uuid as uuidlib
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import HOST, SANITIZER_MARKS, free_port, start_server, wait_until  # noqa: E402
+from engine_util import HOST, free_port, start_server, wait_until  # noqa: E402
 from fixture import Stack  # noqa: E402
+import test_consumer  # noqa: E402
 
 SECRET = "durability-e2e-secret-0123456789"
 TOKEN = "durability-e2e-app"
@@ -84,74 +83,12 @@ def dead_letters(r, stream):
     return r.xrange(stream + ":dead")
 
 
-class Consumer:
-    """pushgate-consumer with --set for each setting; MySQL from the session
-    stack's environment, Redis from the settings."""
+class Consumer(test_consumer.Consumer):
+    """test_consumer's, started and waited for; Redis from the settings."""
 
     def __init__(self, bin_dir, tmp_path, stack, **settings):
-        tag = "consumer-%s-%d" % (settings.get("consumer", "x"), free_port())
-        self.log_path = str(tmp_path / (tag + ".log"))
-        self.stderr_path = str(tmp_path / (tag + ".stderr"))
-        self.san_prefix = str(tmp_path / (tag + ".san"))
-        settings.setdefault("log_file", self.log_path)
-        args = [os.path.join(bin_dir, "pushgate-consumer")]
-        for k, v in settings.items():
-            args += ["--set", "%s=%s" % (k, v)]
-        env = dict(os.environ, **stack.env())
-        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
-            opts = env.get(var, "")
-            env[var] = (opts + ":" if opts else "") + "log_path=" + self.san_prefix
-        self.stderr_file = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr_file, env=env, start_new_session=True)
-        self.pid = self.proc.pid
-        wait_until(lambda: self.running() and "started:" in self.log(), 15,
-                   what="the consumer to start")
-
-    def running(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("consumer exited with %s:\n%s" % (self.proc.returncode,
-                                                                  self.report()[-4000:]))
-        return True
-
-    def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def report(self):
-        text = self.log()
-        with open(self.stderr_path, errors="replace") as f:
-            text += f.read()
-        d = os.path.dirname(self.san_prefix)
-        for name in sorted(os.listdir(d)):
-            if name.startswith(os.path.basename(self.san_prefix)):
-                with open(os.path.join(d, name), errors="replace") as f:
-                    text += "\n==== %s\n%s" % (name, f.read())
-        return text
-
-    def stop(self, timeout=30):
-        """SIGTERM: must exit 0 with no sanitizer report; returns the log."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=timeout)
-        self.stderr_file.close()
-        text = self.report()
-        assert self.proc.returncode == 0, "consumer exited with %s:\n%s" % (
-            self.proc.returncode, text[-4000:])
-        marks = [m for m in SANITIZER_MARKS if m in text]
-        assert not marks, "sanitizer report from the consumer:\n%s" % text[-6000:]
-        return self.log()
-
-    def kill(self):
-        """SIGKILL to our child, by pid (Popen)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        if not self.stderr_file.closed:
-            self.stderr_file.close()
+        super().__init__(bin_dir, tmp_path, stack, **settings)
+        self.wait_started()
 
 
 @pytest.fixture
