@@ -74,12 +74,33 @@ const pg_conf_def pg_server_conf_defs[] = {
 };
 const size_t pg_server_conf_ndefs = sizeof(pg_server_conf_defs) / sizeof(pg_server_conf_defs[0]);
 
+/* SIGTERM or SIGINT before the master's loop watches for them (while a
+ * daemon listens and still sets up: registers in MySQL, forks) is noted
+ * here rather than killing the process, and the master stops cleanly as
+ * soon as it runs. */
+static volatile sig_atomic_t stop_signalled;
+
+static void note_stop(int signo)
+{
+    (void)signo;
+    stop_signalled = 1;
+}
+
+int pg_server_stop_signalled(void)
+{
+    return stop_signalled;
+}
+
 pg_server *pg_server_new(const char *name, const pg_server_settings *settings,
                          const pg_server_callbacks *callbacks)
 {
     pg_server *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    struct sigaction sa = {.sa_handler = note_stop};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     snprintf(s->name, sizeof(s->name), "%s", name);
     s->settings = settings;
     if (callbacks)

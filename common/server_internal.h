@@ -23,6 +23,9 @@
 #define PG_SESSION_COUNTER_MASK ((UINT64_C(1) << PG_SESSION_COUNTER_BITS) - 1)
 #define PG_GENERATION_MASK ((UINT32_C(1) << PG_SESSION_GENERATION_BITS) - 1)
 
+/* A stop was asked for (SIGTERM, SIGINT) before the master's loop ran. */
+int pg_server_stop_signalled(void);
+
 typedef struct {
     _Atomic pid_t pid;
     _Atomic int state;

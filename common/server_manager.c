@@ -277,6 +277,10 @@ void pg_manager_main(pg_server *s)
 {
     s->role = PG_ROLE_MANAGER;
     s->manager_pid = getpid();
+    /* The master's early catch of SIGTERM (server.c) is the master's: here
+     * it stops the process, as always, until the signals are blocked below. */
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
     pg_log_set_role("manager");
     pg_proctitle_set("%s: manager", s->name);
     prctl(PR_SET_PDEATHSIG, SIGTERM);

@@ -255,6 +255,8 @@ int pg_master_run(pg_server *s)
         }
         if (s->cb.on_master_start)
             s->cb.on_master_start(s);
+        if (pg_server_stop_signalled())
+            begin_stop(&m, 0);   /* asked before the loop watched for it */
     }
     /* Runs until the manager (and so every worker) has exited. */
     while (s->manager_pid > 0)
