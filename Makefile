@@ -2,6 +2,7 @@
 #
 #   make            release build of every library and program (build/release)
 #   make test       dependencies if missing, ASan+UBSan build (build/test), every test
+#   make test-faults  the whole fault harness (tests/faults) against the ASan build
 #   make bench      release build, then the benchmarks
 #   make demo       dependencies, local MariaDB + Redis, the whole stack
 #   make install PREFIX=/usr/local
@@ -38,7 +39,7 @@ COMMON_OBJ  := $(COMMON_SRC:%.c=$(OUT)/obj/%.o)
 COMMON_LIB  := $(OUT)/libpushgate.a
 
 # The gateway's modules (all but its main) as a library, so examples and unit
-# tests can use the WebSocket hook and the auth code.
+# tests can use the WebSocket hook.
 GATEWAY_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 GATEWAY_OBJ := $(GATEWAY_SRC:%.c=$(OUT)/obj/%.o)
 GATEWAY_LIB := $(OUT)/libpushgate-gateway.a
@@ -57,7 +58,7 @@ BENCH_CLIENT_BIN := $(OUT)/bin/pushgate-bench
 DAEMON_DIRS := $(filter gateway proxy consumer ctl,$(patsubst %/,%,$(dir $(wildcard */main.c))))
 DAEMON_BIN  := $(DAEMON_DIRS:%=$(OUT)/bin/pushgate-%)
 
-.PHONY: all test unit e2e bench demo install clean deps
+.PHONY: all test unit e2e faults-short test-faults bench demo install clean deps
 # Keep objects between builds (make would delete them as intermediates).
 .SECONDARY:
 
@@ -96,6 +97,8 @@ $(BENCH_CLIENT_BIN): $(BENCH_CLIENT_OBJ) $(LIBS_OWN)
 
 # pushgate-bench's histogram and sequence map are compiled into their unit test.
 $(OUT)/tests/test_bench_stats: bench/client/hist.c bench/client/seqmap.c $(wildcard bench/client/*.h)
+# pushgate-ctl's dead-letter checks are compiled into their unit test.
+$(OUT)/tests/test_dead_letter: ctl/dead_letter.c ctl/ctl.h
 
 $(OUT)/tests/%: tests/unit/%.c $(LIBS_OWN)
 	@mkdir -p $(dir $@)
@@ -115,7 +118,7 @@ deps:
 test: deps
 	$(MAKE) BUILD=release all
 	$(MAKE) BUILD=test all
-	$(MAKE) BUILD=test unit e2e
+	$(MAKE) BUILD=test unit e2e faults-short
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
@@ -124,6 +127,22 @@ e2e:
 	PG_BIN=$(CURDIR)/$(OUT)/bin PG_RELEASE_BIN=$(CURDIR)/build/release/bin ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+
+# The fault harness (`make test` runs its short variant): the whole system under work
+# orders while one part fails, every order counted by id, a table per run.
+# FAULTS passes pytest arguments: FAULTS="-m short" is the quick variant.
+FAULTS_RUN = PG_BIN=$(CURDIR)/build/test/bin ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PYTHON) -m pytest -q -s -p no:cacheprovider tests/faults
+
+test-faults: deps
+	$(MAKE) BUILD=test all
+	$(FAULTS_RUN) $(FAULTS)
+
+# The short variant, part of `make test`: kill -9 of a worker and of a whole
+# gateway under 2,000 orders.
+faults-short:
+	$(FAULTS_RUN) -m short
 
 bench: deps
 	$(MAKE) BUILD=release all

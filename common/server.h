@@ -194,6 +194,11 @@ int pg_server_start(pg_server *s);
  * bad session id, too large, IPC queue full). Data for a session that has
  * closed meanwhile is dropped by the reactor. */
 int pg_server_send(pg_server *s, pg_session_id session, const void *data, size_t len);
+/* What pg_server_send and pg_server_close queued goes to the master now,
+ * not at the end of the loop pass.  0 when all of it is in the kernel's
+ * hands (it reaches the master even if this process dies next), -1 when
+ * some still waits for room. */
+int pg_server_flush(pg_server *s);
 /* Close a session after its queued output; reason is handed to the protocol
  * (for WebSocket: a close code and text). */
 int pg_server_close(pg_server *s, pg_session_id session, const char *reason, size_t len);

@@ -212,6 +212,18 @@ int pg_server_send(pg_server *s, pg_session_id session, const void *data, size_t
     return to_session(s, PG_IPC_SEND, session, data, len);
 }
 
+int pg_server_flush(pg_server *s)
+{
+    struct pg_worker_proc *p = s->proc;
+    if (!p || p->is_task)
+        return -1;
+    int all = 1;
+    for (int r = 0; r < s->reactor_num; r++)
+        if (pg_ipc_flush(p->in[r]) != 1)
+            all = 0;
+    return all ? 0 : -1;
+}
+
 int pg_server_close(pg_server *s, pg_session_id session, const char *reason, size_t len)
 {
     return to_session(s, PG_IPC_SHUTDOWN, session, reason, len);

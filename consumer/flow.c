@@ -16,6 +16,7 @@
  *   - an entry waiting because no gateway is up makes no attempt. */
 #include "consumer.h"
 
+#include "codes.h"
 #include "log.h"
 #include "timer.h"
 
@@ -25,19 +26,6 @@
 
 #define RETRY_MAX_MS 10000
 #define WAIT_MAX_MS 5000      /* retries that do not count: MySQL back within 5 s of it */
-
-/* Gateway codes after which a retry cannot help (see gateway/gateway.h). */
-static bool final_code(int code)
-{
-    return code == 10102 /* not JSON */ || code == 10104 /* bad request */ ||
-           code == 10201 /* bad chat_token */ || code == 10202 /* unknown url */;
-}
-
-/* Gateway codes that say it could not try; the request is not at fault. */
-static bool wait_code(int code)
-{
-    return code == 10503 /* MySQL unreachable */ || code == 10205 /* busy */;
-}
 
 void cs_flow_forget(cs_entry *e)
 {
@@ -194,9 +182,9 @@ void cs_flow_reply(cs_entry *e, cs_gateway *g, int code, const char *msg, long l
     if (code == 0) {
         pg_debug("entry %s handed off by gateway %s", e->id, g->name);
         cs_flow_done(e);
-    } else if (final_code(code)) {
+    } else if (pg_code_final(code)) {
         cs_flow_dead(e, "refused by gateway %s: code %d: %s", g->name, code, msg);
-    } else if (wait_code(code)) {
+    } else if (pg_code_wait(code)) {
         char why[300];
         snprintf(why, sizeof(why), "gateway %s answered code %d: %s", g->name, code, msg);
         flow_wait(e, why);

@@ -33,7 +33,7 @@ static const pg_conf_def consumer_defs[] = {
     {"max_in_flight", PG_CONF_INT, C(max_in_flight), "10000", 1, 1000000, NULL,
      "entries held at most: read from Redis and not yet acknowledged (also per gateway "
      "connection)"},
-    {"reply_timeout_ms", PG_CONF_INT, C(reply_timeout_ms), "10000", 100, 3600000, NULL,
+    {"reply_timeout_ms", PG_CONF_INT, C(reply_timeout_ms), "5000", 100, 3600000, NULL,
      "a gateway's reply must come within this time, else the entry is retried elsewhere"},
     {"wait_for_acks", PG_CONF_BOOL, C(wait_for_acks), "true", 0, 0, NULL,
      "XACK an entry only once every browser it reached has ACKed it or it is stored "

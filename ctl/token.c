@@ -1,9 +1,10 @@
 /* token.c - pushgate-ctl token: a browser token for an agent, signed with
- * the gateway's jwt_secret by the gateway's own code (gw_auth_mint), so the
- * demo and the tests log in exactly as a business system's tokens would. */
+ * the gateway's jwt_secret by the code the gateway checks tokens with
+ * (common/token.c), so the demo and the tests log in exactly as a business
+ * system's tokens would. */
 #include "ctl.h"
 
-#include "auth.h"
+#include "token.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,10 +29,10 @@ int ctl_cmd_token(const ctl_args *a)
     if (strlen(ctl_cfg.jwt_secret) < SECRET_MIN)
         ctl_err("warning: jwt_secret is shorter than %d characters: gateways refuse to start "
                 "with it", SECRET_MIN);
-    char *token = gw_auth_mint(uuid, ctl_cfg.jwt_secret, time(NULL) + (time_t)ttl);
+    char *token = pg_token_mint(uuid, ctl_cfg.jwt_secret, time(NULL) + (time_t)ttl);
     if (!token) {
         ctl_err("token: '%s' is not a valid uuid (1 to %d characters of A-Z a-z 0-9 _ . : @ -)",
-                uuid, GW_UUID_MAX);
+                uuid, PG_UUID_MAX);
         return CTL_USAGE;
     }
     printf("%s\n", token);

@@ -9,7 +9,7 @@
  *
  *   ws_echo [-c FILE] [--set key=value ...]    (--help lists the settings)
  */
-#include "auth.h"
+#include "token.h"
 #include "ws.h"
 
 #include "daemon.h"

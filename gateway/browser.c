@@ -7,7 +7,7 @@
  * requests get /healthz, /stats, /metrics or a static file. */
 #include "gateway.h"
 
-#include "auth.h"
+#include "token.h"
 #include "log.h"
 
 #include <fcntl.h>
@@ -44,13 +44,13 @@ static void close_unauthorized(pg_session_id session, const char *why)
 static void on_connect_event(pg_session_id session, json_t *data)
 {
     const char *token = json_string_value(json_object_get(data, "client_token"));
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why = "no client_token";
     if (gw_session_uuid(session)) {
-        send_error(session, GW_ERR_BAD_REQUEST);   /* already authenticated */
+        send_error(session, PG_ERR_BAD_REQUEST);   /* already authenticated */
         return;
     }
-    if (!token || gw_auth_verify(token, strlen(token), gw.cfg.jwt_secret, time(NULL), uuid, &why) < 0) {
+    if (!token || pg_token_verify(token, strlen(token), gw.cfg.jwt_secret, time(NULL), uuid, &why) < 0) {
         close_unauthorized(session, why);
         return;
     }
@@ -63,8 +63,8 @@ static void on_chat(pg_session_id session, const char *from, json_t *data)
     json_t *to_value = json_object_get(data, "to");
     const char *to = json_string_value(to_value);
     json_t *msg = json_object_get(data, "msg");
-    if (!to || !gw_auth_uuid_ok(to, json_string_length(to_value)) || !json_is_string(msg)) {
-        send_error(session, GW_ERR_BAD_REQUEST);
+    if (!to || !pg_token_uuid_ok(to, json_string_length(to_value)) || !json_is_string(msg)) {
+        send_error(session, PG_ERR_BAD_REQUEST);
         return;
     }
     /* Unique per recipient: boot generation, worker, clock and a counter. */
@@ -90,19 +90,19 @@ static void on_event(pg_session_id session, const char *event, json_t *data)
     if (strcmp(event, "CONNECT") == 0) {
         on_connect_event(session, data);
     } else if (!uuid) {
-        send_error(session, GW_ERR_NOT_AUTHENTICATED);
+        send_error(session, PG_ERR_NOT_AUTHENTICATED);
     } else if (strcmp(event, "HEART_BEAT") == 0) {
         send_text(session, gw_event_json("HEART_BEAT", json_pack("{s:I}", "time", (json_int_t)time(NULL))));
     } else if (strcmp(event, "ACK") == 0) {
         const char *id = json_string_value(json_object_get(data, "id"));
         if (!id)
-            send_error(session, GW_ERR_BAD_REQUEST);
+            send_error(session, PG_ERR_BAD_REQUEST);
         else
             gw_session_ack(session, id);
     } else if (strcmp(event, "NEW_MSG") == 0) {
         on_chat(session, uuid, data);
     } else {
-        send_error(session, GW_ERR_EVENT_NULL);
+        send_error(session, PG_ERR_EVENT_NULL);
     }
 }
 
@@ -112,9 +112,9 @@ static void on_text(pg_session_id session, const char *text, size_t len)
     json_t *msg = json_loadb(text, len, 0, &err);
     const char *event = json_string_value(json_object_get(msg, "event"));
     if (!json_is_object(msg))
-        send_error(session, GW_ERR_BAD_JSON);
+        send_error(session, PG_ERR_BAD_JSON);
     else if (!event)
-        send_error(session, GW_ERR_EVENT_NULL);
+        send_error(session, PG_ERR_EVENT_NULL);
     else
         on_event(session, event, json_object_get(msg, "data"));
     json_decref(msg);
@@ -285,7 +285,7 @@ void gw_browser_message(pg_session_id session, const char *data, size_t len)
     if (len == 0)
         return;
     if (data[0] == GW_MSG_OPEN) {
-        char uuid[GW_UUID_MAX + 1];
+        char uuid[PG_UUID_MAX + 1];
         snprintf(uuid, sizeof(uuid), "%.*s", (int)(len - 1), data + 1);
         gw_session_open(session, uuid);
     } else if (data[0] == GW_MSG_TEXT) {
@@ -358,7 +358,7 @@ void gw_browser_registered(json_t *r)
     int registered = strcmp(op, "registered") == 0;
     if (!gw_session_known(session))
         return;   /* closed meanwhile; its close queued the unregister after this */
-    if (json_integer_value(json_object_get(r, "code")) != GW_OK) {
+    if (json_integer_value(json_object_get(r, "code")) != PG_OK) {
         char reason[64];
         size_t n = gw_ws_close_reason(reason, sizeof(reason), 1011, "registration failed");
         pg_server_close(gw.server, session, reason, n);
@@ -380,7 +380,7 @@ void gw_browser_routed(json_t *r)
     json_t *ctx = json_object_get(r, "ctx");
     pg_session_id sender = (pg_session_id)json_integer_value(json_object_get(ctx, "session"));
     int code = (int)json_integer_value(json_object_get(r, "code"));
-    const char *status = code != GW_OK ? "failed"
+    const char *status = code != PG_OK ? "failed"
                          : json_integer_value(json_object_get(r, "delivered")) ? "delivered"
                          : json_integer_value(json_object_get(r, "forwarded")) ? "forwarded"
                          : json_integer_value(json_object_get(r, "stored")) ? "stored" : "failed";

@@ -24,7 +24,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "auth.h"
+#include "token.h"
+#include "codes.h"
 #include "db.h"
 #include "idmap.h"
 #include "server.h"
@@ -33,21 +34,6 @@
 
 enum { GW_LISTENER_PUBLIC = 0, GW_LISTENER_INTERNAL = 1 };
 
-/* Error codes of reply frames and browser error objects (README lists them). */
-enum {
-    GW_OK = 0,
-    GW_ERR_EVENT_NULL = 10101,     /* browser message without a known event */
-    GW_ERR_BAD_JSON = 10102,       /* not a JSON object */
-    GW_ERR_NOT_AUTHENTICATED = 10103,
-    GW_ERR_BAD_REQUEST = 10104,    /* a field missing or of the wrong type */
-    GW_ERR_BAD_TOKEN = 10201,      /* chat_token unknown or disabled */
-    GW_ERR_UNKNOWN_URL = 10202,
-    GW_ERR_GONE = 10203,           /* push-local: the session is closed or not that uuid's */
-    GW_ERR_UNREACHABLE = 10204,    /* the proxy or target node did not answer */
-    GW_ERR_BUSY = 10205,
-    GW_ERR_INTERNAL = 10500,       /* MySQL failed; the sender should retry */
-    GW_ERR_UNAVAILABLE = 10503,    /* MySQL cannot be reached; retry later, it is no fault of the request */
-};
 
 typedef struct {
     char *host;
@@ -197,11 +183,14 @@ size_t gw_uuid_index_get(const char *uuid, pg_session_id *sessions, size_t max);
 /* push_record.c: which ids this node pushed to which session, recently,
  * in shared memory (any process; created before fork), so that no session
  * gets one id twice from this node.  slots: how many entries it holds. */
-enum { GW_PUSH_NONE = 0, GW_PUSH_SENT, GW_PUSH_ACKED, GW_PUSH_STORED };
+enum { GW_PUSH_NONE = 0, GW_PUSH_SENT, GW_PUSH_ACKED, GW_PUSH_STORED, GW_PUSH_QUEUED };
 int gw_push_record_create(uint32_t slots);
 void gw_push_record_destroy(void);
 int gw_push_record_get(pg_session_id session, const char *id);
 void gw_push_record_set(pg_session_id session, const char *id, int state);
+/* An entry's key, for gw_push_record_promote: state from becomes to. */
+uint64_t gw_push_record_key(pg_session_id session, const char *id);
+void gw_push_record_promote(uint64_t key, int from, int to);
 
 /* browser.c */
 void gw_browser_message(pg_session_id session, const char *data, size_t len);
@@ -309,8 +298,8 @@ pg_db *gw_db(void);
 /* How a call on gw_db() went (rc < 0: failed, see its error), for the log
  * and /stats; returns rc. */
 long long gw_mysql_result(long long rc);
-/* The code of a request that failed for MySQL: GW_ERR_UNAVAILABLE while it
- * cannot be reached, else GW_ERR_INTERNAL. */
+/* The code of a request that failed for MySQL: PG_ERR_UNAVAILABLE while it
+ * cannot be reached, else PG_ERR_INTERNAL. */
 int gw_mysql_failure_code(void);
 
 /* reply.c */
@@ -318,6 +307,5 @@ char *gw_error_json(int code, const char *msg);
 char *gw_event_json(const char *event, json_t *data);   /* data stolen */
 /* The event a work order's target gets: {"event":"WorksheetMsg",...}. */
 char *gw_worksheet_json(json_t *body, const char *id);
-const char *gw_error_text(int code);
 
 #endif

@@ -41,7 +41,7 @@ typedef struct {
     json_t *msg_id, *req_id;   /* echoed; req_id NULL: none */
     unsigned waiting;          /* targets not yet settled */
     unsigned acked, stored;
-    int code;                  /* GW_OK, or the first failure */
+    int code;                  /* PG_OK, or the first failure */
     int replied;               /* the first reply went out */
     time_t deadline;
 } ticket;
@@ -62,7 +62,7 @@ static void send_final(ticket *t)
     char tail[96];
     snprintf(tail, sizeof(tail), ",\"final\":true,\"acked\":%u,\"stored\":%u", t->acked, t->stored);
     size_t len;
-    char *text = pg_reply_json(t->code, t->code == GW_OK ? "handed off" : gw_error_text(t->code),
+    char *text = pg_reply_json(t->code, t->code == PG_OK ? "handed off" : pg_code_text(t->code),
                                t->msg_id, t->req_id, tail, &len);
     if (text)
         pg_server_send(gw.server, t->reply_to, text, len);
@@ -91,7 +91,7 @@ static int expire_one(uint64_t id, void *value, void *arg)
     }
     pg_warn("request %s: %u browser(s) neither acknowledged nor stored it in time; the sender retries",
             json_string_value(t->msg_id) ? json_string_value(t->msg_id) : "?", t->waiting);
-    t->code = GW_ERR_INTERNAL;
+    t->code = PG_ERR_INTERNAL;
     t->waiting = 0;
     finish_if_settled(id, t);
     return 0;
@@ -184,7 +184,7 @@ void gw_handoff_settled(uint64_t id, int outcome)
         t->acked++;
     else if (outcome == GW_PUSH_STORED)
         t->stored++;
-    else if (t->code == GW_OK)
+    else if (t->code == PG_OK)
         t->code = outcome;
     finish_if_settled(id, t);
 }
@@ -199,7 +199,7 @@ typedef struct {
 
 void gw_waiter_settle(const gw_waiter *w, int outcome)
 {
-    if (!w->ticket)
+    if (!w || !w->ticket)
         return;
     if (w->worker == pg_server_worker_id(gw.server)) {
         gw_handoff_settled(w->ticket, outcome);

@@ -24,7 +24,7 @@
 static void reply(pg_session_id session, int code, const char *msg, json_t *request, const char *tail)
 {
     size_t len;
-    char *text = pg_reply_json(code, msg ? msg : gw_error_text(code), json_object_get(request, "msg_id"),
+    char *text = pg_reply_json(code, msg ? msg : pg_code_text(code), json_object_get(request, "msg_id"),
                                json_object_get(request, "req_id"), tail, &len);
     if (text)
         pg_server_send(gw.server, session, text, len);
@@ -33,7 +33,7 @@ static void reply(pg_session_id session, int code, const char *msg, json_t *requ
 
 static void reply_error(pg_session_id session, int code, const char *msg, json_t *request)
 {
-    pg_warn("internal request refused: %s", msg ? msg : gw_error_text(code));
+    pg_warn("internal request refused: %s", msg ? msg : pg_code_text(code));
     reply(session, code, msg, request, ",\"data\":[]");
 }
 
@@ -51,7 +51,7 @@ static json_t *worksheet_items(const char *msg_id, json_t *data, const char **pr
     json_array_foreach(data, i, entry) {
         const char *uuid = json_string_value(json_object_get(entry, "uuid"));
         json_t *body = json_object_get(entry, "data");
-        if (!uuid || !*uuid || strlen(uuid) > GW_UUID_MAX || !body) {
+        if (!uuid || !*uuid || strlen(uuid) > PG_UUID_MAX || !body) {
             *problem = "every data entry needs a uuid (1 to 63 characters) and data";
             json_decref(items);
             return NULL;
@@ -80,12 +80,12 @@ static void send_message(pg_session_id session, json_t *req)
     const char *msg_id = json_string_value(json_object_get(req, "msg_id"));
     const char *problem = "chat_token and msg_id (1 to 48 characters) are required";
     if (!token || !msg_id || !*msg_id || strlen(msg_id) > 48) {
-        reply_error(session, GW_ERR_BAD_REQUEST, problem, req);
+        reply_error(session, PG_ERR_BAD_REQUEST, problem, req);
         return;
     }
     json_t *items = worksheet_items(msg_id, json_object_get(req, "data"), &problem);
     if (!items) {
-        reply_error(session, GW_ERR_BAD_REQUEST, problem, req);
+        reply_error(session, PG_ERR_BAD_REQUEST, problem, req);
         return;
     }
     atomic_fetch_add(&gw.counters->messages_in, 1);
@@ -112,7 +112,7 @@ static const char *push_id(json_t *req)
 static void push_checked(json_t *req, int code)
 {
     pg_session_id session = (pg_session_id)json_integer_value(json_object_get(req, "proxy_fd"));
-    if (code != GW_OK) {
+    if (code != PG_OK) {
         reply_error(session, code, NULL, req);
         return;
     }
@@ -125,7 +125,7 @@ static void push_checked(json_t *req, int code)
                            &port, &target) < 0 ||
         strcmp(ip, gw.node_ip) != 0 || port != gw.cfg.internal_port ||
         atomic_load(&gw.counters->draining) || !gw_session_is(target, uuid)) {
-        reply(session, GW_ERR_GONE, NULL, req, "");
+        reply(session, PG_ERR_GONE, NULL, req, "");
     } else {
         uint64_t ticket = json_is_true(json_object_get(req, "handoff"))
                               ? gw_handoff_open(session, json_object_get(req, "msg_id"),
@@ -137,7 +137,7 @@ static void push_checked(json_t *req, int code)
         char tail[32] = "";
         if (ticket)
             snprintf(tail, sizeof(tail), ",\"pending\":%u", gw_handoff_replied(ticket));
-        reply(session, GW_OK, "delivered", req, tail);
+        reply(session, PG_OK, "delivered", req, tail);
     }
 }
 
@@ -148,7 +148,7 @@ static void push_local(pg_session_id session, json_t *req)
     const char *uuid = json_string_value(json_object_get(req, "uuid"));
     json_t *remote_data = json_object_get(req, "remote_data");
     if (!token || !client_id || !uuid || !json_is_object(remote_data) || !push_id(req)) {
-        reply_error(session, GW_ERR_BAD_REQUEST,
+        reply_error(session, PG_ERR_BAD_REQUEST,
                     "chat_token, client_id, uuid and remote_data with an id are required", req);
         return;
     }
@@ -157,10 +157,10 @@ static void push_local(pg_session_id session, json_t *req)
     int cached = gw_token_cached(token);
     if (cached >= 0) {
         /* a verdict from a moment ago: no task round trip */
-        push_checked(req, cached ? GW_OK : GW_ERR_BAD_TOKEN);
+        push_checked(req, cached ? PG_OK : PG_ERR_BAD_TOKEN);
     } else if (gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req),
                        -1) < 0) {
-        reply_error(session, GW_ERR_BUSY, "could not queue the push", req);
+        reply_error(session, PG_ERR_BUSY, "could not queue the push", req);
     }
 }
 
@@ -169,8 +169,8 @@ void gw_internal_token_checked(json_t *r)
 {
     const char *token = json_string_value(json_object_get(json_object_get(r, "ctx"), "chat_token"));
     int code = (int)json_integer_value(json_object_get(r, "code"));
-    if (token && (code == GW_OK || code == GW_ERR_BAD_TOKEN))
-        gw_token_remember(token, code == GW_OK);
+    if (token && (code == PG_OK || code == PG_ERR_BAD_TOKEN))
+        gw_token_remember(token, code == PG_OK);
     push_checked(json_object_get(r, "ctx"), code);
 }
 
@@ -182,15 +182,15 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len)
     if (!json_is_object(req)) {
         char why[200];
         snprintf(why, sizeof(why), "not a JSON object: %s", err.text);
-        reply_error(session, GW_ERR_BAD_JSON, why, NULL);
+        reply_error(session, PG_ERR_BAD_JSON, why, NULL);
     } else if (!url) {
-        reply_error(session, GW_ERR_BAD_REQUEST, "url is missing", req);
+        reply_error(session, PG_ERR_BAD_REQUEST, "url is missing", req);
     } else if (strcmp(url, "/worksheet/send-message") == 0) {
         send_message(session, req);
     } else if (strcmp(url, "/chat/push-local") == 0) {
         push_local(session, req);
     } else {
-        reply_error(session, GW_ERR_UNKNOWN_URL, NULL, req);
+        reply_error(session, PG_ERR_UNKNOWN_URL, NULL, req);
     }
     json_decref(req);
 }
@@ -214,7 +214,7 @@ void gw_internal_finish(json_t *routed)
                      (long long)json_integer_value(json_object_get(routed, "delivered")),
                      (long long)json_integer_value(json_object_get(routed, "forwarded")),
                      (long long)json_integer_value(json_object_get(routed, "stored")));
-    if (ticket && code == GW_OK)
+    if (ticket && code == PG_OK)
         snprintf(counts + n, sizeof(counts) - (size_t)n, ",\"pending\":%u", gw_handoff_replied(ticket));
     else if (ticket)
         gw_handoff_drop(ticket);   /* the sender retries it all */
@@ -256,7 +256,7 @@ void gw_internal_routed(json_t *r)
     json_t *ctx = json_object_get(r, "ctx");
     json_t *remote = json_object_get(r, "remote");
     json_object_set_new(r, "forwarded", json_integer(0));
-    if (json_integer_value(json_object_get(r, "code")) != GW_OK) {
+    if (json_integer_value(json_object_get(r, "code")) != PG_OK) {
         gw_internal_finish(r);
         return;
     }

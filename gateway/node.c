@@ -132,7 +132,7 @@ static int reinsert_session(const char *key, const void *row, void *arg)
     size_t len;
     const char *uuid = pg_table_row_get_string(gw.sessions, row, gw.col_uuid, &len);
     pg_session_id session = strtoull(key, NULL, 16);
-    char client_id[192], who[GW_UUID_MAX + 1];
+    char client_id[192], who[PG_UUID_MAX + 1];
     snprintf(who, sizeof(who), "%.*s", (int)len, uuid);
     gw_client_id(session, client_id, sizeof(client_id));
     pg_db_value v[] = {PG_DB_STR_VALUE(client_id), PG_DB_STR_VALUE(who), PG_DB_STR_VALUE(gw.node_ip),

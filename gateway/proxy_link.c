@@ -185,11 +185,11 @@ static void await_final(uint64_t req_id, json_t *target, uint64_t ticket)
  * (code 0), else stored here, and then the waiter hears. */
 static void end_final(final_wait *fw, int code, json_t *answer)
 {
-    if (code == GW_OK) {
+    if (code == PG_OK) {
         int stored = json_integer_value(json_object_get(answer, "stored")) > 0;
         gw_waiter_settle(&fw->w, stored ? GW_PUSH_STORED : GW_PUSH_ACKED);
     } else {
-        json_t *item = store_item(fw->target, code != GW_ERR_GONE);
+        json_t *item = store_item(fw->target, code != PG_ERR_GONE);
         gw_store_item(item, &fw->w);
     }
     json_decref(fw->target);
@@ -200,7 +200,7 @@ static int fail_final(uint64_t id, void *value, void *arg)
 {
     (void)id;
     (void)arg;
-    end_final(value, GW_ERR_UNREACHABLE, NULL);
+    end_final(value, PG_ERR_UNREACHABLE, NULL);
     return 0;
 }
 
@@ -223,14 +223,14 @@ static void on_reply(const char *data, size_t len)
     in_flight *f = req_id > 0 ? pg_idmap_remove(requests, (uint64_t)req_id) : NULL;
     final_wait *fw = req_id > 0 && !f ? pg_idmap_remove(finals, (uint64_t)req_id) : NULL;
     if (f) {
-        if (code != GW_OK)
+        if (code != PG_OK)
             pg_info("proxy: push to %s refused (%d %s); storing it",
                     json_string_value(json_object_get(f->target, "uuid")), code,
                     json_string_value(json_object_get(r, "msg")));
         else if (json_integer_value(json_object_get(r, "pending")) > 0 && batch_ticket(f->b))
             await_final((uint64_t)req_id, f->target, batch_ticket(f->b));
-        settle(f->b, f->target, code == GW_OK     ? PUSH_FORWARDED
-                                : code == GW_ERR_GONE ? PUSH_GONE
+        settle(f->b, f->target, code == PG_OK     ? PUSH_FORWARDED
+                                : code == PG_ERR_GONE ? PUSH_GONE
                                                       : PUSH_PATH_BROKEN);
         free(f);
     } else if (fw) {
@@ -379,7 +379,7 @@ static void check_timeouts(int64_t timer_id, void *arg)
         pg_warn("proxy: %zu push(es) not acknowledged by their browser in time; storing them",
                 late.n);
     for (size_t i = 0; i < late.n; i++)
-        end_final(pg_idmap_remove(finals, late.ids[i]), GW_ERR_UNREACHABLE, NULL);
+        end_final(pg_idmap_remove(finals, late.ids[i]), PG_ERR_UNREACHABLE, NULL);
     free(late.ids);
 }
 

@@ -11,6 +11,11 @@
  * messages dies with the worker, so this record is in shared memory, where
  * a worker's replacement finds it.
  *
+ * A push is QUEUED until the worker's messages to the master are flushed to
+ * the kernel (the end of the loop pass): a worker killed before that takes
+ * it with it, and its replacement sends such a push again.  Once flushed it
+ * is SENT: the browser has it, or will, while its connection lasts.
+ *
  * It holds the node's recent pushes, a bounded number: sets of
  * GW_PUSH_RECORD_WAYS words, one word an entry (a hash of session and id,
  * the second it was written at, the state), a set chosen by the hash.  A
@@ -29,7 +34,8 @@
 #include <time.h>
 
 #define GW_PUSH_RECORD_WAYS 8          /* a set is one 64-byte cache line */
-#define STATE_BITS 2
+#define STATE_BITS 3
+#define STATE_MASK ((UINT64_C(1) << STATE_BITS) - 1)
 #define TIME_BITS 16
 #define TIME_SHIFT STATE_BITS
 #define HASH_SHIFT (STATE_BITS + TIME_BITS)
@@ -78,19 +84,33 @@ static _Atomic uint64_t *set_of(uint64_t h)
 
 static int same_entry(uint64_t word, uint64_t h)
 {
-    return (word & 3) != GW_PUSH_NONE && (word >> HASH_SHIFT) == (h >> HASH_SHIFT);
+    return (word & STATE_MASK) != GW_PUSH_NONE && (word >> HASH_SHIFT) == (h >> HASH_SHIFT);
+}
+
+uint64_t gw_push_record_key(pg_session_id session, const char *id)
+{
+    return entry_hash(session, id);
+}
+
+/* The word of key's entry, or NULL. */
+static _Atomic uint64_t *find(uint64_t h)
+{
+    _Atomic uint64_t *set = set_of(h);
+    for (int i = 0; i < GW_PUSH_RECORD_WAYS; i++)
+        if (same_entry(atomic_load_explicit(&set[i], memory_order_acquire), h))
+            return &set[i];
+    return NULL;
 }
 
 int gw_push_record_get(pg_session_id session, const char *id)
 {
-    uint64_t h = entry_hash(session, id);
-    _Atomic uint64_t *set = set_of(h);
-    for (int i = 0; i < GW_PUSH_RECORD_WAYS; i++) {
-        uint64_t w = atomic_load_explicit(&set[i], memory_order_acquire);
-        if (same_entry(w, h))
-            return (int)(w & 3);
-    }
-    return GW_PUSH_NONE;
+    _Atomic uint64_t *w = find(entry_hash(session, id));
+    return w ? (int)(atomic_load_explicit(w, memory_order_acquire) & STATE_MASK) : GW_PUSH_NONE;
+}
+
+static uint64_t make_word(uint64_t h, uint64_t now, int state)
+{
+    return (h >> HASH_SHIFT << HASH_SHIFT) | (now << TIME_SHIFT) | ((uint64_t)state & STATE_MASK);
 }
 
 void gw_push_record_set(pg_session_id session, const char *id, int state)
@@ -105,13 +125,22 @@ void gw_push_record_set(pg_session_id session, const char *id, int state)
             pick = i;
             break;
         }
-        uint64_t age = (w & 3) == GW_PUSH_NONE ? TIME_MASK + 1
-                                               : (now - ((w >> TIME_SHIFT) & TIME_MASK)) & TIME_MASK;
+        uint64_t age = (w & STATE_MASK) == GW_PUSH_NONE
+                           ? TIME_MASK + 1 : (now - ((w >> TIME_SHIFT) & TIME_MASK)) & TIME_MASK;
         if (age >= oldest_age) {
             oldest_age = age;
             pick = i;
         }
     }
-    uint64_t word = (h >> HASH_SHIFT << HASH_SHIFT) | (now << TIME_SHIFT) | ((uint64_t)state & 3);
-    atomic_store_explicit(&set[pick], word, memory_order_release);
+    atomic_store_explicit(&set[pick], make_word(h, now, state), memory_order_release);
+}
+
+void gw_push_record_promote(uint64_t key, int from, int to)
+{
+    _Atomic uint64_t *w = find(key);
+    if (!w)
+        return;
+    uint64_t old = atomic_load_explicit(w, memory_order_acquire);
+    if (same_entry(old, key) && (int)(old & STATE_MASK) == from)
+        atomic_compare_exchange_strong(w, &old, make_word(key, (old >> TIME_SHIFT) & TIME_MASK, to));
 }

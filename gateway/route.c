@@ -99,7 +99,7 @@ static void fail_orders(json_t *failed)
     size_t i;
     json_t *order;
     json_array_foreach(failed, i, order)
-        fail_order(order, GW_ERR_BUSY);
+        fail_order(order, PG_ERR_BUSY);
 }
 
 /* What the task worker needs of the orders: [chat_token or null, uuid, ...]
@@ -124,6 +124,24 @@ static json_t *task_orders(json_t *batch)
 
 /* A task with the orders' tokens and items (not ctx), under a batch id
  * that names them here when the answer comes. */
+/* Whom each order answers (its ctx, less the token and the hand-off
+ * ticket): the task worker hands it back, so that a worker that took over
+ * from one killed meanwhile can tell them to try again at once rather than
+ * leave them to time out. */
+static json_t *task_senders(json_t *batch)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *order;
+    json_array_foreach(batch, i, order) {
+        json_t *sender = json_copy(json_object_get(order, "ctx"));
+        json_object_del(sender, "chat_token");
+        json_object_del(sender, "ticket");
+        json_array_append_new(out, sender);
+    }
+    return out;
+}
+
 static json_t *route_task(json_t *batch)
 {
     uint64_t id = gw_awaiting_put(&in_task, json_incref(batch));
@@ -131,8 +149,8 @@ static json_t *route_task(json_t *batch)
         json_decref(batch);
         return NULL;
     }
-    return json_pack("{s:s,s:I,s:o}", "op", "route", "batch", (json_int_t)id, "orders",
-                     task_orders(batch));
+    return json_pack("{s:s,s:I,s:o,s:o}", "op", "route", "batch", (json_int_t)id, "orders",
+                     task_orders(batch), "senders", task_senders(batch));
 }
 
 static gw_batch orders = {.op = "route", .field = "orders", .dst = -1,
@@ -253,7 +271,7 @@ static json_t *routed_of(json_t *order, json_t *compact)
     json_t *remote = json_array(), *offline = json_array();
     size_t k;
     json_t *e;
-    int ok = json_integer_value(json_object_get(compact, "c")) == GW_OK;
+    int ok = json_integer_value(json_object_get(compact, "c")) == PG_OK;
     json_int_t delivered = early_count(order) + (ok ? push_local(order, compact) : 0);
     json_array_foreach(json_object_get(compact, "r"), k, e) {
         json_t *item = item_of(order, json_array_get(e, 0));
@@ -282,9 +300,27 @@ static void learn_token(json_t *order, json_t *compact)
 {
     const char *token = json_string_value(json_object_get(order, "chat_token"));
     json_int_t code = json_integer_value(json_object_get(compact, "c"));
-    if (token && (code == GW_OK || code == GW_ERR_BAD_TOKEN) &&
-        gw_token_cached(token) != (code == GW_OK))
-        gw_token_remember(token, code == GW_OK);
+    if (token && (code == PG_OK || code == PG_ERR_BAD_TOKEN) &&
+        gw_token_cached(token) != (code == PG_OK))
+        gw_token_remember(token, code == PG_OK);
+}
+
+/* The answer to a route task of the worker this one replaced: its orders
+ * died with it, and their senders are told to send them again. */
+static void retry_senders(json_t *senders)
+{
+    size_t i;
+    json_t *ctx;
+    json_array_foreach(senders, i, ctx) {
+        json_t *r = json_pack("{s:s,s:O,s:O?,s:i,s:i,s:i,s:i}", "op", "routed", "ctx", ctx,
+                              "msg_id", json_object_get(ctx, "msg_id"), "code", PG_ERR_BUSY,
+                              "delivered", 0, "forwarded", 0, "stored", 0);
+        if (r)
+            gw_internal_finish(r);
+        json_decref(r);
+    }
+    pg_warn("routes of %zu order(s) of the worker before this one came back; their senders "
+            "retry them", json_array_size(senders));
 }
 
 void gw_route_done(json_t *result)
@@ -292,7 +328,7 @@ void gw_route_done(json_t *result)
     uint64_t id = (uint64_t)json_integer_value(json_object_get(result, "batch"));
     json_t *batch = gw_awaiting_take(&in_task, id);
     if (!batch) {
-        pg_error("route result for an unknown batch %llu", (unsigned long long)id);
+        retry_senders(json_object_get(result, "senders"));
         return;
     }
     size_t o;
@@ -304,7 +340,7 @@ void gw_route_done(json_t *result)
         if (r)
             gw_internal_routed(r);
         else
-            fail_order(order, GW_ERR_INTERNAL);
+            fail_order(order, PG_ERR_INTERNAL);
         json_decref(r);
     }
     json_decref(batch);

@@ -46,7 +46,7 @@ typedef struct {
 
 typedef struct {
     pg_session_id session;
-    char uuid[GW_UUID_MAX + 1];      /* "" until authenticated */
+    char uuid[PG_UUID_MAX + 1];      /* "" until authenticated */
     int64_t auth_timer;
     pending_ack *pending;
     size_t npending, cap;
@@ -64,7 +64,7 @@ int gw_sessions_create(uint32_t capacity)
     gw.sessions = pg_table_new(capacity);
     if (!gw.sessions)
         return -1;
-    gw.col_uuid = pg_table_column(gw.sessions, "uuid", PG_TABLE_STRING, GW_UUID_MAX + 1);
+    gw.col_uuid = pg_table_column(gw.sessions, "uuid", PG_TABLE_STRING, PG_UUID_MAX + 1);
     gw.col_connected_at = pg_table_column(gw.sessions, "connected_at", PG_TABLE_INT, 0);
     return gw.col_uuid < 0 || gw.col_connected_at < 0 ? -1 : pg_table_create(gw.sessions);
 }
@@ -191,7 +191,7 @@ static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away,
     if (gw_task(json_pack("{s:s,s:O,s:I}", "op", "store", "items", list, "keep_away",
                           (json_int_t)keep_away), gw_task_worker_of(owner)) < 0) {
         pg_error("%zu unacknowledged message(s) to %s could not be handed to a task worker", n, uuid);
-        json_t *failed = json_pack("{s:i,s:o}", "code", GW_ERR_BUSY, "waiters", gw_item_waiters(list));
+        json_t *failed = json_pack("{s:i,s:o}", "code", PG_ERR_BUSY, "waiters", gw_item_waiters(list));
         gw_session_stored(failed);
         json_decref(failed);
         json_decref(list);
@@ -213,14 +213,14 @@ json_t *gw_item_waiters(json_t *items)
 void gw_session_stored(json_t *result)
 {
     json_t *code_value = json_object_get(result, "code");
-    int code = json_is_integer(code_value) ? (int)json_integer_value(code_value) : GW_ERR_INTERNAL;
+    int code = json_is_integer(code_value) ? (int)json_integer_value(code_value) : PG_ERR_INTERNAL;
     size_t i;
     json_t *w;
     json_array_foreach(json_object_get(result, "waiters"), i, w) {
         gw_waiter waiter = {.worker = (int)json_integer_value(json_array_get(w, 0)),
                             .ticket = (uint64_t)json_integer_value(json_array_get(w, 1))};
         if (waiter.worker >= 0 && waiter.worker < gw.server_cfg.worker_num)
-            gw_waiter_settle(&waiter, code == GW_OK ? GW_PUSH_STORED : code);
+            gw_waiter_settle(&waiter, code == PG_OK ? GW_PUSH_STORED : code);
     }
 }
 
@@ -343,6 +343,44 @@ static void check_ack_timeouts(int64_t timer_id, void *arg)
     pg_idmap_iterate(local_sessions, expire_session_acks, &limit);
 }
 
+/* ---- the push record's QUEUED pushes become SENT once flushed ---- */
+
+static uint64_t *unflushed;          /* push record keys, in this loop pass */
+static size_t nunflushed, unflushed_cap;
+static int64_t flush_timer;
+
+static void confirm_flushed(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    flush_timer = 0;
+    if (pg_server_flush(gw.server) < 0) {   /* the master is slow to read: soon */
+        flush_timer = pg_timer_after(5, confirm_flushed, NULL);
+        return;
+    }
+    for (size_t i = 0; i < nunflushed; i++)
+        gw_push_record_promote(unflushed[i], GW_PUSH_QUEUED, GW_PUSH_SENT);
+    nunflushed = 0;
+}
+
+/* The push is in this worker's queue to the master: QUEUED until that is
+ * flushed. */
+static void note_queued(pg_session_id session, const char *id)
+{
+    gw_push_record_set(session, id, GW_PUSH_QUEUED);
+    if (nunflushed == unflushed_cap) {
+        size_t cap = unflushed_cap ? unflushed_cap * 2 : 256;
+        uint64_t *more = realloc(unflushed, cap * sizeof(*more));
+        if (!more)
+            return;   /* stays QUEUED: a later worker may push it again */
+        unflushed = more;
+        unflushed_cap = cap;
+    }
+    unflushed[nunflushed++] = gw_push_record_key(session, id);
+    if (flush_timer <= 0 && (flush_timer = pg_timer_after(0, confirm_flushed, NULL)) < 0)
+        flush_timer = 0;
+}
+
 /* ---- registration ----
  * Registrations of one loop pass go to each task worker as one task
  * (batch.c): one multi-row REPLACE into online_clients and one query for
@@ -364,7 +402,7 @@ static void fail_registrations(json_t *sessions)
     json_array_foreach(sessions, i, s) {
         json_t *r = json_pack("{s:s,s:O,s:O,s:i}", "op", "registered", "session",
                               json_object_get(s, "session"), "uuid", json_object_get(s, "uuid"),
-                              "code", GW_ERR_INTERNAL);
+                              "code", PG_ERR_INTERNAL);
         gw_browser_registered(r);
         json_decref(r);
     }
@@ -470,6 +508,15 @@ void gw_session_worker_stop(void)
     pg_idmap_iterate(local_sessions, stop_session, NULL);
     pg_idmap_free(local_sessions);
     local_sessions = NULL;
+    if (flush_timer > 0)
+        pg_timer_clear(flush_timer);
+    confirm_flushed(0, NULL);   /* what this worker pushed is out: SENT */
+    if (flush_timer > 0)
+        pg_timer_clear(flush_timer);
+    flush_timer = 0;
+    free(unflushed);
+    unflushed = NULL;
+    nunflushed = unflushed_cap = 0;
 }
 
 static void auth_timeout(int64_t timer_id, void *arg)
@@ -628,7 +675,7 @@ static void store_lost(const char *uuid, const char *id, const char *payload, in
 {
     pending_ack lost = {.id = (char *)id, .payload = (char *)payload, .from_offline = from_offline};
     if (add_waiter(&lost, w) < 0)
-        gw_waiter_settle(w, GW_ERR_INTERNAL);
+        gw_waiter_settle(w, PG_ERR_INTERNAL);
     store_unacked(uuid, &lost, 1, 0, 0);
     free(lost.waiters);
 }
@@ -644,7 +691,9 @@ void gw_store_item(json_t *item, const gw_waiter *w)
 /* A push of an id this node pushed to the session before (seen: what the
  * push record says of it) is not sent again; only the store's copy, if
  * this push came from the store, is kept in step, and w hears of it when
- * the browser's ACK comes, or now if it came already. */
+ * the browser's ACK comes, or now if it came already.  A QUEUED one that
+ * this worker does not know was queued by a worker killed before it could
+ * send it: that one is sent (push_here). */
 static void push_again(browser_session *b, const char *id, const char *payload, int from_offline,
                        int seen, const gw_waiter *w)
 {
@@ -653,12 +702,12 @@ static void push_again(browser_session *b, const char *id, const char *payload, 
     if (p) {
         p->from_offline |= from_offline;   /* its ACK deletes the stored copy too */
         if (add_waiter(p, w) < 0)
-            gw_waiter_settle(w, GW_ERR_INTERNAL);
+            gw_waiter_settle(w, PG_ERR_INTERNAL);
     } else if (seen == GW_PUSH_SENT) {
         /* pushed by the worker before this one, which died: the browser
          * has it, so its ACK (or ack_timeout) is waited for here */
         if (add_pending(b, id, payload, from_offline, w) < 0)
-            gw_waiter_settle(w, GW_ERR_INTERNAL);
+            gw_waiter_settle(w, PG_ERR_INTERNAL);
     } else if (seen == GW_PUSH_ACKED) {
         if (from_offline)
             delete_stored(b, id);
@@ -681,7 +730,7 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
         return;
     }
     int seen = gw_push_record_get(session, id);
-    if (seen != GW_PUSH_NONE) {
+    if (seen != GW_PUSH_NONE && (seen != GW_PUSH_QUEUED || find_pending(b, id))) {
         push_again(b, id, payload, from_offline, seen, w);
         return;
     }
@@ -690,7 +739,7 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
         store_lost(uuid, id, payload, from_offline, w);
         return;
     }
-    gw_push_record_set(session, id, GW_PUSH_SENT);
+    note_queued(session, id);
     atomic_fetch_add(&gw.counters->pushed, 1);
 }
 
@@ -717,7 +766,7 @@ static void relay_push(int home, pg_session_id session, const char *uuid, const 
                          .id_len = (uint16_t)id_len, .uuid_len = (uint8_t)uuid_len,
                          .from_offline = (uint8_t)(from_offline != 0)};
     size_t len = 1 + sizeof(head) + uuid_len + id_len + payload_len;
-    char *msg = uuid_len <= GW_UUID_MAX && id_len <= UINT16_MAX && payload_len <= UINT32_MAX
+    char *msg = uuid_len <= PG_UUID_MAX && id_len <= UINT16_MAX && payload_len <= UINT32_MAX
                     ? malloc(len) : NULL;
     if (msg) {
         char *p = msg;
@@ -755,7 +804,7 @@ void gw_session_pipe_message(const char *data, size_t len)
         return;
     }
     /* strings of their own: push_here keeps id and payload */
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *p = data + sizeof(head);
     char *id = strndup(p + head.uuid_len, head.id_len);
     char *payload = strndup(p + head.uuid_len + head.id_len, head.payload_len);
@@ -797,8 +846,10 @@ int gw_session_ack(pg_session_id session, const char *id)
     if (forget_stored(b, id)) {
         delete_stored(b, id);
         gw_push_record_set(session, id, GW_PUSH_ACKED);
-    } else if (gw_push_record_get(session, id) == GW_PUSH_SENT) {
-        gw_push_record_set(session, id, GW_PUSH_ACKED);   /* pushed by the worker before this one */
+    } else {
+        int seen = gw_push_record_get(session, id);
+        if (seen == GW_PUSH_SENT || seen == GW_PUSH_QUEUED)   /* pushed by the worker before this one */
+            gw_push_record_set(session, id, GW_PUSH_ACKED);
     }
     return 0;
 }

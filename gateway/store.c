@@ -36,14 +36,14 @@ static void drop_waiting(void *value)
 /* ticket -> waiting_message */
 static gw_awaiting waiting = {.what = "message(s) waiting for their store", .drop = drop_waiting};
 
-/* count items of ticket have been answered: stored (code GW_OK) or not. */
+/* count items of ticket have been answered: stored (code PG_OK) or not. */
 static void settle(uint64_t ticket, size_t count, int code)
 {
     waiting_message *w = gw_awaiting_get(&waiting, ticket);
     if (!w)
         return;
     w->remaining -= count < w->remaining ? count : w->remaining;
-    if (code == GW_OK)
+    if (code == PG_OK)
         w->stored += (json_int_t)count;
     else
         w->failed = code;
@@ -101,7 +101,7 @@ static void settle_all(json_t *counts, int code)
 static void fail_items(json_t *items)
 {
     json_t *counts = ticket_counts(items);
-    settle_all(counts, GW_ERR_BUSY);
+    settle_all(counts, PG_ERR_BUSY);
     json_decref(counts);
 }
 
@@ -116,7 +116,7 @@ void gw_store_routed(json_t *routed, json_t *items)
         pg_error("%zu message(s) could not wait for their store", json_array_size(items));
         free(w);
         json_decref(items);
-        json_object_set_new(routed, "code", json_integer(GW_ERR_INTERNAL));
+        json_object_set_new(routed, "code", json_integer(PG_ERR_INTERNAL));
         gw_internal_finish(routed);
         return;
     }
@@ -145,7 +145,7 @@ void gw_store_answered(json_t *result)
     }
     json_t *counts = json_object_get(json_object_get(result, "ctx"), "tickets");
     json_t *code = json_object_get(result, "code");
-    settle_all(counts, json_is_integer(code) ? (int)json_integer_value(code) : GW_ERR_INTERNAL);
+    settle_all(counts, json_is_integer(code) ? (int)json_integer_value(code) : PG_ERR_INTERNAL);
 }
 
 /* The worker stops: what waits is still stored (the answers come back to

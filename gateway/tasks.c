@@ -2,7 +2,7 @@
  *
  * Each task is a JSON object with an "op"; the answer (pg_server_finish)
  * carries back what the asking worker needs, including its "ctx".  A failed
- * query answers with code GW_ERR_INTERNAL so that the sender can retry: no
+ * query answers with code PG_ERR_INTERNAL so that the sender can retry: no
  * work order is acknowledged that was not handed off. */
 #include "gateway.h"
 
@@ -48,7 +48,7 @@ long long gw_mysql_result(long long rc)
 
 int gw_mysql_failure_code(void)
 {
-    return mysql_health.down ? GW_ERR_UNAVAILABLE : GW_ERR_INTERNAL;
+    return mysql_health.down ? PG_ERR_UNAVAILABLE : PG_ERR_INTERNAL;
 }
 
 pg_db *gw_db(void)
@@ -372,7 +372,7 @@ static int replace_online(json_t *sessions)
 
 static int collect_uuid(void *arg, const pg_db_value *cols, int ncols)
 {
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     if (ncols > 0 && cols[0].type == PG_DB_STRING) {
         snprintf(uuid, sizeof(uuid), "%.*s", (int)cols[0].len, cols[0].s);
         json_object_set_new(arg, uuid, json_true());
@@ -402,7 +402,7 @@ static json_t *failed_registrations(json_t *sessions)
         json_array_append_new(results, page_result("registered",
                                                    json_integer_value(json_object_get(s, "session")),
                                                    json_string_value(json_object_get(s, "uuid")),
-                                                   GW_ERR_INTERNAL, &none));
+                                                   PG_ERR_INTERNAL, &none));
     }
     return results;
 }
@@ -426,7 +426,7 @@ static void op_register(json_t *task)
         spent += page.bytes;
         json_array_append_new(results, page_result("registered",
                                                    json_integer_value(json_object_get(s, "session")),
-                                                   uuid, GW_OK, &page));
+                                                   uuid, PG_OK, &page));
     }
     if (!ok) {
         json_decref(results);
@@ -443,7 +443,7 @@ static void op_offline_page(json_t *task)
     const char *uuid = json_string_value(json_object_get(task, "uuid"));
     json_int_t after = json_integer_value(json_object_get(task, "after"));
     offline_page page = {.messages = json_array()};
-    int code = uuid && gw_db() && read_offline_page(uuid, after, &page) == 0 ? GW_OK : GW_ERR_INTERNAL;
+    int code = uuid && gw_db() && read_offline_page(uuid, after, &page) == 0 ? PG_OK : PG_ERR_INTERNAL;
     json_t *result = page_result("offline_page", session, uuid, code, &page);
     if (json_is_true(json_object_get(task, "online")))   /* a first page left for later */
         json_object_set_new(result, "online", json_true());
@@ -498,9 +498,9 @@ static int collect_route(void *arg, const pg_db_value *c, int ncols)
     route_rows *r = arg;
     if (ncols < 5 || c[0].type != PG_DB_STRING || c[1].type != PG_DB_STRING ||
         c[2].type != PG_DB_STRING || c[3].type != PG_DB_INT || c[4].type != PG_DB_INT ||
-        c[1].len > GW_UUID_MAX)
+        c[1].len > PG_UUID_MAX)
         return 0;
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     snprintf(uuid, sizeof(uuid), "%.*s", (int)c[1].len, c[1].s);
     json_t *list = json_object_get(r->by_uuid, uuid);
     if (!list && json_object_set_new(r->by_uuid, uuid, list = json_array()) < 0) {
@@ -613,7 +613,7 @@ static void op_store(json_t *task)
         return;
     }
     finish(json_pack("{s:s,s:O,s:i,s:I,s:o,s:o}", "op", "stored", "ctx", ctx ? ctx : json_null(),
-                     "code", n < 0 ? gw_mysql_failure_code() : GW_OK, "stored", (json_int_t)(n < 0 ? 0 : n),
+                     "code", n < 0 ? gw_mysql_failure_code() : PG_OK, "stored", (json_int_t)(n < 0 ? 0 : n),
                      "local", local, "waiters", waiters));
 }
 
@@ -622,7 +622,7 @@ static int order_code(json_t *order)
 {
     const char *token = json_string_value(json_array_get(order, 0));
     int valid = token ? token_valid(token) : 1;
-    return valid > 0 ? GW_OK : valid < 0 ? gw_mysql_failure_code() : GW_ERR_BAD_TOKEN;
+    return valid > 0 ? PG_OK : valid < 0 ? gw_mysql_failure_code() : PG_ERR_BAD_TOKEN;
 }
 
 typedef struct {
@@ -650,7 +650,7 @@ static void add_target(json_t *row, int local, void *arg)
 static json_t *order_result(json_t *order, int code, route_rows *rows)
 {
     json_t *result = json_pack("{s:i,s:[],s:[],s:[]}", "c", code, "l", "r", "n");
-    for (size_t i = 0; code == GW_OK && i + 1 < json_array_size(order); i++) {
+    for (size_t i = 0; code == PG_OK && i + 1 < json_array_size(order); i++) {
         route_target rt = {.result = result, .index = i};
         const char *uuid = json_string_value(json_array_get(order, i + 1));
         if (!uuid || each_target(rows, uuid, 0, add_target, &rt) == 0)
@@ -673,7 +673,7 @@ static void op_route(json_t *task)
     json_array_foreach(orders, o, order) {
         int code = order_code(order);
         json_array_append_new(codes, json_integer(code));
-        json_array_foreach(code == GW_OK ? order : NULL, i, uuid)
+        json_array_foreach(code == PG_OK ? order : NULL, i, uuid)
             if (i > 0)
                 json_array_append(uuids, uuid);
     }
@@ -681,22 +681,22 @@ static void op_route(json_t *task)
     int failed = json_array_size(uuids) > 0 && (!gw_db() || lookup_routes(uuids, NULL, &rows) < 0);
     json_array_foreach(orders, o, order) {
         int code = (int)json_integer_value(json_array_get(codes, o));
-        if (failed && code == GW_OK)
+        if (failed && code == PG_OK)
             code = gw_mysql_failure_code();
         json_array_append_new(results, order_result(order, code, &rows));
     }
     json_decref(codes);
     json_decref(uuids);
     json_decref(rows.by_uuid);
-    finish(json_pack("{s:s,s:O,s:o}", "op", "routed", "batch", json_object_get(task, "batch"),
-                     "results", results));
+    finish(json_pack("{s:s,s:O,s:o,s:O?}", "op", "routed", "batch", json_object_get(task, "batch"),
+                     "results", results, "senders", json_object_get(task, "senders")));
 }
 
 /* The uuids other nodes stored messages for while the path to this node
  * was broken (note_redeliveries): taken, so each is delivered once. */
 static int collect_string(void *arg, const pg_db_value *cols, int ncols)
 {
-    if (ncols > 0 && cols[0].type == PG_DB_STRING && cols[0].len <= GW_UUID_MAX)
+    if (ncols > 0 && cols[0].type == PG_DB_STRING && cols[0].len <= PG_UUID_MAX)
         json_array_append_new(arg, json_stringn(cols[0].s, cols[0].len));
     return 0;
 }
@@ -722,7 +722,7 @@ static void op_token(json_t *task)
     const char *token = json_string_value(json_object_get(task, "chat_token"));
     int valid = token ? token_valid(token) : 0;
     finish(json_pack("{s:s,s:O,s:i}", "op", "token", "ctx", json_object_get(task, "ctx"), "code",
-                     valid < 0 ? gw_mysql_failure_code() : valid ? GW_OK : GW_ERR_BAD_TOKEN));
+                     valid < 0 ? gw_mysql_failure_code() : valid ? PG_OK : PG_ERR_BAD_TOKEN));
 }
 
 /* ---- dispatch ---- */

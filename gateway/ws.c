@@ -26,7 +26,7 @@
  * it again with the next bytes, so wslay never holds a partial header. */
 #include "ws.h"
 
-#include "auth.h"
+#include "token.h"
 #include "log.h"
 #include "timer.h"
 #include "utf8.h"
@@ -865,15 +865,15 @@ static void ws_upgrade(ws_conn *st, const char *query, size_t query_len)
         ws_http_error(st, 403, NULL, "forbidden: origin not allowed");
         return;
     }
-    char uuid[GW_UUID_MAX + 1] = "";
+    char uuid[PG_UUID_MAX + 1] = "";
     const char *tok;
     size_t tok_len;
     if (query && ws_query_param(query, query_len, "token", &tok, &tok_len) && tok_len > 0) {
         char token[WS_TOKEN_MAX];
         ssize_t n = ws_url_decode(tok, tok_len, token, sizeof(token));
         const char *why = "token too long or badly escaped";
-        if (n <= 0 || gw_auth_verify(token, (size_t)n, st->cfg->jwt_secret, time(NULL), uuid,
-                                     &why) < 0) {
+        if (n <= 0 || pg_token_verify(token, (size_t)n, st->cfg->jwt_secret, time(NULL), uuid,
+                                      &why) < 0) {
             char body[128];
             snprintf(body, sizeof(body), "unauthorized: %s", why);
             ws_http_error(st, 401, NULL, body);
@@ -896,7 +896,7 @@ static void ws_upgrade(ws_conn *st, const char *query, size_t query_len)
         st->failed = 1;
         return;
     }
-    char open[1 + GW_UUID_MAX + 1];
+    char open[1 + PG_UUID_MAX + 1];
     size_t ulen = strlen(uuid);
     open[0] = GW_MSG_OPEN;
     memcpy(open + 1, uuid, ulen);

@@ -8,21 +8,11 @@
 #include "proxy.h"
 
 #include "daemon.h"
-#include "gateway.h"
 #include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The proxy answers with the gateway's codes: they must not drift apart. */
-_Static_assert((int)PX_ERR_BAD_JSON == (int)GW_ERR_BAD_JSON, "code");
-_Static_assert((int)PX_ERR_BAD_REQUEST == (int)GW_ERR_BAD_REQUEST, "code");
-_Static_assert((int)PX_ERR_UNKNOWN_URL == (int)GW_ERR_UNKNOWN_URL, "code");
-_Static_assert((int)PX_ERR_GONE == (int)GW_ERR_GONE, "code");
-_Static_assert((int)PX_ERR_UNREACHABLE == (int)GW_ERR_UNREACHABLE, "code");
-_Static_assert((int)PX_ERR_BUSY == (int)GW_ERR_BUSY, "code");
-_Static_assert((int)PX_ERR_INTERNAL == (int)GW_ERR_INTERNAL, "code");
 
 px_context px;
 

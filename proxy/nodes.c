@@ -9,6 +9,7 @@
  * every worker a list from its first moment. */
 #include "proxy.h"
 
+#include "db_health.h"
 #include "log.h"
 #include "timer.h"
 
@@ -45,13 +46,9 @@ json_t *px_nodes_json(void)
 
 /* ---- reading the table (master and task workers) ---- */
 
-static pg_db *open_db(unsigned connect_timeout_s)
+static pg_db *open_db(unsigned connect_timeout_s, char *err, size_t errlen)
 {
-    char err[256];
-    pg_db *db = pg_db_connect(&px.mysql, connect_timeout_s, 10, err, sizeof(err));
-    if (!db)
-        pg_error("MySQL %s:%lld: %s", px.mysql.host, px.mysql.port, err);
-    return db;
+    return pg_db_connect(&px.mysql, connect_timeout_s, 10, err, errlen);
 }
 
 static int collect_node(void *arg, const pg_db_value *c, int ncols)
@@ -72,7 +69,6 @@ static json_t *read_nodes(pg_db *db)
     json_t *list = json_object();
     if (pg_db_query(db, "SELECT ip, internal_port, state FROM gateway_nodes", NULL, 0,
                     collect_node, list) < 0) {
-        pg_warn("reading gateway_nodes: %s", pg_db_error(db));
         json_decref(list);
         return NULL;
     }
@@ -81,10 +77,15 @@ static json_t *read_nodes(pg_db *db)
 
 int px_nodes_load(void)
 {
-    pg_db *db = open_db(5);
-    if (!db)
+    char err[256];
+    pg_db *db = open_db(5, err, sizeof(err));
+    if (!db) {
+        pg_error("MySQL %s:%lld: %s", px.mysql.host, px.mysql.port, err);
         return -1;
+    }
     nodes = read_nodes(db);
+    if (!nodes)
+        pg_error("reading gateway_nodes: %s", pg_db_error(db));
     pg_db_close(db);
     if (!nodes)
         return -1;
@@ -98,16 +99,23 @@ void px_nodes_free(void)
     nodes = NULL;
 }
 
+/* In a task worker: MySQL's outages are logged once, not at every read. */
 void px_nodes_task(void)
 {
     static time_t next_open;   /* MySQL down: try again after a pause, not at every ask */
+    static pg_db_health health;
+    char err[256] = "";
     json_t *list = NULL;
-    if (!px.db && time(NULL) >= next_open && !(px.db = open_db(3)))
+    if (!px.db && time(NULL) >= next_open && !(px.db = open_db(3, err, sizeof(err)))) {
         next_open = time(NULL) + REOPEN_AFTER_S;
-    if (px.db)
-        list = read_nodes(px.db);
-    json_t *answer = list ? json_pack("{s:i,s:o}", "code", PX_OK, "nodes", list)
-                          : json_pack("{s:i}", "code", PX_ERR_INTERNAL);
+        pg_db_health_failed(&health, NULL, err);
+    }
+    if (px.db && !(list = read_nodes(px.db)))
+        pg_db_health_failed(&health, px.db, NULL);
+    else if (list)
+        pg_db_health_ok(&health);
+    json_t *answer = list ? json_pack("{s:i,s:o}", "code", PG_OK, "nodes", list)
+                          : json_pack("{s:i}", "code", PG_ERR_INTERNAL);
     char *text = answer ? json_dumps(answer, JSON_COMPACT) : NULL;
     if (!text || pg_server_finish(px.server, text, strlen(text)) < 0)
         pg_error("could not answer a nodes task");
@@ -144,7 +152,7 @@ void px_nodes_finished(const char *data, size_t len)
     asked_at = 0;
     json_t *answer = json_loadb(data, len, 0, NULL);
     json_t *list = json_object_get(answer, "nodes");
-    if (json_integer_value(json_object_get(answer, "code")) != PX_OK || !json_is_object(list)) {
+    if (json_integer_value(json_object_get(answer, "code")) != PG_OK || !json_is_object(list)) {
         if (!failing)
             pg_warn("gateway_nodes cannot be read; keeping the last list until it can");
         failing = 1;

@@ -21,22 +21,12 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "codes.h"
 #include "db.h"
 #include "server.h"
 
 struct evbuffer;
 
-/* Reply codes: the gateway's (gateway/gateway.h; main.c checks they agree). */
-enum {
-    PX_OK = 0,
-    PX_ERR_BAD_JSON = 10102,
-    PX_ERR_BAD_REQUEST = 10104,
-    PX_ERR_UNKNOWN_URL = 10202,
-    PX_ERR_GONE = 10203,
-    PX_ERR_UNREACHABLE = 10204,
-    PX_ERR_BUSY = 10205,
-    PX_ERR_INTERNAL = 10500,
-};
 
 typedef struct {
     char *host;

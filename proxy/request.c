@@ -16,20 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *code_text(int code)
-{
-    switch (code) {
-    case PX_OK: return "ok";
-    case PX_ERR_BAD_JSON: return "bad json";
-    case PX_ERR_BAD_REQUEST: return "bad request";
-    case PX_ERR_UNKNOWN_URL: return "unknown url";
-    case PX_ERR_GONE: return "gone";
-    case PX_ERR_UNREACHABLE: return "unreachable";
-    case PX_ERR_BUSY: return "busy";
-    default: return "internal error";
-    }
-}
-
 /* extra (members for a reply, e.g. /stats) goes in as the tail of the
  * frame: its text without the braces. */
 void px_answer(pg_session_id session, int code, const char *msg, json_t *msg_id, json_t *req_id,
@@ -44,9 +30,9 @@ void px_answer(pg_session_id session, int code, const char *msg, json_t *msg_id,
             members[0] = '\0';       /* {} */
     }
     /* errors without extra members get the seed's error shape */
-    const char *tail = members ? members : code != PX_OK ? ",\"data\":[]" : "";
+    const char *tail = members ? members : code != PG_OK ? ",\"data\":[]" : "";
     size_t len;
-    char *text = pg_reply_json(code, msg ? msg : code_text(code), msg_id, req_id, tail, &len);
+    char *text = pg_reply_json(code, msg ? msg : pg_code_text(code), msg_id, req_id, tail, &len);
     if (!text || pg_server_send(px.server, session, text, len) < 0)
         pg_debug("reply to session %llx dropped", (unsigned long long)session);
     free(text);
@@ -92,12 +78,12 @@ static void push_local(pg_session_id session, json_t *req)
     const char *ip;
     int port;
     if (target_of(req, &ip, &port) < 0) {
-        refuse(session, PX_ERR_BAD_REQUEST, "proxy_info with an ip and a port is required", req);
+        refuse(session, PG_ERR_BAD_REQUEST, "proxy_info with an ip and a port is required", req);
         return;
     }
     if (!nonempty_string(req, "chat_token") || !nonempty_string(req, "client_id") ||
         !nonempty_string(req, "uuid") || !json_is_object(json_object_get(req, "remote_data"))) {
-        refuse(session, PX_ERR_BAD_REQUEST,
+        refuse(session, PG_ERR_BAD_REQUEST,
                "chat_token, client_id, uuid and remote_data (an object) are required", req);
         return;
     }
@@ -105,7 +91,7 @@ static void push_local(pg_session_id session, json_t *req)
     json_t *req_id = json_object_get(req, "req_id");
     static struct evbuffer *body;   /* scratch: its text moves to the target's output */
     if (!body && !(body = evbuffer_new())) {
-        px_answer(session, PX_ERR_INTERNAL, NULL, msg_id, req_id, NULL);
+        px_answer(session, PG_ERR_INTERNAL, NULL, msg_id, req_id, NULL);
         return;
     }
     evbuffer_drain(body, evbuffer_get_length(body));
@@ -117,7 +103,7 @@ static void push_local(pg_session_id session, json_t *req)
         pg_json_put(body, msg_id ? msg_id : json_null(), ",\"msg_id\":") < 0 ||
         (json_is_true(json_object_get(req, "handoff")) &&
          pg_json_put(body, NULL, ",\"handoff\":true") < 0)) {
-        px_answer(session, PX_ERR_INTERNAL, NULL, msg_id, req_id, NULL);
+        px_answer(session, PG_ERR_INTERNAL, NULL, msg_id, req_id, NULL);
         return;
     }
     PX_COUNT(requests);
@@ -129,7 +115,7 @@ static void stats(pg_session_id session, json_t *req)
     json_t *extra = json_pack("{s:o,s:o,s:o,s:i}", "stats", px_stats_json(), "nodes",
                               px_nodes_json(), "targets", px_targets_json(), "worker",
                               pg_server_worker_id(px.server));
-    px_answer(session, PX_OK, NULL, json_object_get(req, "msg_id"), json_object_get(req, "req_id"),
+    px_answer(session, PG_OK, NULL, json_object_get(req, "msg_id"), json_object_get(req, "req_id"),
               extra);
     json_decref(extra);
 }
@@ -142,15 +128,15 @@ void px_request(pg_session_id session, const char *data, size_t len)
     if (!json_is_object(req)) {
         char why[200];
         snprintf(why, sizeof(why), "not a JSON object: %s", req ? "another JSON value" : err.text);
-        refuse(session, PX_ERR_BAD_JSON, why, NULL);
+        refuse(session, PG_ERR_BAD_JSON, why, NULL);
     } else if (!url) {
-        refuse(session, PX_ERR_BAD_REQUEST, "url is missing", req);
+        refuse(session, PG_ERR_BAD_REQUEST, "url is missing", req);
     } else if (strcmp(url, "/chat/push-local") == 0) {
         push_local(session, req);
     } else if (strcmp(url, "/stats") == 0) {
         stats(session, req);
     } else {
-        refuse(session, PX_ERR_UNKNOWN_URL, "unknown url", req);
+        refuse(session, PG_ERR_UNKNOWN_URL, "unknown url", req);
     }
     json_decref(req);
 }

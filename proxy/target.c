@@ -133,7 +133,7 @@ static void fail_pending(pending *p, const char *why)
     json_t *final = p->list == &p->t->accepted ? json_pack("{s:b}", "final", 1) : NULL;
     unlink_pending(p);
     PX_COUNT(unreachable);
-    px_answer(p->session, PX_ERR_UNREACHABLE, why, p->msg_id, p->req_id, final);
+    px_answer(p->session, PG_ERR_UNREACHABLE, why, p->msg_id, p->req_id, final);
     json_decref(final);
     free_pending(p);
 }
@@ -192,18 +192,18 @@ static void on_answer(target *t, const char *data, size_t len)
                           : json_pack("{s:b,s:O?,s:O?}", "final", 1, "acked",
                                       json_object_get(r, "acked"), "stored",
                                       json_object_get(r, "stored"));
-    if (first && code == PX_OK)
+    if (first && code == PG_OK)
         PX_COUNT(delivered);
-    else if (code == PX_ERR_GONE)
+    else if (code == PG_ERR_GONE)
         PX_COUNT(gone);
-    else if (code != PX_OK)
+    else if (code != PG_OK)
         PX_COUNT(refused);
     json_t *msg_id = json_object_get(r, "msg_id");
     px_answer(p->session, code, json_string_value(json_object_get(r, "msg")),
               msg_id ? msg_id : p->msg_id, p->req_id, extra);
     json_decref(extra);
     json_decref(r);
-    if (first && code == PX_OK && waiting > 0) {   /* the final answer comes later */
+    if (first && code == PG_OK && waiting > 0) {   /* the final answer comes later */
         list_remove(p);
         p->sent_ms = now_ms();
         list_append(&t->accepted, p);
@@ -337,13 +337,13 @@ static void free_target(target *t)
  * NULL, or why the push cannot be sent now with its code in *code. */
 static const char *prepare(target *t, int *code)
 {
-    *code = PX_ERR_BUSY;
+    *code = PG_ERR_BUSY;
     if (t->in_flight.count + t->accepted.count >= (size_t)px.cfg.max_in_flight)
         return "too many pushes in flight to the target node";
     if (t->bev && evbuffer_get_length(bufferevent_get_output(t->bev)) >
                       px.server_cfg.buffer_output_size)
         return "the target node does not read its input";
-    *code = PX_ERR_UNREACHABLE;
+    *code = PG_ERR_UNREACHABLE;
     if (!t->bev && now_ms() < t->retry_at_ms)
         return "target node down (retrying soon)";
     if (!t->bev && open_link(t) < 0)
@@ -376,7 +376,7 @@ static int send_push(target *t, struct evbuffer *body, pg_session_id session, js
 void px_forward(const char *ip, int port, struct evbuffer *body, pg_session_id session,
                 json_t *req_id, json_t *msg_id)
 {
-    int code = PX_ERR_UNREACHABLE;
+    int code = PG_ERR_UNREACHABLE;
     const char *why;
     target *t;
     if (!px_node_up(ip, port)) {
@@ -390,7 +390,7 @@ void px_forward(const char *ip, int port, struct evbuffer *body, pg_session_id s
         }
         why = "could not queue the push";
     }
-    if (code == PX_ERR_BUSY)
+    if (code == PG_ERR_BUSY)
         PX_COUNT(busy);
     else
         PX_COUNT(unreachable);

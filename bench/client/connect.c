@@ -13,7 +13,7 @@
 #include "tally.h"
 #include "util.h"
 
-#include "auth.h"
+#include "token.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -137,9 +137,9 @@ static int conn_finish_opts(conn_opts *o)
         f->home_urls = f->nurls;
     char last[32];
     int digits = snprintf(last, sizeof(last), "%llu", (unsigned long long)(f->first + f->n - 1));
-    if (!pb_uuid_chars_ok(f->prefix) || strlen(f->prefix) + (size_t)digits > GW_UUID_MAX) {
+    if (!pb_uuid_chars_ok(f->prefix) || strlen(f->prefix) + (size_t)digits > PG_UUID_MAX) {
         pb_err("connect: --prefix: [A-Za-z0-9_.:@-] only, uuids of at most %d characters",
-               GW_UUID_MAX);
+               PG_UUID_MAX);
         return -1;
     }
     long nofile = pb_net_raise_nofile();

@@ -6,7 +6,7 @@
  * again for the next URL (at once after a close, 50 ms after a failure). */
 #include "fleet.h"
 
-#include "auth.h"
+#include "token.h"
 #include "procs.h"
 #include "tally.h"
 #include "util.h"
@@ -253,9 +253,9 @@ static void client_start(fleet *f, client *c)
 {
     const pb_fleet_conf *conf = f->conf;
     uint64_t global = f->lo + c->local;
-    char uuid[GW_UUID_MAX + 1], target[4600];
+    char uuid[PG_UUID_MAX + 1], target[4600];
     snprintf(uuid, sizeof(uuid), "%s%llu", conf->prefix, (unsigned long long)(conf->first + global));
-    char *token = gw_auth_mint(uuid, conf->secret, time(NULL) + (time_t)conf->token_ttl);
+    char *token = pg_token_mint(uuid, conf->secret, time(NULL) + (time_t)conf->token_ttl);
     const pb_url *u = &conf->urls[c->url];
     int kind = PB_WS_ERR_SOCKET;
     int n = token ? snprintf(target, sizeof(target), "%s%stoken=%s", u->path,

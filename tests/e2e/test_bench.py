@@ -28,7 +28,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, SANITIZER_MARKS, start_server, stop_all, wait_until  # noqa: E402
 from gateway_util import db_rows  # noqa: E402
-from test_stack import APP_TOKEN, RUN, SECRET, STREAM, cluster, healthy  # noqa: E402,F401
+from stack_util import APP_TOKEN, RUN, SECRET, STREAM  # noqa: E402
+from test_stack import cluster, healthy  # noqa: E402,F401
 
 BENCH = "pushgate-bench"
 

@@ -1,5 +1,5 @@
 """End-to-end tests of the gateway's HTTP + WebSocket hook (gateway/ws.c,
-gateway/auth.c) through examples/ws_echo.c, built with ASan + UBSan.
+common/token.c) through examples/ws_echo.c, built with ASan + UBSan.
 
 ws_echo's worker answers 'O' + uuid with {"event":"ONLINE","uuid":...},
 echoes text ("close" closes with 4001 "bye") and answers other HTTP requests

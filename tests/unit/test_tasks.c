@@ -94,7 +94,7 @@ static void test_route_rows_are_grouped_by_uuid(void **state)
 }
 
 /* A uuid of KELVIN SIGNs (3 bytes each), as a case-insensitive table may
- * return for an order's "k"s: cut to GW_UUID_MAX bytes it ends inside a
+ * return for an order's "k"s: cut to PG_UUID_MAX bytes it ends inside a
  * character, and jansson refuses it as a key (and frees the new list). */
 static void test_route_row_with_uuid_cut_inside_a_character(void **state)
 {
@@ -107,7 +107,7 @@ static void test_route_row_with_uuid_cut_inside_a_character(void **state)
     route_row(&rows, uuid, sizeof(uuid), 21);
     assert_int_equal(json_object_size(rows.by_uuid), 0);
     /* a plain over-long uuid is not cut to another uuid's name either */
-    char longer[GW_UUID_MAX + 2];
+    char longer[PG_UUID_MAX + 2];
     memset(longer, 'b', sizeof(longer));
     route_row(&rows, longer, sizeof(longer), 22);
     assert_int_equal(json_object_size(rows.by_uuid), 0);

@@ -1,9 +1,9 @@
-/* test_auth.c - unit tests for gateway/auth.c: HS256 JWTs with libjwt.
+/* test_token.c - unit tests for common/token.c: HS256 JWTs with libjwt.
  *
  * Tokens that the gateway must refuse (alg "none", HS512, bad claims) are
  * built by hand here: base64url header and payload, HMAC with OpenSSL.
  */
-#include "auth.h"
+#include "token.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -64,7 +64,7 @@ static char *hs256(const char *payload)
 
 static int verify(const char *token, char *uuid, const char **why)
 {
-    return gw_auth_verify(token, strlen(token), SECRET, NOW, uuid, why);
+    return pg_token_verify(token, strlen(token), SECRET, NOW, uuid, why);
 }
 
 /* ---- tests ---- */
@@ -72,14 +72,14 @@ static int verify(const char *token, char *uuid, const char **why)
 static void test_mint_then_verify(void **state)
 {
     (void)state;
-    char *t = gw_auth_mint("agent-42", SECRET, NOW + 60);
+    char *t = pg_token_mint("agent-42", SECRET, NOW + 60);
     assert_non_null(t);
-    char uuid[GW_UUID_MAX + 1] = "junk";
+    char uuid[PG_UUID_MAX + 1] = "junk";
     const char *why = NULL;
     assert_int_equal(verify(t, uuid, &why), 0);
     assert_string_equal(uuid, "agent-42");
     /* why may be NULL */
-    assert_int_equal(gw_auth_verify(t, strlen(t), SECRET, NOW, uuid, NULL), 0);
+    assert_int_equal(pg_token_verify(t, strlen(t), SECRET, NOW, uuid, NULL), 0);
     free(t);
 }
 
@@ -87,7 +87,7 @@ static void test_hand_made_hs256_accepted(void **state)
 {
     (void)state;
     char *t = hs256("{\"sub\":\"a.b_c:d@e-f\",\"exp\":1700000100,\"iat\":1699990000}");
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why;
     assert_int_equal(verify(t, uuid, &why), 0);
     assert_string_equal(uuid, "a.b_c:d@e-f");
@@ -97,14 +97,14 @@ static void test_hand_made_hs256_accepted(void **state)
 static void test_expired(void **state)
 {
     (void)state;
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why;
-    char *t = gw_auth_mint("agent", SECRET, NOW - 1);
+    char *t = pg_token_mint("agent", SECRET, NOW - 1);
     assert_int_equal(verify(t, uuid, &why), -1);
     assert_string_equal(why, "expired");
     assert_string_equal(uuid, "");
     free(t);
-    t = gw_auth_mint("agent", SECRET, NOW);    /* exp == now: expired */
+    t = pg_token_mint("agent", SECRET, NOW);    /* exp == now: expired */
     assert_int_equal(verify(t, uuid, &why), -1);
     assert_string_equal(why, "expired");
     free(t);
@@ -113,15 +113,15 @@ static void test_expired(void **state)
 static void test_forged_signature(void **state)
 {
     (void)state;
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why;
-    char *t = gw_auth_mint("agent", "another-secret", NOW + 60);
+    char *t = pg_token_mint("agent", "another-secret", NOW + 60);
     assert_int_equal(verify(t, uuid, &why), -1);
     assert_string_equal(why, "bad signature or encoding");
     free(t);
     /* a valid token with its payload swapped for another uuid */
-    t = gw_auth_mint("agent", SECRET, NOW + 60);
-    char *other = gw_auth_mint("admin", SECRET, NOW + 60);
+    t = pg_token_mint("agent", SECRET, NOW + 60);
+    char *other = pg_token_mint("admin", SECRET, NOW + 60);
     char *dot1 = strchr(t, '.'), *dot2 = strrchr(t, '.');
     char *odot1 = strchr(other, '.'), *odot2 = strrchr(other, '.');
     char forged[1024];
@@ -135,7 +135,7 @@ static void test_forged_signature(void **state)
 static void test_alg_none_rejected(void **state)
 {
     (void)state;
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why;
     const char *payload = "{\"sub\":\"agent\",\"exp\":1700000100}";
     char *t = make_token("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, SECRET, NULL);
@@ -155,7 +155,7 @@ static void test_alg_none_rejected(void **state)
 static void test_other_hmac_algs_rejected(void **state)
 {
     (void)state;
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why;
     const char *payload = "{\"sub\":\"agent\",\"exp\":1700000100}";
     /* correctly signed with the secret, but not HS256 */
@@ -194,7 +194,7 @@ static void test_bad_claims(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *t = hs256(cases[i].payload);
-        char uuid[GW_UUID_MAX + 1];
+        char uuid[PG_UUID_MAX + 1];
         const char *why = NULL;
         int rc = verify(t, uuid, &why);
         free(t);
@@ -203,7 +203,7 @@ static void test_bad_claims(void **state)
     }
     /* nbf in the past is fine */
     char *t = hs256("{\"sub\":\"agent\",\"exp\":1700000100,\"nbf\":1699999000}");
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     assert_int_equal(verify(t, uuid, NULL), 0);
     free(t);
 }
@@ -211,19 +211,19 @@ static void test_bad_claims(void **state)
 static void test_sub_length(void **state)
 {
     (void)state;
-    char sub[GW_UUID_MAX + 2];
-    memset(sub, 'u', GW_UUID_MAX);
-    sub[GW_UUID_MAX] = '\0';
-    char *t = gw_auth_mint(sub, SECRET, NOW + 60);
+    char sub[PG_UUID_MAX + 2];
+    memset(sub, 'u', PG_UUID_MAX);
+    sub[PG_UUID_MAX] = '\0';
+    char *t = pg_token_mint(sub, SECRET, NOW + 60);
     assert_non_null(t);
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     assert_int_equal(verify(t, uuid, NULL), 0);
     assert_string_equal(uuid, sub);
     free(t);
     /* one longer: mint refuses, a hand-made token is refused */
-    sub[GW_UUID_MAX] = 'u';
-    sub[GW_UUID_MAX + 1] = '\0';
-    assert_null(gw_auth_mint(sub, SECRET, NOW + 60));
+    sub[PG_UUID_MAX] = 'u';
+    sub[PG_UUID_MAX + 1] = '\0';
+    assert_null(pg_token_mint(sub, SECRET, NOW + 60));
     char payload[256];
     snprintf(payload, sizeof(payload), "{\"sub\":\"%s\",\"exp\":1700000100}", sub);
     t = hs256(payload);
@@ -236,7 +236,7 @@ static void test_sub_length(void **state)
 static void test_garbage(void **state)
 {
     (void)state;
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why;
     static const char *const junk[] = {
         "", "x", "not-a-token", "a.b", "a.b.c.d", "..", "a..c", ".b.c",
@@ -245,29 +245,29 @@ static void test_garbage(void **state)
         "!!!.???.***", "abc.def.gh i",
     };
     for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++)
-        if (gw_auth_verify(junk[i], strlen(junk[i]), SECRET, NOW, uuid, &why) != -1)
+        if (pg_token_verify(junk[i], strlen(junk[i]), SECRET, NOW, uuid, &why) != -1)
             fail_msg("accepted %s", junk[i]);
     /* NULs inside the given length */
-    char *t = gw_auth_mint("agent", SECRET, NOW + 60);
+    char *t = pg_token_mint("agent", SECRET, NOW + 60);
     size_t len = strlen(t);
     char *with_nul = malloc(len + 2);
     memcpy(with_nul, t, len);
     with_nul[len] = '\0';
     with_nul[len + 1] = 'x';
-    assert_int_equal(gw_auth_verify(with_nul, len + 2, SECRET, NOW, uuid, &why), -1);
+    assert_int_equal(pg_token_verify(with_nul, len + 2, SECRET, NOW, uuid, &why), -1);
     /* only the given length counts: a valid prefix of a longer buffer */
     memcpy(with_nul, t, len);
     with_nul[len] = 'Z';
-    assert_int_equal(gw_auth_verify(with_nul, len, SECRET, NOW, uuid, &why), 0);
+    assert_int_equal(pg_token_verify(with_nul, len, SECRET, NOW, uuid, &why), 0);
     free(with_nul);
     free(t);
-    assert_int_equal(gw_auth_verify(NULL, 0, SECRET, NOW, uuid, &why), -1);
+    assert_int_equal(pg_token_verify(NULL, 0, SECRET, NOW, uuid, &why), -1);
 }
 
 static void test_too_long(void **state)
 {
     (void)state;
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why;
     /* a correctly signed token just over 4096 bytes (a big extra claim) */
     char payload[4200];
@@ -291,17 +291,17 @@ static void test_too_long(void **state)
 static void test_secret_required(void **state)
 {
     (void)state;
-    char uuid[GW_UUID_MAX + 1];
+    char uuid[PG_UUID_MAX + 1];
     const char *why;
-    char *t = gw_auth_mint("agent", SECRET, NOW + 60);
-    assert_int_equal(gw_auth_verify(t, strlen(t), "", NOW, uuid, &why), -1);
+    char *t = pg_token_mint("agent", SECRET, NOW + 60);
+    assert_int_equal(pg_token_verify(t, strlen(t), "", NOW, uuid, &why), -1);
     assert_string_equal(why, "no secret configured");
-    assert_int_equal(gw_auth_verify(t, strlen(t), NULL, NOW, uuid, &why), -1);
+    assert_int_equal(pg_token_verify(t, strlen(t), NULL, NOW, uuid, &why), -1);
     free(t);
-    assert_null(gw_auth_mint("agent", "", NOW + 60));
-    assert_null(gw_auth_mint("agent", NULL, NOW + 60));
-    assert_null(gw_auth_mint("", SECRET, NOW + 60));
-    assert_null(gw_auth_mint("bad uuid", SECRET, NOW + 60));
+    assert_null(pg_token_mint("agent", "", NOW + 60));
+    assert_null(pg_token_mint("agent", NULL, NOW + 60));
+    assert_null(pg_token_mint("", SECRET, NOW + 60));
+    assert_null(pg_token_mint("bad uuid", SECRET, NOW + 60));
 }
 
 int main(void)

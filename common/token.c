@@ -1,21 +1,21 @@
-/* auth.c - browser identity: HS256 JSON Web Tokens with libjwt 1.10 (see auth.h).
+/* token.c - browser identity: HS256 JSON Web Tokens with libjwt 1.10 (see token.h).
  *
  * libjwt's jwt_decode checks the signature with the algorithm the token's own
  * header names, so after it we insist on HS256: a token signed with the
  * secret under HS384/HS512, or an unsigned "alg":"none" one, is refused.  The
  * claims (exp, nbf, sub) are checked here; libjwt 1.10 does not look at them. */
-#include "auth.h"
+#include "token.h"
 
 #include <jansson.h>
 #include <jwt.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define GW_AUTH_TOKEN_MAX 4096
+#define PG_TOKEN_MAX 4096
 
-int gw_auth_uuid_ok(const char *uuid, size_t len)
+int pg_token_uuid_ok(const char *uuid, size_t len)
 {
-    if (len == 0 || len > GW_UUID_MAX)
+    if (len == 0 || len > PG_UUID_MAX)
         return 0;
     for (size_t n = 0; n < len; n++) {
         char ch = uuid[n];
@@ -29,7 +29,7 @@ int gw_auth_uuid_ok(const char *uuid, size_t len)
 
 static int auth_sub_ok(const char *sub)
 {
-    return gw_auth_uuid_ok(sub, strnlen(sub, GW_UUID_MAX + 1));
+    return pg_token_uuid_ok(sub, strnlen(sub, PG_UUID_MAX + 1));
 }
 
 /* Three base64url parts separated by dots; *signed_ is 0 when the third is empty. */
@@ -53,8 +53,8 @@ static int auth_shape_ok(const char *t, size_t len, int *signed_)
     return part == 2;
 }
 
-int gw_auth_verify(const char *token, size_t token_len, const char *secret, time_t now,
-                   char uuid[GW_UUID_MAX + 1], const char **why)
+int pg_token_verify(const char *token, size_t token_len, const char *secret, time_t now,
+                    char uuid[PG_UUID_MAX + 1], const char **why)
 {
     const char *unused;
     if (!why)
@@ -70,7 +70,7 @@ int gw_auth_verify(const char *token, size_t token_len, const char *secret, time
         *why = "no token";
         return -1;
     }
-    if (token_len > GW_AUTH_TOKEN_MAX) {
+    if (token_len > PG_TOKEN_MAX) {
         *why = "token too long";
         return -1;
     }
@@ -83,7 +83,7 @@ int gw_auth_verify(const char *token, size_t token_len, const char *secret, time
         *why = "unsigned token";
         return -1;
     }
-    char copy[GW_AUTH_TOKEN_MAX + 1];   /* libjwt wants a NUL-terminated string */
+    char copy[PG_TOKEN_MAX + 1];   /* libjwt wants a NUL-terminated string */
     memcpy(copy, token, token_len);
     copy[token_len] = '\0';
 
@@ -147,7 +147,7 @@ out:
     return rc;
 }
 
-char *gw_auth_mint(const char *uuid, const char *secret, time_t exp)
+char *pg_token_mint(const char *uuid, const char *secret, time_t exp)
 {
     if (!uuid || !auth_sub_ok(uuid) || !secret || !*secret || strlen(secret) > 0x7fffffff)
         return NULL;
