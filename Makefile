@@ -144,7 +144,12 @@ test-faults: deps
 faults-short:
 	$(FAULTS_RUN) -m short
 
+# The peer comparison (bench/peer.py) also needs nginx and libnginx-mod-nchan,
+# bench-only packages (scripts/install-deps --bench); without them bench/run.py
+# says what to install and skips that comparison.
 bench: deps
+	@scripts/install-deps --bench --check >/dev/null 2>&1 || scripts/install-deps --bench || \
+	  echo "make bench: nginx/libnginx-mod-nchan not installed; the peer comparison will be skipped"
 	$(MAKE) BUILD=release all
 	PG_BIN=$(CURDIR)/build/release/bin $(PYTHON) bench/run.py
 

@@ -10,7 +10,12 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
   S1-S4  - the push scenarios (bench/scenarios.py) against a whole system
            on loopback (bench/cluster.py), driven by pushgate-bench
   latency - S2's load at 1,000 and 200 orders/s: the end-to-end latency floor
-BENCH_ONLY=engine,s1,s2,latency,s3,s4 picks some of them;
+  peer   - pushgate against nchan (bench/peer.py) in the same sitting: 10,000
+           browsers on 2 nodes, 1 ms pace at 5,000/s, 20,000/s and as fast
+           as possible, each system in turn; prints pushgate's ratios to
+           nchan.  Skipped, saying what to install, without nginx and
+           libnginx-mod-nchan (scripts/install-deps --bench)
+BENCH_ONLY=engine,s1,s2,latency,s3,s4,peer picks some of them;
 BENCH_GATEWAY_SET=key=value,... adds settings to every gateway (the results
 file records them).
 Prints a table and writes bench/results/<date>.json.
@@ -173,6 +178,93 @@ def push_benches(results, rows, only):
         rows.append((name,) + show(medians(runs)))
 
 
+# the peer comparison's loads: (name, orders, rate), 10,000 browsers on 2
+# nodes, orders paced every 1 ms (`publish --pace-us 1000`); rate 0 is as
+# fast as possible (pipelined batches of 500)
+PEER_LOADS = [("5,000/s steady", 50000, 5000), ("20,000/s steady", 200000, 20000),
+              ("max rate", 200000, 0)]
+PEER_USERS = 10000
+PEER_PACE_US = 1000
+
+
+def peer_benches(results, rows, peer_rows):
+    """Each load against pushgate and against nchan, RUNS times each, the
+    two systems alternating which goes first; ratios of the medians."""
+    import peer
+    import scenarios as sc
+    gone = peer.missing()
+    if gone:
+        note = ("peer comparison skipped: %s missing; install with `scripts/install-deps --bench` "
+                "(or apt-get install nginx libnginx-mod-nchan)" % " and ".join(gone))
+        print(note, file=sys.stderr)
+        results["peer"] = {"skipped": note}
+        return
+    results["peer"] = {"system": "nchan (nginx %s, libnginx-mod-nchan), 2 nodes on one Redis, "
+                                 "nostore" % nginx_version(),
+                       "users": PEER_USERS, "pace_us": PEER_PACE_US,
+                       "nginx_workers_per_node": peer.WORKERS,
+                       "publisher_connections": peer.CONNS, "ratios": {}}
+    for name, messages, rate in PEER_LOADS:
+        runs = {"pushgate": [], "nchan": []}
+        for i in range(RUNS):
+            order = ("pushgate", "nchan") if i % 2 == 0 else ("nchan", "pushgate")
+            for system in order:
+                # the machine is shared: what else ran shows in the load average
+                load = list(os.getloadavg())
+                if system == "pushgate":
+                    run = sc.s2_push(messages, PEER_USERS, rate, pace_us=PEER_PACE_US)
+                else:
+                    run = peer.s2_nchan(messages, PEER_USERS, rate, pace_us=PEER_PACE_US)
+                run["loadavg_before"], run["loadavg_after"] = load, list(os.getloadavg())
+                runs[system].append(run)
+        pg, nc = medians(runs["pushgate"]), medians(runs["nchan"])
+        r = peer.ratios(pg, nc)
+        if rate:
+            r.pop("delivered_per_s")     # the rate is the publisher's: the max rate is its own row
+        results["scenarios"]["peer " + name] = dict(runs, ratios=r)
+        results["peer"]["ratios"][name] = r
+        peer_rows.append((name, pg, nc, r))
+        rows.append(("peer " + name, "pushgate/nchan CPU x%s" % r["cpu_per_order"],
+                     "p50 x%s, p99 x%s%s" % (r["p50"], r["p99"],
+                                             "" if rate else ", rate x%s" % r["delivered_per_s"]),
+                     "(a ratio; no target)"))
+
+
+def nginx_version():
+    import peer
+    out = subprocess.run([peer.NGINX, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         timeout=10).stdout.decode()
+    m = re.search(r"nginx/([\d.]+)", out)
+    return m.group(1) if m else "?"
+
+
+def print_peer(peer_rows):
+    if not peer_rows:
+        return
+    print("\npushgate / nchan, same sitting: %s browsers on 2 nodes, one order every %d us "
+          "per batch (medians of %d run(s) each)" % (format(PEER_USERS, ","), PEER_PACE_US, RUNS))
+    print("  %-16s %-34s %-30s %-30s %s" % ("load", "system CPU us/order", "p50 ms", "p99 ms",
+                                           "delivered/s"))
+    for name, pg, nc, r in peer_rows:
+        lp, lq = pg.get("latency_ms") or {}, nc.get("latency_ms") or {}
+        pair = lambda a, b, x, f: "%s / %s  x%s" % (f % a if a is not None else "-",  # noqa: E731
+                                                   f % b if b is not None else "-", x)
+        rate = "%s / %s" % (format(int(pg.get("delivered_per_s") or 0), ","),
+                            format(int(nc.get("delivered_per_s") or 0), ","))
+        if r.get("delivered_per_s") is not None:
+            rate += "  x%s" % r["delivered_per_s"]
+        print("  %-16s %-34s %-30s %-30s %s" % (
+            name, pair(pg.get("server_cpu_us_per_msg"), nc.get("server_cpu_us_per_msg"),
+                       r["cpu_per_order"], "%.1f"),
+            pair(lp.get("p50"), lq.get("p50"), r["p50"], "%.2f"),
+            pair(lp.get("p99"), lq.get("p99"), r["p99"], "%.2f"), rate))
+        print("  %-16s pushgate: %s; missing %s/%s" % (
+            "", ", ".join("%s %s" % kv for kv in (pg.get("cpu_us_per_msg") or {}).items()),
+            pg.get("missing"), nc.get("missing")))
+        print("  %-16s nchan:    %s" % (
+            "", ", ".join("%s %s" % kv for kv in (nc.get("cpu_us_per_msg") or {}).items())))
+
+
 def allocator():
     """The gateway's malloc: release builds link jemalloc (common/memory.c)."""
     from cluster import BIN
@@ -181,19 +273,32 @@ def allocator():
     return "jemalloc" if "libjemalloc" in out else "glibc"
 
 
+def source_tree():
+    """The commit measured, and whether the work tree differed from it."""
+    git = lambda *a: subprocess.run(["git", "-C", HERE] + list(a), stdout=subprocess.PIPE,  # noqa: E731
+                                    stderr=subprocess.DEVNULL).stdout.decode().strip()
+    return {"commit": git("rev-parse", "--short", "HEAD") or None,
+            "modified": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def main():
     from cluster import GATEWAY_SET
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
                "cpus": os.cpu_count(), "gateway_set": GATEWAY_SET, "allocator": allocator(),
-               "scenarios": {}}
-    rows = []
+               "source": source_tree(), "loadavg_start": os.getloadavg(), "scenarios": {}}
+    rows, peer_rows = [], []
     if not only or "engine" in only:
         engine_benches(results, rows)
     push_benches(results, rows, only)
+    if not only or "peer" in only:
+        peer_benches(results, rows, peer_rows)
     print(f"\nmedians of {RUNS} run(s) on {os.cpu_count()} CPUs")
     for row in rows:
         print(f"  {row[0]:<36} {row[1]:>28}  {row[2]:<40} target {row[3]}")
+    print_peer(peer_rows)
+    # the machine is shared: its load over the last minute, before and after
+    results["loadavg_end"] = os.getloadavg()
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     # a partial run (BENCH_ONLY) does not overwrite the day's full one
     suffix = "-" + "-".join(sorted(only)) if only else ""

@@ -17,8 +17,9 @@ PREFIX = "bench-user-"
 
 
 class Bench:
-    """pushgate-bench in the background: READY on stderr, the --json report
-    on stdout at the end."""
+    """pushgate-bench in the background: READY on stderr (and COMPLETE once
+    a connect run has every --expect message), the --json report on stdout
+    at the end."""
 
     def __init__(self, args, logdir, name):
         self.name = name
@@ -27,6 +28,7 @@ class Bench:
                                      + ["--json", "--quiet"], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.ready = threading.Event()
+        self.complete = threading.Event()
         self.out = []
         self.threads = [threading.Thread(target=self._read_err, daemon=True),
                         threading.Thread(target=lambda: self.out.append(self.proc.stdout.read()),
@@ -38,6 +40,8 @@ class Bench:
         for line in self.proc.stderr:
             if line.startswith("READY"):
                 self.ready.set()
+            elif line.startswith("COMPLETE"):
+                self.complete.set()
             self.log.write(line)
 
     def wait_ready(self, timeout):
@@ -45,6 +49,15 @@ class Bench:
         while not self.ready.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("%s: not ready (exit %s)" % (self.name, self.proc.poll()))
+
+    def wait_complete(self, timeout):
+        """Until every expected message has arrived (False: not in time,
+        or the process ended first)."""
+        deadline = time.monotonic() + timeout
+        while not self.complete.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return False
+        return True
 
     def report(self, timeout):
         try:
@@ -175,6 +188,8 @@ def s2_push(messages, users, rate, pace_us=10000):
                 "server_cpu_us_per_msg": round(sum(v for k, v in cpu.items() if k != "bench_tools")
                                                / messages * 1e6, 1),
                 "gateway_cpu_us_per_msg": round(cpu["gateways"] / messages * 1e6, 1),
+                # each component's: the daemons, MariaDB and Redis apart
+                "cpu_us_per_msg": {k: round(v / messages * 1e6, 1) for k, v in cpu.items()},
                 "gateway_cpu_us_per_msg_by_role": {k: round(v / messages * 1e6, 1)
                                                    for k, v in roles.items()},
                 "bench_tools_cpu_us_per_msg": round(cpu["bench_tools"] / messages * 1e6, 1)}

@@ -1,4 +1,5 @@
-/* connect.c - `pushgate-bench connect`: many authenticated browsers at once.
+/* connect.c - `pushgate-bench connect`: many authenticated browsers at once
+ * (or, with --nchan, as many plain nchan WebSocket subscribers: bench/peer.py).
  *
  * The parent process holds no socket: it splits the clients over children
  * (fleet.c, at most --per-proc each, since one process may only open so
@@ -57,12 +58,16 @@ static void conn_usage(FILE *out)
         "         [--ramp-rate R] [--inflight 256] [--reconnect] [--home-urls K] [--per-proc 19000]\n"
         "         [--src-addrs K] [--heartbeat 30] [--connect-timeout 10] [--grace 1]\n"
         "         [--token-ttl 86400] [--timeout SECONDS] [--quiet] [--json]\n"
+        "       " PB_NAME " connect --nchan -n N --url ws://127.0.0.1:8080/sub/ ... [the same]\n"
         "N WebSocket clients, client i authenticated as <prefix><first+i> with ?token=,\n"
         "spread round robin over the --url list (a path of / means /ws); each ACKs every\n"
         "WorksheetMsg and measures its latency from the body's ts.  Prints READY <n> (on\n"
         "stderr with --json, else stdout) once all are registered (ONLINE received).\n"
         "--home-urls K: first connects go to the first K URLs only; --reconnect moves a\n"
-        "closed client on to the next URL of the whole list.\n");
+        "closed client on to the next URL of the whole list.  With --nchan, client i\n"
+        "subscribes to the nchan channel <url path><prefix><first+i> (no token, no\n"
+        "ACK, no HEART_BEAT): registered at the 101, each text frame is the published\n"
+        "data object.  Prints COMPLETE <n> the same way once all --expect arrived.\n");
 }
 
 static int conn_add_url(conn_opts *o, const char *text)
@@ -78,8 +83,6 @@ static int conn_add_url(conn_opts *o, const char *text)
         pb_err("connect: %s: only ws:// URLs", text);
         return -1;
     }
-    if (strcmp(u->path, "/") == 0)
-        strcpy(u->path, "/ws");
     o->fleet.nurls++;
     return 0;
 }
@@ -115,6 +118,7 @@ static int conn_option(conn_opts *o, int c, const char *arg)
     case 'g': return pb_parse_double("--grace", arg, 0, 3600, &o->grace);
     case 't': o->timeout_given = 1; return pb_parse_double("--timeout", arg, 1, 86400 * 7, &o->timeout);
     case 'T': return pb_parse_double("--token-ttl", arg, 60, 86400 * 365, &f->token_ttl);
+    case 'N': f->nchan = 1; return 0;
     case 'q': o->quiet = 1; return 0;
     case 'j': o->json = 1; return 0;
     default: return -1;
@@ -127,12 +131,21 @@ static int conn_finish_opts(conn_opts *o)
     pb_fleet_conf *f = &o->fleet;
     if (!f->secret)
         f->secret = getenv("PUSHGATE_JWT_SECRET");
-    if (f->n == 0 || !f->secret || !*f->secret) {
+    if (f->n == 0 || (!f->nchan && (!f->secret || !*f->secret))) {
         pb_err("connect: -n and --secret (or PUSHGATE_JWT_SECRET) are required");
+        return -1;
+    }
+    if (f->nchan && f->nurls == 0) {
+        pb_err("connect: --nchan needs --url ws://HOST:PORT/<subscriber location>/");
         return -1;
     }
     if (f->nurls == 0 && conn_add_url(o, "ws://127.0.0.1:9501/ws") < 0)
         return -1;
+    for (int i = 0; !f->nchan && i < f->nurls; i++)
+        if (strcmp(f->urls[i].path, "/") == 0)
+            strcpy(f->urls[i].path, "/ws");
+    if (f->nchan)
+        f->heartbeat = 0;           /* nchan's subscribers send nothing */
     if (f->home_urls == 0 || f->home_urls > f->nurls)
         f->home_urls = f->nurls;
     char last[32];
@@ -179,6 +192,7 @@ static int conn_parse(conn_opts *o, int argc, char **argv)
         {"connect-timeout", required_argument, NULL, 'c'}, {"grace", required_argument, NULL, 'g'},
         {"timeout", required_argument, NULL, 't'}, {"token-ttl", required_argument, NULL, 'T'},
         {"quiet", no_argument, NULL, 'q'}, {"json", no_argument, NULL, 'j'},
+        {"nchan", no_argument, NULL, 'N'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof(*o));
     o->fleet.prefix = "bench-user-";
@@ -276,8 +290,13 @@ static const char *conn_should_end(conn_run *r, const pb_fleet_progress *s, int 
         return "signal";
     if (open == 0)
         return "processes exited";
-    if (o->fleet.expect && s->unique >= o->fleet.expect && !r->complete_at)
+    if (o->fleet.expect && s->unique >= o->fleet.expect && !r->complete_at) {
         r->complete_at = now;
+        /* the end of the delivery window for scripts (bench/peer.py), before
+         * the clients close after --grace */
+        fprintf(o->json ? stderr : stdout, "COMPLETE %llu\n", (unsigned long long)s->unique);
+        fflush(o->json ? stderr : stdout);
+    }
     if (r->complete_at && (double)(now - r->complete_at) / 1e6 >= o->grace)
         return "complete";
     if (r->ready_at && !o->fleet.expect && o->hold == 0)
@@ -419,6 +438,8 @@ static int conn_finish(conn_run *r)
     if (reported < n)
         pb_err("connect: %d of %d processes sent no report", n - reported, n);
     json_t *rep = conn_report(r, reported, &ok);
+    if (rep)
+        json_object_set_new(rep, "nchan", json_boolean(r->o->fleet.nchan));
     if (pb_report_print(stdout, rep, r->o->json) < 0)
         ok = 0;
     json_decref(rep);

@@ -162,11 +162,27 @@ static void client_worksheet(client *c, json_t *m)
     client_ack(c, id);
 }
 
+/* nchan: the frame is the publisher's body, the data object itself; no ACK. */
+static void client_on_nchan_text(client *c, const char *text, size_t len)
+{
+    pb_tally *t = &c->f->tally;
+    json_t *m = json_loadb(text, len, 0, NULL);
+    if (json_is_object(m))
+        pb_tally_worksheet(t, m, pb_mono_us());
+    else
+        t->bad_messages++;
+    json_decref(m);
+}
+
 static void client_on_text(pb_ws *ws, void *arg, const char *text, size_t len)
 {
     (void)ws;
     client *c = arg;
     pb_tally *t = &c->f->tally;
+    if (c->f->conf->nchan) {
+        client_on_nchan_text(c, text, len);
+        return;
+    }
     json_t *m = json_loadb(text, len, 0, NULL);
     const char *event = json_string_value(json_object_get(m, "event"));
     if (!json_is_object(m) || !event)
@@ -183,7 +199,10 @@ static void client_on_text(pb_ws *ws, void *arg, const char *text, size_t len)
 static void client_on_open(pb_ws *ws, void *arg)
 {
     (void)ws;
-    (void)arg;                  /* registered only with ONLINE */
+    client *c = arg;
+    if (c->f->conf->nchan)      /* nchan sends nothing: subscribed at the 101 */
+        client_registered(c);
+    /* pushgate: registered only with ONLINE */
 }
 
 static void client_on_bad(pb_ws *ws, void *arg)
@@ -255,12 +274,16 @@ static void client_start(fleet *f, client *c)
     uint64_t global = f->lo + c->local;
     char uuid[PG_UUID_MAX + 1], target[4600];
     snprintf(uuid, sizeof(uuid), "%s%llu", conf->prefix, (unsigned long long)(conf->first + global));
-    char *token = pg_token_mint(uuid, conf->secret, time(NULL) + (time_t)conf->token_ttl);
     const pb_url *u = &conf->urls[c->url];
-    int kind = PB_WS_ERR_SOCKET;
-    int n = token ? snprintf(target, sizeof(target), "%s%stoken=%s", u->path,
+    int kind = PB_WS_ERR_SOCKET, n;
+    if (conf->nchan) {
+        n = snprintf(target, sizeof(target), "%s%s", u->path, uuid);    /* the channel */
+    } else {
+        char *token = pg_token_mint(uuid, conf->secret, time(NULL) + (time_t)conf->token_ttl);
+        n = token ? snprintf(target, sizeof(target), "%s%stoken=%s", u->path,
                              strchr(u->path, '?') ? "&" : "?", token) : -1;
-    free(token);
+        free(token);
+    }
     if (n > 0 && (size_t)n < sizeof(target))
         c->ws = pb_ws_connect(f->base, &u->addr,
                               conf->src_addrs ? &f->src[global % (uint64_t)conf->src_addrs] : NULL,

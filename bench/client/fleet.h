@@ -1,6 +1,10 @@
 /* fleet.h - one process's share of `pushgate-bench connect`: clients
  * [lo, hi) of the run, each an authenticated WebSocket that answers pings,
  * sends HEART_BEAT, ACKs every WorksheetMsg and counts it into a tally.
+ * With nchan set (the peer system of bench/peer.py) a client is instead a
+ * plain nchan WebSocket subscriber: no token, its channel <url path><uuid>,
+ * registered at the 101, each text frame the published data object itself,
+ * nothing sent back.
  *
  * Progress goes to the parent a few times a second (and at once when every
  * client has settled); at SIGTERM or SIGINT the fleet closes its sockets
@@ -19,12 +23,13 @@ enum { PB_MSG_PROGRESS = 1, PB_MSG_TALLY = 2 };
 typedef struct {
     pb_url urls[PB_URLS_MAX];
     int nurls;
-    const char *secret;             /* the gateways' jwt_secret */
+    const char *secret;             /* the gateways' jwt_secret (not with nchan) */
     const char *prefix;             /* uuid = prefix + (first + i) */
     uint64_t first, n, expect;
     uint64_t per_proc;              /* clients per process */
     int procs;
     int src_addrs;                  /* 0: the kernel picks the source address */
+    int nchan;                      /* nchan subscribers, not pushgate browsers */
     int reconnect;                  /* on a close or a failure: the next URL */
     int home_urls;                  /* first connects spread over urls[0..home_urls) */
     int inflight;                   /* attempts in progress at most, per process */

@@ -11,8 +11,16 @@
  * out pipelined in batches, paced to --rate when one is given: one batch
  * every --pace-us (10 ms: 50 orders at a time at 5,000/s).  A smaller pace
  * is a steadier stream, and the system's own batches shrink with it
- * (bench/README.md, "Steady arrivals"). */
+ * (bench/README.md, "Steady arrivals").
+ *
+ * With --nchan-url http://HOST:PORT/pub/ the same orders go to the peer
+ * system of bench/peer.py instead: each is an HTTP POST of the data object
+ * alone ({"type":"bench","infos":"...","seq":I,"ts":T}) to
+ * <path><prefix><user>, the user's nchan channel, pipelined over --conns
+ * keep-alive connections (httpc.c) in the same batches, at the same pace,
+ * to the same users (the same --seed draws the same sequence). */
 #include "bench.h"
+#include "httpc.h"
 #include "net.h"
 #include "report.h"
 #include "seqmap.h"
@@ -34,12 +42,15 @@ typedef struct {
     double rate, timeout;
     const char *prefix, *stream, *token;
     pb_url redis;
+    pb_url nchan;               /* --nchan-url: POST here instead of XADD */
+    uint64_t conns;
     int json, quiet;
 } pub_opts;
 
 typedef struct {
     const pub_opts *o;
     redisContext *redis;
+    pb_httpc *http;             /* --nchan-url */
     char *token_json;           /* the chat token as a JSON string */
     char *infos;
     uint64_t rnd, sent, errors;
@@ -56,9 +67,13 @@ static void pub_usage(FILE *out)
         "         [--rate R] [--pace-us 10000] [--batch 500] [--seed 1] [--infos-len 16]\n"
         "         [--first-seq 0]\n"
         "         [--timeout 120] [--quiet] [--json]\n"
+        "       " PB_NAME " publish -m M --users N --nchan-url http://127.0.0.1:8080/pub/ [--conns 4]\n"
+        "         [the options above but --redis, --stream and --chat-token]\n"
         "M work orders (XADD <stream> * msg <json>), each for a random user\n"
         "<prefix><first + 0..N-1>, with seq and a CLOCK_REALTIME us ts in its data.\n"
-        "--redis defaults to PUSHGATE_REDIS_HOST/PORT, --chat-token to PUSHGATE_CHAT_TOKEN.\n");
+        "--redis defaults to PUSHGATE_REDIS_HOST/PORT, --chat-token to PUSHGATE_CHAT_TOKEN.\n"
+        "--nchan-url: instead, POST each order's data to <url path><prefix><user> (an nchan\n"
+        "publisher location), pipelined over --conns keep-alive HTTP/1.1 connections.\n");
 }
 
 static int pub_option(pub_opts *o, int c, const char *arg)
@@ -78,6 +93,15 @@ static int pub_option(pub_opts *o, int c, const char *arg)
     case 'i': return pb_parse_u64("--infos-len", arg, 0, 2048, &o->infos_len);
     case 'F': return pb_parse_u64("--first-seq", arg, 0, 1ull << 50, &o->first_seq);
     case 't': return pb_parse_double("--timeout", arg, 1, 86400 * 7, &o->timeout);
+    case 'N':
+        if (pb_url_parse(arg, "http", "/pub/", &o->nchan) < 0)
+            return -1;
+        if (strcmp(o->nchan.scheme, "http") != 0) {
+            pb_err("publish: --nchan-url %s: only http:// URLs", arg);
+            return -1;
+        }
+        return 0;
+    case 'C': return pb_parse_u64("--conns", arg, 1, PB_HTTPC_CONNS_MAX, &o->conns);
     case 'q': o->quiet = 1; return 0;
     case 'j': o->json = 1; return 0;
     default: return -1;
@@ -90,8 +114,10 @@ static int pub_defaults(pub_opts *o)
     char text[128];
     if (!o->token)
         o->token = getenv("PUSHGATE_CHAT_TOKEN");
-    if (!o->messages || !o->users || !o->token || !*o->token || !*o->stream) {
-        pb_err("publish: -m, --users and --chat-token (or PUSHGATE_CHAT_TOKEN) are required");
+    int need_token = !o->nchan.scheme[0];       /* nchan takes no chat token */
+    if (!o->messages || !o->users || (need_token && (!o->token || !*o->token)) || !*o->stream) {
+        pb_err("publish: -m, --users and --chat-token (or PUSHGATE_CHAT_TOKEN) are required"
+               " (--nchan-url: -m and --users)");
         return -1;
     }
     if (strlen(o->prefix) > 40 || !pb_uuid_chars_ok(o->prefix)) {
@@ -115,6 +141,7 @@ static int pub_parse(pub_opts *o, int argc, char **argv)
         {"seed", required_argument, NULL, 'S'},
         {"infos-len", required_argument, NULL, 'i'}, {"first-seq", required_argument, NULL, 'F'},
         {"timeout", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
+        {"nchan-url", required_argument, NULL, 'N'}, {"conns", required_argument, NULL, 'C'},
         {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof(*o));
@@ -125,6 +152,7 @@ static int pub_parse(pub_opts *o, int argc, char **argv)
     o->seed = 1;
     o->infos_len = 16;
     o->timeout = 120;
+    o->conns = 4;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
@@ -161,11 +189,28 @@ static int pub_connect(pub_run *r)
     return redisSetTimeout(r->redis, io) == REDIS_OK ? 0 : -1;
 }
 
+/* The peer's publisher: the same data object, POSTed to the user's channel. */
+static int pub_append_nchan(pub_run *r, uint64_t user, uint64_t seq)
+{
+    const pub_opts *o = r->o;
+    char body[MSG_MAX], path[sizeof(o->nchan.path) + 64];
+    int n = snprintf(body, sizeof(body),
+                     "{\"type\":\"bench\",\"infos\":\"%s\",\"seq\":%llu,\"ts\":%llu}", r->infos,
+                     (unsigned long long)seq, (unsigned long long)pb_wall_us());
+    int m = snprintf(path, sizeof(path), "%s%s%llu", o->nchan.path, o->prefix,
+                     (unsigned long long)user);
+    if (n < 0 || (size_t)n >= sizeof(body) || m < 0 || (size_t)m >= sizeof(path))
+        return -1;
+    return pb_httpc_post(r->http, path, "application/json", body, (size_t)n);
+}
+
 static int pub_append(pub_run *r, uint64_t seq)
 {
     const pub_opts *o = r->o;
     char msg[MSG_MAX];
     uint64_t user = o->first + pb_rand(&r->rnd) % o->users;
+    if (r->http)
+        return pub_append_nchan(r, user, seq);
     int n = snprintf(msg, sizeof(msg),
                      "{\"url\":\"/worksheet/send-message\",\"chat_token\":%s,\"data\":[{\"uuid\":"
                      "\"%s%llu\",\"data\":{\"type\":\"bench\",\"infos\":\"%s\",\"seq\":%llu,"
@@ -182,6 +227,15 @@ static int pub_append(pub_run *r, uint64_t seq)
  * connection failed. */
 static int pub_replies(pub_run *r, uint64_t k)
 {
+    if (r->http) {
+        int rc = pb_httpc_wait(r->http, pb_mono_us() + 30000000ull);
+        const pb_httpc_stats *s = pb_httpc_stats_of(r->http);
+        r->sent = s->ok;
+        r->errors = s->errors;
+        if (rc < 0)
+            pb_err("publish: %s: no answer to every POST within 30 s", r->o->nchan.hostport);
+        return rc;
+    }
     for (uint64_t i = 0; i < k; i++) {
         redisReply *reply = NULL;
         if (redisGetReply(r->redis, (void **)&reply) != REDIS_OK || !reply) {
@@ -235,7 +289,8 @@ static int pub_loop(pub_run *r)
         uint64_t k = pub_chunk(o, done);
         for (uint64_t i = 0; i < k; i++)
             if (pub_append(r, o->first_seq + done + i) < 0) {
-                pb_err("publish: cannot queue an XADD (out of memory?)");
+                pb_err("publish: cannot queue %s (out of memory?)",
+                       r->http ? "a POST" : "an XADD");
                 return -1;
             }
         if (pub_replies(r, k) < 0)
@@ -257,14 +312,29 @@ static int pub_report(const pub_run *r)
     const pub_opts *o = r->o;
     double secs = (double)(r->t_end - r->t0) / 1e6;
     int ok = r->sent == o->messages && r->errors == 0 && !r->timed_out;
-    json_t *rep = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:s,s:b,s:b}",
-                            "mode", "publish", "redis", o->redis.hostport, "stream", o->stream,
+    json_t *rep = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:f,s:f,s:b,s:b}",
+                            "mode", "publish",
                             "messages", (json_int_t)o->messages, "users", (json_int_t)o->users,
                             "first_seq", (json_int_t)o->first_seq,
                             "sent", (json_int_t)r->sent, "errors", (json_int_t)r->errors,
                             "seed", (json_int_t)o->seed, "rate_target", o->rate,
+                            "pace_us", (json_int_t)o->pace_us,
                             "seconds", secs, "rate", secs > 0 ? (double)r->sent / secs : 0.0,
-                            "last_id", r->last_id, "timed_out", r->timed_out, "ok", ok);
+                            "timed_out", r->timed_out, "ok", ok);
+    if (rep && r->http) {
+        const pb_httpc_stats *s = pb_httpc_stats_of(r->http);
+        char url[400];
+        snprintf(url, sizeof(url), "http://%s%s", o->nchan.hostport, o->nchan.path);
+        json_object_set_new(rep, "nchan_url", json_string(url));
+        json_object_set_new(rep, "connections", json_integer((json_int_t)o->conns));
+        json_object_set_new(rep, "no_subscriber", json_integer((json_int_t)s->accepted));
+        json_object_set_new(rep, "reconnects", json_integer((json_int_t)s->reconnects));
+        json_object_set_new(rep, "first_error_status", json_integer(s->first_status));
+    } else if (rep) {
+        json_object_set_new(rep, "redis", json_string(o->redis.hostport));
+        json_object_set_new(rep, "stream", json_string(o->stream));
+        json_object_set_new(rep, "last_id", json_string(r->last_id));
+    }
     if (pb_report_print(stdout, rep, o->json) < 0)
         ok = 0;
     json_decref(rep);
@@ -278,14 +348,15 @@ int pb_publish_main(int argc, char **argv)
     if (rc != 0)
         return rc > 0 ? PB_OK : PB_USAGE;
     pub_run r = {.o = &o, .rnd = o.seed};
-    json_t *tok = json_string(o.token);
+    json_t *tok = json_string(o.token ? o.token : "");
     r.token_json = tok ? json_dumps(tok, JSON_ENCODE_ANY) : NULL;
     json_decref(tok);
     r.infos = malloc(o.infos_len + 1);
     rc = PB_INCOMPLETE;
     if (!r.token_json || !r.infos) {
         pb_err("publish: the chat token is not UTF-8, or out of memory");
-    } else if (pub_connect(&r) == 0) {
+    } else if (o.nchan.scheme[0] ? (r.http = pb_httpc_new(&o.nchan, (int)o.conns, 5000)) != NULL
+                                 : pub_connect(&r) == 0) {
         memset(r.infos, 'x', o.infos_len);
         r.infos[o.infos_len] = '\0';
         r.t0 = pb_mono_us();
@@ -297,6 +368,7 @@ int pb_publish_main(int argc, char **argv)
     }
     if (r.redis)
         redisFree(r.redis);
+    pb_httpc_free(r.http);
     free(r.token_json);
     free(r.infos);
     return rc;
