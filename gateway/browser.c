@@ -156,6 +156,16 @@ static json_t *workers_json(const pg_worker_stats *w, int n)
     return a;
 }
 
+static json_t *route_cache_json(void)
+{
+    gw_route_cache_stats rc;
+    gw_route_cache_stats_get(&rc);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:b}", "hits", (json_int_t)rc.hits, "misses",
+                     (json_int_t)rc.misses, "fills", (json_int_t)rc.fills, "invalidations",
+                     (json_int_t)rc.invalidations, "evictions", (json_int_t)rc.evictions,
+                     "trusted", rc.trusted);
+}
+
 static json_t *stats_json(void)
 {
     pg_server_stats_t st;
@@ -166,7 +176,7 @@ static json_t *stats_json(void)
         json_array_append_new(per_reactor, json_integer((json_int_t)st.sessions_per_reactor[i]));
     return json_pack(
         "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
-        "s:o,s:o,s:I,s:{s:b,s:I}}",
+        "s:o,s:o,s:I,s:{s:b,s:I},s:o}",
         "node", gw.node_id, "uptime", (json_int_t)(time(NULL) - st.start_time),
         "connections", (json_int_t)st.connections, "accepted", (json_int_t)st.accepted,
         "closed", (json_int_t)st.closed, "refused", (json_int_t)st.refused,
@@ -181,7 +191,8 @@ static json_t *stats_json(void)
         "workers", workers_json(st.workers, st.worker_num),
         "task_workers", workers_json(st.task_workers, st.task_worker_num),
         "task_queue", (json_int_t)st.task_queue,
-        "mysql", "ok", atomic_load(&c->mysql_ok), "errors", (json_int_t)c->mysql_errors);
+        "mysql", "ok", atomic_load(&c->mysql_ok), "errors", (json_int_t)c->mysql_errors,
+        "route_cache", route_cache_json());
 }
 
 static void serve_stats(pg_session_id session)
@@ -199,6 +210,8 @@ static void serve_metrics(pg_session_id session)
     pg_server_stats_t st;
     pg_server_stats(gw.server, &st);
     gw_counters *c = gw.counters;
+    gw_route_cache_stats rc;
+    gw_route_cache_stats_get(&rc);
     char body[4096];
     int n = snprintf(body, sizeof(body),
         "# TYPE pushgate_connections gauge\npushgate_connections %" PRIu64 "\n"
@@ -211,10 +224,18 @@ static void serve_metrics(pg_session_id session)
         "# TYPE pushgate_acked_total counter\npushgate_acked_total %" PRIu64 "\n"
         "# TYPE pushgate_auth_failures_total counter\npushgate_auth_failures_total %" PRIu64 "\n"
         "# TYPE pushgate_task_queue gauge\npushgate_task_queue %" PRIu64 "\n"
-        "# TYPE pushgate_mysql_up gauge\npushgate_mysql_up %d\n",
+        "# TYPE pushgate_mysql_up gauge\npushgate_mysql_up %d\n"
+        "# TYPE pushgate_route_cache_hits_total counter\npushgate_route_cache_hits_total %" PRIu64 "\n"
+        "# TYPE pushgate_route_cache_misses_total counter\npushgate_route_cache_misses_total %" PRIu64 "\n"
+        "# TYPE pushgate_route_cache_invalidations_total counter\n"
+        "pushgate_route_cache_invalidations_total %" PRIu64 "\n"
+        "# TYPE pushgate_route_cache_evictions_total counter\n"
+        "pushgate_route_cache_evictions_total %" PRIu64 "\n"
+        "# TYPE pushgate_route_cache_trusted gauge\npushgate_route_cache_trusted %d\n",
         st.connections, st.accepted, st.refused, (uint64_t)c->messages_in, (uint64_t)c->pushed,
         (uint64_t)c->forwarded, (uint64_t)c->stored, (uint64_t)c->acked,
-        (uint64_t)c->auth_failures, st.task_queue, atomic_load(&c->mysql_ok));
+        (uint64_t)c->auth_failures, st.task_queue, atomic_load(&c->mysql_ok), (uint64_t)rc.hits,
+        (uint64_t)rc.misses, (uint64_t)rc.invalidations, (uint64_t)rc.evictions, rc.trusted);
     http_reply(session, 200, "OK", "text/plain; version=0.0.4", body, (size_t)n);
 }
 

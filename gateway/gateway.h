@@ -55,6 +55,7 @@ typedef struct {
     size_t max_header_size;
     size_t max_incomplete_bytes;
     long long push_record_slots;
+    long long route_cache_entries;
     long long node_heartbeat_interval;
     long long node_dead_after;
     char *proxy;                   /* "host:port[,host:port...]", tried in order */
@@ -130,6 +131,8 @@ void gw_handoff_pipe_message(const char *data, size_t len);
 int gw_sessions_create(uint32_t capacity);
 void gw_session_key(pg_session_id session, char key[17]);
 void gw_client_id(pg_session_id session, char *out, size_t len);
+/* The same for a session of the node at ip:port. */
+void gw_client_id_of(const char *ip, long long port, pg_session_id session, char *out, size_t len);
 int gw_client_id_parse(const char *client_id, char *ip, size_t iplen, int *port,
                        pg_session_id *session);
 /* Whether session is open on this node and belongs to uuid (any process). */
@@ -191,6 +194,43 @@ void gw_push_record_set(pg_session_id session, const char *id, int state);
 /* An entry's key, for gw_push_record_promote: state from becomes to. */
 uint64_t gw_push_record_key(pg_session_id session, const char *id);
 void gw_push_record_promote(uint64_t key, int from, int to);
+
+/* route_cache.c: a uuid's sessions on other nodes, as a lookup answered,
+ * in shared memory (any process; created before fork); trusted only while
+ * the route feed works (route_feed.c). */
+#define GW_ROUTE_TARGETS 4
+typedef struct {
+    int n;                         /* 0: none on another node */
+    struct {
+        char ip[64];
+        int port;
+        pg_session_id session;
+    } t[GW_ROUTE_TARGETS];
+} gw_routes;
+typedef struct {
+    uint32_t epoch;
+    uint64_t announcements;
+    int trusted;
+} gw_route_mark;
+typedef struct {
+    _Atomic uint64_t hits, misses, fills, invalidations, evictions;
+    int trusted;                   /* in a snapshot: the feed works now */
+} gw_route_cache_stats;
+/* capacity 0: no cache. */
+int gw_route_cache_create(uint32_t capacity);
+void gw_route_cache_destroy(void);
+/* 1 with uuid's routes when the cache knows them and may be trusted. */
+int gw_route_cache_get(const char *uuid, gw_routes *out);
+/* Taken before a lookup; its answer is put only if nothing changed since. */
+gw_route_mark gw_route_cache_mark(void);
+void gw_route_cache_put(const char *uuid, const gw_routes *routes, gw_route_mark mark);
+/* uuid's sessions changed (an announcement, a push that found one gone). */
+void gw_route_cache_forget(const char *uuid);
+/* Every entry goes (the feed came back: announcements may be lost). */
+void gw_route_cache_flush(void);
+/* The feed just spoke: the cache may be trusted for a while. */
+void gw_route_cache_feed_alive(void);
+void gw_route_cache_stats_get(gw_route_cache_stats *out);
 
 /* browser.c */
 void gw_browser_message(pg_session_id session, const char *data, size_t len);

@@ -57,6 +57,9 @@ static const pg_conf_def gateway_defs[] = {
     {"push_record_slots", PG_CONF_INT, G(push_record_slots), "1048576", 1024, 1LL << 28, NULL,
      "recent pushes remembered, 8 bytes each in shared memory, so that no browser gets one "
      "message twice from this node"},
+    {"route_cache_entries", PG_CONF_INT, G(route_cache_entries), "65536", 0, 1LL << 24, NULL,
+     "uuids whose sessions on other nodes are cached, 128 bytes each in shared memory, "
+     "trusted while the route feed works (0: every order is looked up in MySQL)"},
     {"node_heartbeat_interval", PG_CONF_INT, G(node_heartbeat_interval), "5", 1, 3600, NULL,
      "seconds between heartbeats of this node's gateway_nodes row"},
     {"node_dead_after", PG_CONF_INT, G(node_dead_after), "30", 2, 86400, NULL,
@@ -234,6 +237,7 @@ int main(int argc, char **argv)
         gw_sessions_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
         gw_uuid_index_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
         gw_push_record_create((uint32_t)gw.cfg.push_record_slots) == 0 &&
+        gw_route_cache_create((uint32_t)gw.cfg.route_cache_entries) == 0 &&
         (gw.server = pg_server_new("pushgate-gateway", &gw.server_cfg, &cb)) != NULL &&
         listen_ports() == 0 && gw_node_register() == 0) {
         pg_server_set_generation(gw.server, gw.generation);
@@ -244,6 +248,7 @@ int main(int argc, char **argv)
     pg_table_destroy(gw.sessions);
     gw_uuid_index_destroy();
     gw_push_record_destroy();
+    gw_route_cache_destroy();
     if (gw.counters)
         pg_shm_free(gw.counters, sizeof(*gw.counters));
     pg_daemon_done(tables, ntables);

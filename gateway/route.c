@@ -196,6 +196,41 @@ static void push_early(json_t *item, uint64_t ticket)
         json_object_set_new(item, "early", early);
 }
 
+/* ---- orders whose routes are all known (route_cache.c) ---- */
+
+/* The compact result a route task would give the order, from the cache,
+ * for an order whose local sessions were reached early: NULL when an
+ * item's uuid is not cached (or the cache is not trusted now). */
+static json_t *cached_result(json_t *order)
+{
+    json_t *result = json_pack("{s:i,s:[],s:[],s:[]}", "c", PG_OK, "l", "r", "n");
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(order, "items"), i, item) {
+        gw_routes routes;
+        const char *uuid = json_string_value(json_object_get(item, "uuid"));
+        if (!result || !uuid || !gw_route_cache_get(uuid, &routes)) {
+            json_decref(result);
+            return NULL;
+        }
+        for (int t = 0; t < routes.n; t++) {
+            char client_id[192];
+            gw_client_id_of(routes.t[t].ip, routes.t[t].port, routes.t[t].session, client_id,
+                            sizeof(client_id));
+            json_array_append_new(json_object_get(result, "r"),
+                                  json_pack("[I,s,i,s]", (json_int_t)i, routes.t[t].ip,
+                                            routes.t[t].port, client_id));
+        }
+        if (routes.n == 0 && !json_object_get(item, "early"))
+            json_array_append_new(json_object_get(result, "n"), json_integer((json_int_t)i));
+    }
+    return result;
+}
+
+static json_t *routed_of(json_t *order, json_t *compact);
+
+/* An order goes out at once when the cache knows where all its items'
+ * sessions are: no task, no waiting for the loop pass to end. */
 void gw_route(json_t *order)
 {
     if (may_push_early(order)) {
@@ -203,6 +238,16 @@ void gw_route(json_t *order)
         json_t *item;
         json_array_foreach(json_object_get(order, "items"), k, item)
             push_early(item, order_ticket(order));
+        json_t *compact = cached_result(order);
+        if (compact) {
+            json_t *r = routed_of(order, compact);
+            if (r)
+                gw_internal_routed(r);
+            json_decref(r);
+            json_decref(compact);
+            json_decref(order);
+            return;
+        }
     }
     gw_batch_add(&orders, order, order_bytes(order));
 }

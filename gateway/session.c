@@ -76,13 +76,20 @@ void gw_session_key(pg_session_id session, char key[17])
 
 /* base64("ip_port_session"): the seed's client_id shape, with a session id
  * that never repeats instead of a reusable fd. */
-void gw_client_id(pg_session_id session, char *out, size_t len)
+void gw_client_id_of(const char *ip, long long port, pg_session_id session, char *out, size_t len)
 {
     char raw[128];
-    int n = snprintf(raw, sizeof(raw), "%s_%lld_%" PRIu64, gw.node_ip, gw.cfg.internal_port, session);
+    int n = snprintf(raw, sizeof(raw), "%s_%lld_%" PRIu64, ip, port, session);
+    if (n < 0 || (size_t)n >= sizeof(raw))
+        n = 0;
     unsigned char enc[4 * sizeof(raw) / 3 + 4];
     EVP_EncodeBlock(enc, (const unsigned char *)raw, n);
     snprintf(out, len, "%s", enc);
+}
+
+void gw_client_id(pg_session_id session, char *out, size_t len)
+{
+    gw_client_id_of(gw.node_ip, gw.cfg.internal_port, session, out, len);
 }
 
 int gw_client_id_parse(const char *client_id, char *ip, size_t iplen, int *port,

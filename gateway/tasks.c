@@ -664,6 +664,36 @@ static json_t *order_result(json_t *order, int code, route_rows *rows)
  * comes back to the worker, which stores it in a task of its own, so a
  * route never waits for an INSERT (a browser that stopped reading sends
  * thousands of its orders that way while the others' are routed). */
+/* The lookup's answer for each uuid goes to the route cache
+ * (route_cache.c): its sessions on other nodes, or none.  Not when it has
+ * more sessions than an entry or the uuid index holds: those are looked
+ * up every time. */
+static void cache_routes(json_t *uuids, route_rows *rows, gw_route_mark mark)
+{
+    size_t i;
+    json_t *u;
+    json_array_foreach(uuids, i, u) {
+        gw_routes routes = {0};
+        int local = 0, fits = 1;
+        size_t t;
+        json_t *row;
+        json_array_foreach(json_object_get(rows->by_uuid, json_string_value(u)), t, row) {
+            const char *ip = json_string_value(json_object_get(row, "ip"));
+            int port = (int)json_integer_value(json_object_get(row, "port"));
+            if (strcmp(ip, gw.node_ip) == 0 && port == gw.cfg.internal_port) {
+                fits &= ++local <= GW_INDEX_SESSIONS;
+            } else if ((fits &= routes.n < GW_ROUTE_TARGETS)) {
+                snprintf(routes.t[routes.n].ip, sizeof(routes.t[routes.n].ip), "%s", ip);
+                routes.t[routes.n].port = port;
+                routes.t[routes.n++].session =
+                    (pg_session_id)json_integer_value(json_object_get(row, "session"));
+            }
+        }
+        if (fits)
+            gw_route_cache_put(json_string_value(u), &routes, mark);
+    }
+}
+
 static void op_route(json_t *task)
 {
     json_t *orders = json_object_get(task, "orders");
@@ -678,7 +708,10 @@ static void op_route(json_t *task)
                 json_array_append(uuids, uuid);
     }
     route_rows rows = {.by_uuid = json_object()};
+    gw_route_mark mark = gw_route_cache_mark();
     int failed = json_array_size(uuids) > 0 && (!gw_db() || lookup_routes(uuids, NULL, &rows) < 0);
+    if (!failed)
+        cache_routes(uuids, &rows, mark);
     json_array_foreach(orders, o, order) {
         int code = (int)json_integer_value(json_array_get(codes, o));
         if (failed && code == PG_OK)
