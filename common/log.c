@@ -14,6 +14,9 @@
  *    exactly one line.  Very long messages are cut with a "..." marker.
  *  - errno is preserved, so `pg_error("x: %s", strerror(errno))` followed by
  *    more errno checks behaves as expected.
+ *  - pg_log_limited() keeps its state in the caller's pg_ratelog, so each
+ *    repeating line is limited on its own and no lock is needed (a
+ *    pg_ratelog belongs to one thread).
  *
  * pg_log_open(), pg_log_reopen() and pg_log_close() are meant to be called by
  * one thread (start-up, SIGHUP/SIGUSR1 handling in the event loop, shutdown);
@@ -265,4 +268,32 @@ void pg_log(pg_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     pg_logv(level, fmt, ap);
     va_end(ap);
+}
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void pg_log_limited(pg_ratelog *r, pg_log_level level, const char *fmt, ...)
+{
+    uint64_t now = monotonic_ms();
+    if (r->last_ms && now - r->last_ms < PG_RATELOG_MS) {
+        r->suppressed++;
+        return;
+    }
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (r->suppressed)
+        pg_log(level, "%s (%u more like this in the last %u s)", text, r->suppressed,
+               PG_RATELOG_MS / 1000);
+    else
+        pg_log(level, "%s", text);
+    r->last_ms = now ? now : 1;
+    r->suppressed = 0;
 }

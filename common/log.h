@@ -9,6 +9,7 @@
 #define PG_LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 typedef enum {
     PG_LOG_DEBUG = 0,
@@ -38,6 +39,18 @@ const char *pg_log_get_role(void);
 void pg_log(pg_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void pg_logv(pg_log_level level, const char *fmt, va_list ap);
+
+/* A line that may repeat for as long as something stays broken (a server
+ * down): written at most once per PG_RATELOG_MS, with the number of lines
+ * held back in between.  Zero it to start afresh (the thing works again). */
+#define PG_RATELOG_MS 10000
+typedef struct {
+    uint64_t last_ms;       /* monotonic clock; 0: nothing written yet */
+    unsigned suppressed;
+} pg_ratelog;
+
+void pg_log_limited(pg_ratelog *r, pg_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #define pg_debug(...)  pg_log(PG_LOG_DEBUG, __VA_ARGS__)
 #define pg_info(...)   pg_log(PG_LOG_INFO, __VA_ARGS__)

@@ -13,7 +13,9 @@
  *    it deletes the event, takes it out of the map and marks it; on_fire
  *    frees it once the callback has returned.  An after timer stays in the
  *    map (and in the count) while its callback runs, and leaves afterwards.
- *  - Binding a different base clears the timers of the old one first. */
+ *  - Binding a different base clears the timers of the old one first.
+ *  - pg_backoff_ms lives here because every reconnecting client arms its
+ *    retry timer with it; its jitter comes from random(). */
 #include "timer.h"
 
 #include "idmap.h"
@@ -166,4 +168,17 @@ uint64_t pg_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+unsigned pg_backoff_ms(unsigned n, unsigned max_ms)
+{
+    unsigned ms = 200;
+    for (unsigned i = 1; i < n && ms < max_ms; i++)
+        ms *= 2;
+    if (ms > max_ms)
+        ms = max_ms;
+    unsigned jitter = ms / 4;
+    if (jitter)
+        ms = ms - jitter + (unsigned)(random() % (2 * jitter + 1));
+    return ms ? ms : 1;
 }

@@ -30,4 +30,9 @@ int pg_timer_count(void);
 /* Milliseconds on the monotonic clock (for durations and deadlines). */
 uint64_t pg_now_ms(void);
 
+/* Delay before retrying after the n-th failure in a row (0 counts as 1): 200 ms,
+ * doubling up to max_ms, +-25 % so that clients which lost the same server
+ * do not all come back in the same millisecond.  Never 0. */
+unsigned pg_backoff_ms(unsigned n, unsigned max_ms);
+
 #endif

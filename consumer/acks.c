@@ -22,12 +22,12 @@
 
 #define ACK_BATCH 1000
 
-static cs_redis *control;
+static pg_redis *control;
 static struct event *flush_ev;
 static bool flush_pending;
 static int64_t retry_timer;
 static size_t out;              /* entries whose XACK or XADD is out */
-static cs_ratelog ack_log, dead_log;
+static pg_ratelog ack_log, dead_log;
 
 typedef struct {
     size_t n;
@@ -60,7 +60,7 @@ static void on_ack(struct redisReply *reply, void *priv)
     bool gone = reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0;
     bool ok = reply && (reply->type == REDIS_REPLY_INTEGER || gone);
     if (reply && !ok)
-        cs_log_limited(&ack_log, PG_LOG_WARN, "XACK on %s failed: %s; retrying", cs.cfg.stream,
+        pg_log_limited(&ack_log, PG_LOG_WARN, "XACK on %s failed: %s; retrying", cs.cfg.stream,
                        reply->str);
     for (size_t i = 0; i < b->n; i++) {
         cs_entry *e = b->e[i];
@@ -96,7 +96,7 @@ static int send_ack_batch(void)
         b->e[i] = e;
         argv[3 + i] = e->id;
     }
-    int rc = cs_redis_argv(control, on_ack, b, (int)(3 + n), argv, NULL);
+    int rc = pg_redis_argv(control, on_ack, b, (int)(3 + n), argv, NULL);
     free(argv);
     if (rc < 0) {
         free(b);
@@ -121,7 +121,7 @@ static void on_dead(struct redisReply *reply, void *priv)
     }
     cs_list_push(&cs.to_dead, e);
     if (reply) {
-        cs_log_limited(&dead_log, PG_LOG_ERROR,
+        pg_log_limited(&dead_log, PG_LOG_ERROR,
                        "XADD to the dead-letter stream %s failed: %s; retrying",
                        cs.cfg.dead_letter_stream,
                        reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
@@ -143,7 +143,7 @@ static int send_dead(cs_entry *e)
         lens[i] = argv[i] ? strlen(argv[i]) : 0;
     lens[4] = e->msg ? e->msg_len : 0;  /* msg may hold NUL bytes */
     int argc = e->fields ? 15 : 13;
-    if (cs_redis_argv(control, on_dead, e, argc, argv, lens) < 0)
+    if (pg_redis_argv(control, on_dead, e, argc, argv, lens) < 0)
         return -1;
     cs_list_remove(e);
     out++;
@@ -191,7 +191,7 @@ void cs_acks_set_deliveries(cs_entry *e)
     snprintf(n, sizeof(n), "%lld", e->deliveries);
     const char *argv[] = {"XCLAIM", cs.cfg.stream, cs.cfg.group, cs.cfg.consumer, "0",
                           e->id, "RETRYCOUNT", n, "JUSTID"};
-    if (cs_redis_argv(control, on_claim_reply, NULL, 9, argv, NULL) == 0)
+    if (pg_redis_argv(control, on_claim_reply, NULL, 9, argv, NULL) == 0)
         e->touched_ms = cs_now_ms();
 }
 
@@ -208,7 +208,7 @@ void cs_acks_touch(cs_entry **entries, size_t n)
     for (size_t i = 0; i < n; i++)
         argv[5 + i] = entries[i]->id;
     argv[5 + n] = "JUSTID";
-    if (cs_redis_argv(control, on_claim_reply, NULL, (int)(6 + n), argv, NULL) == 0) {
+    if (pg_redis_argv(control, on_claim_reply, NULL, (int)(6 + n), argv, NULL) == 0) {
         uint64_t now = cs_now_ms();
         for (size_t i = 0; i < n; i++)
             entries[i]->touched_ms = now;
@@ -218,8 +218,10 @@ void cs_acks_touch(cs_entry **entries, size_t n)
 
 /* ---- the link ---- */
 
-static void on_control_up(void)
+static void on_control_up(pg_redis *r, void *arg)
 {
+    (void)r;
+    (void)arg;
     schedule_flush();
     cs_stream_control_up();
 }
@@ -229,16 +231,23 @@ int cs_acks_start(void)
     flush_ev = event_new(cs.base, -1, 0, on_flush, NULL);
     if (!flush_ev)
         return -1;
-    control = cs_redis_new("control", on_control_up);
+    pg_redis_config rc = {
+        .host = cs.cfg.redis_host,
+        .port = (int)cs.cfg.redis_port,
+        .role = "control",
+        .base = cs.base,
+        .on_up = on_control_up,
+    };
+    control = pg_redis_new(&rc);
     return control ? 0 : -1;
 }
 
 void cs_acks_done(void)
 {
     cs_timer_clear(&retry_timer);
-    cs_redis *r = control;
+    pg_redis *r = control;
     control = NULL;
-    cs_redis_free(r);   /* callbacks still out put their entries back in the lists */
+    pg_redis_free(r);   /* callbacks still out put their entries back in the lists */
     if (flush_ev)
         event_free(flush_ev);
     flush_ev = NULL;
@@ -252,10 +261,10 @@ bool cs_acks_idle(void)
 
 bool cs_acks_link_up(void)
 {
-    return cs_redis_up(control);
+    return pg_redis_up(control) != 0;
 }
 
-cs_redis *cs_acks_link(void)
+pg_redis *cs_acks_link(void)
 {
     return control;
 }

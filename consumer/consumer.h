@@ -16,12 +16,15 @@
  * exceed max_in_flight.
  *
  * Files: main.c (start, signals, stop), settings.c (the settings table),
- * util.c (clock, lists, rate-limited logs), entries.c (the table of entries),
+ * util.c (clock, lists, retry timers), entries.c (the table of entries),
  * intake.c (checking an entry read from Redis), flow.c (what happens to an
  * entry after each event), gateway.c (one gateway connection), nodes.c (the
- * set of gateways: static or from MySQL), redis.c (reconnecting hiredis
- * links), stream.c (XREADGROUP, XAUTOCLAIM, keep-alive of held entries),
- * acks.c (XACK batches, dead letters, delivery counters). */
+ * set of gateways: static or from MySQL), stream.c (XREADGROUP, XAUTOCLAIM,
+ * keep-alive of held entries), acks.c (XACK batches, dead letters, delivery
+ * counters).  Two Redis links (common/redis_link.c): "reader" for
+ * XREADGROUP ... BLOCK alone (a blocked command holds up everything behind
+ * it on its connection) and "control" for XACK, XADD, XCLAIM, XAUTOCLAIM
+ * and XPENDING. */
 #ifndef CS_CONSUMER_H
 #define CS_CONSUMER_H
 
@@ -31,6 +34,8 @@
 #include <stdint.h>
 
 #include "db.h"
+#include "log.h"
+#include "redis_link.h"
 
 struct event_base;
 struct redisReply;
@@ -80,20 +85,6 @@ typedef struct {
 void cs_list_push(cs_list *l, cs_entry *e);
 void cs_list_remove(cs_entry *e);   /* from whatever list holds it; no-op if none */
 cs_entry *cs_list_pop(cs_list *l);
-
-/* A log line that may repeat (a server down): written at most once per
- * CS_RATELOG_MS, with the number of lines held back in between. */
-#define CS_RATELOG_MS 10000
-typedef struct {
-    uint64_t last_ms;
-    unsigned suppressed;
-} cs_ratelog;
-
-void cs_log_limited(cs_ratelog *r, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Retry delay for the n-th consecutive failure: 200 ms doubling up to max_ms, +-25 %. */
-unsigned cs_backoff_ms(unsigned n, unsigned max_ms);
 
 /* A one-shot retry timer armed at most once: *timer is its id, 0 while not
  * armed (fn sets it back to 0 when it fires).  cs_timer_clear disarms it. */
@@ -190,7 +181,7 @@ typedef struct cs_gateway {
     int64_t retry_timer, reply_timer;
     unsigned failures;      /* failures since the last reply: the reconnect backoff */
     uint64_t last_reply_ms;
-    cs_ratelog down_log;
+    pg_ratelog down_log;
 } cs_gateway;
 
 /* NULL when ip:port is not a numeric address (error logged). Connects at once. */
@@ -220,22 +211,6 @@ cs_gateway *cs_nodes_pick(uint64_t avoid);
 void cs_nodes_retired(cs_gateway *g);
 size_t cs_nodes_up(void);
 
-/* ---- Redis links (redis.c) ---- */
-
-typedef void (*cs_redis_cb)(struct redisReply *reply, void *priv);
-
-typedef struct cs_redis cs_redis;
-
-/* A link that connects now and reconnects with backoff; on_up runs after
- * each (re)connect. */
-cs_redis *cs_redis_new(const char *role, void (*on_up)(void));
-void cs_redis_free(cs_redis *r);    /* pending callbacks get reply NULL */
-bool cs_redis_up(const cs_redis *r);
-/* Sends a command; fn gets the reply, or NULL when the link dropped before it
- * came.  0, or -1 when the link is down (fn is not called). */
-int cs_redis_argv(cs_redis *r, cs_redis_cb fn, void *priv, int argc, const char **argv,
-                  const size_t *lens);
-
 /* ---- the stream (stream.c) ---- */
 
 int cs_stream_start(void);
@@ -262,7 +237,7 @@ void cs_acks_touch(cs_entry **entries, size_t n);
 bool cs_acks_idle(void);
 bool cs_acks_link_up(void);
 /* The control link, for stream.c's XAUTOCLAIM/XPENDING. */
-cs_redis *cs_acks_link(void);
+pg_redis *cs_acks_link(void);
 
 /* ---- the context ---- */
 

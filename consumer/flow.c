@@ -45,7 +45,7 @@ void cs_flow_ready(cs_entry *e)
 void cs_flow_dispatch(void)
 {
     static bool running;
-    static cs_ratelog wait_log;
+    static pg_ratelog wait_log;
     if (running || cs.stopping)
         return;
     running = true;
@@ -53,7 +53,7 @@ void cs_flow_dispatch(void)
         cs_entry *e = cs.ready.head;
         cs_gateway *g = cs_nodes_pick(e->last_gw);
         if (!g) {
-            cs_log_limited(&wait_log, PG_LOG_WARN,
+            pg_log_limited(&wait_log, PG_LOG_WARN,
                            "entries waiting for a gateway: %zu (none is up)", cs.ready.n);
             break;
         }
@@ -113,7 +113,7 @@ static void back_off(cs_entry *e, unsigned delay)
 
 void cs_flow_failed(cs_entry *e, const char *why)
 {
-    static cs_ratelog fail_log;
+    static pg_ratelog fail_log;
     if (e->deliveries >= cs.cfg.max_deliveries) {
         cs_flow_dead(e, "gave up after %lld deliveries; last: %s", e->deliveries, why);
         return;
@@ -122,9 +122,9 @@ void cs_flow_failed(cs_entry *e, const char *why)
     e->waits = 0;
     cs.stats.retried++;
     cs_acks_set_deliveries(e);
-    unsigned delay = cs_backoff_ms((unsigned)e->deliveries - 1, RETRY_MAX_MS);
+    unsigned delay = pg_backoff_ms((unsigned)e->deliveries - 1, RETRY_MAX_MS);
     pg_debug("entry %s: %s; attempt %lld in %u ms", e->id, why, e->deliveries, delay);
-    cs_log_limited(&fail_log, PG_LOG_WARN, "entry %s: %s; attempt %lld of %lld in %u ms", e->id,
+    pg_log_limited(&fail_log, PG_LOG_WARN, "entry %s: %s; attempt %lld of %lld in %u ms", e->id,
                    why, e->deliveries, cs.cfg.max_deliveries, delay);
     back_off(e, delay);
 }
@@ -132,12 +132,12 @@ void cs_flow_failed(cs_entry *e, const char *why)
 /* The gateway could not try: again later, not counted. */
 static void flow_wait(cs_entry *e, const char *why)
 {
-    static cs_ratelog wait_log;
+    static pg_ratelog wait_log;
     e->waits++;
     cs.stats.waited++;
-    unsigned delay = cs_backoff_ms(e->waits, WAIT_MAX_MS);
+    unsigned delay = pg_backoff_ms(e->waits, WAIT_MAX_MS);
     pg_debug("entry %s: %s; again in %u ms", e->id, why, delay);
-    cs_log_limited(&wait_log, PG_LOG_WARN, "entry %s: %s; again in %u ms (not counted as an attempt)",
+    pg_log_limited(&wait_log, PG_LOG_WARN, "entry %s: %s; again in %u ms (not counted as an attempt)",
                    e->id, why, delay);
     back_off(e, delay);
 }

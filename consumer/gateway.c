@@ -51,7 +51,7 @@ static void on_retry(int64_t timer_id, void *arg)
 
 static void schedule_reconnect(cs_gateway *g)
 {
-    unsigned delay = cs_backoff_ms(g->failures, RECONNECT_MAX_MS);
+    unsigned delay = pg_backoff_ms(g->failures, RECONNECT_MAX_MS);
     g->retry_timer = pg_timer_after(delay, on_retry, g);
     if (g->retry_timer < 0) {
         g->retry_timer = 0;
@@ -101,7 +101,7 @@ static bool connection_lost(cs_gateway *g, const char *why)
         pg_warn("gateway %s: connection lost (%s); %zu requests in flight will be retried", g->name,
                 why, n);
     else
-        cs_log_limited(&g->down_log, PG_LOG_WARN, "gateway %s unavailable: %s; retrying", g->name,
+        pg_log_limited(&g->down_log, PG_LOG_WARN, "gateway %s unavailable: %s; retrying", g->name,
                        why);
     fail_inflight(g, why);
     if (free_if_drained(g))

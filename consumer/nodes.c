@@ -38,7 +38,7 @@ static size_t nretiring;
 static size_t rr;
 static pg_db *db;
 static int64_t refresh_timer;
-static cs_ratelog db_log, none_log;
+static pg_ratelog db_log, none_log;
 static unsigned db_failures;
 static uint64_t db_next_try_ms;
 
@@ -147,7 +147,7 @@ static void apply_rows(const node_rows *rows)
             pg_info("gateway %s:%d joined (gateway_nodes)", rows->v[i].ip, rows->v[i].port);
     }
     if (nlive == 0)
-        cs_log_limited(&none_log, PG_LOG_WARN, "no gateway is up in gateway_nodes: entries wait");
+        pg_log_limited(&none_log, PG_LOG_WARN, "no gateway is up in gateway_nodes: entries wait");
     else if (before == 0)
         none_log.last_ms = 0;
 }
@@ -171,7 +171,7 @@ static pg_db *open_db(void)
     pg_db *d = pg_db_connect(&cs.mysql, DB_TIMEOUT_S, DB_TIMEOUT_S, err, sizeof(err));
     if (!d) {
         db_failed();
-        cs_log_limited(&db_log, PG_LOG_WARN,
+        pg_log_limited(&db_log, PG_LOG_WARN,
                        "MySQL %s:%lld unavailable (%s): keeping %zu known gateways; retrying",
                        cs.mysql.host, cs.mysql.port, err, nlive);
     }
@@ -190,7 +190,7 @@ static void refresh(void)
     long long rc = pg_db_query(db, "SELECT ip, internal_port FROM gateway_nodes WHERE state = 'up'",
                                NULL, 0, on_row, &rows);
     if (rc < 0) {
-        cs_log_limited(&db_log, PG_LOG_WARN,
+        pg_log_limited(&db_log, PG_LOG_WARN,
                        "reading gateway_nodes failed (%s): keeping %zu known gateways; retrying",
                        pg_db_error(db), nlive);
         pg_db_close(db);

@@ -26,14 +26,14 @@
 #define TOUCH_BATCH 1000
 #define STATS_MS 10000
 
-static cs_redis *reader;
+static pg_redis *reader;
 static bool reading;            /* an XREADGROUP is out */
 static size_t read_reserved;
 static bool claiming;           /* an XAUTOCLAIM is out */
 static size_t claim_reserved;
 static char cursor[CS_ID_MAX] = "0-0";
 static int64_t retry_timer, claim_timer, touch_timer, stats_timer;
-static cs_ratelog read_log, claim_log;
+static pg_ratelog read_log, claim_log;
 static cs_stats last_stats;
 
 static void create_group(void);
@@ -61,7 +61,7 @@ static void on_read(struct redisReply *reply, void *priv);
 
 static void read_more(void)
 {
-    if (cs.stopping || reading || retry_timer > 0 || !cs_redis_up(reader))
+    if (cs.stopping || reading || retry_timer > 0 || !pg_redis_up(reader))
         return;
     size_t room = cs_room();
     if (room == 0 || (room < read_threshold() && cs_entries_held() > 0))
@@ -72,7 +72,7 @@ static void read_more(void)
     snprintf(block, sizeof(block), "%lld", cs.cfg.block_ms);
     const char *argv[] = {"XREADGROUP", "GROUP", cs.cfg.group, cs.cfg.consumer, "COUNT", count,
                           "BLOCK", block, "STREAMS", cs.cfg.stream, ">"};
-    if (cs_redis_argv(reader, on_read, NULL, 11, argv, NULL) < 0)
+    if (pg_redis_argv(reader, on_read, NULL, 11, argv, NULL) < 0)
         return;     /* the link is down: its on_up starts again */
     reading = true;
     read_reserved = k;
@@ -109,7 +109,7 @@ static void on_read(struct redisReply *reply, void *priv)
                     "creating it again", cs.cfg.group, cs.cfg.stream);
             create_group();
         } else {
-            cs_log_limited(&read_log, PG_LOG_WARN, "XREADGROUP on %s failed: %s; retrying",
+            pg_log_limited(&read_log, PG_LOG_WARN, "XREADGROUP on %s failed: %s; retrying",
                        cs.cfg.stream, reply->str);
             cs_retry_later(&retry_timer, on_retry);
         }
@@ -126,7 +126,7 @@ static void on_group(struct redisReply *reply, void *priv)
     if (!reply)
         return;
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
-        cs_log_limited(&read_log, PG_LOG_WARN, "XGROUP CREATE %s %s failed: %s; retrying",
+        pg_log_limited(&read_log, PG_LOG_WARN, "XGROUP CREATE %s %s failed: %s; retrying",
                        cs.cfg.stream, cs.cfg.group, reply->str);
         cs_retry_later(&retry_timer, on_retry);
         return;
@@ -139,7 +139,16 @@ static void on_group(struct redisReply *reply, void *priv)
 static void create_group(void)
 {
     const char *argv[] = {"XGROUP", "CREATE", cs.cfg.stream, cs.cfg.group, "0", "MKSTREAM"};
-    cs_redis_argv(reader, on_group, NULL, 6, argv, NULL);
+    pg_redis_argv(reader, on_group, NULL, 6, argv, NULL);
+}
+
+/* Each (re)connect of the reader: the group may be gone (Redis restarted
+ * without its data), so make sure of it first, then read. */
+static void on_reader_up(pg_redis *r, void *arg)
+{
+    (void)r;
+    (void)arg;
+    create_group();
 }
 
 /* ---- reclaiming from dead consumers ---- */
@@ -151,7 +160,7 @@ static bool take_claimed(const redisReply *reply)
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_ARRAY) {
         if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) != 0)
-            cs_log_limited(&claim_log, PG_LOG_WARN, "XAUTOCLAIM on %s failed: %s", cs.cfg.stream,
+            pg_log_limited(&claim_log, PG_LOG_WARN, "XAUTOCLAIM on %s failed: %s", cs.cfg.stream,
                            reply->str);
         strcpy(cursor, "0-0");
         return false;
@@ -203,7 +212,7 @@ static void claim_round(void)
     snprintf(count, sizeof(count), "%zu", k);
     const char *argv[] = {"XAUTOCLAIM", cs.cfg.stream, cs.cfg.group, cs.cfg.consumer, idle, cursor,
                           "COUNT", count};
-    if (cs_redis_argv(cs_acks_link(), on_claim, NULL, 8, argv, NULL) < 0)
+    if (pg_redis_argv(cs_acks_link(), on_claim, NULL, 8, argv, NULL) < 0)
         return;
     claiming = true;
     claim_reserved = k;
@@ -240,7 +249,7 @@ void cs_stream_count(cs_entry *e)
 {
     e->state = CS_E_COUNTING;
     const char *argv[] = {"XPENDING", cs.cfg.stream, cs.cfg.group, e->id, e->id, "1"};
-    if (cs_redis_argv(cs_acks_link(), on_count, e, 6, argv, NULL) < 0)
+    if (pg_redis_argv(cs_acks_link(), on_count, e, 6, argv, NULL) < 0)
         cs_flow_counted(e, 2);
 }
 
@@ -320,7 +329,14 @@ int cs_stream_start(void)
     claim_timer = tick(claim_ms, on_claim_tick);
     touch_timer = tick(cs.cfg.claim_min_idle_ms / 3, on_touch_tick);
     stats_timer = tick(STATS_MS, on_stats_tick);
-    reader = cs_redis_new("reader", create_group);
+    pg_redis_config rc = {
+        .host = cs.cfg.redis_host,
+        .port = (int)cs.cfg.redis_port,
+        .role = "reader",
+        .base = cs.base,
+        .on_up = on_reader_up,
+    };
+    reader = pg_redis_new(&rc);
     if (claim_timer < 0 || touch_timer < 0 || stats_timer < 0 || !reader) {
         pg_error("cannot start reading the stream (out of memory)");
         return -1;
@@ -333,9 +349,9 @@ void cs_stream_stop_reading(void)
     cs_timer_clear(&claim_timer);
     cs_timer_clear(&touch_timer);
     cs_timer_clear(&retry_timer);
-    cs_redis *r = reader;
+    pg_redis *r = reader;
     reader = NULL;
-    cs_redis_free(r);   /* an XREADGROUP still blocked is dropped unanswered */
+    pg_redis_free(r);   /* an XREADGROUP still blocked is dropped unanswered */
 }
 
 void cs_stream_done(void)

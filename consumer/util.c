@@ -1,8 +1,7 @@
 /* util.c - small helpers the consumer's modules share: a monotonic clock,
  * intrusive lists of entries (an entry is in at most one list, so moving it
- * never allocates), rate-limited log lines (a server that stays down must
- * not flood the log) and retry delays with jitter (consumers that lost the
- * same server must not come back in lockstep). */
+ * never allocates) and a retry timer armed at most once (a command Redis
+ * refuses is tried again after a pause, never in a tight loop). */
 #include "consumer.h"
 
 #include "log.h"
@@ -57,40 +56,6 @@ cs_entry *cs_list_pop(cs_list *l)
     if (e)
         cs_list_remove(e);
     return e;
-}
-
-void cs_log_limited(cs_ratelog *r, int level, const char *fmt, ...)
-{
-    uint64_t now = cs_now_ms();
-    if (r->last_ms && now - r->last_ms < CS_RATELOG_MS) {
-        r->suppressed++;
-        return;
-    }
-    char text[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-    if (r->suppressed)
-        pg_log((pg_log_level)level, "%s (%u more like this in the last %u s)", text,
-               r->suppressed, CS_RATELOG_MS / 1000);
-    else
-        pg_log((pg_log_level)level, "%s", text);
-    r->last_ms = now ? now : 1;
-    r->suppressed = 0;
-}
-
-unsigned cs_backoff_ms(unsigned n, unsigned max_ms)
-{
-    unsigned ms = 200;
-    for (unsigned i = 1; i < n && ms < max_ms; i++)
-        ms *= 2;
-    if (ms > max_ms)
-        ms = max_ms;
-    unsigned jitter = ms / 4;
-    if (jitter)
-        ms = ms - jitter + (unsigned)(random() % (2 * jitter + 1));
-    return ms ? ms : 1;
 }
 
 void cs_retry_later(int64_t *timer, void (*fn)(int64_t timer_id, void *arg))

@@ -56,6 +56,8 @@ typedef struct {
     size_t max_incomplete_bytes;
     long long push_record_slots;
     long long route_cache_entries;
+    char *redis_host;
+    long long redis_port;
     long long node_heartbeat_interval;
     long long node_dead_after;
     char *proxy;                   /* "host:port[,host:port...]", tried in order */
@@ -230,6 +232,15 @@ void gw_route_cache_forget(const char *uuid);
 void gw_route_cache_flush(void);
 /* The feed just spoke: the cache may be trusted for a while. */
 void gw_route_cache_feed_alive(void);
+/* The feed is down: not trusted from now on. */
+void gw_route_cache_feed_lost(void);
+
+/* route_feed.c: workers.  Registrations and unregistrations announced to
+ * every node's route cache through Redis (redis_host). */
+void gw_route_feed_start(void);
+void gw_route_feed_stop(void);
+/* uuid's online_clients rows changed (after MySQL has them). */
+void gw_route_feed_announce(const char *uuid);
 void gw_route_cache_stats_get(gw_route_cache_stats *out);
 
 /* browser.c */

@@ -60,6 +60,10 @@ static const pg_conf_def gateway_defs[] = {
     {"route_cache_entries", PG_CONF_INT, G(route_cache_entries), "65536", 0, 1LL << 24, NULL,
      "uuids whose sessions on other nodes are cached, 128 bytes each in shared memory, "
      "trusted while the route feed works (0: every order is looked up in MySQL)"},
+    {"redis_host", PG_CONF_STRING, G(redis_host), "", 0, 0, NULL,
+     "Redis of the route feed, which tells every node of every registration (empty: no "
+     "feed, so no route cache: every order is looked up in MySQL)"},
+    {"redis_port", PG_CONF_INT, G(redis_port), "6379", 1, 65535, NULL, "its port"},
     {"node_heartbeat_interval", PG_CONF_INT, G(node_heartbeat_interval), "5", 1, 3600, NULL,
      "seconds between heartbeats of this node's gateway_nodes row"},
     {"node_dead_after", PG_CONF_INT, G(node_dead_after), "30", 2, 86400, NULL,
@@ -79,6 +83,7 @@ static void on_start(pg_server *s, int id)
         gw_handoff_start();
         gw_proxy_start();
         gw_redeliver_start();
+        gw_route_feed_start();
     }
 }
 
@@ -90,6 +95,7 @@ static void on_stop(pg_server *s, int id)
     } else {
         gw_route_stop();
         gw_redeliver_stop();
+        gw_route_feed_stop();
         gw_proxy_stop();
         gw_store_stop();
         gw_session_worker_stop();
@@ -142,6 +148,8 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
         gw_internal_token_checked(r);
     else if (strcmp(op, "redeliver") == 0)
         gw_redeliver_answered(r);
+    else if (strcmp(op, "unregistered") == 0)
+        gw_route_feed_announce(json_string_value(json_object_get(r, "uuid")));
     json_decref(r);
 }
 

@@ -227,6 +227,8 @@ static void on_reply(const char *data, size_t len)
             pg_info("proxy: push to %s refused (%d %s); storing it",
                     json_string_value(json_object_get(f->target, "uuid")), code,
                     json_string_value(json_object_get(r, "msg")));
+        if (code == PG_ERR_GONE)   /* the route was stale: not from the cache again */
+            gw_route_cache_forget(json_string_value(json_object_get(f->target, "uuid")));
         else if (json_integer_value(json_object_get(r, "pending")) > 0 && batch_ticket(f->b))
             await_final((uint64_t)req_id, f->target, batch_ticket(f->b));
         settle(f->b, f->target, code == PG_OK     ? PUSH_FORWARDED

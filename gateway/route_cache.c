@@ -9,7 +9,8 @@
  * and the announced uuid's entry is dropped.  So:
  *  - the cache is trusted only while the feed is known to work: it must
  *    have spoken (an announcement or its own heartbeat) within
- *    FEED_SILENCE_MS; otherwise every order is looked up in MySQL;
+ *    FEED_SILENCE_MS, and not have been lost since; otherwise every order is
+ *    looked up in MySQL;
  *  - when the feed (re)connects, the epoch moves on, and every entry made
  *    before is a miss: announcements may have been lost meanwhile;
  *  - a lookup that ran while its uuid was announced must not be cached: a
@@ -43,7 +44,7 @@
 #define WAYS 4
 #define NODES_MAX 256
 #define ANNOUNCED_SLOTS 4096
-#define FEED_SILENCE_MS 3000
+#define FEED_SILENCE_MS 1500
 #define ENTRY_TTL_S 60
 
 typedef struct {
@@ -334,6 +335,12 @@ void gw_route_cache_feed_alive(void)
 {
     if (head)
         atomic_store(&head->feed_ms, mono_ms());
+}
+
+void gw_route_cache_feed_lost(void)
+{
+    if (head)
+        atomic_store(&head->feed_ms, 0);
 }
 
 void gw_route_cache_stats_get(gw_route_cache_stats *out)

@@ -433,8 +433,12 @@ void gw_session_registered(json_t *answer)
         gw_batch_answered(&registrations[t]);
     size_t i;
     json_t *r;
-    json_array_foreach(json_object_get(answer, "results"), i, r)
+    json_array_foreach(json_object_get(answer, "results"), i, r) {
+        const char *uuid = json_string_value(json_object_get(r, "uuid"));
+        if (uuid && json_integer_value(json_object_get(r, "code")) == PG_OK)
+            gw_route_feed_announce(uuid);   /* its row is in MySQL now */
         gw_browser_registered(r);
+    }
 }
 
 /* A worker that replaced another (reload, max_request, crash) adopts the
@@ -619,7 +623,8 @@ void gw_session_closed(pg_session_id session)
         pg_table_del(gw.sessions, key);
         store_unacked(b->uuid, b->pending, b->npending, 0, b->session);
         gw_client_id(session, client_id, sizeof(client_id));
-        gw_task(json_pack("{s:s,s:s}", "op", "unregister", "client_id", client_id),
+        gw_task(json_pack("{s:s,s:s,s:s}", "op", "unregister", "client_id", client_id, "uuid",
+                          b->uuid),
                 gw_task_worker_of(session));
     }
     free_session(b);

@@ -450,11 +450,14 @@ static void op_offline_page(json_t *task)
     finish(result);
 }
 
+/* The row goes; the worker then announces the uuid to every node. */
 static void op_unregister(json_t *task)
 {
     const char *client_id = json_string_value(json_object_get(task, "client_id"));
     pg_db_value p = PG_DB_STR_VALUE(client_id ? client_id : "");
     exec_sql("DELETE FROM online_clients WHERE client_id = ?", &p, 1);
+    if (json_is_string(json_object_get(task, "uuid")))
+        finish(json_pack("{s:s,s:O}", "op", "unregistered", "uuid", json_object_get(task, "uuid")));
 }
 
 /* The stored copies of acknowledged messages (session.c): {uuid, msg_id}
@@ -552,11 +555,12 @@ static size_t each_target(route_rows *rows, const char *uuid, json_int_t keep_aw
 typedef struct {
     json_t *item;     /* a stored {uuid, msg_id, payload} */
     json_t *local;    /* pushes for the asking worker */
+    json_t *hints;    /* {uuid, hint: [ip, port]} of sessions on other nodes */
 } stored_target;
 
 /* A stored message's session here gets it now, marked stored; "t", the
  * ticket of the message it belongs to, tells the worker whom it reached
- * (store.c). */
+ * (store.c).  A session on another node is hinted to that node. */
 static void push_stored(json_t *row, int local, void *arg)
 {
     stored_target *st = arg;
@@ -568,24 +572,34 @@ static void push_stored(json_t *row, int local, void *arg)
                                                    json_object_get(item, "msg_id"), "payload",
                                                    json_object_get(item, "payload"), "stored", 1, "t",
                                                    json_object_get(item, "t")));
+    else
+        json_array_append_new(st->hints, json_pack("{s:O,s:[O,O]}", "uuid", json_object_get(item, "uuid"),
+                                                   "hint", json_object_get(row, "ip"),
+                                                   json_object_get(row, "port")));
 }
 
-/* A browser that registered between the lookup and the store may have read
- * its offline messages before the store's insert: look again, and push to
- * sessions found now.  The message stays stored and the push says so, so
- * the browser's ACK deletes it; at worst the browser sees it twice.  Those
- * on other nodes get it at their next connect. */
+/* A browser that registered between the lookup and the store (or whose
+ * route was stale: a cached one, a lookup a moment old) may have read its
+ * offline messages before the store's insert: look again.  Its sessions
+ * here get the message now; those on other nodes are named to their node
+ * (redeliveries), which sends it to them.  The message stays stored and the
+ * push says so, so the browser's ACK deletes it; a session that has it
+ * already is not sent it again (push_record.c). */
 static int recheck_stored(json_t *store, json_t *local, json_int_t keep_away)
 {
     route_rows rows = {.by_uuid = json_object()};
+    json_t *hints = json_array();
     int rc = lookup_routes(store, "uuid", &rows);
     size_t i;
     json_t *it;
     json_array_foreach(rc == 0 ? store : NULL, i, it) {
-        stored_target st = {.item = it, .local = local};
+        stored_target st = {.item = it, .local = local, .hints = hints};
         each_target(&rows, json_string_value(json_object_get(it, "uuid")), keep_away, push_stored,
                     &st);
     }
+    if (json_array_size(hints) > 0 && note_redeliveries(hints) < 0)
+        pg_error("could not tell other nodes of stored messages for their browsers");
+    json_decref(hints);
     json_decref(rows.by_uuid);
     return rc;
 }
