@@ -94,6 +94,7 @@ int gw_node_register(void)
         pg_error("registering node %s: %s", gw.node_id, pg_db_error(db));
     else
         pg_notice("node %s registered, boot generation %lld", gw.node_id, generation);
+    atomic_store(&gw.counters->mysql_ok, rc == 0);   /* /stats says so before any task ran */
     pg_db_close(db);
     return rc;
 }
