@@ -7,7 +7,6 @@
  * package_max_length closes it (the engine does that). */
 #include "proxy.h"
 
-#include "json_out.h"
 #include "log.h"
 #include "reply.h"
 
@@ -73,7 +72,11 @@ static int nonempty_string(json_t *req, const char *key)
     return s && *s;
 }
 
-static void push_local(pg_session_id session, json_t *req)
+/* The request's own text, checked above, goes on as it came: only the
+ * proxy's req_id is added at its end (a JSON object's last member of a
+ * name wins), so remote_data, the browser's event, is neither parsed again
+ * by the proxy's writer nor printed again. */
+static void push_local(pg_session_id session, json_t *req, const char *text, size_t len)
 {
     const char *ip;
     int port;
@@ -95,14 +98,9 @@ static void push_local(pg_session_id session, json_t *req)
         return;
     }
     evbuffer_drain(body, evbuffer_get_length(body));
-    if (pg_json_put(body, json_object_get(req, "chat_token"),
-                    "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
-        pg_json_put(body, json_object_get(req, "client_id"), ",\"client_id\":") < 0 ||
-        pg_json_put(body, json_object_get(req, "uuid"), ",\"uuid\":") < 0 ||
-        pg_json_put(body, json_object_get(req, "remote_data"), ",\"remote_data\":") < 0 ||
-        pg_json_put(body, msg_id ? msg_id : json_null(), ",\"msg_id\":") < 0 ||
-        (json_is_true(json_object_get(req, "handoff")) &&
-         pg_json_put(body, NULL, ",\"handoff\":true") < 0)) {
+    while (len > 0 && text[len - 1] != '}')   /* trailing white space */
+        len--;
+    if (len < 2 || evbuffer_add(body, text, len - 1) < 0) {
         px_answer(session, PG_ERR_INTERNAL, NULL, msg_id, req_id, NULL);
         return;
     }
@@ -132,7 +130,7 @@ void px_request(pg_session_id session, const char *data, size_t len)
     } else if (!url) {
         refuse(session, PG_ERR_BAD_REQUEST, "url is missing", req);
     } else if (strcmp(url, "/chat/push-local") == 0) {
-        push_local(session, req);
+        push_local(session, req, data, len);
     } else if (strcmp(url, "/stats") == 0) {
         stats(session, req);
     } else {
