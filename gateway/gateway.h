@@ -112,22 +112,30 @@ typedef struct {
     uint64_t ticket;               /* 0: nothing waits */
 } gw_waiter;
 /* Messages between workers start with one of these bytes. */
-enum { GW_PIPE_PUSH = 'P', GW_PIPE_HANDOFF = 'H', GW_PIPE_REDELIVER = 'R' };
+enum { GW_PIPE_PUSH = 'P', GW_PIPE_REDELIVER = 'R' };
+/* master, before fork: room for capacity open tickets, in shared memory.
+ * A ticket is open from a request until its final reply; senders keep far
+ * fewer requests than this in flight. */
+#define GW_HANDOFF_TICKETS 16384
+int gw_handoff_create(uint32_t capacity);
+void gw_handoff_destroy(void);
 void gw_handoff_start(void);
 void gw_handoff_stop(void);
 /* A ticket (0: none could be made) for a request answered on reply_to. */
 uint64_t gw_handoff_open(pg_session_id reply_to, json_t *msg_id, json_t *req_id);
-/* One more target to wait for: the waiter its push carries. */
-gw_waiter gw_handoff_expect(uint64_t ticket);
+/* One more target to wait for: the waiter its push carries.  home: the
+ * worker that will settle it (the session's home worker), -1: none. */
+gw_waiter gw_handoff_expect(uint64_t ticket, int home);
 /* The first reply is going out: how many targets still wait (0: it was the
- * last reply, and the ticket is closed). */
-unsigned gw_handoff_replied(uint64_t ticket);
-/* The first reply is an error: the sender retries it all, nothing waits. */
-void gw_handoff_drop(uint64_t ticket);
+ * last reply, and the ticket is closed); -1: send no reply, the ticket was
+ * answered already (its worker was replaced meanwhile, gw_handoff_start). */
+int gw_handoff_replied(uint64_t ticket);
+/* The first reply is an error: the sender retries it all, nothing waits.
+ * -1 as for gw_handoff_replied. */
+int gw_handoff_drop(uint64_t ticket);
 /* outcome: GW_PUSH_ACKED, GW_PUSH_STORED, or an error code. */
 void gw_handoff_settled(uint64_t ticket, int outcome);
 void gw_waiter_settle(const gw_waiter *w, int outcome);
-void gw_handoff_pipe_message(const char *data, size_t len);
 
 /* session.c */
 int gw_sessions_create(uint32_t capacity);

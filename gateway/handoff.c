@@ -1,5 +1,5 @@
-/* handoff.c - workers: an internal request is answered a second time once
- * every browser it reached has acknowledged it, or it is stored.
+/* handoff.c - an internal request is answered a second time once every
+ * browser it reached has acknowledged it, or it is stored.
  *
  * The consumer may XACK a stream entry only when the work order can no
  * longer be lost: when each target browser has ACKed it, or it is in
@@ -15,19 +15,27 @@
  *                                  acknowledged nor stored, so retry
  *
  * The worker that routes the request opens a ticket; each push that must
- * be waited for carries a waiter (this worker, the ticket) to the session's
- * home worker, which reports the outcome when the browser ACKs, or when
- * the message went back to the store (ack_timeout, close, too many
- * pending) and the store confirmed it.  A ticket not settled within
- * ack_timeout + HANDOFF_GRACE_S (a home worker killed, a store lost) is
- * answered with an error: the sender retries, and the node's push record
- * (push_record.c) keeps the retry from reaching any browser twice. */
+ * be waited for carries its id (a waiter) to the session's home worker,
+ * which settles it when the browser ACKs, or when the message went back to
+ * the store (ack_timeout, close, too many pending) and the store confirmed
+ * it.  Tickets live in shared memory, so the home worker settles them
+ * itself, with no message back, and whichever process brings a ticket to
+ * its end sends the final reply: the count of targets waiting and the flag
+ * "first reply sent" share one atomic word, so exactly one of them sees
+ * both done.  A worker killed with pushes of its sessions still queued
+ * (push_record.c) leaves their tickets waiting: its replacement fails every
+ * ticket that waited on it at once, with a retry-later code, and the
+ * node's push record keeps the retry from reaching any browser twice.  A
+ * ticket not settled within ack_timeout + HANDOFF_GRACE_S is answered with
+ * an error the same way. */
 #include "gateway.h"
 
 #include "log.h"
 #include "reply.h"
+#include "shm.h"
 #include "timer.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,191 +43,303 @@
 
 #define HANDOFF_GRACE_S 10
 #define SWEEP_MS 1000
+#define ID_MAX 96
+
+/* A ticket's state word: its generation, two flags and how many targets
+ * still wait.  Every change is one compare-and-swap that also checks the
+ * generation, so a late settle of an ended ticket can never touch the
+ * ticket that reuses its slot. */
+#define COUNT_MASK UINT64_C(0x3fffffff)
+#define FAILED (UINT64_C(1) << 30)    /* some target could not be settled */
+#define REPLIED (UINT64_C(1) << 31)   /* the first reply went out */
+#define GEN_SHIFT 32
+#define GEN(word) ((uint32_t)((word) >> GEN_SHIFT))
+/* Answered for good: nothing about it may change any more.  Generation 0
+ * is a slot never opened. */
+#define ENDED(word) (GEN(word) == 0 || (((word) & REPLIED) && ((word) & COUNT_MASK) == 0))
+
+enum { SLOT_FREE = 0, SLOT_TAKEN };
 
 typedef struct {
-    pg_session_id reply_to;    /* the connection to answer (consumer or proxy) */
-    json_t *msg_id, *req_id;   /* echoed; req_id NULL: none */
-    unsigned waiting;          /* targets not yet settled */
-    unsigned acked, stored;
-    int code;                  /* PG_OK, or the first failure */
-    int replied;               /* the first reply went out */
-    time_t deadline;
+    _Atomic uint32_t state;          /* SLOT_FREE: anyone may open it */
+    _Atomic uint64_t word;           /* generation | flags | count */
+    _Atomic uint32_t acked, stored;
+    _Atomic int32_t code;            /* the first failure's code */
+    _Atomic uint64_t waits_on[PG_SERVER_MAX_WORKERS / 64];   /* home workers of its pushes */
+    int32_t owner;                   /* the worker that opened it */
+    int64_t deadline;                /* seconds */
+    pg_session_id reply_to;          /* the connection to answer (consumer or proxy) */
+    int64_t req_id;                  /* echoed when has_req_id */
+    uint8_t has_req_id;
+    char msg_id[ID_MAX];
 } ticket;
 
-static pg_idmap *tickets;
-static uint64_t next_ticket;
+static ticket *slots;
+static uint32_t nslots;
+static uint32_t cursor;              /* this worker's next place to look */
 static int64_t sweep_timer;
 
-static void free_ticket(ticket *t)
+int gw_handoff_create(uint32_t capacity)
 {
-    json_decref(t->msg_id);
-    json_decref(t->req_id);
-    free(t);
+    nslots = capacity;
+    slots = capacity ? pg_shm_alloc((size_t)nslots * sizeof(*slots)) : NULL;
+    return slots || !capacity ? 0 : -1;
 }
 
-static void send_final(ticket *t)
+void gw_handoff_destroy(void)
+{
+    if (slots)
+        pg_shm_free(slots, (size_t)nslots * sizeof(*slots));
+    slots = NULL;
+}
+
+/* A ticket id: the slot's generation above its index; never 0. */
+static ticket *find(uint64_t id, uint32_t *gen)
+{
+    uint32_t index = (uint32_t)id;
+    if (!slots || !id || index >= nslots)
+        return NULL;
+    *gen = (uint32_t)(id >> 32);
+    return &slots[index];
+}
+
+/* The final reply, then the slot is free again.  Only the process whose
+ * change ended the ticket calls this. */
+static void send_final(ticket *t, uint64_t word)
 {
     char tail[96];
-    snprintf(tail, sizeof(tail), ",\"final\":true,\"acked\":%u,\"stored\":%u", t->acked, t->stored);
+    int code = !(word & FAILED) ? PG_OK : atomic_load(&t->code) ? atomic_load(&t->code) : PG_ERR_INTERNAL;
+    snprintf(tail, sizeof(tail), ",\"final\":true,\"acked\":%u,\"stored\":%u",
+             atomic_load(&t->acked), atomic_load(&t->stored));
+    json_t *msg_id = json_string(t->msg_id);
+    json_t *req_id = t->has_req_id ? json_integer((json_int_t)t->req_id) : NULL;
     size_t len;
-    char *text = pg_reply_json(t->code, t->code == PG_OK ? "handed off" : pg_code_text(t->code),
-                               t->msg_id, t->req_id, tail, &len);
-    if (text)
-        pg_server_send(gw.server, t->reply_to, text, len);
+    char *text = pg_reply_json(code, code == PG_OK ? "handed off" : pg_code_text(code), msg_id,
+                               req_id, tail, &len);
+    if (!text || pg_server_send(gw.server, t->reply_to, text, len) != 0)
+        pg_error("request %s: the final reply could not be sent; the sender's wait expires", t->msg_id);
     free(text);
+    json_decref(msg_id);
+    json_decref(req_id);
+    atomic_store(&t->state, SLOT_FREE);
 }
 
-/* Answers and forgets the ticket once nothing waits and the first reply is out. */
-static void finish_if_settled(uint64_t id, ticket *t)
+static void open_slot(ticket *t, pg_session_id reply_to, const char *msg_id, json_t *req_id)
 {
-    if (t->waiting > 0 || !t->replied)
-        return;
-    pg_idmap_remove(tickets, id);
-    send_final(t);
-    free_ticket(t);
+    atomic_store(&t->acked, 0);
+    atomic_store(&t->stored, 0);
+    atomic_store(&t->code, 0);
+    for (size_t w = 0; w < sizeof(t->waits_on) / sizeof(t->waits_on[0]); w++)
+        atomic_store(&t->waits_on[w], 0);
+    t->owner = pg_server_worker_id(gw.server);
+    t->deadline = (int64_t)time(NULL) + gw.cfg.ack_timeout + HANDOFF_GRACE_S;
+    t->reply_to = reply_to;
+    t->has_req_id = json_is_integer(req_id);
+    t->req_id = t->has_req_id ? (int64_t)json_integer_value(req_id) : 0;
+    snprintf(t->msg_id, sizeof(t->msg_id), "%s", msg_id);
 }
 
-static int expire_one(uint64_t id, void *value, void *arg)
+uint64_t gw_handoff_open(pg_session_id reply_to, json_t *msg_id, json_t *req_id)
 {
-    ticket *t = value;
-    if (t->deadline > *(time_t *)arg)
+    const char *id = json_string_value(msg_id);
+    if (!slots || !id || strlen(id) >= ID_MAX)
         return 0;
-    if (!t->replied) {   /* its routing never ended (a task lost): the sender times out */
-        pg_idmap_remove(tickets, id);
-        free_ticket(t);
-        return 0;
+    for (uint32_t tries = 0; tries < nslots; tries++) {
+        uint32_t i = cursor++ % nslots;
+        uint32_t expected = SLOT_FREE;
+        ticket *t = &slots[i];
+        if (!atomic_compare_exchange_strong(&t->state, &expected, SLOT_TAKEN))
+            continue;
+        open_slot(t, reply_to, id, req_id);
+        uint32_t gen = GEN(atomic_load(&t->word)) + 1;
+        if (gen == 0)
+            gen = 1;
+        atomic_store(&t->word, (uint64_t)gen << GEN_SHIFT);
+        return (uint64_t)gen << 32 | i;
     }
-    pg_warn("request %s: %u browser(s) neither acknowledged nor stored it in time; the sender retries",
-            json_string_value(t->msg_id) ? json_string_value(t->msg_id) : "?", t->waiting);
-    t->code = PG_ERR_INTERNAL;
-    t->waiting = 0;
-    finish_if_settled(id, t);
+    pg_warn("no free hand-off ticket (%u in use): the request is answered once", nslots);
     return 0;
 }
 
+gw_waiter gw_handoff_expect(uint64_t id, int home)
+{
+    uint32_t gen;
+    ticket *t = find(id, &gen);
+    if (!t)
+        return (gw_waiter){0};
+    uint64_t word = atomic_load(&t->word);
+    do {
+        if (GEN(word) != gen || (word & REPLIED) || (word & COUNT_MASK) == COUNT_MASK)
+            return (gw_waiter){0};
+    } while (!atomic_compare_exchange_weak(&t->word, &word, word + 1));
+    if (home >= 0 && home < PG_SERVER_MAX_WORKERS)
+        atomic_fetch_or(&t->waits_on[home / 64], UINT64_C(1) << (home % 64));
+    return (gw_waiter){.worker = pg_server_worker_id(gw.server), .ticket = id};
+}
+
+int gw_handoff_replied(uint64_t id)
+{
+    uint32_t gen;
+    ticket *t = find(id, &gen);
+    if (!t)
+        return -1;
+    uint64_t word = atomic_load(&t->word);
+    do {
+        if (GEN(word) != gen || (word & REPLIED))
+            return -1;
+    } while (!atomic_compare_exchange_weak(&t->word, &word, word | REPLIED));
+    if ((word & COUNT_MASK) == 0)   /* nothing to wait for: that was the last reply */
+        atomic_store(&t->state, SLOT_FREE);
+    return (int)(word & COUNT_MASK);
+}
+
+int gw_handoff_drop(uint64_t id)
+{
+    uint32_t gen;
+    ticket *t = find(id, &gen);
+    if (!t)
+        return -1;
+    /* a new generation, ended: whatever still reports to this one finds
+     * nothing */
+    uint64_t word = atomic_load(&t->word);
+    do {
+        if (GEN(word) != gen || (word & REPLIED))
+            return -1;
+    } while (!atomic_compare_exchange_weak(&t->word, &word,
+                                           (uint64_t)(gen + 1) << GEN_SHIFT | REPLIED));
+    atomic_store(&t->state, SLOT_FREE);
+    return 0;
+}
+
+/* One target settled; the change that settles the last one, after the
+ * first reply, ends the ticket. */
+static void settle(ticket *t, uint32_t gen, int outcome)
+{
+    int failed = outcome != GW_PUSH_ACKED && outcome != GW_PUSH_STORED;
+    uint64_t word = atomic_load(&t->word), next;
+    if (GEN(word) != gen)
+        return;
+    /* counted before the change that may end it, so its final sees them */
+    if (failed) {
+        int32_t none = 0;
+        atomic_compare_exchange_strong(&t->code, &none, outcome);
+    } else {
+        atomic_fetch_add(outcome == GW_PUSH_ACKED ? &t->acked : &t->stored, 1);
+    }
+    do {
+        if (GEN(word) != gen || (word & COUNT_MASK) == 0)
+            return;
+        next = (word - 1) | (failed ? FAILED : 0);
+    } while (!atomic_compare_exchange_weak(&t->word, &word, next));
+    if ((next & REPLIED) && (next & COUNT_MASK) == 0)
+        send_final(t, next);
+}
+
+void gw_handoff_settled(uint64_t id, int outcome)
+{
+    uint32_t gen;
+    ticket *t = find(id, &gen);
+    if (t)
+        settle(t, gen, outcome);
+}
+
+void gw_waiter_settle(const gw_waiter *w, int outcome)
+{
+    if (w && w->ticket)
+        gw_handoff_settled(w->ticket, outcome);
+}
+
+/* Every target still waiting fails at once with code: the sender retries.
+ * seen: the ticket's word as the caller found it, whose generation it
+ * means.  A ticket whose first reply went out; or, with orphan, one whose
+ * owner died: whether that one's first reply, or the pushes it relayed to
+ * other workers, left before it died, nobody knows.  One change takes all
+ * its targets, so exactly one process answers. */
+static void fail_ticket(ticket *t, uint64_t seen, int code, const char *why, int orphan)
+{
+    uint32_t gen = GEN(seen);
+    uint64_t word = seen, failed = (uint64_t)gen << GEN_SHIFT | REPLIED | FAILED;
+    do {
+        if (GEN(word) != gen || ENDED(word) || (!orphan && !(word & REPLIED)))
+            return;
+    } while (!atomic_compare_exchange_weak(&t->word, &word, failed));
+    int32_t none = 0;
+    atomic_compare_exchange_strong(&t->code, &none, code);
+    pg_warn("request %s: %llu push(es) %s; the sender retries", t->msg_id,
+            (unsigned long long)(word & COUNT_MASK), why);
+    send_final(t, failed);
+}
+
+/* The owner ends its tickets that expired, and those that some target
+ * failed already: their final reply is an error whatever the rest do.  A
+ * ticket's other fields are those of the generation of its word, read
+ * first, as long as that is not ended. */
 static void sweep(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
-    time_t now = time(NULL);
-    pg_idmap_iterate(tickets, expire_one, &now);
+    int64_t now = (int64_t)time(NULL);
+    int me = pg_server_worker_id(gw.server);
+    for (uint32_t i = 0; i < nslots; i++) {
+        ticket *t = &slots[i];
+        uint64_t word = atomic_load(&t->word);
+        if (ENDED(word) || t->owner != me)
+            continue;
+        if (t->deadline < now)
+            fail_ticket(t, word, PG_ERR_INTERNAL, "neither acknowledged nor stored in time", 0);
+        else if (word & FAILED)
+            fail_ticket(t, word, PG_ERR_INTERNAL, "left waiting after another failed", 0);
+    }
+}
+
+/* Marks a ticket failed with code; it ends now if its first reply went
+ * out, else at its owner's first sweep after that reply. */
+static void doom_ticket(ticket *t, uint64_t word, int code, const char *why)
+{
+    uint32_t gen = GEN(word);
+    int32_t none = 0;
+    atomic_compare_exchange_strong(&t->code, &none, code);
+    do {
+        if (GEN(word) != gen || ENDED(word))
+            return;
+    } while (!atomic_compare_exchange_weak(&t->word, &word, word | FAILED));
+    if (word & REPLIED)
+        fail_ticket(t, word | FAILED, code, why, 0);
+}
+
+/* A worker that starts may replace one that was killed.  What that one had
+ * queued for its sessions may never have left (push_record.c), so every
+ * ticket waiting on it fails rather than waits for its deadline; and so
+ * may whatever it had queued at all, its replies and its pushes relayed to
+ * other workers, so every ticket it opened is answered now, "busy": the
+ * sender retries at once, and the push record keeps the retry from
+ * reaching a browser twice. */
+static void take_over_from_predecessor(void)
+{
+    int me = pg_server_worker_id(gw.server);
+    for (uint32_t i = 0; i < nslots; i++) {
+        ticket *t = &slots[i];
+        uint64_t word = atomic_load(&t->word);
+        if (ENDED(word))
+            continue;
+        if (t->owner == me)
+            fail_ticket(t, word, PG_ERR_BUSY, "routed by a worker that was replaced", 1);
+        else if (atomic_load(&t->waits_on[me / 64]) & (UINT64_C(1) << (me % 64)))
+            doom_ticket(t, word, PG_ERR_BUSY, "waited on a worker that was replaced");
+    }
 }
 
 void gw_handoff_start(void)
 {
-    tickets = pg_idmap_new(256);
+    if (!slots)
+        return;
+    take_over_from_predecessor();
     sweep_timer = pg_timer_tick(SWEEP_MS, sweep, NULL);
 }
 
-static int drop_one(uint64_t id, void *value, void *arg)
-{
-    (void)id;
-    (void)arg;
-    free_ticket(value);
-    return 0;
-}
-
-/* The worker stops: its tickets go unanswered, and their senders, which
- * time out, send again. */
 void gw_handoff_stop(void)
 {
     if (sweep_timer > 0)
         pg_timer_clear(sweep_timer);
     sweep_timer = 0;
-    pg_idmap_iterate(tickets, drop_one, NULL);
-    pg_idmap_free(tickets);
-    tickets = NULL;
-}
-
-uint64_t gw_handoff_open(pg_session_id reply_to, json_t *msg_id, json_t *req_id)
-{
-    ticket *t = calloc(1, sizeof(*t));
-    uint64_t id = ++next_ticket;
-    if (!t || !tickets || pg_idmap_put(tickets, id, t) < 0) {
-        free(t);
-        return 0;
-    }
-    *t = (ticket){.reply_to = reply_to, .msg_id = json_incref(msg_id), .req_id = json_incref(req_id),
-                  .deadline = time(NULL) + gw.cfg.ack_timeout + HANDOFF_GRACE_S};
-    return id;
-}
-
-gw_waiter gw_handoff_expect(uint64_t id)
-{
-    ticket *t = id ? pg_idmap_get(tickets, id) : NULL;
-    if (!t)
-        return (gw_waiter){0};
-    t->waiting++;
-    return (gw_waiter){.worker = pg_server_worker_id(gw.server), .ticket = id};
-}
-
-unsigned gw_handoff_replied(uint64_t id)
-{
-    ticket *t = id ? pg_idmap_get(tickets, id) : NULL;
-    if (!t)
-        return 0;
-    unsigned waiting = t->waiting;
-    t->replied = 1;
-    if (waiting == 0) {   /* nothing to wait for: the first reply was the last */
-        pg_idmap_remove(tickets, id);
-        free_ticket(t);
-    }
-    return waiting;
-}
-
-void gw_handoff_drop(uint64_t id)
-{
-    ticket *t = id ? pg_idmap_remove(tickets, id) : NULL;
-    if (t)
-        free_ticket(t);
-}
-
-void gw_handoff_settled(uint64_t id, int outcome)
-{
-    ticket *t = id ? pg_idmap_get(tickets, id) : NULL;
-    if (!t || t->waiting == 0)
-        return;   /* answered already (timed out), or a worker before this one's */
-    t->waiting--;
-    if (outcome == GW_PUSH_ACKED)
-        t->acked++;
-    else if (outcome == GW_PUSH_STORED)
-        t->stored++;
-    else if (t->code == PG_OK)
-        t->code = outcome;
-    finish_if_settled(id, t);
-}
-
-/* ---- waiters on other workers ---- */
-
-/* A waiter's outcome, worker to worker: GW_PIPE_HANDOFF, then this. */
-typedef struct {
-    uint64_t ticket;
-    int32_t outcome;
-} settled_msg;
-
-void gw_waiter_settle(const gw_waiter *w, int outcome)
-{
-    if (!w || !w->ticket)
-        return;
-    if (w->worker == pg_server_worker_id(gw.server)) {
-        gw_handoff_settled(w->ticket, outcome);
-        return;
-    }
-    char msg[1 + sizeof(settled_msg)];
-    settled_msg s = {.ticket = w->ticket, .outcome = outcome};
-    msg[0] = GW_PIPE_HANDOFF;
-    memcpy(msg + 1, &s, sizeof(s));
-    if (pg_server_send_message(gw.server, w->worker, msg, sizeof(msg)) < 0)
-        pg_warn("could not tell worker %d of a settled push; its request times out", w->worker);
-}
-
-void gw_handoff_pipe_message(const char *data, size_t len)
-{
-    settled_msg s;
-    if (len != sizeof(s)) {
-        pg_error("malformed hand-off message from another worker: %zu bytes", len);
-        return;
-    }
-    memcpy(&s, data, sizeof(s));
-    gw_handoff_settled(s.ticket, s.outcome);
 }

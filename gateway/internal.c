@@ -130,13 +130,14 @@ static void push_checked(json_t *req, int code)
         uint64_t ticket = json_is_true(json_object_get(req, "handoff"))
                               ? gw_handoff_open(session, json_object_get(req, "msg_id"),
                                                 json_object_get(req, "req_id")) : 0;
-        gw_waiter w = gw_handoff_expect(ticket);
+        gw_waiter w = gw_handoff_expect(ticket, pg_server_session_worker(gw.server, target));
         char *payload = json_dumps(remote_data, JSON_COMPACT);
         gw_push(target, uuid, push_id(req), payload, 0, &w);
         free(payload);
         char tail[32] = "";
-        if (ticket)
-            snprintf(tail, sizeof(tail), ",\"pending\":%u", gw_handoff_replied(ticket));
+        int pending = ticket ? gw_handoff_replied(ticket) : 0;
+        if (pending > 0)
+            snprintf(tail, sizeof(tail), ",\"pending\":%d", pending);
         reply(session, PG_OK, "delivered", req, tail);
     }
 }
@@ -214,10 +215,14 @@ void gw_internal_finish(json_t *routed)
                      (long long)json_integer_value(json_object_get(routed, "delivered")),
                      (long long)json_integer_value(json_object_get(routed, "forwarded")),
                      (long long)json_integer_value(json_object_get(routed, "stored")));
-    if (ticket && code == PG_OK)
-        snprintf(counts + n, sizeof(counts) - (size_t)n, ",\"pending\":%u", gw_handoff_replied(ticket));
-    else if (ticket)
-        gw_handoff_drop(ticket);   /* the sender retries it all */
+    if (ticket) {
+        /* on an error the sender retries it all */
+        int pending = code == PG_OK ? gw_handoff_replied(ticket) : gw_handoff_drop(ticket);
+        if (pending < 0)
+            return;
+        if (code == PG_OK)
+            snprintf(counts + n, sizeof(counts) - (size_t)n, ",\"pending\":%d", pending);
+    }
     reply(consumer, code, NULL, ctx, counts);
 }
 

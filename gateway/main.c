@@ -159,8 +159,6 @@ static void on_pipe_message(pg_server *s, int from, const char *data, size_t len
     (void)from;
     if (len > 0 && data[0] == GW_PIPE_PUSH)
         gw_session_pipe_message(data + 1, len - 1);
-    else if (len > 0 && data[0] == GW_PIPE_HANDOFF)
-        gw_handoff_pipe_message(data + 1, len - 1);
     else if (len > 0 && data[0] == GW_PIPE_REDELIVER)
         gw_redeliver_pipe_message(data + 1, len - 1);
     else
@@ -246,6 +244,7 @@ int main(int argc, char **argv)
         gw_uuid_index_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
         gw_push_record_create((uint32_t)gw.cfg.push_record_slots) == 0 &&
         gw_route_cache_create((uint32_t)gw.cfg.route_cache_entries) == 0 &&
+        gw_handoff_create(GW_HANDOFF_TICKETS) == 0 &&
         (gw.server = pg_server_new("pushgate-gateway", &gw.server_cfg, &cb)) != NULL &&
         listen_ports() == 0 && gw_node_register() == 0) {
         pg_server_set_generation(gw.server, gw.generation);
@@ -257,6 +256,7 @@ int main(int argc, char **argv)
     gw_uuid_index_destroy();
     gw_push_record_destroy();
     gw_route_cache_destroy();
+    gw_handoff_destroy();
     if (gw.counters)
         pg_shm_free(gw.counters, sizeof(*gw.counters));
     pg_daemon_done(tables, ntables);

@@ -171,7 +171,8 @@ static uint64_t batch_ticket(batch *b)
 static void await_final(uint64_t req_id, json_t *target, uint64_t ticket)
 {
     final_wait *fw = malloc(sizeof(*fw));
-    gw_waiter w = gw_handoff_expect(ticket);
+    /* settled here, when the final arrives: this worker is its home */
+    gw_waiter w = gw_handoff_expect(ticket, pg_server_worker_id(gw.server));
     if (!fw || pg_idmap_put(finals, req_id, fw) < 0) {
         free(fw);
         gw_store_item(store_item(target, 0), &w);

@@ -185,7 +185,7 @@ static void push_early(json_t *item, uint64_t ticket)
     for (size_t i = 0; i < n; i++) {
         if (!gw_session_is(sessions[i], uuid))
             continue;   /* closed a moment ago */
-        gw_waiter w = gw_handoff_expect(ticket);
+        gw_waiter w = gw_handoff_expect(ticket, pg_server_session_worker(gw.server, sessions[i]));
         gw_push(sessions[i], uuid, json_string_value(json_object_get(item, "id")),
                 json_string_value(json_object_get(item, "payload")), 0, &w);
         if (!early)
@@ -298,8 +298,9 @@ static json_int_t push_local(json_t *order, json_t *compact)
         json_t *item = item_of(order, json_array_get(e, 0));
         if (reached_early(item, json_array_get(e, 1)))
             continue;
-        gw_waiter w = gw_handoff_expect(order_ticket(order));
-        gw_push((pg_session_id)json_integer_value(json_array_get(e, 1)),
+        pg_session_id session = (pg_session_id)json_integer_value(json_array_get(e, 1));
+        gw_waiter w = gw_handoff_expect(order_ticket(order), pg_server_session_worker(gw.server, session));
+        gw_push(session,
                 json_string_value(json_object_get(item, "uuid")),
                 json_string_value(json_object_get(item, "id")),
                 json_string_value(json_object_get(item, "payload")), 0, &w);
