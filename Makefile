@@ -20,7 +20,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g \
-                 -DPG_VERSION='"$(VERSION)"' -Icommon -Igateway $(PKG_CFLAGS) $(shell mariadb_config --cflags 2>/dev/null)
+                 -DPG_VERSION='"$(VERSION)"' -Icommon $(PKG_CFLAGS) $(shell mariadb_config --cflags 2>/dev/null)
 ifeq ($(BUILD),test)
   CFLAGS_MODE := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
   LDFLAGS_MODE := -fsanitize=address,undefined
@@ -39,11 +39,13 @@ COMMON_OBJ  := $(COMMON_SRC:%.c=$(OUT)/obj/%.o)
 COMMON_LIB  := $(OUT)/libpushgate.a
 
 # The gateway's modules (all but its main) as a library, so examples and unit
-# tests can use the WebSocket hook.
+# tests can use the WebSocket hook.  Only they and the gateway see its
+# headers: the daemons share nothing but common/.
 GATEWAY_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 GATEWAY_OBJ := $(GATEWAY_SRC:%.c=$(OUT)/obj/%.o)
 GATEWAY_LIB := $(OUT)/libpushgate-gateway.a
 LIBS_OWN    := $(GATEWAY_LIB) $(COMMON_LIB)
+$(OUT)/obj/gateway/%.o $(OUT)/tests/% $(OUT)/bin/%: private CFLAGS += -Igateway
 
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(OUT)/bin/%)
@@ -91,9 +93,9 @@ $(OUT)/obj/bench/client/%.o: bench/client/%.c $(wildcard bench/client/*.h) $(wil
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BENCH_CLIENT_BIN): $(BENCH_CLIENT_OBJ) $(LIBS_OWN)
+$(BENCH_CLIENT_BIN): $(BENCH_CLIENT_OBJ) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(BENCH_CLIENT_OBJ) -o $@ $(LIBS_OWN) $(LDFLAGS) $(LIBS)
+	$(CC) $(CFLAGS) $(BENCH_CLIENT_OBJ) -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
 
 # pushgate-bench's histogram and sequence map are compiled into their unit test.
 $(OUT)/tests/test_bench_stats: bench/client/hist.c bench/client/seqmap.c $(wildcard bench/client/*.h)
@@ -106,9 +108,9 @@ $(OUT)/tests/%: tests/unit/%.c $(LIBS_OWN)
 
 # Each daemon folder holds main.c plus its own modules.
 .SECONDEXPANSION:
-$(OUT)/bin/pushgate-%: $$(foreach f,$$(wildcard $$*/*.c),$(OUT)/obj/$$(basename $$(f)).o) $(LIBS_OWN)
+$(OUT)/bin/pushgate-%: $$(foreach f,$$(wildcard $$*/*.c),$(OUT)/obj/$$(basename $$(f)).o) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(LIBS_OWN) $(LDFLAGS) $(LIBS)
+	$(CC) $(CFLAGS) $(filter %.o,$^) -o $@ $(COMMON_LIB) $(LDFLAGS) $(LIBS)
 
 deps:
 	@scripts/install-deps --check >/dev/null 2>&1 || scripts/install-deps
