@@ -9,6 +9,8 @@ const char *pg_code_text(int code)
     case PG_ERR_BAD_JSON: return "message is not a JSON object";
     case PG_ERR_NOT_AUTHENTICATED: return "not authenticated";
     case PG_ERR_BAD_REQUEST: return "bad request";
+    case PG_ERR_TOO_MANY: return "too many messages: slow down";
+    case PG_ERR_TOO_LARGE: return "message too large";
     case PG_ERR_BAD_TOKEN: return "invalid chat_token";
     case PG_ERR_UNKNOWN_URL: return "unknown url";
     case PG_ERR_GONE: return "gone";

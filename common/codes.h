@@ -13,6 +13,8 @@ enum {
     PG_ERR_BAD_JSON = 10102,       /* not a JSON object */
     PG_ERR_NOT_AUTHENTICATED = 10103,
     PG_ERR_BAD_REQUEST = 10104,    /* a field missing or of the wrong type */
+    PG_ERR_TOO_MANY = 10105,       /* a browser over its message or chat rate */
+    PG_ERR_TOO_LARGE = 10106,      /* a chat message over chat_max_bytes */
     PG_ERR_BAD_TOKEN = 10201,      /* chat_token unknown or disabled */
     PG_ERR_UNKNOWN_URL = 10202,
     PG_ERR_GONE = 10203,           /* push-local: the session is closed or not that uuid's */

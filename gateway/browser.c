@@ -57,6 +57,38 @@ static void on_connect_event(pg_session_id session, json_t *data)
     gw_session_authenticate(session, uuid);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* Whether the session may send one more message (chat: one more chat
+ * message); limits.c says why these limits exist. */
+static int within_rate(pg_session_id session, int chat)
+{
+    gw_bucket *b = gw_session_bucket(session, chat);
+    double per_second = chat ? (double)gw.cfg.chat_per_minute / 60.0 : (double)gw.cfg.browser_rate;
+    double burst = chat ? (double)gw.cfg.chat_per_minute : (double)gw.cfg.browser_burst;
+    if (!b || gw_bucket_take(b, per_second, burst, now_ms()))
+        return 1;
+    atomic_fetch_add(&gw.counters->limited, 1);
+    return 0;
+}
+
+/* Past browser_rate a browser is told why, then closed. */
+static void close_flooding(pg_session_id session)
+{
+    char reason[128];
+    send_error(session, PG_ERR_TOO_MANY);
+    size_t n = gw_ws_close_reason(reason, sizeof(reason), 1008, "message rate exceeded");
+    pg_info("session %016" PRIx64 " (%s) closed: over browser_rate %lld/s", session,
+            gw_session_uuid(session) ? gw_session_uuid(session) : "not signed in",
+            gw.cfg.browser_rate);
+    pg_server_close(gw.server, session, reason, n);
+}
+
 /* A chat message goes to a uuid a browser could sign in as, or nowhere. */
 static void on_chat(pg_session_id session, const char *from, json_t *data)
 {
@@ -65,6 +97,14 @@ static void on_chat(pg_session_id session, const char *from, json_t *data)
     json_t *msg = json_object_get(data, "msg");
     if (!to || !pg_token_uuid_ok(to, json_string_length(to_value)) || !json_is_string(msg)) {
         send_error(session, PG_ERR_BAD_REQUEST);
+        return;
+    }
+    if (json_string_length(msg) > gw.cfg.chat_max_bytes) {
+        send_error(session, PG_ERR_TOO_LARGE);
+        return;
+    }
+    if (!within_rate(session, 1)) {
+        send_error(session, PG_ERR_TOO_MANY);
         return;
     }
     /* Unique per recipient: boot generation, worker, clock and a counter. */
@@ -84,9 +124,18 @@ static void on_chat(pg_session_id session, const char *from, json_t *data)
                        "chat", "session", (json_int_t)session, "to", to));
 }
 
+/* An ACK of a message the session was sent is free; anything else counts
+ * against browser_rate. */
 static void on_event(pg_session_id session, const char *event, json_t *data)
 {
     const char *uuid = gw_session_uuid(session);
+    const char *ack_id = json_string_value(json_object_get(data, "id"));
+    if (uuid && ack_id && strcmp(event, "ACK") == 0 && gw_session_ack(session, ack_id) == 1)
+        return;
+    if (!within_rate(session, 0)) {
+        close_flooding(session);
+        return;
+    }
     if (strcmp(event, "CONNECT") == 0) {
         on_connect_event(session, data);
     } else if (!uuid) {
@@ -94,11 +143,8 @@ static void on_event(pg_session_id session, const char *event, json_t *data)
     } else if (strcmp(event, "HEART_BEAT") == 0) {
         send_text(session, gw_event_json("HEART_BEAT", json_pack("{s:I}", "time", (json_int_t)time(NULL))));
     } else if (strcmp(event, "ACK") == 0) {
-        const char *id = json_string_value(json_object_get(data, "id"));
-        if (!id)
-            send_error(session, PG_ERR_BAD_REQUEST);
-        else
-            gw_session_ack(session, id);
+        if (!ack_id)
+            send_error(session, PG_ERR_BAD_REQUEST);   /* else: an id it never had */
     } else if (strcmp(event, "NEW_MSG") == 0) {
         on_chat(session, uuid, data);
     } else {
@@ -111,12 +157,12 @@ static void on_text(pg_session_id session, const char *text, size_t len)
     json_error_t err;
     json_t *msg = json_loadb(text, len, 0, &err);
     const char *event = json_string_value(json_object_get(msg, "event"));
-    if (!json_is_object(msg))
-        send_error(session, PG_ERR_BAD_JSON);
-    else if (!event)
-        send_error(session, PG_ERR_EVENT_NULL);
-    else
+    if (json_is_object(msg) && event)
         on_event(session, event, json_object_get(msg, "data"));
+    else if (!within_rate(session, 0))
+        close_flooding(session);
+    else
+        send_error(session, json_is_object(msg) ? PG_ERR_EVENT_NULL : PG_ERR_BAD_JSON);
     json_decref(msg);
 }
 
@@ -175,7 +221,7 @@ static json_t *stats_json(void)
     for (int i = 0; i < st.reactor_num; i++)
         json_array_append_new(per_reactor, json_integer((json_int_t)st.sessions_per_reactor[i]));
     return json_pack(
-        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
         "s:o,s:o,s:I,s:{s:b,s:I},s:o}",
         "node", gw.node_id, "uptime", (json_int_t)(time(NULL) - st.start_time),
         "connections", (json_int_t)st.connections, "accepted", (json_int_t)st.accepted,
@@ -187,7 +233,7 @@ static json_t *stats_json(void)
         "forwarded", (json_int_t)c->forwarded, "stored", (json_int_t)c->stored,
         "acked", (json_int_t)c->acked, "redelivered", (json_int_t)c->redelivered,
         "repeats_dropped", (json_int_t)c->repeats,
-        "auth_failures", (json_int_t)c->auth_failures,
+        "auth_failures", (json_int_t)c->auth_failures, "limited", (json_int_t)c->limited,
         "workers", workers_json(st.workers, st.worker_num),
         "task_workers", workers_json(st.task_workers, st.task_worker_num),
         "task_queue", (json_int_t)st.task_queue,
@@ -223,6 +269,7 @@ static void serve_metrics(pg_session_id session)
         "# TYPE pushgate_stored_total counter\npushgate_stored_total %" PRIu64 "\n"
         "# TYPE pushgate_acked_total counter\npushgate_acked_total %" PRIu64 "\n"
         "# TYPE pushgate_auth_failures_total counter\npushgate_auth_failures_total %" PRIu64 "\n"
+        "# TYPE pushgate_limited_total counter\npushgate_limited_total %" PRIu64 "\n"
         "# TYPE pushgate_task_queue gauge\npushgate_task_queue %" PRIu64 "\n"
         "# TYPE pushgate_mysql_up gauge\npushgate_mysql_up %d\n"
         "# TYPE pushgate_route_cache_hits_total counter\npushgate_route_cache_hits_total %" PRIu64 "\n"
@@ -234,7 +281,7 @@ static void serve_metrics(pg_session_id session)
         "# TYPE pushgate_route_cache_trusted gauge\npushgate_route_cache_trusted %d\n",
         st.connections, st.accepted, st.refused, (uint64_t)c->messages_in, (uint64_t)c->pushed,
         (uint64_t)c->forwarded, (uint64_t)c->stored, (uint64_t)c->acked,
-        (uint64_t)c->auth_failures, st.task_queue, atomic_load(&c->mysql_ok), (uint64_t)rc.hits,
+        (uint64_t)c->auth_failures, (uint64_t)c->limited, st.task_queue, atomic_load(&c->mysql_ok), (uint64_t)rc.hits,
         (uint64_t)rc.misses, (uint64_t)rc.invalidations, (uint64_t)rc.evictions, rc.trusted);
     http_reply(session, 200, "OK", "text/plain; version=0.0.4", body, (size_t)n);
 }

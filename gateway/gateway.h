@@ -62,6 +62,11 @@ typedef struct {
     long long node_dead_after;
     char *proxy;                   /* "host:port[,host:port...]", tried in order */
     char *chat_token;              /* app token this node presents when it relays chat */
+    long long browser_rate;        /* messages per second per connection (limits.c) */
+    long long browser_burst;
+    long long chat_per_minute;     /* chat messages per minute per connection */
+    size_t chat_max_bytes;         /* of a chat message's text */
+    long long max_tabs_per_uuid;   /* connections of one uuid on this node (0: any) */
 } gw_settings;
 
 /* Counters for /stats and /metrics, in shared memory. */
@@ -74,6 +79,7 @@ typedef struct {
     _Atomic uint64_t redelivered;      /* offline messages sent at connect */
     _Atomic uint64_t repeats;          /* pushes not sent: the session had that id from this node */
     _Atomic uint64_t auth_failures;
+    _Atomic uint64_t limited;          /* browsers refused or closed by limits.c's limits */
     _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
     _Atomic uint64_t mysql_errors;
     _Atomic int draining;              /* the node is stopping: route around its sessions */
@@ -137,6 +143,14 @@ int gw_handoff_drop(uint64_t ticket);
 void gw_handoff_settled(uint64_t ticket, int outcome);
 void gw_waiter_settle(const gw_waiter *w, int outcome);
 
+/* limits.c: a token bucket (all zero: full); 1: taken, 0: over the rate
+ * (per_second <= 0: no limit). */
+typedef struct {
+    double tokens;
+    int64_t at_ms;
+} gw_bucket;
+int gw_bucket_take(gw_bucket *b, double per_second, double burst, int64_t now_ms);
+
 /* session.c */
 int gw_sessions_create(uint32_t capacity);
 void gw_session_key(pg_session_id session, char key[17]);
@@ -163,7 +177,12 @@ void gw_push(pg_session_id session, const char *uuid, const char *id, const char
              int from_offline, const gw_waiter *w);
 /* A push relayed by another worker (GW_PIPE_PUSH; data after that byte). */
 void gw_session_pipe_message(const char *data, size_t len);
+/* 1: id was pushed to this session (or stored for it) and this completes
+ * it; 0: an id it never had, or one acknowledged already; -1: no such
+ * session. */
 int gw_session_ack(pg_session_id session, const char *id);
+/* The session's buckets (limits.c) on its home worker; NULL: not known. */
+gw_bucket *gw_session_bucket(pg_session_id session, int chat);
 /* Stores item {uuid, msg_id, payload[, hint]} (stolen), a message that
  * reached nobody after all; w (NULL: none) hears when it is stored. */
 void gw_store_item(json_t *item, const gw_waiter *w);
@@ -188,7 +207,10 @@ void gw_redeliver_pipe_message(const char *data, size_t len);
 #define GW_INDEX_SESSIONS 4
 int gw_uuid_index_create(uint32_t capacity);
 void gw_uuid_index_destroy(void);
-void gw_uuid_index_add(const char *uuid, pg_session_id session);
+/* -1: uuid has max_tabs sessions on this node already (0: no limit), and
+ * session is not added; 0: added, or the index is full (then routed
+ * through MySQL only). */
+int gw_uuid_index_add(const char *uuid, pg_session_id session, long long max_tabs);
 void gw_uuid_index_remove(const char *uuid, pg_session_id session);
 /* Up to max sessions of uuid into sessions; how many. */
 size_t gw_uuid_index_get(const char *uuid, pg_session_id *sessions, size_t max);

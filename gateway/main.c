@@ -34,7 +34,7 @@ static const pg_conf_def gateway_defs[] = {
      "address other nodes and the proxy use to reach the internal port (empty: first non-loopback IPv4)"},
     {"ws_path", PG_CONF_STRING, G(ws_path), "/ws", 0, 0, NULL, "path of the WebSocket endpoint"},
     {"jwt_secret", PG_CONF_STRING, G(jwt_secret), "", 0, 0, NULL,
-     "HS256 secret of browser tokens (required)"},
+     "HS256 secret of browser tokens (required, 16 characters or more)"},
     {"allowed_origins", PG_CONF_STRING, G(allowed_origins), "", 0, 0, NULL,
      "comma-separated Origins allowed to open a WebSocket (empty: any)"},
     {"static_dir", PG_CONF_STRING, G(static_dir), "", 0, 0, NULL,
@@ -72,6 +72,18 @@ static const pg_conf_def gateway_defs[] = {
      "proxies for cross-node pushes, ip:port[,ip:port...] tried in order (empty: store instead)"},
     {"chat_token", PG_CONF_STRING, G(chat_token), "", 0, 0, NULL,
      "app token (apps.chat_token) this node presents when it relays chat messages"},
+    {"browser_rate", PG_CONF_INT, G(browser_rate), "20", 0, 1000000, NULL,
+     "messages per second one connection may send, ACKs of what it was pushed apart (over "
+     "it, after browser_burst: an error object, then a close with 1008; 0: no limit)"},
+    {"browser_burst", PG_CONF_INT, G(browser_burst), "100", 1, 1000000, NULL,
+     "messages one connection may send at once before browser_rate applies"},
+    {"chat_per_minute", PG_CONF_INT, G(chat_per_minute), "120", 0, 1000000, NULL,
+     "chat messages one connection may send per minute, as many at once (over: error 10105; "
+     "0: no limit)"},
+    {"chat_max_bytes", PG_CONF_SIZE, G(chat_max_bytes), "8K", 1, 1LL << 30, NULL,
+     "largest chat message text (over: error 10106)"},
+    {"max_tabs_per_uuid", PG_CONF_INT, G(max_tabs_per_uuid), "16", 0, 1000000, NULL,
+     "connections one uuid may hold on this node (the next is closed with 1008; 0: any)"},
 };
 
 static void on_start(pg_server *s, int id)

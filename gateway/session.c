@@ -53,6 +53,7 @@ typedef struct {
     size_t pending_bytes;
     char **stored_ids;               /* NULL, or a ring of STORED_IDS_MAX */
     uint8_t stored_next;
+    gw_bucket messages, chats;       /* limits.c */
 } browser_session;
 
 static pg_idmap *local_sessions;     /* home worker: session id -> browser_session */
@@ -582,6 +583,15 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
     }
     if (!b || b->uuid[0])
         return -1;
+    if (gw_uuid_index_add(uuid, session, gw.cfg.max_tabs_per_uuid) < 0) {
+        char reason[128];
+        size_t n = gw_ws_close_reason(reason, sizeof(reason), 1008, "too many connections for this user");
+        pg_info("%s has max_tabs_per_uuid (%lld) connections here: session %016" PRIx64 " refused",
+                uuid, gw.cfg.max_tabs_per_uuid, session);
+        atomic_fetch_add(&gw.counters->limited, 1);
+        pg_server_close(gw.server, session, reason, n);
+        return -1;
+    }
     snprintf(b->uuid, sizeof(b->uuid), "%s", uuid);
     if (b->auth_timer > 0) {
         pg_timer_clear(b->auth_timer);
@@ -592,12 +602,18 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
     memset(row, 0, sizeof(row));
     pg_table_row_set_string(gw.sessions, row, gw.col_uuid, uuid, strlen(uuid));
     pg_table_row_set_int(gw.sessions, row, gw.col_connected_at, (int64_t)time(NULL));
-    if (pg_table_set(gw.sessions, key, row) < 0)
+    if (pg_table_set(gw.sessions, key, row) < 0) {
         pg_error("session table full: session %s of %s is not routable locally", key, uuid);
-    else
-        gw_uuid_index_add(uuid, session);
+        gw_uuid_index_remove(uuid, session);
+    }
     register_session(session, uuid);
     return 0;
+}
+
+gw_bucket *gw_session_bucket(pg_session_id session, int chat)
+{
+    browser_session *b = find_session(session);
+    return !b ? NULL : chat ? &b->chats : &b->messages;
 }
 
 const char *gw_session_uuid(pg_session_id session)
@@ -853,15 +869,16 @@ int gw_session_ack(pg_session_id session, const char *id)
         memmove(b->pending + i, b->pending + i + 1, (--b->npending - i) * sizeof(*b->pending));
         atomic_fetch_add(&gw.counters->acked, 1);
         gw_push_record_set(session, id, GW_PUSH_ACKED);
-        return 0;
+        return 1;
     }
     if (forget_stored(b, id)) {
         delete_stored(b, id);
         gw_push_record_set(session, id, GW_PUSH_ACKED);
-    } else {
-        int seen = gw_push_record_get(session, id);
-        if (seen == GW_PUSH_SENT || seen == GW_PUSH_QUEUED)   /* pushed by the worker before this one */
-            gw_push_record_set(session, id, GW_PUSH_ACKED);
+        return 1;
     }
-    return 0;
+    int seen = gw_push_record_get(session, id);
+    if (seen != GW_PUSH_SENT && seen != GW_PUSH_QUEUED)
+        return 0;
+    gw_push_record_set(session, id, GW_PUSH_ACKED);   /* pushed by the worker before this one */
+    return 1;
 }

@@ -9,7 +9,8 @@
  *
  * A row holds up to GW_INDEX_SESSIONS sessions.  An agent with more tabs on
  * this node gets the others from the lookup's answer, as every target was
- * before.  An entry can be stale for a moment (a worker killed between
+ * before.  The row also counts all the uuid's sessions here, for
+ * max_tabs_per_uuid: a tab past it is refused (browser.c closes it).  An entry can be stale for a moment (a worker killed between
  * closing a session and removing it): that is harmless, since a push checks
  * that the session is still open and still that uuid's. */
 #include "gateway.h"
@@ -20,6 +21,7 @@
 
 static pg_table *index_table;
 static int session_col[GW_INDEX_SESSIONS];
+static int tabs_col;
 
 int gw_uuid_index_create(uint32_t capacity)
 {
@@ -32,6 +34,8 @@ int gw_uuid_index_create(uint32_t capacity)
         if ((session_col[i] = pg_table_column(index_table, name, PG_TABLE_INT, 0)) < 0)
             return -1;
     }
+    if ((tabs_col = pg_table_column(index_table, "tabs", PG_TABLE_INT, 0)) < 0)
+        return -1;
     return pg_table_create(index_table);
 }
 
@@ -44,13 +48,20 @@ void gw_uuid_index_destroy(void)
 typedef struct {
     pg_session_id session;
     int add;
+    long long max_tabs;      /* 0: no limit */
+    int refused;
 } index_change;
 
-/* A row is a set of session ids; 0 is an empty place. */
+/* A row is a set of session ids (0 is an empty place) and how many
+ * sessions the uuid has here, in the set or not. */
 static pg_table_verdict change_row(void *row, int found, void *arg)
 {
-    (void)found;
     index_change *c = arg;
+    int64_t tabs = found ? pg_table_row_get_int(index_table, row, tabs_col) : 0;
+    if (c->add && c->max_tabs > 0 && tabs >= c->max_tabs) {
+        c->refused = 1;
+        return found ? PG_TABLE_KEEP : PG_TABLE_DELETE;
+    }
     int used = 0, placed = !c->add;
     for (int i = 0; i < GW_INDEX_SESSIONS; i++) {
         pg_session_id s = (pg_session_id)pg_table_row_get_int(index_table, row, session_col[i]);
@@ -61,14 +72,19 @@ static pg_table_verdict change_row(void *row, int found, void *arg)
         pg_table_row_set_int(index_table, row, session_col[i], (int64_t)s);
         used += s != 0;
     }
-    return used ? PG_TABLE_KEEP : PG_TABLE_DELETE;
+    tabs += c->add ? 1 : -1;
+    if (tabs < used)
+        tabs = used;
+    pg_table_row_set_int(index_table, row, tabs_col, tabs);
+    return tabs > 0 ? PG_TABLE_KEEP : PG_TABLE_DELETE;
 }
 
-void gw_uuid_index_add(const char *uuid, pg_session_id session)
+int gw_uuid_index_add(const char *uuid, pg_session_id session, long long max_tabs)
 {
-    index_change c = {.session = session, .add = 1};
+    index_change c = {.session = session, .add = 1, .max_tabs = max_tabs};
     if (pg_table_update(index_table, uuid, change_row, &c) < 0)
         pg_warn("uuid index full: %s is routed through MySQL only", uuid);
+    return c.refused ? -1 : 0;
 }
 
 void gw_uuid_index_remove(const char *uuid, pg_session_id session)
@@ -79,7 +95,7 @@ void gw_uuid_index_remove(const char *uuid, pg_session_id session)
 
 size_t gw_uuid_index_get(const char *uuid, pg_session_id *sessions, size_t max)
 {
-    char row[GW_INDEX_SESSIONS * sizeof(int64_t)];
+    char row[(GW_INDEX_SESSIONS + 1) * sizeof(int64_t)];
     if (pg_table_row_size(index_table) > sizeof(row) || pg_table_get(index_table, uuid, row) < 0)
         return 0;
     size_t n = 0;

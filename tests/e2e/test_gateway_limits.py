@@ -6,6 +6,10 @@ spend (pushgate-gateway, ASan + UBSan build, real MariaDB):
   messages of the node together stay under max_incomplete_bytes;
 - ACKs of ids a session never received cost no MySQL work, so a flood of
   them delays no other browser's registration;
+- a tab past browser_rate is told (10105) and closed with 1008, while ACKs
+  of what it was pushed never count; chat messages past chat_per_minute or
+  chat_max_bytes are refused; a uuid's tab past max_tabs_per_uuid is closed
+  with 1008;
 - an online_clients row whose uuid is cut inside a character, once
   truncated, and a chat message to a uuid no token could name, are refused
   cleanly.
@@ -23,9 +27,11 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gateway_util import (Internal, Raw, db_exec, decode_client_id, frame, http_get,  # noqa: E402
-                          offline_rows, online, recv_json, run, send_json, start_gateway,
-                          token_for, uid, upgrade_request, work_order)
+import websockets  # noqa: E402
+from gateway_util import (Internal, Raw, closed_with, db_exec, decode_client_id, frame,  # noqa: E402
+                          http_get, offline_rows, online, recv_json, run, send_json,
+                          start_gateway, token_for, uid, upgrade_request, work_order,
+                          ws_connect)
 
 APP_TOKEN = uid("app")
 PACKAGE_MAX = 256 * 1024
@@ -41,10 +47,11 @@ def app(stack):
 @pytest.fixture(scope="module")
 def node(bin_dir, stack, app, tmp_path_factory):
     """One gateway: 2 workers, 2 task workers (1 is the writer of every
-    session), messages up to 256 KB, 300 KB for all incomplete ones."""
+    session), messages up to 256 KB, 300 KB for all incomplete ones, no
+    message rate (what a flood costs, when nothing cuts it off)."""
     g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("limits"),
                       package_max_length="256K", max_incomplete_bytes="300K",
-                      auth_timeout_ms=10000, worker_num=2, task_worker_num=2)
+                      auth_timeout_ms=10000, worker_num=2, task_worker_num=2, browser_rate=0)
     try:
         yield g
         g.stop()
@@ -261,3 +268,113 @@ def test_chat_to_must_be_a_uuid_a_token_could_name(node, stack, to):
         await ws.close()
     run(scenario())
     assert offline_rows(stack, to) == []
+
+
+@pytest.fixture(scope="module")
+def strict(bin_dir, stack, app, tmp_path_factory):
+    """A gateway with small per-browser limits."""
+    g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("strict"), worker_num=2,
+                      task_worker_num=2, browser_rate=5, browser_burst=10, chat_per_minute=3,
+                      chat_max_bytes=64, max_tabs_per_uuid=2)
+    try:
+        yield g
+        g.stop()
+        g.check_clean()
+    finally:
+        g.kill_all()
+
+
+async def heart_beat_round_trip(ws):
+    started = time.monotonic()
+    await send_json(ws, {"event": "HEART_BEAT"})
+    assert (await recv_json(ws))["event"] == "HEART_BEAT"
+    return time.monotonic() - started
+
+
+def test_a_flooding_tab_is_told_then_closed_and_others_do_not_notice(strict):
+    """1,000 HEART_BEATs at once: about the burst are answered, then error
+    10105 and a close with 1008; another tab's heartbeat is answered as fast
+    as before, before and after."""
+    async def scenario():
+        other, _ = await online(strict.port, uid("calm"))
+        before = await heart_beat_round_trip(other)
+        ws, _ = await online(strict.port, uid("flood"))
+        for _ in range(1000):
+            await send_json(ws, {"event": "HEART_BEAT"})
+        code, got = await closed_with(ws)
+        events = [json.loads(m) for m in got]
+        answered = sum(1 for e in events if e.get("event") == "HEART_BEAT")
+        assert code == 1008, (code, events[-3:])
+        assert events[-1].get("code") == 10105, events[-1]
+        assert 10 <= answered <= 20, answered
+        after = await heart_beat_round_trip(other)
+        assert before < 0.5 and after < 0.5, (before, after)
+        await other.close()
+    run(scenario())
+
+
+def test_acks_of_pushed_messages_never_count(strict, stack, app):
+    """40 work orders pushed and ACKed as fast as they come: four times the
+    burst, and the tab stays open with nothing left stored."""
+    u = uid("acker")
+    c = Internal(strict.internal_port)
+
+    async def scenario():
+        ws, _ = await online(strict.port, u)
+        for i in range(40):
+            msg_id = "ack-%d" % i
+            reply = await asyncio.to_thread(c.call, work_order(msg_id, [(u, {"i": i})], app))
+            assert reply["code"] == 0, reply
+            assert (await recv_json(ws))["id"] == msg_id
+            await send_json(ws, {"event": "ACK", "data": {"id": msg_id}})
+        assert await heart_beat_round_trip(ws) < 1
+        await ws.close()
+    run(scenario())
+    assert offline_rows(stack, u) == []
+
+
+def test_chat_rate_and_size(strict, stack):
+    """chat_per_minute 3: the fourth chat message within the minute gets
+    10105, and a text over chat_max_bytes gets 10106; neither is stored."""
+    to = uid("inbox")
+
+    async def scenario():
+        ws, _ = await online(strict.port, uid("chatty"))
+        await send_json(ws, {"event": "NEW_MSG", "data": {"to": to, "msg": "x" * 65}})
+        assert (await recv_json(ws)).get("code") == 10106
+        codes = []
+        for i in range(4):
+            await send_json(ws, {"event": "NEW_MSG", "data": {"to": to, "msg": "hi %d" % i}})
+            ev = await recv_json(ws)
+            codes.append(ev["data"]["status"] if ev.get("event") == "NEW_MSG_STATUS"
+                         else ev.get("code"))
+        assert codes == ["stored", "stored", "stored", 10105], codes
+        await ws.close()
+    run(scenario())
+    assert sorted(r[1]["data"]["msg"] for r in offline_rows(stack, to)) == \
+        ["hi 0", "hi 1", "hi 2"]
+
+
+def test_tabs_past_max_tabs_per_uuid_are_closed(strict):
+    """max_tabs_per_uuid 2: the third tab of a uuid is closed with 1008; once
+    one of the two closes, a new one is let in."""
+    u = uid("tabs")
+
+    async def scenario():
+        first, _ = await online(strict.port, u)
+        second, _ = await online(strict.port, u)
+        third = await ws_connect(strict.port, token_for(u))
+        code, got = await closed_with(third)
+        assert code == 1008 and got == [], (code, got)
+        await first.close()
+        for _ in range(50):
+            try:
+                again, _ = await online(strict.port, u)
+                break
+            except (AssertionError, websockets.ConnectionClosed):
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no tab let in after one closed")
+        await again.close()
+        await second.close()
+    run(scenario())
