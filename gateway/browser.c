@@ -50,7 +50,7 @@ static void on_connect_event(pg_session_id session, json_t *data)
         send_error(session, PG_ERR_BAD_REQUEST);   /* already authenticated */
         return;
     }
-    if (!token || pg_token_verify(token, strlen(token), gw.cfg.jwt_secret, time(NULL), uuid, &why) < 0) {
+    if (!token || gw_ws_token_verify(&gw.ws, token, strlen(token), uuid, &why) < 0) {
         close_unauthorized(session, why);
         return;
     }

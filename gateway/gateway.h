@@ -45,6 +45,7 @@ typedef struct {
     char *advertised_ip;
     char *ws_path;
     char *jwt_secret;
+    char *jwt_secret_previous;
     char *allowed_origins;
     char *static_dir;
     long long auth_timeout_ms;

@@ -35,6 +35,9 @@ static const pg_conf_def gateway_defs[] = {
     {"ws_path", PG_CONF_STRING, G(ws_path), "/ws", 0, 0, NULL, "path of the WebSocket endpoint"},
     {"jwt_secret", PG_CONF_STRING, G(jwt_secret), "", 0, 0, NULL,
      "HS256 secret of browser tokens (required, 16 characters or more)"},
+    {"jwt_secret_previous", PG_CONF_STRING, G(jwt_secret_previous), "", 0, 0, NULL,
+     "the secret before jwt_secret, still accepted while a rotation is under way (empty: "
+     "none; else 16 characters or more)"},
     {"allowed_origins", PG_CONF_STRING, G(allowed_origins), "", 0, 0, NULL,
      "comma-separated Origins allowed to open a WebSocket (empty: any)"},
     {"static_dir", PG_CONF_STRING, G(static_dir), "", 0, 0, NULL,
@@ -194,6 +197,11 @@ static int check_settings(void)
         pg_error("jwt_secret must be set, 16 characters or more");
         return -1;
     }
+    if (gw.cfg.jwt_secret_previous && *gw.cfg.jwt_secret_previous &&
+        strlen(gw.cfg.jwt_secret_previous) < 16) {
+        pg_error("jwt_secret_previous must be empty or 16 characters or more");
+        return -1;
+    }
     if (gw.server_cfg.dispatch_mode != PG_DISPATCH_FIXED) {
         pg_error("the gateway needs dispatch_mode = 2: a browser's messages must reach the "
                  "worker that holds its session");
@@ -209,6 +217,7 @@ static int check_settings(void)
 static int listen_ports(void)
 {
     gw.ws = (gw_ws_config){.ws_path = gw.cfg.ws_path, .jwt_secret = gw.cfg.jwt_secret,
+                           .jwt_secret_previous = gw.cfg.jwt_secret_previous,
                            .allowed_origins = gw.cfg.allowed_origins,
                            .max_header_size = gw.cfg.max_header_size,
                            .header_timeout_ms = (uint32_t)gw.cfg.header_timeout_ms,

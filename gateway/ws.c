@@ -275,6 +275,20 @@ static int ws_query_param(const char *query, size_t len, const char *name, const
     return 0;
 }
 
+int gw_ws_token_verify(const gw_ws_config *cfg, const char *token, size_t len,
+                       char uuid[PG_UUID_MAX + 1], const char **why)
+{
+    time_t now = time(NULL);
+    if (pg_token_verify(token, len, cfg->jwt_secret, now, uuid, why) == 0)
+        return 0;
+    const char *current = *why;
+    if (cfg->jwt_secret_previous && *cfg->jwt_secret_previous &&
+        pg_token_verify(token, len, cfg->jwt_secret_previous, now, uuid, why) == 0)
+        return 0;
+    *why = current;
+    return -1;
+}
+
 size_t gw_ws_close_reason(char *buf, size_t buflen, uint16_t code, const char *text)
 {
     if (!buf || buflen < 2)
@@ -872,8 +886,7 @@ static void ws_upgrade(ws_conn *st, const char *query, size_t query_len)
         char token[WS_TOKEN_MAX];
         ssize_t n = ws_url_decode(tok, tok_len, token, sizeof(token));
         const char *why = "token too long or badly escaped";
-        if (n <= 0 || pg_token_verify(token, (size_t)n, st->cfg->jwt_secret, time(NULL), uuid,
-                                      &why) < 0) {
+        if (n <= 0 || gw_ws_token_verify(st->cfg, token, (size_t)n, uuid, &why) < 0) {
             char body[128];
             snprintf(body, sizeof(body), "unauthorized: %s", why);
             ws_http_error(st, 401, NULL, body);

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "server.h"
+#include "token.h"
 
 enum {
     GW_MSG_OPEN = 'O',
@@ -46,6 +47,7 @@ enum {
 typedef struct {
     const char *ws_path;            /* "/ws" */
     const char *jwt_secret;
+    const char *jwt_secret_previous;   /* "" or NULL: none (a rotation is not under way) */
     const char *allowed_origins;    /* comma-separated origins; "" or "*": any */
     size_t max_header_size;         /* e.g. 8192 */
     uint32_t header_timeout_ms;     /* e.g. 10000 */
@@ -62,6 +64,11 @@ size_t gw_ws_incomplete_bytes(void);
 
 /* The hook for pg_listen_options.protocol; cfg must outlive the server. */
 const pg_protocol *gw_ws_protocol(const gw_ws_config *cfg);
+
+/* A browser token checked with jwt_secret, else with jwt_secret_previous:
+ * 0 and its uuid, or -1 and why (the reason the current secret gave). */
+int gw_ws_token_verify(const gw_ws_config *cfg, const char *token, size_t len,
+                       char uuid[PG_UUID_MAX + 1], const char **why);
 
 /* A close reason for pg_server_close: code + text into buf; returns its length. */
 size_t gw_ws_close_reason(char *buf, size_t buflen, uint16_t code, const char *text);
