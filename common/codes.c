@@ -16,6 +16,7 @@ const char *pg_code_text(int code)
     case PG_ERR_GONE: return "gone";
     case PG_ERR_UNREACHABLE: return "unreachable";
     case PG_ERR_BUSY: return "busy";
+    case PG_ERR_INBOX_FULL: return "the recipient's stored messages are at their limit";
     case PG_ERR_UNAVAILABLE: return "MySQL is unavailable: retry later";
     default: return "internal error";
     }
@@ -24,7 +25,7 @@ const char *pg_code_text(int code)
 int pg_code_final(int code)
 {
     return code == PG_ERR_BAD_JSON || code == PG_ERR_BAD_REQUEST || code == PG_ERR_BAD_TOKEN ||
-           code == PG_ERR_UNKNOWN_URL;
+           code == PG_ERR_UNKNOWN_URL || code == PG_ERR_INBOX_FULL;
 }
 
 int pg_code_wait(int code)

@@ -221,7 +221,7 @@ static json_t *stats_json(void)
     for (int i = 0; i < st.reactor_num; i++)
         json_array_append_new(per_reactor, json_integer((json_int_t)st.sessions_per_reactor[i]));
     return json_pack(
-        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
         "s:o,s:o,s:I,s:{s:b,s:I},s:o}",
         "node", gw.node_id, "uptime", (json_int_t)(time(NULL) - st.start_time),
         "connections", (json_int_t)st.connections, "accepted", (json_int_t)st.accepted,
@@ -234,6 +234,7 @@ static json_t *stats_json(void)
         "acked", (json_int_t)c->acked, "redelivered", (json_int_t)c->redelivered,
         "repeats_dropped", (json_int_t)c->repeats,
         "auth_failures", (json_int_t)c->auth_failures, "limited", (json_int_t)c->limited,
+        "inbox_refused", (json_int_t)c->inbox_refused,
         "workers", workers_json(st.workers, st.worker_num),
         "task_workers", workers_json(st.task_workers, st.task_worker_num),
         "task_queue", (json_int_t)st.task_queue,
@@ -270,6 +271,7 @@ static void serve_metrics(pg_session_id session)
         "# TYPE pushgate_acked_total counter\npushgate_acked_total %" PRIu64 "\n"
         "# TYPE pushgate_auth_failures_total counter\npushgate_auth_failures_total %" PRIu64 "\n"
         "# TYPE pushgate_limited_total counter\npushgate_limited_total %" PRIu64 "\n"
+        "# TYPE pushgate_inbox_refused_total counter\npushgate_inbox_refused_total %" PRIu64 "\n"
         "# TYPE pushgate_task_queue gauge\npushgate_task_queue %" PRIu64 "\n"
         "# TYPE pushgate_mysql_up gauge\npushgate_mysql_up %d\n"
         "# TYPE pushgate_route_cache_hits_total counter\npushgate_route_cache_hits_total %" PRIu64 "\n"
@@ -281,7 +283,7 @@ static void serve_metrics(pg_session_id session)
         "# TYPE pushgate_route_cache_trusted gauge\npushgate_route_cache_trusted %d\n",
         st.connections, st.accepted, st.refused, (uint64_t)c->messages_in, (uint64_t)c->pushed,
         (uint64_t)c->forwarded, (uint64_t)c->stored, (uint64_t)c->acked,
-        (uint64_t)c->auth_failures, (uint64_t)c->limited, st.task_queue, atomic_load(&c->mysql_ok), (uint64_t)rc.hits,
+        (uint64_t)c->auth_failures, (uint64_t)c->limited, (uint64_t)c->inbox_refused, st.task_queue, atomic_load(&c->mysql_ok), (uint64_t)rc.hits,
         (uint64_t)rc.misses, (uint64_t)rc.invalidations, (uint64_t)rc.evictions, rc.trusted);
     http_reply(session, 200, "OK", "text/plain; version=0.0.4", body, (size_t)n);
 }

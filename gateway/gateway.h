@@ -68,6 +68,7 @@ typedef struct {
     long long chat_per_minute;     /* chat messages per minute per connection */
     size_t chat_max_bytes;         /* of a chat message's text */
     long long max_tabs_per_uuid;   /* connections of one uuid on this node (0: any) */
+    long long max_offline_per_uuid;   /* stored messages a routed one may join (0: any) */
 } gw_settings;
 
 /* Counters for /stats and /metrics, in shared memory. */
@@ -81,6 +82,7 @@ typedef struct {
     _Atomic uint64_t repeats;          /* pushes not sent: the session had that id from this node */
     _Atomic uint64_t auth_failures;
     _Atomic uint64_t limited;          /* browsers refused or closed by limits.c's limits */
+    _Atomic uint64_t inbox_refused;    /* routed messages not stored: max_offline_per_uuid */
     _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
     _Atomic uint64_t mysql_errors;
     _Atomic int draining;              /* the node is stopping: route around its sessions */

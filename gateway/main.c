@@ -85,6 +85,9 @@ static const pg_conf_def gateway_defs[] = {
      "0: no limit)"},
     {"chat_max_bytes", PG_CONF_SIZE, G(chat_max_bytes), "8K", 1, 1LL << 30, NULL,
      "largest chat message text (over: error 10106)"},
+    {"max_offline_per_uuid", PG_CONF_INT, G(max_offline_per_uuid), "10000", 0, 1LL << 40, NULL,
+     "stored messages one uuid may have before a new work order or chat message for it is "
+     "refused with 10206, the sender's to keep (0: no limit)"},
     {"max_tabs_per_uuid", PG_CONF_INT, G(max_tabs_per_uuid), "16", 0, 1000000, NULL,
      "connections one uuid may hold on this node (the next is closed with 1008; 0: any)"},
 };

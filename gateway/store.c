@@ -13,6 +13,7 @@
 
 #include "log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,10 +83,11 @@ static json_t *ticket_counts(json_t *items)
     return counts;
 }
 
+/* capped: routed messages are new intake, held to max_offline_per_uuid. */
 static json_t *store_task(json_t *items)
 {
-    return json_pack("{s:s,s:O,s:{s:o}}", "op", "store", "items", items, "ctx", "tickets",
-                     ticket_counts(items));
+    return json_pack("{s:s,s:O,s:b,s:{s:o}}", "op", "store", "items", items, "capped", 1, "ctx",
+                     "tickets", ticket_counts(items));
 }
 
 static void settle_all(json_t *counts, int code)
@@ -133,6 +135,27 @@ void gw_store_routed(json_t *routed, json_t *items)
     json_decref(items);
 }
 
+/* A store task's answer: each ticket's items are stored (or failed with
+ * code) but for those refused at max_offline_per_uuid (tasks.c). */
+static void settle_answered(json_t *counts, json_t *refused, int code)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(counts, i, c) {
+        char key[24];
+        json_int_t ticket = json_integer_value(json_array_get(c, 0));
+        size_t n = (size_t)json_integer_value(json_array_get(c, 1));
+        snprintf(key, sizeof(key), "%lld", (long long)ticket);
+        size_t out = (size_t)json_integer_value(json_object_get(refused, key));
+        if (out > n)
+            out = n;
+        if (out > 0)
+            settle((uint64_t)ticket, out, PG_ERR_INBOX_FULL);
+        if (n > out)
+            settle((uint64_t)ticket, n - out, code);
+    }
+}
+
 void gw_store_answered(json_t *result)
 {
     size_t i;
@@ -143,9 +166,10 @@ void gw_store_answered(json_t *result)
         if (w)
             w->delivered++;
     }
-    json_t *counts = json_object_get(json_object_get(result, "ctx"), "tickets");
     json_t *code = json_object_get(result, "code");
-    settle_all(counts, json_is_integer(code) ? (int)json_integer_value(code) : PG_ERR_INTERNAL);
+    settle_answered(json_object_get(json_object_get(result, "ctx"), "tickets"),
+                    json_object_get(result, "refused"),
+                    json_is_integer(code) ? (int)json_integer_value(code) : PG_ERR_INTERNAL);
 }
 
 /* The worker stops: what waits is still stored (the answers come back to

@@ -121,11 +121,11 @@ static json_t *distinct_uuids(json_t *list, const char *key)
 
 #define FIXED_MAX 2
 
-/* Runs `head IN (?,...)` for the strings of list, IN_BATCH at a time,
- * after the fixed parameters first[0..fixed); fn sees every row of a
+/* Runs `head IN (?,...) tail` for the strings of list, IN_BATCH at a
+ * time, after the fixed parameters first[0..fixed); fn sees every row of a
  * SELECT, or (fn NULL) the statement is a write.  0 or -1. */
-static int run_in_list(const char *head, const pg_db_value *first, int fixed, json_t *list,
-                       pg_db_row_fn fn, void *arg)
+static int run_in_list(const char *head, const char *tail, const pg_db_value *first, int fixed,
+                       json_t *list, pg_db_row_fn fn, void *arg)
 {
     size_t n = json_array_size(list);
     if (fixed > FIXED_MAX)
@@ -148,7 +148,7 @@ static int run_in_list(const char *head, const pg_db_value *first, int fixed, js
             params[fixed + k] = PG_DB_STR_VALUE(json_string_value(json_array_get(list, at)));
             len += snprintf(sql + len, sizeof(sql) - (size_t)len, k ? ",?" : "?");
         }
-        snprintf(sql + len, sizeof(sql) - (size_t)len, ")");
+        snprintf(sql + len, sizeof(sql) - (size_t)len, ")%s", tail);
         int nparams = fixed + (int)padded;
         if (!fn) {
             if (exec_sql(sql, params, nparams) < 0)
@@ -162,7 +162,7 @@ static int run_in_list(const char *head, const pg_db_value *first, int fixed, js
 
 static int query_uuids(const char *head, json_t *uuids, pg_db_row_fn fn, void *arg)
 {
-    return run_in_list(head, NULL, 0, uuids, fn, arg);
+    return run_in_list(head, "", NULL, 0, uuids, fn, arg);
 }
 
 /* ---- storing ---- */
@@ -482,7 +482,8 @@ static void op_ack(json_t *task)
     json_object_foreach(by_uuid, uuid, ids) {
         pg_db_value u = PG_DB_STR_VALUE(uuid);
         if (gw_db())
-            run_in_list("DELETE FROM offline_messages WHERE uuid = ? AND msg_id", &u, 1, ids, NULL, NULL);
+            run_in_list("DELETE FROM offline_messages WHERE uuid = ? AND msg_id", "", &u, 1, ids, NULL,
+                        NULL);
     }
     json_decref(by_uuid);
 }
@@ -604,6 +605,59 @@ static int recheck_stored(json_t *store, json_t *local, json_int_t keep_away)
     return rc;
 }
 
+/* ---- max_offline_per_uuid ---- */
+
+/* counts: uuid -> its stored messages. */
+static int count_row(void *arg, const pg_db_value *cols, int ncols)
+{
+    char uuid[PG_UUID_MAX + 1];
+    if (ncols == 2 && cols[0].type == PG_DB_STRING && cols[1].type == PG_DB_INT) {
+        snprintf(uuid, sizeof(uuid), "%.*s", (int)cols[0].len, cols[0].s);
+        json_object_set_new(arg, uuid, json_integer((json_int_t)cols[1].i));
+    }
+    return 0;
+}
+
+/* Routed messages for a uuid holding max_offline_per_uuid stored ones
+ * already are refused, not stored: a flood to one agent (a chat tab, a
+ * runaway producer) cannot grow its inbox without bound.  Returns the items
+ * to store (a new reference) and, in refused, {"<ticket>": n} of the rest;
+ * NULL when MySQL failed.  What a session gives back (it was accepted
+ * before) is never refused. */
+static json_t *within_inbox_cap(json_t *items, json_t *refused)
+{
+    long long cap = gw.cfg.max_offline_per_uuid;
+    if (cap <= 0)
+        return json_incref(items);
+    json_t *uuids = distinct_uuids(items, "uuid"), *counts = json_object();
+    int rc = run_in_list("SELECT uuid, COUNT(*) FROM offline_messages WHERE uuid", " GROUP BY uuid",
+                         NULL, 0, uuids, count_row, counts);
+    json_decref(uuids);
+    json_t *kept = rc == 0 ? json_array() : NULL;
+    size_t i;
+    json_t *it;
+    json_array_foreach(kept ? items : NULL, i, it) {
+        const char *uuid = json_string_value(json_object_get(it, "uuid"));
+        json_int_t have = json_integer_value(json_object_get(counts, uuid ? uuid : ""));
+        if (!uuid || have < cap) {
+            json_array_append(kept, it);
+            if (uuid)
+                json_object_set_new(counts, uuid, json_integer(have + 1));
+            continue;
+        }
+        char ticket[24];
+        snprintf(ticket, sizeof(ticket), "%lld", (long long)json_integer_value(json_object_get(it, "t")));
+        json_object_set_new(refused, ticket,
+                            json_integer(json_integer_value(json_object_get(refused, ticket)) + 1));
+        atomic_fetch_add(&gw.counters->inbox_refused, 1);
+    }
+    json_decref(counts);
+    if (json_object_size(refused))
+        pg_warn("%zu message(s) refused: their recipient has max_offline_per_uuid (%lld) stored",
+                json_array_size(items) - json_array_size(kept), cap);
+    return kept;
+}
+
 /* Stores items, then looks up their uuids once more: a browser that
  * connected meanwhile (say, on this node after its old node stopped) gets
  * them now rather than at its next connect; the pushes say the message is
@@ -611,24 +665,30 @@ static int recheck_stored(json_t *store, json_t *local, json_int_t keep_away)
  * waits (ctx) or has something to push. */
 static void op_store(json_t *task)
 {
-    json_t *items = json_object_get(task, "items");
-    long long n = store_items(items);
+    json_t *refused = json_object();
+    json_t *items = json_is_true(json_object_get(task, "capped"))
+                        ? within_inbox_cap(json_object_get(task, "items"), refused)
+                        : json_incref(json_object_get(task, "items"));
+    long long n = items ? store_items(items) : -1;
     if (n < 0)
-        pg_error("could not store %zu message(s)", json_array_size(items));
+        pg_error("could not store %zu message(s)", json_array_size(json_object_get(task, "items")));
     else if (note_redeliveries(items) < 0)
         pg_error("could not tell other nodes of %lld stored message(s) for their browsers", n);
     json_t *ctx = json_object_get(task, "ctx");
-    json_t *local = json_array(), *waiters = gw_item_waiters(items);
+    /* routed items (capped) carry no waiters: their message's ticket hears */
+    json_t *local = json_array(), *waiters = gw_item_waiters(json_object_get(task, "items"));
     if (n > 0)
         recheck_stored(items, local, json_integer_value(json_object_get(task, "keep_away")));
+    json_decref(items);
     if (!ctx && json_array_size(local) == 0 && json_array_size(waiters) == 0) {
         json_decref(local);
         json_decref(waiters);
+        json_decref(refused);
         return;
     }
-    finish(json_pack("{s:s,s:O,s:i,s:I,s:o,s:o}", "op", "stored", "ctx", ctx ? ctx : json_null(),
+    finish(json_pack("{s:s,s:O,s:i,s:I,s:o,s:o,s:o}", "op", "stored", "ctx", ctx ? ctx : json_null(),
                      "code", n < 0 ? gw_mysql_failure_code() : PG_OK, "stored", (json_int_t)(n < 0 ? 0 : n),
-                     "local", local, "waiters", waiters));
+                     "local", local, "waiters", waiters, "refused", refused));
 }
 
 /* A route task's order: [chat_token or null, uuid, ...] (route.c). */
@@ -757,7 +817,7 @@ static void op_redeliveries(json_t *task)
                                                            "node_ip = ? AND node_port = ? LIMIT 256",
                                                     node, 2, collect_string, uuids)) >= 0;
     if (ok && json_array_size(uuids) > 0)
-        ok = run_in_list("DELETE FROM redeliveries WHERE node_ip = ? AND node_port = ? AND uuid",
+        ok = run_in_list("DELETE FROM redeliveries WHERE node_ip = ? AND node_port = ? AND uuid", "",
                          node, 2, uuids, NULL, NULL) == 0;
     if (!ok)
         json_array_clear(uuids);   /* the rows stay for the next time */

@@ -292,16 +292,26 @@ async def heart_beat_round_trip(ws):
 
 
 def test_a_flooding_tab_is_told_then_closed_and_others_do_not_notice(strict):
-    """1,000 HEART_BEATs at once: about the burst are answered, then error
-    10105 and a close with 1008; another tab's heartbeat is answered as fast
-    as before, before and after."""
+    """HEART_BEATs every 2 ms (rate 5/s, burst 10): about the burst are
+    answered, then error 10105 and a close with 1008; another tab's
+    heartbeat is answered as fast as before, before and after.  The flood
+    reads as it sends, as a browser does: a client that never reads could
+    lose the close to the reset its next frames cause."""
     async def scenario():
         other, _ = await online(strict.port, uid("calm"))
         before = await heart_beat_round_trip(other)
         ws, _ = await online(strict.port, uid("flood"))
-        for _ in range(1000):
-            await send_json(ws, {"event": "HEART_BEAT"})
+
+        async def flood():
+            for _ in range(1000):
+                try:
+                    await send_json(ws, {"event": "HEART_BEAT"})
+                except websockets.ConnectionClosed:
+                    return
+                await asyncio.sleep(0.002)
+        flooding = asyncio.create_task(flood())
         code, got = await closed_with(ws)
+        await flooding
         events = [json.loads(m) for m in got]
         answered = sum(1 for e in events if e.get("event") == "HEART_BEAT")
         assert code == 1008, (code, events[-3:])
@@ -378,3 +388,43 @@ def test_tabs_past_max_tabs_per_uuid_are_closed(strict):
         await again.close()
         await second.close()
     run(scenario())
+
+
+@pytest.fixture(scope="module")
+def small_inbox(bin_dir, stack, app, tmp_path_factory):
+    """A gateway whose recipients may hold 3 stored messages."""
+    g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("inbox"), worker_num=2,
+                      task_worker_num=2, max_offline_per_uuid=3)
+    try:
+        yield g
+        g.stop()
+        g.check_clean()
+    finally:
+        g.kill_all()
+
+
+def test_a_full_inbox_refuses_new_messages_with_10206(small_inbox, stack, app):
+    """max_offline_per_uuid 3: five chat messages to an offline uuid, three
+    stored and two refused (NEW_MSG_STATUS failed, 10206); a work order for
+    it then gets reply code 10206, one for another uuid is stored; the
+    refusals are counted in /metrics."""
+    to, other = uid("full"), uid("roomy")
+    c = Internal(small_inbox.internal_port)
+
+    async def scenario():
+        ws, _ = await online(small_inbox.port, uid("sender"))
+        got = []
+        for i in range(5):
+            await send_json(ws, {"event": "NEW_MSG", "data": {"to": to, "msg": "m%d" % i}})
+            ev = await recv_json(ws)
+            got.append((ev["data"]["status"], ev["data"]["code"]))
+        await ws.close()
+        assert got == [("stored", 0)] * 3 + [("failed", 10206)] * 2, got
+    run(scenario())
+    reply = c.call(work_order("full-1", [(to, {"k": 1})], app))
+    assert reply["code"] == 10206, reply
+    reply = c.call(work_order("roomy-1", [(other, {"k": 1})], app))
+    assert reply["code"] == 0 and reply["stored"] == 1, reply
+    assert len(offline_rows(stack, to)) == 3
+    status, _, body = http_get(small_inbox.port, "/metrics")
+    assert status == 200 and b"pushgate_inbox_refused_total 3\n" in body, body
