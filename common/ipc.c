@@ -25,6 +25,7 @@ struct pg_ipc_channel {
     void *arg;
     size_t max_message, max_pending;
     int reading, want_reading, closed, flush_scheduled;
+    int reset;                 /* closed by ECONNRESET: the peer left ours unread */
 
     /* Outgoing queue: datagrams stored as [uint32 size][bytes]. */
     char *out;
@@ -151,6 +152,15 @@ static void update_read_interest(pg_ipc_channel *ch)
     ch->reading = want;
 }
 
+/* ECONNRESET: the peer's last process closed its end with messages of ours
+ * unread.  Whether that is trouble (a crash) or expected (a stopping worker
+ * takes no more input) only the owner knows; it asks pg_ipc_channel_reset(). */
+static void note_recv_error(pg_ipc_channel *ch, int err)
+{
+    ch->reset = err == ECONNRESET;
+    pg_log(ch->reset ? PG_LOG_DEBUG : PG_LOG_WARN, "ipc fd %d: recv: %s", ch->fd, strerror(err));
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
@@ -165,7 +175,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n < 0)
-            pg_warn("ipc fd %d: recv: %s", fd, strerror(errno));
+            note_recv_error(ch, errno);
         channel_closed(ch);
         return;
     }
@@ -252,6 +262,11 @@ void pg_ipc_channel_stop(pg_ipc_channel *ch)
 int pg_ipc_channel_closed(const pg_ipc_channel *ch)
 {
     return ch->closed;
+}
+
+int pg_ipc_channel_reset(const pg_ipc_channel *ch)
+{
+    return ch->reset;
 }
 
 int pg_ipc_channel_reading_message(const pg_ipc_channel *ch)

@@ -77,6 +77,9 @@ int pg_ipc_channel_start(pg_ipc_channel *ch);
 void pg_ipc_channel_stop(pg_ipc_channel *ch);
 /* 1 once the peer is gone (end of file or a failed socket). */
 int pg_ipc_channel_closed(const pg_ipc_channel *ch);
+/* 1 when the peer went with messages of ours unread (ECONNRESET).  Not
+ * logged as a warning here: on_closed tells whether that was expected. */
+int pg_ipc_channel_reset(const pg_ipc_channel *ch);
 /* 1 while a message has been begun but not ended. */
 int pg_ipc_channel_reading_message(const pg_ipc_channel *ch);
 

@@ -103,7 +103,7 @@ struct pg_server {
     /* master */
     pg_reactor *reactors;
     struct event_base *main_base;
-    int stop_requested;
+    _Atomic int stop_requested;       /* set before the manager is told; reactors read it */
     int exit_code;
 
     /* worker or task worker of this process */

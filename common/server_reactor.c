@@ -627,8 +627,13 @@ static void close_when_drained(pg_reactor *r)
 
 static void on_worker_channel_closed(pg_ipc_channel *ch, void *arg)
 {
-    (void)ch;
     pg_reactor *r = arg;
+    /* A stopping worker takes no more input, so what this reactor sent it
+     * meanwhile (closes, packets) is left unread at its exit: expected then.
+     * The master asks for the stop before the workers get SIGTERM. */
+    if (pg_ipc_channel_reset(ch) && !r->s->stop_requested)
+        pg_warn("reactor %d: ipc fd %d: the workers' side closed with messages unread", r->id,
+                pg_ipc_channel_fd(ch));
     r->channels_open--;
     close_when_drained(r);
 }

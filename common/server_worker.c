@@ -181,8 +181,9 @@ static void on_task_result(pg_ipc_channel *ch, const pg_ipc_header *h, const cha
 
 static void on_channel_closed(pg_ipc_channel *ch, void *arg)
 {
-    (void)ch;
     struct pg_worker_proc *p = arg;
+    if (pg_ipc_channel_reset(ch) && !p->stopping)
+        pg_warn("ipc fd %d: the other side closed with messages unread", pg_ipc_channel_fd(ch));
     /* The master is gone: nothing more will come. */
     begin_stop(p, "the master closed its end");
 }

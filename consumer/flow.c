@@ -46,6 +46,7 @@ void cs_flow_dispatch(void)
 {
     static bool running;
     static pg_ratelog wait_log;
+    static bool had_gateway;   /* before the first gateway, waiting is the plan */
     if (running || cs.stopping)
         return;
     running = true;
@@ -53,10 +54,13 @@ void cs_flow_dispatch(void)
         cs_entry *e = cs.ready.head;
         cs_gateway *g = cs_nodes_pick(e->last_gw);
         if (!g) {
-            pg_log_limited(&wait_log, PG_LOG_WARN,
+            pg_log_limited(&wait_log, had_gateway ? PG_LOG_WARN : PG_LOG_INFO,
                            "entries waiting for a gateway: %zu (none is up)", cs.ready.n);
             break;
         }
+        if (!had_gateway)
+            wait_log.last_ms = 0;   /* an outage later warns at once */
+        had_gateway = true;
         if (cs_gateway_send(g, e) < 0) {
             pg_error("cannot queue entry %s for gateway %s (out of memory): will try again", e->id,
                      g->name);

@@ -41,6 +41,7 @@ static int64_t refresh_timer;
 static pg_ratelog db_log, none_log;
 static unsigned db_failures;
 static uint64_t db_next_try_ms;
+static bool had_gateway;        /* gateway_nodes listed one since the start */
 
 static int add_live(const char *ip, int port)
 {
@@ -134,6 +135,19 @@ static void retire_at(size_t i)
     cs_gateway_retire(g);
 }
 
+/* A consumer started before the gateways waits as planned, and says so once;
+ * only the gateways it had all going away is an outage worth a warning. */
+static void report_none(void)
+{
+    static bool said_waiting;
+    if (had_gateway) {
+        pg_log_limited(&none_log, PG_LOG_WARN, "no gateway is up in gateway_nodes: entries wait");
+    } else if (!said_waiting) {
+        said_waiting = true;
+        pg_info("no gateway is up in gateway_nodes yet: waiting for the first to register");
+    }
+}
+
 static void apply_rows(const node_rows *rows)
 {
     size_t before = nlive;
@@ -147,9 +161,10 @@ static void apply_rows(const node_rows *rows)
             pg_info("gateway %s:%d joined (gateway_nodes)", rows->v[i].ip, rows->v[i].port);
     }
     if (nlive == 0)
-        pg_log_limited(&none_log, PG_LOG_WARN, "no gateway is up in gateway_nodes: entries wait");
+        report_none();
     else if (before == 0)
         none_log.last_ms = 0;
+    had_gateway = had_gateway || nlive > 0;
 }
 
 /* After a failure the next queries are spaced out: each may block up to

@@ -5,8 +5,12 @@ Starts a throw-away MariaDB and Redis (tests/fixture.py, schema loaded), two
 gateway nodes (9501 and 9502, internal ports 9601 and 9602), the proxy (9701)
 and the consumer, then a producer that publishes a sample work order to a
 random demo agent every few seconds.  It prints, for each demo agent, the
-URL of the agent console (served by the gateways) with a valid token.  Ctrl-C (or SIGTERM) stops everything it
-started, by PID, and removes the temporary folder.
+URL of the agent console (served by the gateways) with a valid token, and
+pushgate-ctl lines to copy as they are: publish a work order of your own, list
+the nodes, list an agent's connections.  They read a settings file written
+into the temporary folder (the random Redis and MariaDB ports, the app token,
+the JWT secret).  Ctrl-C (or SIGTERM) stops everything it started, by PID,
+and removes the temporary folder.
 """
 import base64
 import hashlib
@@ -14,6 +18,7 @@ import hmac
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -52,6 +57,36 @@ def token(uuid, ttl=86400):
     return f"{head}.{body}.{sig}"
 
 
+def write_ctl_settings(stack):
+    """The settings pushgate-ctl needs for this demo, for `pushgate-ctl -c`."""
+    path = os.path.join(stack.dir, "ctl.ini")
+    env = stack.env()
+    lines = ["; pushgate-ctl settings of the running `make demo` (removed when it stops)",
+             f"redis_host = {env['PUSHGATE_REDIS_HOST']}",
+             f"redis_port = {env['PUSHGATE_REDIS_PORT']}",
+             f"chat_token = {APP_TOKEN}",
+             f"jwt_secret = {SECRET}",
+             f"mysql_host = {env['PUSHGATE_MYSQL_HOST']}",
+             f"mysql_port = {env['PUSHGATE_MYSQL_PORT']}",
+             f"mysql_user = {env['PUSHGATE_MYSQL_USER']}",
+             f"mysql_password = {env['PUSHGATE_MYSQL_PASSWORD']}",
+             f"mysql_database = {env['PUSHGATE_MYSQL_DATABASE']}",
+             "port = 9501"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def print_ctl_lines(settings):
+    ctl = shlex.quote(os.path.join(os.path.abspath(BIN), "pushgate-ctl"))
+    c = "-c " + shlex.quote(settings)
+    print(f"  pushgate-ctl, with the demo's settings in {settings}:")
+    print(f"    {ctl} publish {c} --uuid agent-1 --type new_worksheet_to_deal "
+          "--infos 'my own work order'")
+    print(f"    {ctl} nodes {c}")
+    print(f"    {ctl} online agent-1 {c}")
+
+
 def publish(stack):
     agent = random.choice(AGENTS)
     msg = {"url": "/worksheet/send-message", "chat_token": APP_TOKEN,
@@ -82,6 +117,7 @@ def main():
         for i, agent in enumerate(AGENTS):
             port = 9501 + i % 2
             print(f"  {agent}: http://127.0.0.1:{port}/?token={token(agent)}&nodes={nodes}")
+        print_ctl_lines(write_ctl_settings(stack))
         print(f"  a work order is published every {PUBLISH_EVERY_S} s\n", flush=True)
         try:
             next_publish = time.time() + 2

@@ -54,6 +54,7 @@ const browser = await chromium.launch({
          "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 const pages = {};
+const missing = [];   // requests of the console that failed: every file it asks for must exist
 let shotNo = 0;
 
 async function shots(step) {
@@ -68,9 +69,18 @@ async function open(name, url) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 650 } });
   const page = await context.newPage();
   page.setDefaultTimeout(T);
-  page.on("console", (m) => log(`${name} console.${m.type()}: ${m.text()}`));
+  page.on("console", (m) => {
+    log(`${name} console.${m.type()}: ${m.text()} (${m.location().url})`);
+    // the browser's own requests (the favicon) are not page responses: this is how they show
+    if (m.type() === "error" && m.text().startsWith("Failed to load resource"))
+      missing.push(`${name}: ${m.text()} (${m.location().url})`);
+  });
   page.on("pageerror", (e) => log(`${name} page error: ${e}`));
-  page.on("response", (r) => { if (r.status() >= 400) log(`${name} HTTP ${r.status()} ${r.url()}`); });
+  page.on("response", (r) => {
+    if (r.status() < 400) return;
+    log(`${name} HTTP ${r.status()} ${r.url()}`);
+    missing.push(`${name}: HTTP ${r.status()} ${r.url()}`);
+  });
   await page.goto(url, { timeout: T });
   pages[name] = page;
   return page;
@@ -155,6 +165,8 @@ try {
   const bStates = await b.evaluate(() => window.__states);
   if (bStates.includes("offline")) throw new Error(`B (on node 2) went offline: ${bStates}`);
   await shots("order-after-failover");
+  if (missing.length) throw new Error(`the console asked for what is not there: ${missing.join("; ")}`);
+  log("every request of the pages was answered");
 } catch (e) {
   failed = e;
   log(`FAILED: ${e.message}`);

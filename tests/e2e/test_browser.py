@@ -13,6 +13,8 @@ XADD and kills node 1 (SIGKILL of its master; its workers die with it).
 2. a chat from A appears in B's page (across the proxy)
 3. node 1 is killed, A's page reconnects to node 2 and shows a work order
    published meanwhile
+4. no request of either page failed: every file the console asks for
+   (the browser's own favicon request included) is there
 
 Screenshots of both pages at each step are saved under the test's tmp dir
 (the path is printed).  Needs /usr/bin/chromium, node and

@@ -1,6 +1,6 @@
 /* test_ipc.c - chunked messages over SEQPACKET pairs: sizes from 0 to 2 MiB,
  * coalescing of small messages, recovery from a sender that died mid-message,
- * limits, and end of file. */
+ * limits, and end of file (clean, or with messages left unread). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -219,6 +219,27 @@ static void test_peer_gone(void **state)
     r.fds[0] = -1;
     pump(&r, 1);
     assert_true(r.k.closed);
+    assert_false(pg_ipc_channel_reset(r.rx));
+    rig_down(&r);
+}
+
+/* A peer that exits with our messages unread (a stopping worker) resets the
+ * channel; the owner is told, so it can judge whether that was expected. */
+static void test_peer_gone_with_messages_unread(void **state)
+{
+    (void)state;
+    rig r;
+    rig_up(&r, 1000);
+    pg_ipc_header h = {.id = 1, .type = PG_IPC_CLOSE};
+    assert_int_equal(pg_ipc_send(r.rx, &h, NULL, 0), 0);
+    assert_int_equal(pg_ipc_flush(r.rx), 1);
+    pg_ipc_channel_free(r.tx);   /* never read what rx sent */
+    r.tx = NULL;
+    close(r.fds[0]);
+    r.fds[0] = -1;
+    pump(&r, 1);
+    assert_true(r.k.closed);
+    assert_true(pg_ipc_channel_reset(r.rx));
     rig_down(&r);
 }
 
@@ -249,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_half_message_from_dead_sender_is_dropped),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_peer_gone),
+        cmocka_unit_test(test_peer_gone_with_messages_unread),
         cmocka_unit_test(test_stop_finishes_the_message_in_progress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
