@@ -120,7 +120,7 @@ deps:
 test: deps
 	$(MAKE) BUILD=release all
 	$(MAKE) BUILD=test all
-	$(MAKE) BUILD=test unit e2e faults-short
+	$(MAKE) BUILD=test unit e2e faults-short fuzz-short
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
@@ -169,3 +169,64 @@ install: all
 
 clean:
 	rm -rf build
+
+# ---- fuzzing (tests/fuzz) ------------------------------------------------
+# One libFuzzer target per parser, built with clang (ASan + UBSan) into
+# build/fuzz; each runs over its seed corpus in tests/fuzz/corpus/<target>,
+# and what it finds new goes to build/fuzz/corpus/<target> (the checked-in
+# seeds are never written).  Crashes land in build/fuzz/artifacts/.
+#   make fuzz               every target for FUZZ_SECONDS (300) each
+#   make fuzz-short         each target over its corpus, then 5 s more (make test)
+#   make fuzz FUZZ_TARGETS="jwt config" FUZZ_SECONDS=60
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 300
+FUZZ_OUT     := build/fuzz
+FUZZ_SRC     := $(wildcard tests/fuzz/*.c)
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/%.c=%)
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_OUT)/%)
+FUZZ_CFLAGS  := $(CFLAGS_COMMON) -Igateway -O1 -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_OBJ     := $(patsubst %.c,$(FUZZ_OUT)/obj/%.o,$(COMMON_SRC) $(GATEWAY_SRC))
+FUZZ_LIBS    := $(FUZZ_OUT)/libpushgate-gateway.a $(FUZZ_OUT)/libpushgate.a $(PKG_LIBS) -lwslay \
+                -lhiredis -lhttp_parser $(shell mariadb_config --libs 2>/dev/null) -lssl -lcrypto -lpthread -lm
+FUZZ_FLAGS   ?= -max_len=8192 -timeout=10 -print_final_stats=1
+FUZZ_HAVE_CC  = command -v $(FUZZ_CC) >/dev/null 2>&1 && \
+                echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { (void)d; return (int)n * 0; }' | \
+                $(FUZZ_CC) -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1
+# Runs one target ($$t): over the seeds, then for $(1) seconds.
+FUZZ_ONE = mkdir -p $(FUZZ_OUT)/corpus/$$t $(FUZZ_OUT)/artifacts && \
+	  $(FUZZ_OUT)/$$t $(FUZZ_FLAGS) -runs=0 -artifact_prefix=$(FUZZ_OUT)/artifacts/$$t- \
+	    tests/fuzz/corpus/$$t && \
+	  $(FUZZ_OUT)/$$t $(FUZZ_FLAGS) -max_total_time=$(1) -artifact_prefix=$(FUZZ_OUT)/artifacts/$$t- \
+	    $(FUZZ_OUT)/corpus/$$t tests/fuzz/corpus/$$t
+
+.PHONY: fuzz fuzz-short fuzz-build
+
+$(FUZZ_OUT)/obj/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_OUT)/libpushgate.a: $(filter $(FUZZ_OUT)/obj/common/%,$(FUZZ_OBJ))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_OUT)/libpushgate-gateway.a: $(filter $(FUZZ_OUT)/obj/gateway/%,$(FUZZ_OBJ))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_OUT)/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(FUZZ_OUT)/libpushgate-gateway.a $(FUZZ_OUT)/libpushgate.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ $(FUZZ_LIBS)
+
+fuzz-build:
+	@if $(FUZZ_HAVE_CC); then $(MAKE) --no-print-directory $(FUZZ_BIN); else \
+	  echo "fuzz: $(FUZZ_CC) with libFuzzer not found (scripts/install-deps installs clang); skipped"; fi
+
+fuzz: fuzz-build
+	@if $(FUZZ_HAVE_CC); then set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; $(call FUZZ_ONE,$(FUZZ_SECONDS)); done; fi
+
+fuzz-short: fuzz-build
+	@if $(FUZZ_HAVE_CC); then set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz-short $$t"; log=$(FUZZ_OUT)/$$t.short.log; \
+	  if ! ( $(call FUZZ_ONE,5) ) >$$log 2>&1; then cat $$log; exit 1; fi; \
+	  grep -E '^(Done|stat::number_of_executed_units)' $$log || true; done; fi

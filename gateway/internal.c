@@ -74,20 +74,11 @@ static json_t *worksheet_items(const char *msg_id, json_t *data, const char **pr
     return items;
 }
 
-static void send_message(pg_session_id session, json_t *req)
+/* A send-message request that passed internal_check; items: its routing items. */
+static void send_message(pg_session_id session, json_t *req, json_t *items)
 {
     const char *token = json_string_value(json_object_get(req, "chat_token"));
     const char *msg_id = json_string_value(json_object_get(req, "msg_id"));
-    const char *problem = "chat_token and msg_id (1 to 48 characters) are required";
-    if (!token || !msg_id || !*msg_id || strlen(msg_id) > 48) {
-        reply_error(session, PG_ERR_BAD_REQUEST, problem, req);
-        return;
-    }
-    json_t *items = worksheet_items(msg_id, json_object_get(req, "data"), &problem);
-    if (!items) {
-        reply_error(session, PG_ERR_BAD_REQUEST, problem, req);
-        return;
-    }
     atomic_fetch_add(&gw.counters->messages_in, 1);
     uint64_t ticket = json_is_true(json_object_get(req, "handoff"))
                           ? gw_handoff_open(session, json_object_get(req, "msg_id"), NULL) : 0;
@@ -142,17 +133,10 @@ static void push_checked(json_t *req, int code)
     }
 }
 
+/* A push-local request that passed internal_check. */
 static void push_local(pg_session_id session, json_t *req)
 {
     const char *token = json_string_value(json_object_get(req, "chat_token"));
-    const char *client_id = json_string_value(json_object_get(req, "client_id"));
-    const char *uuid = json_string_value(json_object_get(req, "uuid"));
-    json_t *remote_data = json_object_get(req, "remote_data");
-    if (!token || !client_id || !uuid || !json_is_object(remote_data) || !push_id(req)) {
-        reply_error(session, PG_ERR_BAD_REQUEST,
-                    "chat_token, client_id, uuid and remote_data with an id are required", req);
-        return;
-    }
     /* proxy_fd: the seed's name for "the connection to answer". */
     json_object_set_new(req, "proxy_fd", json_integer((json_int_t)session));
     int cached = gw_token_cached(token);
@@ -175,25 +159,64 @@ void gw_internal_token_checked(json_t *r)
     push_checked(json_object_get(r, "ctx"), code);
 }
 
-void gw_internal_request(pg_session_id session, const char *data, size_t len)
+/* A request decoded and checked, before anything acts on it.  Kept apart
+ * from the acting and pure (no server, no state) so that the fuzz target
+ * tests/fuzz/internal_request.c can feed it. */
+enum { INTERNAL_REFUSED, INTERNAL_SEND_MESSAGE, INTERNAL_PUSH_LOCAL };
+typedef struct {
+    int kind;
+    json_t *req;                   /* the request object (the caller decrefs), or NULL */
+    json_t *items;                 /* send-message: its routing items (the caller's) */
+    int code;                      /* refused: the error code, */
+    const char *problem;           /* its text (NULL: the code's own) */
+    char why[200];
+} internal_req;
+
+static void internal_check(const char *data, size_t len, internal_req *r)
 {
     json_error_t err;
-    json_t *req = json_loadb(data, len, 0, &err);
-    const char *url = json_string_value(json_object_get(req, "url"));
-    if (!json_is_object(req)) {
-        char why[200];
-        snprintf(why, sizeof(why), "not a JSON object: %s", err.text);
-        reply_error(session, PG_ERR_BAD_JSON, why, NULL);
+    *r = (internal_req){.kind = INTERNAL_REFUSED, .code = PG_ERR_BAD_REQUEST};
+    r->req = json_loadb(data, len, 0, &err);
+    const char *url = json_string_value(json_object_get(r->req, "url"));
+    if (!json_is_object(r->req)) {
+        json_decref(r->req);
+        r->req = NULL;
+        snprintf(r->why, sizeof(r->why), "not a JSON object: %s", err.text);
+        r->code = PG_ERR_BAD_JSON;
+        r->problem = r->why;
     } else if (!url) {
-        reply_error(session, PG_ERR_BAD_REQUEST, "url is missing", req);
+        r->problem = "url is missing";
     } else if (strcmp(url, "/worksheet/send-message") == 0) {
-        send_message(session, req);
+        const char *token = json_string_value(json_object_get(r->req, "chat_token"));
+        const char *msg_id = json_string_value(json_object_get(r->req, "msg_id"));
+        r->problem = "chat_token and msg_id (1 to 48 characters) are required";
+        if (token && msg_id && *msg_id && strlen(msg_id) <= 48 &&
+            (r->items = worksheet_items(msg_id, json_object_get(r->req, "data"), &r->problem)))
+            r->kind = INTERNAL_SEND_MESSAGE;
     } else if (strcmp(url, "/chat/push-local") == 0) {
-        push_local(session, req);
+        r->problem = "chat_token, client_id, uuid and remote_data with an id are required";
+        if (json_is_string(json_object_get(r->req, "chat_token")) &&
+            json_is_string(json_object_get(r->req, "client_id")) &&
+            json_is_string(json_object_get(r->req, "uuid")) &&
+            json_is_object(json_object_get(r->req, "remote_data")) && push_id(r->req))
+            r->kind = INTERNAL_PUSH_LOCAL;
     } else {
-        reply_error(session, PG_ERR_UNKNOWN_URL, NULL, req);
+        r->code = PG_ERR_UNKNOWN_URL;
+        r->problem = NULL;
     }
-    json_decref(req);
+}
+
+void gw_internal_request(pg_session_id session, const char *data, size_t len)
+{
+    internal_req r;
+    internal_check(data, len, &r);
+    if (r.kind == INTERNAL_SEND_MESSAGE)
+        send_message(session, r.req, r.items);
+    else if (r.kind == INTERNAL_PUSH_LOCAL)
+        push_local(session, r.req);
+    else
+        reply_error(session, r.code, r.problem, r.req);
+    json_decref(r.req);
 }
 
 /* ---- after routing ---- */

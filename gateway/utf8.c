@@ -6,6 +6,8 @@
 
 int gw_utf8_valid(const void *data, size_t len)
 {
+    if (len == 0)
+        return 1;                  /* data may be NULL (wslay's empty message): NULL + 0 is UB */
     const unsigned char *s = data, *end = s + len;
     while (s < end) {
         /* ASCII runs eight bytes at a time. */

@@ -88,7 +88,8 @@ typedef struct {
     int64_t timer;                  /* header timeout, 0: none */
     uint8_t mode;
     uint8_t failed;                 /* a write or dispatch failed: the engine closes it */
-    uint8_t proto_error;            /* a frame wslay lets through breaks RFC 6455 */
+    uint16_t proto_error;           /* a frame wslay lets through breaks RFC 6455:
+                                       the close code to send (1002, 1007) */
     uint8_t fragmented;             /* wslay is putting a fragmented message together */
     uint8_t in_data_frame;          /* the current frame is a data frame */
     uint16_t refused;               /* a frame over the limits: the close code */
@@ -472,6 +473,12 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
             free(buf);
     } else if (arg->opcode == WSLAY_BINARY_FRAME) {
         ws_fail(st, 1003, "binary messages are not supported");
+    } else if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->msg_length > 2 &&
+               !gw_utf8_valid(arg->msg + 2, arg->msg_length - 2)) {
+        /* wslay queued an echo of this close, reason included: a close
+         * reason that is not UTF-8 fails the connection instead (RFC 6455
+         * 8.1), with 1007, sent past wslay by ws_pump. */
+        st->proto_error = 1007;
     }
     /* ping (answered by wslay), pong: nothing; close: wslay queued the reply */
 }
@@ -485,7 +492,7 @@ static void ws_frame_start_cb(wslay_event_context_ptr ctx,
     (void)ctx;
     ws_conn *st = user_data;
     if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
-        st->proto_error = 1;
+        st->proto_error = 1002;
 }
 
 static const struct wslay_event_callbacks ws_callbacks = {
@@ -632,13 +639,15 @@ static int ws_pump(ws_conn *st, const char *in, size_t len, int may_close)
         (rc == WSLAY_ERR_CALLBACK_FAILURE && len > 0 && !wslay_event_get_close_sent(st->ws))) {
         /* Our callbacks did not fail, so wslay's frame layer refused the
          * input (a control frame over 125 bytes or fragmented, a 64-bit
-         * length with the top bit set), or a close frame was 1 byte long.
-         * wslay queued a close without a code; send 1002 instead, past
-         * wslay (our send callback never leaves a frame half written, so
-         * the stream is at a frame boundary). */
-        static const char close_1002[] = {(char)0x88, 2, 0x03, (char)0xea};
+         * length with the top bit set), or a close frame was 1 byte long
+         * or had a reason that is not UTF-8 (1007).  wslay queued a close
+         * without a code or an echo; send ours instead, past wslay (our
+         * send callback never leaves a frame half written, so the stream
+         * is at a frame boundary). */
+        uint16_t code = st->proto_error == 1007 ? 1007 : 1002;
+        const char close_frame[] = {(char)0x88, 2, (char)(code >> 8), (char)(code & 0xff)};
         st->mode = WS_DONE;
-        if (pg_conn_write(st->c, close_1002, sizeof(close_1002)) < 0) {
+        if (pg_conn_write(st->c, close_frame, sizeof(close_frame)) < 0) {
             st->failed = 1;
             return -1;
         }

@@ -1,0 +1,58 @@
+/* internal_request.c - fuzzes the decoding of requests on the gateway's
+ * internal port (gateway/internal.c): /worksheet/send-message from the
+ * consumer and /chat/push-local from the proxy, JSON of any shape (wrong
+ * types, huge arrays, deep nesting), through internal_check, the checks
+ * gw_internal_request makes before it acts (the acting needs a running
+ * server: routing, task workers, sessions).  Accepted work orders are also
+ * built into the events browsers would get (gw_worksheet_json).
+ *
+ * Checked: a refused request has an error code and text; an accepted
+ * send-message has 1 to 1000 routing items, each with a uuid of 1 to 63
+ * bytes, an id and a payload that is a JSON object with that id; an
+ * accepted push-local has the fields push_local reads. */
+#include "../../gateway/internal.c"
+
+#include <stdint.h>
+
+gw_context gw;                     /* gateway/main.c's; nothing here reads it */
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int quiet;
+    if (!quiet++)
+        pg_log_set_level(PG_LOG_ERROR);
+    internal_req r;
+    internal_check((const char *)data, size, &r);
+    if (r.kind == INTERNAL_REFUSED) {
+        if (r.items || r.code == PG_OK || (r.code != PG_ERR_UNKNOWN_URL && !r.problem))
+            abort();
+        if (r.code == PG_ERR_BAD_JSON && r.req)
+            abort();
+    } else if (r.kind == INTERNAL_SEND_MESSAGE) {
+        size_t n = json_array_size(r.items);
+        if (n < 1 || n > MAX_TARGETS)
+            abort();
+        size_t i;
+        json_t *item;
+        json_array_foreach(r.items, i, item) {
+            const char *uuid = json_string_value(json_object_get(item, "uuid"));
+            const char *id = json_string_value(json_object_get(item, "id"));
+            const char *payload = json_string_value(json_object_get(item, "payload"));
+            if (!uuid || !*uuid || strlen(uuid) > PG_UUID_MAX || !id || !payload)
+                abort();
+            json_t *event = json_loads(payload, 0, NULL);
+            if (!json_is_object(event) || !json_equal(json_object_get(event, "id"),
+                                                      json_object_get(item, "id")))
+                abort();
+            json_decref(event);
+        }
+        json_decref(r.items);
+    } else if (r.kind == INTERNAL_PUSH_LOCAL) {
+        if (!json_string_value(json_object_get(r.req, "chat_token")) || !push_id(r.req))
+            abort();
+    } else {
+        abort();
+    }
+    json_decref(r.req);
+    return 0;
+}

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora in tests/fuzz/corpus/<target>/ from the messages
+the test suite uses (tests/e2e/ws_client.py's frames and handshakes,
+tests/e2e/test_gateway.py's internal requests and browser events,
+tests/unit/test_token.c's forged tokens, config/*.ini).  Run it again after
+changing it; inputs kept from fuzzing (regression cases) are files named
+crash-*, leak-*, timeout-* or regress-* and are left alone."""
+import base64, glob, hashlib, hmac, json, os, struct, sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SECRET = b"fuzz-secret"     # the secret the targets check tokens with
+EXP = 4102444800            # 2100-01-01: valid at any time the fuzzers use
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+def token(payload, secret=SECRET, alg="HS256", header=None):
+    h = b64url(json.dumps(header or {"alg": alg, "typ": "JWT"}).encode())
+    p = b64url(json.dumps(payload).encode())
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}.get(alg)
+    sig = b64url(hmac.new(secret, h + b"." + p, digest).digest()) if digest else b""
+    return h + b"." + p + b"." + sig
+
+def frame(opcode, payload=b"", fin=True, mask=True, key=b"\x37\xfa\x21\x3d"):
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 65536:
+        head += bytes([mbit | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([mbit | 127]) + struct.pack(">Q", n)
+    if not mask:
+        return head + payload
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+def upgrade(path="/ws", version="13", key="dGhlIHNhbXBsZSBub25jZQ==", origin=None, extra=""):
+    r = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    r += f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n"
+    if origin:
+        r += f"Origin: {origin}\r\n"
+    return (r + extra + "\r\n").encode()
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+def js(o):
+    return json.dumps(o, ensure_ascii=False).encode()
+
+good = token({"sub": "agent-42", "exp": EXP})
+
+# ---- jwt (tests/unit/test_token.c, issue 21's forged tokens) ----
+jwt = {
+    "valid": good,
+    "valid_nbf": token({"sub": "a@b.c", "exp": EXP, "nbf": 1}),
+    "alg_none": token({"sub": "agent", "exp": EXP}, alg="none"),
+    "alg_None": token({"sub": "agent", "exp": EXP}, header={"alg": "None"}, alg="none"),
+    "wrong_secret": token({"sub": "agent", "exp": EXP}, secret=b"another-secret"),
+    "expired": token({"sub": "agent", "exp": 1}),
+    "nbf_future": token({"sub": "agent", "exp": EXP, "nbf": EXP - 1}),
+    "no_exp": token({"sub": "agent"}),
+    "string_exp": token({"sub": "agent", "exp": str(EXP)}),
+    "no_sub": token({"exp": EXP}),
+    "sub_control": token({"sub": "age\nnt", "exp": EXP}),
+    "sub_nul": token({"sub": "age\u0000nt", "exp": EXP}),
+    "sub_long": token({"sub": "a" * 200, "exp": EXP}),
+    "sub_number": token({"sub": 42, "exp": EXP}),
+    "hs512": token({"sub": "agent", "exp": EXP}, alg="HS512"),
+    "rs256": token({"sub": "agent", "exp": EXP}, header={"alg": "RS256", "typ": "JWT"}, alg="HS256"),
+    "extra_segment": good + b".abc",
+    "bad_shape": b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+    "junk": b"a..c",
+}
+for k, v in jwt.items():
+    write("jwt", k, v)
+
+# ---- ws_frames: what a browser sends after the handshake (tests/e2e/test_ws_hook.py) ----
+hello = js({"event": "HEART_BEAT"})
+ws = {
+    "text": frame(1, hello),
+    "text_empty": frame(1),
+    "fragments": frame(1, b'{"event":', fin=False) + frame(0, b'"HEART_', fin=False) + frame(0, b'BEAT"}'),
+    "ping_between_fragments": frame(1, b"ab", fin=False) + frame(9, b"p") + frame(0, b"cd"),
+    "ping_pong": frame(9, b"ping") + frame(10, b"pong"),
+    "close_1000": frame(8, struct.pack(">H", 1000) + b"bye"),
+    "close_1byte": frame(8, b"\x03"),
+    "close_1005": frame(8, struct.pack(">H", 1005)),
+    "close_bad_utf8": frame(8, struct.pack(">H", 1000) + b"\xff"),
+    "close_empty": frame(8),
+    "unmasked": frame(1, hello, mask=False),
+    "binary": frame(2, b"\x00\x01\x02"),
+    "bad_utf8": frame(1, b"\xc3\x28"),
+    "utf8_split": frame(1, "你有".encode()[:4], fin=False) + frame(0, "你有".encode()[4:]),
+    "overlong": frame(1, b"\xc0\xaf"),
+    "surrogate": frame(1, b"\xed\xa0\x80"),
+    "too_big": frame(1, b"x" * 1100),
+    "len16": frame(1, b"y" * 300),
+    "len64_top_bit": b"\x81\xff\x80" + b"\0" * 7 + b"\x37\xfa\x21\x3d",
+    "many_fragments": frame(1, b"a", fin=False) + b"".join(frame(0, b"b", fin=False) for _ in range(20)) + frame(0, b"c"),
+    "control_fragmented": frame(9, b"p", fin=False),
+    "control_long": frame(9, b"p" * 126),
+    "continuation_first": frame(0, b"x"),
+    "rsv": bytes([0xc1]) + frame(1, b"x")[1:],
+    "reserved_opcode": frame(3, b"x"),
+    "new_msg": frame(1, js({"event": "NEW_MSG", "data": {"to": "agent-7", "msg": "你好"}})),
+    "two_messages": frame(1, hello) + frame(1, js({"event": "ACK", "data": {"id": "1-0"}})),
+    "partial_header": frame(1, hello)[:1],
+}
+for k, v in ws.items():
+    write("ws_frames", k, v)
+
+# ---- http_upgrade: handshakes (tests/e2e/ws_client.py, test_ws_hook.py) ----
+q = "/ws?token=" + good.decode()
+http = {
+    "upgrade": upgrade(),
+    "upgrade_token": upgrade(q),
+    "upgrade_token_escaped": upgrade("/ws?a=1&token=" + good.decode().replace(".", "%2E")),
+    "upgrade_bad_token": upgrade("/ws?token=" + jwt["alg_none"].decode()),
+    "upgrade_expired": upgrade("/ws?token=" + jwt["expired"].decode()),
+    "upgrade_broken_escape": upgrade("/ws?token=ab%2"),
+    "upgrade_origin_ok": upgrade(origin="https://app.example"),
+    "upgrade_origin_bad": upgrade(origin="https://evil.example"),
+    "upgrade_two_origins": upgrade(extra="Origin: https://app.example\r\nOrigin: http://x\r\n"),
+    "upgrade_version_8": upgrade(version="8"),
+    "upgrade_bad_key": upgrade(key="dGhlIHNhbXBsZSBub25jZQ="),
+    "upgrade_keep_alive": upgrade(extra="").replace(b"Connection: Upgrade", b"Connection: keep-alive, Upgrade"),
+    "upgrade_then_frames": upgrade() + frame(1, hello) + frame(8, struct.pack(">H", 1000)),
+    "upgrade_post": upgrade().replace(b"GET", b"POST", 1),
+    "upgrade_http10": upgrade().replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+    "no_host": b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    "body": b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    "chunked": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "healthz": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "metrics_head": b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    "static": b"GET /index.html?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "big_header": b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2100 + b"\r\n\r\n",
+    "long_field": upgrade(extra="Sec-WebSocket-Extensions-And-Much-More: x\r\n"),
+    "bad_request": b"GARBAGE\r\n\r\n",
+    "connect": b"CONNECT host:443 HTTP/1.1\r\nHost: host:443\r\n\r\n",
+}
+for k, v in http.items():
+    write("http_upgrade", k, v)
+
+# ---- framing: first byte = options (framing.c), then the stream (tests/unit/test_frame.c) ----
+def length_packets(*bodies):
+    return b"".join(struct.pack(">I", len(b)) + b for b in bodies)
+
+req = js({"url": "/worksheet/send-message", "chat_token": "demo-app-token", "msg_id": "1-0",
+          "data": [{"uuid": "agent-1", "data": {"type": "new_worksheet_to_deal", "infos": "你有一条新工单待处理"}}]})
+LEN, EOF = 0, 1
+def opt(kind, marker=0, maxlen=5, one_byte_reads=False):
+    return bytes([kind | marker << 1 | maxlen << 4 | (0x80 if one_byte_reads else 0)])
+framing = {
+    "length_one": opt(LEN) + length_packets(req),
+    "length_two": opt(LEN) + length_packets(b"hello", b""),
+    "length_partial": opt(LEN) + length_packets(req)[:20],
+    "length_too_big": opt(LEN, maxlen=2) + length_packets(b"x" * 100),
+    "length_bytewise": opt(LEN, one_byte_reads=True) + length_packets(b"abc", b"defg"),
+    "eof_crlf2": opt(EOF, 0) + req + b"\r\n\r\n" + b"ping\r\n\r\n",
+    "eof_newline": opt(EOF, 1) + b"a\nbb\n\nccc",
+    "eof_nul": opt(EOF, 2) + b"x\0y\0",
+    "eof_overlap": opt(EOF, 4) + b"aaabaab" + b"xaab",
+    "eof_split_marker": opt(EOF, 0, one_byte_reads=True) + b"abc\r\n\r\ndef\r\n\r",
+    "eof_too_long": opt(EOF, 0, maxlen=1) + b"x" * 40,
+    "eof_ff": opt(EOF, 6) + b"a" + b"\xff" * 8 + b"b",
+}
+for k, v in framing.items():
+    write("framing", k, v)
+
+# ---- internal_request (tests/e2e/test_gateway.py, test_proxy.py) ----
+APP = "demo-app-token"
+cid = base64.b64encode(b"127.0.0.1_9503_4294967297").decode()
+internal = {
+    "send_message": req,
+    "send_message_two": js({"url": "/worksheet/send-message", "chat_token": APP, "msg_id": "2-0", "handoff": True,
+                            "data": [{"uuid": "u1", "data": {"infos": "a"}}, {"uuid": "u2", "data": "b"}]}),
+    "no_data": js({"url": "/worksheet/send-message", "chat_token": APP, "msg_id": "r4"}),
+    "empty_data": js({"url": "/worksheet/send-message", "chat_token": APP, "msg_id": "r5", "data": []}),
+    "data_not_array": js({"url": "/worksheet/send-message", "chat_token": APP, "msg_id": "r6", "data": {"uuid": "x"}}),
+    "no_uuid": js({"url": "/worksheet/send-message", "chat_token": APP, "msg_id": "r7", "data": [{"data": {}}]}),
+    "long_uuid": js({"url": "/worksheet/send-message", "chat_token": APP, "msg_id": "r8", "data": [{"uuid": "u" * 64, "data": {}}]}),
+    "no_msg_id": js({"url": "/worksheet/send-message", "chat_token": APP, "data": [{"uuid": "u", "data": {}}]}),
+    "msg_id_number": js({"url": "/worksheet/send-message", "chat_token": APP, "msg_id": 7, "data": [{"uuid": "u", "data": {}}]}),
+    "too_many": js({"url": "/worksheet/send-message", "chat_token": APP, "msg_id": "r", "data": [0] * 1001}),
+    "deep": b'{"url":"/worksheet/send-message","chat_token":"t","msg_id":"d","data":[{"uuid":"u","data":' + b"[" * 500 + b"]" * 500 + b"}]}",
+    "push_local": js({"url": "/chat/push-local", "chat_token": APP, "client_id": cid, "uuid": "agent-1",
+                      "remote_data": {"event": "WorksheetMsg", "response": {"infos": "x"}, "id": "3-0"}, "msg_id": "3-0", "req_id": 5}),
+    "push_local_chat": js({"url": "/chat/push-local", "chat_token": APP, "client_id": cid, "uuid": "agent-1",
+                           "remote_data": {"event": "NEW_MSG", "data": {"from": "a", "msg": "hi", "id": "chat-1"}}}),
+    "push_local_missing": js({"url": "/chat/push-local", "chat_token": APP, "msg_id": "r9"}),
+    "unknown_url": js({"url": "/nope", "msg_id": "r10"}),
+    "no_url": js({"chat_token": APP}),
+    "url_number": js({"url": 1}),
+    "not_object": b"[1,2,3]",
+    "bad_json": b'{"url": "/worksheet/send-message",',
+}
+for k, v in internal.items():
+    write("internal_request", k, v)
+
+# ---- config: the example INI files, and --set lines ----
+for path in sorted(glob.glob(os.path.join(ROOT, "config", "*.ini"))):
+    with open(path, "rb") as f:
+        write("config", os.path.basename(path), f.read()[:4000])
+config = {
+    "every_type": "[mine]\ncount = 7\nflag = yes\nsize = 2M\nname = \"quoted ; value\"\nmarker = \\r\\n\\x00\nlevel = warn\n",
+    "set_lines": "worker_num=2\nreactor_num=1\nsize=64KiB\nmarker=\\xff\\\\\n",
+    "errors": "count = 1001\nflag = maybe\nsize = 1T\nlevel = loud\nunknown = 1\n",
+    "unterminated": "name = \"abc ; comment\"\n",
+    "indent_sections": "[a]\n  count = -10\n[b]\n\tname =\n",
+    "long_line": "name = " + "x" * 300 + "\n",
+    "syntax": "[unclosed\nnovalue\n= 3\n",
+}
+for k, v in config.items():
+    write("config", k, v)
+print("corpus written")
