@@ -15,7 +15,7 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
            as possible, each system in turn; prints pushgate's ratios to
            nchan.  Skipped, saying what to install, without nginx and
            libnginx-mod-nchan (scripts/install-deps --bench)
-BENCH_ONLY=engine,s1,s2,latency,s3,s4,peer picks some of them;
+BENCH_ONLY=engine,s1,s2,latency,s3,s4,s5,peer picks some of them;
 BENCH_GATEWAY_SET=key=value,... adds settings to every gateway (the results
 file records them).
 Prints a table and writes bench/results/<date>.json.
@@ -165,6 +165,11 @@ def push_benches(results, rows, only):
                         m["slow_stored"], m["slow_messages"], m["p99_ratio"],
                         m["p99_ratio_vs_healthy"]),
                     "<= 2 MB + small; closed; all stored; <= 2x")),
+        ("s5", "S5 a flooding tab + 1,000 others", lambda: sc.s5_flooding_tab(),
+         lambda m: ("others p99 x%.2f (median of %d rounds)" % (m["p99_ratio"], m["rounds"]),
+                    "tab closed %s times; missing %s" % (sum(t["closed"] for t in m["tabs"]),
+                                                         m["others_missing"]),
+                    "<= 1.2x")),
         ("s4", "S4 reconnect storm, 10,000", lambda: sc.s4_storm(),
          lambda m: ("%s reconnected in %s s" % (m["reconnected"], m["reconnect_seconds"]),
                     "missing %s, dups %s" % (m["missing"], m["duplicates"]),

@@ -334,6 +334,86 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
         c.stop()
 
 
+class FloodingTab:
+    """A signed-in tab that sends HEART_BEATs as fast as the socket takes
+    them, reading what comes back, and connects again each time the server
+    closes it, until stopped: a hostile browser, not a slow one."""
+
+    FRAME = None
+
+    def __init__(self, port, uuid):
+        self.port, self.uuid = port, uuid
+        self.sent = self.closes = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def frame(cls):
+        if cls.FRAME is None:
+            payload, mask = b'{"event":"HEART_BEAT"}', b"\x01\x02\x03\x04"
+            cls.FRAME = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(
+                b ^ mask[i % 4] for i, b in enumerate(payload))
+        return cls.FRAME
+
+    def _run(self):
+        burst = self.frame() * 64
+        while not self.stopping:
+            try:
+                tab = SlowReader(self.port, self.uuid)
+            except (OSError, RuntimeError):
+                time.sleep(0.05)
+                continue
+            tab.sock.setblocking(False)
+            try:
+                while not self.stopping:
+                    try:
+                        self.sent += tab.sock.send(burst) // len(self.frame())
+                    except BlockingIOError:
+                        pass
+                    try:
+                        if tab.sock.recv(1 << 16) == b"":
+                            break
+                    except BlockingIOError:
+                        time.sleep(0.001)
+            except OSError:
+                pass
+            self.closes += 1
+            tab.close()
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(10)
+
+
+def s5_flooding_tab(users=1000, messages=10000, rate=2000, rounds=3, **limits):
+    """Others' latency on one node while a tab floods it with HEART_BEATs
+    and reconnects each time it is cut off, against the same load with no
+    flood, in alternate rounds; limits: gateway settings (browser_rate=0
+    lets the flood through, to show what the limit saves)."""
+    c = Cluster(nodes=1, consumers=1, gateway=limits)
+    try:
+        g = c.gateways[0]
+        base, flooded, tabs = [], [], []
+        for i in range(rounds):
+            base.append(_others_run(c, g, users, messages, rate, "calm-%d" % i)[0])
+            tab = FloodingTab(g.port, "flood-user-%d" % i)
+            flooded.append(_others_run(c, g, users, messages, rate, "flood-%d" % i)[0])
+            tab.stop()
+            tabs.append({"frames_sent": tab.sent, "closed": tab.closes})
+        p99 = lambda r: max(r["latency_ms"]["p99"], 0.001)  # noqa: E731
+        med = lambda runs: sorted(p99(r) for r in runs)[len(runs) // 2]  # noqa: E731
+        return {"limits": limits, "rounds": rounds, "tabs": tabs,
+                "others_p99_ms_calm": [r["latency_ms"]["p99"] for r in base],
+                "others_p99_ms_flooded": [r["latency_ms"]["p99"] for r in flooded],
+                "others_p50_ms_calm": [r["latency_ms"]["p50"] for r in base],
+                "others_p50_ms_flooded": [r["latency_ms"]["p50"] for r in flooded],
+                "others_missing": sum(r.get("missing") or 0 for r in base + flooded),
+                "p99_ratio": med(flooded) / med(base)}
+    finally:
+        c.stop()
+
+
 def slow_tasks(g):
     """The task workers' "slow task" log lines (tasks.c): which task worker
     was held up, by what and how long; a stall of MariaDB shows on both at
