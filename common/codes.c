@@ -17,6 +17,7 @@ const char *pg_code_text(int code)
     case PG_ERR_UNREACHABLE: return "unreachable";
     case PG_ERR_BUSY: return "busy";
     case PG_ERR_INBOX_FULL: return "the recipient's stored messages are at their limit";
+    case PG_ERR_RATE_LIMITED: return "over this app's rate: retry later";
     case PG_ERR_UNAVAILABLE: return "MySQL is unavailable: retry later";
     default: return "internal error";
     }
@@ -30,5 +31,5 @@ int pg_code_final(int code)
 
 int pg_code_wait(int code)
 {
-    return code == PG_ERR_UNAVAILABLE || code == PG_ERR_BUSY;
+    return code == PG_ERR_UNAVAILABLE || code == PG_ERR_BUSY || code == PG_ERR_RATE_LIMITED;
 }

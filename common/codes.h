@@ -21,6 +21,7 @@ enum {
     PG_ERR_UNREACHABLE = 10204,    /* the proxy or target node did not answer */
     PG_ERR_BUSY = 10205,           /* a queue on the way is full: retry later */
     PG_ERR_INBOX_FULL = 10206,     /* a recipient has max_offline_per_uuid stored messages */
+    PG_ERR_RATE_LIMITED = 10207,   /* an app over app_rate on this node: retry later */
     PG_ERR_INTERNAL = 10500,       /* MySQL failed: retry */
     PG_ERR_UNAVAILABLE = 10503,    /* MySQL cannot be reached: retry later, the request is not at fault */
 };

@@ -9,6 +9,7 @@
 
 #include "token.h"
 #include "log.h"
+#include "timer.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -57,13 +58,6 @@ static void on_connect_event(pg_session_id session, json_t *data)
     gw_session_authenticate(session, uuid);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
-
 /* Whether the session may send one more message (chat: one more chat
  * message); limits.c says why these limits exist. */
 static int within_rate(pg_session_id session, int chat)
@@ -71,7 +65,7 @@ static int within_rate(pg_session_id session, int chat)
     gw_bucket *b = gw_session_bucket(session, chat);
     double per_second = chat ? (double)gw.cfg.chat_per_minute / 60.0 : (double)gw.cfg.browser_rate;
     double burst = chat ? (double)gw.cfg.chat_per_minute : (double)gw.cfg.browser_burst;
-    if (!b || gw_bucket_take(b, per_second, burst, now_ms()))
+    if (!b || gw_bucket_take(b, per_second, burst, (int64_t)pg_now_ms()))
         return 1;
     atomic_fetch_add(&gw.counters->limited, 1);
     return 0;

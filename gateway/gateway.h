@@ -69,6 +69,8 @@ typedef struct {
     size_t chat_max_bytes;         /* of a chat message's text */
     long long max_tabs_per_uuid;   /* connections of one uuid on this node (0: any) */
     long long max_offline_per_uuid;   /* stored messages a routed one may join (0: any) */
+    long long app_rate;            /* work orders per second per chat_token on this node */
+    long long app_burst;
 } gw_settings;
 
 /* Counters for /stats and /metrics, in shared memory. */
@@ -153,6 +155,12 @@ typedef struct {
     int64_t at_ms;
 } gw_bucket;
 int gw_bucket_take(gw_bucket *b, double per_second, double burst, int64_t now_ms);
+/* master, before fork: room for capacity apps' buckets (app_rate). */
+#define GW_APPS_MAX 1024
+int gw_app_limits_create(uint32_t capacity);
+void gw_app_limits_destroy(void);
+/* 1: chat_token may send one more request now (or app_rate is 0). */
+int gw_app_within_rate(const char *chat_token, int64_t now_ms);
 
 /* session.c */
 int gw_sessions_create(uint32_t capacity);

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "reply.h"
+#include "timer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,11 @@ static void send_message(pg_session_id session, json_t *req, json_t *items)
 {
     const char *token = json_string_value(json_object_get(req, "chat_token"));
     const char *msg_id = json_string_value(json_object_get(req, "msg_id"));
+    if (!gw_app_within_rate(token, (int64_t)pg_now_ms())) {
+        json_decref(items);
+        reply_error(session, PG_ERR_RATE_LIMITED, NULL, req);
+        return;
+    }
     atomic_fetch_add(&gw.counters->messages_in, 1);
     uint64_t ticket = json_is_true(json_object_get(req, "handoff"))
                           ? gw_handoff_open(session, json_object_get(req, "msg_id"), NULL) : 0;

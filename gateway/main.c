@@ -88,6 +88,11 @@ static const pg_conf_def gateway_defs[] = {
     {"max_offline_per_uuid", PG_CONF_INT, G(max_offline_per_uuid), "10000", 0, 1LL << 40, NULL,
      "stored messages one uuid may have before a new work order or chat message for it is "
      "refused with 10206, the sender's to keep (0: no limit)"},
+    {"app_rate", PG_CONF_INT, G(app_rate), "0", 0, 100000000, NULL,
+     "work orders per second one chat_token may send this node, after app_burst (over: "
+     "10207, retry later; 0: no limit)"},
+    {"app_burst", PG_CONF_INT, G(app_burst), "1000", 1, 100000000, NULL,
+     "work orders one chat_token may send at once before app_rate applies"},
     {"max_tabs_per_uuid", PG_CONF_INT, G(max_tabs_per_uuid), "16", 0, 1000000, NULL,
      "connections one uuid may hold on this node (the next is closed with 1008; 0: any)"},
 };
@@ -268,6 +273,7 @@ int main(int argc, char **argv)
         gw_uuid_index_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
         gw_push_record_create((uint32_t)gw.cfg.push_record_slots) == 0 &&
         gw_route_cache_create((uint32_t)gw.cfg.route_cache_entries) == 0 &&
+        gw_app_limits_create(GW_APPS_MAX) == 0 &&
         gw_handoff_create(GW_HANDOFF_TICKETS) == 0 &&
         (gw.server = pg_server_new("pushgate-gateway", &gw.server_cfg, &cb)) != NULL &&
         listen_ports() == 0 && gw_node_register() == 0) {
@@ -280,6 +286,7 @@ int main(int argc, char **argv)
     gw_uuid_index_destroy();
     gw_push_record_destroy();
     gw_route_cache_destroy();
+    gw_app_limits_destroy();
     gw_handoff_destroy();
     if (gw.counters)
         pg_shm_free(gw.counters, sizeof(*gw.counters));

@@ -428,3 +428,22 @@ def test_a_full_inbox_refuses_new_messages_with_10206(small_inbox, stack, app):
     assert len(offline_rows(stack, to)) == 3
     status, _, body = http_get(small_inbox.port, "/metrics")
     assert status == 200 and b"pushgate_inbox_refused_total 3\n" in body, body
+
+
+def test_an_app_over_app_rate_gets_10207_then_is_served_again(bin_dir, stack, app, tmp_path):
+    """app_rate 5, app_burst 5: of 8 work orders at once the first 5 are
+    routed and 3 get 10207 (retry later); a second on, one more passes."""
+    g = start_gateway(bin_dir, stack, tmp_path, worker_num=2, task_worker_num=2, app_rate=5,
+                      app_burst=5)
+    try:
+        c = Internal(g.internal_port)
+        codes = [c.call(work_order("rate-%d" % i, [(uid("r"), {"i": i})], app))["code"]
+                 for i in range(8)]
+        assert codes == [0] * 5 + [10207] * 3, codes
+        time.sleep(1.1)
+        assert c.call(work_order("rate-8", [(uid("r"), {"i": 8})], app))["code"] == 0
+        c.close()
+        g.stop()
+        g.check_clean()
+    finally:
+        g.kill_all()
