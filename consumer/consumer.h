@@ -21,10 +21,10 @@
  * entry after each event), gateway.c (one gateway connection), nodes.c (the
  * set of gateways: static or from MySQL), stream.c (XREADGROUP, XAUTOCLAIM,
  * keep-alive of held entries), acks.c (XACK batches, dead letters, delivery
- * counters).  Two Redis links (common/redis_link.c): "reader" for
- * XREADGROUP ... BLOCK alone (a blocked command holds up everything behind
- * it on its connection) and "control" for XACK, XADD, XCLAIM, XAUTOCLAIM
- * and XPENDING. */
+ * counters), metrics.c (/metrics and /healthz on metrics_port).  Two Redis
+ * links (common/redis_link.c): "reader" for XREADGROUP ... BLOCK alone (a
+ * blocked command holds up everything behind it on its connection) and
+ * "control" for XACK, XADD, XCLAIM, XAUTOCLAIM, XPENDING and XINFO. */
 #ifndef CS_CONSUMER_H
 #define CS_CONSUMER_H
 
@@ -65,6 +65,8 @@ typedef struct {
     size_t max_message_size;
     int log_level;
     char *log_file;
+    char *metrics_host;
+    long long metrics_port;         /* 0: no metrics port */
 } cs_settings;
 
 /* Parses the command line into cs.cfg. 0 go on, 1 --help/--version, -1 error. */
@@ -238,6 +240,12 @@ bool cs_acks_idle(void);
 bool cs_acks_link_up(void);
 /* The control link, for stream.c's XAUTOCLAIM/XPENDING. */
 pg_redis *cs_acks_link(void);
+
+/* ---- /metrics and /healthz (metrics.c) ---- */
+
+int cs_metrics_start(void);         /* nothing when metrics_port is 0; -1: cannot listen */
+void cs_metrics_stop(void);         /* before the control link goes */
+void cs_metrics_reply(int code);    /* a gateway replied */
 
 /* ---- the context ---- */
 

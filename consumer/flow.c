@@ -171,6 +171,7 @@ static bool claim_for_reply(cs_entry *e, cs_gateway *g, int code)
 void cs_flow_reply(cs_entry *e, cs_gateway *g, int code, const char *msg, long long pending,
                    bool final)
 {
+    cs_metrics_reply(code);
     if (code == 0 && pending > 0 && !final && e->state == CS_E_SENT && e->gw == g) {
         pg_debug("entry %s routed by gateway %s; waiting for %lld browser(s)", e->id, g->name,
                  pending);

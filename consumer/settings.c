@@ -54,6 +54,10 @@ static const pg_conf_def consumer_defs[] = {
     {"log_level", PG_CONF_ENUM, C(log_level), "info", 0, 0, "debug|info|notice|warn|error",
      "lowest level written"},
     {"log_file", PG_CONF_STRING, C(log_file), "", 0, 0, NULL, "log file (empty: stderr)"},
+    {"metrics_host", PG_CONF_STRING, C(metrics_host), "127.0.0.1", 0, 0, NULL,
+     "address of the HTTP port for /metrics and /healthz"},
+    {"metrics_port", PG_CONF_INT, C(metrics_port), "0", 0, 65535, NULL,
+     "HTTP port for /metrics (Prometheus) and /healthz (0: none)"},
 };
 
 static pg_conf_table tables[] = {

@@ -38,6 +38,7 @@ static int64_t pass_timer;     /* fires when the loop pass ends */
 
 static int send_task(json_t *op, int dst)
 {
+    gw_metrics_task_sent(op);
     char *text = json_dumps(op, JSON_COMPACT);
     json_decref(op);
     int64_t id = text ? pg_server_task(gw.server, text, strlen(text), dst) : -1;

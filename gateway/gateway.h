@@ -13,6 +13,7 @@
  * awaiting.c  workers: what waits for a task worker's answer, swept when it never comes
  * reply.c     JSON the gateway writes: events for browsers, reply frames, error codes
  * proxy_link.c  a worker's connection to the proxy, for sessions on other nodes
+ * metrics.c   /metrics in the Prometheus text format, and the latency histograms
  *
  * Work flows worker -> task worker -> worker as JSON objects with an "op";
  * what a worker needs back travels inside the task, so no worker keeps a
@@ -28,6 +29,7 @@
 #include "codes.h"
 #include "db.h"
 #include "idmap.h"
+#include "prom.h"
 #include "server.h"
 #include "shm_table.h"
 #include "ws.h"
@@ -88,6 +90,11 @@ typedef struct {
     _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
     _Atomic uint64_t mysql_errors;
     _Atomic int draining;              /* the node is stopping: route around its sessions */
+    /* latencies (metrics.c), in every process */
+    pg_prom_hist intake_to_push;       /* a message taken in to its push, on this node */
+    pg_prom_hist push_to_ack;          /* a push to the browser's ACK of it */
+    pg_prom_hist route_lookup;         /* a route task's round trip, worker to worker */
+    pg_prom_hist task_wait;            /* a task's wait for a task worker to start it */
 } gw_counters;
 
 typedef struct {
@@ -393,6 +400,26 @@ long long gw_mysql_result(long long rc);
 /* The code of a request that failed for MySQL: PG_ERR_UNAVAILABLE while it
  * cannot be reached, else PG_ERR_INTERNAL. */
 int gw_mysql_failure_code(void);
+
+/* metrics.c: the text of /metrics, and where the histograms are fed.
+ * Intake to push: the worker notes when it took in the message it is
+ * handling (main.c, around each request), route.c keeps that time on an
+ * order that waits for a route task, and gw_push carries it to the push. */
+struct evbuffer;
+void gw_metrics_text(struct evbuffer *out);
+/* The intake time (pg_prom_now_us) of what this worker handles now; 0: none. */
+void gw_metrics_intake_set(uint64_t us);
+uint64_t gw_metrics_intake(void);
+/* route.c: an order waiting for its route keeps the intake time, and gets it
+ * back when the route comes. */
+void gw_metrics_stamp(json_t *order);
+void gw_metrics_resume(json_t *order);
+/* batch.c, tasks.c, main.c: a task's send time goes with it ("t0"), for the
+ * queue wait and, echoed by a route task's answer, the lookup's round trip;
+ * so does the intake time ("t_in"), which a token check's answer echoes. */
+void gw_metrics_task_sent(json_t *op);
+void gw_metrics_task_started(json_t *task);
+void gw_metrics_route_answered(json_t *result);
 
 /* reply.c */
 char *gw_error_json(int code, const char *msg);

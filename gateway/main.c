@@ -131,10 +131,12 @@ static void on_receive(pg_server *s, pg_session_id session, int listener, const 
                        size_t len)
 {
     (void)s;
+    gw_metrics_intake_set(pg_prom_now_us());   /* what this pushes: intake to push */
     if (listener == GW_LISTENER_PUBLIC)
         gw_browser_message(session, data, len);
     else
         gw_internal_request(session, data, len);
+    gw_metrics_intake_set(0);
 }
 
 static void on_close(pg_server *s, pg_session_id session, int listener)
@@ -163,12 +165,18 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
         gw_session_registered(r);
     else if (strcmp(op, "offline_page") == 0)
         gw_browser_registered(r);
-    else if (strcmp(op, "routed") == 0)
+    else if (strcmp(op, "routed") == 0) {
+        gw_metrics_route_answered(r);
         gw_route_done(r);
+        gw_metrics_intake_set(0);   /* route.c resumed each order's */
+    }
     else if (strcmp(op, "stored") == 0)
         gw_internal_stored(r);
-    else if (strcmp(op, "token") == 0)
+    else if (strcmp(op, "token") == 0) {
+        gw_metrics_resume(r);
         gw_internal_token_checked(r);
+        gw_metrics_intake_set(0);
+    }
     else if (strcmp(op, "redeliver") == 0)
         gw_redeliver_answered(r);
     else if (strcmp(op, "unregistered") == 0)

@@ -249,6 +249,7 @@ void gw_route(json_t *order)
             return;
         }
     }
+    gw_metrics_stamp(order);   /* its intake time waits with it */
     gw_batch_add(&orders, order, order_bytes(order));
 }
 
@@ -382,6 +383,7 @@ void gw_route_done(json_t *result)
     json_array_foreach(batch, o, order) {
         json_t *compact = json_array_get(json_object_get(result, "results"), o);
         learn_token(order, compact);
+        gw_metrics_resume(order);
         json_t *r = json_is_integer(json_object_get(compact, "c")) ? routed_of(order, compact) : NULL;
         if (r)
             gw_internal_routed(r);

@@ -40,6 +40,7 @@ typedef struct {
     size_t bytes;                    /* what it holds, for max_pending_bytes */
     int from_offline;
     time_t sent_at;
+    uint64_t pushed_us;              /* for the push-to-ACK histogram (metrics.c) */
     gw_waiter *waiters;              /* requests waiting for its ACK or its store (handoff.c) */
     size_t nwaiters;
 } pending_ack;
@@ -678,7 +679,8 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
     }
     pending_ack *p = &b->pending[b->npending];
     *p = (pending_ack){.id = strdup(id), .payload = strdup(payload), .bytes = bytes,
-                       .from_offline = from_offline, .sent_at = time(NULL)};
+                       .from_offline = from_offline, .sent_at = time(NULL),
+                       .pushed_us = pg_prom_now_us()};
     if (!p->id || !p->payload || add_waiter(p, w) < 0) {
         free_pending(p);
         return -1;
@@ -748,9 +750,10 @@ static void push_again(browser_session *b, const char *id, const char *payload, 
 }
 
 /* On the home worker: write and remember; a session gone meanwhile gets the
- * message stored instead. */
+ * message stored instead.  intake_us: when the message came in (0: not
+ * known), for the intake-to-push histogram. */
 static void push_here(pg_session_id session, const char *uuid, const char *id,
-                      const char *payload, int from_offline, const gw_waiter *w)
+                      const char *payload, int from_offline, const gw_waiter *w, uint64_t intake_us)
 {
     browser_session *b = find_session(session);
     if (!b || strcmp(b->uuid, uuid) != 0) {
@@ -769,6 +772,8 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
     }
     note_queued(session, id);
     atomic_fetch_add(&gw.counters->pushed, 1);
+    if (!from_offline)
+        pg_prom_observe_since(&gw.counters->intake_to_push, intake_us);
 }
 
 /* A push relayed to the session's home worker: this header, then uuid, id
@@ -778,6 +783,7 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
 typedef struct {
     uint64_t session;
     uint64_t waiter_ticket;          /* 0: nothing waits for it */
+    uint64_t intake_us;              /* see push_here */
     int32_t waiter_worker;
     uint32_t payload_len;
     uint16_t id_len;
@@ -790,6 +796,7 @@ static void relay_push(int home, pg_session_id session, const char *uuid, const 
 {
     size_t uuid_len = strlen(uuid), id_len = strlen(id), payload_len = strlen(payload);
     relayed_push head = {.session = session, .waiter_ticket = w ? w->ticket : 0,
+                         .intake_us = gw_metrics_intake(),
                          .waiter_worker = w ? w->worker : 0, .payload_len = (uint32_t)payload_len,
                          .id_len = (uint16_t)id_len, .uuid_len = (uint8_t)uuid_len,
                          .from_offline = (uint8_t)(from_offline != 0)};
@@ -814,7 +821,7 @@ void gw_push(pg_session_id session, const char *uuid, const char *id, const char
 {
     int home = pg_server_session_worker(gw.server, session);
     if (home == pg_server_worker_id(gw.server))
-        push_here(session, uuid, id, payload, from_offline, w);
+        push_here(session, uuid, id, payload, from_offline, w, gw_metrics_intake());
     else
         relay_push(home, session, uuid, id, payload, from_offline, w);
 }
@@ -839,7 +846,8 @@ void gw_session_pipe_message(const char *data, size_t len)
     snprintf(uuid, sizeof(uuid), "%.*s", (int)head.uuid_len, p);
     gw_waiter w = {.worker = head.waiter_worker, .ticket = head.waiter_ticket};
     if (id && payload)
-        push_here((pg_session_id)head.session, uuid, id, payload, head.from_offline, &w);
+        push_here((pg_session_id)head.session, uuid, id, payload, head.from_offline, &w,
+                  head.intake_us);
     else
         pg_error("out of memory for a push from another worker");
     free(id);
@@ -863,6 +871,7 @@ int gw_session_ack(pg_session_id session, const char *id)
         if (p->from_offline)
             delete_stored(b, id);
         settle_waiters(p, GW_PUSH_ACKED);
+        pg_prom_observe_since(&gw.counters->push_to_ack, p->pushed_us);
         size_t i = (size_t)(p - b->pending);
         b->pending_bytes -= p->bytes;
         free_pending(p);

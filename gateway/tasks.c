@@ -795,8 +795,10 @@ static void op_route(json_t *task)
     json_decref(codes);
     json_decref(uuids);
     json_decref(rows.by_uuid);
-    finish(json_pack("{s:s,s:O,s:o,s:O?}", "op", "routed", "batch", json_object_get(task, "batch"),
-                     "results", results, "senders", json_object_get(task, "senders")));
+    /* t0 back to the worker: the lookup's round trip (metrics.c) */
+    finish(json_pack("{s:s,s:O,s:o,s:O?,s:O?}", "op", "routed", "batch",
+                     json_object_get(task, "batch"), "results", results, "senders",
+                     json_object_get(task, "senders"), "t0", json_object_get(task, "t0")));
 }
 
 /* The uuids other nodes stored messages for while the path to this node
@@ -828,8 +830,10 @@ static void op_token(json_t *task)
 {
     const char *token = json_string_value(json_object_get(task, "chat_token"));
     int valid = token ? token_valid(token) : 0;
-    finish(json_pack("{s:s,s:O,s:i}", "op", "token", "ctx", json_object_get(task, "ctx"), "code",
-                     valid < 0 ? gw_mysql_failure_code() : valid ? PG_OK : PG_ERR_BAD_TOKEN));
+    /* t_in back to the worker: the push it makes next has its intake time */
+    finish(json_pack("{s:s,s:O,s:i,s:O?}", "op", "token", "ctx", json_object_get(task, "ctx"),
+                     "code", valid < 0 ? gw_mysql_failure_code() : valid ? PG_OK : PG_ERR_BAD_TOKEN,
+                     "t_in", json_object_get(task, "t_in")));
 }
 
 /* ---- dispatch ---- */
@@ -841,6 +845,7 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
     json_error_t err;
     json_t *task = json_loadb(data, len, 0, &err);
     const char *op = json_string_value(json_object_get(task, "op"));
+    gw_metrics_task_started(task);
     if (!op)
         pg_error("malformed task: %s", err.text);
     else if (strcmp(op, "route") == 0)

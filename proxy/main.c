@@ -33,6 +33,10 @@ static const pg_conf_def proxy_defs[] = {
      "pushes awaiting an answer per target node and worker; past it: busy"},
     {"stats_interval", PG_CONF_INT, P(stats_interval), "60", 0, 86400, NULL,
      "seconds between stats lines in the log (0: none)"},
+    {"metrics_host", PG_CONF_STRING, P(metrics_host), "127.0.0.1", 0, 0, NULL,
+     "address of the HTTP port for /metrics and /healthz"},
+    {"metrics_port", PG_CONF_INT, P(metrics_port), "0", 0, 65535, NULL,
+     "HTTP port for /metrics (Prometheus) and /healthz (0: none)"},
 };
 
 static void on_start(pg_server *s, int id)
@@ -42,6 +46,7 @@ static void on_start(pg_server *s, int id)
     px_targets_start();
     px_nodes_worker_start();
     px_stats_worker_start(id);
+    px_metrics_worker_start(id);
 }
 
 static void on_stop(pg_server *s, int id)
@@ -51,6 +56,7 @@ static void on_stop(pg_server *s, int id)
         px_nodes_task_stop();
         return;
     }
+    px_metrics_worker_stop();
     px_stats_worker_stop();
     px_nodes_worker_stop();
     px_targets_stop();
@@ -114,12 +120,14 @@ int main(int argc, char **argv)
     pg_server_callbacks cb = {.on_start = on_start, .on_stop = on_stop, .on_receive = on_receive,
                               .on_task = on_task, .on_finish = on_finish};
     rc = 1;
-    if (check_settings() == 0 && px_stats_create() == 0 &&
+    px.metrics_fd = -1;
+    if (check_settings() == 0 && px_stats_create() == 0 && px_metrics_bind() == 0 &&
         (px.server = pg_server_new("pushgate-proxy", &px.server_cfg, &cb)) != NULL &&
         listen_port() == 0 && px_nodes_load() == 0)
         rc = pg_server_start(px.server);
     pg_server_free(px.server);
     px_nodes_free();
+    px_metrics_close();
     px_stats_free();
     pg_daemon_done(tables, ntables);
     return rc;

@@ -11,6 +11,7 @@
  * nodes.c    the live nodes of gateway_nodes: a task worker reads them, every
  *            worker keeps the last answer
  * stats.c    counters in shared memory, the periodic log line, /stats
+ * metrics.c  /metrics and /healthz on metrics_port (worker 0, evhttp)
  *
  * Workers never block: MySQL is read only in task workers (and once in the
  * master at start, which is a start-up check). */
@@ -23,6 +24,7 @@
 
 #include "codes.h"
 #include "db.h"
+#include "prom.h"
 #include "server.h"
 
 struct evbuffer;
@@ -36,7 +38,21 @@ typedef struct {
     long long handoff_timeout_ms;
     long long max_in_flight;
     long long stats_interval;
+    char *metrics_host;
+    long long metrics_port;         /* 0: no metrics port */
 } px_settings;
+
+/* What became of a forward, by target node (stats.c px_stats_outcome). */
+enum {
+    PX_OUT_DELIVERED, PX_OUT_GONE, PX_OUT_REFUSED, PX_OUT_UNREACHABLE, PX_OUT_BUSY, PX_OUTCOMES
+};
+/* Target nodes counted apart; the rest share one row, "other". */
+#define PX_NODES_MAX 64
+typedef struct {
+    _Atomic int state;              /* 0 free, 1 being claimed, 2 in use */
+    char node[72];                  /* "ip:port", set before state 2 */
+    _Atomic uint64_t n[PX_OUTCOMES];
+} px_node_counters;
 
 /* Totals since start, shared by every process of the proxy. */
 typedef struct {
@@ -48,6 +64,8 @@ typedef struct {
     _Atomic uint64_t unreachable;   /* not registered, down, or no answer in time */
     _Atomic uint64_t busy;          /* past max_in_flight for the target */
     _Atomic uint64_t bad_requests;  /* malformed requests answered with an error */
+    px_node_counters nodes[PX_NODES_MAX + 1];   /* the last: other */
+    pg_prom_hist answer_time;       /* a forward to the target node's first answer */
 } px_counters;
 
 typedef struct {
@@ -56,6 +74,7 @@ typedef struct {
     pg_db_settings mysql;
     pg_server *server;
     px_counters *counters;
+    int metrics_fd;                 /* the metrics port's socket (-1: none), bound by the master */
     pg_db *db;                      /* task workers only */
 } px_context;
 
@@ -101,5 +120,13 @@ void px_stats_free(void);
 void px_stats_worker_start(int worker_id);
 void px_stats_worker_stop(void);
 json_t *px_stats_json(void);
+/* Counts a forward's outcome, in the totals and under its target node. */
+void px_stats_outcome(const char *ip, int port, int outcome);
+
+/* metrics.c */
+int px_metrics_bind(void);          /* master, before fork; 0 when metrics_port is 0 */
+void px_metrics_close(void);
+void px_metrics_worker_start(int worker_id);   /* worker 0 serves it */
+void px_metrics_worker_stop(void);
 
 #endif

@@ -10,6 +10,11 @@
 #include "shm.h"
 #include "timer.h"
 
+#include <sched.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
 static int64_t log_timer;
 
 int px_stats_create(void)
@@ -17,6 +22,9 @@ int px_stats_create(void)
     px.counters = pg_shm_alloc(sizeof(*px.counters));
     if (!px.counters)
         pg_error("cannot map the shared counters");
+    else
+        snprintf(px.counters->nodes[PX_NODES_MAX].node, sizeof(px.counters->nodes[0].node),
+                 "other");
     return px.counters ? 0 : -1;
 }
 
@@ -57,6 +65,48 @@ void px_stats_worker_stop(void)
     if (log_timer > 0)
         pg_timer_clear(log_timer);
     log_timer = 0;
+}
+
+/* The row of ip:port, claimed on first use.  A row being claimed by
+ * another process is waited for a moment: two rows of one node would be
+ * one series twice in /metrics. */
+static px_node_counters *node_row(const char *ip, int port)
+{
+    char node[sizeof(px.counters->nodes[0].node)];
+    snprintf(node, sizeof(node), "%s:%d", ip, port);
+    uint32_t h = 2166136261u;
+    for (const char *p = node; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    for (int i = 0; i < PX_NODES_MAX; i++) {
+        px_node_counters *r = &px.counters->nodes[(h + (uint32_t)i) % PX_NODES_MAX];
+        int state = atomic_load(&r->state);
+        for (int spin = 0; state == 1 && spin < 1000; spin++) {
+            sched_yield();
+            state = atomic_load(&r->state);
+        }
+        if (state == 2 && strcmp(r->node, node) == 0)
+            return r;
+        int expected = 0;
+        if (state == 0 && atomic_compare_exchange_strong(&r->state, &expected, 1)) {
+            memcpy(r->node, node, sizeof(node));
+            atomic_store(&r->state, 2);
+            return r;
+        }
+    }
+    return &px.counters->nodes[PX_NODES_MAX];
+}
+
+void px_stats_outcome(const char *ip, int port, int outcome)
+{
+    static const size_t totals[PX_OUTCOMES] = {
+        offsetof(px_counters, delivered), offsetof(px_counters, gone),
+        offsetof(px_counters, refused), offsetof(px_counters, unreachable),
+        offsetof(px_counters, busy)};
+    if (outcome < 0 || outcome >= PX_OUTCOMES)
+        return;
+    atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)px.counters + totals[outcome]), 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&node_row(ip, port)->n[outcome], 1, memory_order_relaxed);
 }
 
 json_t *px_stats_json(void)

@@ -53,6 +53,7 @@ struct pending {
     pg_session_id session;        /* the asking gateway's connection */
     json_t *req_id, *msg_id;      /* echoed in the answer (NULL: none) */
     uint64_t sent_ms;             /* accepted: when it was */
+    uint64_t sent_us;             /* when it went out, for the answer-time histogram */
     pending *prev, *next;
 };
 
@@ -132,7 +133,7 @@ static void fail_pending(pending *p, const char *why)
 {
     json_t *final = p->list == &p->t->accepted ? json_pack("{s:b}", "final", 1) : NULL;
     unlink_pending(p);
-    PX_COUNT(unreachable);
+    px_stats_outcome(p->t->ip, p->t->port, PX_OUT_UNREACHABLE);
     px_answer(p->session, PG_ERR_UNREACHABLE, why, p->msg_id, p->req_id, final);
     json_decref(final);
     free_pending(p);
@@ -192,12 +193,14 @@ static void on_answer(target *t, const char *data, size_t len)
                           : json_pack("{s:b,s:O?,s:O?}", "final", 1, "acked",
                                       json_object_get(r, "acked"), "stored",
                                       json_object_get(r, "stored"));
+    if (first)
+        pg_prom_observe_since(&px.counters->answer_time, p->sent_us);
     if (first && code == PG_OK)
-        PX_COUNT(delivered);
+        px_stats_outcome(t->ip, t->port, PX_OUT_DELIVERED);
     else if (code == PG_ERR_GONE)
-        PX_COUNT(gone);
+        px_stats_outcome(t->ip, t->port, PX_OUT_GONE);
     else if (code != PG_OK)
-        PX_COUNT(refused);
+        px_stats_outcome(t->ip, t->port, PX_OUT_REFUSED);
     json_t *msg_id = json_object_get(r, "msg_id");
     px_answer(p->session, code, json_string_value(json_object_get(r, "msg")),
               msg_id ? msg_id : p->msg_id, p->req_id, extra);
@@ -368,6 +371,7 @@ static int send_push(target *t, struct evbuffer *body, pg_session_id session, js
         return -1;
     }
     *p = (pending){.id = id, .t = t, .session = session, .sent_ms = now_ms(),
+                   .sent_us = pg_prom_now_us(),
                    .req_id = json_incref(req_id), .msg_id = json_incref(msg_id)};
     list_append(&t->in_flight, p);
     return 0;
@@ -390,10 +394,7 @@ void px_forward(const char *ip, int port, struct evbuffer *body, pg_session_id s
         }
         why = "could not queue the push";
     }
-    if (code == PG_ERR_BUSY)
-        PX_COUNT(busy);
-    else
-        PX_COUNT(unreachable);
+    px_stats_outcome(ip, port, code == PG_ERR_BUSY ? PX_OUT_BUSY : PX_OUT_UNREACHABLE);
     px_answer(session, code, why, msg_id, req_id, NULL);
 }
 
