@@ -43,9 +43,62 @@ static void close_unauthorized(pg_session_id session, const char *why)
     pg_server_close(gw.server, session, reason, n);
 }
 
-static void on_connect_event(pg_session_id session, json_t *data)
+/* ---- decoding: pure (no server, no state), so that the fuzz target
+ * tests/fuzz/browser_event.c can feed it ---- */
+
+typedef enum {
+    EVENT_BAD_JSON,        /* not a JSON object */
+    EVENT_NONE,            /* no "event" string */
+    EVENT_UNKNOWN,         /* an event this gateway does not know */
+    EVENT_CONNECT,
+    EVENT_HEART_BEAT,
+    EVENT_ACK,
+    EVENT_NEW_MSG,
+} browser_event_kind;
+
+typedef struct {
+    browser_event_kind kind;
+    json_t *msg;           /* the message (the caller decrefs), NULL when not JSON */
+    const char *token;     /* CONNECT: data.client_token, or NULL */
+    const char *ack_id;    /* ACK: data.id, or NULL */
+    const char *to;        /* NEW_MSG: data.to when a uuid a token could name, else NULL */
+    json_t *text;          /* NEW_MSG: data.msg when a string, else NULL */
+} browser_event;
+
+static void browser_decode(const char *text, size_t len, browser_event *ev)
 {
-    const char *token = json_string_value(json_object_get(data, "client_token"));
+    *ev = (browser_event){.kind = EVENT_BAD_JSON, .msg = json_loadb(text, len, 0, NULL)};
+    if (!json_is_object(ev->msg))
+        return;
+    const char *event = json_string_value(json_object_get(ev->msg, "event"));
+    json_t *data = json_object_get(ev->msg, "data");
+    ev->kind = EVENT_NONE;
+    if (!event)
+        return;
+    if (strcmp(event, "CONNECT") == 0) {
+        ev->kind = EVENT_CONNECT;
+        ev->token = json_string_value(json_object_get(data, "client_token"));
+    } else if (strcmp(event, "HEART_BEAT") == 0) {
+        ev->kind = EVENT_HEART_BEAT;
+    } else if (strcmp(event, "ACK") == 0) {
+        ev->kind = EVENT_ACK;
+        ev->ack_id = json_string_value(json_object_get(data, "id"));
+    } else if (strcmp(event, "NEW_MSG") == 0) {
+        json_t *to = json_object_get(data, "to");
+        ev->kind = EVENT_NEW_MSG;
+        if (json_is_string(to) && pg_token_uuid_ok(json_string_value(to), json_string_length(to)))
+            ev->to = json_string_value(to);
+        if (json_is_string(json_object_get(data, "msg")))
+            ev->text = json_object_get(data, "msg");
+    } else {
+        ev->kind = EVENT_UNKNOWN;
+    }
+}
+
+/* ---- acting ---- */
+
+static void on_connect_event(pg_session_id session, const char *token)
+{
     char uuid[PG_UUID_MAX + 1];
     const char *why = "no client_token";
     if (gw_session_uuid(session)) {
@@ -85,12 +138,9 @@ static void close_flooding(pg_session_id session)
 }
 
 /* A chat message goes to a uuid a browser could sign in as, or nowhere. */
-static void on_chat(pg_session_id session, const char *from, json_t *data)
+static void on_chat(pg_session_id session, const char *from, const char *to, json_t *msg)
 {
-    json_t *to_value = json_object_get(data, "to");
-    const char *to = json_string_value(to_value);
-    json_t *msg = json_object_get(data, "msg");
-    if (!to || !pg_token_uuid_ok(to, json_string_length(to_value)) || !json_is_string(msg)) {
+    if (!to || !msg) {
         send_error(session, PG_ERR_BAD_REQUEST);
         return;
     }
@@ -121,44 +171,34 @@ static void on_chat(pg_session_id session, const char *from, json_t *data)
 
 /* An ACK of a message the session was sent is free; anything else counts
  * against browser_rate. */
-static void on_event(pg_session_id session, const char *event, json_t *data)
-{
-    const char *uuid = gw_session_uuid(session);
-    const char *ack_id = json_string_value(json_object_get(data, "id"));
-    if (uuid && ack_id && strcmp(event, "ACK") == 0 && gw_session_ack(session, ack_id) == 1)
-        return;
-    if (!within_rate(session, 0)) {
-        close_flooding(session);
-        return;
-    }
-    if (strcmp(event, "CONNECT") == 0) {
-        on_connect_event(session, data);
-    } else if (!uuid) {
-        send_error(session, PG_ERR_NOT_AUTHENTICATED);
-    } else if (strcmp(event, "HEART_BEAT") == 0) {
-        send_text(session, gw_event_json("HEART_BEAT", json_pack("{s:I}", "time", (json_int_t)time(NULL))));
-    } else if (strcmp(event, "ACK") == 0) {
-        if (!ack_id)
-            send_error(session, PG_ERR_BAD_REQUEST);   /* else: an id it never had */
-    } else if (strcmp(event, "NEW_MSG") == 0) {
-        on_chat(session, uuid, data);
-    } else {
-        send_error(session, PG_ERR_EVENT_NULL);
-    }
-}
-
 static void on_text(pg_session_id session, const char *text, size_t len)
 {
-    json_error_t err;
-    json_t *msg = json_loadb(text, len, 0, &err);
-    const char *event = json_string_value(json_object_get(msg, "event"));
-    if (json_is_object(msg) && event)
-        on_event(session, event, json_object_get(msg, "data"));
-    else if (!within_rate(session, 0))
+    browser_event ev;
+    browser_decode(text, len, &ev);
+    const char *uuid = gw_session_uuid(session);
+    if (ev.kind == EVENT_ACK && uuid && ev.ack_id && gw_session_ack(session, ev.ack_id) == 1) {
+        json_decref(ev.msg);
+        return;
+    }
+    if (!within_rate(session, 0))
         close_flooding(session);
-    else
-        send_error(session, json_is_object(msg) ? PG_ERR_EVENT_NULL : PG_ERR_BAD_JSON);
-    json_decref(msg);
+    else if (ev.kind == EVENT_BAD_JSON)
+        send_error(session, PG_ERR_BAD_JSON);
+    else if (ev.kind == EVENT_CONNECT)
+        on_connect_event(session, ev.token);
+    else if (ev.kind == EVENT_NONE)
+        send_error(session, PG_ERR_EVENT_NULL);
+    else if (!uuid)
+        send_error(session, PG_ERR_NOT_AUTHENTICATED);
+    else if (ev.kind == EVENT_HEART_BEAT)
+        send_text(session, gw_event_json("HEART_BEAT", json_pack("{s:I}", "time", (json_int_t)time(NULL))));
+    else if (ev.kind == EVENT_ACK && !ev.ack_id)
+        send_error(session, PG_ERR_BAD_REQUEST);   /* else: an id it never had */
+    else if (ev.kind == EVENT_NEW_MSG)
+        on_chat(session, uuid, ev.to, ev.text);
+    else if (ev.kind == EVENT_UNKNOWN)
+        send_error(session, PG_ERR_EVENT_NULL);
+    json_decref(ev.msg);
 }
 
 /* ---- plain HTTP ---- */

@@ -202,6 +202,25 @@ internal = {
 for k, v in internal.items():
     write("internal_request", k, v)
 
+# ---- browser_event: what tabs send (tests/e2e/test_gateway.py, test_gateway_limits.py) ----
+browser = {
+    "heart_beat": js({"event": "HEART_BEAT"}),
+    "ack": js({"event": "ACK", "data": {"id": "o8ffac90001-1517"}}),
+    "ack_no_id": js({"event": "ACK", "data": {}}),
+    "ack_id_array": js({"event": "ACK", "data": {"id": ["x"]}}),
+    "connect": js({"event": "CONNECT", "data": {"client_token": good.decode() if isinstance(good, bytes) else good}}),
+    "connect_number": js({"event": "CONNECT", "data": {"client_token": 42}}),
+    "chat": js({"event": "NEW_MSG", "data": {"to": "agent-2", "msg": "hi"}}),
+    "chat_bad_to": js({"event": "NEW_MSG", "data": {"to": "bad uuid\n", "msg": 1}}),
+    "chat_unicode": js({"event": "NEW_MSG", "data": {"to": "a@b.c", "msg": "\u00e9\U0001f600"}}),
+    "unknown_event": js({"event": "PING"}),
+    "no_event": js({"data": {}}),
+    "array": b"[1,2]",
+    "not_json": b"not json",
+}
+for k, v in browser.items():
+    write("browser_event", k, v)
+
 # ---- config: the example INI files, and --set lines ----
 for path in sorted(glob.glob(os.path.join(ROOT, "config", "*.ini"))):
     with open(path, "rb") as f:
