@@ -336,13 +336,13 @@ def s3_slow_reader(slow_messages=20000, users=1000, rate=2000, infos_len=400):
 
 class FloodingTab:
     """A signed-in tab that sends HEART_BEATs as fast as the socket takes
-    them, reading what comes back, and connects again each time the server
-    closes it, until stopped: a hostile browser, not a slow one."""
+    them, reading what comes back, and (reconnect) connects again each time
+    the server closes it, until stopped: a hostile browser, not a slow one."""
 
     FRAME = None
 
-    def __init__(self, port, uuid):
-        self.port, self.uuid = port, uuid
+    def __init__(self, port, uuid, reconnect=True):
+        self.port, self.uuid, self.reconnect = port, uuid, reconnect
         self.sent = self.closes = 0
         self.stopping = False
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -380,30 +380,33 @@ class FloodingTab:
                 pass
             self.closes += 1
             tab.close()
+            if not self.reconnect:
+                return
 
     def stop(self):
         self.stopping = True
         self.thread.join(10)
 
 
-def s5_flooding_tab(users=1000, messages=10000, rate=2000, rounds=3, **limits):
+def s5_flooding_tab(users=1000, messages=10000, rate=2000, rounds=3, reconnect=True, **limits):
     """Others' latency on one node while a tab floods it with HEART_BEATs
-    and reconnects each time it is cut off, against the same load with no
-    flood, in alternate rounds; limits: gateway settings (browser_rate=0
-    lets the flood through, to show what the limit saves)."""
+    (and, with reconnect, connects again each time it is cut off), against
+    the same load with no flood, in alternate rounds; limits: gateway
+    settings (browser_rate=0 lets the flood through, to show what the limit
+    saves)."""
     c = Cluster(nodes=1, consumers=1, gateway=limits)
     try:
         g = c.gateways[0]
         base, flooded, tabs = [], [], []
         for i in range(rounds):
             base.append(_others_run(c, g, users, messages, rate, "calm-%d" % i)[0])
-            tab = FloodingTab(g.port, "flood-user-%d" % i)
+            tab = FloodingTab(g.port, "flood-user-%d" % i, reconnect)
             flooded.append(_others_run(c, g, users, messages, rate, "flood-%d" % i)[0])
             tab.stop()
             tabs.append({"frames_sent": tab.sent, "closed": tab.closes})
         p99 = lambda r: max(r["latency_ms"]["p99"], 0.001)  # noqa: E731
         med = lambda runs: sorted(p99(r) for r in runs)[len(runs) // 2]  # noqa: E731
-        return {"limits": limits, "rounds": rounds, "tabs": tabs,
+        return {"limits": limits, "rounds": rounds, "reconnect": reconnect, "tabs": tabs,
                 "others_p99_ms_calm": [r["latency_ms"]["p99"] for r in base],
                 "others_p99_ms_flooded": [r["latency_ms"]["p99"] for r in flooded],
                 "others_p50_ms_calm": [r["latency_ms"]["p50"] for r in base],
