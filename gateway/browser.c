@@ -131,9 +131,10 @@ static void close_flooding(pg_session_id session)
     char reason[128];
     send_error(session, PG_ERR_TOO_MANY);
     size_t n = gw_ws_close_reason(reason, sizeof(reason), 1008, "message rate exceeded");
+    const char *uuid = gw_session_uuid(session);
     pg_info("session %016" PRIx64 " (%s) closed: over browser_rate %lld/s", session,
-            gw_session_uuid(session) ? gw_session_uuid(session) : "not signed in",
-            gw.cfg.browser_rate);
+            uuid ? uuid : "not signed in", gw.cfg.browser_rate);
+    gw_penalize(uuid, (int64_t)pg_now_ms());
     pg_server_close(gw.server, session, reason, n);
 }
 

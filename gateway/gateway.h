@@ -73,6 +73,7 @@ typedef struct {
     long long max_offline_per_uuid;   /* stored messages a routed one may join (0: any) */
     long long app_rate;            /* work orders per second per chat_token on this node */
     long long app_burst;
+    long long flood_penalty_s;     /* a uuid closed for flooding is refused this long */
 } gw_settings;
 
 /* Counters for /stats and /metrics, in shared memory. */
@@ -168,6 +169,13 @@ int gw_app_limits_create(uint32_t capacity);
 void gw_app_limits_destroy(void);
 /* 1: chat_token may send one more request now (or app_rate is 0). */
 int gw_app_within_rate(const char *chat_token, int64_t now_ms);
+/* master, before fork: room for capacity uuids cut off for flooding. */
+#define GW_PENALTIES_MAX 4096
+int gw_penalties_create(uint32_t capacity);
+void gw_penalties_destroy(void);
+/* uuid was closed for flooding: refused for flood_penalty_s from now. */
+void gw_penalize(const char *uuid, int64_t now_ms);
+int gw_penalized(const char *uuid, int64_t now_ms);
 
 /* session.c */
 int gw_sessions_create(uint32_t capacity);

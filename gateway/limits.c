@@ -88,3 +88,47 @@ int gw_app_within_rate(const char *chat_token, int64_t now_ms)
         atomic_fetch_add(&gw.counters->limited, 1);
     return a.taken;
 }
+
+/* ---- flood_penalty_s: a uuid cut off for flooding stays off a while ---- */
+
+/* A tab closed for flooding that connects again at once would cost a
+ * registration in MySQL each time (bench S5: some 300 a second); its uuid
+ * is refused right after the handshake for flood_penalty_s instead. */
+static pg_table *penalties;          /* uuid -> until_ms */
+static int col_until;
+
+int gw_penalties_create(uint32_t capacity)
+{
+    if (!(penalties = pg_table_new(capacity)))
+        return -1;
+    col_until = pg_table_column(penalties, "until_ms", PG_TABLE_INT, 0);
+    return col_until < 0 ? -1 : pg_table_create(penalties);
+}
+
+void gw_penalties_destroy(void)
+{
+    pg_table_destroy(penalties);
+    penalties = NULL;
+}
+
+void gw_penalize(const char *uuid, int64_t now_ms)
+{
+    char row[sizeof(int64_t)] = {0};
+    if (!penalties || gw.cfg.flood_penalty_s <= 0 || !uuid)
+        return;
+    pg_table_row_set_int(penalties, row, col_until, now_ms + gw.cfg.flood_penalty_s * 1000);
+    if (pg_table_set(penalties, uuid, row) < 0)
+        pg_warn("penalty table full: %s may connect again at once", uuid);
+}
+
+int gw_penalized(const char *uuid, int64_t now_ms)
+{
+    char row[sizeof(int64_t)];
+    if (!penalties || pg_table_row_size(penalties) > sizeof(row) ||
+        pg_table_get(penalties, uuid, row) < 0)
+        return 0;
+    if (pg_table_row_get_int(penalties, row, col_until) > now_ms)
+        return 1;
+    pg_table_del(penalties, uuid);
+    return 0;
+}

@@ -93,6 +93,9 @@ static const pg_conf_def gateway_defs[] = {
      "10207, retry later; 0: no limit)"},
     {"app_burst", PG_CONF_INT, G(app_burst), "1000", 1, 100000000, NULL,
      "work orders one chat_token may send at once before app_rate applies"},
+    {"flood_penalty_s", PG_CONF_INT, G(flood_penalty_s), "10", 0, 86400, NULL,
+     "seconds a uuid closed for going over browser_rate is refused when it connects again "
+     "(1008 right after the handshake, before any MySQL work; 0: not refused)"},
     {"max_tabs_per_uuid", PG_CONF_INT, G(max_tabs_per_uuid), "16", 0, 1000000, NULL,
      "connections one uuid may hold on this node (the next is closed with 1008; 0: any)"},
 };
@@ -282,6 +285,7 @@ int main(int argc, char **argv)
         gw_push_record_create((uint32_t)gw.cfg.push_record_slots) == 0 &&
         gw_route_cache_create((uint32_t)gw.cfg.route_cache_entries) == 0 &&
         gw_app_limits_create(GW_APPS_MAX) == 0 &&
+        gw_penalties_create(GW_PENALTIES_MAX) == 0 &&
         gw_handoff_create(GW_HANDOFF_TICKETS) == 0 &&
         (gw.server = pg_server_new("pushgate-gateway", &gw.server_cfg, &cb)) != NULL &&
         listen_ports() == 0 && gw_node_register() == 0) {
@@ -295,6 +299,7 @@ int main(int argc, char **argv)
     gw_push_record_destroy();
     gw_route_cache_destroy();
     gw_app_limits_destroy();
+    gw_penalties_destroy();
     gw_handoff_destroy();
     if (gw.counters)
         pg_shm_free(gw.counters, sizeof(*gw.counters));

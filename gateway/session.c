@@ -584,11 +584,14 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
     }
     if (!b || b->uuid[0])
         return -1;
-    if (gw_uuid_index_add(uuid, session, gw.cfg.max_tabs_per_uuid) < 0) {
+    const char *refused = gw_penalized(uuid, (int64_t)pg_now_ms())
+                              ? "closed for flooding a moment ago: wait"
+                          : gw_uuid_index_add(uuid, session, gw.cfg.max_tabs_per_uuid) < 0
+                              ? "too many connections for this user" : NULL;
+    if (refused) {
         char reason[128];
-        size_t n = gw_ws_close_reason(reason, sizeof(reason), 1008, "too many connections for this user");
-        pg_info("%s has max_tabs_per_uuid (%lld) connections here: session %016" PRIx64 " refused",
-                uuid, gw.cfg.max_tabs_per_uuid, session);
+        size_t n = gw_ws_close_reason(reason, sizeof(reason), 1008, refused);
+        pg_debug("%s: session %016" PRIx64 " refused: %s", uuid, session, refused);
         atomic_fetch_add(&gw.counters->limited, 1);
         pg_server_close(gw.server, session, reason, n);
         return -1;

@@ -275,7 +275,7 @@ def strict(bin_dir, stack, app, tmp_path_factory):
     """A gateway with small per-browser limits."""
     g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("strict"), worker_num=2,
                       task_worker_num=2, browser_rate=5, browser_burst=10, chat_per_minute=3,
-                      chat_max_bytes=64, max_tabs_per_uuid=2)
+                      chat_max_bytes=64, max_tabs_per_uuid=2, flood_penalty_s=2)
     try:
         yield g
         g.stop()
@@ -300,7 +300,8 @@ def test_a_flooding_tab_is_told_then_closed_and_others_do_not_notice(strict):
     async def scenario():
         other, _ = await online(strict.port, uid("calm"))
         before = await heart_beat_round_trip(other)
-        ws, _ = await online(strict.port, uid("flood"))
+        flooder = uid("flood")
+        ws, _ = await online(strict.port, flooder)
 
         async def flood():
             for _ in range(1000):
@@ -319,6 +320,13 @@ def test_a_flooding_tab_is_told_then_closed_and_others_do_not_notice(strict):
         assert 10 <= answered <= 20, answered
         after = await heart_beat_round_trip(other)
         assert before < 0.5 and after < 0.5, (before, after)
+        # its uuid is refused for flood_penalty_s (2 s), then let in again
+        again = await ws_connect(strict.port, token_for(flooder))
+        code, got = await closed_with(again)
+        assert code == 1008 and got == [], (code, got)
+        await asyncio.sleep(2.2)
+        back, _ = await online(strict.port, flooder)
+        await back.close()
         await other.close()
     run(scenario())
 
