@@ -177,38 +177,34 @@ gw_waiter gw_handoff_expect(uint64_t id, int home)
     return (gw_waiter){.worker = pg_server_worker_id(gw.server), .ticket = id};
 }
 
-int gw_handoff_replied(uint64_t id)
+/* The first reply goes out (drop: as an error, after which nothing waits,
+ * and the generation moves on so that late settles find nothing): the
+ * targets still waiting, or -1 when the ticket was answered already. */
+static int first_reply(uint64_t id, int drop)
 {
     uint32_t gen;
     ticket *t = find(id, &gen);
     if (!t)
         return -1;
-    uint64_t word = atomic_load(&t->word);
+    uint64_t word = atomic_load(&t->word), next;
     do {
         if (GEN(word) != gen || (word & REPLIED))
             return -1;
-    } while (!atomic_compare_exchange_weak(&t->word, &word, word | REPLIED));
-    if ((word & COUNT_MASK) == 0)   /* nothing to wait for: that was the last reply */
+        next = drop ? (uint64_t)(gen + 1) << GEN_SHIFT | REPLIED : word | REPLIED;
+    } while (!atomic_compare_exchange_weak(&t->word, &word, next));
+    if (drop || (word & COUNT_MASK) == 0)   /* nothing to wait for: that was the last reply */
         atomic_store(&t->state, SLOT_FREE);
-    return (int)(word & COUNT_MASK);
+    return drop ? 0 : (int)(word & COUNT_MASK);
+}
+
+int gw_handoff_replied(uint64_t id)
+{
+    return first_reply(id, 0);
 }
 
 int gw_handoff_drop(uint64_t id)
 {
-    uint32_t gen;
-    ticket *t = find(id, &gen);
-    if (!t)
-        return -1;
-    /* a new generation, ended: whatever still reports to this one finds
-     * nothing */
-    uint64_t word = atomic_load(&t->word);
-    do {
-        if (GEN(word) != gen || (word & REPLIED))
-            return -1;
-    } while (!atomic_compare_exchange_weak(&t->word, &word,
-                                           (uint64_t)(gen + 1) << GEN_SHIFT | REPLIED));
-    atomic_store(&t->state, SLOT_FREE);
-    return 0;
+    return first_reply(id, 1);
 }
 
 /* One target settled; the change that settles the last one, after the

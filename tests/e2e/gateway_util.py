@@ -7,6 +7,7 @@ small MySQL helpers.
 Every wait here is bounded: a test may fail, never hang."""
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -104,6 +105,19 @@ class Internal:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@contextlib.contextmanager
+def running_gateway(bin_dir, stack, tmp_path, **overrides):
+    """start_gateway for a with block (or a fixture's yield): stopped and
+    checked clean (exit code, sanitizers) at its end, killed if that fails."""
+    g = start_gateway(bin_dir, stack, tmp_path, **overrides)
+    try:
+        yield g
+        g.stop()
+        g.check_clean()
+    finally:
+        g.kill_all()
 
 
 def work_order(msg_id, targets, token):

@@ -29,9 +29,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import websockets  # noqa: E402
 from gateway_util import (Internal, Raw, closed_with, db_exec, decode_client_id, frame,  # noqa: E402
-                          http_get, offline_rows, online, recv_json, run, send_json,
-                          start_gateway, token_for, uid, upgrade_request, work_order,
-                          ws_connect)
+                          http_get, offline_rows, online, recv_json, run, running_gateway,
+                          send_json, token_for, uid, upgrade_request,
+                          work_order, ws_connect)
 
 APP_TOKEN = uid("app")
 PACKAGE_MAX = 256 * 1024
@@ -49,15 +49,11 @@ def node(bin_dir, stack, app, tmp_path_factory):
     """One gateway: 2 workers, 2 task workers (1 is the writer of every
     session), messages up to 256 KB, 300 KB for all incomplete ones, no
     message rate (what a flood costs, when nothing cuts it off)."""
-    g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("limits"),
-                      package_max_length="256K", max_incomplete_bytes="300K",
-                      auth_timeout_ms=10000, worker_num=2, task_worker_num=2, browser_rate=0)
-    try:
+    with running_gateway(bin_dir, stack, tmp_path_factory.mktemp("limits"),
+                         package_max_length="256K", max_incomplete_bytes="300K",
+                         auth_timeout_ms=10000, worker_num=2, task_worker_num=2,
+                         browser_rate=0) as g:
         yield g
-        g.stop()
-        g.check_clean()
-    finally:
-        g.kill_all()
 
 
 def rss_kb(pid):
@@ -273,15 +269,10 @@ def test_chat_to_must_be_a_uuid_a_token_could_name(node, stack, to):
 @pytest.fixture(scope="module")
 def strict(bin_dir, stack, app, tmp_path_factory):
     """A gateway with small per-browser limits."""
-    g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("strict"), worker_num=2,
-                      task_worker_num=2, browser_rate=5, browser_burst=10, chat_per_minute=3,
-                      chat_max_bytes=64, max_tabs_per_uuid=2, flood_penalty_s=2)
-    try:
+    with running_gateway(bin_dir, stack, tmp_path_factory.mktemp("strict"), worker_num=2,
+                         task_worker_num=2, browser_rate=5, browser_burst=10, chat_per_minute=3,
+                         chat_max_bytes=64, max_tabs_per_uuid=2, flood_penalty_s=2) as g:
         yield g
-        g.stop()
-        g.check_clean()
-    finally:
-        g.kill_all()
 
 
 async def heart_beat_round_trip(ws):
@@ -401,14 +392,9 @@ def test_tabs_past_max_tabs_per_uuid_are_closed(strict):
 @pytest.fixture(scope="module")
 def small_inbox(bin_dir, stack, app, tmp_path_factory):
     """A gateway whose recipients may hold 3 stored messages."""
-    g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("inbox"), worker_num=2,
-                      task_worker_num=2, max_offline_per_uuid=3)
-    try:
+    with running_gateway(bin_dir, stack, tmp_path_factory.mktemp("inbox"), worker_num=2,
+                         task_worker_num=2, max_offline_per_uuid=3) as g:
         yield g
-        g.stop()
-        g.check_clean()
-    finally:
-        g.kill_all()
 
 
 def test_a_full_inbox_refuses_new_messages_with_10206(small_inbox, stack, app):
@@ -441,17 +427,10 @@ def test_a_full_inbox_refuses_new_messages_with_10206(small_inbox, stack, app):
 def test_an_app_over_app_rate_gets_10207_then_is_served_again(bin_dir, stack, app, tmp_path):
     """app_rate 5, app_burst 5: of 8 work orders at once the first 5 are
     routed and 3 get 10207 (retry later); a second on, one more passes."""
-    g = start_gateway(bin_dir, stack, tmp_path, worker_num=2, task_worker_num=2, app_rate=5,
-                      app_burst=5)
-    try:
-        c = Internal(g.internal_port)
+    with running_gateway(bin_dir, stack, tmp_path, worker_num=2, task_worker_num=2, app_rate=5,
+                         app_burst=5) as g, Internal(g.internal_port) as c:
         codes = [c.call(work_order("rate-%d" % i, [(uid("r"), {"i": i})], app))["code"]
                  for i in range(8)]
         assert codes == [0] * 5 + [10207] * 3, codes
         time.sleep(1.1)
         assert c.call(work_order("rate-8", [(uid("r"), {"i": 8})], app))["code"] == 0
-        c.close()
-        g.stop()
-        g.check_clean()
-    finally:
-        g.kill_all()

@@ -17,7 +17,7 @@ import websockets
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import run_program  # noqa: E402
 from gateway_util import (SECRET, Raw, closed_with, make_token, online_rows, recv_json,  # noqa: E402
-                          run, send_json, start_gateway, token_for, uid, upgrade_request,
+                          run, running_gateway, send_json, token_for, uid, upgrade_request,
                           ws_connect)
 
 PREVIOUS = "the-secret-before-this-one-0123"
@@ -25,14 +25,10 @@ PREVIOUS = "the-secret-before-this-one-0123"
 
 @pytest.fixture(scope="module")
 def gw(bin_dir, stack, tmp_path_factory):
-    g = start_gateway(bin_dir, stack, tmp_path_factory.mktemp("tokens"),
-                      jwt_secret_previous=PREVIOUS, log_level="debug", auth_timeout_ms=5000)
-    try:
+    with running_gateway(bin_dir, stack, tmp_path_factory.mktemp("tokens"),
+                         jwt_secret_previous=PREVIOUS, log_level="debug",
+                         auth_timeout_ms=5000) as g:
         yield g
-        g.stop()
-        g.check_clean()
-    finally:
-        g.kill_all()
 
 
 def b64url(data):
