@@ -112,14 +112,12 @@ static void on_connect_event(pg_session_id session, const char *token)
     gw_session_authenticate(session, uuid);
 }
 
-/* Whether the session may send one more message (chat: one more chat
- * message); limits.c says why these limits exist. */
-static int within_rate(pg_session_id session, int chat)
+/* Whether the session may send one more message; limits.c says why. */
+static int within_rate(pg_session_id session)
 {
-    gw_bucket *b = gw_session_bucket(session, chat);
-    double per_second = chat ? (double)gw.cfg.chat_per_minute / 60.0 : (double)gw.cfg.browser_rate;
-    double burst = chat ? (double)gw.cfg.chat_per_minute : (double)gw.cfg.browser_burst;
-    if (!b || gw_bucket_take(b, per_second, burst, (int64_t)pg_now_ms()))
+    gw_bucket *b = gw_session_bucket(session);
+    if (!b || gw_bucket_take(b, (double)gw.cfg.browser_rate, (double)gw.cfg.browser_burst,
+                             (int64_t)pg_now_ms()))
         return 1;
     atomic_fetch_add(&gw.counters->limited, 1);
     return 0;
@@ -149,7 +147,7 @@ static void on_chat(pg_session_id session, const char *from, const char *to, jso
         send_error(session, PG_ERR_TOO_LARGE);
         return;
     }
-    if (!within_rate(session, 1)) {
+    if (!gw_chat_within_rate(from, (int64_t)pg_now_ms())) {
         send_error(session, PG_ERR_TOO_MANY);
         return;
     }
@@ -181,7 +179,7 @@ static void on_text(pg_session_id session, const char *text, size_t len)
         json_decref(ev.msg);
         return;
     }
-    if (!within_rate(session, 0))
+    if (!within_rate(session))
         close_flooding(session);
     else if (ev.kind == EVENT_BAD_JSON)
         send_error(session, PG_ERR_BAD_JSON);

@@ -163,12 +163,16 @@ typedef struct {
     int64_t at_ms;
 } gw_bucket;
 int gw_bucket_take(gw_bucket *b, double per_second, double burst, int64_t now_ms);
-/* master, before fork: room for capacity apps' buckets (app_rate). */
+/* master, before fork: room for capacity apps' and chat senders' buckets. */
 #define GW_APPS_MAX 1024
-int gw_app_limits_create(uint32_t capacity);
-void gw_app_limits_destroy(void);
+int gw_limits_create(uint32_t capacity);
+void gw_limits_destroy(void);
+void gw_limits_start(void);    /* workers */
+void gw_limits_stop(void);
 /* 1: chat_token may send one more request now (or app_rate is 0). */
 int gw_app_within_rate(const char *chat_token, int64_t now_ms);
+/* 1: sender (a uuid) may send one more chat message (or chat_per_minute is 0). */
+int gw_chat_within_rate(const char *sender, int64_t now_ms);
 /* master, before fork: room for capacity uuids cut off for flooding. */
 #define GW_PENALTIES_MAX 4096
 int gw_penalties_create(uint32_t capacity);
@@ -207,8 +211,8 @@ void gw_session_pipe_message(const char *data, size_t len);
  * it; 0: an id it never had, or one acknowledged already; -1: no such
  * session. */
 int gw_session_ack(pg_session_id session, const char *id);
-/* The session's buckets (limits.c) on its home worker; NULL: not known. */
-gw_bucket *gw_session_bucket(pg_session_id session, int chat);
+/* The session's message bucket (limits.c) on its home worker; NULL: not known. */
+gw_bucket *gw_session_bucket(pg_session_id session);
 /* Stores item {uuid, msg_id, payload[, hint]} (stolen), a message that
  * reached nobody after all; w (NULL: none) hears when it is stored. */
 void gw_store_item(json_t *item, const gw_waiter *w);

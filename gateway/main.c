@@ -81,8 +81,8 @@ static const pg_conf_def gateway_defs[] = {
     {"browser_burst", PG_CONF_INT, G(browser_burst), "100", 1, 1000000, NULL,
      "messages one connection may send at once before browser_rate applies"},
     {"chat_per_minute", PG_CONF_INT, G(chat_per_minute), "120", 0, 1000000, NULL,
-     "chat messages one connection may send per minute, as many at once (over: error 10105; "
-     "0: no limit)"},
+     "chat messages one sender (a uuid, all its tabs) may send per minute on this node, as "
+     "many at once (over: error 10105; 0: no limit)"},
     {"chat_max_bytes", PG_CONF_SIZE, G(chat_max_bytes), "8K", 1, 1LL << 30, NULL,
      "largest chat message text (over: error 10106)"},
     {"max_offline_per_uuid", PG_CONF_INT, G(max_offline_per_uuid), "10000", 0, 1LL << 40, NULL,
@@ -107,6 +107,7 @@ static void on_start(pg_server *s, int id)
     } else {
         gw_session_worker_start();
         gw_handoff_start();
+        gw_limits_start();
         gw_proxy_start();
         gw_redeliver_start();
         gw_route_feed_start();
@@ -126,6 +127,7 @@ static void on_stop(pg_server *s, int id)
         gw_store_stop();
         gw_session_worker_stop();
         gw_handoff_stop();
+        gw_limits_stop();
         gw_token_forget_all();
     }
 }
@@ -284,7 +286,7 @@ int main(int argc, char **argv)
         gw_uuid_index_create((uint32_t)gw.server_cfg.max_conn) == 0 &&
         gw_push_record_create((uint32_t)gw.cfg.push_record_slots) == 0 &&
         gw_route_cache_create((uint32_t)gw.cfg.route_cache_entries) == 0 &&
-        gw_app_limits_create(GW_APPS_MAX) == 0 &&
+        gw_limits_create(GW_APPS_MAX + (uint32_t)gw.server_cfg.max_conn) == 0 &&
         gw_penalties_create(GW_PENALTIES_MAX) == 0 &&
         gw_handoff_create(GW_HANDOFF_TICKETS) == 0 &&
         (gw.server = pg_server_new("pushgate-gateway", &gw.server_cfg, &cb)) != NULL &&
@@ -298,7 +300,7 @@ int main(int argc, char **argv)
     gw_uuid_index_destroy();
     gw_push_record_destroy();
     gw_route_cache_destroy();
-    gw_app_limits_destroy();
+    gw_limits_destroy();
     gw_penalties_destroy();
     gw_handoff_destroy();
     if (gw.counters)

@@ -54,7 +54,7 @@ typedef struct {
     size_t pending_bytes;
     char **stored_ids;               /* NULL, or a ring of STORED_IDS_MAX */
     uint8_t stored_next;
-    gw_bucket messages, chats;       /* limits.c */
+    gw_bucket messages;              /* limits.c */
 } browser_session;
 
 static pg_idmap *local_sessions;     /* home worker: session id -> browser_session */
@@ -614,10 +614,10 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
     return 0;
 }
 
-gw_bucket *gw_session_bucket(pg_session_id session, int chat)
+gw_bucket *gw_session_bucket(pg_session_id session)
 {
     browser_session *b = find_session(session);
-    return !b ? NULL : chat ? &b->chats : &b->messages;
+    return b ? &b->messages : NULL;
 }
 
 const char *gw_session_uuid(pg_session_id session)

@@ -344,11 +344,12 @@ def test_acks_of_pushed_messages_never_count(strict, stack, app):
 
 def test_chat_rate_and_size(strict, stack):
     """chat_per_minute 3: the fourth chat message within the minute gets
-    10105, and a text over chat_max_bytes gets 10106; neither is stored."""
-    to = uid("inbox")
+    10105, from the sender's other tab too, and a text over chat_max_bytes
+    gets 10106; neither is stored."""
+    to, sender = uid("inbox"), uid("chatty")
 
     async def scenario():
-        ws, _ = await online(strict.port, uid("chatty"))
+        ws, _ = await online(strict.port, sender)
         await send_json(ws, {"event": "NEW_MSG", "data": {"to": to, "msg": "x" * 65}})
         assert (await recv_json(ws)).get("code") == 10106
         codes = []
@@ -359,6 +360,10 @@ def test_chat_rate_and_size(strict, stack):
                          else ev.get("code"))
         assert codes == ["stored", "stored", "stored", 10105], codes
         await ws.close()
+        other_tab, _ = await online(strict.port, sender)
+        await send_json(other_tab, {"event": "NEW_MSG", "data": {"to": to, "msg": "again"}})
+        assert (await recv_json(other_tab)).get("code") == 10105
+        await other_tab.close()
     run(scenario())
     assert sorted(r[1]["data"]["msg"] for r in offline_rows(stack, to)) == \
         ["hi 0", "hi 1", "hi 2"]
