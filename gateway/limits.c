@@ -3,13 +3,13 @@
  *
  * Every signed-in tab could otherwise make the node, MySQL and another
  * agent's inbox do unbounded work: a flood of frames, of chat messages, or
- * of tabs.  Each connection has two token buckets, kept by its home worker
- * (session.c): one for what it sends (ACKs of messages it was really sent
- * are free, they are the work the node asked for), one for its chat
- * messages.  An app's work orders (by chat_token) share one bucket per
- * node, in shared memory, since any worker may take a request.  A bucket is
- * pure arithmetic on a clock the caller gives, so it is unit tested without
- * a server. */
+ * of tabs.  Each connection has a token bucket for what it sends, kept by
+ * its home worker (session.c; ACKs of messages it was really sent are free,
+ * they are the work the node asked for); a uuid cut off for flooding is
+ * refused for a while.  A sender's chat messages (all its tabs) and an
+ * app's work orders (by chat_token) have buckets of the node's, in shared
+ * memory.  A bucket is pure arithmetic on a clock the caller gives, so it
+ * is unit tested without a server. */
 #include "gateway.h"
 
 #include "log.h"
