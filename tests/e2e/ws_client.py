@@ -146,7 +146,8 @@ class Raw:
             pass
 
 
-def frame(opcode, payload=b"", fin=True, mask=True, rsv=0):
+def frame(opcode, payload=b"", fin=True, mask=True, rsv=0, key=None):
+    """One client frame; key: its masking key (None: a random one)."""
     if isinstance(payload, str):
         payload = payload.encode()
     head = bytes([(0x80 if fin else 0) | rsv | opcode])
@@ -160,7 +161,7 @@ def frame(opcode, payload=b"", fin=True, mask=True, rsv=0):
         head += bytes([mbit | 127]) + struct.pack(">Q", n)
     if not mask:
         return head + payload
-    key = os.urandom(4)
+    key = key or os.urandom(4)
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
