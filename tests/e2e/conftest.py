@@ -22,6 +22,9 @@ except ImportError as e:  # pragma: no cover - environment problem
         "%s: the end-to-end tests need Debian's python3-pymysql and python3-redis; "
         "run them with /usr/bin/python3 after scripts/install-deps" % e) from e
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import built_programs_dir  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def stack():
@@ -35,13 +38,4 @@ def stack():
 
 @pytest.fixture(scope="session")
 def bin_dir():
-    d = os.environ.get("PG_BIN")
-    if not d:
-        pytest.fail("PG_BIN is not set: it must name the folder with the built "
-                    "programs (make test sets it, e.g. PG_BIN=build/test/bin)",
-                    pytrace=False)
-    d = os.path.abspath(d)
-    if not os.path.isdir(d):
-        pytest.fail("PG_BIN=%s is not a folder: build first (make BUILD=test all)" % d,
-                    pytrace=False)
-    return d
+    return built_programs_dir("make test")

@@ -440,6 +440,22 @@ def stop_all(servers, errors=None):
     assert not errors, "\n\n".join(errors)
 
 
+def built_programs_dir(make_target):
+    """The folder of the built programs, from PG_BIN (make_target names what
+    sets it); the test session fails with a clear message without it."""
+    import pytest
+    d = os.environ.get("PG_BIN")
+    if not d:
+        pytest.fail("PG_BIN is not set: it must name the folder with the built "
+                    "programs (%s sets it, e.g. PG_BIN=build/test/bin)" % make_target,
+                    pytrace=False)
+    d = os.path.abspath(d)
+    if not os.path.isdir(d):
+        pytest.fail("PG_BIN=%s is not a folder: build first (make BUILD=test all)" % d,
+                    pytrace=False)
+    return d
+
+
 def start_server(bin_dir, name, tmp_path, wait=True, extra_args=(), **settings):
     """Starts bin_dir/name with --set key=value for each setting (port: a
     free one unless given; log_file: in tmp_path unless given) and waits

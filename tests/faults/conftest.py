@@ -29,6 +29,7 @@ except ImportError as e:  # pragma: no cover - environment problem
         "run it with /usr/bin/python3 after scripts/install-deps" % e) from e
 
 import fault_harness  # noqa: E402
+from engine_util import built_programs_dir  # noqa: E402
 
 
 def pytest_configure(config):
@@ -39,11 +40,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def stack():
-    try:
-        s = Stack(redis_aof=True)
-    except TypeError:
-        # tests/fixture.py without redis_aof yet: the Redis runs skip
-        s = Stack()
+    s = Stack(redis_aof=True)
     s.start()
     try:
         yield s
@@ -53,16 +50,7 @@ def stack():
 
 @pytest.fixture(scope="session")
 def bin_dir():
-    d = os.environ.get("PG_BIN")
-    if not d:
-        pytest.fail("PG_BIN is not set: it must name the folder with the built "
-                    "programs (make test-faults sets it, e.g. PG_BIN=build/test/bin)",
-                    pytrace=False)
-    d = os.path.abspath(d)
-    if not os.path.isdir(d):
-        pytest.fail("PG_BIN=%s is not a folder: build first (make BUILD=test all)" % d,
-                    pytrace=False)
-    return d
+    return built_programs_dir("make test-faults")
 
 
 def pytest_terminal_summary(terminalreporter):

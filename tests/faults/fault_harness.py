@@ -249,15 +249,15 @@ class FaultOrders(Orders):
 
     def publish(self, r, targets, chunk=1000):
         made = self.make(targets)
-        todo = [(m, u, self._next_id()) for m, u in made]
+        unconfirmed = [(m, u, self._next_id()) for m, u in made]
         t_first = time.monotonic()
         deadline = t_first + self.retry_for
         attempt = 0
-        while todo:
+        while unconfirmed:
             attempt += 1
             try:
                 pipe = r.pipeline(transaction=False)
-                for m, u, i in todo:
+                for m, u, i in unconfirmed:
                     pipe.xadd(STREAM, {"msg": order_json(u, m)}, id=i)
                 res = pipe.execute(raise_on_error=False)
             except (redis_mod.exceptions.ConnectionError, redis_mod.exceptions.TimeoutError) as e:
@@ -270,7 +270,7 @@ class FaultOrders(Orders):
             now = time.monotonic()
             left = []
             with self.lock:
-                for (m, u, i), x in zip(todo, res):
+                for (m, u, i), x in zip(unconfirmed, res):
                     if isinstance(x, Exception):
                         if attempt > 1 and "equal or smaller" in str(x):
                             self.id_of[m] = i       # an earlier attempt got it in
@@ -282,8 +282,8 @@ class FaultOrders(Orders):
                     else:
                         self.id_of[m] = x
                         self.t_pub[m] = now
-            todo = left
-            if todo:
+            unconfirmed = left
+            if unconfirmed:
                 if time.monotonic() > deadline:
                     raise RuntimeError("XADD refused: %s" % dict(self.errors))
                 time.sleep(0.1)
