@@ -19,6 +19,7 @@ from fixture import Stack  # noqa: E402
 
 BIN = os.environ.get("PG_BIN", os.path.join(ROOT, "build", "release", "bin"))
 SECRET = "bench-secret-0123456789abcdef"
+ADMIN_SECRET = "bench-admin-secret-0123456789"   # opens /stats on the public port
 APP_TOKEN = "bench-app-token"
 STREAM = "pushgate:worksheets"
 HOST = "127.0.0.1"
@@ -187,6 +188,7 @@ class Cluster:
         settings = dict(host=HOST, port=free_port(), internal_host=HOST,
                         internal_port=free_port(), advertised_ip=HOST, reactor_num=1,
                         worker_num=2, task_worker_num=2, max_conn=19000, jwt_secret=SECRET,
+                        admin_secret=ADMIN_SECRET,
                         chat_token=APP_TOKEN, proxy="%s:%d" % (HOST, self.proxy_port),
                         ack_timeout=30, node_heartbeat_interval=1, node_dead_after=10,
                         heartbeat_idle_time=600, log_level="warn")

@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.request
 
-from cluster import APP_TOKEN, BIN, HOST, SECRET, Cluster, cpu_seconds, pss_bytes, role_of, tree_pids
+from cluster import ADMIN_SECRET, APP_TOKEN, BIN, HOST, SECRET, Cluster, cpu_seconds, pss_bytes, role_of, tree_pids
 
 PREFIX = "bench-user-"
 
@@ -120,7 +120,9 @@ def acked(c):
     """ACKs the gateways have had from their browsers so far (/stats)."""
     total = 0
     for g in c.gateways:
-        with urllib.request.urlopen("http://%s:%d/stats" % (HOST, g.port), timeout=5) as f:
+        req = urllib.request.Request("http://%s:%d/stats" % (HOST, g.port),
+                                     headers={"Authorization": "Bearer " + ADMIN_SECRET})
+        with urllib.request.urlopen(req, timeout=5) as f:
             total += json.load(f)["messages"]["acked"]
     return total
 

@@ -29,6 +29,8 @@ int pg_timer_count(void);
 
 /* Milliseconds on the monotonic clock (for durations and deadlines). */
 uint64_t pg_now_ms(void);
+/* The wall clock in ms since the epoch, for reports read on other hosts. */
+uint64_t pg_wall_ms(void);
 
 /* Delay before retrying after the n-th failure in a row (0 counts as 1): 200 ms,
  * doubling up to max_ms, +-25 % so that clients which lost the same server

@@ -3,7 +3,8 @@
  * libjwt's jwt_decode checks the signature with the algorithm the token's own
  * header names, so after it we insist on HS256: a token signed with the
  * secret under HS384/HS512, or an unsigned "alg":"none" one, is refused.  The
- * claims (exp, nbf, sub) are checked here; libjwt 1.10 does not look at them. */
+ * claims (exp, nbf, sub, admin) are checked here; libjwt 1.10 does not look
+ * at them. */
 #include "token.h"
 
 #include <jansson.h>
@@ -53,8 +54,9 @@ static int auth_shape_ok(const char *t, size_t len, int *signed_)
     return part == 2;
 }
 
-int pg_token_verify(const char *token, size_t token_len, const char *secret, time_t now,
-                    char uuid[PG_UUID_MAX + 1], const char **why)
+/* pg_token_verify; admin (NULL: not asked) gets whether "admin" is true. */
+static int verify(const char *token, size_t token_len, const char *secret, time_t now,
+                  char uuid[PG_UUID_MAX + 1], int *admin, const char **why)
 {
     const char *unused;
     if (!why)
@@ -138,6 +140,8 @@ int pg_token_verify(const char *token, size_t token_len, const char *secret, tim
     }
     if (uuid)
         memcpy(uuid, s, strlen(s) + 1);
+    if (admin)
+        *admin = json_is_true(json_object_get(claims, "admin"));
     *why = "ok";
     rc = 0;
 out:
@@ -147,7 +151,26 @@ out:
     return rc;
 }
 
-char *pg_token_mint(const char *uuid, const char *secret, time_t exp)
+int pg_token_verify(const char *token, size_t token_len, const char *secret, time_t now,
+                    char uuid[PG_UUID_MAX + 1], const char **why)
+{
+    return verify(token, token_len, secret, now, uuid, NULL, why);
+}
+
+int pg_token_verify_admin(const char *token, size_t token_len, const char *secret, time_t now,
+                          char name[PG_UUID_MAX + 1], const char **why)
+{
+    int admin = 0;
+    if (verify(token, token_len, secret, now, name, &admin, why) < 0)
+        return -1;
+    if (admin)
+        return 0;
+    if (why)
+        *why = "not an operator's token (no \"admin\": true)";
+    return 1;
+}
+
+static char *mint(const char *uuid, const char *secret, time_t exp, int admin)
 {
     if (!uuid || !auth_sub_ok(uuid) || !secret || !*secret || strlen(secret) > 0x7fffffff)
         return NULL;
@@ -155,8 +178,19 @@ char *pg_token_mint(const char *uuid, const char *secret, time_t exp)
     char *out = NULL;
     if (jwt_new(&jwt) == 0 &&
         jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) == 0 &&
-        jwt_add_grant(jwt, "sub", uuid) == 0 && jwt_add_grant_int(jwt, "exp", (long)exp) == 0)
+        jwt_add_grant(jwt, "sub", uuid) == 0 && jwt_add_grant_int(jwt, "exp", (long)exp) == 0 &&
+        (!admin || jwt_add_grant_bool(jwt, "admin", 1) == 0))
         out = jwt_encode_str(jwt);
     jwt_free(jwt);
     return out;
+}
+
+char *pg_token_mint(const char *uuid, const char *secret, time_t exp)
+{
+    return mint(uuid, secret, exp, 0);
+}
+
+char *pg_token_mint_admin(const char *name, const char *secret, time_t exp)
+{
+    return mint(name, secret, exp, 1);
 }

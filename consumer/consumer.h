@@ -21,7 +21,8 @@
  * entry after each event), gateway.c (one gateway connection), nodes.c (the
  * set of gateways: static or from MySQL), stream.c (XREADGROUP, XAUTOCLAIM,
  * keep-alive of held entries), acks.c (XACK batches, dead letters, delivery
- * counters), metrics.c (/metrics and /healthz on metrics_port).  Two Redis
+ * counters), metrics.c (/metrics and /healthz on metrics_port), status.c
+ * (the consumer's row in daemon_status, for the cluster console).  Two Redis
  * links (common/redis_link.c): "reader" for XREADGROUP ... BLOCK alone (a
  * blocked command holds up everything behind it on its connection) and
  * "control" for XACK, XADD, XCLAIM, XAUTOCLAIM, XPENDING and XINFO. */
@@ -212,6 +213,16 @@ cs_gateway *cs_nodes_pick(uint64_t avoid);
 /* A retired gateway has drained (called by gateway.c; frees it). */
 void cs_nodes_retired(cs_gateway *g);
 size_t cs_nodes_up(void);
+/* The one MySQL connection (blocking, DB_TIMEOUT_S timeouts), opened when
+ * needed; NULL while backing off after a failure or when it cannot be
+ * opened (logged, rate-limited).  After each call on it, say how it went:
+ * failed (what: "reading gateway_nodes"; logged, rate-limited) closes it
+ * and backs off. */
+pg_db *cs_nodes_db(void);
+void cs_nodes_db_failed(const char *what);
+void cs_nodes_db_worked(void);
+/* MySQL is connected and no call failed since the last that worked. */
+bool cs_nodes_db_ok(void);
 
 /* ---- the stream (stream.c) ---- */
 
@@ -243,9 +254,23 @@ pg_redis *cs_acks_link(void);
 
 /* ---- /metrics and /healthz (metrics.c) ---- */
 
-int cs_metrics_start(void);         /* nothing when metrics_port is 0; -1: cannot listen */
+/* The XINFO poll always, the port when metrics_port is set; -1: cannot listen. */
+int cs_metrics_start(void);
 void cs_metrics_stop(void);         /* before the control link goes */
 void cs_metrics_reply(int code);    /* a gateway replied */
+/* The group's lag and pending count as Redis last told them (-1: not known
+ * or not asked for a while). */
+void cs_metrics_group(long long *lag, long long *pending);
+/* Calls fn for each reply code counted so far ("0", "10503", ..., "other"). */
+void cs_metrics_replies(void (*fn)(const char *code, unsigned long long n, void *arg), void *arg);
+
+/* ---- the status row in daemon_status (status.c) ---- */
+
+int cs_status_start(void);          /* -1: no timer */
+/* Clears the timer and deletes the row (best effort), before cs_nodes_stop. */
+void cs_status_stop(void);
+/* An entry goes to the dead-letter stream (flow.c), for why. */
+void cs_status_dead(const char *id, const char *reason);
 
 /* ---- the context ---- */
 

@@ -92,6 +92,7 @@ void cs_flow_dead(cs_entry *e, const char *fmt, ...)
     e->state = CS_E_DEAD;
     pg_warn("entry %s goes to the dead-letter stream %s: %s", e->id, cs.cfg.dead_letter_stream,
             reason);
+    cs_status_dead(e->id, reason);
     cs_acks_queue_dead(e);
 }
 

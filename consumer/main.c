@@ -125,7 +125,7 @@ static int start_modules(void)
         return -1;
     }
     if (add_signals() < 0 || cs_nodes_start() < 0 || cs_acks_start() < 0 ||
-        cs_stream_start() < 0 || cs_metrics_start() < 0)
+        cs_stream_start() < 0 || cs_metrics_start() < 0 || cs_status_start() < 0)
         return -1;
     /* one file per gateway connection, two for Redis: the limit is the capacity */
     long long open_files = pg_daemon_raise_nofile();
@@ -141,6 +141,7 @@ static void stop_modules(void)
 {
     size_t left = cs_entries_held();
     cs.stopping = true;
+    cs_status_stop();
     cs_metrics_stop();
     cs_stream_done();
     cs_nodes_stop();

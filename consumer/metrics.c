@@ -5,7 +5,8 @@
  * stream's lag and pending count are Redis's own (XINFO GROUPS: entries
  * not yet read by the group, and read but not XACKed), asked every
  * POLL_MS on the control link, so a scrape is answered from memory and
- * never waits for Redis. */
+ * never waits for Redis.  The status row (status.c) reports the same
+ * numbers, so they are polled with or without a metrics port. */
 #include "consumer.h"
 
 #include "metrics_http.h"
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #define POLL_MS 1000
+#define STALE_MS (5 * POLL_MS)  /* lag and pending older than this are not known */
 #define CODES_MAX 32            /* distinct reply codes counted; more share "other" */
 
 static pg_metrics_http *http;
@@ -42,6 +44,24 @@ void cs_metrics_reply(int code)
     if (i == ncodes && ncodes < CODES_MAX)
         replies[ncodes++].code = code;
     replies[i < CODES_MAX ? i : CODES_MAX].n++;
+}
+
+void cs_metrics_group(long long *lag, long long *pending)
+{
+    bool fresh = group.polled_ms && pg_now_ms() - group.polled_ms <= STALE_MS;
+    *lag = fresh ? group.lag : -1;
+    *pending = fresh ? group.pending : -1;
+}
+
+void cs_metrics_replies(void (*fn)(const char *code, unsigned long long n, void *arg), void *arg)
+{
+    char code[16];
+    for (size_t i = 0; i < ncodes; i++) {
+        snprintf(code, sizeof(code), "%d", replies[i].code);
+        fn(code, replies[i].n, arg);
+    }
+    if (replies[CODES_MAX].n)
+        fn("other", replies[CODES_MAX].n, arg);
 }
 
 /* One group of XINFO GROUPS: name, value, ... (RESP2). */
@@ -157,6 +177,11 @@ static bool healthy(const char **why, void *arg)
 
 int cs_metrics_start(void)
 {
+    poll_timer = pg_timer_tick(POLL_MS, poll_group, NULL);
+    if (poll_timer < 0) {
+        pg_error("no timer for XINFO GROUPS");
+        return -1;
+    }
     if (cs.cfg.metrics_port <= 0)
         return 0;
     int fd = pg_metrics_http_bind(cs.cfg.metrics_host, (int)cs.cfg.metrics_port);
@@ -166,9 +191,8 @@ int cs_metrics_start(void)
         close(fd);
         return -1;
     }
-    poll_timer = pg_timer_tick(POLL_MS, poll_group, NULL);
     pg_info("metrics on http://%s:%lld/metrics", cs.cfg.metrics_host, cs.cfg.metrics_port);
-    return poll_timer < 0 ? -1 : 0;
+    return 0;
 }
 
 void cs_metrics_stop(void)

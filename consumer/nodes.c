@@ -6,7 +6,8 @@
  * when MySQL is unreachable the last known list stays in use.  A node that
  * leaves the list is retired: it gets no new requests and its connection is
  * closed once its in-flight requests are answered (a draining gateway still
- * answers them). */
+ * answers them).  The status row (status.c) is written on the same
+ * connection, under the same timeouts and back-off (cs_nodes_db). */
 #include "consumer.h"
 
 #include "db.h"
@@ -193,29 +194,53 @@ static pg_db *open_db(void)
     return d;
 }
 
+pg_db *cs_nodes_db(void)
+{
+    if (cs_now_ms() < db_next_try_ms)
+        return NULL;
+    if (!db)
+        db = open_db();
+    return db;
+}
+
+void cs_nodes_db_failed(const char *what)
+{
+    pg_log_limited(&db_log, PG_LOG_WARN, "%s failed (%s): keeping %zu known gateways; retrying",
+                   what, db ? pg_db_error(db) : "no connection", nlive);
+    pg_db_close(db);
+    db = NULL;
+    db_failed();
+}
+
+void cs_nodes_db_worked(void)
+{
+    if (db_failures)
+        pg_info("MySQL %s:%lld is reachable again", cs.mysql.host, cs.mysql.port);
+    db_log = (pg_ratelog){0};
+    db_failures = 0;
+}
+
+bool cs_nodes_db_ok(void)
+{
+    return db && db_failures == 0;
+}
+
 static void refresh(void)
 {
-    if (!db && !(db = open_db()))
+    pg_db *d = cs_nodes_db();
+    if (!d)
         return;
     node_rows rows = {.v = malloc(MAX_NODES * sizeof(node_addr)), .n = 0};
     if (!rows.v) {
         pg_error("reading gateway_nodes: out of memory");
         return;
     }
-    long long rc = pg_db_query(db, "SELECT ip, internal_port FROM gateway_nodes WHERE state = 'up'",
+    long long rc = pg_db_query(d, "SELECT ip, internal_port FROM gateway_nodes WHERE state = 'up'",
                                NULL, 0, on_row, &rows);
     if (rc < 0) {
-        pg_log_limited(&db_log, PG_LOG_WARN,
-                       "reading gateway_nodes failed (%s): keeping %zu known gateways; retrying",
-                       pg_db_error(db), nlive);
-        pg_db_close(db);
-        db = NULL;
-        db_failed();
+        cs_nodes_db_failed("reading gateway_nodes");
     } else {
-        if (db_failures)
-            pg_info("MySQL is reachable again: %lld gateways up in gateway_nodes", rc);
-        db_log.last_ms = 0;
-        db_failures = 0;
+        cs_nodes_db_worked();
         apply_rows(&rows);
     }
     free(rows.v);
@@ -225,7 +250,7 @@ static void on_refresh(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
-    if (!cs.stopping && cs_now_ms() >= db_next_try_ms)
+    if (!cs.stopping)
         refresh();
 }
 

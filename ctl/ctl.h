@@ -44,6 +44,9 @@ typedef struct {
     char *log_file;
     char *host;
     long long port;
+    char *admin_host;
+    long long admin_port;
+    char *admin_secret;
 } ctl_settings;
 
 extern ctl_settings ctl_cfg;
@@ -144,10 +147,10 @@ bool ctl_pid_alive(pid_t pid);
 
 /* ---- HTTP and /stats (http.c, status.c) ---- */
 
-/* GET path from host:port, the 200 body in *body (malloc'd).  0, or -1 with
- * the reason in err. */
-int ctl_http_get(const char *host, int port, const char *path, int timeout_ms, char **body,
-                 char *err, size_t errlen);
+/* GET path from host:port, with the bearer token (NULL: none), the 200 body
+ * in *body (malloc'd).  0, or -1 with the reason in err. */
+int ctl_http_get(const char *host, int port, const char *path, const char *token,
+                 int timeout_ms, char **body, char *err, size_t errlen);
 /* The node's /stats as JSON, or NULL with the reason in err. */
 json_t *ctl_stats_fetch(char *err, size_t errlen);
 /* The pids of "workers" or "task_workers" in stats (up to max). */

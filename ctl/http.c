@@ -131,17 +131,18 @@ static int parse_response(char *buf, size_t len, char *err, size_t errlen)
     return 0;
 }
 
-int ctl_http_get(const char *host, int port, const char *path, int timeout_ms, char **body,
-                 char *err, size_t errlen)
+int ctl_http_get(const char *host, int port, const char *path, const char *token,
+                 int timeout_ms, char **body, char *err, size_t errlen)
 {
     *body = NULL;
     int fd = connect_to(host, port, timeout_ms, err, errlen);
     if (fd < 0)
         return -1;
-    char req[512];
+    char req[6144];
     int n = snprintf(req, sizeof(req),
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: " CTL_PROGRAM
-                     "\r\nConnection: close\r\n\r\n", path, host, port);
+                     "\r\n%s%s%sConnection: close\r\n\r\n", path, host, port,
+                     token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
     size_t len = 0;
     char *buf = NULL;
     if (n < 0 || (size_t)n >= sizeof(req))

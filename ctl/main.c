@@ -35,6 +35,8 @@ static const ctl_opt publish_opts[] = {
 };
 static const ctl_opt token_opts[] = {
     {"ttl", 0, "SECONDS", "validity (default 86400)"},
+    {"admin", 0, NULL, "an operator's token (\"admin\": true; UUID names the operator): "
+                       "opens /stats, /metrics and the cluster console on a public port"},
 };
 static const ctl_opt start_opts[] = {
     {"pid-file", 0, "FILE", "the node's pid file (default: setting pid_file)"},
@@ -68,7 +70,8 @@ static const command commands[] = {
      "       " CTL_PROGRAM " publish --raw JSON [--count N]",
      "append work orders to the Redis stream (field msg, the seed's format)", publish_opts,
      N(publish_opts), 0, 0, ctl_cmd_publish, false, NULL},
-    {"token", "UUID [--ttl SECONDS]", "print an HS256 browser token for UUID (setting jwt_secret)",
+    {"token", "UUID [--ttl SECONDS] [--admin]",
+     "print an HS256 browser token for UUID, or an operator's (setting jwt_secret)",
      token_opts, N(token_opts), 1, 1, ctl_cmd_token, false, NULL},
     {"nodes", "", "list the gateway nodes registered in MySQL", NULL, 0, 0, 0, ctl_cmd_nodes,
      false, NULL},

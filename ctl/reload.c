@@ -18,11 +18,10 @@ typedef struct {
     size_t n;
 } pid_set;
 
-/* The pids of the processes a reload replaces, from /stats. */
-static int reloadable(bool tasks, pid_set *s)
+/* The pids of the processes a reload replaces, from /stats; err: why not. */
+static int reloadable(bool tasks, pid_set *s, char *err, size_t errlen)
 {
-    char err[512];
-    json_t *st = ctl_stats_fetch(err, sizeof(err));
+    json_t *st = ctl_stats_fetch(err, errlen);
     if (!st)
         return -1;
     s->n = tasks ? 0 : ctl_stats_pids(st, "workers", s->pids, MAX_WORKERS);
@@ -58,7 +57,8 @@ static int wait_reload(pid_t pid, bool tasks, const pid_set *before, long long t
     while (!done && ctl_now() < deadline && ctl_pid_alive(pid)) {
         ctl_sleep_ms(POLL_MS);
         ctl_dots_tick(&dots, what);
-        done = reloadable(tasks, &now) == 0 && replaced(before, &now);
+        char err[512];
+        done = reloadable(tasks, &now, err, sizeof(err)) == 0 && replaced(before, &now);
     }
     ctl_dots_end(&dots, done ? "done" : "not finished");
     if (!done) {
@@ -81,7 +81,11 @@ int ctl_cmd_reload(const ctl_args *a)
         return CTL_FAIL;
     bool tasks = ctl_arg(a, "tasks") != NULL;
     pid_set before = {.n = 0};
-    bool can_wait = timeout > 0 && reloadable(tasks, &before) == 0 && before.n > 0;
+    char err[512] = "";
+    bool can_wait = timeout > 0 && reloadable(tasks, &before, err, sizeof(err)) == 0 &&
+                    before.n > 0;
+    if (timeout > 0 && !can_wait && *err)
+        ctl_err("not waiting for the reload: %s", err);
     int sig = tasks ? SIGUSR2 : SIGUSR1;
     if (kill(pid, sig) < 0) {
         ctl_err("kill %ld: %s", (long)pid, strerror(errno));

@@ -49,6 +49,14 @@ static const pg_conf_def ctl_defs[] = {
     {"host", PG_CONF_STRING, C(host), "0.0.0.0", 0, 0, NULL,
      "address of the node's public port (0.0.0.0: status asks 127.0.0.1)"},
     {"port", PG_CONF_INT, C(port), "9501", 1, 65535, NULL, "the node's public port (status)"},
+    {"admin_host", PG_CONF_STRING, C(admin_host), "127.0.0.1", 0, 0, NULL,
+     "address of the node's admin listener"},
+    {"admin_port", PG_CONF_INT, C(admin_port), "0", 0, 65535, NULL,
+     "the node's admin listener (status and reload read /stats there; 0: the public port, "
+     "with an operator token)"},
+    {"admin_secret", PG_CONF_STRING, C(admin_secret), "", 0, 0, NULL,
+     "the node's operator token for the public port (empty: an admin JWT made with "
+     "jwt_secret)"},
 };
 
 #define NDEFS (sizeof(ctl_defs) / sizeof(ctl_defs[0]))

@@ -1,13 +1,18 @@
 /* status.c - pushgate-ctl status: is the local node running, and what its
  * /stats says, laid out for a person (the JSON stays available at /stats
- * for programs). */
+ * for programs).  /stats is read on the node's admin listener when
+ * admin_port is set, else on its public port with an operator token. */
 #include "ctl.h"
+
+#include "token.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define HTTP_TIMEOUT_MS 5000
+#define TOKEN_TTL_S 60
 
 /* The address to ask: the node's host, or loopback when it listens on all. */
 static const char *stats_host(void)
@@ -18,14 +23,31 @@ static const char *stats_host(void)
     return h;
 }
 
+/* The operator token for the public port: admin_secret, else a short-lived
+ * admin JWT made with jwt_secret (malloc'd), else NULL. */
+static char *operator_token(void)
+{
+    if (*ctl_cfg.admin_secret)
+        return strdup(ctl_cfg.admin_secret);
+    if (*ctl_cfg.jwt_secret)
+        return pg_token_mint_admin(CTL_PROGRAM, ctl_cfg.jwt_secret, time(NULL) + TOKEN_TTL_S);
+    return NULL;
+}
+
 json_t *ctl_stats_fetch(char *err, size_t errlen)
 {
     char *body = NULL;
-    const char *host = stats_host();
-    int port = (int)ctl_cfg.port;
+    int admin = ctl_cfg.admin_port > 0;
+    const char *host = admin ? ctl_cfg.admin_host : stats_host();
+    int port = (int)(admin ? ctl_cfg.admin_port : ctl_cfg.port);
     char why[256];
-    if (ctl_http_get(host, port, "/stats", HTTP_TIMEOUT_MS, &body, why, sizeof(why)) < 0) {
-        snprintf(err, errlen, "GET http://%s:%d/stats: %s", host, port, why);
+    char *token = admin ? NULL : operator_token();
+    int rc = ctl_http_get(host, port, "/stats", token, HTTP_TIMEOUT_MS, &body, why, sizeof(why));
+    free(token);
+    if (rc < 0) {
+        snprintf(err, errlen, "GET http://%s:%d/stats: %s%s", host, port, why,
+                 strstr(why, "401") ? " (set admin_port, admin_secret or jwt_secret as the node "
+                                      "has them)" : "");
         return NULL;
     }
     json_error_t e;

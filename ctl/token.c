@@ -1,4 +1,5 @@
-/* token.c - pushgate-ctl token: a browser token for an agent, signed with
+/* token.c - pushgate-ctl token: a browser token for an agent (or, with
+ * --admin, an operator's token for the figures and the cluster console), signed with
  * the gateway's jwt_secret by the code the gateway checks tokens with
  * (common/token.c), so the demo and the tests log in exactly as a business
  * system's tokens would. */
@@ -29,7 +30,9 @@ int ctl_cmd_token(const ctl_args *a)
     if (strlen(ctl_cfg.jwt_secret) < SECRET_MIN)
         ctl_err("warning: jwt_secret is shorter than %d characters: gateways refuse to start "
                 "with it", SECRET_MIN);
-    char *token = pg_token_mint(uuid, ctl_cfg.jwt_secret, time(NULL) + (time_t)ttl);
+    time_t exp = time(NULL) + (time_t)ttl;
+    char *token = ctl_arg(a, "admin") ? pg_token_mint_admin(uuid, ctl_cfg.jwt_secret, exp)
+                                      : pg_token_mint(uuid, ctl_cfg.jwt_secret, exp);
     if (!token) {
         ctl_err("token: '%s' is not a valid uuid (1 to %d characters of A-Z a-z 0-9 _ . : @ -)",
                 uuid, PG_UUID_MAX);

@@ -4,7 +4,7 @@
  * the token was not in the URL; HEART_BEAT is answered; ACK {id} completes a
  * pushed message; NEW_MSG {to, msg} is a chat message, routed exactly like a
  * work order.  Anything else gets the seed's error object.  Plain HTTP
- * requests get /healthz, /stats, /metrics or a static file. */
+ * requests go to http.c. */
 #include "gateway.h"
 
 #include "token.h"
@@ -200,170 +200,6 @@ static void on_text(pg_session_id session, const char *text, size_t len)
     json_decref(ev.msg);
 }
 
-/* ---- plain HTTP ---- */
-
-/* Set while answering a HEAD request: headers only. */
-static int answering_head;
-
-static void http_reply(pg_session_id session, int status, const char *reason, const char *type,
-                       const char *body, size_t len)
-{
-    char head[256];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                     status, reason, type, len);
-    char *msg = malloc((size_t)n + len);
-    if (!msg)
-        return;
-    memcpy(msg, head, (size_t)n);
-    if (answering_head)
-        len = 0;
-    memcpy(msg + n, body, len);
-    pg_server_send(gw.server, session, msg, (size_t)n + len);
-    free(msg);
-}
-
-static json_t *workers_json(const pg_worker_stats *w, int n)
-{
-    static const char *states[] = {"idle", "busy", "stopping", "exited"};
-    json_t *a = json_array();
-    for (int i = 0; i < n; i++)
-        json_array_append_new(a, json_pack("{s:i,s:s,s:I,s:I,s:I}", "pid", (int)w[i].pid, "state",
-                                           states[w[i].state & 3], "requests", (json_int_t)w[i].requests,
-                                           "queued", (json_int_t)w[i].queued,
-                                           "respawns", (json_int_t)w[i].respawns));
-    return a;
-}
-
-static json_t *route_cache_json(void)
-{
-    gw_route_cache_stats rc;
-    gw_route_cache_stats_get(&rc);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:b}", "hits", (json_int_t)rc.hits, "misses",
-                     (json_int_t)rc.misses, "fills", (json_int_t)rc.fills, "invalidations",
-                     (json_int_t)rc.invalidations, "evictions", (json_int_t)rc.evictions,
-                     "trusted", rc.trusted);
-}
-
-static json_t *stats_json(void)
-{
-    pg_server_stats_t st;
-    pg_server_stats(gw.server, &st);
-    gw_counters *c = gw.counters;
-    json_t *per_reactor = json_array();
-    for (int i = 0; i < st.reactor_num; i++)
-        json_array_append_new(per_reactor, json_integer((json_int_t)st.sessions_per_reactor[i]));
-    return json_pack(
-        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
-        "s:o,s:o,s:I,s:{s:b,s:I},s:o}",
-        "node", gw.node_id, "uptime", (json_int_t)(time(NULL) - st.start_time),
-        "connections", (json_int_t)st.connections, "accepted", (json_int_t)st.accepted,
-        "closed", (json_int_t)st.closed, "refused", (json_int_t)st.refused,
-        "sessions_per_reactor", per_reactor,
-        "traffic", "packets_in", (json_int_t)st.packets_in, "packets_out", (json_int_t)st.packets_out,
-        "bytes_in", (json_int_t)st.bytes_in, "bytes_out", (json_int_t)st.bytes_out,
-        "messages", "in", (json_int_t)c->messages_in, "pushed", (json_int_t)c->pushed,
-        "forwarded", (json_int_t)c->forwarded, "stored", (json_int_t)c->stored,
-        "acked", (json_int_t)c->acked, "redelivered", (json_int_t)c->redelivered,
-        "repeats_dropped", (json_int_t)c->repeats,
-        "auth_failures", (json_int_t)c->auth_failures, "limited", (json_int_t)c->limited,
-        "inbox_refused", (json_int_t)c->inbox_refused,
-        "workers", workers_json(st.workers, st.worker_num),
-        "task_workers", workers_json(st.task_workers, st.task_worker_num),
-        "task_queue", (json_int_t)st.task_queue,
-        "mysql", "ok", atomic_load(&c->mysql_ok), "errors", (json_int_t)c->mysql_errors,
-        "route_cache", route_cache_json());
-}
-
-static void serve_stats(pg_session_id session)
-{
-    json_t *o = stats_json();
-    char *body = json_dumps(o, JSON_INDENT(2));
-    json_decref(o);
-    if (body)
-        http_reply(session, 200, "OK", "application/json", body, strlen(body));
-    free(body);
-}
-
-/* The text is metrics.c's; this is only its HTTP answer. */
-static void serve_metrics(pg_session_id session)
-{
-    struct evbuffer *out = evbuffer_new();
-    if (!out) {
-        http_reply(session, 500, "Internal Server Error", "text/plain", "out of memory\n", 14);
-        return;
-    }
-    gw_metrics_text(out);
-    size_t n = evbuffer_get_length(out);
-    const char *body = (const char *)evbuffer_pullup(out, -1);
-    http_reply(session, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body ? body : "",
-               body ? n : 0);
-    evbuffer_free(out);
-}
-
-static const char *content_type(const char *path)
-{
-    static const char *types[][2] = {
-        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
-        {".css", "text/css; charset=utf-8"}, {".json", "application/json"},
-        {".svg", "image/svg+xml"}, {".png", "image/png"}, {".ico", "image/x-icon"},
-    };
-    const char *dot = strrchr(path, '.');
-    for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
-        if (strcmp(dot, types[i][0]) == 0)
-            return types[i][1];
-    return "application/octet-stream";
-}
-
-static void serve_file(pg_session_id session, const char *path)
-{
-    static const char not_found[] = "not found\n";
-    if (!gw.cfg.static_dir || !*gw.cfg.static_dir || path[0] != '/' || strstr(path, "..") ||
-        strlen(path) > 200) {
-        http_reply(session, 404, "Not Found", "text/plain", not_found, sizeof(not_found) - 1);
-        return;
-    }
-    char full[512];
-    snprintf(full, sizeof(full), "%s%s", gw.cfg.static_dir, strcmp(path, "/") ? path : "/index.html");
-    int fd = open(full, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    char *body = NULL;
-    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size <= STATIC_FILE_MAX &&
-        (body = malloc((size_t)sb.st_size + 1)) &&
-        read(fd, body, (size_t)sb.st_size) == sb.st_size)
-        http_reply(session, 200, "OK", content_type(full), body, (size_t)sb.st_size);
-    else
-        http_reply(session, 404, "Not Found", "text/plain", not_found, sizeof(not_found) - 1);
-    free(body);
-    if (fd >= 0)
-        close(fd);
-}
-
-static void on_http(pg_session_id session, const char *line, size_t len)
-{
-    char method[16], target[256];
-    if (sscanf(line, "%15s %255s", method, target) != 2 || len > 300) {
-        http_reply(session, 400, "Bad Request", "text/plain", "bad request\n", 12);
-        return;
-    }
-    char *query = strchr(target, '?');
-    if (query)
-        *query = '\0';
-    answering_head = strcmp(method, "HEAD") == 0;
-    if (strcmp(method, "GET") != 0 && !answering_head)
-        http_reply(session, 405, "Method Not Allowed", "text/plain", "GET only\n", 9);
-    else if (strcmp(target, "/healthz") == 0)
-        http_reply(session, 200, "OK", "application/json", "{\"status\":\"ok\"}", 15);
-    else if (strcmp(target, "/stats") == 0)
-        serve_stats(session);
-    else if (strcmp(target, "/metrics") == 0)
-        serve_metrics(session);
-    else
-        serve_file(session, target);
-    answering_head = 0;
-}
-
 void gw_browser_message(pg_session_id session, const char *data, size_t len)
 {
     if (len == 0)
@@ -375,9 +211,7 @@ void gw_browser_message(pg_session_id session, const char *data, size_t len)
     } else if (data[0] == GW_MSG_TEXT) {
         on_text(session, data + 1, len - 1);
     } else if (data[0] == GW_MSG_HTTP) {
-        char line[320];
-        snprintf(line, sizeof(line), "%.*s", (int)(len - 1), data + 1);
-        on_http(session, line, len - 1);
+        gw_http_request(session, data + 1, len - 1, 0);
     }
 }
 

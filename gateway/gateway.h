@@ -14,6 +14,11 @@
  * reply.c     JSON the gateway writes: events for browsers, reply frames, error codes
  * proxy_link.c  a worker's connection to the proxy, for sessions on other nodes
  * metrics.c   /metrics in the Prometheus text format, and the latency histograms
+ * http.c      plain HTTP on the public and admin ports: /healthz, /stats,
+ *             /metrics, /admin/cluster, static files
+ * admin.c     operators: who may read the node's figures, and the cluster view
+ * status.c    what the node says about itself: /stats, recent history, and
+ *             its row in daemon_status
  *
  * Work flows worker -> task worker -> worker as JSON objects with an "op";
  * what a worker needs back travels inside the task, so no worker keeps a
@@ -34,7 +39,7 @@
 #include "shm_table.h"
 #include "ws.h"
 
-enum { GW_LISTENER_PUBLIC = 0, GW_LISTENER_INTERNAL = 1 };
+enum { GW_LISTENER_PUBLIC = 0, GW_LISTENER_INTERNAL = 1, GW_LISTENER_ADMIN = 2 };
 
 
 typedef struct {
@@ -50,6 +55,9 @@ typedef struct {
     char *jwt_secret_previous;
     char *allowed_origins;
     char *static_dir;
+    char *admin_host;
+    long long admin_port;          /* 0: no admin listener */
+    char *admin_secret;            /* "": only admin JWTs open the public port's figures */
     long long auth_timeout_ms;
     long long ack_timeout;
     long long max_pending_acks;
@@ -76,6 +84,23 @@ typedef struct {
     long long flood_penalty_s;     /* a uuid closed for flooding is refused this long */
 } gw_settings;
 
+/* The node's recent history (status.c): worker 0 samples the counters and
+ * the latency histograms every GW_STATUS_STEP_MS into a ring. */
+#define GW_STATUS_STEP_MS 2000
+#define GW_HISTORY_STEPS 150           /* 5 minutes */
+#define GW_LATENCY_WINDOW_STEPS 30     /* latency percentiles over 1 minute */
+enum { GW_SERIES_IN, GW_SERIES_PUSHED, GW_SERIES_FORWARDED, GW_SERIES_STORED, GW_SERIES_ACKED,
+       GW_SERIES_COUNT };
+typedef struct {
+    _Atomic uint64_t at_ms;                        /* wall clock; 0: never taken */
+    _Atomic uint64_t count[GW_SERIES_COUNT];       /* the counters then */
+    _Atomic uint64_t intake_to_push[PG_PROM_BUCKETS + 1], push_to_ack[PG_PROM_BUCKETS + 1];
+} gw_sample;
+typedef struct {
+    _Atomic uint64_t taken;                        /* samples ever taken */
+    gw_sample ring[GW_HISTORY_STEPS + 1];          /* one spare: the one being written */
+} gw_history;
+
 /* Counters for /stats and /metrics, in shared memory. */
 typedef struct {
     _Atomic uint64_t messages_in;      /* work orders and chats taken in */
@@ -91,11 +116,13 @@ typedef struct {
     _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
     _Atomic uint64_t mysql_errors;
     _Atomic int draining;              /* the node is stopping: route around its sessions */
+    _Atomic int redis_ok;              /* the route feed's link is up (route_feed.c) */
     /* latencies (metrics.c), in every process */
     pg_prom_hist intake_to_push;       /* a message taken in to its push, on this node */
     pg_prom_hist push_to_ack;          /* a push to the browser's ACK of it */
     pg_prom_hist route_lookup;         /* a route task's round trip, worker to worker */
     pg_prom_hist task_wait;            /* a task's wait for a task worker to start it */
+    gw_history history;                /* status.c */
 } gw_counters;
 
 typedef struct {
@@ -103,6 +130,7 @@ typedef struct {
     pg_server_settings server_cfg;
     pg_db_settings mysql;
     gw_ws_config ws;
+    gw_ws_config ws_admin;         /* the admin listener's: no WebSocket */
     pg_server *server;
     pg_table *sessions;            /* session id (hex) -> uuid, connected_at */
     int col_uuid, col_connected_at;
@@ -305,6 +333,34 @@ void gw_route_cache_stats_get(gw_route_cache_stats *out);
 
 /* browser.c */
 void gw_browser_message(pg_session_id session, const char *data, size_t len);
+
+/* http.c: workers.  An 'H' message (ws.h) without its first byte; trusted:
+ * it came through the admin listener, so no operator token is asked for. */
+void gw_http_request(pg_session_id session, const char *data, size_t len, int trusted);
+/* The whole response to an HTTP request, which closes the connection. */
+void gw_http_reply(pg_session_id session, int status, const char *type, const char *body,
+                   size_t len);
+
+/* admin.c.  Operators: an admin_secret or a JWT with "admin": true. */
+enum { GW_ADMIN_OK = 0, GW_ADMIN_NO_TOKEN = 401, GW_ADMIN_NOT_ADMIN = 403 };
+/* authorization: the request's Authorization header value (NULL: none). */
+int gw_admin_authorize(const char *authorization, size_t len);
+/* GET /admin/cluster: asks a task worker for the cluster's rows. */
+void gw_admin_cluster(pg_session_id session);
+/* task workers: the cluster's rows for a "cluster" task. */
+json_t *gw_admin_cluster_rows(json_t *task);
+/* workers: a "cluster" task's answer, sent to its HTTP session. */
+void gw_admin_cluster_answered(json_t *result);
+
+/* status.c */
+/* The node's figures as /stats shows them (any process). */
+json_t *gw_status_stats(void);
+/* The node's report in daemon_status: figures, history, latency window. */
+json_t *gw_status_report(void);
+/* "gateway <node_id>", its daemon_status id. */
+const char *gw_status_id(void);
+void gw_status_start(int worker_id);       /* workers: worker 0 samples */
+void gw_status_start_writer(void);         /* a task worker: writes the row */
 /* A session's registration or offline page (one result). */
 void gw_browser_registered(json_t *result);
 /* Asks for the first page of uuid's stored messages for session. */

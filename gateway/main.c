@@ -1,10 +1,12 @@
 /* main.c - pushgate-gateway: the node browsers connect to.
  *
  * Public port (default 9501): HTTP and WebSocket for browsers (ws.c in the
- * reactor threads, browser.c in the workers).  Internal port (default 9601,
- * loopback unless configured): length-prefixed JSON frames from the consumer
- * and the proxy (internal.c).  Task workers hold the MySQL connections
- * (tasks.c).  See gateway.h for how the files divide the work. */
+ * reactor threads, browser.c and http.c in the workers).  Internal port
+ * (default 9601, loopback unless configured): length-prefixed JSON frames
+ * from the consumer and the proxy (internal.c).  Admin listener (admin_port,
+ * loopback): the operators' HTTP without a token (http.c, admin.c).  Task
+ * workers hold the MySQL connections (tasks.c).  See gateway.h for how the
+ * files divide the work. */
 #include "gateway.h"
 
 #include "daemon.h"
@@ -41,7 +43,17 @@ static const pg_conf_def gateway_defs[] = {
     {"allowed_origins", PG_CONF_STRING, G(allowed_origins), "", 0, 0, NULL,
      "comma-separated Origins allowed to open a WebSocket (empty: any)"},
     {"static_dir", PG_CONF_STRING, G(static_dir), "", 0, 0, NULL,
-     "folder served at / (the agent console); empty: none"},
+     "folder served at / (the agent console, and the cluster console at /admin.html); "
+     "empty: none"},
+    {"admin_secret", PG_CONF_STRING, G(admin_secret), "", 0, 0, NULL,
+     "operator token for /stats, /metrics and /admin/cluster on the public port (Authorization: "
+     "Bearer ...; 16 characters or more); a JWT with \"admin\": true signed with jwt_secret is "
+     "one too (pushgate-ctl token --admin); empty: JWTs only"},
+    {"admin_host", PG_CONF_STRING, G(admin_host), "127.0.0.1", 0, 0, NULL,
+     "address of the admin listener"},
+    {"admin_port", PG_CONF_INT, G(admin_port), "0", 0, 65535, NULL,
+     "admin listener: /stats, /metrics, /admin/cluster and the consoles without a token, no "
+     "WebSocket (for Prometheus and the operator's own host; 0: none)"},
     {"auth_timeout_ms", PG_CONF_INT, G(auth_timeout_ms), "10000", 100, 600000, NULL,
      "time a WebSocket opened without a token has to send CONNECT"},
     {"ack_timeout", PG_CONF_INT, G(ack_timeout), "30", 1, 86400, NULL,
@@ -111,6 +123,7 @@ static void on_start(pg_server *s, int id)
         gw_proxy_start();
         gw_redeliver_start();
         gw_route_feed_start();
+        gw_status_start(id);
     }
 }
 
@@ -139,8 +152,10 @@ static void on_receive(pg_server *s, pg_session_id session, int listener, const 
     gw_metrics_intake_set(pg_prom_now_us());   /* what this pushes: intake to push */
     if (listener == GW_LISTENER_PUBLIC)
         gw_browser_message(session, data, len);
-    else
+    else if (listener == GW_LISTENER_INTERNAL)
         gw_internal_request(session, data, len);
+    else if (len > 0 && data[0] == GW_MSG_HTTP)
+        gw_http_request(session, data + 1, len - 1, 1);
     gw_metrics_intake_set(0);
 }
 
@@ -184,6 +199,8 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
     }
     else if (strcmp(op, "redeliver") == 0)
         gw_redeliver_answered(r);
+    else if (strcmp(op, "cluster") == 0)
+        gw_admin_cluster_answered(r);
     else if (strcmp(op, "unregistered") == 0)
         gw_route_feed_announce(json_string_value(json_object_get(r, "uuid")));
     json_decref(r);
@@ -221,6 +238,10 @@ static int check_settings(void)
     if (gw.cfg.jwt_secret_previous && *gw.cfg.jwt_secret_previous &&
         strlen(gw.cfg.jwt_secret_previous) < 16) {
         pg_error("jwt_secret_previous must be empty or 16 characters or more");
+        return -1;
+    }
+    if (gw.cfg.admin_secret && *gw.cfg.admin_secret && strlen(gw.cfg.admin_secret) < 16) {
+        pg_error("admin_secret must be empty or 16 characters or more");
         return -1;
     }
     if (gw.server_cfg.dispatch_mode != PG_DISPATCH_FIXED) {
@@ -262,7 +283,13 @@ static int listen_ports(void)
         pg_server_listen(gw.server, gw.cfg.internal_host, (int)gw.cfg.internal_port, &internal) !=
             GW_LISTENER_INTERNAL)
         return -1;
-    return 0;
+    if (gw.cfg.admin_port == 0)
+        return 0;
+    gw.ws_admin = gw.ws;
+    gw.ws_admin.no_websocket = 1;
+    pg_listen_options admin = {.protocol = gw_ws_protocol(&gw.ws_admin), .max_conn = 64};
+    return pg_server_listen(gw.server, gw.cfg.admin_host, (int)gw.cfg.admin_port, &admin) ==
+                   GW_LISTENER_ADMIN ? 0 : -1;
 }
 
 int main(int argc, char **argv)

@@ -6,9 +6,12 @@
  * generation (node_generations keeps it across stops), which makes session
  * ids, and so client_ids, never repeat on this address.  Task worker 0 heartbeats the row and sweeps nodes that
  * stopped heartbeating, with their online rows.  On SIGTERM the row is
- * marked draining, and after the stop it is removed with the node's rows. */
+ * marked draining, and after the stop it is removed with the node's rows
+ * and its report in daemon_status (status.c); the sweep also removes
+ * reports that no daemon has renewed for a day. */
 #include "gateway.h"
 
+#include "daemon_status.h"
 #include "log.h"
 #include "timer.h"
 
@@ -118,7 +121,8 @@ void gw_node_unregister(void)
         return;
     pg_db_value id = PG_DB_STR_VALUE(gw.node_id);
     if (remove_rows(db) < 0 ||
-        pg_db_exec(db, "DELETE FROM gateway_nodes WHERE node_id = ?", &id, 1, NULL, NULL) < 0)
+        pg_db_exec(db, "DELETE FROM gateway_nodes WHERE node_id = ?", &id, 1, NULL, NULL) < 0 ||
+        pg_status_remove(db, gw_status_id()) < 0)
         pg_warn("removing node %s: %s", gw.node_id, pg_db_error(db));
     else
         pg_notice("node %s removed", gw.node_id);
@@ -171,6 +175,11 @@ static int sweep(pg_db *db)
         rc = pg_db_exec(db, "DELETE FROM gateway_nodes "
                             "WHERE heartbeat_at < CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND",
                         &dead, 1, NULL, NULL);
+    /* reports of daemons long gone (killed, never stopped cleanly) */
+    if (rc == 0)
+        rc = pg_db_exec(db, "DELETE FROM daemon_status "
+                            "WHERE updated_at < CURRENT_TIMESTAMP(3) - INTERVAL 1 DAY", NULL, 0,
+                        NULL, NULL);
     if (swept > 0)
         pg_notice("swept %llu online row(s) of nodes silent for over %lld s", swept,
                   gw.cfg.node_dead_after);

@@ -111,6 +111,7 @@ static void on_feed(struct redisReply *reply, void *priv)
 static void listen_up(pg_redis *r, void *arg)
 {
     (void)arg;
+    atomic_store(&gw.counters->redis_ok, 1);
     if (pg_redis_subscribe(r, ROUTE_CHANNEL, on_feed, NULL) < 0)
         pg_warn("route feed: cannot subscribe to %s", ROUTE_CHANNEL);
 }
@@ -119,6 +120,7 @@ static void listen_down(pg_redis *r, void *arg)
 {
     (void)r;
     (void)arg;
+    atomic_store(&gw.counters->redis_ok, 0);
     gw_route_cache_feed_lost();   /* untrusted now, not after the silence */
 }
 

@@ -864,6 +864,8 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
         op_token(task);
     else if (strcmp(op, "redeliveries") == 0)
         op_redeliveries(task);
+    else if (strcmp(op, "cluster") == 0)
+        finish(gw_admin_cluster_rows(task));
     else
         pg_error("unknown task op '%s'", op);
     /* Tasks are meant to take milliseconds: the worker's requests behind
@@ -881,8 +883,10 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
 void gw_tasks_start(int task_worker_id)
 {
     gw_db();
-    if (task_worker_id == gw.server_cfg.task_worker_num - 1)
-        gw_node_start_heartbeat();   /* a write: on a writer (batch.c) */
+    if (task_worker_id == gw.server_cfg.task_worker_num - 1) {
+        gw_node_start_heartbeat();   /* writes: on a writer (batch.c) */
+        gw_status_start_writer();
+    }
 }
 
 void gw_tasks_stop(void)

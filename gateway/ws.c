@@ -53,9 +53,10 @@
 enum { WS_HTTP, WS_WAIT, WS_OPEN, WS_DONE };
 
 /* The request headers the handshake looks at. */
-enum { H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_COUNT };
+enum { H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_AUTHORIZATION, H_COUNT };
 static const char *const ws_header_names[H_COUNT] = {
     "host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "origin",
+    "authorization",
 };
 
 typedef struct {
@@ -826,13 +827,15 @@ static const char *ws_header(const ws_req *r, int h, size_t *len)
     return v;
 }
 
-/* A request other than the upgrade: 'H' + "METHOD URL" to a worker. */
+/* A request other than the upgrade: 'H' + "METHOD URL" [+ "\n" +
+ * Authorization] to a worker. */
 static void ws_http_request(ws_conn *st)
 {
     ws_req *r = st->req;
     const char *method = http_method_str((enum http_method)r->parser.method);
-    size_t mlen = strlen(method);
-    size_t n = 1 + mlen + 1 + r->url_len;
+    size_t mlen = strlen(method), auth_len;
+    const char *auth = ws_header(r, H_AUTHORIZATION, &auth_len);
+    size_t n = 1 + mlen + 1 + r->url_len + (auth ? 1 + auth_len : 0);
     char *msg = malloc(n);
     if (!msg) {
         ws_http_error(st, 500, NULL, "out of memory");
@@ -842,6 +845,10 @@ static void ws_http_request(ws_conn *st)
     memcpy(msg + 1, method, mlen);
     msg[1 + mlen] = ' ';
     memcpy(msg + 2 + mlen, r->url, r->url_len);
+    if (auth) {                  /* http-parser lets no newline into a value */
+        msg[2 + mlen + r->url_len] = '\n';
+        memcpy(msg + 3 + mlen + r->url_len, auth, auth_len);
+    }
     st->mode = WS_WAIT;
     ws_drop_request(st);
     if (pg_conn_dispatch(st->c, msg, n) < 0)
@@ -953,7 +960,8 @@ static void ws_request_done(ws_conn *st)
         query_len = u.field_data[UF_QUERY].len;
     }
     const char *ws_path = ws_cfg_path(st->cfg);
-    if (r->seen[H_UPGRADE] && path_len == strlen(ws_path) && memcmp(path, ws_path, path_len) == 0)
+    if (r->seen[H_UPGRADE] && !st->cfg->no_websocket && path_len == strlen(ws_path) &&
+        memcmp(path, ws_path, path_len) == 0)
         ws_upgrade(st, query, query_len);
     else
         ws_http_request(st);

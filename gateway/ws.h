@@ -53,6 +53,7 @@ typedef struct {
     uint32_t header_timeout_ms;     /* e.g. 10000 */
     size_t max_message;             /* largest WebSocket message (package_max_length) */
     size_t max_incomplete_bytes;    /* all connections' incomplete messages; 0: no limit */
+    int no_websocket;               /* HTTP only: an upgrade is handed over as a request */
 } gw_ws_config;
 
 /* What a fragment after a message's first costs beyond its payload: wslay

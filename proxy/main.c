@@ -47,6 +47,7 @@ static void on_start(pg_server *s, int id)
     px_nodes_worker_start();
     px_stats_worker_start(id);
     px_metrics_worker_start(id);
+    px_status_worker_start(id);
 }
 
 static void on_stop(pg_server *s, int id)
@@ -56,6 +57,7 @@ static void on_stop(pg_server *s, int id)
         px_nodes_task_stop();
         return;
     }
+    px_status_worker_stop();
     px_metrics_worker_stop();
     px_stats_worker_stop();
     px_nodes_worker_stop();
@@ -70,21 +72,21 @@ static void on_receive(pg_server *s, pg_session_id session, int listener, const 
     px_request(session, data, len);
 }
 
+/* Two tasks: the status row's, and reading gateway_nodes. */
 static void on_task(pg_server *s, int64_t task_id, int from, const char *data, size_t len)
 {
     (void)s;
     (void)task_id;
     (void)from;
-    (void)data;
-    (void)len;
-    px_nodes_task();   /* the only task there is */
+    if (!px_status_task(data, len))
+        px_nodes_task();
 }
 
 static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t len)
 {
     (void)s;
-    (void)task_id;
-    px_nodes_finished(data, len);
+    if (!px_status_finished(task_id, data, len))
+        px_nodes_finished(data, len);
 }
 
 static int check_settings(void)
@@ -125,6 +127,8 @@ int main(int argc, char **argv)
         (px.server = pg_server_new("pushgate-proxy", &px.server_cfg, &cb)) != NULL &&
         listen_port() == 0 && px_nodes_load() == 0)
         rc = pg_server_start(px.server);
+    if (rc == 0)
+        px_status_remove();
     pg_server_free(px.server);
     px_nodes_free();
     px_metrics_close();

@@ -40,7 +40,6 @@ static uint64_t get(const _Atomic uint64_t *v)
 
 static void forwards(struct evbuffer *out)
 {
-    static const char *names[PX_OUTCOMES] = {"delivered", "gone", "refused", "unreachable", "busy"};
     pg_prom_head(out, "pushgate_proxy_forwards_total", "counter",
                  "Pushes by target node and outcome: delivered, gone (session closed), refused "
                  "(another error), unreachable, busy (past max_in_flight).");
@@ -54,7 +53,8 @@ static void forwards(struct evbuffer *out)
             uint64_t n = get(&r->n[o]);
             if (n == 0 && i == PX_NODES_MAX)
                 continue;   /* "other" only once it counts */
-            snprintf(labels, sizeof(labels), "node=\"%s\",outcome=\"%s\"", node, names[o]);
+            snprintf(labels, sizeof(labels), "node=\"%s\",outcome=\"%s\"", node,
+                     px_outcome_names[o]);
             pg_prom_sample(out, "pushgate_proxy_forwards_total", labels, n);
         }
     }

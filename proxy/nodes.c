@@ -44,6 +44,16 @@ json_t *px_nodes_json(void)
     return nodes ? json_deep_copy(nodes) : json_object();
 }
 
+size_t px_nodes_known(void)
+{
+    return json_object_size(nodes);
+}
+
+int px_nodes_readable(void)
+{
+    return !failing;
+}
+
 /* ---- reading the table (master and task workers) ---- */
 
 static pg_db *open_db(unsigned connect_timeout_s, char *err, size_t errlen)
@@ -99,21 +109,35 @@ void px_nodes_free(void)
     nodes = NULL;
 }
 
-/* In a task worker: MySQL's outages are logged once, not at every read. */
-void px_nodes_task(void)
+/* ---- MySQL in a task worker: its outages are logged once, not at every call ---- */
+
+static time_t next_open;       /* MySQL down: try again after a pause, not at every task */
+static pg_db_health health;
+
+pg_db *px_task_db(void)
 {
-    static time_t next_open;   /* MySQL down: try again after a pause, not at every ask */
-    static pg_db_health health;
     char err[256] = "";
-    json_t *list = NULL;
     if (!px.db && time(NULL) >= next_open && !(px.db = open_db(3, err, sizeof(err)))) {
         next_open = time(NULL) + REOPEN_AFTER_S;
         pg_db_health_failed(&health, NULL, err);
     }
-    if (px.db && !(list = read_nodes(px.db)))
-        pg_db_health_failed(&health, px.db, NULL);
-    else if (list)
+    return px.db;
+}
+
+void px_task_db_done(int ok)
+{
+    if (ok)
         pg_db_health_ok(&health);
+    else
+        pg_db_health_failed(&health, px.db, NULL);
+}
+
+void px_nodes_task(void)
+{
+    pg_db *db = px_task_db();
+    json_t *list = db ? read_nodes(db) : NULL;
+    if (db)
+        px_task_db_done(list != NULL);
     json_t *answer = list ? json_pack("{s:i,s:o}", "code", PG_OK, "nodes", list)
                           : json_pack("{s:i}", "code", PG_ERR_INTERNAL);
     char *text = answer ? json_dumps(answer, JSON_COMPACT) : NULL;

@@ -12,9 +12,12 @@
  *            worker keeps the last answer
  * stats.c    counters in shared memory, the periodic log line, /stats
  * metrics.c  /metrics and /healthz on metrics_port (worker 0, evhttp)
+ * status.c   the proxy's row in daemon_status: worker 0 builds it, a task
+ *            worker writes it, the master deletes it at a clean stop
  *
- * Workers never block: MySQL is read only in task workers (and once in the
- * master at start, which is a start-up check). */
+ * Workers never block: MySQL is used only in task workers (and by the
+ * master once at start, which is a start-up check, and once after a clean
+ * stop, to delete the status row). */
 #ifndef PX_PROXY_H
 #define PX_PROXY_H
 
@@ -113,6 +116,13 @@ void px_nodes_task(void);                               /* task worker: read the
 void px_nodes_task_stop(void);
 int px_node_up(const char *ip, int port);
 json_t *px_nodes_json(void);        /* "ip:port" -> state, for /stats */
+size_t px_nodes_known(void);        /* worker: nodes in the last list, any state */
+int px_nodes_readable(void);        /* worker: the last read of gateway_nodes worked */
+/* Task workers: MySQL, opened on first use and, while it cannot be, again
+ * at most every few seconds (NULL meanwhile; the outage is logged once).
+ * After each call on it, px_task_db_done says whether it worked. */
+pg_db *px_task_db(void);
+void px_task_db_done(int ok);
 
 /* stats.c */
 int px_stats_create(void);
@@ -122,11 +132,22 @@ void px_stats_worker_stop(void);
 json_t *px_stats_json(void);
 /* Counts a forward's outcome, in the totals and under its target node. */
 void px_stats_outcome(const char *ip, int port, int outcome);
+/* The outcomes' names: "delivered", "gone", ... */
+extern const char *const px_outcome_names[PX_OUTCOMES];
 
 /* metrics.c */
 int px_metrics_bind(void);          /* master, before fork; 0 when metrics_port is 0 */
 void px_metrics_close(void);
 void px_metrics_worker_start(int worker_id);   /* worker 0 serves it */
 void px_metrics_worker_stop(void);
+
+/* status.c */
+void px_status_worker_start(int worker_id);    /* worker 0 reports */
+void px_status_worker_stop(void);
+/* A task's data or answer: 1 when it was the status row's (and is handled). */
+int px_status_task(const char *data, size_t len);
+int px_status_finished(int64_t task_id, const char *data, size_t len);
+/* Master, after a clean stop: deletes the row (best effort, short timeouts). */
+void px_status_remove(void);
 
 #endif

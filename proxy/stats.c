@@ -17,6 +17,9 @@
 
 static int64_t log_timer;
 
+const char *const px_outcome_names[PX_OUTCOMES] = {"delivered", "gone", "refused", "unreachable",
+                                                   "busy"};
+
 int px_stats_create(void)
 {
     px.counters = pg_shm_alloc(sizeof(*px.counters));

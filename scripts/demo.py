@@ -31,6 +31,7 @@ from fixture import Stack  # noqa: E402
 BIN = os.environ.get("PG_BIN", os.path.join(ROOT, "build", "release", "bin"))
 SECRET = "demo-secret-change-me-0123456789"
 APP_TOKEN = "demo-app-token"
+ADMIN_SECRET = "demo-admin-secret-change-me-0123"
 AGENTS = ["agent-1", "agent-2", "agent-3"]
 PUBLISH_EVERY_S = 4
 
@@ -44,6 +45,7 @@ def gateway(n, env):
                   "--set", f"port={9500 + n}", "--set", f"internal_port={9600 + n}",
                   "--set", "advertised_ip=127.0.0.1", "--set", f"jwt_secret={SECRET}",
                   "--set", "proxy=127.0.0.1:9701", "--set", f"chat_token={APP_TOKEN}",
+                  "--set", f"admin_port={9580 + n}", "--set", f"admin_secret={ADMIN_SECRET}",
                   "--set", f"static_dir={os.path.join(ROOT, 'gateway', 'www')}",
                   "--set", "log_level=notice"], env)
 
@@ -71,7 +73,8 @@ def write_ctl_settings(stack):
              f"mysql_user = {env['PUSHGATE_MYSQL_USER']}",
              f"mysql_password = {env['PUSHGATE_MYSQL_PASSWORD']}",
              f"mysql_database = {env['PUSHGATE_MYSQL_DATABASE']}",
-             "port = 9501"]
+             "port = 9501",
+             "admin_port = 9581"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -111,7 +114,11 @@ def main():
         print("\npushgate demo is running (Ctrl-C stops it).")
         print(f"  MariaDB 127.0.0.1:{stack.mysql_port} (user/password/database: pushgate), "
               f"Redis 127.0.0.1:{stack.redis_port}")
-        print("  gateways: http://127.0.0.1:9501/stats and http://127.0.0.1:9502/stats")
+        print("  cluster console: http://127.0.0.1:9581/admin.html (the admin listener of node "
+              "1, loopback only, no token), or on a public port with the operator token: "
+              f"http://127.0.0.1:9502/admin.html?token={ADMIN_SECRET}")
+        print("  gateways' figures: http://127.0.0.1:9581/stats and http://127.0.0.1:9582/stats, "
+              "/metrics beside them")
         nodes = "ws://127.0.0.1:9501/ws,ws://127.0.0.1:9502/ws"
         print("  agent consoles (open in a browser):")
         for i, agent in enumerate(AGENTS):

@@ -16,6 +16,9 @@ import subprocess
 import time
 
 HOST = "127.0.0.1"
+# Every test gateway's admin_secret: the operator token that opens /stats,
+# /metrics and /admin/cluster on its public port.
+ADMIN_SECRET = "pushgate-e2e-admin-secret-0123"
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 # valgrind with a leak check that fails on lost blocks.  Release builds link
 # jemalloc (common/memory.c); the synonym has valgrind replace its malloc as

@@ -17,7 +17,7 @@ import uuid as uuidlib
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import HOST, Client, free_port, start_server, wait_until  # noqa: E402,F401
+from engine_util import ADMIN_SECRET, HOST, Client, free_port, start_server, wait_until  # noqa: E402,F401
 import ws_client  # noqa: E402
 from ws_client import ACCEPT, KEY, Raw, b64url, frame, upgrade_request  # noqa: E402,F401
 
@@ -56,7 +56,7 @@ def make_client_id(ip, port, session):
 def gateway_settings(stack, **overrides):
     settings = dict(
         host=HOST, internal_host=HOST, internal_port=free_port(), advertised_ip=HOST,
-        worker_num=2, task_worker_num=2, reactor_num=2, jwt_secret=SECRET,
+        worker_num=2, task_worker_num=2, reactor_num=2, jwt_secret=SECRET, admin_secret=ADMIN_SECRET,
         ack_timeout=2, auth_timeout_ms=500, header_timeout_ms=500,
         node_heartbeat_interval=1, node_dead_after=10, package_max_length="64K",
         mysql_host=stack.mysql_host, mysql_port=stack.mysql_port,
@@ -163,14 +163,23 @@ def online_rows(stack, uuid):
                           "FROM online_clients WHERE uuid = %s ORDER BY connected_at", (uuid,))
 
 
-def http_get(port, path, timeout=IO_TIMEOUT):
-    """(status, headers, body) of GET path on a fresh connection."""
+def http_get(port, path, timeout=IO_TIMEOUT, token=ADMIN_SECRET):
+    """(status, headers, body) of GET path on a fresh connection, with the
+    operator token (token=None: without)."""
+    auth = "Authorization: Bearer %s\r\n" % token if token else ""
     r = Raw(port, timeout)
     try:
-        r.send(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, HOST)).encode())
+        r.send(("GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, HOST, auth)).encode())
         return r.read_response(timeout)
     finally:
         r.close()
+
+
+def node_stats(port):
+    """A gateway's /stats."""
+    status, _, body = http_get(port, "/stats")
+    assert status == 200, (status, body)
+    return json.loads(body)
 
 
 # ---- asyncio WebSocket helpers ----

@@ -15,7 +15,6 @@ import hmac
 import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, Client, free_port, start_server, stop_all, wait_until  # noqa: E402,F401
-from gateway_util import db_rows  # noqa: E402
+from gateway_util import ADMIN_SECRET, db_rows, node_stats  # noqa: E402
 from test_consumer import Consumer  # noqa: E402
 
 SECRET = "stack-e2e-secret-0123456789"
@@ -421,15 +420,7 @@ async def chatter(ws, every=0.01):
 
 
 def gateway_stat(g, key):
-    with socket.create_connection((HOST, g.port), timeout=5) as s:
-        s.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data.split(b"\r\n\r\n", 1)[1])["messages"][key]
+    return node_stats(g.port)["messages"][key]
 
 
 # ---- the cluster ----
@@ -483,7 +474,8 @@ class Cluster:
         of a node that died, to start it again at the same address)."""
         settings = dict(host=HOST, internal_host=HOST, internal_port=free_port(),
                         advertised_ip=HOST, worker_num=GATEWAY_WORKERS, task_worker_num=2,
-                        reactor_num=2, jwt_secret=SECRET, ack_timeout=10,
+                        reactor_num=2, jwt_secret=SECRET, admin_secret=ADMIN_SECRET,
+                        ack_timeout=10,
                         node_heartbeat_interval=1, node_dead_after=10,
                         proxy="%s:%d" % (HOST, self.proxy_port), chat_token=APP_TOKEN)
         settings.update(self.gateway_settings)

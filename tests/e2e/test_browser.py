@@ -70,9 +70,23 @@ def order_json(uuid, infos):
 class System:
     """Proxy, gateways 1 and 2 (serving gateway/www) and a consumer."""
 
-    def __init__(self, bin_dir, stack, tmp_path):
+    def __init__(self, bin_dir, stack, tmp_path, gateway_settings=dict):
+        """gateway_settings(): more settings of each gateway.  What was
+        started is stopped when the start fails."""
         self.bin_dir, self.stack, self.tmp_path = bin_dir, stack, tmp_path
+        self.gateway_settings = gateway_settings
         self.servers, self.consumer = [], None
+        try:
+            self.start_all()
+        except BaseException:
+            try:
+                self.stop()
+            except AssertionError as e:
+                print("[test] stopping after a failed start: %s" % e, flush=True)
+            raise
+
+    def start_all(self):
+        bin_dir, stack, tmp_path = self.bin_dir, self.stack, self.tmp_path
         self.proxy_port = free_port()
         self.proxy = self.start(start_server(
             bin_dir, "pushgate-proxy", tmp_path, host=HOST, port=self.proxy_port,
@@ -95,7 +109,8 @@ class System:
             self.bin_dir, "pushgate-gateway", self.tmp_path, host=HOST, internal_host=HOST,
             internal_port=free_port(), advertised_ip=HOST, worker_num=2, task_worker_num=1,
             reactor_num=1, jwt_secret=SECRET, node_heartbeat_interval=1, node_dead_after=3,
-            proxy="%s:%d" % (HOST, self.proxy_port), chat_token=APP_TOKEN, static_dir=WWW))
+            proxy="%s:%d" % (HOST, self.proxy_port), chat_token=APP_TOKEN, static_dir=WWW,
+            **self.gateway_settings()))
         g.node_id = "%s:%s" % (HOST, g.settings["internal_port"])
         wait_until(lambda: g.log().count("proxy: connected to proxy") >= 2, 10,
                    what="the workers of %s to connect to the proxy" % g.node_id)

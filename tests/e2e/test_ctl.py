@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import SANITIZER_MARKS, alive, children, proc_stat  # noqa: E402
-from gateway_util import (HOST, SECRET, free_port, http_get, recv_json, run,  # noqa: E402
+from gateway_util import (ADMIN_SECRET, HOST, SECRET, free_port, http_get, recv_json, run,  # noqa: E402
                           start_gateway, uid, wait_until, ws_connect)
 
 APP_TOKEN = uid("ctl-app")
@@ -283,10 +283,10 @@ def write_config(stack, tmp_path, pid_file, port):
     text = ("; a gateway as pushgate-ctl start runs it\n[server]\nworker_num = 2\n"
             "task_worker_num = 2\nreactor_num = 1\npid_file = %s\nlog_file = %s\n"
             "reload_timeout = 10\n[gateway]\nhost = %s\nport = %d\ninternal_host = %s\n"
-            "internal_port = %d\nadvertised_ip = %s\njwt_secret = %s\nnode_dead_after = 10\n"
+            "internal_port = %d\nadvertised_ip = %s\njwt_secret = %s\nadmin_secret = %s\nnode_dead_after = 10\n"
             "mysql_host = %s\nmysql_port = %d\nmysql_user = %s\nmysql_password = %s\n"
             "mysql_database = %s\n" % (
-                pid_file, tmp_path / "gateway.log", HOST, port, HOST, free_port(), HOST, SECRET,
+                pid_file, tmp_path / "gateway.log", HOST, port, HOST, free_port(), HOST, SECRET, ADMIN_SECRET,
                 stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password,
                 stack.mysql_db))
     path = tmp_path / "gateway.ini"
@@ -348,7 +348,7 @@ def test_start_status_reload_stop(bin_dir, stack, tmp_path):
         d.record()
 
         p = ok(ctl(bin_dir, stack, "reload", "--tasks", "--pid-file", pid_file, "--set",
-                   "port=%d" % port, env=env))
+                   "port=%d" % port, "--set", "admin_secret=" + ADMIN_SECRET, env=env))
         last = stats(port)
         assert pids(last, "workers") == pids(after, "workers")
         assert not set(pids(last, "task_workers")) & set(pids(after, "task_workers"))

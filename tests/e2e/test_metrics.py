@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import HOST, free_port, start_server, wait_until  # noqa: E402
+from engine_util import ADMIN_SECRET, HOST, free_port, start_server, wait_until  # noqa: E402
 from stack_util import (APP_TOKEN, STREAM, Cluster, Fleet, Orders, Tally, pending,  # noqa: E402
                         say, users)
 
@@ -229,7 +229,10 @@ def fleet():
 
 
 def get(port, path):
-    with urllib.request.urlopen("http://%s:%d%s" % (HOST, port, path), timeout=10) as resp:
+    """A daemon's page; the gateways' need the operator token, the others ignore it."""
+    req = urllib.request.Request("http://%s:%d%s" % (HOST, port, path),
+                                 headers={"Authorization": "Bearer " + ADMIN_SECRET})
+    with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
 
 

@@ -27,7 +27,8 @@ import pytest
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import HOST, Client, free_port, start_server, stop_all, wait_until  # noqa: E402
+from engine_util import ADMIN_SECRET, HOST, Client, free_port, start_server, stop_all, wait_until  # noqa: E402
+from gateway_util import node_stats  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 SECRET = "proxy-e2e-secret-0123456789"
@@ -228,7 +229,7 @@ class Cluster:
     def start_gateway(self):
         settings = dict(host=HOST, internal_host=HOST, internal_port=free_port(),
                         advertised_ip=HOST, worker_num=GATEWAY_WORKERS, task_worker_num=2,
-                        reactor_num=1, jwt_secret=SECRET, node_heartbeat_interval=1,
+                        reactor_num=1, jwt_secret=SECRET, admin_secret=ADMIN_SECRET, node_heartbeat_interval=1,
                         node_dead_after=30, package_max_length="64K", chat_token=APP_TOKEN,
                         proxy="%s:%d" % (HOST, self.proxy_settings["port"]))
         settings.update(self.gateway_settings)
@@ -576,15 +577,7 @@ def connections_to(port, pids):
 
 
 def gateway_stats(gateway):
-    with socket.create_connection((HOST, gateway.port), timeout=IO_TIMEOUT) as s:
-        s.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+    return node_stats(gateway.port)
 
 
 def test_malformed_requests_get_errors_and_the_connection_survives(cluster):
