@@ -7,9 +7,14 @@
  *
  * A request with "handoff": true is answered a second time once the
  * browsers it was pushed to have ACKed it or it is stored (handoff.c): the
- * first reply then says how many targets still wait ("pending"). */
+ * first reply then says how many targets still wait ("pending").
+ *
+ * A push's event (remote_data) reaches the browser as the bytes it came in:
+ * the request's parse checked them, and printing them again from the tree
+ * would cost more than the push. */
 #include "gateway.h"
 
+#include "json_slice.h"
 #include "log.h"
 #include "reply.h"
 #include "timer.h"
@@ -105,8 +110,22 @@ static const char *push_id(json_t *req)
     return id ? id : json_string_value(json_object_get(req, "msg_id"));
 }
 
-/* code: the verdict on the push's chat_token. */
-static void push_checked(json_t *req, int code)
+/* The event's JSON text: its bytes as they came in the request text raw
+ * (checked by the request's parse, never printed again), else printed from
+ * the tree: the request came back from a token task (raw NULL), or its
+ * member names are escaped (json_slice.h). */
+static char *remote_data_text(json_t *req, const char *raw, size_t raw_len)
+{
+    const char *value;
+    size_t len;
+    if (raw && pg_json_member_slice(raw, raw_len, "remote_data", &value, &len) == PG_SLICE_FOUND)
+        return strndup(value, len);
+    return json_dumps(json_object_get(req, "remote_data"), JSON_COMPACT);
+}
+
+/* code: the verdict on the push's chat_token; raw: the request's text, or
+ * NULL. */
+static void push_checked(json_t *req, int code, const char *raw, size_t raw_len)
 {
     pg_session_id session = (pg_session_id)json_integer_value(json_object_get(req, "proxy_fd"));
     if (code != PG_OK) {
@@ -114,7 +133,6 @@ static void push_checked(json_t *req, int code)
         return;
     }
     const char *uuid = json_string_value(json_object_get(req, "uuid"));
-    json_t *remote_data = json_object_get(req, "remote_data");
     char ip[64];
     int port;
     pg_session_id target;
@@ -128,7 +146,7 @@ static void push_checked(json_t *req, int code)
                               ? gw_handoff_open(session, json_object_get(req, "msg_id"),
                                                 json_object_get(req, "req_id")) : 0;
         gw_waiter w = gw_handoff_expect(ticket, pg_server_session_worker(gw.server, target));
-        char *payload = json_dumps(remote_data, JSON_COMPACT);
+        char *payload = remote_data_text(req, raw, raw_len);
         gw_push(target, uuid, push_id(req), payload, 0, &w);
         free(payload);
         char tail[32] = "";
@@ -139,8 +157,8 @@ static void push_checked(json_t *req, int code)
     }
 }
 
-/* A push-local request that passed internal_check. */
-static void push_local(pg_session_id session, json_t *req)
+/* A push-local request that passed internal_check; raw: its text. */
+static void push_local(pg_session_id session, json_t *req, const char *raw, size_t raw_len)
 {
     const char *token = json_string_value(json_object_get(req, "chat_token"));
     /* proxy_fd: the seed's name for "the connection to answer". */
@@ -148,7 +166,7 @@ static void push_local(pg_session_id session, json_t *req)
     int cached = gw_token_cached(token);
     if (cached >= 0) {
         /* a verdict from a moment ago: no task round trip */
-        push_checked(req, cached ? PG_OK : PG_ERR_BAD_TOKEN);
+        push_checked(req, cached ? PG_OK : PG_ERR_BAD_TOKEN, raw, raw_len);
     } else if (gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req),
                        -1) < 0) {
         reply_error(session, PG_ERR_BUSY, "could not queue the push", req);
@@ -162,7 +180,7 @@ void gw_internal_token_checked(json_t *r)
     int code = (int)json_integer_value(json_object_get(r, "code"));
     if (token && (code == PG_OK || code == PG_ERR_BAD_TOKEN))
         gw_token_remember(token, code == PG_OK);
-    push_checked(json_object_get(r, "ctx"), code);
+    push_checked(json_object_get(r, "ctx"), code, NULL, 0);
 }
 
 /* A request decoded and checked, before anything acts on it.  Kept apart
@@ -219,7 +237,7 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len)
     if (r.kind == INTERNAL_SEND_MESSAGE)
         send_message(session, r.req, r.items);
     else if (r.kind == INTERNAL_PUSH_LOCAL)
-        push_local(session, r.req);
+        push_local(session, r.req, data, len);
     else
         reply_error(session, r.code, r.problem, r.req);
     json_decref(r.req);

@@ -1418,6 +1418,43 @@ def test_push_local_refuses_stale_client_id(gw, stack, internal):
     assert offline_rows(stack, u) == []
 
 
+def test_push_local_event_arrives_as_its_text_says(gw, stack, internal):
+    """remote_data goes to the browser as the bytes it came in (not printed
+    again): spaces and key order stay; of a repeated member the last counts,
+    as in the parse that checked it; an escaped member name is printed from
+    the parse instead.  Each way the browser gets the same event."""
+    u = uid("raw")
+    c = internal()
+
+    async def go():
+        ws, data = await online(gw.port, u)
+        try:
+            cid = data["client_id"]
+            head = ('{"url":"/chat/push-local","chat_token":%s,"client_id":%s,"uuid":%s,'
+                    % (json.dumps(APP_TOKEN), json.dumps(cid), json.dumps(u)))
+            spaced = ('{ "id" : "raw-1" ,  "response" : { "b" : [ 1 , 2 ] , "a" : "\\u00e9}" },'
+                      '"event":"WorksheetMsg" }')
+            texts = {
+                "raw-1": head + '"msg_id":"m1","remote_data" : ' + spaced + " }",
+                "raw-2": head + '"remote_data":{"id":"x"},"msg_id":"m2","remote_data":'
+                                '{"event":"WorksheetMsg","response":{},"id":"raw-2"}}',
+                "raw-3": head + '"msg_id":"m3","remote\\u005fdata":'
+                                '{"event":"WorksheetMsg","response":{"k":1},"id":"raw-3"}}',
+            }
+            for want, text in texts.items():
+                r = await call(c, text.encode())
+                assert r["code"] == 0, (want, r)
+                got = await asyncio.wait_for(ws.recv(), IO_TIMEOUT)
+                assert json.loads(got)["id"] == want, got
+                if want == "raw-1":
+                    assert got == spaced
+                await send_json(ws, {"event": "ACK", "data": {"id": want}})
+            await quiet(ws, 0.3)
+        finally:
+            await ws.close()
+    run(go())
+
+
 # ---- 11. HTTP ----
 
 def test_http_healthz_stats_metrics(gw, internal):

@@ -1,0 +1,26 @@
+/* json_slice.h - where a member's value lies in the text of a JSON object.
+ *
+ * A value that only travels on (a cross-node push's remote_data, the event
+ * a browser gets) need not be printed again from the parsed tree: its bytes
+ * in the request are the JSON text to send.  This finds them.
+ *
+ * Contract: text must be JSON that jansson has parsed already (json_loadb
+ * without JSON_REJECT_DUPLICATES), so it is known to be valid; nothing here
+ * validates it again.  The answer is the one jansson's tree has: the last
+ * member of that name at the top level.  A member name written with escapes
+ * ("remote\u005fdata") cannot be compared as bytes, so the answer is then
+ * "cannot tell" and the caller prints the value from the tree as before. */
+#ifndef PG_JSON_SLICE_H
+#define PG_JSON_SLICE_H
+
+#include <stddef.h>
+
+enum { PG_SLICE_FOUND = 0, PG_SLICE_ABSENT = 1, PG_SLICE_UNKNOWN = -1 };
+
+/* The value of the top-level member key of the object in text[0..len):
+ * PG_SLICE_FOUND with *value, *value_len its bytes; PG_SLICE_ABSENT; or
+ * PG_SLICE_UNKNOWN (not an object, or a member name with escapes). */
+int pg_json_member_slice(const char *text, size_t len, const char *key, const char **value,
+                         size_t *value_len);
+
+#endif
