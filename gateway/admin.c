@@ -139,17 +139,19 @@ json_t *gw_admin_cluster_rows(json_t *task)
                              "LIMIT " DAEMONS_MAX, &stale, 1, daemon_row, &acc);
     if (db)
         gw_mysql_result(rc);
-    return json_pack("{s:s,s:O,s:b,s:s,s:o,s:o}", "op", "cluster", "session",
-                     json_object_get(task, "session"), "ok", rc >= 0, "error",
+    return json_pack("{s:s,s:O,s:O?,s:b,s:s,s:o,s:o}", "op", "cluster", "session",
+                     json_object_get(task, "session"), "head", json_object_get(task, "head"),
+                     "ok", rc >= 0, "error",
                      rc >= 0 ? "" : db ? pg_db_error(db) : "no connection to MySQL", "nodes",
                      nodes, "daemons", daemons);
 }
 
 /* ---- the request and its answer, in a worker ---- */
 
-void gw_admin_cluster(pg_session_id session)
+void gw_admin_cluster(pg_session_id session, int head)
 {
-    json_t *task = json_pack("{s:s,s:I}", "op", "cluster", "session", (json_int_t)session);
+    json_t *task = json_pack("{s:s,s:I,s:b}", "op", "cluster", "session", (json_int_t)session,
+                             "head", head);
     if (gw_task(task, gw_task_worker_of(session)) < 0)
         gw_http_reply(session, 503, "text/plain", "no task worker\n", 15);
 }
@@ -175,10 +177,11 @@ void gw_admin_cluster_answered(json_t *result)
                           "daemons",
                           ok ? json_incref(json_object_get(result, "daemons")) : json_array());
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    int head = json_is_true(json_object_get(result, "head"));
     if (body)
-        gw_http_reply(session, 200, "application/json", body, strlen(body));
+        gw_http_reply_later(session, head, 200, "application/json", body, strlen(body));
     else
-        gw_http_reply(session, 500, "text/plain", "out of memory\n", 14);
+        gw_http_reply_later(session, head, 500, "text/plain", "out of memory\n", 14);
     free(body);
     json_decref(o);
 }

@@ -340,13 +340,16 @@ void gw_http_request(pg_session_id session, const char *data, size_t len, int tr
 /* The whole response to an HTTP request, which closes the connection. */
 void gw_http_reply(pg_session_id session, int status, const char *type, const char *body,
                    size_t len);
+/* The same for a request answered after a task: head, it was a HEAD. */
+void gw_http_reply_later(pg_session_id session, int head, int status, const char *type,
+                         const char *body, size_t len);
 
 /* admin.c.  Operators: an admin_secret or a JWT with "admin": true. */
 enum { GW_ADMIN_OK = 0, GW_ADMIN_NO_TOKEN = 401, GW_ADMIN_NOT_ADMIN = 403 };
 /* authorization: the request's Authorization header value (NULL: none). */
 int gw_admin_authorize(const char *authorization, size_t len);
-/* GET /admin/cluster: asks a task worker for the cluster's rows. */
-void gw_admin_cluster(pg_session_id session);
+/* GET (or HEAD: head) /admin/cluster: asks a task worker for the cluster's rows. */
+void gw_admin_cluster(pg_session_id session, int head);
 /* task workers: the cluster's rows for a "cluster" task. */
 json_t *gw_admin_cluster_rows(json_t *task);
 /* workers: a "cluster" task's answer, sent to its HTTP session. */

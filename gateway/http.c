@@ -42,18 +42,18 @@ static const char *status_text(int status)
 }
 
 static void reply_with(pg_session_id session, int status, const char *extra_headers,
-                       const char *type, const char *body, size_t len)
+                       const char *type, const char *body, size_t len, int head)
 {
-    char head[384];
-    int n = snprintf(head, sizeof(head),
+    char header[384];
+    int n = snprintf(header, sizeof(header),
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
                      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
                      status, status_text(status), type, len, extra_headers);
     char *msg = malloc((size_t)n + len);
     if (!msg)
         return;
-    memcpy(msg, head, (size_t)n);
-    if (answering_head)
+    memcpy(msg, header, (size_t)n);
+    if (head)
         len = 0;
     memcpy(msg + n, body, len);
     pg_server_send(gw.server, session, msg, (size_t)n + len);
@@ -63,7 +63,13 @@ static void reply_with(pg_session_id session, int status, const char *extra_head
 void gw_http_reply(pg_session_id session, int status, const char *type, const char *body,
                    size_t len)
 {
-    reply_with(session, status, "", type, body, len);
+    reply_with(session, status, "", type, body, len, answering_head);
+}
+
+void gw_http_reply_later(pg_session_id session, int head, int status, const char *type,
+                         const char *body, size_t len)
+{
+    reply_with(session, status, "", type, body, len, head);
 }
 
 static void reply_text(pg_session_id session, int status, const char *text)
@@ -149,10 +155,11 @@ static void refuse(pg_session_id session, int verdict)
                                    "<admin_secret or a JWT with \"admin\": true>\n";
     static const char not_admin[] = "this token is not an operator's (no \"admin\": true)\n";
     if (verdict == GW_ADMIN_NOT_ADMIN)
-        reply_with(session, 403, "", "text/plain", not_admin, sizeof(not_admin) - 1);
+        reply_with(session, 403, "", "text/plain", not_admin, sizeof(not_admin) - 1,
+                   answering_head);
     else
         reply_with(session, 401, "WWW-Authenticate: Bearer realm=\"pushgate\"\r\n", "text/plain",
-                   no_token, sizeof(no_token) - 1);
+                   no_token, sizeof(no_token) - 1, answering_head);
 }
 
 static void serve(pg_session_id session, const char *target, int trusted,
@@ -170,7 +177,7 @@ static void serve(pg_session_id session, const char *target, int trusted,
     else if (strcmp(target, "/metrics") == 0)
         serve_metrics(session);
     else if (strcmp(target, "/admin/cluster") == 0)
-        gw_admin_cluster(session);
+        gw_admin_cluster(session, answering_head);
     else
         serve_file(session, target);
 }

@@ -9,50 +9,19 @@
 //          node1, node2 (internal addresses shown in #node), shots (folder),
 //          timeout_ms (bound of every wait), chromium (executable)}
 //
-// Talking to the test: a line "@@ {json}" on stdout asks it for an action
+// Talking to the test (harness.mjs): a line "@@ {json}" on stdout asks it
+// for an action
 // ({"do":"publish","uuid":..,"infos":..} or {"do":"kill_node1"}); it answers
 // with one JSON line on stdin ({"ok":true} or {"ok":false,"error":..}).
 // Every other line is a log.  Exit code 0: every step passed.
-import { chromium } from "playwright-core";
-import { createInterface } from "node:readline";
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { ask, launch, log } from "./harness.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const T = cfg.timeout_ms || 20000;
-const log = (s) => console.log(`[browser] ${s}`);
-
-// ---- asking the test for actions
-const answers = [];
-const waiters = [];
-createInterface({ input: process.stdin }).on("line", (line) => {
-  const w = waiters.shift();
-  if (w) w(line); else answers.push(line);
-});
-function nextAnswer() {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("no answer from the test")), 60000);
-    const done = (line) => { clearTimeout(timer); resolve(line); };
-    if (answers.length) done(answers.shift()); else waiters.push(done);
-  });
-}
-async function ask(request) {
-  console.log("@@ " + JSON.stringify(request));
-  const a = JSON.parse(await nextAnswer());
-  if (!a.ok) throw new Error(`the test could not ${request.do}: ${a.error}`);
-  return a;
-}
 
 // ---- the pages
-mkdirSync(cfg.shots, { recursive: true });
-// launch() gives Chromium a fresh profile in a temporary folder of its own
-const browser = await chromium.launch({
-  executablePath: cfg.chromium || "/usr/bin/chromium",
-  headless: true,
-  timeout: T,
-  args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch(cfg, T);
 const pages = {};
 const missing = [];   // requests of the console that failed: every file it asks for must exist
 let shotNo = 0;

@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import ADMIN_SECRET, HOST, free_port, run_program, wait_until  # noqa: E402
-from gateway_util import (SECRET, Internal, Raw, call, db_exec, db_rows, http_get, make_token,  # noqa: E402
+from gateway_util import (SECRET, Internal, Raw, call, db_exec, db_rows, make_token,  # noqa: E402
                           online, recv_json, run, running_gateway, send_json, token_for, uid,
                           upgrade_request, work_order)
 from test_tokens import FORGED, PREVIOUS  # noqa: E402
@@ -280,3 +280,20 @@ def test_ctl_admin_token_opens_the_figures(bin_dir, node_a):
     assert get(node_a.port, "/admin/cluster", token)[0] == 200
     p = ctl(bin_dir, "token", "agent-1", "--set", "jwt_secret=" + SECRET)
     assert get(node_a.port, "/stats", p.stdout.strip())[0] == 403
+
+
+def test_head_of_the_cluster_has_no_body(node_a):
+    """HEAD is answered after the task like GET, with its headers only."""
+    import socket
+    with socket.create_connection((HOST, node_a.port), timeout=10) as s:
+        s.sendall(("HEAD /admin/cluster HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                   % ADMIN_SECRET).encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: " in head, head
+    assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) > 0 and body == b"", data

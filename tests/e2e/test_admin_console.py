@@ -25,9 +25,6 @@ tests/browser/node_modules)."""
 import asyncio
 import json
 import os
-import select
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -39,7 +36,7 @@ import websockets
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, free_port  # noqa: E402
 from test_browser import (APP_TOKEN, BROWSER_DIR, CHROMIUM, SECRET, STREAM, System,  # noqa: E402
-                          missing_tools, order_json)
+                          missing_tools, order_json, run_script)
 from ws_client import make_token  # noqa: E402
 
 SCRIPT = os.path.join(BROWSER_DIR, "admin_test.mjs")
@@ -48,7 +45,6 @@ BROWSERS_PER_NODE = 3
 ORDERS, PUBLISH_SECONDS = 200, 4.0
 WAIT_MS = 20000                      # every wait of the browser script
 DELIVERY_TIMEOUT = 30
-SCRIPT_TIMEOUT = 240                 # the whole script
 
 
 class Browsers:
@@ -154,34 +150,9 @@ class Actions:
         return {"ids": [entry, dead[0]]}
 
 
-def drive(proc, actions):
-    """Relays the script's output and answers its "@@" requests; its output."""
-    output = []
-    deadline = time.monotonic() + SCRIPT_TIMEOUT
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0, "the browser script did not end within %d s:\n%s" % (
-            SCRIPT_TIMEOUT, "".join(output))
-        ready, _, _ = select.select([proc.stdout], [], [], min(left, 1))
-        if not ready:
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            return "".join(output)
-        output.append(line)
-        print(line, end="", flush=True)
-        if line.startswith("@@ "):
-            proc.stdin.write(json.dumps(answer(actions, json.loads(line[3:]))) + "\n")
-            proc.stdin.flush()
-
-
-def answer(actions, req):
-    try:
-        do = {"publish": actions.publish, "delivered": actions.delivered,
-              "malformed": actions.malformed}[req["do"]]
-        return dict(do(req), ok=True)
-    except Exception as e:  # noqa: BLE001 - reported to the script, which fails
-        return {"ok": False, "error": repr(e)}
+def act(actions, req):
+    return {"publish": actions.publish, "delivered": actions.delivered,
+            "malformed": actions.malformed}[req["do"]](req)
 
 
 def test_cluster_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
@@ -200,7 +171,7 @@ def test_cluster_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
     t0 = time.monotonic()
     system = System(bin_dir, stack, tmp_path, lambda: dict(admin_secret=ADMIN_SECRET,
                                                           admin_port=free_port()))
-    browsers, proc = Browsers(), None
+    browsers = Browsers()
     try:
         g1, g2 = system.g1, system.g2
         uuids = {g: ["admin-%s-%d-%s" % (n, i, run) for i in range(BROWSERS_PER_NODE)]
@@ -217,21 +188,9 @@ def test_cluster_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
                    browser_token=make_token({"sub": "agent-" + run, "exp": exp}, SECRET),
                    admin_jwt=make_token({"sub": "operator-" + run, "admin": True, "exp": exp}, SECRET),
                    shots=str(shots), timeout_ms=WAIT_MS, chromium=CHROMIUM)
-        proc = subprocess.Popen(["node", SCRIPT, json.dumps(cfg)], cwd=BROWSER_DIR,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                start_new_session=True)
-        output = drive(proc, Actions(r, browsers, uuids[g1] + uuids[g2], run))
-        code = proc.wait(timeout=30)
-        print("[browser] script ended with %d after %.1f s; screenshots: %s (%d files)" % (
-            code, time.monotonic() - t0, shots, len(os.listdir(shots))), flush=True)
-        assert code == 0, "the browser script failed (screenshots in %s):\n%s" % (
-            shots, output[-6000:])
-        assert "[browser] PASS" in output
+        actions = Actions(r, browsers, uuids[g1] + uuids[g2], run)
+        run_script(SCRIPT, cfg, lambda req: act(actions, req), t0)
     finally:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
         try:
             browsers.close()
         finally:

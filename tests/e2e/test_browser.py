@@ -144,6 +144,54 @@ class System:
         assert not errors, "\n\n".join(errors)
 
 
+def drive(proc, act):
+    """Relays a browser script's output and answers its "@@" requests with
+    act(request) (a dict, or an exception reported to the script); its output."""
+    output = []
+    deadline = time.monotonic() + SCRIPT_TIMEOUT
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, "the browser script did not end within %d s:\n%s" % (
+            SCRIPT_TIMEOUT, "".join(output))
+        ready, _, _ = select.select([proc.stdout], [], [], min(left, 1))
+        if not ready:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            return "".join(output)
+        output.append(line)
+        print(line, end="", flush=True)
+        if line.startswith("@@ "):
+            try:
+                answer = dict(act(json.loads(line[3:])), ok=True)
+            except Exception as e:  # noqa: BLE001 - reported to the script, which fails
+                answer = {"ok": False, "error": repr(e)}
+            proc.stdin.write(json.dumps(answer) + "\n")
+            proc.stdin.flush()
+
+
+def run_script(script, cfg, act, t0):
+    """Runs a browser script of tests/browser with cfg, answering with act;
+    asserts that it passed (every step, exit code 0)."""
+    proc = subprocess.Popen(["node", script, json.dumps(cfg)], cwd=BROWSER_DIR,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True)
+    try:
+        output = drive(proc, act)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    shots = cfg["shots"]
+    print("[browser] script ended with %d after %.1f s; screenshots: %s (%d files)" % (
+        code, time.monotonic() - t0, shots, len(os.listdir(shots))), flush=True)
+    assert code == 0, "the browser script failed (screenshots in %s):\n%s" % (
+        shots, output[-6000:])
+    assert "[browser] PASS" in output
+
+
 def test_agent_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
     why = missing_tools()
     if why:
@@ -160,7 +208,6 @@ def test_agent_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
 
     t0 = time.monotonic()
     system = System(bin_dir, stack, tmp_path)
-    proc = None
     try:
         ws1, ws2 = ("ws://%s:%d/ws" % (HOST, g.port) for g in (system.g1, system.g2))
 
@@ -173,51 +220,18 @@ def test_agent_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
                    uuid_a=uuid_a, uuid_b=uuid_b, node1=system.g1.node_id,
                    node2=system.g2.node_id, shots=str(shots), timeout_ms=WAIT_MS,
                    chromium=CHROMIUM)
-        proc = subprocess.Popen(["node", SCRIPT, json.dumps(cfg)], cwd=BROWSER_DIR,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                start_new_session=True)
-        output = []
-        deadline = time.monotonic() + SCRIPT_TIMEOUT
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, "the browser script did not end within %d s:\n%s" % (
-                SCRIPT_TIMEOUT, "".join(output))
-            ready, _, _ = select.select([proc.stdout], [], [], min(left, 1))
-            if not ready:
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            print(line, end="", flush=True)
-            if not line.startswith("@@ "):
-                continue
-            req = json.loads(line[3:])
-            try:
-                if req["do"] == "publish":
-                    entry = r.xadd(STREAM, {"msg": order_json(req["uuid"], req["infos"])})
-                    print("[test] published %s for %s" % (entry, req["uuid"]), flush=True)
-                elif req["do"] == "kill_node1":
-                    system.kill_node1()
-                    print("[test] node 1 (%s) killed" % system.g1.node_id, flush=True)
-                else:
-                    raise ValueError("unknown request %r" % req)
-                answer = {"ok": True}
-            except Exception as e:  # noqa: BLE001 - reported to the script, which fails
-                answer = {"ok": False, "error": repr(e)}
-            proc.stdin.write(json.dumps(answer) + "\n")
-            proc.stdin.flush()
-        code = proc.wait(timeout=30)
-        print("[browser] script ended with %d after %.1f s; screenshots: %s (%d files)" % (
-            code, time.monotonic() - t0, shots, len(os.listdir(shots))), flush=True)
-        assert code == 0, "the browser script failed (screenshots in %s):\n%s" % (
-            shots, "".join(output)[-6000:])
-        assert "[browser] PASS" in "".join(output)
+        def act(req):
+            if req["do"] == "publish":
+                entry = r.xadd(STREAM, {"msg": order_json(req["uuid"], req["infos"])})
+                print("[test] published %s for %s" % (entry, req["uuid"]), flush=True)
+            elif req["do"] == "kill_node1":
+                system.kill_node1()
+                print("[test] node 1 (%s) killed" % system.g1.node_id, flush=True)
+            else:
+                raise ValueError("unknown request %r" % req)
+            return {}
+        run_script(SCRIPT, cfg, act, t0)
     finally:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
         try:
             system.stop()
         finally:
