@@ -10,6 +10,7 @@ Every wait here is bounded, and only processes started here are stopped."""
 import asyncio
 import base64
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,6 +21,7 @@ import threading
 import time
 import uuid as uuidlib
 
+import pytest
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -430,6 +432,28 @@ def proxy_stats(port):
         r = json.loads(c.call(json.dumps({"url": "/stats"}).encode()))
     assert r["code"] == 0, r
     return r
+
+
+@contextlib.contextmanager
+def running_cluster(bin_dir, stack, tmp_path, stream=STREAM, cls=None, **settings):
+    """A Cluster (or cls) for a with block, a module fixture's yield: the
+    stack's settings in the environment, the app token in MySQL, the stream
+    and its dead letters emptied before (what earlier tests left is not
+    ours) and after (no entries or group left behind)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in stack.env().items():
+            mp.setenv(k, v)
+        stack.add_app(APP_TOKEN)
+        r = stack.redis()
+        r.delete(stream, stream + ":dead")
+        c = (cls or Cluster)(bin_dir, stack, tmp_path, **settings)
+        try:
+            yield c
+        finally:
+            try:
+                c.stop()
+            finally:
+                r.delete(stream, stream + ":dead")
 
 
 class Cluster:

@@ -28,7 +28,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, free_port, start_server, wait_until  # noqa: E402
 from gateway_util import db_rows  # noqa: E402
-from stack_util import APP_TOKEN, RUN, Cluster, Fleet, order_json, proxy_stats, users  # noqa: E402
+from stack_util import (APP_TOKEN, RUN, Fleet, order_json, proxy_stats,  # noqa: E402
+                        running_cluster, users)
 from test_consumer import (fakes, pending, procs, publish, start_consumer,  # noqa: E402,F401
                            stream, work_order)
 
@@ -217,21 +218,10 @@ def gate(stack):
 @pytest.fixture(scope="module")
 def cluster(bin_dir, stack, tmp_path_factory):
     """Proxy, gateways A and B, and a consumer of this module's stream."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in stack.env().items():
-            mp.setenv(k, v)
-        stack.add_app(APP_TOKEN)
-        r = stack.redis()
-        c = Cluster(bin_dir, stack, tmp_path_factory.mktemp("status"),
-                    consumer_settings={"consumer": MOD_CONSUMER, "stream": MOD_STREAM,
-                                       "dead_letter_stream": MOD_STREAM + ":dead"})
-        try:
-            yield c
-        finally:
-            try:
-                c.stop()
-            finally:
-                r.delete(MOD_STREAM, MOD_STREAM + ":dead")
+    with running_cluster(bin_dir, stack, tmp_path_factory.mktemp("status"), stream=MOD_STREAM,
+                         consumer_settings={"consumer": MOD_CONSUMER, "stream": MOD_STREAM,
+                                            "dead_letter_stream": MOD_STREAM + ":dead"}) as c:
+        yield c
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import ADMIN_SECRET, HOST, free_port, start_server, wait_until  # noqa: E402
-from stack_util import (APP_TOKEN, STREAM, Cluster, Fleet, Orders, Tally, pending,  # noqa: E402
-                        say, users)
+from stack_util import (Cluster, Fleet, Orders, Tally, pending,  # noqa: E402
+                        running_cluster, say, users)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
@@ -202,23 +202,11 @@ class MetricsCluster(Cluster):
 
 @pytest.fixture(scope="module")
 def cluster(bin_dir, stack, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in stack.env().items():
-            mp.setenv(k, v)
-        stack.add_app(APP_TOKEN)
-        r = stack.redis()
-        r.delete(STREAM, STREAM + ":dead")
-        port = free_port()
-        c = MetricsCluster(bin_dir, stack, tmp_path_factory.mktemp("metrics"),
-                           consumer_settings={"metrics_port": port})
+    port = free_port()
+    with running_cluster(bin_dir, stack, tmp_path_factory.mktemp("metrics"), cls=MetricsCluster,
+                         consumer_settings={"metrics_port": port}) as c:
         c.consumer_metrics_port = port
-        try:
-            yield c
-        finally:
-            try:
-                c.stop()
-            finally:
-                r.delete(STREAM, STREAM + ":dead")
+        yield c
 
 
 @pytest.fixture

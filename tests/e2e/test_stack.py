@@ -54,9 +54,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, wait_until  # noqa: E402
 from gateway_util import db_exec, db_rows  # noqa: E402
-from stack_util import (APP_TOKEN, GATEWAY_WORKERS, RUN, STREAM, GROUP, Cluster,  # noqa: E402
+from stack_util import (GATEWAY_WORKERS, RUN, STREAM, GROUP,  # noqa: E402
                         Fleet, Orders, Producer, Tally, chatter, gateway_stat, internal_order,
-                        pending, proxy_stats, say, stored_for, users, wait_drained)
+                        pending, proxy_stats, running_cluster, say, stored_for, users,
+                        wait_drained)
 from test_proxy import SilentNode  # noqa: E402
 
 
@@ -69,20 +70,8 @@ def fleet():
 
 @pytest.fixture(scope="module")
 def cluster(bin_dir, stack, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in stack.env().items():
-            mp.setenv(k, v)
-        stack.add_app(APP_TOKEN)
-        r = stack.redis()
-        r.delete(STREAM, STREAM + ":dead")   # what earlier tests left there is not ours
-        c = Cluster(bin_dir, stack, tmp_path_factory.mktemp("stack"))
-        try:
-            yield c
-        finally:
-            try:
-                c.stop()
-            finally:
-                r.delete(STREAM, STREAM + ":dead")   # leave no entries or group behind
+    with running_cluster(bin_dir, stack, tmp_path_factory.mktemp("stack")) as c:
+        yield c
 
 
 @pytest.fixture
