@@ -15,7 +15,7 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
            as possible, each system in turn; prints pushgate's ratios to
            nchan.  Skipped, saying what to install, without nginx and
            libnginx-mod-nchan (scripts/install-deps --bench)
-BENCH_ONLY=engine,s1,s2,latency,s3,s4,s5,peer picks some of them;
+BENCH_ONLY=engine,s1,s2,latency,wakeups,s3,s4,s5,peer picks some of them;
 BENCH_GATEWAY_SET=key=value,... adds settings to every gateway (the results
 file records them).
 Prints a table and writes bench/results/<date>.json.
@@ -157,6 +157,12 @@ def push_benches(results, rows, only):
          lambda m: ("p50 %s, p99 %s" % (ms(m["latency_ms"], "p50"), ms(m["latency_ms"], "p99")),
                     "missing %s, dups %s; %s us CPU/msg" % (m["missing"], m["duplicates"],
                                                             m["server_cpu_us_per_msg"]), "-")),
+        ("wakeups", "S2 5,000 orders/s, steady: wake-ups per order",
+         lambda: sc.s2_wakeups(100000, 10000, 5000),
+         lambda m: ("%.2f wake-ups, %.0f us CPU per order" % (m["wakeups_per_order"],
+                                                               m["cpu_us_per_order"]),
+                    "; ".join("%s %.2f" % (k, v["wakeups_per_order"])
+                              for k, v in sorted(m["roles"].items())), "-")),
         ("s3", "S3 slow reader + 1,000 others", lambda: sc.s3_slow_reader(),
          lambda m: ("PSS +%d KB (healthy reader +%d), closed %s" % (
                         m["gateway_pss_growth"] // 1024, m["gateway_pss_growth_healthy_flood"] // 1024,

@@ -11,7 +11,8 @@ import threading
 import time
 import urllib.request
 
-from cluster import ADMIN_SECRET, APP_TOKEN, BIN, HOST, SECRET, Cluster, cpu_seconds, pss_bytes, role_of, tree_pids
+from cluster import (ADMIN_SECRET, APP_TOKEN, BIN, CLK_TCK, HOST, SECRET, Cluster, cpu_seconds,
+                     pss_bytes, role_of, tree_pids)
 
 PREFIX = "bench-user-"
 
@@ -195,6 +196,69 @@ def s2_push(messages, users, rate, pace_us=10000):
                 "gateway_cpu_us_per_msg_by_role": {k: round(v / messages * 1e6, 1)
                                                    for k, v in roles.items()},
                 "bench_tools_cpu_us_per_msg": round(cpu["bench_tools"] / messages * 1e6, 1)}
+    finally:
+        c.stop()
+
+
+# ---- where a steady stream's CPU goes: wake-ups per order, by process ----
+
+def thread_counters(pid):
+    """(voluntary context switches, CPU ticks) summed over pid's threads."""
+    switches = ticks = 0
+    for task in os.listdir("/proc/%d/task" % pid) if os.path.isdir("/proc/%d" % pid) else []:
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+                status = f.read()
+            with open("/proc/%d/task/%s/stat" % (pid, task)) as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        switches += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+        ticks += int(stat[11]) + int(stat[12])
+    return switches, ticks
+
+
+def role_counters(c):
+    """{"gateway master": [switches, ticks], ...} over every daemon's processes."""
+    out = {}
+    for d in c.daemons:
+        for pid in d.pids():
+            key = "%s %s" % (d.name.split("-")[0], role_of(pid))
+            acc = out.setdefault(key, [0, 0])
+            for i, v in enumerate(thread_counters(pid)):
+                acc[i] += v
+    return out
+
+
+def s2_wakeups(messages, users, rate, window_s=10):
+    """S2's load at a steady rate (1 ms pace); over window_s in its middle,
+    each process role's wake-ups (voluntary context switches: a sleep in
+    epoll_wait that a message ended) and CPU per order.  At a steady rate
+    every process of the path wakes about once a pace, so what an order
+    costs follows from how many processes it crosses."""
+    c = Cluster(nodes=2, consumers=1)
+    try:
+        b = connect(c, [g.url for g in c.gateways], users, c.logdir, expect=messages,
+                    hold=messages / rate + 120)
+        b.wait_ready(120)
+        p = publish(c, messages, users, rate, c.logdir, pace_us=1000)
+        time.sleep(min(4, messages / rate / 4))
+        before = role_counters(c)
+        time.sleep(window_s)
+        after = role_counters(c)
+        orders = rate * window_s
+        roles = {}
+        for key, (switches, ticks) in after.items():
+            s0, t0 = before.get(key, [0, 0])
+            if ticks - t0 > 0 or switches - s0 > 0:
+                roles[key] = {"wakeups_per_order": round((switches - s0) / orders, 3),
+                              "cpu_us_per_order": round((ticks - t0) / CLK_TCK * 1e6 / orders, 1)}
+        p.report(messages / rate + 60)
+        wait_acked(c, messages, 60)
+        r = b.report(120)
+        return {"rate": rate, "window_s": window_s, "roles": roles, "missing": r.get("missing"),
+                "wakeups_per_order": round(sum(v["wakeups_per_order"] for v in roles.values()), 2),
+                "cpu_us_per_order": round(sum(v["cpu_us_per_order"] for v in roles.values()), 1)}
     finally:
         c.stop()
 
