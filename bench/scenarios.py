@@ -136,18 +136,32 @@ def wait_acked(c, n, timeout):
 
 # ---- S1: idle capacity ----
 
+def kernel_bytes():
+    """The kernel's memory that connections take: slab (socket, file, epoll
+    and inode objects) plus the TCP buffers' pages (/proc/net/sockstat)."""
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    slab = int(info["Slab"].split()[0]) * 1024
+    with open("/proc/net/sockstat") as f:
+        tcp = [line.split() for line in f if line.startswith("TCP:")][0]
+    return slab + int(tcp[tcp.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def s1_idle(nodes, clients, hold_s=20):
+    """Kernel memory is the whole machine's: both ends of every connection
+    are here, the browser's and the gateway's, so a gateway's share is about
+    half of kernel_bytes_per_conn (other activity on the machine adds to it)."""
     c = Cluster(nodes=nodes, consumers=1)
     try:
         time.sleep(1)
-        before = gateway_pss(c)
+        before, kernel_before = gateway_pss(c), kernel_bytes()
         b = connect(c, [g.url for g in c.gateways], clients, c.logdir, hold=hold_s + 60,
                     per_proc=19000)
         b.wait_ready(120)
         t_ready = time.monotonic()
         online = online_count(c)
         time.sleep(min(hold_s, 5))
-        during = gateway_pss(c)
+        during, kernel_during = gateway_pss(c), kernel_bytes()
         time.sleep(max(0, hold_s - (time.monotonic() - t_ready)))
         b.interrupt()
         r = b.report(60)
@@ -156,6 +170,7 @@ def s1_idle(nodes, clients, hold_s=20):
                 "online_rows": online, "connect_seconds": r.get("connect_seconds"),
                 "pss_before": before, "pss_during": during,
                 "bytes_per_conn": round(sum(during) - sum(before)) / clients,
+                "kernel_bytes_per_conn": round((kernel_during - kernel_before) / clients),
                 "bytes_per_conn_by_node": [round(x) for x in per_conn],
                 "connect_errors": r.get("connect_errors")}
     finally:
