@@ -150,27 +150,42 @@ def kernel_bytes():
 def s1_idle(nodes, clients, hold_s=20):
     """Kernel memory is the whole machine's: both ends of every connection
     are here, the browser's and the gateway's, so a gateway's share is about
-    half of kernel_bytes_per_conn (other activity on the machine adds to it)."""
+    half of kernel_bytes_per_conn (other activity on the machine adds to it).
+    MySQL's churn: MariaDB's CPU while the clients connect (registrations,
+    batched as the gateways do them) and after they all go at once
+    (unregistrations), per row, and how long the rows took to go."""
     c = Cluster(nodes=nodes, consumers=1)
     try:
         time.sleep(1)
         before, kernel_before = gateway_pss(c), kernel_bytes()
+        cpu_before = c.cpu()
         b = connect(c, [g.url for g in c.gateways], clients, c.logdir, hold=hold_s + 60,
                     per_proc=19000)
         b.wait_ready(120)
         t_ready = time.monotonic()
+        cpu_ready = c.cpu()
         online = online_count(c)
         time.sleep(min(hold_s, 5))
         during, kernel_during = gateway_pss(c), kernel_bytes()
         time.sleep(max(0, hold_s - (time.monotonic() - t_ready)))
         b.interrupt()
         r = b.report(60)
+        t_gone = time.monotonic()
+        while online_count(c) > 0 and time.monotonic() - t_gone < 60:
+            time.sleep(0.05)
+        unregister_s = time.monotonic() - t_gone
+        cpu_gone = c.cpu()
         per_conn = [(d - b0) / max(1, clients / nodes) for d, b0 in zip(during, before)]
         return {"clients": clients, "nodes": nodes, "connected": r.get("connected"),
                 "online_rows": online, "connect_seconds": r.get("connect_seconds"),
                 "pss_before": before, "pss_during": during,
                 "bytes_per_conn": round(sum(during) - sum(before)) / clients,
                 "kernel_bytes_per_conn": round((kernel_during - kernel_before) / clients),
+                "mariadb_us_per_registration": round(
+                    (cpu_ready["mariadb"] - cpu_before["mariadb"]) / max(1, online) * 1e6, 1),
+                "mariadb_us_per_unregistration": round(
+                    (cpu_gone["mariadb"] - cpu_ready["mariadb"]) / max(1, online) * 1e6, 1),
+                "unregister_seconds": round(unregister_s, 2),
                 "bytes_per_conn_by_node": [round(x) for x in per_conn],
                 "connect_errors": r.get("connect_errors")}
     finally:
