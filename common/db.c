@@ -4,32 +4,40 @@
  * prepared on first use and kept in a small cache keyed by their SQL text
  * (least recently used evicted, mysql_stmt_close on eviction).
  *
- * Lost connections: when a call fails with 2006/2013 (or the server said it
- * killed the connection or is shutting down), every statement is closed, the
- * connection is closed and the call connects again, prepares again and runs
- * once more.  A handle whose reconnect failed stays disconnected; its next
- * call connects first.  Every successful connect after pg_db_open counts as a
- * reconnect.  MYSQL_OPT_RECONNECT is never used.
+ * Lost connections and failover follow the rules written in db.h: when a
+ * call fails with 2006/2013 (or the server killed the connection, is
+ * shutting down, or is a Galera node that is not ready), every statement
+ * is closed, the connection is closed, the next server of the list becomes
+ * current and the call connects again (from that server on, each once),
+ * prepares again and runs once more.  Deadlocks run again after a short
+ * backoff.  A handle whose reconnect failed stays disconnected; its next
+ * call connects first.  Every successful connect after pg_db_open counts
+ * as a reconnect, and one to another server than the last as a failover.
+ * MYSQL_OPT_RECONNECT is never used.
  *
- * Note: an INSERT/UPDATE whose answer was lost (2013 while reading it) may
- * have been applied before it is retried; callers that care use idempotent
- * statements (INSERT ... ON DUPLICATE KEY UPDATE, unique keys).
+ * Which server a process uses is kept process-wide too (proc_*), guarded
+ * by a mutex as handles may live on several threads: new handles start
+ * there, and the log says when it changes - not at every statement.
  *
- * A reconnect starts a new session: an open transaction, user variables and
- * session settings of the old one are gone.  Timeouts of 0 in pg_db_config
- * mean 5 s to connect and 30 s per read and write.
+ * Timeouts of 0 in pg_db_config mean 5 s to connect and 30 s per read and
+ * write; with several servers a dead one that does not refuse costs the
+ * connect timeout once per connect.
  *
  * Results are buffered client-side (mysql_stmt_store_result), so the row
  * callback never runs while the network can still fail, and a retry never
  * repeats rows already handed out. */
 #include "db.h"
 
+#include "log.h"
+
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mysql.h>
 #include <errmsg.h>
@@ -42,6 +50,13 @@
 #define DB_WRITE_TIMEOUT_DEFAULT 30
 #define DB_MIN_COLBUF 64
 #define DB_FLOAT_COLBUF 400           /* 1.8e308 with 30 decimals fits */
+#define DB_WHY_MAX 200
+
+/* Pauses before a deadlocked statement runs again, in ms: its rival
+ * transaction commits meanwhile (a Galera certification conflict is with a
+ * write set already ordered, which applies in milliseconds). */
+static const unsigned deadlock_backoff_ms[] = {5, 20, 80};
+#define DEADLOCK_RETRIES (sizeof(deadlock_backoff_ms) / sizeof(deadlock_backoff_ms[0]))
 
 typedef struct {
     char *sql;
@@ -52,15 +67,19 @@ typedef struct {
 
 struct pg_db {
     MYSQL *mysql;                /* NULL while disconnected */
-    char *host, *socket, *user, *password, *database;
-    int port;
+    char *socket, *user, *password, *database;
+    pg_db_host_list hosts;       /* one entry (the socket's) with a socket */
+    uint64_t hosts_hash;         /* names the list for the process-wide memory */
+    int cur;                     /* the server in use, or tried first */
+    int last;                    /* the server of the last connect (-1: none) */
+    char why[DB_WHY_MAX];        /* why the current server was left */
     unsigned connect_timeout, read_timeout, write_timeout;
 
     db_stmt cache[DB_CACHE_MAX];
     int ncache;
     unsigned long long clock;
 
-    unsigned long long reconnects;
+    unsigned long long reconnects, failovers;
     unsigned err_no;
     char err[DB_ERR_MAX];
 };
@@ -118,6 +137,104 @@ static int conn_lost(unsigned no)
     }
 }
 
+/* Errors after which the statement goes to the next server: the
+ * connection is lost, or the server is a Galera node out of the primary
+ * component (1047, "WSREP has not yet prepared node for application use"),
+ * which refuses every statement until it rejoins. */
+static int moves_on(unsigned no)
+{
+    return conn_lost(no) || no == ER_UNKNOWN_COM_ERROR;
+}
+
+/* ------------------------------------------------------------ which server, process-wide */
+
+static pthread_mutex_t proc_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t proc_hosts_hash;       /* the list proc_host indexes (0: none yet) */
+static int proc_host = -1;
+static unsigned long long proc_failovers;
+static pg_db_shared *proc_shared;     /* the daemon's, when it shares one */
+
+static uint64_t fnv1a(const void *data, size_t len, uint64_t h)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* A hash of the servers' texts, in order: equal lists, equal hashes. */
+static uint64_t hosts_hash(const pg_db_host_list *l)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < l->n; i++)
+        h = fnv1a(l->v[i].text, strlen(l->v[i].text) + 1, h);
+    return h ? h : 1;
+}
+
+/* Where a new handle with this list starts: where the process is. */
+static int proc_start(uint64_t hash, int n)
+{
+    pthread_mutex_lock(&proc_lock);
+    int at = proc_hosts_hash == hash && proc_host >= 0 && proc_host < n ? proc_host : 0;
+    pthread_mutex_unlock(&proc_lock);
+    return at;
+}
+
+/* A handle of the process reached server i: the process now uses it.  Its
+ * first server and every change are logged, here and only here. */
+static void proc_reached(const pg_db *db, int i)
+{
+    pthread_mutex_lock(&proc_lock);
+    if (proc_hosts_hash != db->hosts_hash) {
+        proc_hosts_hash = db->hosts_hash;
+        proc_host = -1;
+    }
+    int was = proc_host;
+    proc_host = i;
+    if (was >= 0 && was != i)
+        proc_failovers++;
+    if (proc_shared) {
+        atomic_store(&proc_shared->host, i);
+        if (was >= 0 && was != i)
+            atomic_fetch_add(&proc_shared->failovers, 1);
+    }
+    pthread_mutex_unlock(&proc_lock);
+    if (was < 0 && db->hosts.n > 1)
+        pg_info("MySQL: using %s (server %d of %d)", db->hosts.v[i].text, i + 1, db->hosts.n);
+    else if (was < 0)
+        pg_info("MySQL: using %s", db->hosts.v[i].text);
+    else if (was != i)
+        pg_warn("MySQL: failed over from %s to %s (%s)", db->hosts.v[was].text,
+                db->hosts.v[i].text, db->why[0] ? db->why : "it did not answer");
+}
+
+int pg_db_process_host(void)
+{
+    pthread_mutex_lock(&proc_lock);
+    int at = proc_host;
+    pthread_mutex_unlock(&proc_lock);
+    return at;
+}
+
+unsigned long long pg_db_process_failovers(void)
+{
+    pthread_mutex_lock(&proc_lock);
+    unsigned long long n = proc_failovers;
+    pthread_mutex_unlock(&proc_lock);
+    return n;
+}
+
+void pg_db_share(pg_db_shared *shared)
+{
+    pthread_mutex_lock(&proc_lock);
+    proc_shared = shared;
+    if (shared)
+        atomic_store(&shared->host, proc_host);
+    pthread_mutex_unlock(&proc_lock);
+}
+
 /* ------------------------------------------------------------ connection */
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -128,14 +245,46 @@ static void lib_init(void)
     lib_rc = mysql_library_init(0, NULL, NULL);
 }
 
-/* Connects db->mysql, or -1 with db->err set. */
-static int db_connect(pg_db *db)
+/* The value of the one row of a SHOW ... LIKE 'name' on m into out ("" when
+ * there is no such row).  0, or -1 (m's error). */
+static int show_value(MYSQL *m, const char *sql, char *out, size_t len)
 {
-    MYSQL *m = mysql_init(NULL);
-    if (m == NULL) {
-        set_err(db, CR_OUT_OF_MEMORY, "mysql_init: out of memory");
+    out[0] = '\0';
+    if (mysql_query(m, sql) != 0)
+        return -1;
+    MYSQL_RES *res = mysql_store_result(m);
+    if (res == NULL)
+        return mysql_errno(m) ? -1 : 0;
+    MYSQL_ROW row = mysql_fetch_row(res);
+    if (row && mysql_num_fields(res) >= 2 && row[1])
+        snprintf(out, len, "%s", row[1]);
+    mysql_free_result(res);
+    return 0;
+}
+
+/* A Galera node takes statements only while it is in the primary
+ * component and synced enough (wsrep_ready ON); any other server always
+ * does.  SHOW is answered even by a node that is not ready.  1, 0 (not
+ * ready: db->err says so), or -1 (db->err: the server's error). */
+static int server_ready(pg_db *db, MYSQL *m)
+{
+    char on[16], ready[16];
+    if (show_value(m, "SHOW GLOBAL VARIABLES LIKE 'wsrep\\_on'", on, sizeof on) != 0 ||
+        (strcmp(on, "ON") == 0 &&
+         show_value(m, "SHOW GLOBAL STATUS LIKE 'wsrep\\_ready'", ready, sizeof ready) != 0)) {
+        set_err_mysql(db, m);
         return -1;
     }
+    if (strcmp(on, "ON") != 0 || strcmp(ready, "ON") == 0)
+        return 1;
+    set_err(db, ER_UNKNOWN_COM_ERROR, "Galera node not ready (wsrep_ready %s)",
+            ready[0] ? ready : "unknown");
+    return 0;
+}
+
+/* The options every connection gets.  0 or -1 (db->err set). */
+static int set_options(pg_db *db, MYSQL *m)
+{
     unsigned ct = db->connect_timeout, rt = db->read_timeout, wt = db->write_timeout;
     unsigned proto = (db->socket && *db->socket) ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
     unsigned infile = 0;
@@ -146,19 +295,68 @@ static int db_connect(pg_db *db)
         mysql_options(m, MYSQL_OPT_LOCAL_INFILE, &infile) ||
         mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4")) {
         set_err_mysql(db, m);
-        mysql_close(m);
+        return -1;
+    }
+    return 0;
+}
+
+/* Connects db->mysql to server i of the list if it answers and is ready,
+ * or -1 with db->err set. */
+static int connect_host(pg_db *db, int i)
+{
+    const pg_db_host *h = &db->hosts.v[i];
+    MYSQL *m = mysql_init(NULL);
+    if (m == NULL) {
+        set_err(db, CR_OUT_OF_MEMORY, "mysql_init: out of memory");
         return -1;
     }
     const char *sock = (db->socket && *db->socket) ? db->socket : NULL;
-    if (mysql_real_connect(m, sock ? NULL : db->host, db->user, db->password,
-                           db->database, (unsigned)(db->port > 0 ? db->port : 0),
-                           sock, 0) == NULL) {
-        set_err_mysql(db, m);
+    if (set_options(db, m) != 0 ||
+        mysql_real_connect(m, sock ? NULL : h->name, db->user, db->password, db->database,
+                           (unsigned)(h->port > 0 ? h->port : 0), sock, 0) == NULL) {
+        if (db->err_no == 0)
+            set_err_mysql(db, m);
+        mysql_close(m);
+        return -1;
+    }
+    if (server_ready(db, m) != 1) {
         mysql_close(m);
         return -1;
     }
     db->mysql = m;
     return 0;
+}
+
+/* Server i answered: it is current, and a move from the last one is a
+ * failover. */
+static void reached(pg_db *db, int i)
+{
+    if (db->last >= 0 && db->last != i)
+        db->failovers++;
+    db->last = db->cur = i;
+    proc_reached(db, i);
+    db->why[0] = '\0';
+}
+
+/* Connects to the current server or, failing that, the next ones in list
+ * order, each once (see db.h).  0, or -1 with db->err naming the last
+ * server tried. */
+static int db_connect(pg_db *db)
+{
+    for (int k = 0; k < db->hosts.n; k++) {
+        int i = (db->cur + k) % db->hosts.n;
+        clear_err(db);
+        if (connect_host(db, i) == 0) {
+            reached(db, i);
+            return 0;
+        }
+        char why[DB_ERR_MAX];
+        snprintf(why, sizeof why, "%s", db->err);
+        snprintf(db->why, sizeof db->why, "%.60s: %.120s", db->hosts.v[i].text, why);
+        set_err(db, db->err_no, "%s%s: %s", db->hosts.n > 1 ? "no server answered; last " : "",
+                db->hosts.v[i].text, why);
+    }
+    return -1;
 }
 
 static void cache_entry_free(db_stmt *e)
@@ -179,6 +377,16 @@ static void db_disconnect(pg_db *db)
         mysql_close(db->mysql);
         db->mysql = NULL;
     }
+}
+
+/* The connection failed in a way another server may not (moves_on): it is
+ * closed and the next server is the one to try first. */
+static void move_on(pg_db *db)
+{
+    db_disconnect(db);
+    snprintf(db->why, sizeof db->why, "%.60s: %.120s (%u)", db->hosts.v[db->cur].text, db->err,
+             db->err_no);
+    db->cur = (db->cur + 1) % db->hosts.n;
 }
 
 /* Connects a handle that has no connection; counts the reconnect. */
@@ -204,7 +412,6 @@ static char *dup_or_null(const char *s, int *fail)
 static void db_free(pg_db *db)
 {
     db_disconnect(db);
-    free(db->host);
     free(db->socket);
     free(db->user);
     free(db->password);
@@ -215,6 +422,9 @@ static void db_free(pg_db *db)
 #define D(field) offsetof(pg_db_settings, field)
 
 const pg_conf_def pg_db_conf_defs[] = {
+    {"mysql_hosts", PG_CONF_STRING, D(hosts), "", 0, 0, NULL,
+     "MySQL/MariaDB servers in failover order, host:port,host:port,... ([addr]:port for IPv6), "
+     "e.g. the nodes of a Galera cluster (empty: mysql_host and mysql_port)"},
     {"mysql_host", PG_CONF_STRING, D(host), "127.0.0.1", 0, 0, NULL, "MySQL/MariaDB host"},
     {"mysql_port", PG_CONF_INT, D(port), "3306", 1, 65535, NULL, "MySQL/MariaDB port"},
     {"mysql_socket", PG_CONF_STRING, D(socket), "", 0, 0, NULL,
@@ -225,62 +435,80 @@ const pg_conf_def pg_db_conf_defs[] = {
 };
 const size_t pg_db_conf_ndefs = sizeof(pg_db_conf_defs) / sizeof(pg_db_conf_defs[0]);
 
+int pg_db_settings_hosts(const pg_db_settings *s, pg_db_host_list *out, char *err, size_t errlen)
+{
+    return pg_db_hosts_from(s->hosts, s->host, (int)s->port, s->socket, out, err, errlen);
+}
+
 pg_db *pg_db_connect(const pg_db_settings *s, unsigned connect_timeout_s, unsigned io_timeout_s,
                      char *err, size_t errlen)
 {
-    pg_db_config c = {.host = s->host, .port = (int)s->port, .socket = s->socket,
-                      .user = s->user, .password = s->password, .database = s->database,
-                      .connect_timeout_s = connect_timeout_s, .read_timeout_s = io_timeout_s,
-                      .write_timeout_s = io_timeout_s};
+    pg_db_config c = {.hosts = s->hosts, .host = s->host, .port = (int)s->port,
+                      .socket = s->socket, .user = s->user, .password = s->password,
+                      .database = s->database, .connect_timeout_s = connect_timeout_s,
+                      .read_timeout_s = io_timeout_s, .write_timeout_s = io_timeout_s};
     return pg_db_open(&c, err, errlen);
 }
 
-pg_db *pg_db_open(const pg_db_config *cfg, char *err, size_t errlen)
+static void say(char *err, size_t errlen, const char *what)
 {
     if (err && errlen)
-        err[0] = '\0';
-    if (cfg == NULL) {
-        if (err && errlen)
-            snprintf(err, errlen, "pg_db_open: no configuration");
-        return NULL;
-    }
-    pthread_once(&lib_once, lib_init);
-    if (lib_rc != 0) {
-        if (err && errlen)
-            snprintf(err, errlen, "mysql_library_init failed");
-        return NULL;
-    }
+        snprintf(err, errlen, "%s", what);
+}
+
+/* A handle for cfg, not yet connected; NULL with err set. */
+static pg_db *db_new(const pg_db_config *cfg, char *err, size_t errlen)
+{
     pg_db *db = calloc(1, sizeof *db);
     if (db == NULL) {
-        if (err && errlen)
-            snprintf(err, errlen, "pg_db_open: out of memory");
+        say(err, errlen, "pg_db_open: out of memory");
+        return NULL;
+    }
+    char why[DB_ERR_MAX];
+    if (pg_db_hosts_from(cfg->hosts, cfg->host, cfg->port, cfg->socket, &db->hosts, why,
+                         sizeof why) != 0) {
+        say(err, errlen, why);
+        free(db);
         return NULL;
     }
     int fail = 0;
-    db->host = dup_or_null(cfg->host ? cfg->host : "127.0.0.1", &fail);
     db->socket = dup_or_null(cfg->socket, &fail);
     db->user = dup_or_null(cfg->user, &fail);
     db->password = dup_or_null(cfg->password, &fail);
     db->database = dup_or_null(cfg->database, &fail);
-    db->port = cfg->port;
+    db->hosts_hash = hosts_hash(&db->hosts);
+    db->cur = proc_start(db->hosts_hash, db->hosts.n);
+    db->last = -1;
     db->connect_timeout = cfg->connect_timeout_s ? cfg->connect_timeout_s : DB_CONNECT_TIMEOUT_DEFAULT;
     db->read_timeout = cfg->read_timeout_s ? cfg->read_timeout_s : DB_READ_TIMEOUT_DEFAULT;
     db->write_timeout = cfg->write_timeout_s ? cfg->write_timeout_s : DB_WRITE_TIMEOUT_DEFAULT;
     if (fail) {
-        if (err && errlen)
-            snprintf(err, errlen, "pg_db_open: out of memory");
+        say(err, errlen, "pg_db_open: out of memory");
         db_free(db);
         return NULL;
     }
+    return db;
+}
+
+pg_db *pg_db_open(const pg_db_config *cfg, char *err, size_t errlen)
+{
+    say(err, errlen, "");
+    if (cfg == NULL) {
+        say(err, errlen, "pg_db_open: no configuration");
+        return NULL;
+    }
+    pthread_once(&lib_once, lib_init);
+    if (lib_rc != 0) {
+        say(err, errlen, "mysql_library_init failed");
+        return NULL;
+    }
+    pg_db *db = db_new(cfg, err, errlen);
+    if (db == NULL)
+        return NULL;
     if (db_connect(db) != 0) {
-        if (err && errlen) {
-            if (db->socket && *db->socket)
-                snprintf(err, errlen, "MySQL connect to %s: %s (%u)", db->socket,
-                         db->err, db->err_no);
-            else
-                snprintf(err, errlen, "MySQL connect to %s:%d: %s (%u)", db->host,
-                         db->port, db->err, db->err_no);
-        }
+        if (err && errlen)
+            snprintf(err, errlen, "MySQL connect%s %s (%u)", db->hosts.n > 1 ? ":" : " to",
+                     db->err, db->err_no);
         db_free(db);
         return NULL;
     }
@@ -761,8 +989,18 @@ static long long do_query(pg_db *db, MYSQL_STMT *st, const pg_db_value *params, 
 
 typedef long long (*run_fn)(pg_db *, MYSQL_STMT *, const pg_db_value *, int, run_ctx *);
 
-/* Gets the statement and runs fn; on a lost connection reconnects and runs it
- * once more (never after rows were handed out). */
+/* Sleeps ms milliseconds (a deadlock's backoff). */
+static void pause_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Gets the statement and runs fn, by the rules of db.h: on a lost
+ * connection or a server not ready it moves to the next server and runs it
+ * once more; a deadlock runs again after a backoff (neither after rows were
+ * handed out). */
 static long long run(pg_db *db, const char *sql, const pg_db_value *params, int nparams,
                      run_fn fn, run_ctx *c)
 {
@@ -770,7 +1008,9 @@ static long long run(pg_db *db, const char *sql, const pg_db_value *params, int 
         set_err(db, CR_INVALID_PARAMETER_NO, "bad arguments");
         return -1;
     }
-    for (int attempt = 0;; attempt++) {
+    int moved = 0, reprepared = 0;
+    size_t deadlocks = 0;
+    for (;;) {
         if (db->mysql == NULL && db_reconnect(db) != 0)
             return -1;
         long long r = -1;
@@ -782,19 +1022,21 @@ static long long run(pg_db *db, const char *sql, const pg_db_value *params, int 
                 return r;
             }
         }
-        if (conn_lost(db->err_no)) {
+        if (c->delivered > 0)
+            return -1;
+        if (moves_on(db->err_no)) {
             /* The handle is dead either way; the next call connects.  If the
              * reconnect below fails, its error ("can't connect") is reported. */
-            db_disconnect(db);
-            if (attempt > 0 || c->delivered > 0)
+            move_on(db);
+            if (moved++)
                 return -1;
-            continue;
-        }
-        if (db->err_no == ER_NEED_REPREPARE && attempt == 0 && c->delivered == 0) {
+        } else if (db->err_no == ER_LOCK_DEADLOCK && deadlocks < DEADLOCK_RETRIES) {
+            pause_ms(deadlock_backoff_ms[deadlocks++]);
+        } else if (db->err_no == ER_NEED_REPREPARE && !reprepared++) {
             cache_drop(db, sql);
-            continue;
+        } else {
+            return -1;
         }
-        return -1;
     }
 }
 
@@ -839,9 +1081,9 @@ int pg_db_ping(pg_db *db)
         if (mysql_ping(db->mysql) == 0)
             return 0;
         set_err_mysql(db, db->mysql);
-        if (!conn_lost(db->err_no))
+        if (!moves_on(db->err_no))
             return -1;
-        db_disconnect(db);
+        move_on(db);
         if (attempt > 0)
             return -1;
     }
@@ -876,4 +1118,19 @@ int pg_db_unreachable(const pg_db *db)
 unsigned long long pg_db_reconnects(const pg_db *db)
 {
     return db ? db->reconnects : 0;
+}
+
+int pg_db_host_index(const pg_db *db)
+{
+    return db ? db->cur : -1;
+}
+
+const char *pg_db_host_text(const pg_db *db)
+{
+    return db ? db->hosts.v[db->cur].text : "";
+}
+
+unsigned long long pg_db_failovers(const pg_db *db)
+{
+    return db ? db->failovers : 0;
 }

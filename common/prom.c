@@ -96,3 +96,14 @@ void pg_prom_label_value(char *out, size_t len, const char *s)
     if (len)
         out[n < len ? n : len - 1] = '\0';
 }
+
+void pg_prom_info(struct evbuffer *out, const char *name, const char *help, const char *label,
+                  const char *value)
+{
+    pg_prom_head(out, name, "gauge", help);
+    if (!value || !*value)
+        return;
+    char escaped[512];
+    pg_prom_label_value(escaped, sizeof(escaped), value);
+    evbuffer_add_printf(out, "%s{%s=\"%s\"} 1\n", name, label, escaped);
+}

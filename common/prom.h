@@ -42,6 +42,10 @@ void pg_prom_gauge(struct evbuffer *out, const char *name, const char *help, int
 /* A whole histogram family: head, _bucket lines (cumulative), _sum, _count. */
 void pg_prom_histogram(struct evbuffer *out, const char *name, const char *help,
                        const pg_prom_hist *h);
+/* An info-style gauge: name{label="value"} 1, or only the head while
+ * value is NULL or "" (not known yet).  value is escaped here. */
+void pg_prom_info(struct evbuffer *out, const char *name, const char *help, const char *label,
+                  const char *value);
 /* Copies s into out (len bytes with the NUL) escaped for a label value. */
 void pg_prom_label_value(char *out, size_t len, const char *s);
 

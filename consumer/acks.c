@@ -231,14 +231,7 @@ int cs_acks_start(void)
     flush_ev = event_new(cs.base, -1, 0, on_flush, NULL);
     if (!flush_ev)
         return -1;
-    pg_redis_config rc = {
-        .host = cs.cfg.redis_host,
-        .port = (int)cs.cfg.redis_port,
-        .role = "control",
-        .base = cs.base,
-        .on_up = on_control_up,
-    };
-    control = pg_redis_new(&rc);
+    control = cs_redis_link("control", on_control_up);
     return control ? 0 : -1;
 }
 

@@ -25,7 +25,10 @@
  * (the consumer's row in daemon_status, for the cluster console).  Two Redis
  * links (common/redis_link.c): "reader" for XREADGROUP ... BLOCK alone (a
  * blocked command holds up everything behind it on its connection) and
- * "control" for XACK, XADD, XCLAIM, XAUTOCLAIM, XPENDING and XINFO. */
+ * "control" for XACK, XADD, XCLAIM, XAUTOCLAIM, XPENDING and XINFO.  With
+ * redis_sentinels each finds the primary and follows a failover by itself;
+ * their on_up (group check, reclaim, flush of what waits) is all the
+ * consumer needs to resume on the new primary. */
 #ifndef CS_CONSUMER_H
 #define CS_CONSUMER_H
 
@@ -49,6 +52,8 @@ struct redisReply;
 typedef struct {
     char *redis_host;
     long long redis_port;
+    char *redis_sentinels;          /* "": redis_host and redis_port */
+    char *redis_master_name;
     char *stream;
     char *group;
     char *consumer;
@@ -94,6 +99,12 @@ cs_entry *cs_list_pop(cs_list *l);
 #define CS_RETRY_MS 1000
 void cs_retry_later(int64_t *timer, void (*fn)(int64_t timer_id, void *arg));
 void cs_timer_clear(int64_t *timer);
+
+/* A Redis link as the settings say (redis_host, or the primary the
+ * sentinels name); NULL: out of memory. */
+pg_redis *cs_redis_link(const char *role, void (*on_up)(pg_redis *r, void *arg));
+/* "host:port", or "the primary of NAME (sentinels ...)", for the log. */
+void cs_redis_where(char *out, size_t len);
 
 /* ---- entries (entries.c) ---- */
 
@@ -223,6 +234,8 @@ void cs_nodes_db_failed(const char *what);
 void cs_nodes_db_worked(void);
 /* MySQL is connected and no call failed since the last that worked. */
 bool cs_nodes_db_ok(void);
+/* The server of mysql_hosts the consumer last reached ("": none yet). */
+const char *cs_nodes_mysql_server(void);
 
 /* ---- the stream (stream.c) ---- */
 
@@ -235,6 +248,8 @@ void cs_stream_room(void);
 void cs_stream_control_up(void);
 /* Asks XPENDING for the delivery count of a reclaimed entry. */
 void cs_stream_count(cs_entry *e);
+/* The reader link (NULL once stopped), for /metrics. */
+pg_redis *cs_stream_link(void);
 
 /* ---- acks and dead letters (acks.c) ---- */
 
@@ -281,6 +296,7 @@ typedef struct {
 typedef struct {
     cs_settings cfg;
     pg_db_settings mysql;
+    pg_db_host_list mysql_hosts;    /* the servers mysql names, checked at start */
     struct event_base *base;
     bool stopping;
     cs_list ready;

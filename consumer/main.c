@@ -127,12 +127,15 @@ static int start_modules(void)
     if (add_signals() < 0 || cs_nodes_start() < 0 || cs_acks_start() < 0 ||
         cs_stream_start() < 0 || cs_metrics_start() < 0 || cs_status_start() < 0)
         return -1;
-    /* one file per gateway connection, two for Redis: the limit is the capacity */
+    /* one file per gateway connection, two for Redis (four with sentinels): the limit is
+     * the capacity */
     long long open_files = pg_daemon_raise_nofile();
-    pg_info("started: consumer %s of group %s, stream %s, redis %s:%lld, max_in_flight %lld, "
+    char redis[512];
+    cs_redis_where(redis, sizeof(redis));
+    pg_info("started: consumer %s of group %s, stream %s, redis %s, max_in_flight %lld, "
             "open-file limit %lld",
-            cs.cfg.consumer, cs.cfg.group, cs.cfg.stream, cs.cfg.redis_host, cs.cfg.redis_port,
-            cs.cfg.max_in_flight, open_files);
+            cs.cfg.consumer, cs.cfg.group, cs.cfg.stream, redis, cs.cfg.max_in_flight,
+            open_files);
     return 0;
 }
 

@@ -11,6 +11,7 @@
 
 #include "metrics_http.h"
 #include "prom.h"
+#include "redis_sentinel.h"
 #include "timer.h"
 
 #include <event2/buffer.h>
@@ -158,11 +159,45 @@ static void gauges(struct evbuffer *out)
     evbuffer_add_printf(out, "pushgate_consumer_stream_info_age_seconds %.3f\n", age);
 }
 
+/* Which server each link uses now: with sentinels, the primary they named. */
+static void servers(struct evbuffer *out)
+{
+    pg_prom_head(out, "pushgate_consumer_redis_server_info", "gauge",
+                 "The Redis server each link uses now (with redis_sentinels: the primary "
+                 "found), always 1; no sample while the link is down.");
+    const struct {
+        const char *name;
+        pg_redis *r;
+    } links[] = {{"reader", cs_stream_link()}, {"control", cs_acks_link()}};
+    for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+        if (!pg_redis_up(links[i].r))
+            continue;
+        char server[2 * PG_REDIS_ADDR_MAX], labels[sizeof(server) + 64];
+        pg_prom_label_value(server, sizeof(server), pg_redis_server(links[i].r));
+        snprintf(labels, sizeof(labels), "link=\"%s\",server=\"%s\"", links[i].name, server);
+        pg_prom_sample(out, "pushgate_consumer_redis_server_info", labels, 1);
+    }
+}
+
+/* Which MySQL server the consumer reads gateway_nodes from, and how often
+ * its connection moved to another one. */
+static void mysql(struct evbuffer *out)
+{
+    pg_prom_counter(out, "pushgate_consumer_mysql_failovers_total",
+                    "Times the MySQL connection moved to the next server of mysql_hosts.",
+                    pg_db_process_failovers());
+    pg_prom_info(out, "pushgate_consumer_mysql_host_info",
+                 "1 for the MySQL server (of mysql_hosts) the consumer last reached.", "host",
+                 cs_nodes_mysql_server());
+}
+
 static void write_metrics(struct evbuffer *out, void *arg)
 {
     (void)arg;
     counters(out);
     gauges(out);
+    servers(out);
+    mysql(out);
 }
 
 static bool healthy(const char **why, void *arg)

@@ -183,13 +183,12 @@ static void db_failed(void)
 
 static pg_db *open_db(void)
 {
-    char err[256];
+    char err[512];
     pg_db *d = pg_db_connect(&cs.mysql, DB_TIMEOUT_S, DB_TIMEOUT_S, err, sizeof(err));
     if (!d) {
         db_failed();
         pg_log_limited(&db_log, PG_LOG_WARN,
-                       "MySQL %s:%lld unavailable (%s): keeping %zu known gateways; retrying",
-                       cs.mysql.host, cs.mysql.port, err, nlive);
+                       "MySQL unavailable (%s): keeping %zu known gateways; retrying", err, nlive);
     }
     return d;
 }
@@ -215,7 +214,7 @@ void cs_nodes_db_failed(const char *what)
 void cs_nodes_db_worked(void)
 {
     if (db_failures)
-        pg_info("MySQL %s:%lld is reachable again", cs.mysql.host, cs.mysql.port);
+        pg_info("MySQL %s is reachable again", cs_nodes_mysql_server());
     db_log = (pg_ratelog){0};
     db_failures = 0;
 }
@@ -223,6 +222,12 @@ void cs_nodes_db_worked(void)
 bool cs_nodes_db_ok(void)
 {
     return db && db_failures == 0;
+}
+
+const char *cs_nodes_mysql_server(void)
+{
+    int at = pg_db_process_host();
+    return at >= 0 && at < cs.mysql_hosts.n ? cs.mysql_hosts.v[at].text : "";
 }
 
 static void refresh(void)
@@ -258,8 +263,10 @@ int cs_nodes_start(void)
 {
     if (*cs.cfg.gateways)
         return parse_static();
-    pg_info("gateways: from gateway_nodes in MySQL %s:%lld/%s, every %lld ms", cs.mysql.host,
-            cs.mysql.port, cs.mysql.database, cs.cfg.nodes_refresh_ms);
+    char servers[512];
+    pg_db_hosts_describe(&cs.mysql_hosts, servers, sizeof(servers));
+    pg_info("gateways: from gateway_nodes in MySQL %s/%s, every %lld ms", servers,
+            cs.mysql.database, cs.cfg.nodes_refresh_ms);
     refresh();
     refresh_timer = pg_timer_tick((uint32_t)cs.cfg.nodes_refresh_ms, on_refresh, NULL);
     if (refresh_timer < 0) {

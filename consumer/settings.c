@@ -5,6 +5,7 @@
 #include "consumer.h"
 
 #include "config.h"
+#include "redis_sentinel.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,11 @@ static const pg_conf_def consumer_defs[] = {
     {"redis_host", PG_CONF_STRING, C(redis_host), "127.0.0.1", 0, 0, NULL,
      "Redis host (IP address or name)"},
     {"redis_port", PG_CONF_INT, C(redis_port), "6379", 1, 65535, NULL, "Redis port"},
+    {"redis_sentinels", PG_CONF_STRING, C(redis_sentinels), "", 0, 0, NULL,
+     "Redis Sentinel: host:port[,host:port...] of sentinels, asked for the primary of "
+     "redis_master_name and followed through failovers (empty: redis_host and redis_port)"},
+    {"redis_master_name", PG_CONF_STRING, C(redis_master_name), "pushgate", 0, 0, NULL,
+     "with redis_sentinels: the name the sentinels monitor the primary by"},
     {"stream", PG_CONF_STRING, C(stream), "pushgate:worksheets", 0, 0, NULL,
      "stream the producers XADD work orders to (field msg)"},
     {"group", PG_CONF_STRING, C(group), "pushgate", 0, 0, NULL,
@@ -87,8 +93,14 @@ static int default_consumer_name(void)
 
 static int check(void)
 {
+    char err[256];
+    if (pg_redis_sentinel_settings_check(cs.cfg.redis_sentinels, cs.cfg.redis_master_name, err,
+                                         sizeof(err)) < 0) {
+        fprintf(stderr, "pushgate-consumer: %s\n", err);
+        return -1;
+    }
     const char *empty = NULL;
-    if (!*cs.cfg.redis_host)
+    if (!*cs.cfg.redis_host && !*cs.cfg.redis_sentinels)
         empty = "redis_host";
     else if (!*cs.cfg.stream)
         empty = "stream";
@@ -98,6 +110,11 @@ static int check(void)
         empty = "dead_letter_stream";
     if (empty) {
         fprintf(stderr, "pushgate-consumer: %s must not be empty\n", empty);
+        return -1;
+    }
+    char why[256];
+    if (pg_db_settings_hosts(&cs.mysql, &cs.mysql_hosts, why, sizeof(why)) < 0) {
+        fprintf(stderr, "pushgate-consumer: %s\n", why);
         return -1;
     }
     if (strcmp(cs.cfg.stream, cs.cfg.dead_letter_stream) == 0) {

@@ -113,14 +113,15 @@ static json_t *report(void)
     json_t *replies = json_object();
     if (replies)
         cs_metrics_replies(add_reply, replies);
-    return json_pack("{s:s,s:I,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:{s:b},s:{s:b},s:I}",
+    return json_pack("{s:s,s:I,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:{s:b},s:{s:b,s:s},s:I}",
                      "role", "consumer", "at", (json_int_t)(int64_t)pg_wall_ms(), "name",
                      pg_status_string(cs.cfg.consumer), "stream", pg_status_string(cs.cfg.stream),
                      "group", pg_status_string(cs.cfg.group), "uptime",
                      (json_int_t)((cs_now_ms() - started_ms) / 1000), "lag", (json_int_t)lag,
                      "pending", (json_int_t)pending, "in_flight", (json_int_t)cs.sent, "counters",
                      counters_json(), "replies", replies, "dead_letters", dead_json(), "redis",
-                     "ok", cs_acks_link_up(), "mysql", "ok", cs_nodes_db_ok(), "gateways",
+                     "ok", cs_acks_link_up(), "mysql", "ok", cs_nodes_db_ok(), "host",
+                     cs_nodes_mysql_server(), "gateways",
                      (json_int_t)cs_nodes_up());
 }
 

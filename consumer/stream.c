@@ -329,19 +329,17 @@ int cs_stream_start(void)
     claim_timer = tick(claim_ms, on_claim_tick);
     touch_timer = tick(cs.cfg.claim_min_idle_ms / 3, on_touch_tick);
     stats_timer = tick(STATS_MS, on_stats_tick);
-    pg_redis_config rc = {
-        .host = cs.cfg.redis_host,
-        .port = (int)cs.cfg.redis_port,
-        .role = "reader",
-        .base = cs.base,
-        .on_up = on_reader_up,
-    };
-    reader = pg_redis_new(&rc);
+    reader = cs_redis_link("reader", on_reader_up);
     if (claim_timer < 0 || touch_timer < 0 || stats_timer < 0 || !reader) {
         pg_error("cannot start reading the stream (out of memory)");
         return -1;
     }
     return 0;
+}
+
+pg_redis *cs_stream_link(void)
+{
+    return reader;
 }
 
 void cs_stream_stop_reading(void)

@@ -1,7 +1,9 @@
 /* util.c - small helpers the consumer's modules share: a monotonic clock,
  * intrusive lists of entries (an entry is in at most one list, so moving it
- * never allocates) and a retry timer armed at most once (a command Redis
- * refuses is tried again after a pause, never in a tight loop). */
+ * never allocates), a retry timer armed at most once (a command Redis
+ * refuses is tried again after a pause, never in a tight loop), and the
+ * Redis links made from the settings in one place, so the reader and the
+ * control link always find the same server. */
 #include "consumer.h"
 
 #include "log.h"
@@ -72,4 +74,27 @@ void cs_timer_clear(int64_t *timer)
     if (*timer > 0)
         pg_timer_clear(*timer);
     *timer = 0;
+}
+
+pg_redis *cs_redis_link(const char *role, void (*on_up)(pg_redis *r, void *arg))
+{
+    pg_redis_config rc = {
+        .host = cs.cfg.redis_host,
+        .port = (int)cs.cfg.redis_port,
+        .sentinels = cs.cfg.redis_sentinels,
+        .master_name = cs.cfg.redis_master_name,
+        .role = role,
+        .base = cs.base,
+        .on_up = on_up,
+    };
+    return pg_redis_new(&rc);
+}
+
+void cs_redis_where(char *out, size_t len)
+{
+    if (*cs.cfg.redis_sentinels)
+        snprintf(out, len, "the primary of %s (sentinels %s)", cs.cfg.redis_master_name,
+                 cs.cfg.redis_sentinels);
+    else
+        snprintf(out, len, "%s:%lld", cs.cfg.redis_host, cs.cfg.redis_port);
 }

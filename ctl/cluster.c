@@ -24,14 +24,15 @@ static const char ONLINE_SQL[] =
 
 static pg_db *open_db(void)
 {
-    pg_db_config cfg = {.host = ctl_cfg.mysql_host, .port = (int)ctl_cfg.mysql_port,
-                        .socket = ctl_cfg.mysql_socket, .user = ctl_cfg.mysql_user,
-                        .password = ctl_cfg.mysql_password, .database = ctl_cfg.mysql_database,
-                        .connect_timeout_s = 5, .read_timeout_s = 10, .write_timeout_s = 10};
+    pg_db_config cfg = {.hosts = ctl_cfg.mysql_hosts, .host = ctl_cfg.mysql_host,
+                        .port = (int)ctl_cfg.mysql_port, .socket = ctl_cfg.mysql_socket,
+                        .user = ctl_cfg.mysql_user, .password = ctl_cfg.mysql_password,
+                        .database = ctl_cfg.mysql_database, .connect_timeout_s = 5,
+                        .read_timeout_s = 10, .write_timeout_s = 10};
     char err[512];
     pg_db *db = pg_db_open(&cfg, err, sizeof(err));
     if (!db)
-        ctl_err("mysql %s: %s", *cfg.socket ? cfg.socket : cfg.host, err);
+        ctl_err("mysql: %s", err);
     return db;
 }
 

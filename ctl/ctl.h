@@ -4,7 +4,8 @@
  * event loop, so everything here is synchronous and plain.  The files:
  * main.c (commands, help, exit codes), args.c (per-command options),
  * settings.c (the settings ctl reads, lenient about a daemon's INI file),
- * table.c (text tables), publish.c (XADD work orders), token.c (JWTs),
+ * table.c (text tables), publish.c (XADD work orders), redis.c (the
+ * connection to Redis, through Sentinel when set), token.c (JWTs),
  * cluster.c (nodes and online, from MySQL), pidfile.c (a local node's pid),
  * node.c (start, stop), reload.c (reload), http.c (GET over a plain socket),
  * status.c (/stats as tables), progress.c (progress lines on stderr),
@@ -30,9 +31,12 @@
 typedef struct {
     char *redis_host;
     long long redis_port;
+    char *redis_sentinels;
+    char *redis_master_name;
     char *stream;
     char *dead_letter_stream;
     char *chat_token;
+    char *mysql_hosts;
     char *mysql_host;
     long long mysql_port;
     char *mysql_socket;
@@ -112,8 +116,10 @@ int ctl_cmd_reload(const ctl_args *a);
 int ctl_cmd_status(const ctl_args *a);
 int ctl_cmd_dead(const ctl_args *a);
 
-/* A connection to redis_host:redis_port with 5 s to connect and 30 s per
- * reply (publish.c), or NULL with the reason printed. */
+/* A connection to redis_host:redis_port, or with redis_sentinels to the
+ * primary they name (checked with ROLE; asked again for up to 10 s while a
+ * failover is under way), with 5 s to connect and 30 s per reply
+ * (redis.c), or NULL with the reason printed. */
 struct redisContext;
 struct redisContext *ctl_redis_connect(void);
 

@@ -32,6 +32,9 @@ static const ctl_opt publish_opts[] = {
     {"chat-token", 0, "TOKEN", "app token (default: setting chat_token)"},
     {"raw", 0, "JSON", "publish this msg verbatim instead (must be a JSON object)"},
     {"count", 0, "N", "publish N entries (pipelined; progress on stderr)"},
+    {"wait-replicas", 0, "N", "after each batch of XADDs, WAIT until N replicas have it; "
+                              "exit 1 when fewer did within --wait-timeout"},
+    {"wait-timeout", 0, "MS", "how long WAIT waits for the replicas (default 1000)"},
 };
 static const ctl_opt token_opts[] = {
     {"ttl", 0, "SECONDS", "validity (default 86400)"},
@@ -67,7 +70,8 @@ static const ctl_opt status_opts[] = {
 static const command commands[] = {
     {"publish",
      "--uuid UUID [--uuid UUID ...] --type TYPE --infos TEXT [--chat-token TOKEN] [--count N]\n"
-     "       " CTL_PROGRAM " publish --raw JSON [--count N]",
+     "       " CTL_PROGRAM " publish --raw JSON [--count N]\n"
+     "       [--wait-replicas N [--wait-timeout MS]]",
      "append work orders to the Redis stream (field msg, the seed's format)", publish_opts,
      N(publish_opts), 0, 0, ctl_cmd_publish, false, NULL},
     {"token", "UUID [--ttl SECONDS] [--admin]",

@@ -5,7 +5,12 @@
  *   {"url":"/worksheet/send-message","chat_token":T,
  *    "data":[{"uuid":U,"data":{"type":TYPE,"infos":TEXT}},...]}
  * or the --raw JSON verbatim.  Many entries (--count) go out pipelined in
- * batches, so a load of a million entries takes seconds, not minutes. */
+ * batches, so a load of a million entries takes seconds, not minutes.
+ *
+ * --wait-replicas N closes the window of Redis's asynchronous replication
+ * for what it publishes: each batch is followed by WAIT N <--wait-timeout>,
+ * and when fewer than N replicas acknowledged it publishing stops with
+ * exit code 1, since a failover could lose those entries. */
 #include "ctl.h"
 
 #include <hiredis/hiredis.h>
@@ -16,6 +21,12 @@
 #define BATCH 1000          /* XADDs written before their replies are read */
 #define SHOW_IDS_MAX 10     /* counts up to this print every entry id */
 #define COUNT_MAX 1000000000LL
+#define WAIT_TIMEOUT_MS 1000LL  /* --wait-timeout's default */
+
+/* --wait-replicas and --wait-timeout (replicas 0: no WAIT). */
+typedef struct {
+    long long replicas, timeout_ms;
+} wait_opts;
 
 /* The seed's request for the --uuid entries. NULL with the reason printed;
  * *rc says which exit code that is. */
@@ -90,25 +101,6 @@ static char *raw_msg(const ctl_args *a, const char *raw, int *rc)
     return text;
 }
 
-redisContext *ctl_redis_connect(void)
-{
-    struct timeval tv = {5, 0};
-    redisContext *c = redisConnectWithTimeout(ctl_cfg.redis_host, (int)ctl_cfg.redis_port, tv);
-    if (!c || c->err) {
-        ctl_err("redis %s:%lld: %s", ctl_cfg.redis_host, ctl_cfg.redis_port,
-                c ? c->errstr : "out of memory");
-        redisFree(c);
-        return NULL;
-    }
-    struct timeval io = {30, 0};
-    if (redisSetTimeout(c, io) != REDIS_OK) {
-        ctl_err("redis: cannot set a timeout");
-        redisFree(c);
-        return NULL;
-    }
-    return c;
-}
-
 /* Reads n XADD replies; prints the ids when show_ids. 0 or -1 (printed). */
 static int read_replies(redisContext *c, long long n, bool show_ids)
 {
@@ -131,18 +123,52 @@ static int read_replies(redisContext *c, long long n, bool show_ids)
     return 0;
 }
 
-/* One batch: n XADDs written, then their n replies read. */
-static int send_batch(redisContext *c, const char *msg, size_t len, long long n, bool show_ids)
+#define WAIT_SHORT (-2)  /* send_batch: XADDed, but fewer replicas than asked have it */
+
+/* WAIT's answer to a batch of n: 0 when enough replicas have it, else -1 or
+ * WAIT_SHORT (printed). */
+static int read_wait(redisContext *c, const wait_opts *w, long long n)
+{
+    redisReply *r = NULL;
+    if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
+        ctl_err("redis: %s", c->err ? c->errstr : "no reply to WAIT");
+        return -1;
+    }
+    int rc = 0;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        ctl_err("redis WAIT: %s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rc = -1;
+    } else if (r->integer < w->replicas) {
+        ctl_err("WAIT %lld %lld: only %lld of %lld replicas acknowledged the last %lld entries "
+                "in time: they are in the stream, but a failover now could lose them",
+                w->replicas, w->timeout_ms, r->integer, w->replicas, n);
+        rc = WAIT_SHORT;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* One batch: n XADDs (and WAIT) written, then their replies read. */
+static int send_batch(redisContext *c, const char *msg, size_t len, long long n, bool show_ids,
+                      const wait_opts *w)
 {
     for (long long i = 0; i < n; i++)
         if (redisAppendCommand(c, "XADD %s * msg %b", ctl_cfg.stream, msg, len) != REDIS_OK) {
             ctl_err("redis: %s", c->err ? c->errstr : "out of memory");
             return -1;
         }
-    return read_replies(c, n, show_ids);
+    if (w->replicas > 0 &&
+        redisAppendCommand(c, "WAIT %lld %lld", w->replicas, w->timeout_ms) != REDIS_OK) {
+        ctl_err("redis: %s", c->err ? c->errstr : "out of memory");
+        return -1;
+    }
+    if (read_replies(c, n, show_ids) < 0)
+        return -1;
+    return w->replicas > 0 ? read_wait(c, w, n) : 0;
 }
 
-static int publish(redisContext *c, const char *msg, long long count, bool summary)
+static int publish(redisContext *c, const char *msg, long long count, bool summary,
+                   const wait_opts *w)
 {
     size_t len = strlen(msg);
     ctl_progress p;
@@ -151,9 +177,14 @@ static int publish(redisContext *c, const char *msg, long long count, bool summa
     long long done = 0;
     while (done < count) {
         long long n = count - done < BATCH ? count - done : BATCH;
-        if (send_batch(c, msg, len, n, count <= SHOW_IDS_MAX) < 0) {
+        int rc = send_batch(c, msg, len, n, count <= SHOW_IDS_MAX, w);
+        if (rc < 0) {
             ctl_progress_end(&p);
-            ctl_err("published %lld of %lld entries before the error", done, count);
+            if (rc == WAIT_SHORT)
+                ctl_err("published %lld of %lld entries, the last %lld not confirmed",
+                        done + n, count, n);
+            else
+                ctl_err("published %lld of %lld entries before the error", done, count);
             return CTL_FAIL;
         }
         done += n;
@@ -172,8 +203,15 @@ static int publish(redisContext *c, const char *msg, long long count, bool summa
 int ctl_cmd_publish(const ctl_args *a)
 {
     long long count = 1;
-    if (ctl_arg_number(a, "count", 1, COUNT_MAX, &count) < 0)
+    wait_opts w = {0, WAIT_TIMEOUT_MS};
+    if (ctl_arg_number(a, "count", 1, COUNT_MAX, &count) < 0 ||
+        ctl_arg_number(a, "wait-replicas", 1, 1000, &w.replicas) < 0 ||
+        ctl_arg_number(a, "wait-timeout", 1, 3600000, &w.timeout_ms) < 0)
         return CTL_USAGE;
+    if (ctl_arg(a, "wait-timeout") && !ctl_arg(a, "wait-replicas")) {
+        ctl_err("publish: --wait-timeout goes with --wait-replicas");
+        return CTL_USAGE;
+    }
     if (!*ctl_cfg.stream) {
         ctl_err("publish: the setting stream is empty");
         return CTL_USAGE;
@@ -184,7 +222,7 @@ int ctl_cmd_publish(const ctl_args *a)
     if (!msg)
         return rc;
     redisContext *c = ctl_redis_connect();
-    rc = c ? publish(c, msg, count, ctl_arg(a, "count") != NULL) : CTL_FAIL;
+    rc = c ? publish(c, msg, count, ctl_arg(a, "count") != NULL, &w) : CTL_FAIL;
     redisFree(c);
     free(msg);
     return rc;

@@ -10,6 +10,8 @@
 #include "ctl.h"
 
 #include "config.h"
+#include "db_hosts.h"
+#include "redis_sentinel.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -26,12 +28,20 @@ static const pg_conf_def ctl_defs[] = {
     {"redis_host", PG_CONF_STRING, C(redis_host), "127.0.0.1", 0, 0, NULL,
      "Redis host (publish, dead)"},
     {"redis_port", PG_CONF_INT, C(redis_port), "6379", 1, 65535, NULL, "Redis port"},
+    {"redis_sentinels", PG_CONF_STRING, C(redis_sentinels), "", 0, 0, NULL,
+     "Redis Sentinel: host:port[,host:port...] of sentinels, asked for the primary of "
+     "redis_master_name (publish, dead; empty: redis_host and redis_port)"},
+    {"redis_master_name", PG_CONF_STRING, C(redis_master_name), "pushgate", 0, 0, NULL,
+     "with redis_sentinels: the name the sentinels monitor the primary by"},
     {"stream", PG_CONF_STRING, C(stream), "pushgate:worksheets", 0, 0, NULL,
      "stream work orders are published to (field msg) and dead letters replayed to"},
     {"dead_letter_stream", PG_CONF_STRING, C(dead_letter_stream), "pushgate:worksheets:dead", 0,
      0, NULL, "the consumer's dead-letter stream (dead list, dead replay)"},
     {"chat_token", PG_CONF_STRING, C(chat_token), "", 0, 0, NULL,
      "app token put in published work orders (apps.chat_token)"},
+    {"mysql_hosts", PG_CONF_STRING, C(mysql_hosts), "", 0, 0, NULL,
+     "MySQL/MariaDB servers in failover order, host:port,host:port,... ([addr]:port for IPv6), "
+     "e.g. the nodes of a Galera cluster (empty: mysql_host and mysql_port)"},
     {"mysql_host", PG_CONF_STRING, C(mysql_host), "127.0.0.1", 0, 0, NULL,
      "MySQL/MariaDB host (nodes, online)"},
     {"mysql_port", PG_CONF_INT, C(mysql_port), "3306", 1, 65535, NULL, "MySQL/MariaDB port"},
@@ -192,6 +202,17 @@ int ctl_settings_load(const char *file, const char *const *sets, size_t nsets)
             ctl_err("%s", err);
             return -1;
         }
+    }
+    if (pg_redis_sentinel_settings_check(ctl_cfg.redis_sentinels, ctl_cfg.redis_master_name, err,
+                                         sizeof(err)) < 0) {
+        ctl_err("%s", err);
+        return -1;
+    }
+    pg_db_host_list hosts;
+    if (pg_db_hosts_from(ctl_cfg.mysql_hosts, ctl_cfg.mysql_host, (int)ctl_cfg.mysql_port,
+                         ctl_cfg.mysql_socket, &hosts, err, sizeof(err)) < 0) {
+        ctl_err("%s", err);
+        return -1;
     }
     return 0;
 }

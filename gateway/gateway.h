@@ -69,6 +69,8 @@ typedef struct {
     long long route_cache_entries;
     char *redis_host;
     long long redis_port;
+    char *redis_sentinels;         /* "": redis_host */
+    char *redis_master_name;
     long long node_heartbeat_interval;
     long long node_dead_after;
     char *proxy;                   /* "host:port[,host:port...]", tried in order */
@@ -101,6 +103,8 @@ typedef struct {
     gw_sample ring[GW_HISTORY_STEPS + 1];          /* one spare: the one being written */
 } gw_history;
 
+#define GW_REDIS_SERVER_WORDS 34           /* 272 bytes: a Redis address (redis_sentinel.h) */
+
 /* Counters for /stats and /metrics, in shared memory. */
 typedef struct {
     _Atomic uint64_t messages_in;      /* work orders and chats taken in */
@@ -115,8 +119,13 @@ typedef struct {
     _Atomic uint64_t inbox_refused;    /* routed messages not stored: max_offline_per_uuid */
     _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
     _Atomic uint64_t mysql_errors;
+    pg_db_shared mysql_where;          /* the server of mysql_hosts last reached, failovers */
     _Atomic int draining;              /* the node is stopping: route around its sessions */
     _Atomic int redis_ok;              /* the route feed's link is up (route_feed.c) */
+    /* "host:port" the route feed's listener uses now, NUL-padded ("": down); one
+     * writer (worker 0), readers by redis_server_seq (route_feed.c) */
+    _Atomic uint64_t redis_server_seq;
+    _Atomic uint64_t redis_server[GW_REDIS_SERVER_WORDS];
     /* latencies (metrics.c), in every process */
     pg_prom_hist intake_to_push;       /* a message taken in to its push, on this node */
     pg_prom_hist push_to_ack;          /* a push to the browser's ACK of it */
@@ -129,6 +138,7 @@ typedef struct {
     gw_settings cfg;
     pg_server_settings server_cfg;
     pg_db_settings mysql;
+    pg_db_host_list mysql_hosts;   /* the servers mysql names, checked at start */
     gw_ws_config ws;
     gw_ws_config ws_admin;         /* the admin listener's: no WebSocket */
     pg_server *server;
@@ -324,9 +334,15 @@ void gw_route_cache_feed_alive(void);
 void gw_route_cache_feed_lost(void);
 
 /* route_feed.c: workers.  Registrations and unregistrations announced to
- * every node's route cache through Redis (redis_host). */
+ * every node's route cache through Redis (redis_host, or the primary the
+ * redis_sentinels name). */
 void gw_route_feed_start(void);
 void gw_route_feed_stop(void);
+/* Redis is set (redis_host or redis_sentinels): there is a feed to follow. */
+int gw_route_feed_configured(void);
+/* "host:port" of the server worker 0's listener uses now ("" while down),
+ * from any process. */
+void gw_route_feed_server(char *out, size_t len);
 /* uuid's online_clients rows changed (after MySQL has them). */
 void gw_route_feed_announce(const char *uuid);
 void gw_route_cache_stats_get(gw_route_cache_stats *out);
@@ -471,6 +487,8 @@ long long gw_mysql_result(long long rc);
 /* The code of a request that failed for MySQL: PG_ERR_UNAVAILABLE while it
  * cannot be reached, else PG_ERR_INTERNAL. */
 int gw_mysql_failure_code(void);
+/* The text of the server of mysql_hosts the node last reached ("" before any). */
+const char *gw_mysql_server(void);
 
 /* metrics.c: the text of /metrics, and where the histograms are fed.
  * Intake to push: the worker notes when it took in the message it is

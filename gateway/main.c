@@ -11,6 +11,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "redis_sentinel.h"
 #include "shm.h"
 
 #include <stdio.h>
@@ -79,6 +80,11 @@ static const pg_conf_def gateway_defs[] = {
      "Redis of the route feed, which tells every node of every registration (empty: no "
      "feed, so no route cache: every order is looked up in MySQL)"},
     {"redis_port", PG_CONF_INT, G(redis_port), "6379", 1, 65535, NULL, "its port"},
+    {"redis_sentinels", PG_CONF_STRING, G(redis_sentinels), "", 0, 0, NULL,
+     "Redis Sentinel for the route feed: host:port[,host:port...] of sentinels, asked for the "
+     "primary of redis_master_name and followed through failovers (empty: redis_host)"},
+    {"redis_master_name", PG_CONF_STRING, G(redis_master_name), "pushgate", 0, 0, NULL,
+     "with redis_sentinels: the name the sentinels monitor the primary by"},
     {"node_heartbeat_interval", PG_CONF_INT, G(node_heartbeat_interval), "5", 1, 3600, NULL,
      "seconds between heartbeats of this node's gateway_nodes row"},
     {"node_dead_after", PG_CONF_INT, G(node_dead_after), "30", 2, 86400, NULL,
@@ -229,8 +235,22 @@ static void on_master_stop(pg_server *s)
     gw_node_draining();
 }
 
+/* mysql_hosts (or mysql_host and mysql_port) into gw.mysql_hosts: a bad
+ * list stops the start, and workers show the servers by their place in it. */
+static int check_mysql_hosts(void)
+{
+    char why[256];
+    if (pg_db_settings_hosts(&gw.mysql, &gw.mysql_hosts, why, sizeof(why)) < 0) {
+        pg_error("%s", why);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_settings(void)
 {
+    if (check_mysql_hosts() < 0)
+        return -1;
     if (!gw.cfg.jwt_secret || strlen(gw.cfg.jwt_secret) < 16) {
         pg_error("jwt_secret must be set, 16 characters or more");
         return -1;
@@ -251,6 +271,12 @@ static int check_settings(void)
     }
     if (gw.server_cfg.task_worker_num < 1) {
         pg_error("the gateway needs task_worker_num >= 1 (MySQL runs in task workers)");
+        return -1;
+    }
+    char err[256];
+    if (pg_redis_sentinel_settings_check(gw.cfg.redis_sentinels, gw.cfg.redis_master_name, err,
+                                         sizeof(err)) < 0) {
+        pg_error("%s", err);
         return -1;
     }
     return 0;

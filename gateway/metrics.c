@@ -131,6 +131,12 @@ static void health_metrics(struct evbuffer *out, gw_counters *c)
                   atomic_load(&c->mysql_ok));
     pg_prom_counter(out, "pushgate_mysql_errors_total", "MySQL calls that failed.",
                     get(&c->mysql_errors));
+    pg_prom_counter(out, "pushgate_mysql_failovers_total",
+                    "Times a MySQL connection moved to the next server of mysql_hosts.",
+                    (uint64_t)atomic_load(&c->mysql_where.failovers));
+    pg_prom_info(out, "pushgate_mysql_host_info",
+                 "1 for the MySQL server (of mysql_hosts) the task workers last reached.", "host",
+                 gw_mysql_server());
     pg_prom_gauge(out, "pushgate_draining", "1 while the node stops.", atomic_load(&c->draining));
     pg_prom_counter(out, "pushgate_route_cache_hits_total", "Route cache lookups answered.",
                     get(&rc.hits));
@@ -142,6 +148,11 @@ static void health_metrics(struct evbuffer *out, gw_counters *c)
                     "Route cache entries dropped for room.", get(&rc.evictions));
     pg_prom_gauge(out, "pushgate_route_cache_trusted", "1 while the route feed works.",
                   rc.trusted);
+    char server[GW_REDIS_SERVER_WORDS * 8];
+    gw_route_feed_server(server, sizeof(server));
+    pg_prom_info(out, "pushgate_redis_server_info",
+                 "The Redis server of the route feed now (with redis_sentinels: the primary "
+                 "found), always 1; no sample while the feed is down.", "server", server);
 }
 
 static void latency_metrics(struct evbuffer *out, gw_counters *c)

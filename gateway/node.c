@@ -46,10 +46,10 @@ static void pick_node_ip(void)
 
 static pg_db *open_db(void)
 {
-    char err[256];
+    char err[512];
     pg_db *db = pg_db_connect(&gw.mysql, 5, 10, err, sizeof(err));
     if (!db)
-        pg_error("MySQL %s:%lld: %s", gw.mysql.host, gw.mysql.port, err);
+        pg_error("%s", err);
     return db;
 }
 
@@ -71,6 +71,7 @@ int gw_node_register(void)
 {
     pick_node_ip();
     snprintf(gw.node_id, sizeof(gw.node_id), "%s:%lld", gw.node_ip, gw.cfg.internal_port);
+    pg_db_share(&gw.counters->mysql_where);   /* before the fork: every process counts there */
     pg_db *db = open_db();
     if (!db)
         return -1;

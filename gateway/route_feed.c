@@ -13,7 +13,14 @@
  * back, every entry is flushed first, as announcements may have been lost
  * meanwhile.  Announcements a worker could not send (its link down) wait,
  * a bounded number, for the link to come back; the other nodes' entries
- * expire anyway after a minute. */
+ * expire anyway after a minute.
+ *
+ * With redis_sentinels every link finds the primary itself and follows it
+ * through a failover (common/redis_link.c): to the listener a failover is a
+ * drop and a reconnect like any other, so the cache is untrusted from the
+ * drop until the new primary confirms the subscription.  Which server the
+ * listener uses is kept in shared memory (a sequence-numbered copy with
+ * one writer, worker 0) for /stats and /metrics in any process. */
 #include "gateway.h"
 
 #include "log.h"
@@ -34,9 +41,70 @@ static int64_t heartbeat_timer;
 static char **waiting;             /* announcements not sent yet */
 static size_t nwaiting;
 
+int gw_route_feed_configured(void)
+{
+    return (gw.cfg.redis_host && *gw.cfg.redis_host) ||
+           (gw.cfg.redis_sentinels && *gw.cfg.redis_sentinels);
+}
+
 static int feed_enabled(void)
 {
-    return gw.cfg.redis_host && *gw.cfg.redis_host && gw.cfg.route_cache_entries > 0;
+    return gw_route_feed_configured() && gw.cfg.route_cache_entries > 0;
+}
+
+static pg_redis *feed_link(const char *role, void (*on_up)(pg_redis *r, void *arg),
+                           void (*on_down)(pg_redis *r, void *arg))
+{
+    pg_redis_config cfg = {.host = gw.cfg.redis_host, .port = (int)gw.cfg.redis_port,
+                           .sentinels = gw.cfg.redis_sentinels,
+                           .master_name = gw.cfg.redis_master_name, .role = role,
+                           .base = pg_server_event_base(gw.server), .on_up = on_up,
+                           .on_down = on_down};
+    return pg_redis_new(&cfg);
+}
+
+/* ---- which server the listener uses, for every process ---- */
+
+#define SERVER_BYTES (GW_REDIS_SERVER_WORDS * 8)
+
+/* Worker 0 only.  An odd sequence number marks a write under way; one left
+ * odd by a worker 0 that died mid-write is skipped past. */
+static void server_set(const char *server)
+{
+    gw_counters *c = gw.counters;
+    uint64_t seq = atomic_load_explicit(&c->redis_server_seq, memory_order_relaxed);
+    seq += seq & 1;
+    atomic_store_explicit(&c->redis_server_seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    char bytes[SERVER_BYTES] = {0};
+    snprintf(bytes, sizeof(bytes), "%s", server);
+    for (int i = 0; i < GW_REDIS_SERVER_WORDS; i++) {
+        uint64_t w;
+        memcpy(&w, bytes + 8 * i, 8);
+        atomic_store_explicit(&c->redis_server[i], w, memory_order_relaxed);
+    }
+    atomic_store_explicit(&c->redis_server_seq, seq + 2, memory_order_release);
+}
+
+void gw_route_feed_server(char *out, size_t len)
+{
+    gw_counters *c = gw.counters;
+    char bytes[SERVER_BYTES + 1];
+    for (int tries = 0; tries < 100; tries++) {
+        uint64_t before = atomic_load_explicit(&c->redis_server_seq, memory_order_acquire);
+        for (int i = 0; i < GW_REDIS_SERVER_WORDS; i++) {
+            uint64_t w = atomic_load_explicit(&c->redis_server[i], memory_order_relaxed);
+            memcpy(bytes + 8 * i, &w, 8);
+        }
+        atomic_thread_fence(memory_order_acquire);
+        if (!(before & 1) &&
+            atomic_load_explicit(&c->redis_server_seq, memory_order_relaxed) == before) {
+            bytes[SERVER_BYTES] = '\0';
+            snprintf(out, len, "%s", bytes);
+            return;
+        }
+    }
+    snprintf(out, len, "%s", "");     /* a writer stuck mid-way: say nothing */
 }
 
 static void on_published(struct redisReply *reply, void *priv)
@@ -111,6 +179,7 @@ static void on_feed(struct redisReply *reply, void *priv)
 static void listen_up(pg_redis *r, void *arg)
 {
     (void)arg;
+    server_set(pg_redis_server(r));
     atomic_store(&gw.counters->redis_ok, 1);
     if (pg_redis_subscribe(r, ROUTE_CHANNEL, on_feed, NULL) < 0)
         pg_warn("route feed: cannot subscribe to %s", ROUTE_CHANNEL);
@@ -121,6 +190,7 @@ static void listen_down(pg_redis *r, void *arg)
     (void)r;
     (void)arg;
     atomic_store(&gw.counters->redis_ok, 0);
+    server_set("");
     gw_route_cache_feed_lost();   /* untrusted now, not after the silence */
 }
 
@@ -137,17 +207,10 @@ void gw_route_feed_start(void)
 {
     if (!feed_enabled())
         return;
-    pg_redis_config cfg = {.host = gw.cfg.redis_host, .port = (int)gw.cfg.redis_port,
-                           .role = "route feed", .base = pg_server_event_base(gw.server),
-                           .on_up = flush_waiting};
-    publisher = pg_redis_new(&cfg);
+    publisher = feed_link("route feed", flush_waiting, NULL);
     if (pg_server_worker_id(gw.server) != 0)
         return;
-    pg_redis_config listen = {.host = gw.cfg.redis_host, .port = (int)gw.cfg.redis_port,
-                              .role = "route feed listener",
-                              .base = pg_server_event_base(gw.server), .on_up = listen_up,
-                              .on_down = listen_down};
-    listener = pg_redis_new(&listen);
+    listener = feed_link("route feed listener", listen_up, listen_down);
     heartbeat_timer = pg_timer_tick(HEARTBEAT_MS, beat, NULL);
 }
 
@@ -156,8 +219,10 @@ void gw_route_feed_stop(void)
     if (heartbeat_timer > 0)
         pg_timer_clear(heartbeat_timer);
     heartbeat_timer = 0;
-    if (listener)
+    if (listener) {
         gw_route_cache_feed_lost();
+        server_set("");
+    }
     pg_redis_free(listener);
     pg_redis_free(publisher);
     listener = publisher = NULL;

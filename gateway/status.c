@@ -62,6 +62,23 @@ static json_t *route_cache_json(void)
                      "trusted", rc.trusted);
 }
 
+static json_t *redis_json(void)
+{
+    char server[GW_REDIS_SERVER_WORDS * 8];
+    gw_route_feed_server(server, sizeof(server));
+    return json_pack("{s:b,s:b,s:s}", "configured", gw_route_feed_configured(), "ok",
+                     atomic_load(&gw.counters->redis_ok), "server", server);
+}
+
+/* MySQL as the task workers see it: the last call worked, the failed
+ * calls, the server (of mysql_hosts) they last reached, their failovers. */
+static json_t *mysql_json(gw_counters *c)
+{
+    return json_pack("{s:b,s:I,s:s,s:I}", "ok", atomic_load(&c->mysql_ok), "errors",
+                     (json_int_t)atomic_load(&c->mysql_errors), "host", gw_mysql_server(),
+                     "failovers", (json_int_t)atomic_load(&c->mysql_where.failovers));
+}
+
 json_t *gw_status_stats(void)
 {
     pg_server_stats_t st;
@@ -72,7 +89,7 @@ json_t *gw_status_stats(void)
         json_array_append_new(per_reactor, json_integer((json_int_t)st.sessions_per_reactor[i]));
     return json_pack(
         "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
-        "s:o,s:o,s:I,s:{s:b,s:I},s:{s:b,s:b},s:o}",
+        "s:o,s:o,s:I,s:o,s:o,s:o}",
         "node", gw.node_id, "uptime", (json_int_t)(time(NULL) - st.start_time),
         "connections", (json_int_t)st.connections, "accepted", (json_int_t)st.accepted,
         "closed", (json_int_t)st.closed, "refused", (json_int_t)st.refused,
@@ -88,10 +105,7 @@ json_t *gw_status_stats(void)
         "workers", workers_json(st.workers, st.worker_num),
         "task_workers", workers_json(st.task_workers, st.task_worker_num),
         "task_queue", (json_int_t)st.task_queue,
-        "mysql", "ok", atomic_load(&c->mysql_ok), "errors", (json_int_t)c->mysql_errors,
-        "redis", "configured", gw.cfg.redis_host && *gw.cfg.redis_host, "ok",
-        atomic_load(&c->redis_ok),
-        "route_cache", route_cache_json());
+        "mysql", mysql_json(c), "redis", redis_json(), "route_cache", route_cache_json());
 }
 
 /* ---- the history ---- */

@@ -11,7 +11,6 @@
 #include "memory.h"
 #include "timer.h"
 
-#include <mysqld_error.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +18,18 @@
 
 #define IN_BATCH 256          /* uuids per SELECT ... IN (...), a power of two */
 #define ROWS_MAX 64           /* rows per multi-row statement, a power of two */
-#define DEADLOCK_TRIES 3
 #define SLOW_TASK_MS 100   /* a task this long is logged */
 #define BIG_TASK_BYTES (32 * 1024)
 
 /* ---- MySQL's health: an outage is logged once, not once a task ---- */
 
 static pg_db_health mysql_health;
+
+const char *gw_mysql_server(void)
+{
+    int at = atomic_load(&gw.counters->mysql_where.host);
+    return at >= 0 && at < gw.mysql_hosts.n ? gw.mysql_hosts.v[at].text : "";
+}
 
 /* Records how a call went (err: why no connection could be made, when
  * gw.db is NULL); returns rc. */
@@ -64,17 +68,17 @@ pg_db *gw_db(void)
 /* Each statement is its own transaction.  Two task workers writing
  * offline_messages at once can deadlock (an offline page's UPDATE locks
  * index records past its uuid's range, up to the next uuid's, whose ACK
- * DELETE holds its row), and InnoDB rolls one back whole: it is run again,
- * so an ACK is not lost and a batch of registrations does not fail. */
+ * DELETE holds its row), and so can two gateways on two Galera nodes
+ * (a certification conflict); the statement was rolled back whole and
+ * pg_db_exec runs it again after a short backoff (db.h), so an ACK is not
+ * lost and a batch of registrations does not fail.  Every write here is
+ * safe to run twice (db.h): REPLACE by primary key, DELETE, UPDATE to a
+ * value, INSERT IGNORE on a unique key. */
 static int exec_sql(const char *sql, const pg_db_value *params, int n)
 {
     if (!gw_db())
         return -1;
-    int rc, tries = 0;
-    while ((rc = pg_db_exec(gw.db, sql, params, n, NULL, NULL)) < 0 &&
-           pg_db_errno(gw.db) == ER_LOCK_DEADLOCK && ++tries < DEADLOCK_TRIES)
-        pg_warn("MySQL: %s; running it again", pg_db_error(gw.db));
-    return (int)gw_mysql_result(rc);
+    return (int)gw_mysql_result(pg_db_exec(gw.db, sql, params, n, NULL, NULL));
 }
 
 static int first_int(void *arg, const pg_db_value *cols, int ncols)

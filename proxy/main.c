@@ -91,6 +91,11 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
 
 static int check_settings(void)
 {
+    char why[256];
+    if (pg_db_settings_hosts(&px.mysql, &px.mysql_hosts, why, sizeof(why)) < 0) {
+        pg_error("%s", why);
+        return -1;
+    }
     if (px.server_cfg.task_worker_num < 1) {
         pg_error("the proxy needs task_worker_num >= 1 (gateway_nodes is read in task workers)");
         return -1;

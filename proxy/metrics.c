@@ -60,6 +60,18 @@ static void forwards(struct evbuffer *out)
     }
 }
 
+/* Which MySQL server the task workers use: a failover counter and an
+ * info gauge naming the server (no sample before any). */
+static void mysql_metrics(struct evbuffer *out, px_counters *c)
+{
+    pg_prom_counter(out, "pushgate_proxy_mysql_failovers_total",
+                    "Times a MySQL connection moved to the next server of mysql_hosts.",
+                    (uint64_t)atomic_load(&c->mysql_where.failovers));
+    pg_prom_info(out, "pushgate_proxy_mysql_host_info",
+                 "1 for the MySQL server (of mysql_hosts) the proxy last reached.", "host",
+                 px_mysql_server());
+}
+
 static void write_metrics(struct evbuffer *out, void *arg)
 {
     (void)arg;
@@ -74,6 +86,7 @@ static void write_metrics(struct evbuffer *out, void *arg)
     pg_prom_histogram(out, "pushgate_proxy_answer_seconds",
                       "From a push written to a target node to its first answer.",
                       &c->answer_time);
+    mysql_metrics(out, c);
 }
 
 void px_metrics_worker_start(int worker_id)

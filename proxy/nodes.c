@@ -44,6 +44,12 @@ json_t *px_nodes_json(void)
     return nodes ? json_deep_copy(nodes) : json_object();
 }
 
+const char *px_mysql_server(void)
+{
+    int at = atomic_load(&px.counters->mysql_where.host);
+    return at >= 0 && at < px.mysql_hosts.n ? px.mysql_hosts.v[at].text : "";
+}
+
 size_t px_nodes_known(void)
 {
     return json_object_size(nodes);
@@ -87,10 +93,10 @@ static json_t *read_nodes(pg_db *db)
 
 int px_nodes_load(void)
 {
-    char err[256];
+    char err[512];
     pg_db *db = open_db(5, err, sizeof(err));
     if (!db) {
-        pg_error("MySQL %s:%lld: %s", px.mysql.host, px.mysql.port, err);
+        pg_error("%s", err);
         return -1;
     }
     nodes = read_nodes(db);
@@ -116,7 +122,7 @@ static pg_db_health health;
 
 pg_db *px_task_db(void)
 {
-    char err[256] = "";
+    char err[512] = "";
     if (!px.db && time(NULL) >= next_open && !(px.db = open_db(3, err, sizeof(err)))) {
         next_open = time(NULL) + REOPEN_AFTER_S;
         pg_db_health_failed(&health, NULL, err);

@@ -69,12 +69,14 @@ typedef struct {
     _Atomic uint64_t bad_requests;  /* malformed requests answered with an error */
     px_node_counters nodes[PX_NODES_MAX + 1];   /* the last: other */
     pg_prom_hist answer_time;       /* a forward to the target node's first answer */
+    pg_db_shared mysql_where;       /* the server of mysql_hosts last reached, failovers */
 } px_counters;
 
 typedef struct {
     px_settings cfg;
     pg_server_settings server_cfg;
     pg_db_settings mysql;
+    pg_db_host_list mysql_hosts;    /* the servers mysql names, checked at start */
     pg_server *server;
     px_counters *counters;
     int metrics_fd;                 /* the metrics port's socket (-1: none), bound by the master */
@@ -118,6 +120,7 @@ int px_node_up(const char *ip, int port);
 json_t *px_nodes_json(void);        /* "ip:port" -> state, for /stats */
 size_t px_nodes_known(void);        /* worker: nodes in the last list, any state */
 int px_nodes_readable(void);        /* worker: the last read of gateway_nodes worked */
+const char *px_mysql_server(void);  /* the server of mysql_hosts last reached ("": none yet) */
 /* Task workers: MySQL, opened on first use and, while it cannot be, again
  * at most every few seconds (NULL meanwhile; the outage is logged once).
  * After each call on it, px_task_db_done says whether it worked. */

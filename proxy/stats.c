@@ -28,6 +28,8 @@ int px_stats_create(void)
     else
         snprintf(px.counters->nodes[PX_NODES_MAX].node, sizeof(px.counters->nodes[0].node),
                  "other");
+    if (px.counters)
+        pg_db_share(&px.counters->mysql_where);   /* before the fork: every process counts there */
     return px.counters ? 0 : -1;
 }
 

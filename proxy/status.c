@@ -80,11 +80,11 @@ static json_t *report(void)
     pg_server_stats_t st;
     pg_server_stats(px.server, &st);
     long long uptime = st.start_time ? (long long)time(NULL) - st.start_time : 0;
-    return json_pack("{s:s,s:I,s:I,s:I,s:o,s:I,s:{s:b}}", "role", "proxy", "at",
+    return json_pack("{s:s,s:I,s:I,s:I,s:o,s:I,s:{s:b,s:s}}", "role", "proxy", "at",
                      (json_int_t)(int64_t)pg_wall_ms(), "uptime", (json_int_t)uptime, "requests",
                      (json_int_t)get(&px.counters->requests), "forwards", forwards_json(), "nodes",
                      (json_int_t)px_nodes_known(), "mysql", "ok",
-                     px_nodes_readable() && !mysql_down);
+                     px_nodes_readable() && !mysql_down, "host", px_mysql_server());
 }
 
 /* Worker 0: the report, to a task worker. */

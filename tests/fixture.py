@@ -15,6 +15,17 @@ As a module::
         ...
         s.restart_redis("kill")         # SIGKILL, then start again and wait
 
+    # Redis with Sentinel: a primary, one replica and three sentinels
+    # (SentinelSet; the MariaDB stays a Stack's):
+    with SentinelSet() as rs:
+        env = rs.env()                  # PUSHGATE_REDIS_SENTINELS, ..._MASTER_NAME
+        old = rs.kill_primary()         # kill -9; rs.wait_failover(old), rs.restart(old)
+
+    # A 3-node MariaDB Galera cluster (GaleraCluster; Redis stays a Stack's):
+    with GaleraCluster() as g:
+        env = g.env()                   # PUSHGATE_MYSQL_HOSTS (node 1 first), ...
+        g.kill(0)                       # kill -9 of node 1; g.restart(0) rejoins (IST)
+
 As a command (servers keep running after `start` returns)::
 
     eval "$(python3 tests/fixture.py start --dir /tmp/pg-stack)"
@@ -737,6 +748,673 @@ class Stack:
             json.dump(self.state(), f, indent=2, sort_keys=True)
             f.write("\n")
         os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- SentinelSet
+
+
+class SentinelSet:
+    """A Redis primary, one replica and three sentinels on loopback ports,
+    for pushgate's redis_sentinels (the MariaDB stays the Stack's).
+
+        with SentinelSet() as rs:
+            env = rs.env()              # PUSHGATE_REDIS_SENTINELS, PUSHGATE_REDIS_MASTER_NAME
+            r = rs.redis()              # redis.Redis on the primary the sentinels name now
+            old = rs.kill_primary()     # SIGKILL of the primary: sentinel promotes the replica
+            new = rs.wait_failover(old) # (host, port) of the promoted one
+            rs.restart(old)             # the old primary back, as a replica of the new one
+
+    Each server has a folder of its own under dir (AOF on, appendfsync
+    everysec, as Stack(redis_aof=True)); each sentinel a generated
+    sentinel.conf (monitor master_name with quorum 2, down-after-milliseconds
+    down_after_ms, failover-timeout failover_timeout_ms), which it rewrites
+    as sentinels do.  start() returns once the replica is in sync and every
+    sentinel knows the replica and the two other sentinels, so a failover
+    can start at once.  Processes are started and stopped by PID (Popen,
+    start time checked), as Stack does; stop() removes a folder it made."""
+
+    SENTINELS = 3
+
+    def __init__(self, dir=None, master_name="pushgate", down_after_ms=1000,
+                 failover_timeout_ms=3000, aof=True, timeout=30.0, keep=False):
+        if dir is None:
+            self.dir = tempfile.mkdtemp(prefix="pushgate-sentinel-")
+            self._owns_dir = True
+        else:
+            self.dir = os.path.abspath(dir)
+            self._owns_dir = not os.path.exists(self.dir)
+        self.master_name = master_name
+        self.down_after_ms = int(down_after_ms)
+        self.failover_timeout_ms = int(failover_timeout_ms)
+        self.aof = bool(aof)
+        self.timeout = float(timeout)
+        self.keep = keep
+        self.detach = False
+        self.host = LOOPBACK
+        self.server_ports = []      # the two data servers (first primary, then replica)
+        self.sentinel_ports = []
+        self._procs = {}            # port -> (Popen, starttime, log, what)
+        self._running = False
+
+    # Stack's process helpers work on any object with dir, detach and timeout.
+    _popen = Stack._popen
+    _deadline_loop = Stack._deadline_loop
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # -- public API
+    def start(self):
+        if _redis_mod is None:
+            raise FixtureError("python3-redis is not installed")
+        if self._running:
+            return self
+        self._running = True
+        atexit.register(self._atexit)
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            ports = _free_ports(2 + self.SENTINELS)
+            self.server_ports, self.sentinel_ports = ports[:2], ports[2:]
+            primary, replica = self.server_ports
+            self._launch_server(primary)
+            self._launch_server(replica, replica_of=primary)
+            self._wait_in_sync(replica)
+            for i, port in enumerate(self.sentinel_ports):
+                self._launch_sentinel(i, port, primary)
+            self._wait_sentinels_ready()
+        except BaseException:
+            try:
+                self.stop()
+            except Exception as e:
+                sys.stderr.write("fixture: cleanup after failed start: %s\n" % e)
+            raise
+        return self
+
+    def stop(self):
+        """Every process of the set (only ours, by PID); removes the folder."""
+        errors = []
+        for port in list(self._procs):
+            try:
+                self._stop_port(port)
+            except Exception as e:  # keep going: stop the others too
+                errors.append(str(e))
+        self._running = False
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:
+            pass
+        if not self.keep and self._owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if errors:
+            raise FixtureError("; ".join(errors))
+
+    def sentinels(self):
+        """"host:port,host:port,host:port", as redis_sentinels takes it."""
+        return ",".join("%s:%d" % (self.host, p) for p in self.sentinel_ports)
+
+    def env(self):
+        """PUSHGATE_* settings that point the daemons at this set."""
+        return {"PUSHGATE_REDIS_SENTINELS": self.sentinels(),
+                "PUSHGATE_REDIS_MASTER_NAME": self.master_name}
+
+    def primary(self):
+        """(host, port) the first sentinel that answers names as the primary."""
+        last = None
+        for port in self.sentinel_ports:
+            if port not in self._procs:
+                continue
+            try:
+                s = _redis_mod.Redis(host=self.host, port=port, socket_timeout=2,
+                                     decode_responses=True)
+                host, p = s.execute_command("SENTINEL", "get-master-addr-by-name",
+                                            self.master_name)
+                return host, int(p)
+            except Exception as e:  # noqa: BLE001 - the next sentinel
+                last = e
+        raise FixtureError("no sentinel names the primary of %s: %s" % (self.master_name, last))
+
+    def redis(self, **kwargs):
+        """A redis.Redis client on the primary now (decode_responses=True
+        unless overridden)."""
+        host, port = self.primary()
+        args = dict(host=host, port=port, decode_responses=True, socket_timeout=10)
+        args.update(kwargs)
+        return _redis_mod.Redis(**args)
+
+    def role(self, port):
+        """ROLE's first element on a data server ("master", "slave"), or None
+        when it does not answer."""
+        try:
+            r = _redis_mod.Redis(host=self.host, port=port, socket_timeout=2,
+                                 decode_responses=True)
+            return r.execute_command("ROLE")[0]
+        except Exception:  # noqa: BLE001 - down
+            return None
+
+    def pid(self, port):
+        entry = self._procs.get(port)
+        return entry[0].pid if entry else None
+
+    def kill_primary(self):
+        """SIGKILL of the data server the sentinels name as primary (a crash:
+        no shutdown, no last write).  Returns its port."""
+        host, port = self.primary()
+        if port not in self._procs:
+            raise FixtureError("the primary %s:%d is not one of ours" % (host, port))
+        proc = self._procs[port][0]
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        del self._procs[port]
+        return port
+
+    def wait_failover(self, old_port, timeout=30.0):
+        """Until a sentinel names another server than old_port as primary and
+        that server says ROLE master; its (host, port)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                host, port = self.primary()
+                if port != old_port and self.role(port) == "master":
+                    return host, port
+                last = "the sentinels still name %s:%d" % (host, port)
+            except FixtureError as e:
+                last = str(e)
+            time.sleep(0.05)
+        raise FixtureError("no failover from port %d within %.0f s (%s)"
+                           % (old_port, timeout, last))
+
+    def restart(self, port):
+        """Starts the data server of port again (same folder: its AOF), as a
+        replica of the primary now, and waits until it is in sync."""
+        _, primary = self.primary()
+        self._launch_server(port, replica_of=primary)
+        self._wait_in_sync(port)
+
+    def kill_servers(self):
+        """SIGKILL of both data servers at once (all of Redis down; the
+        sentinels stay).  Returns (primary port, replica port)."""
+        _, primary = self.primary()
+        replica = [p for p in self.server_ports if p != primary][0]
+        for port in (primary, replica):
+            entry = self._procs.pop(port, None)
+            if entry and entry[0].poll() is None:
+                os.kill(entry[0].pid, signal.SIGKILL)
+            if entry:
+                entry[0].wait(10)
+        return primary, replica
+
+    def start_servers(self, primary, replica):
+        """Both data servers again, same ports and folders (their AOF): the
+        primary first, then the replica of it, in sync.  Returns time.time()
+        when the primary answered again."""
+        self._launch_server(primary)
+        answered = time.time()
+        self._launch_server(replica, replica_of=primary)
+        self._wait_in_sync(replica)
+        return answered
+
+    # -- internals
+    def _atexit(self):
+        if self._running:
+            try:
+                self.stop()
+            except Exception as e:
+                sys.stderr.write("fixture: sentinel set stop at exit: %s\n" % e)
+
+    def _record(self, port, proc, log, what):
+        st = _proc_stat(proc.pid)
+        self._procs[port] = (proc, st[1] if st else None, log, what)
+
+    def _launch_server(self, port, replica_of=None):
+        folder = os.path.join(self.dir, "redis-%d" % port)
+        os.makedirs(folder, exist_ok=True)
+        aof = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.aof
+               else ["--appendonly", "no"])
+        argv = (["redis-server", "--port", str(port), "--bind", LOOPBACK, "--save", ""] + aof +
+                ["--dir", folder, "--daemonize", "no", "--protected-mode", "no",
+                 "--loglevel", "notice"])
+        if replica_of:
+            argv += ["--replicaof", LOOPBACK, str(replica_of)]
+        log = os.path.join(self.dir, "redis-%d.log" % port)
+        proc = self._popen(argv, log)
+        self._record(port, proc, log, "redis-server %d" % port)
+        self._deadline_loop("redis-server %d" % port, proc, log,
+                            lambda: self._ping(port))
+
+    def _launch_sentinel(self, i, port, primary):
+        folder = os.path.join(self.dir, "sentinel-%d" % i)
+        os.makedirs(folder, exist_ok=True)
+        conf = os.path.join(folder, "sentinel.conf")
+        name = self.master_name
+        with open(conf, "w") as f:
+            f.write("port %d\nbind %s\nprotected-mode no\ndaemonize no\ndir %s\n"
+                    "sentinel monitor %s %s %d 2\n"
+                    "sentinel down-after-milliseconds %s %d\n"
+                    "sentinel failover-timeout %s %d\n"
+                    "sentinel parallel-syncs %s 1\n"
+                    % (port, LOOPBACK, folder, name, LOOPBACK, primary, name,
+                       self.down_after_ms, name, self.failover_timeout_ms, name))
+        log = os.path.join(self.dir, "sentinel-%d.log" % i)
+        proc = self._popen(["redis-server", conf, "--sentinel"], log)
+        self._record(port, proc, log, "sentinel %d" % port)
+        self._deadline_loop("sentinel %d" % port, proc, log, lambda: self._ping(port))
+
+    def _ping(self, port):
+        with socket.create_connection((self.host, port), 1) as s:
+            s.sendall(b"PING\r\n")
+            if not s.recv(64).startswith(b"+PONG"):
+                raise FixtureError("no PONG from %d" % port)
+
+    def _wait_until(self, what, cond):
+        deadline = time.monotonic() + self.timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise FixtureError("%s: not within %.0f s; logs in %s" % (what, self.timeout,
+                                                                          self.dir))
+            time.sleep(0.05)
+
+    def _wait_in_sync(self, port):
+        def synced():
+            try:
+                r = _redis_mod.Redis(host=self.host, port=port, socket_timeout=2)
+                return r.info("replication").get("master_link_status") == "up"
+            except Exception:  # noqa: BLE001 - loading, or not yet listening
+                return False
+        self._wait_until("replica %d in sync" % port, synced)
+
+    def _wait_sentinels_ready(self):
+        def ready(port):
+            try:
+                s = _redis_mod.Redis(host=self.host, port=port, socket_timeout=2,
+                                     decode_responses=True)
+                m = s.execute_command("SENTINEL", "MASTER", self.master_name)
+                m = dict(zip(m[::2], m[1::2])) if isinstance(m, list) else m
+                return (int(m.get("num-slaves", 0)) >= 1 and
+                        int(m.get("num-other-sentinels", 0)) >= self.SENTINELS - 1)
+            except Exception:  # noqa: BLE001 - not yet
+                return False
+        self._wait_until("sentinels that know the replica and each other",
+                         lambda: all(ready(p) for p in self.sentinel_ports))
+
+    def _stop_port(self, port):
+        proc, start, _, what = self._procs.pop(port)
+        Stack._terminate(what, proc.pid, start, proc, 15.0)
+
+
+# ---------------------------------------------------------------- GaleraCluster
+
+GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
+
+
+class GaleraCluster:
+    """Three MariaDB Galera nodes on loopback ports, for pushgate's
+    mysql_hosts (Redis stays a Stack's or a SentinelSet's).
+
+        with GaleraCluster() as g:
+            env = g.env()               # PUSHGATE_MYSQL_HOSTS (node 1 first), _USER, ...
+            db = g.mysql(node=1)        # pymysql as the pushgate user on node 2
+            g.kill(0)                   # kill -9 of node 1
+            how = g.restart(0)          # back, rejoined: "IST" or "SST"
+
+    Node 1 is bootstrapped (--wsrep-new-cluster), the database, user
+    (pushgate/pushgate, as Stack) and sql/*.sql are loaded there once, then
+    nodes 2 and 3 join and get it all by state transfer (SST by rsync, the
+    one method Debian's galera-4 and mariadb-server bring without more
+    packages).  Each node has its own folder under dir with its datadir,
+    socket and logs, and free ports for SQL, group communication (gcomm),
+    IST and SST; wsrep_on, binlog_format=ROW, innodb_autoinc_lock_mode=2.
+    A node killed with kill(i) and started with restart(i) first recovers
+    its position from InnoDB (mariadbd --wsrep-recover, as galera_recovery
+    does) so that it rejoins by IST from a peer's gcache.
+
+    As root, mariadbd runs as nobody: rsync's SST daemon drops to nobody
+    when started as root and must be able to write the joiner's datadir.
+    Processes are started and stopped by PID (Popen, start time checked), as
+    Stack does; stop() removes a folder it made.  unavailable() says why
+    this machine cannot run one (no galera-4, no rsync), for a test to skip."""
+
+    NODES = 3
+
+    def __init__(self, dir=None, sql_dir=SQL_DIR, timeout=120.0, keep=False,
+                 cluster_name="pushgate"):
+        if dir is None:
+            self.dir = tempfile.mkdtemp(prefix="pushgate-galera-")
+            self._owns_dir = True
+        else:
+            self.dir = os.path.abspath(dir)
+            self._owns_dir = not os.path.exists(self.dir)
+        self.sql_dir = sql_dir
+        self.timeout = float(timeout)
+        self.keep = keep
+        self.detach = False
+        self.cluster_name = cluster_name
+        self.host = LOOPBACK
+        self.mysql_user = DB_USER
+        self.mysql_password = DB_PASSWORD
+        self.mysql_db = DB_NAME
+        self.nodes = []             # dicts: port, gcomm, ist, sst, folder, proc, start
+        self._as_nobody = os.geteuid() == 0
+        self._running = False
+
+    _popen = Stack._popen
+    _deadline_loop = Stack._deadline_loop
+    _load_sql = Stack._load_sql
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    @staticmethod
+    def unavailable():
+        """Why a cluster cannot start here, or None."""
+        if not os.path.exists(GALERA_PROVIDER):
+            return "%s is missing (Debian package galera-4)" % GALERA_PROVIDER
+        if not shutil.which("rsync"):
+            return "rsync is missing (the SST method used)"
+        if not (shutil.which("wsrep_sst_rsync") or os.path.exists("/usr/bin/wsrep_sst_rsync")):
+            return "wsrep_sst_rsync is missing (Debian package mariadb-server)"
+        if not _mariadbd():
+            return "mariadbd is missing"
+        return None
+
+    # -- public API
+    def start(self):
+        """Bootstraps node 1, loads the schema there, then joins nodes 2 and
+        3 and returns once all three are synced in one cluster."""
+        if self._running:
+            return self
+        why = self.unavailable()
+        if why:
+            raise FixtureError("no Galera cluster here: " + why)
+        self._running = True
+        atexit.register(self._atexit)
+        t0 = time.monotonic()
+        try:
+            self._make_folders()
+            self._install()
+            self._launch(0, bootstrap=True)
+            self._wait_synced(0)
+            Stack._bootstrap_mysql(self)
+            for i in range(1, self.NODES):
+                self._launch(i)
+            for i in range(1, self.NODES):
+                self._wait_synced(i)
+            self._wait_size(self.NODES)
+        except BaseException:
+            try:
+                self.stop()
+            except Exception as e:
+                sys.stderr.write("fixture: cleanup after failed start: %s\n" % e)
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self):
+        """Stops every node (only ours, by PID) and removes the folder."""
+        errors = []
+        for i in reversed(range(len(self.nodes))):
+            try:
+                self._stop_node(i)
+            except Exception as e:  # keep going: stop the others too
+                errors.append(str(e))
+        self._running = False
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:
+            pass
+        if not self.keep and self._owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if errors:
+            raise FixtureError("; ".join(errors))
+
+    def hosts(self, order=None):
+        """mysql_hosts: host:port of the nodes, in order (default 0, 1, 2)."""
+        order = range(len(self.nodes)) if order is None else order
+        return ",".join("%s:%d" % (self.host, self.nodes[i]["port"]) for i in order)
+
+    def env(self):
+        """PUSHGATE_MYSQL_* for the daemons: every node in mysql_hosts, node
+        1 first; PUSHGATE_MYSQL_HOST/PORT name node 1 for what takes one."""
+        return {
+            "PUSHGATE_MYSQL_HOSTS": self.hosts(),
+            "PUSHGATE_MYSQL_HOST": self.host,
+            "PUSHGATE_MYSQL_PORT": str(self.nodes[0]["port"]),
+            "PUSHGATE_MYSQL_USER": self.mysql_user,
+            "PUSHGATE_MYSQL_PASSWORD": self.mysql_password,
+            "PUSHGATE_MYSQL_DATABASE": self.mysql_db,
+        }
+
+    @property
+    def mysql_socket(self):
+        """Node 1's socket (where the schema is loaded)."""
+        return self._sock(0)
+
+    def mysql(self, root=False, node=0, **kwargs):
+        """A new pymysql connection (autocommit) to node `node` (0-based):
+        the pushgate user over TCP, or root over its socket."""
+        args = dict(charset="utf8mb4", autocommit=True, connect_timeout=10)
+        if root:
+            args.update(unix_socket=self._sock(node), user="root", password="")
+        else:
+            args.update(host=self.host, port=self.nodes[node]["port"], user=self.mysql_user,
+                        password=self.mysql_password, database=self.mysql_db)
+        args.update(kwargs)
+        return pymysql.connect(**args)
+
+    def status(self, node):
+        """wsrep_* status of a node as a dict (through its socket, as root)."""
+        conn = self.mysql(root=True, node=node, connect_timeout=2, read_timeout=5)
+        try:
+            with conn.cursor() as c:
+                c.execute("SHOW GLOBAL STATUS LIKE 'wsrep%'")
+                return {k: v for k, v in c.fetchall()}
+        finally:
+            conn.close()
+
+    def add_app(self, chat_token, name="test", enabled=True):
+        Stack.add_app(self, chat_token, name, enabled)
+
+    def alive(self, node):
+        n = self.nodes[node]
+        return n["proc"] is not None and n["proc"].poll() is None
+
+    def kill(self, node):
+        """kill -9 of a node, as a crash of its server: nothing flushed.
+        Returns once the process is gone."""
+        n = self.nodes[node]
+        if not self.alive(node):
+            raise FixtureError("node %d is not running" % (node + 1))
+        os.kill(n["proc"].pid, signal.SIGKILL)
+        n["proc"].wait(timeout=10)
+        n["proc"] = n["start"] = None
+
+    def restart(self, node):
+        """Starts a killed (or stopped) node again on the same ports and
+        datadir: its position recovered first, it rejoins the others.
+        Returns "IST" or "SST", how it got what it missed."""
+        n = self.nodes[node]
+        if self.alive(node):
+            raise FixtureError("node %d is running" % (node + 1))
+        position = self._recover(node)
+        mark = os.path.getsize(n["error_log"]) if os.path.exists(n["error_log"]) else 0
+        self._launch(node, position=position)
+        self._wait_synced(node)
+        with open(n["error_log"], "rb") as f:
+            f.seek(mark)
+            text = f.read().decode("utf-8", "replace")
+        # the joiner runs the SST script either way; it says which it did
+        return "SST" if "rsync SST completed on joiner" in text else "IST"
+
+    # -- internals
+    def _atexit(self):
+        if self._running:
+            try:
+                self.stop()
+            except Exception as e:
+                sys.stderr.write("fixture: stop at exit: %s\n" % e)
+
+    def _sock(self, node):
+        return os.path.join(self.nodes[node]["folder"], "mysql.sock")
+
+    def _make_folders(self):
+        os.makedirs(self.dir, exist_ok=True)
+        if self._as_nobody:
+            os.chmod(self.dir, 0o755)   # nobody reaches its node folders through it
+        ports = _free_ports(4 * self.NODES)
+        self.nodes = []
+        for i in range(self.NODES):
+            folder = os.path.join(self.dir, "node%d" % (i + 1))
+            if len(os.path.join(folder, "mysql.sock")) > SOCKET_PATH_MAX:
+                raise FixtureError("folder %s too long for a Unix socket" % self.dir)
+            shutil.rmtree(folder, ignore_errors=True)
+            for sub in ("data", "tmp"):
+                os.makedirs(os.path.join(folder, sub))
+            self.nodes.append(dict(port=ports[4 * i], gcomm=ports[4 * i + 1],
+                                   ist=ports[4 * i + 2], sst=ports[4 * i + 3], folder=folder,
+                                   error_log=os.path.join(folder, "mysqld.log"),
+                                   out_log=os.path.join(folder, "stdout.log"),
+                                   proc=None, start=None))
+
+    def _chown(self, path):
+        if not self._as_nobody:
+            return
+        import pwd
+        pw = pwd.getpwnam("nobody")
+        for root, dirs, files in os.walk(path):
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+            for name in files:
+                os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+
+    def _user(self):
+        return "nobody" if self._as_nobody else pwd_name()
+
+    def _install(self):
+        """Node 1's datadir; the others start empty and get theirs by SST."""
+        exe = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+        if not exe:
+            raise FixtureError("mariadb-install-db not found: run scripts/install-deps")
+        n = self.nodes[0]
+        log = os.path.join(n["folder"], "install-db.log")
+        argv = [exe, "--no-defaults", "--datadir=" + os.path.join(n["folder"], "data"),
+                "--user=" + self._user(), "--auth-root-authentication-method=normal",
+                "--skip-test-db", "--skip-name-resolve",
+                "--tmpdir=" + os.path.join(n["folder"], "tmp")] + MARIADB_SETTINGS[:3]
+        for node in self.nodes:
+            self._chown(node["folder"])
+        with open(log, "wb") as out:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, cwd=self.dir, timeout=self.timeout)
+        if r.returncode != 0:
+            raise FixtureError("mariadb-install-db failed (status %d); last lines of %s:\n%s"
+                               % (r.returncode, log, _tail(log)))
+        self._chown(n["folder"])
+
+    def _argv(self, node, extra=()):
+        n = self.nodes[node]
+        gcomm = ",".join("%s:%d" % (self.host, m["gcomm"]) for m in self.nodes)
+        provider = ("gmcast.listen_addr=tcp://%s:%d;ist.recv_addr=%s:%d;gcache.size=64M"
+                    % (self.host, n["gcomm"], self.host, n["ist"]))
+        return [_mariadbd(), "--no-defaults",
+                "--datadir=" + os.path.join(n["folder"], "data"),
+                "--socket=" + self._sock(node),
+                "--port=%d" % n["port"],
+                "--bind-address=" + self.host,
+                "--skip-networking=0",
+                "--user=" + self._user(),
+                "--pid-file=" + os.path.join(n["folder"], "mysqld.pid"),
+                "--log-error=" + n["error_log"],
+                "--tmpdir=" + os.path.join(n["folder"], "tmp"),
+                "--wsrep-on=ON",
+                "--wsrep-provider=" + GALERA_PROVIDER,
+                "--wsrep-cluster-name=" + self.cluster_name,
+                "--wsrep-cluster-address=gcomm://" + gcomm,
+                "--wsrep-node-name=node%d" % (node + 1),
+                "--wsrep-node-address=%s:%d" % (self.host, n["gcomm"]),
+                "--wsrep-sst-method=rsync",
+                "--wsrep-sst-receive-address=%s:%d" % (self.host, n["sst"]),
+                "--wsrep-provider-options=" + provider,
+                "--binlog-format=ROW",
+                "--innodb-autoinc-lock-mode=2",
+                "--default-storage-engine=InnoDB",
+                ] + MARIADB_SETTINGS + list(extra)
+
+    def _launch(self, node, bootstrap=False, position=None):
+        extra = ["--wsrep-new-cluster"] if bootstrap else []
+        if position:
+            extra.append("--wsrep-start-position=" + position)
+        n = self.nodes[node]
+        n["proc"] = self._popen(self._argv(node, extra), n["out_log"])
+        st = _proc_stat(n["proc"].pid)
+        n["start"] = st[1] if st else None
+
+    def _recover(self, node):
+        """The node's last committed position (uuid:seqno) from InnoDB, or
+        None: mariadbd --wsrep-recover, which starts no server."""
+        n = self.nodes[node]
+        log = os.path.join(n["folder"], "recover.log")
+        argv = [a for a in self._argv(node) if not a.startswith("--log-error=")]
+        argv += ["--log-error=" + log, "--wsrep-recover"]
+        if os.path.exists(log):
+            os.unlink(log)
+        with open(os.path.join(n["folder"], "recover.out"), "wb") as out:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                           cwd=self.dir, timeout=self.timeout)
+        try:
+            with open(log, errors="replace") as f:
+                found = [ln.split("Recovered position:")[1].strip() for ln in f
+                         if "Recovered position:" in ln]
+        except OSError:
+            return None
+        return found[-1] if found and not found[-1].endswith(":-1") else None
+
+    def _wait_synced(self, node):
+        """Until the node is Synced and ready (wsrep_ready ON)."""
+        n = self.nodes[node]
+
+        def probe():
+            st = self.status(node)
+            if st.get("wsrep_ready") != "ON" or st.get("wsrep_local_state_comment") != "Synced":
+                raise FixtureError("node %d: %s" % (node + 1,
+                                                    st.get("wsrep_local_state_comment")))
+        self._deadline_loop("galera node %d" % (node + 1), n["proc"], n["error_log"], probe)
+
+    def _wait_size(self, size):
+        deadline = time.monotonic() + self.timeout
+        while True:
+            sizes = [self.status(i).get("wsrep_cluster_size") for i in range(len(self.nodes))
+                     if self.alive(i)]
+            if all(s == str(size) for s in sizes):
+                return
+            if time.monotonic() > deadline:
+                raise FixtureError("cluster size %s, not %d, after %.0f s" % (sizes, size,
+                                                                            self.timeout))
+            time.sleep(0.1)
+
+    def _stop_node(self, node):
+        n = self.nodes[node]
+        if n["proc"] is not None:
+            Stack._terminate("galera node %d" % (node + 1), n["proc"].pid, n["start"], n["proc"],
+                             60.0)
+        n["proc"] = n["start"] = None
+
+
+def _mariadbd():
+    return (shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin")
+            or shutil.which("mysqld", path="/usr/sbin:/usr/bin"))
+
+
+def pwd_name():
+    import pwd
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 # ---------------------------------------------------------------- CLI

@@ -159,6 +159,39 @@ def test_publish_redis_down_fails_clearly(bin_dir, stack):
     assert p.returncode == 1 and "redis 127.0.0.1:" in p.stderr, p.stderr
 
 
+def test_publish_wait_replicas_reports_what_no_replica_has(bin_dir, stack, stream):
+    """The session's Redis has no replica: WAIT 1 answers 0, so publish says
+    so and exits 1; the entries are in the stream all the same."""
+    p = ctl(bin_dir, stack, "publish", "--set", "stream=" + stream, "--raw", "{}",
+            "--count", "3", "--wait-replicas", "1", "--wait-timeout", "50")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "WAIT 1 50: only 0 of 1 replicas acknowledged the last 3 entries" in p.stderr
+    assert "published 3 of 3 entries, the last 3 not confirmed" in p.stderr
+    assert len(entries(stack, stream)) == 3
+    for args, says in ((["--wait-replicas", "0"], "--wait-replicas"),
+                       (["--wait-timeout", "10"], "goes with --wait-replicas"),
+                       (["--wait-replicas", "1", "--wait-timeout", "0"], "--wait-timeout")):
+        p = ctl(bin_dir, stack, "publish", "--set", "stream=" + stream, "--raw", "{}", *args)
+        assert p.returncode == 2 and says in p.stderr, (args, p.stderr)
+    assert len(entries(stack, stream)) == 3
+
+
+def test_publish_sentinel_settings_checked(bin_dir, stack):
+    for value, says in (("127.0.0.1", "is not host:port"), ("a:1,,b:2", "empty item"),
+                        ("a:1,a:1", "listed twice"), ("a:99999", "1..65535")):
+        p = ctl(bin_dir, stack, "publish", "--set", "redis_sentinels=" + value, "--raw", "{}")
+        assert p.returncode == 2 and "redis_sentinels: " in p.stderr and says in p.stderr, (
+            value, p.stderr)
+    p = ctl(bin_dir, stack, "publish", "--set", "redis_sentinels=127.0.0.1:1", "--set",
+            "redis_master_name=", "--raw", "{}")
+    assert p.returncode == 2 and "redis_master_name" in p.stderr, p.stderr
+    # a sentinel nobody runs: tried for 10 s, then each sentinel's reason
+    p = ctl(bin_dir, stack, "publish", "--set", "redis_sentinels=127.0.0.1:%d" % free_port(),
+            "--raw", "{}")
+    assert p.returncode == 1 and "no primary of pushgate found" in p.stderr, p.stderr
+    assert "Connection refused" in p.stderr, p.stderr
+
+
 # ---- token, nodes, online (one gateway) ----
 
 @pytest.fixture(scope="module")
@@ -230,6 +263,17 @@ def test_token_errors(bin_dir, stack):
 def test_nodes_mysql_down_fails_clearly(bin_dir, stack):
     p = ctl(bin_dir, stack, "nodes", "--set", "mysql_port=%d" % free_port())
     assert p.returncode == 1 and p.stderr.startswith("pushgate-ctl: mysql"), p.stderr
+
+
+def test_mysql_hosts_pass_over_a_dead_server_and_refuse_a_bad_list(bin_dir, stack):
+    alive = "%s:%d" % (stack.mysql_host, stack.mysql_port)
+    p = ctl(bin_dir, stack, "nodes", "--set",
+            "mysql_hosts=127.0.0.1:%d,%s" % (free_port(), alive))
+    assert p.returncode == 0, p.stderr
+    p = ctl(bin_dir, stack, "nodes", "--set", "mysql_hosts=%s,,127.0.0.1:1" % alive)
+    assert p.returncode == 2 and "mysql_hosts entry 2" in p.stderr, p.stderr   # a bad setting
+    p = ctl(bin_dir, stack, "nodes", "--set", "mysql_hosts=127.0.0.1")
+    assert p.returncode == 2 and "no port" in p.stderr, p.stderr
 
 
 # ---- start / status / reload / stop ----

@@ -55,12 +55,12 @@ CONSUMER = {
     "replies": MapOf(int),
     "dead_letters": {"total": int, "by_reason": BY_REASON,
                      "recent": [{"at": int, "id": str, "reason": str}]},
-    "redis": {"ok": bool}, "mysql": {"ok": bool}, "gateways": int,
+    "redis": {"ok": bool}, "mysql": {"ok": bool, "host": str}, "gateways": int,
 }
 PROXY = {
     "role": str, "at": int, "uptime": int, "requests": int,
     "forwards": [{"target": str, "outcome": str, "count": int}],
-    "nodes": int, "mysql": {"ok": bool},
+    "nodes": int, "mysql": {"ok": bool, "host": str},
 }
 
 
@@ -261,6 +261,8 @@ def test_rows_appear_with_every_field_of_the_contract(cluster, stack):
     assert (c["name"], c["stream"], c["group"]) == (MOD_CONSUMER, MOD_STREAM, "pushgate")
     assert c["redis"]["ok"] is True and c["mysql"]["ok"] is True
     assert p["mysql"]["ok"] is True
+    server = "%s:%d" % (stack.mysql_host, stack.mysql_port)   # the one of mysql_host/port
+    assert c["mysql"]["host"] == server and p["mysql"]["host"] == server, (c["mysql"], p["mysql"])
     for s in (c, p):
         assert abs(s["at"] - t0) < 30000, s["at"]
         assert 0 <= s["uptime"] < 600

@@ -13,7 +13,7 @@ import pytest
 from engine_util import VALGRIND
 
 RELEASE_BIN = os.environ.get("PG_RELEASE_BIN", "")
-NORMAL_TESTS = 9
+NORMAL_TESTS = 13
 
 
 def db_test_binary(bin_dir):

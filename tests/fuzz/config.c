@@ -87,6 +87,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_err(err, sizeof(err));
     }
     free(text);
+    /* the MySQL server list, as every daemon checks it at start */
+    pg_db_host_list hosts;
+    if (pg_db_settings_hosts(&db, &hosts, err, sizeof(err)) != 0)
+        check_err(err, sizeof(err));
     pg_config_free(tables, ntables);
     return 0;
 }

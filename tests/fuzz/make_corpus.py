@@ -229,4 +229,29 @@ config = {
 }
 for k, v in config.items():
     write("config", k, v)
+
+# ---- sentinel: sentinels' and servers' answers (tests/unit/test_redis_sentinel.c) ----
+def bulk(s):
+    return b"$%d\r\n%s\r\n" % (len(s), s)
+
+sentinel = {
+    "master_addr": b"*2\r\n" + bulk(b"127.0.0.1") + bulk(b"6380"),
+    "master_v6": b"*2\r\n" + bulk(b"fe80::1") + bulk(b"6380"),
+    "master_unknown": b"*-1\r\n",
+    "master_error": b"-ERR unknown command 'SENTINEL'\r\n",
+    "master_bad_port": b"*2\r\n" + bulk(b"127.0.0.1") + bulk(b"999999"),
+    "master_int_port": b"*2\r\n" + bulk(b"127.0.0.1") + b":6379\r\n",
+    "master_nested": b"*2\r\n*1\r\n" + bulk(b"a") + bulk(b"6379"),
+    "role_master": b"*3\r\n" + bulk(b"master") + b":3129659\r\n*1\r\n*3\r\n" +
+                   bulk(b"127.0.0.1") + bulk(b"6380") + bulk(b"3129242"),
+    "role_replica": b"*5\r\n" + bulk(b"slave") + bulk(b"127.0.0.1") + b":6379\r\n" +
+                    bulk(b"connected") + b":3167038\r\n",
+    "role_sentinel": b"*2\r\n" + bulk(b"sentinel") + b"*1\r\n" + bulk(b"pushgate"),
+    "two_replies": b"+OK\r\n*2\r\n" + bulk(b"10.0.0.2") + bulk(b"6379"),
+    "switch_master": b"pushgate 127.0.0.1 6379 127.0.0.1 6380",
+    "switch_other": b"other 10.0.0.1 6379 10.0.0.2 6379",
+    "settings": b"10.0.0.11:26379, sentinel-2:26379,[::1]:26379",
+}
+for k, v in sentinel.items():
+    write("sentinel", k, v)
 print("corpus written")

@@ -8,7 +8,13 @@
  * With PG_DB_TEST_RESTART_DIR set only the restart test runs: it queries,
  * creates DIR/ready, waits for DIR/stopped (the server is down), checks that
  * a query fails cleanly, creates DIR/checked, waits for DIR/started and
- * checks that the next query reconnects.  Every wait is bounded. */
+ * checks that the next query reconnects.  Every wait is bounded.
+ *
+ * The server lists of mysql_hosts (db_hosts.c) are checked without a
+ * server; failover is checked on the one server under two names
+ * (PUSHGATE_MYSQL_HOST and localhost), so every move shows, and the
+ * errors that make a statement run again (1047 moves on, 1213 backs off)
+ * come from a procedure that SIGNALs them. */
 #include <dlfcn.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -289,6 +295,12 @@ static int group_teardown(void **state)
         if (pg_db_exec(db, sql, NULL, 0, NULL, NULL) != 0)
             fprintf(stderr, "test_db: %s: %s\n", sql, pg_db_error(db));
         snprintf(sql, sizeof sql, "DROP PROCEDURE IF EXISTS %s", proc);
+        if (pg_db_exec(db, sql, NULL, 0, NULL, NULL) != 0)
+            fprintf(stderr, "test_db: %s: %s\n", sql, pg_db_error(db));
+        snprintf(sql, sizeof sql, "DROP PROCEDURE IF EXISTS %s_f", table);
+        if (pg_db_exec(db, sql, NULL, 0, NULL, NULL) != 0)
+            fprintf(stderr, "test_db: %s: %s\n", sql, pg_db_error(db));
+        snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s_c", table);
         if (pg_db_exec(db, sql, NULL, 0, NULL, NULL) != 0)
             fprintf(stderr, "test_db: %s: %s\n", sql, pg_db_error(db));
         pg_db_close(db);
@@ -767,6 +779,242 @@ static void test_reconnect_after_kill(void **state)
     assert_int_equal(pg_db_reconnects(other), 0);
 }
 
+/* ------------------------------------------------------------ server lists and failover */
+
+/* A free loopback port a moment ago: nothing listens there. */
+static int closed_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &al), 0);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+static void refuse_hosts(const char *text, const char *why)
+{
+    pg_db_host_list l;
+    char err[256] = "";
+    if (pg_db_hosts_parse(text, &l, err, sizeof err) == 0)
+        fail_msg("\"%s\" was accepted", text);
+    if (strstr(err, why) == NULL)
+        fail_msg("\"%s\": \"%s\" does not say \"%s\"", text, err, why);
+}
+
+/* No server needed: what mysql_hosts accepts, and what it refuses and why. */
+static void test_hosts_parse(void **state)
+{
+    (void)state;
+    pg_db_host_list l;
+    char err[256] = "";
+    assert_int_equal(pg_db_hosts_parse(" db-1.example:3306, 10.0.0.2:3307 ,[::1]:13306", &l, err,
+                                       sizeof err), 0);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.v[0].name, "db-1.example");
+    assert_int_equal(l.v[0].port, 3306);
+    assert_string_equal(l.v[1].text, "10.0.0.2:3307");
+    assert_string_equal(l.v[2].name, "::1");
+    assert_string_equal(l.v[2].text, "[::1]:13306");
+    assert_int_equal(pg_db_hosts_parse("", &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(pg_db_hosts_parse(" \t", &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 0);
+
+    refuse_hosts("db1", "no port");
+    refuse_hosts("db1:", "1 to 65535");
+    refuse_hosts("db1:0", "1 to 65535");
+    refuse_hosts("db1:65536", "1 to 65535");
+    refuse_hosts("db1:33o6", "1 to 65535");
+    refuse_hosts("db1:+3306", "1 to 65535");
+    refuse_hosts("db1:3306,,db2:3306", "entry 2 \"\": empty");
+    refuse_hosts("db1:3306,", "entry 2");
+    refuse_hosts("::1:3306", "[addr]:port");
+    refuse_hosts("[::1]3306", "[addr]:port");
+    refuse_hosts("[db1]:3306", "IPv6");
+    refuse_hosts("d b:3306", "not a host name");
+    refuse_hosts(":3306", "not a host name");
+    refuse_hosts("db1:3306, db1:3306", "the same as entry 1");
+    char many[1024] = "";
+    for (int i = 0; i <= PG_DB_HOSTS_MAX; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%sh%d:1", i ? "," : "", i);
+    refuse_hosts(many, "more than 16");
+
+    /* Without mysql_hosts: the one server of mysql_host/port or of the socket. */
+    assert_int_equal(pg_db_hosts_from("", "db9", 3310, "", &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.v[0].text, "db9:3310");
+    assert_int_equal(pg_db_hosts_from(NULL, "::1", 3310, NULL, &l, err, sizeof err), 0);
+    assert_string_equal(l.v[0].text, "[::1]:3310");
+    assert_int_equal(pg_db_hosts_from("", "x", 1, "/run/m.sock", &l, err, sizeof err), 0);
+    assert_string_equal(l.v[0].text, "/run/m.sock");
+    assert_int_equal(pg_db_hosts_from("a:1", "x", 1, "/run/m.sock", &l, err, sizeof err), -1);
+    assert_non_null(strstr(err, "mysql_socket and mysql_hosts"));
+    char line[64];
+    assert_int_equal(pg_db_hosts_parse("a:1,b:2", &l, err, sizeof err), 0);
+    pg_db_hosts_describe(&l, line, sizeof line);
+    assert_string_equal(line, "a:1, b:2");
+
+    /* A bad list is refused by pg_db_open too, before any connect. */
+    pg_db_config c = {.hosts = "a:1,,b:2", .user = "u"};
+    assert_null(pg_db_open(&c, err, sizeof err));
+    assert_non_null(strstr(err, "empty"));
+}
+
+/* A handle on hosts (the test server under several names). */
+static pg_db *open_hosts(const char *hosts)
+{
+    pg_db_config c = cfg;
+    c.hosts = hosts;
+    char err[512];
+    pg_db *d = pg_db_open(&c, err, sizeof err);
+    if (d == NULL)
+        fail_msg("pg_db_open %s: %s", hosts, err);
+    return d;
+}
+
+static void kill_connection(pg_db *d)
+{
+    char kill[64];
+    snprintf(kill, sizeof kill, "KILL %lld", query_int(d, "SELECT CONNECTION_ID()", NULL, 0));
+    exec_ok(other, kill, NULL, 0);
+}
+
+/* A server that refuses is passed over; a lost connection moves to the
+ * next server of the list, round robin, and the statement still works;
+ * a new handle of the process starts where the process is. */
+static void test_failover_order(void **state)
+{
+    (void)state;
+    NEED_DB();
+    char hosts[256];
+    int dead = closed_port();
+    snprintf(hosts, sizeof hosts, "127.0.0.1:%d,%s:%d", dead, cfg.host, cfg.port);
+    pg_db *d = open_hosts(hosts);
+    assert_int_equal(pg_db_host_index(d), 1);
+    assert_int_equal(pg_db_failovers(d), 0);
+    pg_db_close(d);
+
+    /* The same server under two names: every move is visible. */
+    snprintf(hosts, sizeof hosts, "%s:%d,localhost:%d", cfg.host, cfg.port, cfg.port);
+    other = open_db();
+    idle = open_hosts(hosts);
+    unsigned long long proc0 = pg_db_process_failovers();
+    assert_int_equal(pg_db_host_index(idle), 0);
+    kill_connection(idle);
+    assert_int_equal(query_int(idle, "SELECT 5", NULL, 0), 5);
+    assert_int_equal(pg_db_host_index(idle), 1);
+    assert_int_equal(pg_db_failovers(idle), 1);
+    assert_int_equal(pg_db_reconnects(idle), 1);
+    assert_int_equal(pg_db_process_host(), 1);
+    assert_int_equal(pg_db_process_failovers(), proc0 + 1);
+
+    pg_db *later = open_hosts(hosts);
+    assert_int_equal(pg_db_host_index(later), 1);      /* where the process is */
+    assert_int_equal(pg_db_failovers(later), 0);
+    pg_db_close(later);
+
+    kill_connection(idle);                             /* round robin: back to the first */
+    pg_db_value p[1] = {PG_DB_INT_VALUE(1)};
+    char sql[256];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (n) VALUES (?)", table);
+    exec_ok(idle, sql, p, 1);
+    assert_int_equal(pg_db_host_index(idle), 0);
+    char first[128];
+    snprintf(first, sizeof first, "%s:%d", cfg.host, cfg.port);
+    assert_string_equal(pg_db_host_text(idle), first);
+    assert_int_equal(pg_db_failovers(idle), 2);
+    assert_int_equal(pg_db_process_failovers(), proc0 + 2);
+}
+
+/* A procedure that fails with errno no the first `times` calls (counted
+ * in a MEMORY table, which a failed statement does not roll back), then
+ * succeeds. */
+static void make_failing_proc(pg_db *d, unsigned no, int times)
+{
+    char sql[768];
+    snprintf(sql, sizeof sql, "CREATE OR REPLACE TABLE %s_c (n INT NOT NULL) ENGINE=MEMORY", table);
+    exec_ok(d, sql, NULL, 0);
+    snprintf(sql, sizeof sql, "INSERT INTO %s_c VALUES (0)", table);
+    exec_ok(d, sql, NULL, 0);
+    snprintf(sql, sizeof sql,
+             "CREATE OR REPLACE PROCEDURE %s_f() BEGIN UPDATE %s_c SET n = n + 1; "
+             "IF (SELECT n FROM %s_c) <= %d THEN SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = %u, "
+             "MESSAGE_TEXT = 'made to fail'; END IF; END",
+             table, table, table, times, no);
+    exec_ok(d, sql, NULL, 0);
+}
+
+static long long calls_made(pg_db *d)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT n FROM %s_c", table);
+    return query_int(d, sql, NULL, 0);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* 1213 (a deadlock, or Galera's certification conflict): run again after
+ * 5, 20 and 80 ms on the same connection, then the error. */
+static void test_deadlock_backoff(void **state)
+{
+    (void)state;
+    NEED_DB();
+    char call[128];
+    snprintf(call, sizeof call, "CALL %s_f()", table);
+    make_failing_proc(db, 1213, 2);
+    unsigned long long rc0 = pg_db_reconnects(db);
+    double t0 = now_s();
+    exec_ok(db, call, NULL, 0);
+    assert_true(now_s() - t0 >= 0.025);
+    assert_int_equal(calls_made(db), 3);
+    assert_int_equal(pg_db_reconnects(db), rc0);
+
+    make_failing_proc(db, 1213, 10);
+    t0 = now_s();
+    assert_int_equal(pg_db_exec(db, call, NULL, 0, NULL, NULL), -1);
+    assert_true(now_s() - t0 >= 0.105);
+    assert_int_equal(pg_db_errno(db), 1213);
+    assert_int_equal(calls_made(db), 4);
+    assert_int_equal(pg_db_unreachable(db), 0);
+}
+
+/* 1047 (a Galera node not ready): the next server, and the statement once
+ * more; a second 1047 there is the caller's. */
+static void test_not_ready_moves_on(void **state)
+{
+    (void)state;
+    NEED_DB();
+    char hosts[256], call[128];
+    snprintf(hosts, sizeof hosts, "%s:%d,localhost:%d", cfg.host, cfg.port, cfg.port);
+    snprintf(call, sizeof call, "CALL %s_f()", table);
+    make_failing_proc(db, 1047, 1);
+    idle = open_hosts(hosts);
+    int from = pg_db_host_index(idle);
+    exec_ok(idle, call, NULL, 0);
+    assert_int_equal(calls_made(db), 2);
+    assert_int_equal(pg_db_host_index(idle), 1 - from);
+    assert_int_equal(pg_db_failovers(idle), 1);
+
+    make_failing_proc(db, 1047, 2);
+    assert_int_equal(pg_db_exec(idle, call, NULL, 0, NULL, NULL), -1);
+    assert_int_equal(pg_db_errno(idle), 1047);
+    assert_int_equal(pg_db_unreachable(idle), 1);
+    assert_int_equal(calls_made(db), 2);
+    assert_int_equal(pg_db_host_index(idle), 1 - from);   /* moved on twice: tried first next */
+    assert_int_equal(pg_db_failovers(idle), 2);
+}
+
 /* Only with PG_DB_TEST_RESTART_DIR: the server restarts between queries. */
 static void test_restart(void **state)
 {
@@ -828,6 +1076,10 @@ int main(void)
             cmocka_unit_test_teardown(test_in_list_and_cache, test_teardown),
             cmocka_unit_test_teardown(test_bad_sql, test_teardown),
             cmocka_unit_test_teardown(test_reconnect_after_kill, test_teardown),
+            cmocka_unit_test_teardown(test_hosts_parse, test_teardown),
+            cmocka_unit_test_teardown(test_failover_order, test_teardown),
+            cmocka_unit_test_teardown(test_deadlock_backoff, test_teardown),
+            cmocka_unit_test_teardown(test_not_ready_moves_on, test_teardown),
         };
         rc = cmocka_run_group_tests_name("db", tests, group_setup, group_teardown);
     }

@@ -1,0 +1,112 @@
+/* sentinel.c - fuzzes what common/redis_sentinel.c reads from sentinels and
+ * Redis servers.  The bytes go through hiredis's reader, as the daemons'
+ * links and pushgate-ctl feed it, and every reply it builds is read as an
+ * answer to SENTINEL get-master-addr-by-name and to ROLE; the bytes are also
+ * read as a +switch-master message and, up to the first NUL, as the setting
+ * redis_sentinels.  Whatever is taken must be an address that can be used
+ * (a host of 1 to 255 allowed characters, a port in 1..65535); whatever is
+ * refused must come with a printable reason for the log. */
+#include "redis_sentinel.h"
+
+#include <hiredis/hiredis.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARRAY_MAX 65536
+
+static void check_addr(const pg_redis_addr *a)
+{
+    size_t n = strnlen(a->host, sizeof(a->host));
+    if (n == 0 || n >= sizeof(a->host) || a->port < 1 || a->port > 65535)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        if (a->host[i] <= ' ' || a->host[i] >= 0x7f)
+            abort();
+}
+
+static void check_reason(const char *why)
+{
+    if (!*why)
+        abort();
+    for (const char *p = why; *p; p++)
+        if (*p < ' ' || *p >= 0x7f)
+            abort();
+}
+
+static void check_reply(const redisReply *r)
+{
+    pg_redis_addr a;
+    char why[512];
+    why[0] = '\0';
+    if (pg_redis_master_reply(r, &a, why, sizeof(why)) == 0)
+        check_addr(&a);
+    else
+        check_reason(why);
+    why[0] = '\0';
+    if (!pg_redis_role_is_primary(r, why, sizeof(why)))
+        check_reason(why);
+}
+
+/* hiredis allocates an array's table of elements when it reads the header,
+ * so "*999999999" is an 8 GB calloc that libFuzzer reports as out of memory
+ * before any code of ours runs (in a daemon it is address space never
+ * touched, freed when the connect timeout ends the attempt): such inputs
+ * are skipped. */
+static int huge_array(const uint8_t *data, size_t size)
+{
+    for (size_t i = 0; i < size; i++) {
+        if (data[i] != '*')
+            continue;
+        unsigned long long n = 0;
+        for (size_t j = i + 1; j < size && data[j] >= '0' && data[j] <= '9'; j++)
+            if ((n = n * 10 + (data[j] - '0')) > ARRAY_MAX)
+                return 1;
+    }
+    return 0;
+}
+
+static void check_replies(const uint8_t *data, size_t size)
+{
+    redisReader *rd = redisReaderCreate();
+    if (!rd)
+        return;
+    if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
+        void *reply = NULL;
+        for (int i = 0; i < 64 && redisReaderGetReply(rd, &reply) == REDIS_OK && reply; i++) {
+            check_reply(reply);
+            freeReplyObject(reply);
+            reply = NULL;
+        }
+    }
+    redisReaderFree(rd);
+}
+
+static void check_texts(const uint8_t *data, size_t size)
+{
+    pg_redis_addr a;
+    int rc = pg_redis_switch_parse((const char *)data, size, "pushgate", &a);
+    if (rc == 1)
+        check_addr(&a);
+    char *text = malloc(size + 1);
+    if (!text)
+        return;
+    memcpy(text, data, size);
+    text[size] = '\0';
+    pg_redis_addr addrs[PG_REDIS_SENTINELS_MAX];
+    char err[256] = "";
+    int n = pg_redis_addrs_parse(text, addrs, PG_REDIS_SENTINELS_MAX, err, sizeof(err));
+    if (n < 0)
+        check_reason(err);
+    for (int i = 0; i < n; i++)
+        check_addr(&addrs[i]);
+    free(text);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!huge_array(data, size))
+        check_replies(data, size);
+    check_texts(data, size);
+    return 0;
+}
