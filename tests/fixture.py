@@ -750,10 +750,83 @@ class Stack:
         os.replace(tmp, path)
 
 
+# ---------------------------------------------------------------- ProcessSet
+
+
+class ProcessSet:
+    """What SentinelSet and GaleraCluster share: a folder (made here, or
+    given), start() that stops what it started when it fails, stop() that
+    stops every process (only ours, by PID) even when one fails, and a stop
+    at exit.  A subclass gives _start() (the processes, in order) and
+    _stop_all() (a list of errors); Stack's process helpers work on it."""
+
+    prefix = "pushgate-set-"
+
+    def __init__(self, dir, timeout, keep):
+        if dir is None:
+            self.dir = tempfile.mkdtemp(prefix=self.prefix)
+            self._owns_dir = True
+        else:
+            self.dir = os.path.abspath(dir)
+            self._owns_dir = not os.path.exists(self.dir)
+        self.timeout = float(timeout)
+        self.keep = keep
+        self.detach = False
+        self.host = LOOPBACK
+        self._running = False
+
+    _popen = Stack._popen
+    _deadline_loop = Stack._deadline_loop
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self):
+        if self._running:
+            return self
+        self._running = True
+        atexit.register(self._atexit)
+        t0 = time.monotonic()
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            self._start()
+        except BaseException:
+            try:
+                self.stop()
+            except Exception as e:
+                sys.stderr.write("fixture: cleanup after failed start: %s\n" % e)
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self):
+        """Every process of the set (only ours, by PID); removes the folder."""
+        errors = self._stop_all()
+        self._running = False
+        try:
+            atexit.unregister(self._atexit)
+        except Exception:
+            pass
+        if not self.keep and self._owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if errors:
+            raise FixtureError("; ".join(errors))
+
+    def _atexit(self):
+        if self._running:
+            try:
+                self.stop()
+            except Exception as e:
+                sys.stderr.write("fixture: %s stop at exit: %s\n" % (type(self).__name__, e))
+
+
 # ---------------------------------------------------------------- SentinelSet
 
-
-class SentinelSet:
+class SentinelSet(ProcessSet):
     """A Redis primary, one replica and three sentinels on loopback ports,
     for pushgate's redis_sentinels (the MariaDB stays the Stack's).
 
@@ -775,82 +848,42 @@ class SentinelSet:
 
     SENTINELS = 3
 
+    prefix = "pushgate-sentinel-"
+
     def __init__(self, dir=None, master_name="pushgate", down_after_ms=1000,
                  failover_timeout_ms=3000, aof=True, timeout=30.0, keep=False):
-        if dir is None:
-            self.dir = tempfile.mkdtemp(prefix="pushgate-sentinel-")
-            self._owns_dir = True
-        else:
-            self.dir = os.path.abspath(dir)
-            self._owns_dir = not os.path.exists(self.dir)
+        super().__init__(dir, timeout, keep)
         self.master_name = master_name
         self.down_after_ms = int(down_after_ms)
         self.failover_timeout_ms = int(failover_timeout_ms)
         self.aof = bool(aof)
-        self.timeout = float(timeout)
-        self.keep = keep
-        self.detach = False
-        self.host = LOOPBACK
         self.server_ports = []      # the two data servers (first primary, then replica)
         self.sentinel_ports = []
         self._procs = {}            # port -> (Popen, starttime, log, what)
-        self._running = False
 
-    # Stack's process helpers work on any object with dir, detach and timeout.
-    _popen = Stack._popen
-    _deadline_loop = Stack._deadline_loop
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
-
-    # -- public API
-    def start(self):
+    def _start(self):
         if _redis_mod is None:
             raise FixtureError("python3-redis is not installed")
-        if self._running:
-            return self
-        self._running = True
-        atexit.register(self._atexit)
-        try:
-            os.makedirs(self.dir, exist_ok=True)
-            ports = _free_ports(2 + self.SENTINELS)
-            self.server_ports, self.sentinel_ports = ports[:2], ports[2:]
-            primary, replica = self.server_ports
-            self._launch_server(primary)
-            self._launch_server(replica, replica_of=primary)
-            self._wait_in_sync(replica)
-            for i, port in enumerate(self.sentinel_ports):
-                self._launch_sentinel(i, port, primary)
-            self._wait_sentinels_ready()
-        except BaseException:
-            try:
-                self.stop()
-            except Exception as e:
-                sys.stderr.write("fixture: cleanup after failed start: %s\n" % e)
-            raise
-        return self
+        ports = _free_ports(2 + self.SENTINELS)
+        self.server_ports, self.sentinel_ports = ports[:2], ports[2:]
+        primary, replica = self.server_ports
+        self._launch_server(primary)
+        self._launch_server(replica, replica_of=primary)
+        self._wait_in_sync(replica)
+        for i, port in enumerate(self.sentinel_ports):
+            self._launch_sentinel(i, port, primary)
+        self._wait_sentinels_ready()
 
-    def stop(self):
-        """Every process of the set (only ours, by PID); removes the folder."""
+    def _stop_all(self):
         errors = []
         for port in list(self._procs):
             try:
                 self._stop_port(port)
             except Exception as e:  # keep going: stop the others too
                 errors.append(str(e))
-        self._running = False
-        try:
-            atexit.unregister(self._atexit)
-        except Exception:
-            pass
-        if not self.keep and self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        if errors:
-            raise FixtureError("; ".join(errors))
+        return errors
+
+    # -- public API
 
     def sentinels(self):
         """"host:port,host:port,host:port", as redis_sentinels takes it."""
@@ -960,13 +993,6 @@ class SentinelSet:
         return answered
 
     # -- internals
-    def _atexit(self):
-        if self._running:
-            try:
-                self.stop()
-            except Exception as e:
-                sys.stderr.write("fixture: sentinel set stop at exit: %s\n" % e)
-
     def _record(self, port, proc, log, what):
         st = _proc_stat(proc.pid)
         self._procs[port] = (proc, st[1] if st else None, log, what)
@@ -1052,7 +1078,7 @@ class SentinelSet:
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 
 
-class GaleraCluster:
+class GaleraCluster(ProcessSet):
     """Three MariaDB Galera nodes on loopback ports, for pushgate's
     mysql_hosts (Redis stays a Stack's or a SentinelSet's).
 
@@ -1081,37 +1107,20 @@ class GaleraCluster:
 
     NODES = 3
 
+    prefix = "pushgate-galera-"
+
     def __init__(self, dir=None, sql_dir=SQL_DIR, timeout=120.0, keep=False,
                  cluster_name="pushgate"):
-        if dir is None:
-            self.dir = tempfile.mkdtemp(prefix="pushgate-galera-")
-            self._owns_dir = True
-        else:
-            self.dir = os.path.abspath(dir)
-            self._owns_dir = not os.path.exists(self.dir)
+        super().__init__(dir, timeout, keep)
         self.sql_dir = sql_dir
-        self.timeout = float(timeout)
-        self.keep = keep
-        self.detach = False
         self.cluster_name = cluster_name
-        self.host = LOOPBACK
         self.mysql_user = DB_USER
         self.mysql_password = DB_PASSWORD
         self.mysql_db = DB_NAME
         self.nodes = []             # dicts: port, gcomm, ist, sst, folder, proc, start
         self._as_nobody = os.geteuid() == 0
-        self._running = False
 
-    _popen = Stack._popen
-    _deadline_loop = Stack._deadline_loop
     _load_sql = Stack._load_sql
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     @staticmethod
     def unavailable():
@@ -1126,55 +1135,33 @@ class GaleraCluster:
             return "mariadbd is missing"
         return None
 
-    # -- public API
-    def start(self):
+    def _start(self):
         """Bootstraps node 1, loads the schema there, then joins nodes 2 and
-        3 and returns once all three are synced in one cluster."""
-        if self._running:
-            return self
+        3; done once all three are synced in one cluster."""
         why = self.unavailable()
         if why:
             raise FixtureError("no Galera cluster here: " + why)
-        self._running = True
-        atexit.register(self._atexit)
-        t0 = time.monotonic()
-        try:
-            self._make_folders()
-            self._install()
-            self._launch(0, bootstrap=True)
-            self._wait_synced(0)
-            Stack._bootstrap_mysql(self)
-            for i in range(1, self.NODES):
-                self._launch(i)
-            for i in range(1, self.NODES):
-                self._wait_synced(i)
-            self._wait_size(self.NODES)
-        except BaseException:
-            try:
-                self.stop()
-            except Exception as e:
-                sys.stderr.write("fixture: cleanup after failed start: %s\n" % e)
-            raise
-        self.start_seconds = time.monotonic() - t0
-        return self
+        self._make_folders()
+        self._install()
+        self._launch(0, bootstrap=True)
+        self._wait_synced(0)
+        Stack._bootstrap_mysql(self)
+        for i in range(1, self.NODES):
+            self._launch(i)
+        for i in range(1, self.NODES):
+            self._wait_synced(i)
+        self._wait_size(self.NODES)
 
-    def stop(self):
-        """Stops every node (only ours, by PID) and removes the folder."""
+    def _stop_all(self):
         errors = []
         for i in reversed(range(len(self.nodes))):
             try:
                 self._stop_node(i)
             except Exception as e:  # keep going: stop the others too
                 errors.append(str(e))
-        self._running = False
-        try:
-            atexit.unregister(self._atexit)
-        except Exception:
-            pass
-        if not self.keep and self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        if errors:
-            raise FixtureError("; ".join(errors))
+        return errors
+
+    # -- public API
 
     def hosts(self, order=None):
         """mysql_hosts: host:port of the nodes, in order (default 0, 1, 2)."""
@@ -1255,13 +1242,6 @@ class GaleraCluster:
         return "SST" if "rsync SST completed on joiner" in text else "IST"
 
     # -- internals
-    def _atexit(self):
-        if self._running:
-            try:
-                self.stop()
-            except Exception as e:
-                sys.stderr.write("fixture: stop at exit: %s\n" % e)
-
     def _sock(self, node):
         return os.path.join(self.nodes[node]["folder"], "mysql.sock")
 

@@ -326,11 +326,9 @@ static void test_open_wrong_password(void **state)
     assert_non_null(strstr(err, "1045"));       /* ER_ACCESS_DENIED_ERROR */
 }
 
-static void test_open_closed_port(void **state)
+/* A free loopback port a moment ago: nothing listens there. */
+static int closed_port(void)
 {
-    (void)state;
-    NEED_DB();
-    /* A port that was free a moment ago, on loopback: refused at once. */
     int s = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(s >= 0);
     struct sockaddr_in a;
@@ -341,10 +339,17 @@ static void test_open_closed_port(void **state)
     socklen_t al = sizeof a;
     assert_int_equal(getsockname(s, (struct sockaddr *)&a, &al), 0);
     close(s);
+    return ntohs(a.sin_port);
+}
 
+static void test_open_closed_port(void **state)
+{
+    (void)state;
+    NEED_DB();
+    /* A port that was free a moment ago, on loopback: refused at once. */
     pg_db_config c = cfg;
     c.host = "127.0.0.1";
-    c.port = ntohs(a.sin_port);
+    c.port = closed_port();
     c.connect_timeout_s = 2;
     char err[256] = "";
     pg_db *d = pg_db_open(&c, err, sizeof err);
@@ -780,22 +785,6 @@ static void test_reconnect_after_kill(void **state)
 }
 
 /* ------------------------------------------------------------ server lists and failover */
-
-/* A free loopback port a moment ago: nothing listens there. */
-static int closed_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(s >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t al = sizeof a;
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &al), 0);
-    close(s);
-    return ntohs(a.sin_port);
-}
 
 static void refuse_hosts(const char *text, const char *why)
 {
