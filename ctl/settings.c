@@ -229,8 +229,7 @@ void ctl_settings_help(void)
 
 bool ctl_setting_is_ctl_only(const char *key, size_t keylen)
 {
-    static const char *const only[] = {"redis_host", "redis_port", "stream",
-                                        "dead_letter_stream"};
+    static const char *const only[] = {"stream", "dead_letter_stream"};
     for (size_t i = 0; i < sizeof(only) / sizeof(only[0]); i++)
         if (strlen(only[i]) == keylen && strncasecmp(only[i], key, keylen) == 0)
             return true;

@@ -363,12 +363,15 @@ def test_start_status_reload_stop(bin_dir, stack, tmp_path):
     d = Daemon(pid_file)
     try:
         t0 = time.monotonic()
-        p = ok(ctl(bin_dir, stack, "start", "-c", ini, env=env))
+        # settings ctl and the gateway share (its route feed's Redis) reach the gateway
+        p = ok(ctl(bin_dir, stack, "start", "-c", ini, "--set", "redis_host=127.0.0.1",
+                   "--set", "redis_port=%d" % stack.redis_port, env=env))
         master = d.master()
         assert master and p.stdout == "started, pid %d (pid file %s)\n" % (master, pid_file)
         assert "starting pushgate-gateway" in p.stderr and time.monotonic() - t0 < 30
         wait_until(lambda: len(stats(port)["workers"]) == 2 and all(
             w["pid"] > 0 for w in stats(port)["task_workers"]), 10, what="workers")
+        wait_until(lambda: stats(port)["redis"]["ok"], 10, what="the route feed on the stack's Redis")
         d.record()
 
         p = ctl(bin_dir, stack, "start", "-c", ini, env=env)
