@@ -105,7 +105,7 @@ static void add_reply(const char *code, unsigned long long n, void *arg)
     json_object_set_new(arg, code, json_integer((json_int_t)n));
 }
 
-/* The contract's consumer status (/tmp/brief/contract.md). */
+/* The report, in the shape the cluster console reads (README, "Operators"). */
 static json_t *report(void)
 {
     long long lag, pending;

@@ -74,7 +74,7 @@ static json_t *forwards_json(void)
     return list;
 }
 
-/* The contract's proxy status (/tmp/brief/contract.md). */
+/* The report, in the shape the cluster console reads (README, "Operators"). */
 static json_t *report(void)
 {
     pg_server_stats_t st;

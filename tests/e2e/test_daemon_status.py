@@ -1,9 +1,9 @@
 """The rows pushgate-consumer and pushgate-proxy keep in daemon_status (ASan +
 UBSan build, the session's MariaDB + Redis), which the cluster console reads:
 
-- each row appears within a few seconds, its status holding every field of
-  the contract (/tmp/brief/contract.md, "Status JSON of each role"), each
-  of its type, and is replaced every 2 s;
+- each row appears within a few seconds, its status holding every field the
+  cluster console (gateway/www/admin.js) reads, each of its type, and is
+  replaced every 2 s;
 - the consumer's dead letters are counted by kind of reason, the newest 20
   kept with their entry id and full reason, newest first;
 - orders flowing move the consumer's counters and replies and the proxy's
