@@ -28,15 +28,13 @@ import os
 import sys
 import threading
 import time
-import uuid as uuidlib
 
-import pytest
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, free_port  # noqa: E402
-from test_browser import (APP_TOKEN, BROWSER_DIR, CHROMIUM, SECRET, STREAM, System,  # noqa: E402
-                          missing_tools, order_json, run_script)
+from test_browser import (BROWSER_DIR, CHROMIUM, SECRET, STREAM, System,  # noqa: E402
+                          order_json, prepare, run_script)
 from ws_client import make_token  # noqa: E402
 
 SCRIPT = os.path.join(BROWSER_DIR, "admin_test.mjs")
@@ -156,17 +154,7 @@ def act(actions, req):
 
 
 def test_cluster_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
-    why = missing_tools()
-    if why:
-        pytest.skip(why)
-    for k, v in stack.env().items():
-        monkeypatch.setenv(k, v)
-    stack.add_app(APP_TOKEN)
-    r = stack.redis()
-    run = uuidlib.uuid4().hex[:8]
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-    print("\n[browser] screenshots: %s" % shots, flush=True)
+    r, run, shots = prepare(stack, tmp_path, monkeypatch)
 
     t0 = time.monotonic()
     system = System(bin_dir, stack, tmp_path, lambda: dict(admin_secret=ADMIN_SECRET,

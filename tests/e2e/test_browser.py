@@ -192,19 +192,25 @@ def run_script(script, cfg, act, t0):
     assert "[browser] PASS" in output
 
 
-def test_agent_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
+def prepare(stack, tmp_path, monkeypatch):
+    """What a browser test needs first (skipped without the tools): the
+    stack's settings in the environment, the app token, Redis, a run id
+    for unique names, and the screenshots' folder."""
     why = missing_tools()
     if why:
         pytest.skip(why)
     for k, v in stack.env().items():
         monkeypatch.setenv(k, v)
     stack.add_app(APP_TOKEN)
-    r = stack.redis()
-    run = uuidlib.uuid4().hex[:8]
-    uuid_a, uuid_b = "agent-a-" + run, "agent-b-" + run
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print("\n[browser] screenshots: %s" % shots, flush=True)
+    return stack.redis(), uuidlib.uuid4().hex[:8], shots
+
+
+def test_agent_console_in_chromium(bin_dir, stack, tmp_path, monkeypatch):
+    r, run, shots = prepare(stack, tmp_path, monkeypatch)
+    uuid_a, uuid_b = "agent-a-" + run, "agent-b-" + run
 
     t0 = time.monotonic()
     system = System(bin_dir, stack, tmp_path)
