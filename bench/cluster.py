@@ -28,6 +28,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # gets on top of the scenario's, to measure a tuning with the same scenarios
 GATEWAY_SET = dict(kv.split("=", 1) for kv in
                    os.environ.get("BENCH_GATEWAY_SET", "").split(",") if "=" in kv)
+# BENCH_PROXY_SET="workers_accept=false": the same for the proxy
+PROXY_SET = dict(kv.split("=", 1) for kv in
+                 os.environ.get("BENCH_PROXY_SET", "").split(",") if "=" in kv)
 
 
 def free_port():
@@ -170,7 +173,7 @@ class Cluster:
         self.proxy_port = free_port()
         self.proxy = self.start("proxy", "pushgate-proxy", host=HOST, port=self.proxy_port,
                                 reactor_num=1, worker_num=2, task_worker_num=1,
-                                nodes_refresh_ms=200, log_level="warn")
+                                nodes_refresh_ms=200, log_level="warn", **PROXY_SET)
         wait_for(lambda: port_open(self.proxy_port), 20, "the proxy")
         self.gateways = [self.start_gateway(i, **(gateway or {})) for i in range(nodes)]
         self.consumers = [self.start("consumer-%d" % i, "pushgate-consumer",

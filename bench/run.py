@@ -16,8 +16,8 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
            nchan.  Skipped, saying what to install, without nginx and
            libnginx-mod-nchan (scripts/install-deps --bench)
 BENCH_ONLY=engine,s1,s2,latency,wakeups,s3,s4,s5,peer picks some of them;
-BENCH_GATEWAY_SET=key=value,... adds settings to every gateway (the results
-file records them).
+BENCH_GATEWAY_SET=key=value,... adds settings to every gateway, and
+BENCH_PROXY_SET to the proxy (the results file records them).
 Prints a table and writes bench/results/<date>.json.
 """
 import datetime
@@ -296,10 +296,11 @@ def source_tree():
 
 
 def main():
-    from cluster import GATEWAY_SET
+    from cluster import GATEWAY_SET, PROXY_SET
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
-               "cpus": os.cpu_count(), "gateway_set": GATEWAY_SET, "allocator": allocator(),
+               "cpus": os.cpu_count(), "gateway_set": GATEWAY_SET,
+               "proxy_set": PROXY_SET, "allocator": allocator(),
                "source": source_tree(), "loadavg_start": os.getloadavg(), "scenarios": {}}
     rows, peer_rows = [], []
     if not only or "engine" in only:

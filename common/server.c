@@ -215,6 +215,10 @@ int pg_server_listen(pg_server *s, const char *host, int port, const pg_listen_o
         pg_error("listen %s:%d: dispatch_mode must be 0 to 3", host, port);
         return -1;
     }
+    if (opts->direct && opts->protocol) {
+        pg_error("listen %s:%d: a direct listener is framed, it takes no protocol", host, port);
+        return -1;
+    }
     int fd = bind_socket(host, port, (int)s->settings->backlog);
     if (fd < 0)
         return -1;

@@ -130,6 +130,13 @@ typedef struct {
      * reaches one worker whole, which can batch its work (one routing task
      * for all its orders) where every worker would get a sliver of it. */
     int round_robin_reads;
+    /* 1: the workers accept and serve this listener's connections
+     * themselves, with no reactor thread between (Swoole's SWOOLE_BASE
+     * mode): a request and its reply each cross one process less, but a
+     * connection dies with its worker.  For links whose peer reconnects and
+     * owns its retries (the proxy's gateways); framed, no protocol hooks,
+     * no idle check; dispatch_mode and batch_output do not apply. */
+    int direct;
 } pg_listen_options;
 
 typedef struct {

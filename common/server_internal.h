@@ -32,6 +32,7 @@ typedef struct {
     _Atomic uint64_t requests;
     _Atomic uint64_t queued;
     _Atomic uint64_t respawns;
+    _Atomic long long direct_connections[PG_SERVER_MAX_LISTENERS];   /* server_direct.c */
 } pg_shm_worker;
 
 /* Counters in shared memory, mapped before fork. */
@@ -52,7 +53,8 @@ typedef struct {
     char host[64];
     pg_listen_options opts;
     char eof[8];                      /* copy of the EOF marker opts.frame points at */
-    _Atomic long long connections;    /* open now (master: accept and reactor threads) */
+    _Atomic long long connections;    /* open now (master: accept and reactor threads;
+                                         direct listeners: pg_listener_connections) */
 } pg_listener;
 
 typedef struct pg_hook_entry {
@@ -71,6 +73,7 @@ typedef struct pg_event_listener {
 
 typedef struct pg_reactor pg_reactor;
 typedef struct pg_worker_proc pg_worker_proc;
+typedef struct pg_direct pg_direct;
 
 struct pg_server {
     char name[64];
@@ -108,6 +111,7 @@ struct pg_server {
 
     /* worker or task worker of this process */
     pg_worker_proc *proc;
+    pg_direct *direct;                /* worker: its direct listeners' connections */
 };
 
 /* server.c */
@@ -131,6 +135,37 @@ void pg_manager_main(pg_server *s) __attribute__((noreturn));
 /* server_worker.c: run in forked children; return the exit code. */
 int pg_worker_main(pg_server *s, int worker_id);
 int pg_task_worker_main(pg_server *s, int task_worker_id);
+/* A packet was handed to on_receive (counts toward max_request). */
+void pg_worker_count_handled(pg_server *s);
+
+/* server_direct.c: in a worker, the connections of its direct listeners
+ * (pg_listen_options.direct), with no reactor between. */
+int pg_direct_start(pg_server *s, struct event_base *base);
+int pg_direct_send(pg_server *s, pg_session_id session, const void *data, size_t len);
+int pg_direct_close(pg_server *s, pg_session_id session);
+/* The worker begins to stop: no new connections, no more reads. */
+void pg_direct_stop_accepting(pg_server *s);
+/* After on_stop: writes what is queued (waiting at most timeout_ms in all)
+ * and closes every connection, without on_close. */
+void pg_direct_finish(pg_server *s, int timeout_ms);
+void pg_direct_free(pg_server *s);
+/* In the manager, once a worker is gone: its direct connections went with
+ * it, so they leave the counts (max_conn). */
+void pg_direct_forget_worker(pg_server *s, int worker_id);
+
+/* server_reactor.c: "ip:port" of a socket's peer ("?:0" when unknown). */
+const char *pg_fd_peer(int fd, char *buf, size_t len);
+
+/* Direct sessions (server_direct.c): the counter's top bit set, then the
+ * worker's id, then a sequence of the worker's own.  The reactors' counters
+ * stay below the bit. */
+#define PG_DIRECT_SESSION_BIT (UINT64_C(1) << (PG_SESSION_COUNTER_BITS - 1))
+#define PG_DIRECT_SEQ_BITS 24
+
+static inline int pg_session_is_direct(uint64_t session)
+{
+    return (session & PG_DIRECT_SESSION_BIT) != 0;
+}
 
 static inline int pg_session_reactor_of(uint64_t session, int reactor_num)
 {
@@ -180,8 +215,34 @@ static inline void pg_conn_uncounted(pg_server *s, int listener)
  * mode, all its packets). */
 static inline int pg_session_home_worker(uint64_t session, int worker_num)
 {
+    if (pg_session_is_direct(session))
+        return (int)((session >> PG_DIRECT_SEQ_BITS) & (PG_SERVER_MAX_WORKERS - 1));
     uint64_t x = session * UINT64_C(0x9E3779B97F4A7C15);
     return (int)((x >> 32) % (uint64_t)worker_num);
+}
+
+/* A listener with a limit of its own is held to it; the others share
+ * max_conn among the connections not on such listeners. */
+static inline long long pg_listener_connections(pg_server *s, int listener)
+{
+    if (!s->listeners[listener].opts.direct)
+        return atomic_load(&s->listeners[listener].connections);
+    long long n = 0;   /* direct: every worker's, in shared memory */
+    for (int w = 0; w < s->worker_num; w++)
+        n += atomic_load(&s->stats->workers[w].direct_connections[listener]);
+    return n;
+}
+
+static inline int pg_listener_at_limit(pg_server *s, int listener)
+{
+    const pg_listener *l = &s->listeners[listener];
+    if (l->opts.max_conn > 0)
+        return pg_listener_connections(s, listener) >= l->opts.max_conn;
+    long long shared = (long long)atomic_load(&s->stats->connections);
+    for (int i = 0; i < s->listener_num; i++)
+        if (s->listeners[i].opts.max_conn > 0)
+            shared -= pg_listener_connections(s, i);
+    return shared >= s->settings->max_conn;
 }
 
 #endif

@@ -170,6 +170,8 @@ static void reap(manager *m)
         if (!c)
             continue;
         report_exit(m, c, status);
+        if (!c->is_task)
+            pg_direct_forget_worker(m->s, c->id);   /* its connections died with it */
         atomic_store(&slot_stats(m, c)->state, PG_WORKER_EXITED);
         atomic_store(&slot_stats(m, c)->queued, 0);
         uint64_t lived = pg_now_ms() - c->started_ms;
@@ -287,6 +289,8 @@ void pg_manager_main(pg_server *s)
     if (s->ready_fd >= 0)
         close(s->ready_fd);
     for (int i = 0; i < s->listener_num; i++) {
+        if (s->listeners[i].opts.direct)
+            continue;   /* the workers it forks accept on it (server_direct.c) */
         close(s->listeners[i].fd);
         s->listeners[i].fd = -1;
     }

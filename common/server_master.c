@@ -59,20 +59,6 @@ static void refuse_at_fd_limit(pg_master *m, int listen_fd)
     log_refusal(m, "out of file descriptors (open-file limit reached)");
 }
 
-/* A listener with a limit of its own is held to it; the others share
- * max_conn among the connections not on such listeners. */
-static bool at_limit(pg_server *s, int listener)
-{
-    const pg_listener *l = &s->listeners[listener];
-    if (l->opts.max_conn > 0)
-        return atomic_load(&l->connections) >= l->opts.max_conn;
-    long long shared = (long long)atomic_load(&s->stats->connections);
-    for (int i = 0; i < s->listener_num; i++)
-        if (s->listeners[i].opts.max_conn > 0)
-            shared -= atomic_load(&s->listeners[i].connections);
-    return shared >= s->settings->max_conn;
-}
-
 static void on_accept(evutil_socket_t listen_fd, short what, void *arg)
 {
     (void)what;
@@ -90,7 +76,7 @@ static void on_accept(evutil_socket_t listen_fd, short what, void *arg)
                 pg_warn("accept: %s", strerror(errno));
             return;
         }
-        if (at_limit(s, listener)) {
+        if (pg_listener_at_limit(s, listener)) {
             close(fd);
             log_refusal(m, s->listeners[listener].opts.max_conn > 0
                                ? "the port's own max_conn reached" : "max_conn reached");
@@ -206,6 +192,8 @@ static int master_setup(pg_master *m)
             return -1;
     }
     for (int i = 0; i < s->listener_num; i++) {
+        if (s->listeners[i].opts.direct)
+            continue;   /* the workers accept on it (server_direct.c) */
         m->accept_ev[i] = event_new(s->main_base, s->listeners[i].fd, EV_READ | EV_PERSIST,
                                     on_accept, m);
         if (!m->accept_ev[i] || event_add(m->accept_ev[i], NULL) < 0)

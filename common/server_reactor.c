@@ -497,7 +497,8 @@ static void conn_open(pg_reactor *r, int fd, int listener)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    uint64_t counter = (r->seq++ * (uint64_t)s->reactor_num + (uint64_t)r->id) & PG_SESSION_COUNTER_MASK;
+    uint64_t counter = (r->seq++ * (uint64_t)s->reactor_num + (uint64_t)r->id) &
+                       (PG_DIRECT_SESSION_BIT - 1);
     c->session = ((uint64_t)s->generation << PG_SESSION_COUNTER_BITS) | counter;
     c->reactor = r;
     c->fd = fd;
@@ -819,11 +820,16 @@ void pg_conn_set_state(pg_conn *c, void *state) { c->proto_state = state; }
 
 const char *pg_conn_peer(const pg_conn *c, char *buf, size_t len)
 {
+    return pg_fd_peer(c->fd, buf, len);
+}
+
+const char *pg_fd_peer(int fd, char *buf, size_t len)
+{
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     char ip[INET6_ADDRSTRLEN] = "?";
     int port = 0;
-    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
             inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));

@@ -102,6 +102,7 @@ static void on_stop_check(evutil_socket_t fd, short what, void *arg)
         s->cb.on_stop(s, p->id);
     pg_server_run_hooks(s, PG_HOOK_WORKER_STOP, p->id);
     flush_all(p);
+    pg_direct_finish(s, STOP_FLUSH_MS);
     event_base_loopbreak(p->base);
 }
 
@@ -116,6 +117,7 @@ static void begin_stop(struct pg_worker_proc *p, const char *why)
     for (int i = 0; i < p->nin && !p->is_task; i++)
         if (p->in[i])
             pg_ipc_channel_stop(p->in[i]);
+    pg_direct_stop_accepting(p->s);
     struct timeval tv = {0, STOP_POLL_MS * 1000};
     p->stop_ev = event_new(p->base, -1, EV_PERSIST, on_stop_check, p);
     event_add(p->stop_ev, &tv);
@@ -127,6 +129,14 @@ static void on_sigterm(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     begin_stop(arg, "SIGTERM");
+}
+
+static void count_handled(struct pg_worker_proc *p);
+
+void pg_worker_count_handled(pg_server *s)
+{
+    if (s->proc)
+        count_handled(s->proc);
 }
 
 static void count_handled(struct pg_worker_proc *p)
@@ -195,6 +205,9 @@ static int to_session(pg_server *s, uint16_t type, pg_session_id session, const 
     struct pg_worker_proc *p = s->proc;
     if (!p || p->is_task || (uint32_t)(session >> PG_SESSION_COUNTER_BITS) != s->generation)
         return -1;
+    if (pg_session_is_direct(session))
+        return type == PG_IPC_SEND ? pg_direct_send(s, session, data, len)
+                                   : pg_direct_close(s, session);
     pg_ipc_header h = {.id = session, .type = type, .worker_id = p->id};
     return pg_ipc_send(p->in[pg_session_reactor_of(session, s->reactor_num)], &h, data, len);
 }
@@ -362,6 +375,8 @@ static int setup(struct pg_worker_proc *p)
         if (!p->tasks)
             return -1;
     }
+    if (!p->is_task && pg_direct_start(s, p->base) < 0)
+        return -1;
     p->sigterm_ev = evsignal_new(p->base, SIGTERM, on_sigterm, p);
     return p->sigterm_ev && evsignal_add(p->sigterm_ev, NULL) == 0 ? 0 : -1;
 }
@@ -369,6 +384,7 @@ static int setup(struct pg_worker_proc *p)
 static void teardown(struct pg_worker_proc *p)
 {
     pg_timer_bind(NULL);
+    pg_direct_free(p->s);
     for (int i = 0; p->in && i < p->nin; i++)
         pg_ipc_channel_free(p->in[i]);
     for (int t = 0; p->tasks && t < p->s->task_worker_num; t++)

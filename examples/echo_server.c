@@ -25,6 +25,7 @@ typedef struct {
     char *host;
     long long port;
     long long line_port;
+    long long direct_port;
 } echo_settings;
 
 static const pg_conf_def echo_defs[] = {
@@ -34,6 +35,8 @@ static const pg_conf_def echo_defs[] = {
      "port to listen on (0: any free port, logged)"},
     {"line_port", PG_CONF_INT, offsetof(echo_settings, line_port), "0", 0, 65535, NULL,
      "port of the line protocol built on the protocol hook (0: none)"},
+    {"direct_port", PG_CONF_INT, offsetof(echo_settings, direct_port), "0", 0, 65535, NULL,
+     "port framed as the main one, served by the workers themselves (0: none)"},
 };
 
 /* ---- the line protocol: runs in reactor threads ---- */
@@ -185,8 +188,12 @@ int main(int argc, char **argv)
     pg_listen_options opts = pg_listen_options_from_settings(&settings);
     rc = 1;
     pg_listen_options line_opts = {.protocol = &line_protocol};
+    pg_listen_options direct_opts = opts;
+    direct_opts.direct = 1;
     if (s && pg_server_listen(s, echo.host, (int)echo.port, &opts) >= 0 &&
-        (echo.line_port == 0 || pg_server_listen(s, echo.host, (int)echo.line_port, &line_opts) >= 0))
+        (echo.line_port == 0 || pg_server_listen(s, echo.host, (int)echo.line_port, &line_opts) >= 0) &&
+        (echo.direct_port == 0 ||
+         pg_server_listen(s, echo.host, (int)echo.direct_port, &direct_opts) >= 0))
         rc = pg_server_start(s);
     pg_server_free(s);
     pg_daemon_done(tables, 2);

@@ -36,6 +36,7 @@ struct evbuffer;
 typedef struct {
     char *host;
     long long port;
+    int workers_accept;
     long long nodes_refresh_ms;
     long long reply_timeout_ms;
     long long handoff_timeout_ms;

@@ -18,8 +18,8 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (HOST, SANITIZER_MARKS, Server, alive, free_port,  # noqa: E402
-                         proc_stat, proc_title, run_program, send_nonblocking,
+from engine_util import (HOST, SANITIZER_MARKS, Client, Server, alive,  # noqa: E402
+                         free_port, proc_stat, proc_title, run_program, send_nonblocking,
                          start_server, wait_until)
 
 
@@ -195,6 +195,90 @@ def test_worker_killed_is_respawned_and_connections_survive(engine):
     assert workers[1]["respawns"] == 0
     assert st["connections"] == len(clients)
     assert "died: signal 9" in s.log()
+
+
+# ---- direct listeners: served by the workers themselves (server_direct.c) ----
+
+def direct_node(engine, **settings):
+    """echo_server with a direct port framed as the main one; .direct(c)
+    opens a client on it (closed with the node)."""
+    s = engine(open_length_check=True, package_max_length="64K", direct_port=free_port(),
+               **settings)
+    port = int(s.settings["direct_port"])
+    s.direct = lambda: _direct_client(s, port)
+    return s
+
+
+def _direct_client(s, port):
+    c = Client(port, s.framing())
+    s.direct_clients = getattr(s, "direct_clients", []) + [c]
+    return c
+
+
+def test_direct_listener_is_served_by_the_workers(engine):
+    s = direct_node(engine, worker_num=2, task_worker_num=0)
+    pids = set(s.worker_pids().values())
+    clients = [s.direct() for _ in range(6)]
+    for c in clients:
+        assert int(c.call(b"pid")) in pids
+    # packets cut anywhere and packets many to a write, as on the main port
+    c = clients[0]
+    c.send_raw(b"".join(c.frame(b"p%d" % i) for i in range(50)))
+    assert c.recv_many(50) == [b"p%d" % i for i in range(50)]
+    whole = b"".join(c.frame(b"x" * 1000 + b"%d" % i) for i in range(3))
+    for piece in chunks(whole, [1, 7, 500]):
+        c.send_raw(piece)
+    assert c.recv_many(3) == [b"x" * 1000 + b"%d" % i for i in range(3)]
+    with s.client() as main:   # the master's port works beside it
+        assert main.call(b"main") == b"main"
+        assert main.stats()["connections"] == len(clients) + 1
+    # an oversized packet closes its connection alone; quit closes one
+    big = clients[1]
+    send_nonblocking(big.sock, big.frame(os.urandom(100 * 1024)), timeout=5)
+    big.sock.setblocking(True)
+    assert big.wait_closed(5)
+    clients[2].send(b"quit")
+    assert clients[2].wait_closed(5)
+    for c in clients[3:]:
+        assert c.call(b"still") == b"still"
+    wait_until(lambda: clients[0].stats()["connections"] == 4, 5,
+               what="the closed direct connections to leave the count")
+    for c in s.direct_clients:
+        c.close()
+
+
+def test_direct_connections_close_with_their_worker(engine):
+    s = direct_node(engine, worker_num=2, task_worker_num=0)
+    before = s.worker_pids()
+    victim = before["worker 0"]
+    clients, owner = [], []
+    for _ in range(40):   # until both workers hold some
+        c = s.direct()
+        clients.append(c)
+        owner.append(int(c.call(b"pid")))
+        if len(clients) >= 6 and len(set(owner)) == 2:
+            break
+    assert victim in owner and before["worker 1"] in owner, "the connections all went to one worker"
+    os.kill(victim, signal.SIGKILL)
+    for c, pid in zip(clients, owner):
+        if pid == victim:
+            assert c.wait_closed(5), "a connection of the killed worker stayed open"
+        else:
+            assert c.call(b"on") == b"on"
+    new = wait_until(lambda: (lambda w: w.get("worker 0") if w.get("worker 0") not in
+                              (None, victim) else None)(s.worker_pids()),
+                     10, what="worker 0 to be respawned")
+    fresh = []
+
+    def new_worker_accepts():   # once it has started, the new worker 0 accepts too
+        fresh.append(int(s.direct().call(b"pid", timeout=10)))
+        return new in fresh
+    wait_until(new_worker_accepts, 15, what="the new worker 0 to accept a connection")
+    alive_now = sum(1 for p in owner if p != victim) + len(fresh)
+    wait_until(lambda: clients[owner.index(before["worker 1"])].stats()["connections"] ==
+               alive_now, 5, what="the killed worker's connections to leave the count")
+    for c in s.direct_clients:
+        c.close()
 
 
 # ---- 5: reload ----

@@ -255,9 +255,12 @@ def mysql_env(stack):
         yield stack
 
 
-@pytest.fixture(scope="module")
-def cluster(bin_dir, mysql_env, tmp_path_factory):
-    c = Cluster(bin_dir, mysql_env, tmp_path_factory.mktemp("proxy"))
+# Every test of the shared cluster runs twice: with the gateways' links held
+# by the proxy's reactor thread, and held by its workers (workers_accept).
+@pytest.fixture(scope="module", params=["reactor-links", "worker-links"])
+def cluster(bin_dir, mysql_env, tmp_path_factory, request):
+    c = Cluster(bin_dir, mysql_env, tmp_path_factory.mktemp("proxy"),
+                workers_accept=str(request.param == "worker-links").lower())
     try:
         yield c
     finally:
@@ -404,6 +407,54 @@ def test_proxy_down_stores_and_restart_resumes(own_cluster, stack):
         # the stored copies went with the ACKs
         wait_until(lambda: offline_ids(stack, u) == [], 10, what="the stored copies deleted")
     run(go())
+
+
+def test_proxy_worker_killed_with_worker_links_loses_nothing(own_cluster, stack):
+    """With workers_accept, a proxy worker holds gateways' links itself: kill
+    -9 of it closes them, the gateways link again, and every order that was
+    on the way is delivered or stored (then sent by its node), none lost."""
+    c = own_cluster(workers_accept="true")
+    a, b = c.a, c.b
+    users = [uid("k%d" % i) for i in range(8)]
+    data = {"type": "t", "infos": "worker links"}
+
+    async def go():
+        tabs = [(await online(b, u))[0] for u in users]
+        got = {u: set() for u in users}
+
+        async def drain(ws, u, seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    ev = await recv_json(ws, timeout=max(0.05, end - time.monotonic()))
+                except (asyncio.TimeoutError, TimeoutError):
+                    return
+                got[u].add(ev["id"])
+                await ack(ws, ev["id"])
+
+        links = c.proxy_links(a)
+        victim = c.proxy.worker_pids()["worker 0"]
+        sent = []
+        for n in range(60):
+            u = users[n % len(users)]
+            msg_id = "k%d-%s" % (n, u)
+            r = await order(a, msg_id, u, data)
+            assert r["code"] == 0 and r["forwarded"] + r["stored"] == 1, r
+            sent.append((u, msg_id))
+            if n == 20:
+                os.kill(victim, signal.SIGKILL)
+            await asyncio.sleep(0.02)
+        wait_until(lambda: c.proxy_links(a) > links or
+                   all(pid != victim for pid in c.proxy.worker_pids().values()), 20,
+                   what="the proxy's worker 0 to be respawned")
+        await asyncio.gather(*(drain(ws, u, 12) for ws, u in zip(tabs, users)))
+        missing = [m for u, m in sent if m not in got[u]]
+        assert not missing, "%d of %d orders never arrived: %s" % (len(missing), len(sent),
+                                                                  missing[:5])
+        for ws in tabs:
+            await ws.close()
+    run(go())
+    assert "died: signal 9" in c.proxy.log()
 
 
 # ---- 5. unreachable targets ----

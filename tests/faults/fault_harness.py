@@ -449,6 +449,26 @@ def fault_proxy(ctx):
     return t0, t1
 
 
+def fault_proxy_worker(ctx):
+    """The proxy's workers hold the gateways' links themselves
+    (workers_accept): the links of the one killed close with it."""
+    c = ctx.c
+    links = [c.proxy_links(c.a), c.proxy_links(c.b)]
+    t0 = time.monotonic()
+    pid = c.proxy.workers()["worker 0"]
+    os.kill(pid, signal.SIGKILL)
+    new = _respawned(c.proxy, "worker 0", pid)
+    t1 = time.monotonic()
+    ctx.note("kill -9 of the proxy's worker 0 (pid %d); respawned as pid %d after %.2f s" % (
+        pid, new, t1 - t0))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and sum(c.proxy_links(g) for g in (c.a, c.b)) <= sum(links):
+        time.sleep(0.05)
+    ctx.note("gateways relinked %.2f s after the kill (A %d, B %d new links)" % (
+        time.monotonic() - t0, c.proxy_links(c.a) - links[0], c.proxy_links(c.b) - links[1]))
+    return t0, t1
+
+
 def fault_gateway(ctx):
     c = ctx.c
     old = c.a
@@ -495,6 +515,7 @@ FAULTS = {
     "task-worker": fault_task_worker,
     "consumer": fault_consumer,
     "proxy": fault_proxy,
+    "proxy-worker": fault_proxy_worker,
     "gateway": fault_gateway,
     "mysql-5s": fault_mysql(5),
     "mysql-60s": fault_mysql(60),
