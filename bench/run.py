@@ -15,7 +15,7 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
            as possible, each system in turn; prints pushgate's ratios to
            nchan.  Skipped, saying what to install, without nginx and
            libnginx-mod-nchan (scripts/install-deps --bench)
-BENCH_ONLY=engine,s1,s2,latency,wakeups,s3,s4,s5,peer picks some of them;
+BENCH_ONLY=engine,s1,s2,latency,wakeups,churn,s3,s4,s5,peer picks some of them;
 BENCH_GATEWAY_SET=key=value,... adds settings to every gateway, and
 BENCH_PROXY_SET to the proxy (the results file records them).
 Prints a table and writes bench/results/<date>.json.
@@ -166,6 +166,10 @@ def push_benches(results, rows, only):
                                                                m["cpu_us_per_order"]),
                     "; ".join("%s %.2f" % (k, v["wakeups_per_order"])
                               for k, v in sorted(m["roles"].items())), "-")),
+        ("churn", "MySQL churn: online_clients, one MariaDB",
+         lambda: sc.churn(20000, 64, 2), churn_row),
+        ("churn", "MySQL churn: online_clients, Galera (3 nodes)",
+         lambda: sc.churn(20000, 64, 2, galera=True), churn_row),
         ("s3", "S3 slow reader + 1,000 others", lambda: sc.s3_slow_reader(),
          lambda m: ("PSS +%d KB (healthy reader +%d), closed %s" % (
                         m["gateway_pss_growth"] // 1024, m["gateway_pss_growth_healthy_flood"] // 1024,
@@ -293,6 +297,14 @@ def source_tree():
                                     stderr=subprocess.DEVNULL).stdout.decode().strip()
     return {"commit": git("rev-parse", "--short", "HEAD") or None,
             "modified": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def churn_row(m):
+    if "skipped" in m:
+        return ("skipped: " + m["skipped"], "-", "-")
+    return ("register %d rows/s, unregister %d rows/s" % (m["register"]["rows_per_s"],
+                                                          m["unregister"]["rows_per_s"]),
+            "%s us of database CPU per row" % m["db_cpu_us_per_row"], "-")
 
 
 def main():

@@ -192,6 +192,37 @@ def s1_idle(nodes, clients, hold_s=20):
         c.stop()
 
 
+# ---- MySQL's registration churn ----
+
+def churn(rows=20000, batch=64, procs=2, galera=False):
+    """online_clients writes as gateways make them (bench/churn_bench.c):
+    rows registered in multi-row statements of batch rows by procs task
+    workers of as many nodes, then deleted one statement per row, on one
+    MariaDB or on a 3-node Galera cluster (every write to its first node,
+    as mysql_hosts does; the others apply them).  Rows per second of each
+    phase and the database's CPU per row (Galera: all three nodes)."""
+    from fixture import GaleraCluster, Stack
+    if galera and GaleraCluster.unavailable():
+        return {"skipped": GaleraCluster.unavailable()}
+    with (GaleraCluster() if galera else Stack()) as db:
+        pids = ([n["proc"].pid for n in db.nodes] if galera else [db.mysql_pid])
+        env = dict(os.environ, **db.env())
+        cpu0 = cpu_seconds(pids)
+        out = subprocess.run([os.path.join(BIN, "churn_bench"), str(rows), str(batch), str(procs)],
+                             env=env, capture_output=True, text=True, timeout=300)
+        cpu1 = cpu_seconds(pids)
+    phases = {}
+    for m in re.finditer(r"churn: (\w+) (\d+) rows in ([\d.]+) s = (\d+) rows/s", out.stdout):
+        phases[m.group(1)] = {"rows": int(m.group(2)), "seconds": float(m.group(3)),
+                              "rows_per_s": int(m.group(4))}
+    if len(phases) != 2:
+        raise RuntimeError("churn_bench: %s%s" % (out.stdout, out.stderr))
+    done = phases["register"]["rows"] + phases["unregister"]["rows"]
+    return {"engine": "galera-3" if galera else "mariadb", "batch": batch, "procs": procs,
+            "register": phases["register"], "unregister": phases["unregister"],
+            "db_cpu_us_per_row": round((cpu1 - cpu0) / max(1, done) * 1e6, 1)}
+
+
 # ---- S2: targeted push ----
 
 def s2_push(messages, users, rate, pace_us=10000):

@@ -235,3 +235,20 @@ def test_echo_modes(echo_servers, bin_dir, mode, args):
     assert rep["mode"] == mode and rep["requests"] == requested, rep
     assert rep["done"] == requested and rep["errors"] == 0 and rep["ok"] is True, rep
     assert rep["latency_ms"]["count"] == requested and rep["requests_per_s"] > 0, rep
+
+
+# ---- MySQL churn (bench/churn_bench.c) ----
+
+def test_churn_bench_registers_and_deletes_every_row(bin_dir, stack):
+    out = subprocess.run([os.path.join(bin_dir, "churn_bench"), "300", "64", "2", "30"],
+                         env=dict(os.environ, **stack.env()), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("churn: register 300 rows in ") and \
+        lines[1].startswith("churn: unregister 300 rows in "), out.stdout
+    assert db_rows(stack, "SELECT COUNT(*) FROM online_clients WHERE client_id LIKE 'churn-%%'") \
+        == ((0,),)
+    bad = subprocess.run([os.path.join(bin_dir, "churn_bench"), "10", "65"], capture_output=True,
+                         text=True, timeout=10)
+    assert bad.returncode == 2 and "usage" in bad.stderr
