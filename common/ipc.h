@@ -34,8 +34,10 @@ enum {
     PG_IPC_CONNECT = 1,   /* reactor -> worker: new connection (data: peer address) */
     PG_IPC_RECEIVE,       /* reactor -> worker: one complete packet */
     PG_IPC_CLOSE,         /* reactor -> worker: connection closed */
-    PG_IPC_SEND,          /* worker -> reactor: bytes for a session */
-    PG_IPC_SHUTDOWN,      /* worker -> reactor: close a session (data: protocol's reason) */
+    PG_IPC_SEND,          /* worker -> reactor: bytes for a session (worker -> worker:
+                             for a direct session of the other's, server_direct.c) */
+    PG_IPC_SHUTDOWN,      /* worker -> reactor: close a session (data: protocol's reason;
+                             worker -> worker: as PG_IPC_SEND) */
     PG_IPC_TASK,          /* worker -> task worker */
     PG_IPC_EVENT,         /* worker -> task worker: custom event "name\0data" */
     PG_IPC_FINISH,        /* task worker -> worker: result of a task */

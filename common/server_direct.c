@@ -12,7 +12,8 @@
  *
  * Session ids of direct connections have PG_DIRECT_SESSION_BIT set and
  * carry their worker's id (server_internal.h), so pg_server_send knows at
- * once that a session is this worker's own.  Framing is the listener's
+ * once whose a session is: its own it writes, another worker's it hands to
+ * that worker over their pipe (one hop, as a reactor's session costs).  Framing is the listener's
  * (frame.h); protocol hooks are for the reactor's connections only.
  *
  * Freeing: a connection that goes is only marked, and freed (and its
@@ -297,14 +298,29 @@ int pg_direct_close(pg_server *s, pg_session_id session)
     return 0;
 }
 
+/* This process's copy of the socket goes too, so that new connections are
+ * refused once no process accepts, instead of waiting in a backlog (the
+ * other workers go on accepting during a reload). */
 void pg_direct_stop_accepting(pg_server *s)
 {
     pg_direct *d = s->direct;
     for (int i = 0; d && i < PG_SERVER_MAX_LISTENERS; i++)
-        if (d->accepting[i])
-            evconnlistener_disable(d->accepting[i]);
+        if (d->accepting[i]) {
+            evconnlistener_free(d->accepting[i]);
+            d->accepting[i] = NULL;
+        }
+    pg_direct_close_listeners(s);
     for (direct_conn *c = d ? d->conns : NULL; c; c = c->next)
         bufferevent_disable(c->bev, EV_READ);
+}
+
+void pg_direct_close_listeners(pg_server *s)
+{
+    for (int i = 0; i < s->listener_num; i++)
+        if (s->listeners[i].opts.direct && s->listeners[i].fd >= 0) {
+            close(s->listeners[i].fd);
+            s->listeners[i].fd = -1;
+        }
 }
 
 /* Writes what waits for c, waiting for room until deadline_ms. */
@@ -312,6 +328,7 @@ static void write_out(direct_conn *c, uint64_t deadline_ms)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     int fd = bufferevent_getfd(c->bev);
+    evbuffer_unfreeze(out, 1);   /* a socket bufferevent writes its output only itself */
     while (evbuffer_get_length(out) > 0) {
         if (evbuffer_write(out, fd) < 0 && errno != EAGAIN && errno != EINTR)
             return;
@@ -326,13 +343,18 @@ static void write_out(direct_conn *c, uint64_t deadline_ms)
 void pg_direct_finish(pg_server *s, int timeout_ms)
 {
     pg_direct *d = s->direct;
-    uint64_t deadline = pg_now_ms() + (uint64_t)timeout_ms;
+    uint64_t start = pg_now_ms(), deadline = start + (uint64_t)timeout_ms;
+    size_t left = 0;
     if (d)
         d->dead = NULL;   /* every connection goes now */
     while (d && d->conns) {
         write_out(d->conns, deadline);
+        left += evbuffer_get_length(bufferevent_get_output(d->conns->bev));
         conn_free(d->conns, 0);
     }
+    if (left > 0)
+        pg_warn("direct connections closed after %llu ms with %zu bytes of output unwritten "
+                "(peers not reading)", (unsigned long long)(pg_now_ms() - start), left);
 }
 
 void pg_direct_free(pg_server *s)

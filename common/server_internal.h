@@ -145,6 +145,10 @@ int pg_direct_send(pg_server *s, pg_session_id session, const void *data, size_t
 int pg_direct_close(pg_server *s, pg_session_id session);
 /* The worker begins to stop: no new connections, no more reads. */
 void pg_direct_stop_accepting(pg_server *s);
+/* This process's copies of the direct listeners' sockets are closed: the
+ * port refuses connections once no process that accepts on it holds one
+ * (a task worker never does; the manager from the server's stop on). */
+void pg_direct_close_listeners(pg_server *s);
 /* After on_stop: writes what is queued (waiting at most timeout_ms in all)
  * and closes every connection, without on_close. */
 void pg_direct_finish(pg_server *s, int timeout_ms);

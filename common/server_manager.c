@@ -212,6 +212,7 @@ static void on_signal(manager *m, int signo)
         if (!m->stopping)
             pg_info("stopping workers");
         m->stopping = 1;
+        pg_direct_close_listeners(m->s);   /* no respawn will need them */
         for (int i = 0; i < m->s->worker_num; i++)
             stop_child(&m->slots[i]);
         break;

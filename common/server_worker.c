@@ -175,6 +175,12 @@ static void on_reactor_message(pg_ipc_channel *ch, const pg_ipc_header *h, const
         if (s->cb.on_pipe_message)
             s->cb.on_pipe_message(s, h->worker_id, data, h->length);
         break;
+    case PG_IPC_SEND:       /* another worker's, for a direct session of ours */
+        pg_direct_send(s, h->id, data, h->length);
+        break;
+    case PG_IPC_SHUTDOWN:
+        pg_direct_close(s, h->id);
+        break;
     default:
         pg_warn("unexpected message type %u from a reactor", h->type);
     }
@@ -205,10 +211,16 @@ static int to_session(pg_server *s, uint16_t type, pg_session_id session, const 
     struct pg_worker_proc *p = s->proc;
     if (!p || p->is_task || (uint32_t)(session >> PG_SESSION_COUNTER_BITS) != s->generation)
         return -1;
-    if (pg_session_is_direct(session))
-        return type == PG_IPC_SEND ? pg_direct_send(s, session, data, len)
-                                   : pg_direct_close(s, session);
     pg_ipc_header h = {.id = session, .type = type, .worker_id = p->id};
+    if (pg_session_is_direct(session)) {
+        int owner = pg_session_home_worker(session, s->worker_num);
+        if (owner == p->id)
+            return type == PG_IPC_SEND ? pg_direct_send(s, session, data, len)
+                                       : pg_direct_close(s, session);
+        if (owner >= s->worker_num)
+            return -1;
+        return pg_ipc_send(p->in[s->reactor_num + owner], &h, data, len);   /* its worker writes */
+    }
     return pg_ipc_send(p->in[pg_session_reactor_of(session, s->reactor_num)], &h, data, len);
 }
 
@@ -375,7 +387,9 @@ static int setup(struct pg_worker_proc *p)
         if (!p->tasks)
             return -1;
     }
-    if (!p->is_task && pg_direct_start(s, p->base) < 0)
+    if (p->is_task)
+        pg_direct_close_listeners(s);   /* only workers accept on them */
+    else if (pg_direct_start(s, p->base) < 0)
         return -1;
     p->sigterm_ev = evsignal_new(p->base, SIGTERM, on_sigterm, p);
     return p->sigterm_ev && evsignal_add(p->sigterm_ev, NULL) == 0 ? 0 : -1;

@@ -48,6 +48,7 @@ typedef struct {
     char *internal_host;
     long long internal_port;
     long long internal_max_conn;
+    int internal_workers_accept;
     int internal_eof;              /* "\r\n\r\n"-terminated frames instead of length prefix */
     char *advertised_ip;
     char *ws_path;

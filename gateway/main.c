@@ -33,6 +33,10 @@ static const pg_conf_def gateway_defs[] = {
     {"internal_max_conn", PG_CONF_INT, G(internal_max_conn), "256", 1, 65536, NULL,
      "connections the internal port accepts (consumers, proxies), apart from max_conn, so "
      "browsers filling the node never lock them out"},
+    {"internal_workers_accept", PG_CONF_BOOL, G(internal_workers_accept), "false", 0, 0, NULL,
+     "true: the workers serve the internal port's connections themselves, one process hop "
+     "less each way, but each connection's orders go to one worker and it closes with its "
+     "worker (the consumer and the proxy then send again what had no answer)"},
     {"advertised_ip", PG_CONF_STRING, G(advertised_ip), "", 0, 0, NULL,
      "address other nodes and the proxy use to reach the internal port (empty: first non-loopback IPv4)"},
     {"ws_path", PG_CONF_STRING, G(ws_path), "/ws", 0, 0, NULL, "path of the WebSocket endpoint"},
@@ -299,7 +303,8 @@ static int listen_ports(void)
                                             .max_length = gw.server_cfg.package_max_length},
                                   .dispatch_mode = PG_DISPATCH_ROUND_ROBIN,
                                   .max_conn = gw.cfg.internal_max_conn, .batch_output = 1,
-                                  .round_robin_reads = 1};
+                                  .round_robin_reads = 1,
+                                  .direct = gw.cfg.internal_workers_accept};
     if (gw.cfg.internal_eof) {
         internal.frame.kind = PG_FRAME_EOF;
         internal.frame.eof = gw.server_cfg.package_eof.data;

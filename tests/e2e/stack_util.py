@@ -35,6 +35,14 @@ STREAM = "pushgate:worksheets"      # the consumer's default: no stream setting
 GROUP = "pushgate"
 GATEWAY_WORKERS = 2
 RUN = uuidlib.uuid4().hex[:8]       # in every uuid and marker of this process
+# PG_TEST_GATEWAY_SET / PG_TEST_PROXY_SET="key=value,...": settings every
+# gateway / the proxy of a Cluster gets on top of its own, to run the
+# whole-system tests and the fault harness against a tuning
+# (e.g. PG_TEST_PROXY_SET=workers_accept=true).
+GATEWAY_SET = dict(kv.split("=", 1) for kv in
+                   os.environ.get("PG_TEST_GATEWAY_SET", "").split(",") if "=" in kv)
+PROXY_SET = dict(kv.split("=", 1) for kv in
+                 os.environ.get("PG_TEST_PROXY_SET", "").split(",") if "=" in kv)
 
 
 def say(text):
@@ -489,7 +497,7 @@ class Cluster:
     def start_proxy(self):
         p = start_server(self.bin_dir, "pushgate-proxy", self.tmp_path, host=HOST,
                          port=self.proxy_port, worker_num=2, task_worker_num=1, reactor_num=1,
-                         nodes_refresh_ms=200, stats_interval=5)
+                         nodes_refresh_ms=200, stats_interval=5, **PROXY_SET)
         self.servers.append(p)
         return p
 
@@ -502,6 +510,7 @@ class Cluster:
                         ack_timeout=10,
                         node_heartbeat_interval=1, node_dead_after=10,
                         proxy="%s:%d" % (HOST, self.proxy_port), chat_token=APP_TOKEN)
+        settings.update(GATEWAY_SET)
         settings.update(self.gateway_settings)
         settings.update(overrides)
         g = start_server(self.bin_dir, "pushgate-gateway", self.tmp_path, **settings)

@@ -229,6 +229,12 @@ def test_direct_listener_is_served_by_the_workers(engine):
     for piece in chunks(whole, [1, 7, 500]):
         c.send_raw(piece)
     assert c.recv_many(3) == [b"x" * 1000 + b"%d" % i for i in range(3)]
+    # another worker answers a direct session through the session's worker
+    workers = s.worker_pids()
+    mine = int(c.call(b"pid"))
+    other = next(w for w, pid in workers.items() if pid != mine)
+    assert c.call(b"relay %s hi" % other.split()[1].encode()) == \
+        b"relayed by %d: hi" % workers[other]
     with s.client() as main:   # the master's port works beside it
         assert main.call(b"main") == b"main"
         assert main.stats()["connections"] == len(clients) + 1

@@ -210,6 +210,13 @@ class Cluster:
                                    stats_interval=1, package_max_length="64K")
         self.proxy_settings.update(proxy_settings)
         self.servers = []
+        try:
+            self._start()
+        except BaseException:
+            self.stop()   # what started does not outlive a failed start
+            raise
+
+    def _start(self):
         self.proxy = self.start_proxy()
         self.a = self.start_gateway()
         self.b = self.start_gateway()

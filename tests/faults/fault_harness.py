@@ -450,8 +450,9 @@ def fault_proxy(ctx):
 
 
 def fault_proxy_worker(ctx):
-    """The proxy's workers hold the gateways' links themselves
-    (workers_accept): the links of the one killed close with it."""
+    """kill -9 of the proxy's worker 0 alone.  With the reactor holding the
+    gateways' links (the default) they stay up; with PG_TEST_PROXY_SET=
+    workers_accept=true the links it served close with it."""
     c = ctx.c
     links = [c.proxy_links(c.a), c.proxy_links(c.b)]
     t0 = time.monotonic()
