@@ -40,6 +40,9 @@
  *    drop their context right there.
  *  - +switch-master and READONLY only mark a move (move_ev, from the loop):
  *    the one place that closes a working link on purpose.
+ *  - MOVED and ASK (Redis Cluster) are only reported (on_redirect, after
+ *    the reply's callback): which server holds a key is the owner's
+ *    business (the consumer's slot map), not the link's.
  *  - The +switch-master subscription is a link of its own in plain mode
  *    (the watch), whose on_down points it at the next sentinel before its
  *    retry timer fires; its messages carry the parent as priv, and the
@@ -47,6 +50,7 @@
 #include "redis_link.h"
 
 #include "log.h"
+#include "redis_cluster.h"
 #include "redis_sentinel.h"
 #include "timer.h"
 
@@ -79,6 +83,7 @@ struct pg_redis {
     struct event_base *base;
     void (*on_up)(pg_redis *r, void *arg);
     void (*on_down)(pg_redis *r, void *arg);
+    void (*on_redirect)(pg_redis *r, void *arg);
     void *arg;
     redisAsyncContext *ac;      /* NULL between attempts */
     phase phase;
@@ -508,6 +513,7 @@ pg_redis *pg_redis_new(const pg_redis_config *cfg)
     r->base = cfg->base;
     r->on_up = cfg->on_up;
     r->on_down = cfg->on_down;
+    r->on_redirect = cfg->on_redirect;
     r->arg = cfg->arg;
     bool ok = r->connect_ev && r->retry_ev && r->move_ev;
     if (ok && sentinels_given(cfg)) {
@@ -568,6 +574,11 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     b->fn(reply, b->priv);
     free(b);
     pg_redis *r = ac->data;     /* after fn: NULL if fn freed the link */
+    const redisReply *rr = reply;
+    if (r && rr && r->on_redirect && rr->type == REDIS_REPLY_ERROR && rr->str &&
+        pg_cluster_is_redirect(rr->str, rr->len))
+        r->on_redirect(r, r->arg);
+    r = ac->data;               /* on_redirect may have freed it */
     if (r && reply && with_sentinels(r) && is_readonly(reply)) {
         char why[512];
         snprintf(why, sizeof(why), "READONLY: %s is no longer the primary of %s", r->server,

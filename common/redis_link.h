@@ -58,6 +58,10 @@ typedef struct {
     struct event_base *base;
     void (*on_up)(pg_redis *r, void *arg);    /* each time the link is (re)connected; may be NULL */
     void (*on_down)(pg_redis *r, void *arg);  /* each time it is lost or a connect fails; may be NULL */
+    /* Redis Cluster: after the callback of a reply that is a MOVED or ASK
+     * error (the key is served elsewhere: read the slot map again); may be
+     * NULL.  The link itself does not follow redirects. */
+    void (*on_redirect)(pg_redis *r, void *arg);
     void *arg;
 } pg_redis_config;
 

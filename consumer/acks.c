@@ -8,7 +8,13 @@
  * connection is back; a command Redis refuses is tried again after a pause,
  * never in a tight loop.  Also here: setting an entry's delivery counter
  * after a failed attempt (XCLAIM ... RETRYCOUNT n JUSTID), and resetting the
- * idle time of held entries (XCLAIM ... JUSTID). */
+ * idle time of held entries (XCLAIM ... JUSTID).
+ *
+ * Each shard has its own list of entries to XACK, sent over the control
+ * link of the node serving it; the dead-letter stream may live on another
+ * node (a cluster).  Since the dead letter's XADD and the source's XACK are
+ * two commands, one after the other and never a MULTI, they work across
+ * nodes as they do on one server.  Dead letters name their source stream. */
 #include "consumer.h"
 
 #include "log.h"
@@ -22,7 +28,6 @@
 
 #define ACK_BATCH 1000
 
-static pg_redis *control;
 static struct event *flush_ev;
 static bool flush_pending;
 static int64_t retry_timer;
@@ -53,6 +58,11 @@ static void on_retry(int64_t timer_id, void *arg)
 
 /* ---- XACK ---- */
 
+static void queue_ack(cs_entry *e)
+{
+    cs_list_push(&e->shard->to_ack, e);
+}
+
 static void on_ack(struct redisReply *reply, void *priv)
 {
     batch *b = priv;
@@ -60,15 +70,15 @@ static void on_ack(struct redisReply *reply, void *priv)
     bool gone = reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0;
     bool ok = reply && (reply->type == REDIS_REPLY_INTEGER || gone);
     if (reply && !ok)
-        pg_log_limited(&ack_log, PG_LOG_WARN, "XACK on %s failed: %s; retrying", cs.cfg.stream,
-                       reply->str);
+        pg_log_limited(&ack_log, PG_LOG_WARN, "XACK on %s failed: %s; retrying",
+                       b->n ? b->e[0]->shard->name : "?", reply->str);
     for (size_t i = 0; i < b->n; i++) {
         cs_entry *e = b->e[i];
         if (ok) {
             cs.stats.acked++;
             cs_entry_release(e);
         } else {
-            cs_list_push(&cs.to_ack, e);
+            queue_ack(e);
         }
     }
     free(b);
@@ -77,9 +87,10 @@ static void on_ack(struct redisReply *reply, void *priv)
     cs_check_finished();
 }
 
-static int send_ack_batch(void)
+/* One XACK of up to ACK_BATCH entries of shard s. */
+static int send_ack_batch(cs_shard *s)
 {
-    size_t n = cs.to_ack.n < ACK_BATCH ? cs.to_ack.n : ACK_BATCH;
+    size_t n = s->to_ack.n < ACK_BATCH ? s->to_ack.n : ACK_BATCH;
     batch *b = malloc(sizeof(*b) + n * sizeof(cs_entry *));
     const char **argv = malloc((3 + n) * sizeof(char *));
     if (!b || !argv) {
@@ -88,15 +99,15 @@ static int send_ack_batch(void)
         return -1;
     }
     argv[0] = "XACK";
-    argv[1] = cs.cfg.stream;
+    argv[1] = s->name;
     argv[2] = cs.cfg.group;
     b->n = n;
-    cs_entry *e = cs.to_ack.head;
+    cs_entry *e = s->to_ack.head;
     for (size_t i = 0; i < n; i++, e = e->next) {
         b->e[i] = e;
         argv[3 + i] = e->id;
     }
-    int rc = pg_redis_argv(control, on_ack, b, (int)(3 + n), argv, NULL);
+    int rc = pg_redis_argv(cs_shard_control(s), on_ack, b, (int)(3 + n), argv, NULL);
     free(argv);
     if (rc < 0) {
         free(b);
@@ -136,14 +147,14 @@ static int send_dead(cs_entry *e)
     snprintf(deliveries, sizeof(deliveries), "%lld", e->deliveries);
     const char *reason = e->reason ? e->reason : "unknown";
     const char *argv[] = {"XADD", cs.cfg.dead_letter_stream, "*", "msg", e->msg ? e->msg : "",
-                          "reason", reason, "source_id", e->id, "source_stream", cs.cfg.stream,
+                          "reason", reason, "source_id", e->id, "source_stream", e->shard->name,
                           "deliveries", deliveries, "fields", e->fields};
     size_t lens[15];
     for (int i = 0; i < 15; i++)
         lens[i] = argv[i] ? strlen(argv[i]) : 0;
     lens[4] = e->msg ? e->msg_len : 0;  /* msg may hold NUL bytes */
     int argc = e->fields ? 15 : 13;
-    if (pg_redis_argv(control, on_dead, e, argc, argv, lens) < 0)
+    if (pg_redis_argv(cs_dead_control(), on_dead, e, argc, argv, lens) < 0)
         return -1;
     cs_list_remove(e);
     out++;
@@ -160,13 +171,19 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     flush_pending = false;
     while (cs.to_dead.head && send_dead(cs.to_dead.head) == 0)
         ;
-    while (cs.to_ack.head && send_ack_batch() == 0)
-        ;
+    for (size_t i = 0; i < cs.nshards; i++)
+        while (cs.shards[i].to_ack.head && send_ack_batch(&cs.shards[i]) == 0)
+            ;
 }
 
 void cs_acks_queue_ack(cs_entry *e)
 {
-    cs_list_push(&cs.to_ack, e);
+    queue_ack(e);
+    schedule_flush();
+}
+
+void cs_acks_flush(void)
+{
     schedule_flush();
 }
 
@@ -182,33 +199,35 @@ static void on_claim_reply(struct redisReply *reply, void *priv)
 {
     (void)priv;
     if (reply && reply->type == REDIS_REPLY_ERROR)
-        pg_debug("XCLAIM JUSTID on %s: %s", cs.cfg.stream, reply->str);
+        pg_debug("XCLAIM JUSTID: %s", reply->str);
 }
 
 void cs_acks_set_deliveries(cs_entry *e)
 {
     char n[24];
     snprintf(n, sizeof(n), "%lld", e->deliveries);
-    const char *argv[] = {"XCLAIM", cs.cfg.stream, cs.cfg.group, cs.cfg.consumer, "0",
+    const char *argv[] = {"XCLAIM", e->shard->name, cs.cfg.group, cs.cfg.consumer, "0",
                           e->id, "RETRYCOUNT", n, "JUSTID"};
-    if (pg_redis_argv(control, on_claim_reply, NULL, 9, argv, NULL) == 0)
+    if (pg_redis_argv(cs_shard_control(e->shard), on_claim_reply, NULL, 9, argv, NULL) == 0)
         e->touched_ms = cs_now_ms();
 }
 
+/* entries: all of one shard. */
 void cs_acks_touch(cs_entry **entries, size_t n)
 {
     const char **argv = malloc((6 + n) * sizeof(char *));
     if (!argv)
         return;
     argv[0] = "XCLAIM";
-    argv[1] = cs.cfg.stream;
+    argv[1] = entries[0]->shard->name;
     argv[2] = cs.cfg.group;
     argv[3] = cs.cfg.consumer;
     argv[4] = "0";
     for (size_t i = 0; i < n; i++)
         argv[5 + i] = entries[i]->id;
     argv[5 + n] = "JUSTID";
-    if (pg_redis_argv(control, on_claim_reply, NULL, (int)(6 + n), argv, NULL) == 0) {
+    if (pg_redis_argv(cs_shard_control(entries[0]->shard), on_claim_reply, NULL, (int)(6 + n),
+                      argv, NULL) == 0) {
         uint64_t now = cs_now_ms();
         for (size_t i = 0; i < n; i++)
             entries[i]->touched_ms = now;
@@ -216,31 +235,17 @@ void cs_acks_touch(cs_entry **entries, size_t n)
     free(argv);
 }
 
-/* ---- the link ---- */
-
-static void on_control_up(pg_redis *r, void *arg)
-{
-    (void)r;
-    (void)arg;
-    schedule_flush();
-    cs_stream_control_up();
-}
+/* ---- start and stop ---- */
 
 int cs_acks_start(void)
 {
     flush_ev = event_new(cs.base, -1, 0, on_flush, NULL);
-    if (!flush_ev)
-        return -1;
-    control = cs_redis_link("control", on_control_up);
-    return control ? 0 : -1;
+    return flush_ev ? 0 : -1;
 }
 
 void cs_acks_done(void)
 {
     cs_timer_clear(&retry_timer);
-    pg_redis *r = control;
-    control = NULL;
-    pg_redis_free(r);   /* callbacks still out put their entries back in the lists */
     if (flush_ev)
         event_free(flush_ev);
     flush_ev = NULL;
@@ -249,15 +254,13 @@ void cs_acks_done(void)
 
 bool cs_acks_idle(void)
 {
-    return out == 0 && cs.to_ack.n == 0 && cs.to_dead.n == 0;
+    for (size_t i = 0; i < cs.nshards; i++)
+        if (cs.shards[i].to_ack.n)
+            return false;
+    return out == 0 && cs.to_dead.n == 0;
 }
 
 bool cs_acks_link_up(void)
 {
-    return pg_redis_up(control) != 0;
-}
-
-pg_redis *cs_acks_link(void)
-{
-    return control;
+    return cs_shards_up();
 }

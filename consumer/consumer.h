@@ -10,13 +10,14 @@
  *   SENT      in one gateway's in-flight list, waiting for the reply
  *   BACKOFF   an attempt failed; a timer puts it back in READY
  *   DEAD      in cs.to_dead, or its XADD to the dead-letter stream is out
- *   DONE      in cs.to_ack, or its XACK is out; freed when Redis confirms
+ *   DONE      in its shard's to_ack, or its XACK is out; freed when Redis confirms
  *
  * Memory is bounded: entries held plus entries asked for (reserved) never
  * exceed max_in_flight.
  *
  * Files: main.c (start, signals, stop), settings.c (the settings table),
  * util.c (clock, lists, retry timers), entries.c (the table of entries),
+ * shards.c (the streams and the Redis links that serve them),
  * intake.c (checking an entry read from Redis), flow.c (what happens to an
  * entry after each event), gateway.c (one gateway connection), nodes.c (the
  * set of gateways: static or from MySQL), stream.c (XREADGROUP, XAUTOCLAIM,
@@ -28,7 +29,9 @@
  * "control" for XACK, XADD, XCLAIM, XAUTOCLAIM, XPENDING and XINFO.  With
  * redis_sentinels each finds the primary and follows a failover by itself;
  * their on_up (group check, reclaim, flush of what waits) is all the
- * consumer needs to resume on the new primary. */
+ * consumer needs to resume on the new primary.  shards.c makes the links:
+ * with several streams and a Redis Cluster, a control link per node and a
+ * reader per stream. */
 #ifndef CS_CONSUMER_H
 #define CS_CONSUMER_H
 
@@ -39,6 +42,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "redis_cluster.h"
 #include "redis_link.h"
 
 struct event_base;
@@ -54,6 +58,7 @@ typedef struct {
     long long redis_port;
     char *redis_sentinels;          /* "": redis_host and redis_port */
     char *redis_master_name;
+    char *redis_cluster_nodes;      /* "": no cluster */
     char *stream;
     char *group;
     char *consumer;
@@ -100,9 +105,15 @@ cs_entry *cs_list_pop(cs_list *l);
 void cs_retry_later(int64_t *timer, void (*fn)(int64_t timer_id, void *arg));
 void cs_timer_clear(int64_t *timer);
 
-/* A Redis link as the settings say (redis_host, or the primary the
- * sentinels name); NULL: out of memory. */
-pg_redis *cs_redis_link(const char *role, void (*on_up)(pg_redis *r, void *arg));
+/* A Redis link to at, or (at NULL) as the settings say (redis_host, or the
+ * primary the sentinels name); NULL: out of memory. */
+typedef struct {
+    void (*on_up)(pg_redis *r, void *arg);
+    void (*on_down)(pg_redis *r, void *arg);
+    void (*on_redirect)(pg_redis *r, void *arg);
+    void *arg;
+} cs_link_events;
+pg_redis *cs_redis_link(const char *role, const pg_redis_addr *at, const cs_link_events *ev);
 /* "host:port", or "the primary of NAME (sentinels ...)", for the log. */
 void cs_redis_where(char *out, size_t len);
 
@@ -118,10 +129,13 @@ typedef enum {
 } cs_entry_state;
 
 struct cs_gateway;
+struct cs_shard;
 
 struct cs_entry {
-    char id[CS_ID_MAX];
-    char msg_id[CS_ID_MAX]; /* the request's msg_id: id, or a replayed entry's original id */
+    char id[CS_ID_MAX];     /* the stream entry id */
+    char key[CS_ID_MAX];    /* id plus its shard's tag ("@3"): unique among all shards */
+    char msg_id[CS_ID_MAX]; /* the request's msg_id: key, or a replayed entry's original id */
+    struct cs_shard *shard; /* the stream it was read from */
     char *msg;              /* the entry's msg field as read (NULL: none) */
     size_t msg_len;
     char *fields;           /* no msg field: every field as JSON, kept for the dead letter */
@@ -144,10 +158,12 @@ struct cs_entry {
 int cs_entries_init(size_t max_entries);
 /* Frees every entry (at exit; timers must be cleared already). */
 void cs_entries_done(void);
-/* A new entry (COUNTING state, no list), or NULL when id is held already or
- * memory ran out. */
-cs_entry *cs_entry_new(const char *id);
-cs_entry *cs_entry_find(const char *id);
+/* A new entry of shard s (COUNTING state, no list), or NULL when it is held
+ * already or memory ran out. */
+cs_entry *cs_entry_new(struct cs_shard *s, const char *id);
+cs_entry *cs_entry_find(const struct cs_shard *s, const char *id);
+/* By key (a gateway's reply names the entry by it). */
+cs_entry *cs_entry_find_key(const char *key);
 /* Forgets and frees it (after its XACK). */
 void cs_entry_release(cs_entry *e);
 size_t cs_entries_held(void);
@@ -160,8 +176,9 @@ size_t cs_room(void);
 /* ---- intake (intake.c) ---- */
 
 /* Takes one [id, [field, value, ...]] element of an XREADGROUP or XAUTOCLAIM
- * reply.  deliveries 0: unknown (reclaimed) - asked with XPENDING first. */
-void cs_intake(const struct redisReply *item, long long deliveries);
+ * reply of shard s.  deliveries 0: unknown (reclaimed) - asked with
+ * XPENDING first. */
+void cs_intake(struct cs_shard *s, const struct redisReply *item, long long deliveries);
 
 /* ---- flow (flow.c) ---- */
 
@@ -237,6 +254,60 @@ bool cs_nodes_db_ok(void);
 /* The server of mysql_hosts the consumer last reached ("": none yet). */
 const char *cs_nodes_mysql_server(void);
 
+/* ---- shards and Redis nodes (shards.c) ----
+ *
+ * The setting stream names one stream or a set of them (shards); each entry
+ * keeps its shard.  Without a cluster one node (redis_host, or the primary
+ * the sentinels name) serves them all, through one reader and one control
+ * link.  With redis_cluster_nodes the slot map (CLUSTER SLOTS) says which
+ * node serves each shard: one control link per node, one reader per shard
+ * (a blocked XREADGROUP holds its connection, and a cluster refuses one
+ * command over keys of several slots). */
+
+struct cs_node;
+
+typedef struct cs_reader {
+    pg_redis *link;             /* NULL: no node known for it (yet) */
+    struct cs_shard **shards;   /* the shards its XREADGROUP reads */
+    size_t n;
+    bool reading;               /* an XREADGROUP is out */
+    size_t reserved;
+    size_t groups_out;          /* XGROUP CREATEs out */
+    bool groups_failed;
+    int64_t retry_timer;
+    pg_ratelog log;
+} cs_reader;
+
+typedef struct cs_shard {
+    size_t index;
+    const char *name;
+    char tag[8];                /* "@<index>" with several streams, "" with one */
+    int slot;                   /* the cluster key slot of name */
+    struct cs_node *node;       /* whose control link serves it (NULL: not known yet) */
+    cs_reader *reader;
+    cs_list to_ack;             /* DONE entries waiting for their XACK (acks.c) */
+    bool claiming, claim_due;   /* stream.c: XAUTOCLAIM */
+    size_t claim_reserved;
+    char cursor[CS_ID_MAX];
+    long long lag, pending;     /* metrics.c: XINFO GROUPS */
+    uint64_t polled_ms;
+    bool polling;
+} cs_shard;
+
+int cs_shards_start(void);      /* -1: out of memory */
+void cs_shards_stop_reading(void);
+void cs_shards_done(void);
+/* The control link of s's node (NULL or down while not known). */
+pg_redis *cs_shard_control(const cs_shard *s);
+/* The control link of the dead-letter stream's node. */
+pg_redis *cs_dead_control(void);
+/* Calls fn for each control link (each node), for /metrics. */
+void cs_shards_links(void (*fn)(const char *role, pg_redis *r, void *arg), void *arg);
+/* Every control link is up (with a cluster: every node serving a shard). */
+bool cs_shards_up(void);
+/* With a cluster: read the slot map again soon (a node was lost, a redirect). */
+void cs_shards_refresh(void);
+
 /* ---- the stream (stream.c) ---- */
 
 int cs_stream_start(void);
@@ -244,16 +315,16 @@ void cs_stream_stop_reading(void);  /* shutdown: no more XREADGROUP/XAUTOCLAIM *
 void cs_stream_done(void);
 /* Room for more entries appeared: read again if the reader was waiting. */
 void cs_stream_room(void);
-/* The control link is (again) up: reclaim now. */
+/* A control link is (again) up: reclaim now. */
 void cs_stream_control_up(void);
 /* Asks XPENDING for the delivery count of a reclaimed entry. */
 void cs_stream_count(cs_entry *e);
-/* The reader link (NULL once stopped), for /metrics. */
-pg_redis *cs_stream_link(void);
+/* A reader's link is (again) up: check the groups, then read. */
+void cs_stream_reader_up(cs_reader *rd);
 
 /* ---- acks and dead letters (acks.c) ---- */
 
-int cs_acks_start(void);            /* opens the control link */
+int cs_acks_start(void);
 void cs_acks_done(void);
 void cs_acks_queue_ack(cs_entry *e);   /* e is DONE */
 void cs_acks_queue_dead(cs_entry *e);  /* e is DEAD with a reason */
@@ -261,11 +332,12 @@ void cs_acks_queue_dead(cs_entry *e);  /* e is DEAD with a reason */
 void cs_acks_set_deliveries(cs_entry *e);
 /* Resets the idle time of held entries so no consumer reclaims them. */
 void cs_acks_touch(cs_entry **entries, size_t n);
-/* Nothing of ours is out on the control link and nothing is queued for it. */
+/* Nothing of ours is out on the control links and nothing is queued for them. */
 bool cs_acks_idle(void);
+/* Every control link is up. */
 bool cs_acks_link_up(void);
-/* The control link, for stream.c's XAUTOCLAIM/XPENDING. */
-pg_redis *cs_acks_link(void);
+/* A control link is (again) up: flush what waits. */
+void cs_acks_flush(void);
 
 /* ---- /metrics and /healthz (metrics.c) ---- */
 
@@ -276,6 +348,8 @@ void cs_metrics_reply(int code);    /* a gateway replied */
 /* The group's lag and pending count as Redis last told them (-1: not known
  * or not asked for a while). */
 void cs_metrics_group(long long *lag, long long *pending);
+/* The same for shard i alone. */
+void cs_metrics_shard(size_t i, long long *lag, long long *pending);
 /* Calls fn for each reply code counted so far ("0", "10503", ..., "other"). */
 void cs_metrics_replies(void (*fn)(const char *code, unsigned long long n, void *arg), void *arg);
 
@@ -299,8 +373,10 @@ typedef struct {
     pg_db_host_list mysql_hosts;    /* the servers mysql names, checked at start */
     struct event_base *base;
     bool stopping;
+    pg_stream_set streams;  /* the setting stream, parsed */
+    cs_shard *shards;       /* one per stream */
+    size_t nshards;
     cs_list ready;
-    cs_list to_ack;
     cs_list to_dead;
     size_t reserved;        /* entries asked for by a read or claim still out */
     size_t sent;            /* entries in SENT state */

@@ -1,8 +1,10 @@
-/* entries.c - the entries held in memory, by stream id.
+/* entries.c - the entries held in memory, by key.
  *
- * A gateway's reply names its entry by msg_id (the stream id), and XAUTOCLAIM
- * may hand back an entry that is already held, so entries are found by id in
- * a chained hash table.  The table never grows: entries held never exceed
+ * A gateway's reply names its entry by msg_id (its key), and XAUTOCLAIM
+ * may hand back an entry that is already held, so entries are found by key
+ * in a chained hash table.  The key is the stream entry id plus its
+ * shard's tag ("1700000000000-0@3"): two shards make the same ids when
+ * entries reach them in the same millisecond.  The table never grows: entries held never exceed
  * max_in_flight, and the table has at least twice as many buckets. */
 #include "consumer.h"
 
@@ -33,26 +35,43 @@ static size_t bucket_of(const char *id)
     return (size_t)h & (nbuckets - 1);
 }
 
-cs_entry *cs_entry_find(const char *id)
+cs_entry *cs_entry_find_key(const char *key)
 {
     if (!buckets)
         return NULL;
-    for (cs_entry *e = buckets[bucket_of(id)]; e; e = e->hnext)
-        if (strcmp(e->id, id) == 0)
+    for (cs_entry *e = buckets[bucket_of(key)]; e; e = e->hnext)
+        if (strcmp(e->key, key) == 0)
             return e;
     return NULL;
 }
 
-cs_entry *cs_entry_new(const char *id)
+/* id plus s's tag into key (CS_ID_MAX bytes); -1 when it does not fit. */
+static int make_key(const cs_shard *s, const char *id, char *key)
 {
-    if (!buckets || strlen(id) >= CS_ID_MAX || cs_entry_find(id))
+    int n = snprintf(key, CS_ID_MAX, "%s%s", id, s->tag);
+    return n < 0 || n >= CS_ID_MAX ? -1 : 0;
+}
+
+cs_entry *cs_entry_find(const cs_shard *s, const char *id)
+{
+    char key[CS_ID_MAX];
+    return make_key(s, id, key) == 0 ? cs_entry_find_key(key) : NULL;
+}
+
+cs_entry *cs_entry_new(cs_shard *s, const char *id)
+{
+    char key[CS_ID_MAX];
+    if (!buckets || strlen(id) >= CS_ID_MAX || make_key(s, id, key) < 0 ||
+        cs_entry_find_key(key))
         return NULL;
     cs_entry *e = calloc(1, sizeof(*e));
     if (!e)
         return NULL;
     strcpy(e->id, id);
+    strcpy(e->key, key);
+    e->shard = s;
     e->state = CS_E_COUNTING;
-    size_t b = bucket_of(id);
+    size_t b = bucket_of(key);
     e->hnext = buckets[b];
     buckets[b] = e;
     held++;
@@ -70,7 +89,7 @@ static void entry_free(cs_entry *e)
 
 static void unlink_entry(cs_entry *e)
 {
-    cs_entry **p = &buckets[bucket_of(e->id)];
+    cs_entry **p = &buckets[bucket_of(e->key)];
     while (*p && *p != e)
         p = &(*p)->hnext;
     if (*p)

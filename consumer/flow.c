@@ -90,9 +90,9 @@ void cs_flow_dead(cs_entry *e, const char *fmt, ...)
     free(e->reason);
     e->reason = strdup(reason);
     e->state = CS_E_DEAD;
-    pg_warn("entry %s goes to the dead-letter stream %s: %s", e->id, cs.cfg.dead_letter_stream,
-            reason);
-    cs_status_dead(e->id, reason);
+    pg_warn("entry %s of %s goes to the dead-letter stream %s: %s", e->id, e->shard->name,
+            cs.cfg.dead_letter_stream, reason);
+    cs_status_dead(e->key, reason);
     cs_acks_queue_dead(e);
 }
 

@@ -160,14 +160,14 @@ static void arm_reply_timer(cs_gateway *g)
         g->reply_timer = 0;
 }
 
-/* The entry a reply is for: by msg_id, the entry's stream id or, for a
+/* The entry a reply is for: by msg_id, the entry's key or, for a
  * replayed entry, its original id (then it is one of g's, in flight or
  * waiting for its final reply). */
 static cs_entry *reply_entry(cs_gateway *g, const char *msg_id)
 {
     if (!msg_id)
         return g->inflight.head;
-    cs_entry *e = cs_entry_find(msg_id);
+    cs_entry *e = cs_entry_find_key(msg_id);
     for (cs_entry *f = g->inflight.head; !e && f; f = f->next)
         if (strcmp(f->msg_id, msg_id) == 0)
             e = f;

@@ -84,25 +84,37 @@ static size_t number_len(const char *s, size_t len)
     return i;
 }
 
-/* "<ms>-<seq>": a stream entry id, the only thing a msg_id field may hold. */
+/* "<ms>-<seq>": a stream entry id. */
 static bool is_stream_id(const char *s, size_t len)
 {
     size_t a = number_len(s, len);
     return a > 0 && a < len && s[a] == '-' && number_len(s + a + 1, len - a - 1) == len - a - 1;
 }
 
+/* What a msg_id field may hold: a stream entry id, or one with a shard's
+ * tag ("<ms>-<seq>@<shard>", the key of an entry of a set of streams). */
+static bool is_msg_id(const char *s, size_t len)
+{
+    const char *at = memchr(s, '@', len);
+    if (!at)
+        return is_stream_id(s, len);
+    size_t a = (size_t)(at - s), t = len - a - 1;
+    return is_stream_id(s, a) && t >= 1 && t <= 4 && number_len(at + 1, t) == t;
+}
+
 /* The request's msg_id into id (CS_ID_MAX bytes): the entry's field msg_id
- * when it has one (a replayed entry), else its own id.  The field is input
+ * when it has one (a replayed entry), else its key (its own id, plus its
+ * shard's tag with several streams).  The field is input
  * like any other: when it is not a stream entry id the entry is malformed
  * (-1, e DEAD). */
 static int take_msg_id(cs_entry *e, const redisReply *fields, char *id)
 {
     const redisReply *v = field_value(fields, "msg_id");
     if (!v) {
-        snprintf(id, CS_ID_MAX, "%s", e->id);
+        snprintf(id, CS_ID_MAX, "%s", e->key);
         return 0;
     }
-    if (v->type != REDIS_REPLY_STRING || !is_stream_id(v->str, v->len)) {
+    if (v->type != REDIS_REPLY_STRING || !is_msg_id(v->str, v->len)) {
         cs_flow_dead(e, "malformed: msg_id is not a stream entry id");
         return -1;
     }
@@ -193,7 +205,7 @@ static int take_msg(cs_entry *e, const redisReply *fields)
     return 0;
 }
 
-void cs_intake(const redisReply *item, long long deliveries)
+void cs_intake(cs_shard *s, const redisReply *item, long long deliveries)
 {
     if (!item || item->type != REDIS_REPLY_ARRAY || item->elements < 2 ||
         item->element[0]->type != REDIS_REPLY_STRING) {
@@ -201,9 +213,9 @@ void cs_intake(const redisReply *item, long long deliveries)
         return;
     }
     const char *id = item->element[0]->str;
-    if (cs_entry_find(id))
+    if (cs_entry_find(s, id))
         return; /* held already (reclaimed while we work on it) */
-    cs_entry *e = cs_entry_new(id);
+    cs_entry *e = cs_entry_new(s, id);
     if (!e) {
         pg_error("entry %s cannot be held (out of memory or id too long): left pending", id);
         return;

@@ -127,15 +127,15 @@ static int start_modules(void)
     if (add_signals() < 0 || cs_nodes_start() < 0 || cs_acks_start() < 0 ||
         cs_stream_start() < 0 || cs_metrics_start() < 0 || cs_status_start() < 0)
         return -1;
-    /* one file per gateway connection, two for Redis (four with sentinels): the limit is
-     * the capacity */
+    /* one file per gateway connection, two for Redis (four with sentinels; with a cluster
+     * one per stream and one per node): the limit is the capacity */
     long long open_files = pg_daemon_raise_nofile();
     char redis[512];
     cs_redis_where(redis, sizeof(redis));
-    pg_info("started: consumer %s of group %s, stream %s, redis %s, max_in_flight %lld, "
-            "open-file limit %lld",
-            cs.cfg.consumer, cs.cfg.group, cs.cfg.stream, redis, cs.cfg.max_in_flight,
-            open_files);
+    pg_info("started: consumer %s of group %s, stream %s (%zu stream%s), redis %s, "
+            "max_in_flight %lld, open-file limit %lld",
+            cs.cfg.consumer, cs.cfg.group, cs.cfg.stream, cs.nshards, cs.nshards == 1 ? "" : "s",
+            redis, cs.cfg.max_in_flight, open_files);
     return 0;
 }
 
@@ -149,9 +149,13 @@ static void stop_modules(void)
     cs_stream_done();
     cs_nodes_stop();
     cs_acks_done();
+    cs_shards_done();
     pg_timer_clear_all();
     stop_timer = 0;
     cs_entries_done();
+    free(cs.shards);
+    cs.shards = NULL;
+    cs.nshards = 0;
     free_signals();
     if (finish_ev)
         event_free(finish_ev);

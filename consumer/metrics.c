@@ -6,7 +6,11 @@
  * not yet read by the group, and read but not XACKed), asked every
  * POLL_MS on the control link, so a scrape is answered from memory and
  * never waits for Redis.  The status row (status.c) reports the same
- * numbers, so they are polled with or without a metrics port. */
+ * numbers, so they are polled with or without a metrics port.  With
+ * several streams each is polled on its node's link; lag and pending are
+ * their sums (not known while one is not), and each stream's own are
+ * labelled samples of pushgate_consumer_shard_lag and
+ * pushgate_consumer_shard_pending. */
 #include "consumer.h"
 
 #include "metrics_http.h"
@@ -27,11 +31,6 @@
 static pg_metrics_http *http;
 static int64_t poll_timer;
 static struct {
-    long long lag, pending;     /* -1: not known (yet) */
-    uint64_t polled_ms;         /* when Redis last answered (0: never) */
-    bool polling;               /* an XINFO is out */
-} group = {-1, -1, 0, false};
-static struct {
     int code;
     unsigned long long n;
 } replies[CODES_MAX + 1];       /* the last: other codes */
@@ -47,11 +46,34 @@ void cs_metrics_reply(int code)
     replies[i < CODES_MAX ? i : CODES_MAX].n++;
 }
 
+static bool fresh(const cs_shard *s)
+{
+    return s->polled_ms && pg_now_ms() - s->polled_ms <= STALE_MS;
+}
+
+/* A shard's lag and pending (-1: not known, or not asked for a while). */
+static void shard_group(const cs_shard *s, long long *lag, long long *pending)
+{
+    *lag = fresh(s) ? s->lag : -1;
+    *pending = fresh(s) ? s->pending : -1;
+}
+
 void cs_metrics_group(long long *lag, long long *pending)
 {
-    bool fresh = group.polled_ms && pg_now_ms() - group.polled_ms <= STALE_MS;
-    *lag = fresh ? group.lag : -1;
-    *pending = fresh ? group.pending : -1;
+    *lag = *pending = 0;
+    for (size_t i = 0; i < cs.nshards; i++) {
+        long long l, p;
+        shard_group(&cs.shards[i], &l, &p);
+        *lag = *lag < 0 || l < 0 ? -1 : *lag + l;
+        *pending = *pending < 0 || p < 0 ? -1 : *pending + p;
+    }
+    if (cs.nshards == 0)
+        *lag = *pending = -1;
+}
+
+void cs_metrics_shard(size_t i, long long *lag, long long *pending)
+{
+    shard_group(&cs.shards[i], lag, pending);
 }
 
 void cs_metrics_replies(void (*fn)(const char *code, unsigned long long n, void *arg), void *arg)
@@ -66,7 +88,7 @@ void cs_metrics_replies(void (*fn)(const char *code, unsigned long long n, void 
 }
 
 /* One group of XINFO GROUPS: name, value, ... (RESP2). */
-static void take_group(const redisReply *g)
+static void take_group(cs_shard *s, const redisReply *g)
 {
     bool ours = false;
     long long lag = -1, pending = -1;
@@ -82,28 +104,40 @@ static void take_group(const redisReply *g)
             pending = v->integer;
     }
     if (ours) {
-        group.lag = lag;   /* nil (-1) when Redis cannot tell, after deletions */
-        group.pending = pending;
-        group.polled_ms = pg_now_ms();
+        s->lag = lag;   /* nil (-1) when Redis cannot tell, after deletions */
+        s->pending = pending;
+        s->polled_ms = pg_now_ms();
     }
 }
 
 static void on_groups(struct redisReply *reply, void *priv)
 {
-    (void)priv;
-    group.polling = false;
+    cs_shard *s = priv;
+    s->polling = false;
     for (size_t i = 0; reply && reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++)
-        take_group(reply->element[i]);
+        take_group(s, reply->element[i]);
 }
 
 static void poll_group(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
-    const char *argv[] = {"XINFO", "GROUPS", cs.cfg.stream};
-    if (!group.polling && cs_acks_link_up() &&
-        pg_redis_argv(cs_acks_link(), on_groups, NULL, 3, argv, NULL) == 0)
-        group.polling = true;
+    for (size_t i = 0; i < cs.nshards; i++) {
+        cs_shard *s = &cs.shards[i];
+        const char *argv[] = {"XINFO", "GROUPS", s->name};
+        if (!s->polling && pg_redis_argv(cs_shard_control(s), on_groups, s, 3, argv, NULL) == 0)
+            s->polling = true;
+    }
+}
+
+/* Oldest answer of all shards (0: one never answered). */
+static uint64_t polled_ms(void)
+{
+    uint64_t oldest = UINT64_MAX;
+    for (size_t i = 0; i < cs.nshards; i++)
+        if (cs.shards[i].polled_ms < oldest)
+            oldest = cs.shards[i].polled_ms;
+    return cs.nshards ? oldest : 0;
 }
 
 static void counters(struct evbuffer *out)
@@ -146,17 +180,55 @@ static void gauges(struct evbuffer *out)
                   (int64_t)cs.ready.n);
     pg_prom_gauge(out, "pushgate_consumer_gateways_up", "Gateways connected.",
                   (int64_t)cs_nodes_up());
-    pg_prom_gauge(out, "pushgate_consumer_redis_up", "1 while the control link to Redis is up.",
+    pg_prom_gauge(out, "pushgate_consumer_redis_up",
+                  "1 while the control link to Redis is up (every node's, with a cluster).",
                   cs_acks_link_up());
+    long long lag, pending;
+    cs_metrics_group(&lag, &pending);
     pg_prom_gauge(out, "pushgate_consumer_stream_lag",
-                  "Entries of the stream the group has not read yet (-1: not known).", group.lag);
+                  "Entries of the stream the group has not read yet, all streams (-1: not known).",
+                  lag);
     pg_prom_gauge(out, "pushgate_consumer_stream_pending",
-                  "Entries the group read and has not XACKed, all consumers (-1: not known).",
-                  group.pending);
-    double age = group.polled_ms ? (double)(pg_now_ms() - group.polled_ms) / 1000 : -1;
+                  "Entries the group read and has not XACKed, all consumers and streams "
+                  "(-1: not known).", pending);
+    uint64_t polled = polled_ms();
+    double age = polled ? (double)(pg_now_ms() - polled) / 1000 : -1;
     pg_prom_head(out, "pushgate_consumer_stream_info_age_seconds", "gauge",
                  "Age of the lag and pending numbers (-1: never read).");
     evbuffer_add_printf(out, "pushgate_consumer_stream_info_age_seconds %.3f\n", age);
+}
+
+/* Each stream's own lag and pending (one sample with one stream). */
+static void shards(struct evbuffer *out)
+{
+    static const char *const names[2] = {"pushgate_consumer_shard_lag",
+                                         "pushgate_consumer_shard_pending"};
+    static const char *const helps[2] = {
+        "Entries of one stream the group has not read yet (-1: not known).",
+        "Entries of one stream the group read and has not XACKed (-1: not known)."};
+    for (int m = 0; m < 2; m++) {
+        pg_prom_head(out, names[m], "gauge", helps[m]);
+        for (size_t i = 0; i < cs.nshards; i++) {
+            long long v[2];
+            cs_metrics_shard(i, &v[0], &v[1]);
+            char stream[2 * PG_STREAM_NAME_MAX + 8], labels[sizeof(stream) + 16];
+            pg_prom_label_value(stream, sizeof(stream), cs.shards[i].name);
+            snprintf(labels, sizeof(labels), "stream=\"%s\"", stream);
+            evbuffer_add_printf(out, "%s{%s} %lld\n", names[m], labels, v[m]);
+        }
+    }
+}
+
+static void server_sample(const char *role, pg_redis *r, void *arg)
+{
+    if (!pg_redis_up(r))
+        return;
+    char server[2 * PG_REDIS_ADDR_MAX], link[2 * (PG_STREAM_NAME_MAX + PG_REDIS_ADDR_MAX)];
+    char labels[sizeof(server) + sizeof(link) + 32];
+    pg_prom_label_value(server, sizeof(server), pg_redis_server(r));
+    pg_prom_label_value(link, sizeof(link), role);
+    snprintf(labels, sizeof(labels), "link=\"%s\",server=\"%s\"", link, server);
+    pg_prom_sample(arg, "pushgate_consumer_redis_server_info", labels, 1);
 }
 
 /* Which server each link uses now: with sentinels, the primary they named. */
@@ -165,18 +237,7 @@ static void servers(struct evbuffer *out)
     pg_prom_head(out, "pushgate_consumer_redis_server_info", "gauge",
                  "The Redis server each link uses now (with redis_sentinels: the primary "
                  "found), always 1; no sample while the link is down.");
-    const struct {
-        const char *name;
-        pg_redis *r;
-    } links[] = {{"reader", cs_stream_link()}, {"control", cs_acks_link()}};
-    for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
-        if (!pg_redis_up(links[i].r))
-            continue;
-        char server[2 * PG_REDIS_ADDR_MAX], labels[sizeof(server) + 64];
-        pg_prom_label_value(server, sizeof(server), pg_redis_server(links[i].r));
-        snprintf(labels, sizeof(labels), "link=\"%s\",server=\"%s\"", links[i].name, server);
-        pg_prom_sample(out, "pushgate_consumer_redis_server_info", labels, 1);
-    }
+    cs_shards_links(server_sample, out);
 }
 
 /* Which MySQL server the consumer reads gateway_nodes from, and how often
@@ -196,6 +257,7 @@ static void write_metrics(struct evbuffer *out, void *arg)
     (void)arg;
     counters(out);
     gauges(out);
+    shards(out);
     servers(out);
     mysql(out);
 }

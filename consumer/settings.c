@@ -5,6 +5,7 @@
 #include "consumer.h"
 
 #include "config.h"
+#include "redis_cluster.h"
 #include "redis_sentinel.h"
 
 #include <stdio.h>
@@ -23,8 +24,12 @@ static const pg_conf_def consumer_defs[] = {
      "redis_master_name and followed through failovers (empty: redis_host and redis_port)"},
     {"redis_master_name", PG_CONF_STRING, C(redis_master_name), "pushgate", 0, 0, NULL,
      "with redis_sentinels: the name the sentinels monitor the primary by"},
+    {"redis_cluster_nodes", PG_CONF_STRING, C(redis_cluster_nodes), "", 0, 0, NULL,
+     "Redis Cluster: host:port[,host:port...] of nodes asked for the slot map (CLUSTER SLOTS); "
+     "each stream is read from the primary serving its slot (empty: no cluster)"},
     {"stream", PG_CONF_STRING, C(stream), "pushgate:worksheets", 0, 0, NULL,
-     "stream the producers XADD work orders to (field msg)"},
+     "stream the producers XADD work orders to (field msg); several (shards): a comma list, "
+     "or a brace range, pushgate:worksheets:{0..7} (8 streams, each its own cluster hash tag)"},
     {"group", PG_CONF_STRING, C(group), "pushgate", 0, 0, NULL,
      "consumer group (created with MKSTREAM from the start of the stream when missing)"},
     {"consumer", PG_CONF_STRING, C(consumer), "", 0, 0, NULL,
@@ -91,6 +96,31 @@ static int default_consumer_name(void)
     return 0;
 }
 
+/* stream (one name or a set), the dead-letter stream apart from them,
+ * and redis_cluster_nodes. */
+static int check_streams(void)
+{
+    char err[256];
+    pg_redis_addr seeds[PG_CLUSTER_NODES_MAX];
+    if (pg_stream_set_parse(cs.cfg.stream, &cs.streams, err, sizeof(err)) < 0 ||
+        pg_cluster_nodes_parse(cs.cfg.redis_cluster_nodes, seeds, PG_CLUSTER_NODES_MAX, err,
+                               sizeof(err)) < 0) {
+        fprintf(stderr, "pushgate-consumer: %s\n", err);
+        return -1;
+    }
+    if (pg_stream_set_find(&cs.streams, cs.cfg.dead_letter_stream,
+                           strlen(cs.cfg.dead_letter_stream)) >= 0) {
+        fprintf(stderr, "pushgate-consumer: dead_letter_stream must differ from stream\n");
+        return -1;
+    }
+    if (*cs.cfg.redis_cluster_nodes && *cs.cfg.redis_sentinels) {
+        fprintf(stderr, "pushgate-consumer: redis_cluster_nodes and redis_sentinels exclude "
+                "each other (a cluster fails over by itself)\n");
+        return -1;
+    }
+    return 0;
+}
+
 static int check(void)
 {
     char err[256];
@@ -117,10 +147,8 @@ static int check(void)
         fprintf(stderr, "pushgate-consumer: %s\n", why);
         return -1;
     }
-    if (strcmp(cs.cfg.stream, cs.cfg.dead_letter_stream) == 0) {
-        fprintf(stderr, "pushgate-consumer: dead_letter_stream must differ from stream\n");
+    if (check_streams() < 0)
         return -1;
-    }
     if (default_consumer_name() < 0) {
         fprintf(stderr, "pushgate-consumer: out of memory\n");
         return -1;
@@ -143,5 +171,6 @@ int cs_settings_load(int argc, char **argv)
 
 void cs_settings_free(void)
 {
+    pg_stream_set_free(&cs.streams);
     pg_config_free(tables, NTABLES);
 }

@@ -105,6 +105,21 @@ static void add_reply(const char *code, unsigned long long n, void *arg)
     json_object_set_new(arg, code, json_integer((json_int_t)n));
 }
 
+/* With several streams: each one's name, lag and pending ("stream" is the
+ * setting, lag and pending their sums). */
+static json_t *streams_json(void)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < cs.nshards; i++) {
+        long long lag, pending;
+        cs_metrics_shard(i, &lag, &pending);
+        json_array_append_new(a, json_pack("{s:o,s:I,s:I}", "name",
+                                           pg_status_string(cs.shards[i].name), "lag",
+                                           (json_int_t)lag, "pending", (json_int_t)pending));
+    }
+    return a;
+}
+
 /* The report, in the shape the cluster console reads (README, "Operators"). */
 static json_t *report(void)
 {
@@ -113,7 +128,7 @@ static json_t *report(void)
     json_t *replies = json_object();
     if (replies)
         cs_metrics_replies(add_reply, replies);
-    return json_pack("{s:s,s:I,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:{s:b},s:{s:b,s:s},s:I}",
+    json_t *r = json_pack("{s:s,s:I,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:{s:b},s:{s:b,s:s},s:I}",
                      "role", "consumer", "at", (json_int_t)(int64_t)pg_wall_ms(), "name",
                      pg_status_string(cs.cfg.consumer), "stream", pg_status_string(cs.cfg.stream),
                      "group", pg_status_string(cs.cfg.group), "uptime",
@@ -123,6 +138,9 @@ static json_t *report(void)
                      "ok", cs_acks_link_up(), "mysql", "ok", cs_nodes_db_ok(), "host",
                      cs_nodes_mysql_server(), "gateways",
                      (json_int_t)cs_nodes_up());
+    if (r && cs.nshards > 1)
+        json_object_set_new(r, "streams", streams_json());
+    return r;
 }
 
 static void publish(int64_t timer_id, void *arg)

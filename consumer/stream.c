@@ -11,7 +11,10 @@
  * counter alone) so no other consumer reclaims them while we still work.
  * A missing group (first start, or Redis restarted without its data) is
  * created with MKSTREAM from the stream's start, so nothing already in the
- * stream is skipped. */
+ * stream is skipped.  With several streams (shards.c) each has its group,
+ * its XAUTOCLAIM cursor and its own commands; a reader reads all of its
+ * shards in one XREADGROUP, and with one reader per shard (a cluster) each
+ * takes an equal share of max_in_flight, so all can wait at once. */
 #include "consumer.h"
 
 #include "log.h"
@@ -26,143 +29,225 @@
 #define TOUCH_BATCH 1000
 #define STATS_MS 10000
 
-static pg_redis *reader;
-static bool reading;            /* an XREADGROUP is out */
-static size_t read_reserved;
-static bool claiming;           /* an XAUTOCLAIM is out */
-static size_t claim_reserved;
-static char cursor[CS_ID_MAX] = "0-0";
-static int64_t retry_timer, claim_timer, touch_timer, stats_timer;
-static pg_ratelog read_log, claim_log;
+static int64_t claim_timer, touch_timer, stats_timer;
+static pg_ratelog claim_log;
 static cs_stats last_stats;
+static size_t claim_next;       /* the shard whose claim round is next */
 
-static void create_group(void);
+static void create_groups(cs_reader *rd);
 static void claim_round(void);
 
 static void on_retry(int64_t timer_id, void *arg)
 {
     (void)timer_id;
-    (void)arg;
-    retry_timer = 0;
-    create_group();
+    cs_reader *rd = arg;
+    rd->retry_timer = 0;
+    create_groups(rd);
 }
 
+static void retry_later(cs_reader *rd)
+{
+    if (rd->retry_timer > 0)
+        return;
+    rd->retry_timer = pg_timer_after(CS_RETRY_MS, on_retry, rd);
+    if (rd->retry_timer < 0)
+        rd->retry_timer = 0;
+}
+
+/* A reader's share of max_in_flight: every reader can have a read out. */
+static size_t read_share(void)
+{
+    size_t share = (size_t)cs.cfg.max_in_flight / (cs.nshards && cs.shards[0].reader->n == 1
+                                                       ? cs.nshards : 1);
+    if (share > (size_t)cs.cfg.count)
+        share = (size_t)cs.cfg.count;
+    return share ? share : 1;
+}
 
 /* Reads again once this much room is free: no dribble of one-entry reads. */
 static size_t read_threshold(void)
 {
     size_t t = (size_t)cs.cfg.max_in_flight / 4;
-    if (t > (size_t)cs.cfg.count)
-        t = (size_t)cs.cfg.count;
+    if (t > read_share())
+        t = read_share();
     return t ? t : 1;
 }
 
 static void on_read(struct redisReply *reply, void *priv);
 
-static void read_more(void)
+static void read_more(cs_reader *rd)
 {
-    if (cs.stopping || reading || retry_timer > 0 || !pg_redis_up(reader))
+    if (cs.stopping || rd->reading || rd->groups_out || rd->retry_timer > 0 ||
+        !pg_redis_up(rd->link))
         return;
     size_t room = cs_room();
     if (room == 0 || (room < read_threshold() && cs_entries_held() > 0))
         return;     /* cs_stream_room() calls again when entries leave */
-    size_t k = room < (size_t)cs.cfg.count ? room : (size_t)cs.cfg.count;
+    size_t k = room < read_share() ? room : read_share();
     char count[24], block[24];
     snprintf(count, sizeof(count), "%zu", k);
     snprintf(block, sizeof(block), "%lld", cs.cfg.block_ms);
-    const char *argv[] = {"XREADGROUP", "GROUP", cs.cfg.group, cs.cfg.consumer, "COUNT", count,
-                          "BLOCK", block, "STREAMS", cs.cfg.stream, ">"};
-    if (pg_redis_argv(reader, on_read, NULL, 11, argv, NULL) < 0)
+    size_t argc = 9 + 2 * rd->n;
+    const char **argv = malloc(argc * sizeof(char *));
+    if (!argv)
+        return;
+    const char *head[] = {"XREADGROUP", "GROUP", cs.cfg.group, cs.cfg.consumer, "COUNT", count,
+                          "BLOCK", block, "STREAMS"};
+    memcpy(argv, head, sizeof(head));
+    for (size_t i = 0; i < rd->n; i++) {
+        argv[9 + i] = rd->shards[i]->name;
+        argv[9 + rd->n + i] = ">";
+    }
+    int rc = pg_redis_argv(rd->link, on_read, rd, (int)argc, argv, NULL);
+    free(argv);
+    if (rc < 0)
         return;     /* the link is down: its on_up starts again */
-    reading = true;
-    read_reserved = k;
+    rd->reading = true;
+    rd->reserved = k;
     cs.reserved += k;
 }
 
+static void read_all(void)
+{
+    for (size_t i = 0; i < cs.nshards; i++)
+        if (cs.shards[i].reader->shards[0] == &cs.shards[i])
+            read_more(cs.shards[i].reader);
+}
+
+/* The shard of rd named name (len bytes), or NULL. */
+static cs_shard *shard_named(cs_reader *rd, const redisReply *name)
+{
+    if (name->type != REDIS_REPLY_STRING)
+        return NULL;
+    for (size_t i = 0; i < rd->n; i++)
+        if (strlen(rd->shards[i]->name) == name->len &&
+            memcmp(rd->shards[i]->name, name->str, name->len) == 0)
+            return rd->shards[i];
+    return NULL;
+}
+
 /* [[stream, [[id, [field, value, ...]], ...]], ...] */
-static void take_entries(const redisReply *reply)
+static void take_entries(cs_reader *rd, const redisReply *reply)
 {
     for (size_t s = 0; s < reply->elements; s++) {
         const redisReply *st = reply->element[s];
         if (st->type != REDIS_REPLY_ARRAY || st->elements < 2 ||
             st->element[1]->type != REDIS_REPLY_ARRAY)
             continue;
+        cs_shard *shard = shard_named(rd, st->element[0]);
+        if (!shard) {
+            pg_error("XREADGROUP answered for a stream not asked for: skipped");
+            continue;
+        }
         const redisReply *items = st->element[1];
         for (size_t i = 0; i < items->elements; i++) {
             cs.stats.read++;
-            cs_intake(items->element[i], 1);
+            cs_intake(shard, items->element[i], 1);
         }
     }
 }
 
 static void on_read(struct redisReply *reply, void *priv)
 {
-    (void)priv;
-    reading = false;
-    cs.reserved -= read_reserved;
-    read_reserved = 0;
+    cs_reader *rd = priv;
+    rd->reading = false;
+    cs.reserved -= rd->reserved;
+    rd->reserved = 0;
     if (!reply)
         return;     /* connection lost */
     if (reply->type == REDIS_REPLY_ERROR) {
         if (strncmp(reply->str, "NOGROUP", 7) == 0) {
             pg_warn("consumer group %s of stream %s is gone (Redis restarted without its data?): "
-                    "creating it again", cs.cfg.group, cs.cfg.stream);
-            create_group();
+                    "creating it again", cs.cfg.group, rd->shards[0]->name);
+            create_groups(rd);
         } else {
-            pg_log_limited(&read_log, PG_LOG_WARN, "XREADGROUP on %s failed: %s; retrying",
-                       cs.cfg.stream, reply->str);
-            cs_retry_later(&retry_timer, on_retry);
+            pg_log_limited(&rd->log, PG_LOG_WARN, "XREADGROUP on %s failed: %s; retrying",
+                           rd->shards[0]->name, reply->str);
+            cs_shards_refresh();    /* a cluster: the stream may have moved (UNBLOCKED) */
+            retry_later(rd);
         }
         return;
     }
     if (reply->type == REDIS_REPLY_ARRAY)
-        take_entries(reply);
-    read_more();
+        take_entries(rd, reply);
+    read_more(rd);
 }
+
+typedef struct {
+    cs_reader *rd;
+    cs_shard *shard;
+} group_ask;
 
 static void on_group(struct redisReply *reply, void *priv)
 {
-    (void)priv;
-    if (!reply)
-        return;
-    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
-        pg_log_limited(&read_log, PG_LOG_WARN, "XGROUP CREATE %s %s failed: %s; retrying",
-                       cs.cfg.stream, cs.cfg.group, reply->str);
-        cs_retry_later(&retry_timer, on_retry);
-        return;
+    group_ask *g = priv;
+    cs_reader *rd = g->rd;
+    cs_shard *s = g->shard;
+    free(g);
+    rd->groups_out--;
+    if (!reply) {
+        rd->groups_failed = true;
+    } else if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
+        pg_log_limited(&rd->log, PG_LOG_WARN, "XGROUP CREATE %s %s failed: %s; retrying",
+                       s->name, cs.cfg.group, reply->str);
+        rd->groups_failed = true;
+    } else if (reply->type != REDIS_REPLY_ERROR) {
+        pg_info("created consumer group %s on stream %s", cs.cfg.group, s->name);
     }
-    if (reply->type != REDIS_REPLY_ERROR)
-        pg_info("created consumer group %s on stream %s", cs.cfg.group, cs.cfg.stream);
-    read_more();
+    if (rd->groups_out)
+        return;
+    if (rd->groups_failed && reply)
+        retry_later(rd);
+    else if (!rd->groups_failed)
+        read_more(rd);
 }
 
-static void create_group(void)
+/* XGROUP CREATE ... MKSTREAM for each of rd's shards; reading starts when
+ * all have answered. */
+static void create_groups(cs_reader *rd)
 {
-    const char *argv[] = {"XGROUP", "CREATE", cs.cfg.stream, cs.cfg.group, "0", "MKSTREAM"};
-    pg_redis_argv(reader, on_group, NULL, 6, argv, NULL);
+    if (rd->groups_out)
+        return;
+    rd->groups_failed = false;
+    for (size_t i = 0; i < rd->n; i++) {
+        group_ask *g = malloc(sizeof(*g));
+        if (!g) {
+            rd->groups_failed = true;
+            break;
+        }
+        *g = (group_ask){rd, rd->shards[i]};
+        const char *argv[] = {"XGROUP", "CREATE", rd->shards[i]->name, cs.cfg.group, "0",
+                              "MKSTREAM"};
+        if (pg_redis_argv(rd->link, on_group, g, 6, argv, NULL) < 0) {
+            free(g);
+            rd->groups_failed = true;
+            break;
+        }
+        rd->groups_out++;
+    }
+    if (rd->groups_failed && !rd->groups_out && pg_redis_up(rd->link))
+        retry_later(rd);
 }
 
-/* Each (re)connect of the reader: the group may be gone (Redis restarted
- * without its data), so make sure of it first, then read. */
-static void on_reader_up(pg_redis *r, void *arg)
+/* Each (re)connect of a reader: the groups may be gone (Redis restarted
+ * without its data), so make sure of them first, then read. */
+void cs_stream_reader_up(cs_reader *rd)
 {
-    (void)r;
-    (void)arg;
-    create_group();
+    create_groups(rd);
 }
 
 /* ---- reclaiming from dead consumers ---- */
 
 /* Takes the entries of an XAUTOCLAIM reply; false when the scan is over. */
-static bool take_claimed(const redisReply *reply)
+static bool take_claimed(cs_shard *s, const redisReply *reply)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_ARRAY) {
         if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) != 0)
-            pg_log_limited(&claim_log, PG_LOG_WARN, "XAUTOCLAIM on %s failed: %s", cs.cfg.stream,
+            pg_log_limited(&claim_log, PG_LOG_WARN, "XAUTOCLAIM on %s failed: %s", s->name,
                            reply->str);
-        strcpy(cursor, "0-0");
+        strcpy(s->cursor, "0-0");
         return false;
     }
     const redisReply *items = reply->element[1];
@@ -170,53 +255,66 @@ static bool take_claimed(const redisReply *reply)
     for (size_t i = 0; i < items->elements; i++) {
         const redisReply *it = items->element[i];
         if (it->type == REDIS_REPLY_ARRAY && it->elements >= 1 &&
-            it->element[0]->type == REDIS_REPLY_STRING && !cs_entry_find(it->element[0]->str)) {
+            it->element[0]->type == REDIS_REPLY_STRING && !cs_entry_find(s, it->element[0]->str)) {
             taken++;
-            cs_intake(it, 0);
+            cs_intake(s, it, 0);
         }
     }
     if (taken) {
         cs.stats.claimed += taken;
-        pg_info("reclaimed %zu entries left pending over %lld ms (by a stopped consumer)", taken,
-                cs.cfg.claim_min_idle_ms);
+        pg_info("reclaimed %zu entries left pending over %lld ms (by a stopped consumer) in %s",
+                taken, cs.cfg.claim_min_idle_ms, s->name);
     }
-    snprintf(cursor, sizeof(cursor), "%s", reply->element[0]->str);
-    return strcmp(cursor, "0-0") != 0;
+    if (reply->element[0]->len < sizeof(s->cursor))
+        snprintf(s->cursor, sizeof(s->cursor), "%s", reply->element[0]->str);
+    else
+        strcpy(s->cursor, "0-0");
+    return strcmp(s->cursor, "0-0") != 0;
 }
+
+static void claim_shard(cs_shard *s);
 
 static void on_claim(struct redisReply *reply, void *priv)
 {
-    (void)priv;
-    claiming = false;
-    cs.reserved -= claim_reserved;
-    claim_reserved = 0;
-    if (reply && take_claimed(reply))
-        claim_round();  /* the scan goes on while there is room */
-    read_more();        /* the room it had reserved is free again */
+    cs_shard *s = priv;
+    s->claiming = false;
+    cs.reserved -= s->claim_reserved;
+    s->claim_reserved = 0;
+    if (reply && take_claimed(s, reply))
+        claim_shard(s);     /* the scan goes on while there is room */
+    read_all();             /* the room it had reserved is free again */
 }
 
-/* A claim round is due but found no room: it goes before the next read. */
-static bool claim_due;
-
-static void claim_round(void)
+/* One XAUTOCLAIM on s; a round that finds no room goes before the next read. */
+static void claim_shard(cs_shard *s)
 {
-    if (cs.stopping || claiming || !cs_acks_link_up())
+    pg_redis *control = cs_shard_control(s);
+    if (cs.stopping || s->claiming || !pg_redis_up(control))
         return;
     size_t room = cs_room();
-    claim_due = room == 0;
+    s->claim_due = room == 0;
     if (room == 0)
         return;
     size_t k = room < CLAIM_BATCH ? room : CLAIM_BATCH;
     char idle[24], count[24];
     snprintf(idle, sizeof(idle), "%lld", cs.cfg.claim_min_idle_ms);
     snprintf(count, sizeof(count), "%zu", k);
-    const char *argv[] = {"XAUTOCLAIM", cs.cfg.stream, cs.cfg.group, cs.cfg.consumer, idle, cursor,
+    const char *argv[] = {"XAUTOCLAIM", s->name, cs.cfg.group, cs.cfg.consumer, idle, s->cursor,
                           "COUNT", count};
-    if (pg_redis_argv(cs_acks_link(), on_claim, NULL, 8, argv, NULL) < 0)
+    if (pg_redis_argv(control, on_claim, s, 8, argv, NULL) < 0)
         return;
-    claiming = true;
-    claim_reserved = k;
+    s->claiming = true;
+    s->claim_reserved = k;
     cs.reserved += k;
+}
+
+/* A round over every shard, starting at a different one each time so
+ * that a small max_in_flight does not favour the first. */
+static void claim_round(void)
+{
+    size_t first = claim_next++ % (cs.nshards ? cs.nshards : 1);
+    for (size_t i = 0; i < cs.nshards; i++)
+        claim_shard(&cs.shards[(first + i) % cs.nshards]);
 }
 
 static void on_claim_tick(int64_t timer_id, void *arg)
@@ -230,7 +328,7 @@ static void on_count(struct redisReply *reply, void *priv)
 {
     cs_entry *e = priv;
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 0) {
-        pg_debug("entry %s is no longer pending (acknowledged elsewhere): dropped", e->id);
+        pg_debug("entry %s is no longer pending (acknowledged elsewhere): dropped", e->key);
         e->state = CS_E_DONE;
         cs_entry_release(e);
         return;
@@ -248,8 +346,8 @@ static void on_count(struct redisReply *reply, void *priv)
 void cs_stream_count(cs_entry *e)
 {
     e->state = CS_E_COUNTING;
-    const char *argv[] = {"XPENDING", cs.cfg.stream, cs.cfg.group, e->id, e->id, "1"};
-    if (pg_redis_argv(cs_acks_link(), on_count, e, 6, argv, NULL) < 0)
+    const char *argv[] = {"XPENDING", e->shard->name, cs.cfg.group, e->id, e->id, "1"};
+    if (pg_redis_argv(cs_shard_control(e->shard), on_count, e, 6, argv, NULL) < 0)
         cs_flow_counted(e, 2);
 }
 
@@ -268,20 +366,32 @@ static void collect_stale(cs_entry *e, void *arg)
         s->v[s->n++] = e;
 }
 
+static int by_shard(const void *a, const void *b)
+{
+    size_t x = (*(cs_entry *const *)a)->shard->index, y = (*(cs_entry *const *)b)->shard->index;
+    return x < y ? -1 : x > y;
+}
+
 static void on_touch_tick(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
     size_t held = cs_entries_held();
-    if (held == 0 || !cs_acks_link_up())
+    if (held == 0)
         return;
     stale_set s = {malloc(held * sizeof(cs_entry *)), 0, held,
                    cs_now_ms() - (uint64_t)cs.cfg.claim_min_idle_ms / 3};
     if (!s.v)
         return;
     cs_entries_foreach(collect_stale, &s);
-    for (size_t i = 0; i < s.n; i += TOUCH_BATCH)
-        cs_acks_touch(s.v + i, s.n - i < TOUCH_BATCH ? s.n - i : TOUCH_BATCH);
+    qsort(s.v, s.n, sizeof(*s.v), by_shard);
+    for (size_t i = 0; i < s.n;) {     /* batches of one shard each */
+        size_t n = 1;
+        while (i + n < s.n && n < TOUCH_BATCH && s.v[i + n]->shard == s.v[i]->shard)
+            n++;
+        cs_acks_touch(s.v + i, n);
+        i += n;
+    }
     free(s.v);
 }
 
@@ -304,9 +414,10 @@ static void on_stats_tick(int64_t timer_id, void *arg)
 
 void cs_stream_room(void)
 {
-    if (claim_due)
-        claim_round();
-    read_more();
+    for (size_t i = 0; i < cs.nshards; i++)
+        if (cs.shards[i].claim_due)
+            claim_shard(&cs.shards[i]);
+    read_all();
 }
 
 void cs_stream_control_up(void)
@@ -329,27 +440,18 @@ int cs_stream_start(void)
     claim_timer = tick(claim_ms, on_claim_tick);
     touch_timer = tick(cs.cfg.claim_min_idle_ms / 3, on_touch_tick);
     stats_timer = tick(STATS_MS, on_stats_tick);
-    reader = cs_redis_link("reader", on_reader_up);
-    if (claim_timer < 0 || touch_timer < 0 || stats_timer < 0 || !reader) {
+    if (claim_timer < 0 || touch_timer < 0 || stats_timer < 0 || cs_shards_start() < 0) {
         pg_error("cannot start reading the stream (out of memory)");
         return -1;
     }
     return 0;
 }
 
-pg_redis *cs_stream_link(void)
-{
-    return reader;
-}
-
 void cs_stream_stop_reading(void)
 {
     cs_timer_clear(&claim_timer);
     cs_timer_clear(&touch_timer);
-    cs_timer_clear(&retry_timer);
-    pg_redis *r = reader;
-    reader = NULL;
-    pg_redis_free(r);   /* an XREADGROUP still blocked is dropped unanswered */
+    cs_shards_stop_reading();
 }
 
 void cs_stream_done(void)

@@ -76,23 +76,28 @@ void cs_timer_clear(int64_t *timer)
     *timer = 0;
 }
 
-pg_redis *cs_redis_link(const char *role, void (*on_up)(pg_redis *r, void *arg))
+pg_redis *cs_redis_link(const char *role, const pg_redis_addr *at, const cs_link_events *ev)
 {
     pg_redis_config rc = {
-        .host = cs.cfg.redis_host,
-        .port = (int)cs.cfg.redis_port,
-        .sentinels = cs.cfg.redis_sentinels,
+        .host = at ? at->host : cs.cfg.redis_host,
+        .port = at ? at->port : (int)cs.cfg.redis_port,
+        .sentinels = at ? NULL : cs.cfg.redis_sentinels,
         .master_name = cs.cfg.redis_master_name,
         .role = role,
         .base = cs.base,
-        .on_up = on_up,
+        .on_up = ev->on_up,
+        .on_down = ev->on_down,
+        .on_redirect = ev->on_redirect,
+        .arg = ev->arg,
     };
     return pg_redis_new(&rc);
 }
 
 void cs_redis_where(char *out, size_t len)
 {
-    if (*cs.cfg.redis_sentinels)
+    if (*cs.cfg.redis_cluster_nodes)
+        snprintf(out, len, "the cluster of %s", cs.cfg.redis_cluster_nodes);
+    else if (*cs.cfg.redis_sentinels)
         snprintf(out, len, "the primary of %s (sentinels %s)", cs.cfg.redis_master_name,
                  cs.cfg.redis_sentinels);
     else

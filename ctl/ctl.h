@@ -33,6 +33,7 @@ typedef struct {
     long long redis_port;
     char *redis_sentinels;
     char *redis_master_name;
+    char *redis_cluster_nodes;
     char *stream;
     char *dead_letter_stream;
     char *chat_token;
@@ -122,6 +123,10 @@ int ctl_cmd_dead(const ctl_args *a);
  * (redis.c), or NULL with the reason printed. */
 struct redisContext;
 struct redisContext *ctl_redis_connect(void);
+/* The same for the server holding key: with redis_cluster_nodes, the
+ * primary that the nodes' slot map (CLUSTER SLOTS) names for key's slot;
+ * without, ctl_redis_connect(). */
+struct redisContext *ctl_redis_connect_for(const char *key);
 
 /* Prints "pushgate-ctl: ..." on stderr. */
 void ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -194,6 +199,9 @@ void ctl_dots_end(ctl_dots *d, const char *result);
 
 /* A stream entry id: two numbers of up to 20 digits and a '-'. */
 #define CTL_ID_MAX 42
+/* A request's msg_id: an entry id, with a shard's tag "@<n>" (n: 1 to 4
+ * digits) when the consumer reads a set of streams. */
+#define CTL_MSG_ID_MAX (CTL_ID_MAX + 5)
 
 /* Bytes from Redis: p is NULL when the field is missing. */
 typedef struct {
@@ -209,7 +217,8 @@ typedef struct {
 typedef struct {
     char id[CTL_ID_MAX];            /* the dead letter's own entry id */
     ctl_bytes msg, reason, source_id, source_stream, deliveries, fields;
-    char original_id[CTL_ID_MAX];   /* the msg_id a replay carries */
+    char original_id[CTL_MSG_ID_MAX];   /* the msg_id a replay carries */
+    bool id_from_fields;            /* original_id is fields' msg_id, not source_id */
     char problem[160];              /* why it is malformed; "" when it is not */
 } ctl_dead_letter;
 
@@ -217,6 +226,8 @@ struct redisReply;
 
 /* Whether s is a stream entry id "<ms>-<seq>" (both within 64 bits). */
 bool ctl_stream_id_valid(const char *s, size_t len);
+/* Whether s is a stream entry id, or one with a shard's tag "@<n>". */
+bool ctl_msg_id_valid(const char *s, size_t len);
 /* The milliseconds part of a valid stream entry id. */
 unsigned long long ctl_stream_id_ms(const char *id);
 /* Reads item, one [id, [field, value, ...]] element of an XRANGE reply.

@@ -12,8 +12,16 @@
  * harmless), never none.  --all takes what the stream held when it started:
  * an entry that dies again meanwhile is not replayed a second time in the
  * same run.  Dead letters are untrusted: one that is malformed is reported
- * and skipped (dead_letter.c says what is checked). */
+ * and skipped (dead_letter.c says what is checked).
+ *
+ * When the setting stream is a set of streams (shards), a dead letter goes
+ * back to its source stream if that is one of the set, with the msg_id the
+ * browsers had: its entry id plus the shard's tag ("@3"); with
+ * redis_cluster_nodes the XADD goes to the node of that stream and the XDEL
+ * to the node of the dead-letter stream. */
 #include "ctl.h"
+
+#include "redis_cluster.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -30,6 +38,9 @@
 typedef struct {
     redisContext *c;
     const char *dead;           /* the dead-letter stream */
+    pg_stream_set streams;      /* the setting stream (replay) */
+    redisContext *tc;           /* with a cluster: to the node of target */
+    char target[PG_STREAM_NAME_MAX + 1];
     const char *reason;         /* --reason, or NULL */
     bool json;
     bool replaying;             /* words for what happens to a malformed one */
@@ -236,21 +247,65 @@ static int list(dead_ctx *x)
 
 /* ---- replay ---- */
 
+/* Where d goes back to and with which msg_id (CTL_MSG_ID_MAX bytes): the
+ * setting stream; with a set, d's source stream when it is one of them and
+ * its shard's tag on an id that is the source's own.  NULL: not in the set
+ * (the setting's text then, for the reason). */
+static const char *replay_target(const dead_ctx *x, const ctl_dead_letter *d, char *msg_id)
+{
+    snprintf(msg_id, CTL_MSG_ID_MAX, "%s", d->original_id);
+    if (x->streams.n < 2)
+        return x->streams.n ? x->streams.names[0] : ctl_cfg.stream;
+    int k = d->source_stream.p ? pg_stream_set_find(&x->streams, d->source_stream.p,
+                                                    d->source_stream.len) : -1;
+    if (k < 0)
+        return NULL;
+    char tag[8];
+    snprintf(tag, sizeof(tag), "@%d", k % 10000);
+    size_t n = strlen(msg_id);
+    if (!d->id_from_fields && n + strlen(tag) < CTL_MSG_ID_MAX)
+        memcpy(msg_id + n, tag, strlen(tag) + 1);   /* source_id: 41 bytes at most */
+    return x->streams.names[k];
+}
+
+/* The connection for an XADD to target: the one of the dead-letter stream,
+ * or with a cluster one to target's node (kept while target is the same). */
+static redisContext *target_link(dead_ctx *x, const char *target)
+{
+    if (!*ctl_cfg.redis_cluster_nodes)
+        return x->c;
+    if (x->tc && strcmp(x->target, target) == 0)
+        return x->tc;
+    redisFree(x->tc);
+    x->tc = ctl_redis_connect_for(target);
+    snprintf(x->target, sizeof(x->target), "%s", target);
+    return x->tc;
+}
+
 /* XADD to the work-order stream, then XDEL from the dead-letter stream.
  * 0, or -1 with the reason printed. */
 static int replay_one(dead_ctx *x, const ctl_dead_letter *d)
 {
-    char buf[256];
-    const char *why = ctl_dead_letter_unreplayable(d, ctl_cfg.stream, buf, sizeof(buf));
+    char buf[256], msg_id[CTL_MSG_ID_MAX];
+    const char *target = replay_target(x, d, msg_id);
+    const char *why = ctl_dead_letter_unreplayable(d, target ? target : ctl_cfg.stream, buf,
+                                                   sizeof(buf));
+    if (!why && !target)
+        why = "its source stream is not one of the setting stream";
     if (why) {
         ctl_err("dead letter %s not replayed: %s", d->id, why);
         return -1;
     }
-    redisReply *r = redisCommand(x->c, "XADD %s * msg %b msg_id %s", ctl_cfg.stream, d->msg.p,
-                                 d->msg.len, d->original_id);
+    redisContext *tc = target_link(x, target);
+    if (!tc)
+        return -1;
+    redisReply *r = redisCommand(tc, "XADD %s * msg %b msg_id %s", target, d->msg.p, d->msg.len,
+                                 msg_id);
     if (!r || r->type != REDIS_REPLY_STRING) {
-        ctl_err("dead letter %s not replayed: XADD %s: %s", d->id, ctl_cfg.stream,
-                what_failed(x, r, buf, sizeof(buf)));
+        dead_ctx on = *x;
+        on.c = tc;
+        ctl_err("dead letter %s not replayed: XADD %s: %s", d->id, target,
+                what_failed(&on, r, buf, sizeof(buf)));
         freeReplyObject(r);
         return -1;
     }
@@ -267,7 +322,7 @@ static int replay_one(dead_ctx *x, const ctl_dead_letter *d)
         if (r->integer == 0)
             ctl_err("dead letter %s was gone from %s already (replayed twice at once?)", d->id,
                     x->dead);
-        printf("replayed %s as %s (msg_id %s)\n", d->id, new_id ? new_id : "?", d->original_id);
+        printf("replayed %s as %s (msg_id %s)\n", d->id, new_id ? new_id : "?", msg_id);
     }
     freeReplyObject(r);
     free(new_id);
@@ -397,9 +452,18 @@ static int check_streams(bool is_list)
         ctl_err("dead replay: the setting stream is empty");
         return -1;
     }
-    if (strcmp(ctl_cfg.stream, ctl_cfg.dead_letter_stream) == 0) {
+    pg_stream_set set;
+    char err[256];
+    if (pg_stream_set_parse(ctl_cfg.stream, &set, err, sizeof(err)) < 0) {
+        ctl_err("dead replay: %s", err);
+        return -1;
+    }
+    bool same = pg_stream_set_find(&set, ctl_cfg.dead_letter_stream,
+                                   strlen(ctl_cfg.dead_letter_stream)) >= 0;
+    pg_stream_set_free(&set);
+    if (same) {
         ctl_err("dead replay: stream and dead_letter_stream are the same stream (%s)",
-                ctl_cfg.stream);
+                ctl_cfg.dead_letter_stream);
         return -1;
     }
     return 0;
@@ -423,12 +487,16 @@ int ctl_cmd_dead(const ctl_args *a)
                   .json = ctl_arg(a, "json") != NULL, .replaying = !is_list,
                   .max = LIST_DEFAULT};
     int rc = CTL_USAGE;
+    char err[256];
     if (check_options(a, is_list, ids, nids) == 0 &&
-        ctl_arg_number(a, "count", 1, LIST_MAX, &x.max) == 0 && check_streams(is_list) == 0) {
-        x.c = ctl_redis_connect();
+        ctl_arg_number(a, "count", 1, LIST_MAX, &x.max) == 0 && check_streams(is_list) == 0 &&
+        (is_list || pg_stream_set_parse(ctl_cfg.stream, &x.streams, err, sizeof(err)) == 0)) {
+        x.c = ctl_redis_connect_for(x.dead);
         rc = !x.c ? CTL_FAIL : is_list ? list(&x) : replay(&x, ids, nids);
     }
     redisFree(x.c);
+    redisFree(x.tc);
+    pg_stream_set_free(&x.streams);
     free(ids);
     return rc;
 }

@@ -42,6 +42,16 @@ bool ctl_stream_id_valid(const char *s, size_t len)
     return number_valid(s + a + 1, len - a - 1, &b) && a + 1 + b == len;
 }
 
+bool ctl_msg_id_valid(const char *s, size_t len)
+{
+    const char *at = s ? memchr(s, '@', len) : NULL;
+    if (!at)
+        return ctl_stream_id_valid(s, len);
+    size_t a = (size_t)(at - s), t = len - a - 1, end;
+    return ctl_stream_id_valid(s, a) && t >= 1 && t <= 4 && number_valid(at + 1, t, &end) &&
+           end == t;
+}
+
 unsigned long long ctl_stream_id_ms(const char *id)
 {
     return strtoull(id, NULL, 10);
@@ -122,7 +132,7 @@ static bool take_original_id(ctl_dead_letter *d)
         if (msg_id) {
             id = json_string_value(msg_id);
             len = json_string_length(msg_id);
-            if (!ctl_stream_id_valid(id, len)) {
+            if (!ctl_msg_id_valid(id, len)) {
                 json_decref(o);
                 snprintf(d->problem, sizeof(d->problem),
                          "fields.msg_id is not a stream entry id");
@@ -130,6 +140,7 @@ static bool take_original_id(ctl_dead_letter *d)
             }
         }
     }
+    d->id_from_fields = id != d->source_id.p;
     memcpy(d->original_id, id, len);
     d->original_id[len] = '\0';
     json_decref(o);

@@ -10,8 +10,16 @@
  * --wait-replicas N closes the window of Redis's asynchronous replication
  * for what it publishes: each batch is followed by WAIT N <--wait-timeout>,
  * and when fewer than N replicas acknowledged it publishing stops with
- * exit code 1, since a failover could lose those entries. */
+ * exit code 1, since a failover could lose those entries.
+ *
+ * When the setting stream is a set of streams (shards), an order goes to
+ * the stream crc32(uuid) mod n, uuid being the first --uuid (with --raw:
+ * data[0].uuid, else the whole text); crc32 is zlib's, so a producer in
+ * PHP (crc32()) or any other language picks the same stream.  With
+ * redis_cluster_nodes the XADDs go to the primary serving that stream. */
 #include "ctl.h"
+
+#include "redis_cluster.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -101,8 +109,23 @@ static char *raw_msg(const ctl_args *a, const char *raw, int *rc)
     return text;
 }
 
+/* The stream of msg among n: crc32 of its first uuid (data[0].uuid), or of
+ * the whole text when it has none, mod n. */
+static size_t shard_of(const char *msg, size_t n)
+{
+    if (n < 2)
+        return 0;
+    json_t *o = json_loads(msg, 0, NULL);
+    json_t *uuid = json_object_get(json_array_get(json_object_get(o, "data"), 0), "uuid");
+    size_t k = json_is_string(uuid) ? pg_stream_shard(json_string_value(uuid),
+                                                      json_string_length(uuid), n)
+                                    : pg_stream_shard(msg, strlen(msg), n);
+    json_decref(o);
+    return k;
+}
+
 /* Reads n XADD replies; prints the ids when show_ids. 0 or -1 (printed). */
-static int read_replies(redisContext *c, long long n, bool show_ids)
+static int read_replies(redisContext *c, const char *target, long long n, bool show_ids)
 {
     for (long long i = 0; i < n; i++) {
         redisReply *r = NULL;
@@ -112,7 +135,7 @@ static int read_replies(redisContext *c, long long n, bool show_ids)
         }
         int ok = r->type == REDIS_REPLY_STRING;
         if (!ok)
-            ctl_err("redis XADD %s: %s", ctl_cfg.stream,
+            ctl_err("redis XADD %s: %s", target,
                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         else if (show_ids)
             printf("%s\n", r->str);
@@ -149,11 +172,11 @@ static int read_wait(redisContext *c, const wait_opts *w, long long n)
 }
 
 /* One batch: n XADDs (and WAIT) written, then their replies read. */
-static int send_batch(redisContext *c, const char *msg, size_t len, long long n, bool show_ids,
-                      const wait_opts *w)
+static int send_batch(redisContext *c, const char *target, const char *msg, size_t len,
+                      long long n, bool show_ids, const wait_opts *w)
 {
     for (long long i = 0; i < n; i++)
-        if (redisAppendCommand(c, "XADD %s * msg %b", ctl_cfg.stream, msg, len) != REDIS_OK) {
+        if (redisAppendCommand(c, "XADD %s * msg %b", target, msg, len) != REDIS_OK) {
             ctl_err("redis: %s", c->err ? c->errstr : "out of memory");
             return -1;
         }
@@ -162,13 +185,13 @@ static int send_batch(redisContext *c, const char *msg, size_t len, long long n,
         ctl_err("redis: %s", c->err ? c->errstr : "out of memory");
         return -1;
     }
-    if (read_replies(c, n, show_ids) < 0)
+    if (read_replies(c, target, n, show_ids) < 0)
         return -1;
     return w->replicas > 0 ? read_wait(c, w, n) : 0;
 }
 
-static int publish(redisContext *c, const char *msg, long long count, bool summary,
-                   const wait_opts *w)
+static int publish(redisContext *c, const char *target, const char *msg, long long count,
+                   bool summary, const wait_opts *w)
 {
     size_t len = strlen(msg);
     ctl_progress p;
@@ -177,7 +200,7 @@ static int publish(redisContext *c, const char *msg, long long count, bool summa
     long long done = 0;
     while (done < count) {
         long long n = count - done < BATCH ? count - done : BATCH;
-        int rc = send_batch(c, msg, len, n, count <= SHOW_IDS_MAX, w);
+        int rc = send_batch(c, target, msg, len, n, count <= SHOW_IDS_MAX, w);
         if (rc < 0) {
             ctl_progress_end(&p);
             if (rc == WAIT_SHORT)
@@ -221,9 +244,18 @@ int ctl_cmd_publish(const ctl_args *a)
     char *msg = raw ? raw_msg(a, raw, &rc) : seed_msg(a, &rc);
     if (!msg)
         return rc;
-    redisContext *c = ctl_redis_connect();
-    rc = c ? publish(c, msg, count, ctl_arg(a, "count") != NULL, &w) : CTL_FAIL;
+    pg_stream_set set;
+    char err[256];
+    if (pg_stream_set_parse(ctl_cfg.stream, &set, err, sizeof(err)) < 0) {
+        ctl_err("publish: %s", err);
+        free(msg);
+        return CTL_USAGE;
+    }
+    const char *target = set.names[shard_of(msg, set.n)];
+    redisContext *c = ctl_redis_connect_for(target);
+    rc = c ? publish(c, target, msg, count, ctl_arg(a, "count") != NULL, &w) : CTL_FAIL;
     redisFree(c);
+    pg_stream_set_free(&set);
     free(msg);
     return rc;
 }

@@ -5,9 +5,13 @@
  * and while no sentinel names a server that says "master" (a failover
  * under way) ctl asks again for up to PRIMARY_WAIT_MS before it gives up
  * and prints what each sentinel said.  Sentinel answers are read with
- * common/redis_sentinel.c, as the daemons read them. */
+ * common/redis_sentinel.c, as the daemons read them.  With
+ * redis_cluster_nodes a key's server is the primary the slot map (CLUSTER
+ * SLOTS, asked of each node in turn until one answers) names for its slot,
+ * read with common/redis_cluster.c as the consumer reads it. */
 #include "ctl.h"
 
+#include "redis_cluster.h"
 #include "redis_sentinel.h"
 
 #include <hiredis/hiredis.h>
@@ -167,5 +171,67 @@ redisContext *ctl_redis_connect(void)
         redisFree(c);
     }
     ctl_err("redis %s", why);
+    return NULL;
+}
+
+/* The slot map, asked of node a (whose connection is kept in *c when it is
+ * the owner of slot).  The owner's address in owner; 0, or -1 with why. */
+static int owner_from(const pg_redis_addr *a, int slot, pg_redis_addr *owner, char *why,
+                      size_t len)
+{
+    redisContext *c = open_to(a, SENTINEL_MS, why, len);
+    if (!c)
+        return -1;
+    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+    char where[PG_REDIS_ADDR_MAX], reason[256];
+    pg_redis_addr_format(a, where, sizeof(where));
+    pg_cluster_map m;
+    int rc = r ? pg_cluster_slots_parse(r, a, &m, reason, sizeof(reason)) : -1;
+    if (!r)
+        snprintf(reason, sizeof(reason), "%s", c->errstr[0] ? c->errstr : "no answer");
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    if (rc < 0) {
+        snprintf(why, len, "%s: %s", where, reason);
+        return -1;
+    }
+    const pg_redis_addr *o = pg_cluster_map_owner(&m, slot);
+    if (o)
+        *owner = *o;
+    else
+        snprintf(why, len, "%s: no node serves slot %d", where, slot);
+    pg_cluster_map_free(&m);
+    return o ? 0 : -1;
+}
+
+redisContext *ctl_redis_connect_for(const char *key)
+{
+    if (!*ctl_cfg.redis_cluster_nodes)
+        return ctl_redis_connect();
+    pg_redis_addr seeds[PG_CLUSTER_NODES_MAX], owner;
+    char err[256];
+    int n = pg_cluster_nodes_parse(ctl_cfg.redis_cluster_nodes, seeds, PG_CLUSTER_NODES_MAX, err,
+                                   sizeof(err));
+    if (n <= 0) {
+        ctl_err("%s", n < 0 ? err : "redis_cluster_nodes: none given");
+        return NULL;
+    }
+    int slot = pg_cluster_key_slot(key, strlen(key));
+    char whys[PG_CLUSTER_NODES_MAX][600];
+    for (int i = 0; i < n; i++) {
+        if (owner_from(&seeds[i], slot, &owner, whys[i], sizeof(whys[i])) < 0)
+            continue;
+        char why[600];
+        redisContext *c = open_to(&owner, CONNECT_MS, why, sizeof(why));
+        if (c && redisSetTimeout(c, tv_ms(IO_MS)) == REDIS_OK)
+            return c;
+        redisFree(c);
+        snprintf(whys[i], sizeof(whys[i]), "slot %d: %.500s", slot, c ? "cannot set a timeout"
+                                                                       : why);
+    }
+    ctl_err("redis: no node of the cluster (redis_cluster_nodes) named the server of %s:", key);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "  %s\n", whys[i]);
     return NULL;
 }

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "db_hosts.h"
+#include "redis_cluster.h"
 #include "redis_sentinel.h"
 
 #include <ctype.h>
@@ -33,8 +34,13 @@ static const pg_conf_def ctl_defs[] = {
      "redis_master_name (publish, dead; empty: redis_host and redis_port)"},
     {"redis_master_name", PG_CONF_STRING, C(redis_master_name), "pushgate", 0, 0, NULL,
      "with redis_sentinels: the name the sentinels monitor the primary by"},
+    {"redis_cluster_nodes", PG_CONF_STRING, C(redis_cluster_nodes), "", 0, 0, NULL,
+     "Redis Cluster: host:port[,host:port...] of nodes asked for the slot map; publish sends "
+     "to the primary serving the stream's slot (empty: no cluster)"},
     {"stream", PG_CONF_STRING, C(stream), "pushgate:worksheets", 0, 0, NULL,
-     "stream work orders are published to (field msg) and dead letters replayed to"},
+     "stream work orders are published to (field msg) and dead letters replayed to; a set "
+     "(a comma list, or a brace range pushgate:worksheets:{0..7}): publish picks the stream "
+     "of crc32(first uuid) mod the number of streams"},
     {"dead_letter_stream", PG_CONF_STRING, C(dead_letter_stream), "pushgate:worksheets:dead", 0,
      0, NULL, "the consumer's dead-letter stream (dead list, dead replay)"},
     {"chat_token", PG_CONF_STRING, C(chat_token), "", 0, 0, NULL,
@@ -208,6 +214,12 @@ int ctl_settings_load(const char *file, const char *const *sets, size_t nsets)
         ctl_err("%s", err);
         return -1;
     }
+    pg_redis_addr seeds[PG_CLUSTER_NODES_MAX];
+    if (pg_cluster_nodes_parse(ctl_cfg.redis_cluster_nodes, seeds, PG_CLUSTER_NODES_MAX, err,
+                               sizeof(err)) < 0) {
+        ctl_err("%s", err);
+        return -1;
+    }
     pg_db_host_list hosts;
     if (pg_db_hosts_from(ctl_cfg.mysql_hosts, ctl_cfg.mysql_host, (int)ctl_cfg.mysql_port,
                          ctl_cfg.mysql_socket, &hosts, err, sizeof(err)) < 0) {
@@ -229,7 +241,7 @@ void ctl_settings_help(void)
 
 bool ctl_setting_is_ctl_only(const char *key, size_t keylen)
 {
-    static const char *const only[] = {"stream", "dead_letter_stream"};
+    static const char *const only[] = {"stream", "dead_letter_stream", "redis_cluster_nodes"};
     for (size_t i = 0; i < sizeof(only) / sizeof(only[0]); i++)
         if (strlen(only[i]) == keylen && strncasecmp(only[i], key, keylen) == 0)
             return true;

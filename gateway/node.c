@@ -131,7 +131,11 @@ void gw_node_unregister(void)
 }
 
 /* Puts this node's live sessions back into online_clients (from the shared
- * session table) after its rows were swept while it was alive. */
+ * session table) after its rows were swept while it was alive.  While the
+ * rows were gone, other nodes found no session for these uuids and stored
+ * their orders with no node to name; each uuid is named to this node in
+ * `redeliveries` too, so that its open tabs here get what was stored
+ * (redeliver.c) rather than waiting for a reconnect. */
 static int reinsert_session(const char *key, const void *row, void *arg)
 {
     pg_db *db = arg;
@@ -145,6 +149,10 @@ static int reinsert_session(const char *key, const void *row, void *arg)
                        PG_DB_INT_VALUE(gw.cfg.internal_port), PG_DB_INT_VALUE((long long)session)};
     pg_db_exec(db, "REPLACE INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
                    "VALUES (?,?,?,?,?)", v, 5, NULL, NULL);
+    pg_db_value named[] = {PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.internal_port),
+                           PG_DB_STR_VALUE(who)};
+    pg_db_exec(db, "INSERT IGNORE INTO redeliveries (node_ip, node_port, uuid) VALUES (?,?,?)", named,
+               3, NULL, NULL);
     return 0;
 }
 

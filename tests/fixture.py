@@ -191,10 +191,13 @@ class Stack:
              Default: no persistence (a restart starts empty).
     mysql:   False: Redis only, no MariaDB (e.g. a Redis of a test's own next
              to the session's stack); env() then names Redis only.
+    host:    the address both servers bind and the daemons are given
+             (default 127.0.0.1; tests/netns.py gives a namespace's address,
+             and the pushgate user may then connect from any address).
     """
 
     def __init__(self, dir=None, sql_dir=SQL_DIR, timeout=60.0, keep=False,
-                 detach=False, redis_aof=False, mysql=True):
+                 detach=False, redis_aof=False, mysql=True, host=LOOPBACK):
         if dir is None:
             self.dir = tempfile.mkdtemp(prefix="pushgate-stack-")
             self._owns_dir = True
@@ -208,13 +211,13 @@ class Stack:
         self.redis_aof = bool(redis_aof)
         self.with_mysql = bool(mysql)
 
-        self.mysql_host = LOOPBACK
+        self.mysql_host = host
         self.mysql_port = None
         self.mysql_socket = None
         self.mysql_user = DB_USER
         self.mysql_password = DB_PASSWORD
         self.mysql_db = DB_NAME
-        self.redis_host = LOOPBACK
+        self.redis_host = host
         self.redis_port = None
 
         self.mysql_pid = None
@@ -502,7 +505,7 @@ class Stack:
         # docker-compose.yml.
         aof = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.redis_aof
                else ["--appendonly", "no"])
-        argv = (["redis-server", "--port", str(self.redis_port), "--bind", LOOPBACK,
+        argv = (["redis-server", "--port", str(self.redis_port), "--bind", self.redis_host,
                  "--save", ""] + aof +
                 ["--dir", self.redis_dir,
                  "--daemonize", "no", "--protected-mode", "no",
@@ -612,7 +615,7 @@ class Stack:
                 "--datadir=" + self.mysql_datadir,
                 "--socket=" + self.mysql_socket,
                 "--port=%d" % self.mysql_port,
-                "--bind-address=" + LOOPBACK,
+                "--bind-address=" + self.mysql_host,
                 "--skip-networking=0",
                 "--user=root",
                 "--pid-file=" + self._p("mysqld.pid"),
@@ -647,7 +650,10 @@ class Stack:
             with conn.cursor() as c:
                 c.execute("CREATE DATABASE IF NOT EXISTS `%s` CHARACTER SET utf8mb4 "
                           "COLLATE utf8mb4_unicode_ci" % self.mysql_db)
-                for host in ("127.0.0.1", "localhost"):
+                hosts = ["127.0.0.1", "localhost"]
+                if self.mysql_host != LOOPBACK:
+                    hosts.append("%")       # daemons in other namespaces
+                for host in hosts:
                     c.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s",
                               (self.mysql_user, host, self.mysql_password))
                     c.execute("GRANT ALL PRIVILEGES ON `%s`.* TO %%s@%%s"
@@ -1494,3 +1500,185 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------- RedisCluster
+
+class RedisCluster(ProcessSet):
+    """A Redis Cluster of `primaries` primaries (no replicas) of Debian's
+    redis-server on loopback ports, for pushgate's redis_cluster_nodes (the
+    MariaDB stays the Stack's).
+
+        with RedisCluster() as rc:
+            env = rc.env()              # PUSHGATE_REDIS_CLUSTER_NODES
+            r = rc.node_for("key")      # redis.Redis on the primary serving key's slot
+            rc.owner("key")             # its port
+            rc.kill(port); rc.restart(port)
+
+    The 16384 slots are split in equal ranges (CLUSTER ADDSLOTSRANGE), the
+    nodes meet the first (CLUSTER MEET; each node's bus port is a free port
+    of its own, cluster-port, since port + 10000 may be taken or too high),
+    and start() returns once every node
+    says cluster_state:ok and knows every other.  Each node has a folder of
+    its own under dir (its nodes.conf, no persistence unless aof); processes
+    are started and stopped by PID (Popen, start time checked), as Stack
+    does; stop() removes a folder it made."""
+
+    prefix = "pushgate-cluster-"
+
+    def __init__(self, dir=None, primaries=3, node_timeout_ms=2000, aof=False, timeout=30.0,
+                 keep=False):
+        super().__init__(dir, timeout, keep)
+        self.primaries = int(primaries)
+        self.node_timeout_ms = int(node_timeout_ms)
+        self.aof = bool(aof)
+        self.ports = []
+        self.bus_ports = {}         # port -> its cluster bus port
+        self._procs = {}            # port -> (Popen, starttime, log, what)
+
+    def _start(self):
+        if _redis_mod is None:
+            raise FixtureError("python3-redis is not installed")
+        # the bus port is given (cluster-port): port + 10000 may be taken, or above 65535
+        ports = _free_ports(2 * self.primaries)
+        self.ports = ports[:self.primaries]
+        self.bus_ports = dict(zip(self.ports, ports[self.primaries:]))
+        for port in self.ports:
+            self._launch(port)
+        per = 16384 // self.primaries
+        for i, port in enumerate(self.ports):
+            first = i * per
+            last = 16383 if i == self.primaries - 1 else first + per - 1
+            self._client(port).execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+        for port in self.ports[1:]:
+            self._client(port).execute_command("CLUSTER", "MEET", self.host, self.ports[0],
+                                               self.bus_ports[self.ports[0]])
+        self._wait_ok()
+
+    def _stop_all(self):
+        errors = []
+        for port in list(self._procs):
+            try:
+                proc, start, _, what = self._procs.pop(port)
+                Stack._terminate(what, proc.pid, start, proc, 15.0)
+            except Exception as e:  # keep going: stop the others too
+                errors.append(str(e))
+        return errors
+
+    # -- public API
+
+    def nodes(self):
+        """"host:port,host:port,...", as redis_cluster_nodes takes it."""
+        return ",".join("%s:%d" % (self.host, p) for p in self.ports)
+
+    def env(self):
+        return {"PUSHGATE_REDIS_CLUSTER_NODES": self.nodes()}
+
+    def slot(self, key):
+        return int(self._client(self.ports[0]).execute_command("CLUSTER", "KEYSLOT", key))
+
+    def owner(self, key):
+        """The port of the primary serving key's slot."""
+        slot = self.slot(key)
+        for start, end, primary, *_ in self._client(self.ports[0]).execute_command(
+                "CLUSTER", "SLOTS"):
+            if int(start) <= slot <= int(end):
+                return int(primary[1])
+        raise FixtureError("no node serves slot %d" % slot)
+
+    def node_for(self, key, **kwargs):
+        """A redis.Redis on the primary serving key (decode_responses=True
+        unless overridden)."""
+        return self._client(self.owner(key), **kwargs)
+
+    def client(self, port, **kwargs):
+        return self._client(port, **kwargs)
+
+    def pid(self, port):
+        entry = self._procs.get(port)
+        return entry[0].pid if entry else None
+
+    def kill(self, port):
+        """SIGKILL of one node (a crash)."""
+        proc = self._procs.pop(port)[0]
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def restart(self, port):
+        """The node of port again, same folder (its nodes.conf: it rejoins
+        with its slots); waits for cluster_state:ok."""
+        self._launch(port)
+        self._wait_ok()
+
+    def move_slot(self, slot, to_port, batch=100, max_rounds=1000):
+        """Moves slot and its keys to the node of to_port, as redis-cli
+        --cluster reshard does (SETSLOT IMPORTING / MIGRATING, MIGRATE,
+        SETSLOT NODE on every node); returns the port it was on."""
+        src_port = None
+        for start, end, primary, *_ in self._client(self.ports[0]).execute_command(
+                "CLUSTER", "SLOTS"):
+            if int(start) <= slot <= int(end):
+                src_port = int(primary[1])
+        if src_port is None or src_port == to_port:
+            raise FixtureError("slot %d: on %s, not movable to %d" % (slot, src_port, to_port))
+        src, dst = self._client(src_port), self._client(to_port)
+        src_id, dst_id = src.execute_command("CLUSTER", "MYID"), dst.execute_command("CLUSTER",
+                                                                                     "MYID")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        for _ in range(max_rounds):
+            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+            if not keys:
+                break
+            src.execute_command("MIGRATE", self.host, to_port, "", 0, 5000, "KEYS", *keys)
+        else:
+            raise FixtureError("slot %d: keys still on %d after %d rounds" % (slot, src_port,
+                                                                              max_rounds))
+        for port in [to_port, src_port] + [p for p in self.ports if p not in (to_port, src_port)]:
+            self._client(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        return src_port
+
+    # -- internals
+
+    def _client(self, port, **kwargs):
+        args = dict(host=self.host, port=port, decode_responses=True, socket_timeout=5)
+        args.update(kwargs)
+        return _redis_mod.Redis(**args)
+
+    def _launch(self, port):
+        folder = os.path.join(self.dir, "node-%d" % port)
+        os.makedirs(folder, exist_ok=True)
+        aof = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.aof
+               else ["--appendonly", "no"])
+        argv = (["redis-server", "--port", str(port), "--bind", LOOPBACK, "--save", ""] + aof +
+                ["--dir", folder, "--daemonize", "no", "--protected-mode", "no",
+                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-port", str(self.bus_ports[port]),
+                 "--cluster-node-timeout", str(self.node_timeout_ms), "--loglevel", "notice"])
+        log = os.path.join(self.dir, "node-%d.log" % port)
+        proc = self._popen(argv, log)
+        st = _proc_stat(proc.pid)
+        what = "redis-server %d (cluster)" % port
+        self._procs[port] = (proc, st[1] if st else None, log, what)
+        self._deadline_loop(what, proc, log, lambda: self._client(port).ping())
+
+    def _wait_ok(self):
+        def ok(port):
+            try:
+                c = self._client(port)
+                info = c.execute_command("CLUSTER", "INFO")
+                if isinstance(info, dict):
+                    state, known = info.get("cluster_state"), info.get("cluster_known_nodes")
+                else:
+                    fields = dict(line.split(":", 1) for line in info.split() if ":" in line)
+                    state, known = fields.get("cluster_state"), fields.get("cluster_known_nodes")
+                return state == "ok" and int(known or 0) >= self.primaries
+            except Exception:  # noqa: BLE001 - not yet
+                return False
+        deadline = time.monotonic() + self.timeout
+        while not all(ok(p) for p in self._procs):
+            if time.monotonic() > deadline:
+                raise FixtureError("redis cluster: not ok within %.0f s; logs in %s"
+                                   % (self.timeout, self.dir))
+            time.sleep(0.05)

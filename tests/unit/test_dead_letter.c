@@ -127,6 +127,16 @@ static void test_stream_ids(void **state)
     assert_false(ctl_stream_id_valid("1-2\0", 4));     /* a NUL inside */
     assert_false(ctl_stream_id_valid(NULL, 0));
     assert_true(ctl_stream_id_valid("1-23", 3));       /* only len counts */
+    /* a msg_id: an entry id, or one with a shard's tag */
+    assert_true(ctl_msg_id_valid("1700000000000-3", 15));
+    assert_true(ctl_msg_id_valid("1700000000000-3@0", 17));
+    assert_true(ctl_msg_id_valid("18446744073709551615-18446744073709551615@1023", 46));
+    static const char *const bad_msg_ids[] = {"1700000000000-3@", "1700000000000-3@12345",
+                                              "1700000000000-3@a", "@3", "1-2@3@4",
+                                              "1700000000000-3:0", ""};
+    for (size_t i = 0; i < sizeof(bad_msg_ids) / sizeof(bad_msg_ids[0]); i++)
+        assert_false(ctl_msg_id_valid(bad_msg_ids[i], strlen(bad_msg_ids[i])));
+    assert_false(ctl_msg_id_valid(NULL, 0));
     assert_int_equal(ctl_stream_id_ms("1700000000123-4"), 1700000000123ULL);
 }
 
@@ -166,6 +176,14 @@ static void test_parse_original_id_from_fields(void **state)
     assert_int_equal(ctl_dead_letter_parse(r, &d), 0);
     assert_string_equal(d.problem, "");
     assert_string_equal(d.original_id, "1600000000000-7");
+    assert_true(d.id_from_fields);
+    freeReplyObject(r);
+    /* the same from a shard of a set: the tag stays */
+    kv[NGOOD + 1] = "{\"msg_id\":\"1600000000000-7@5\"}";
+    r = entry("1700000000100-0", kv, NGOOD + 2);
+    assert_int_equal(ctl_dead_letter_parse(r, &d), 0);
+    assert_string_equal(d.problem, "");
+    assert_string_equal(d.original_id, "1600000000000-7@5");
     freeReplyObject(r);
 
     static const char *const bad_fields[] = {
@@ -189,6 +207,7 @@ static void test_parse_original_id_from_fields(void **state)
     assert_int_equal(ctl_dead_letter_parse(r, &d), 0);
     assert_string_equal(d.problem, "");
     assert_string_equal(d.original_id, "1700000000000-3");
+    assert_false(d.id_from_fields);
     freeReplyObject(r);
 }
 

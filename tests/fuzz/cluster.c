@@ -1,0 +1,127 @@
+/* cluster.c - fuzzes what common/redis_cluster.c reads: the bytes go
+ * through hiredis's reader, as the consumer's links and pushgate-ctl feed
+ * it, and every reply it builds is read as an answer to CLUSTER SLOTS; the
+ * bytes are also read, up to the first NUL, as the settings stream and
+ * redis_cluster_nodes, and as a key for its slot.  A map taken must hold
+ * usable ranges and addresses, a set taken usable names; whatever is
+ * refused must come with a printable reason for the log. */
+#include "redis_cluster.h"
+
+#include <hiredis/hiredis.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARRAY_MAX 65536
+
+static void check_addr(const pg_redis_addr *a)
+{
+    size_t n = strnlen(a->host, sizeof(a->host));
+    if (n == 0 || n >= sizeof(a->host) || a->port < 1 || a->port > 65535)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        if (a->host[i] <= ' ' || a->host[i] >= 0x7f)
+            abort();
+}
+
+static void check_reason(const char *why)
+{
+    if (!*why)
+        abort();
+    for (const char *p = why; *p; p++)
+        if (*p < ' ' || *p >= 0x7f)
+            abort();
+}
+
+static void check_map(const redisReply *r)
+{
+    pg_redis_addr asked = {"127.0.0.1", 7000};
+    pg_cluster_map m;
+    char why[256] = "";
+    if (pg_cluster_slots_parse(r, &asked, &m, why, sizeof(why)) < 0) {
+        check_reason(why);
+        return;
+    }
+    for (size_t i = 0; i < m.n; i++) {
+        const pg_cluster_range *g = &m.ranges[i];
+        if (g->start < 0 || g->end >= PG_CLUSTER_SLOTS || g->start > g->end)
+            abort();
+        check_addr(&g->primary);
+        if (!pg_cluster_map_owner(&m, g->start))
+            abort();
+    }
+    pg_cluster_map_free(&m);
+}
+
+/* hiredis allocates an array's table when it reads the header: "*999999999"
+ * would be reported as out of memory before any code of ours runs. */
+static int huge_array(const uint8_t *data, size_t size)
+{
+    for (size_t i = 0; i < size; i++) {
+        if (data[i] != '*')
+            continue;
+        unsigned long long n = 0;
+        for (size_t j = i + 1; j < size && data[j] >= '0' && data[j] <= '9'; j++)
+            if ((n = n * 10 + (data[j] - '0')) > ARRAY_MAX)
+                return 1;
+    }
+    return 0;
+}
+
+static void check_replies(const uint8_t *data, size_t size)
+{
+    redisReader *rd = redisReaderCreate();
+    if (!rd)
+        return;
+    if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
+        void *reply = NULL;
+        for (int i = 0; i < 64 && redisReaderGetReply(rd, &reply) == REDIS_OK && reply; i++) {
+            check_map(reply);
+            freeReplyObject(reply);
+            reply = NULL;
+        }
+    }
+    redisReaderFree(rd);
+}
+
+static void check_texts(const uint8_t *data, size_t size)
+{
+    int slot = pg_cluster_key_slot((const char *)data, size);
+    if (slot < 0 || slot >= PG_CLUSTER_SLOTS)
+        abort();
+    char *text = malloc(size + 1);
+    if (!text)
+        return;
+    memcpy(text, data, size);
+    text[size] = '\0';
+    pg_stream_set s;
+    char err[256] = "";
+    if (pg_stream_set_parse(text, &s, err, sizeof(err)) < 0) {
+        check_reason(err);
+    } else {
+        if (s.n == 0 || s.n > PG_STREAMS_MAX)
+            abort();
+        for (size_t i = 0; i < s.n; i++) {
+            size_t n = strlen(s.names[i]);
+            if (n == 0 || n > PG_STREAM_NAME_MAX || pg_stream_set_find(&s, s.names[i], n) != (int)i)
+                abort();
+        }
+        pg_stream_set_free(&s);
+    }
+    pg_redis_addr addrs[PG_CLUSTER_NODES_MAX];
+    err[0] = '\0';
+    int n = pg_cluster_nodes_parse(text, addrs, PG_CLUSTER_NODES_MAX, err, sizeof(err));
+    if (n < 0)
+        check_reason(err);
+    for (int i = 0; i < n; i++)
+        check_addr(&addrs[i]);
+    free(text);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!huge_array(data, size))
+        check_replies(data, size);
+    check_texts(data, size);
+    return 0;
+}
