@@ -240,19 +240,6 @@ int pg_cluster_nodes_parse(const char *text, pg_redis_addr *out, size_t max, cha
 
 /* ---- CLUSTER SLOTS ---- */
 
-static bool host_ok(const char *s, size_t n)
-{
-    if (n == 0 || n >= PG_REDIS_HOST_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-        if (!alnum && !memchr(".-_:%", c, 5))
-            return false;
-    }
-    return true;
-}
-
 static bool slot_of(const redisReply *r, int *slot)
 {
     if (!r || r->type != REDIS_REPLY_INTEGER || r->integer < 0 ||
@@ -273,7 +260,7 @@ static bool node_of(const redisReply *r, const pg_redis_addr *asked, pg_redis_ad
     const redisReply *h = r->element[0];
     if (h->len == 0 && asked) {
         snprintf(a->host, sizeof(a->host), "%s", asked->host);
-    } else if (host_ok(h->str, h->len)) {
+    } else if (pg_redis_host_ok(h->str, h->len)) {
         memcpy(a->host, h->str, h->len);
         a->host[h->len] = '\0';
     } else {

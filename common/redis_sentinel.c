@@ -25,9 +25,7 @@ void pg_redis_printable(const char *text, size_t len, char *out, size_t outlen)
     out[n] = '\0';
 }
 
-/* A host name or an address as Sentinel names them: letters, digits and
- * . - _ (names, IPv4), : and % (IPv6, with a zone). */
-static bool host_ok(const char *s, size_t n)
+bool pg_redis_host_ok(const char *s, size_t n)
 {
     if (n == 0 || n >= PG_REDIS_HOST_MAX)
         return false;
@@ -86,7 +84,7 @@ static int parse_item(const char *s, size_t n, pg_redis_addr *out, char *err, si
         host++;
         hostlen -= 2;
     }
-    if (!host_ok(host, hostlen) || (!bracketed && memchr(host, ':', hostlen)) ||
+    if (!pg_redis_host_ok(host, hostlen) || (!bracketed && memchr(host, ':', hostlen)) ||
         (bracketed && !memchr(host, ':', hostlen))) {
         snprintf(err, errlen, "redis_sentinels: '%s': not a host name or address (IPv6 as "
                  "[addr]:port)", shown);
@@ -225,7 +223,7 @@ int pg_redis_master_reply(const redisReply *reply, pg_redis_addr *out, char *why
     }
     const redisReply *h = reply->element[0], *p = reply->element[1];
     int port;
-    if (!host_ok(h->str, h->len) || !port_parse(p->str, p->len, &port)) {
+    if (!pg_redis_host_ok(h->str, h->len) || !port_parse(p->str, p->len, &port)) {
         char hs[WHY_TEXT_MAX], ps[16];
         pg_redis_printable(h->str, h->len, hs, sizeof(hs));
         pg_redis_printable(p->str, p->len, ps, sizeof(ps));
@@ -272,8 +270,8 @@ int pg_redis_switch_parse(const char *text, size_t textlen, const char *name, pg
             return -1;      /* a trailing space */
     }
     int oldport, newport;
-    if (n != 5 || !host_ok(word[1], wlen[1]) || !port_parse(word[2], wlen[2], &oldport) ||
-        !host_ok(word[3], wlen[3]) || !port_parse(word[4], wlen[4], &newport))
+    if (n != 5 || !pg_redis_host_ok(word[1], wlen[1]) || !port_parse(word[2], wlen[2], &oldport) ||
+        !pg_redis_host_ok(word[3], wlen[3]) || !port_parse(word[4], wlen[4], &newport))
         return -1;
     if (strlen(name) != wlen[0] || memcmp(word[0], name, wlen[0]) != 0)
         return 0;

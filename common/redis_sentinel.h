@@ -44,6 +44,10 @@ int pg_redis_sentinel_settings_check(const char *sentinels, const char *master_n
 /* "host:port", or "[host]:port" for an IPv6 address. */
 void pg_redis_addr_format(const pg_redis_addr *a, char *out, size_t len);
 bool pg_redis_addr_equal(const pg_redis_addr *a, const pg_redis_addr *b);
+/* A host name or an address as Sentinel and Cluster name them: letters,
+ * digits and . - _ (names, IPv4), : and % (IPv6, with a zone), n bytes,
+ * shorter than PG_REDIS_HOST_MAX. */
+bool pg_redis_host_ok(const char *s, size_t n);
 
 /* The answer to SENTINEL get-master-addr-by-name: 0 with the primary's
  * address in out, or -1 with why (the sentinel does not know the name,

@@ -7,12 +7,13 @@
  * refused must come with a printable reason for the log. */
 #include "redis_cluster.h"
 
+#include "redis_reader.h"
+
 #include <hiredis/hiredis.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define ARRAY_MAX 65536
 
 static void check_addr(const pg_redis_addr *a)
 {
@@ -53,37 +54,6 @@ static void check_map(const redisReply *r)
     pg_cluster_map_free(&m);
 }
 
-/* hiredis allocates an array's table when it reads the header: "*999999999"
- * would be reported as out of memory before any code of ours runs. */
-static int huge_array(const uint8_t *data, size_t size)
-{
-    for (size_t i = 0; i < size; i++) {
-        if (data[i] != '*')
-            continue;
-        unsigned long long n = 0;
-        for (size_t j = i + 1; j < size && data[j] >= '0' && data[j] <= '9'; j++)
-            if ((n = n * 10 + (data[j] - '0')) > ARRAY_MAX)
-                return 1;
-    }
-    return 0;
-}
-
-static void check_replies(const uint8_t *data, size_t size)
-{
-    redisReader *rd = redisReaderCreate();
-    if (!rd)
-        return;
-    if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
-        void *reply = NULL;
-        for (int i = 0; i < 64 && redisReaderGetReply(rd, &reply) == REDIS_OK && reply; i++) {
-            check_map(reply);
-            freeReplyObject(reply);
-            reply = NULL;
-        }
-    }
-    redisReaderFree(rd);
-}
-
 static void check_texts(const uint8_t *data, size_t size)
 {
     int slot = pg_cluster_key_slot((const char *)data, size);
@@ -120,8 +90,7 @@ static void check_texts(const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!huge_array(data, size))
-        check_replies(data, size);
+    fuzz_each_reply(data, size, check_map);
     check_texts(data, size);
     return 0;
 }
