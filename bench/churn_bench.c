@@ -9,16 +9,18 @@
  * a task worker registers a loop pass's sessions (gateway/tasks.c): a
  * multi-row REPLACE INTO online_clients of `batch` rows (at most 64, as
  * there), then one SELECT of which of those uuids have stored messages.
- * Then each deletes its rows one statement per row, as a closing session
- * does.  The two phases are timed separately, from the common start to the
- * last process's end; max_seconds bounds each phase.
+ * Then each deletes its rows as a task worker deletes a loop pass's closed
+ * sessions: `batch` rows a statement, DELETE ... WHERE client_id IN (...),
+ * the list padded to a power of two (batch 1: one row a statement).  The
+ * two phases are timed separately, from the common start to the last
+ * process's end; max_seconds bounds each phase.
  *
  * The server comes from the PUSHGATE_MYSQL_* environment (HOST, PORT,
  * USER, PASSWORD, DATABASE, or HOSTS for a list, as the daemons read it).
  *
  * Output, one line per phase:
  *   churn: register N rows in S s = X rows/s [P processes, batch B]
- *   churn: unregister N rows in S s = X rows/s [P processes, one row a statement] */
+ *   churn: unregister N rows in S s = X rows/s [P processes, batch B] */
 #include "db.h"
 #include "timer.h"
 
@@ -111,12 +113,25 @@ static int register_batch(pg_db *db, int p, long first, long n)
     return pg_db_query(db, sql, uuid_params, (int)n, no_row, NULL) < 0 ? -1 : 0;
 }
 
-static int unregister_row(pg_db *db, int p, long i)
+/* Rows [first, first + n) of process p, in one statement. */
+static int unregister_batch(pg_db *db, int p, long first, long n)
 {
-    char client_id[48];
-    snprintf(client_id, sizeof(client_id), "churn-%d-%ld", p, i);
-    pg_db_value param = PG_DB_STR_VALUE(client_id);
-    return pg_db_exec(db, "DELETE FROM online_clients WHERE client_id = ?", &param, 1, NULL, NULL);
+    static char client_ids[BATCH_MAX][48];
+    pg_db_value params[BATCH_MAX] = {{0}};
+    long padded = 1;
+    while (padded < n)
+        padded *= 2;
+    char sql[BATCH_MAX * 2 + 64];
+    size_t len = (size_t)snprintf(sql, sizeof(sql), "DELETE FROM online_clients WHERE client_id IN (");
+    for (long i = 0; i < padded; i++) {
+        long row = i < n ? i : n - 1;   /* padded with the last one, as gateway/tasks.c */
+        if (i < n)
+            snprintf(client_ids[i], sizeof(client_ids[i]), "churn-%d-%ld", p, first + i);
+        params[i] = PG_DB_STR_VALUE(client_ids[row]);
+        len += (size_t)snprintf(sql + len, sizeof(sql) - len, i ? ",?" : "?");
+    }
+    snprintf(sql + len, sizeof(sql) - len, ")");
+    return pg_db_exec(db, sql, params, (int)padded, NULL, NULL);
 }
 
 /* One process's part of a phase: its rows done, or -1. */
@@ -127,8 +142,8 @@ static long run_phase(int unregister, int p, long rows, long batch, uint64_t dea
         return -1;
     long done = 0;
     while (done < rows && pg_now_ms() < deadline_ms) {
-        long n = unregister ? 1 : (rows - done < batch ? rows - done : batch);
-        int rc = unregister ? unregister_row(db, p, done) : register_batch(db, p, done, n);
+        long n = rows - done < batch ? rows - done : batch;
+        int rc = unregister ? unregister_batch(db, p, done, n) : register_batch(db, p, done, n);
         if (rc < 0) {
             fprintf(stderr, "churn_bench: %s\n", pg_db_error(db));
             break;
@@ -181,12 +196,8 @@ int main(int argc, char **argv)
         double s = now_s() - t0;
         if (done <= 0)
             return 1;
-        if (unregister)
-            printf("churn: unregister %ld rows in %.3f s = %.0f rows/s [%d processes, one row a "
-                   "statement]\n", done, s, done / s, procs);
-        else
-            printf("churn: register %ld rows in %.3f s = %.0f rows/s [%d processes, batch %ld]\n",
-                   done, s, done / s, procs, batch);
+        printf("churn: %s %ld rows in %.3f s = %.0f rows/s [%d processes, batch %ld]\n",
+               unregister ? "unregister" : "register", done, s, done / s, procs, batch);
         fflush(stdout);
     }
     return 0;

@@ -170,6 +170,8 @@ def push_benches(results, rows, only):
          lambda: sc.churn(20000, 64, 2), churn_row),
         ("churn", "MySQL churn: online_clients, Galera (3 nodes)",
          lambda: sc.churn(20000, 64, 2, galera=True), churn_row),
+        ("churn", "MySQL churn: online_clients, Galera (3 nodes), one row a statement",
+         lambda: sc.churn(5000, 1, 2, galera=True), churn_row),
         ("s3", "S3 slow reader + 1,000 others", lambda: sc.s3_slow_reader(),
          lambda m: ("PSS +%d KB (healthy reader +%d), closed %s" % (
                         m["gateway_pss_growth"] // 1024, m["gateway_pss_growth_healthy_flood"] // 1024,

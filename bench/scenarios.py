@@ -197,7 +197,8 @@ def s1_idle(nodes, clients, hold_s=20):
 def churn(rows=20000, batch=64, procs=2, galera=False):
     """online_clients writes as gateways make them (bench/churn_bench.c):
     rows registered in multi-row statements of batch rows by procs task
-    workers of as many nodes, then deleted one statement per row, on one
+    workers of as many nodes, then deleted batch rows a statement (batch 1:
+    one a statement, as gateways did before they batched closes), on one
     MariaDB or on a 3-node Galera cluster (every write to its first node,
     as mysql_hosts does; the others apply them).  Rows per second of each
     phase and the database's CPU per row (Galera: all three nodes)."""

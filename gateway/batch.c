@@ -81,11 +81,15 @@ static void hold_over(int64_t timer_id, void *arg)
     flush(b);
 }
 
+static void flush_bound_for(int dst);
+
 static void flush(gw_batch *b)
 {
     json_t *items = take(b);
     if (!items)
         return;
+    if (b->keyed)
+        flush_bound_for(b->dst);   /* b is out of the waiting list: not again */
     json_t *op = b->task ? b->task(items) : json_pack("{s:s,s:O}", "op", b->op, b->field, items);
     if (!op || send_task(op, b->dst) < 0) {
         pg_error("%zu %s request(s) not handed to a task worker", json_array_size(items), b->op);
@@ -178,7 +182,8 @@ int gw_task_worker_of(uint64_t session)
     return 1 + (int)((session ? session : ++turn) % (n - 1));
 }
 
-int gw_task(json_t *op, int dst)
+/* Every batch waiting for task worker dst goes now, held or not. */
+static void flush_bound_for(int dst)
 {
     for (gw_batch *b = waiting; dst >= 0 && b;) {
         if (b->dst == dst) {
@@ -188,5 +193,10 @@ int gw_task(json_t *op, int dst)
             b = b->next;
         }
     }
+}
+
+int gw_task(json_t *op, int dst)
+{
+    flush_bound_for(dst);
     return send_task(op, dst);
 }

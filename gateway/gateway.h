@@ -426,6 +426,10 @@ typedef struct gw_batch {
     size_t max_items;
     size_t max_bytes;              /* 0: package_max_length */
     int hold;
+    /* Its requests are keyed to sessions (unregistrations): the other
+     * batches bound for dst go first, held or not, as for gw_task, so that
+     * none of its requests overtakes its session's registration. */
+    int keyed;
     /* the task for items (borrowed), NULL: {"op": op, field: items} */
     json_t *(*task)(json_t *items);
     void (*fail)(json_t *items);   /* not handed off: answer each request (items borrowed) */

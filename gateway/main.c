@@ -211,8 +211,12 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
         gw_redeliver_answered(r);
     else if (strcmp(op, "cluster") == 0)
         gw_admin_cluster_answered(r);
-    else if (strcmp(op, "unregistered") == 0)
-        gw_route_feed_announce(json_string_value(json_object_get(r, "uuid")));
+    else if (strcmp(op, "unregistered") == 0) {
+        size_t i;
+        json_t *uuid;
+        json_array_foreach(json_object_get(r, "uuids"), i, uuid)
+            gw_route_feed_announce(json_string_value(uuid));
+    }
     json_decref(r);
 }
 

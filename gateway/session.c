@@ -403,6 +403,24 @@ static void note_queued(pg_session_id session, const char *id)
 
 static gw_batch registrations[PG_SERVER_MAX_WORKERS];   /* by task worker */
 
+/* Closes of one loop pass, too: one multi-row DELETE per task, not one
+ * commit per closing tab, which a Galera cluster certifies one at a time
+ * (bench/README.md, "MySQL churn").  Keyed: a batch goes after the
+ * registrations waiting for its task worker. */
+#define UNREGISTER_BATCH_MAX 500
+
+static gw_batch unregistrations[PG_SERVER_MAX_WORKERS];   /* by task worker */
+
+/* Not handed to a task worker: the rows stay until the node's next sweep
+ * of its own (at its next start) or the others' (should it die); routes to
+ * them find the session gone and store the order. */
+static void fail_unregistrations(json_t *sessions)
+{
+    pg_error("%zu closed session(s) not unregistered (no task worker took them); their "
+             "online_clients rows stay until the node's rows are swept",
+             json_array_size(sessions));
+}
+
 /* Not handed off: each session hears "registration failed" (close 1011). */
 static void fail_registrations(json_t *sessions)
 {
@@ -483,6 +501,9 @@ void gw_session_worker_start(void)
                                       .fail = fail_registrations};
         ack_deletes[i] = (gw_batch){.op = "ack", .field = "acks", .dst = i,
                                     .max_items = ACK_BATCH_MAX, .fail = fail_ack_deletes};
+        unregistrations[i] = (gw_batch){.op = "unregister", .field = "sessions", .dst = i,
+                                        .max_items = UNREGISTER_BATCH_MAX, .keyed = 1,
+                                        .fail = fail_unregistrations};
     }
 }
 
@@ -516,6 +537,7 @@ void gw_session_worker_stop(void)
     for (int i = 0; i < gw.server_cfg.task_worker_num; i++) {
         gw_batch_stop(&registrations[i], 1);
         gw_batch_stop(&ack_deletes[i], 1);
+        gw_batch_stop(&unregistrations[i], 1);
     }
     pg_timer_clear(ack_timer);
     pg_idmap_iterate(local_sessions, stop_session, NULL);
@@ -643,9 +665,9 @@ void gw_session_closed(pg_session_id session)
         pg_table_del(gw.sessions, key);
         store_unacked(b->uuid, b->pending, b->npending, 0, b->session);
         gw_client_id(session, client_id, sizeof(client_id));
-        gw_task(json_pack("{s:s,s:s,s:s}", "op", "unregister", "client_id", client_id, "uuid",
-                          b->uuid),
-                gw_task_worker_of(session));
+        gw_batch_add(&unregistrations[gw_task_worker_of(session)],
+                     json_pack("{s:s,s:s}", "client_id", client_id, "uuid", b->uuid),
+                     48 + strlen(client_id) + strlen(b->uuid));
     }
     free_session(b);
 }

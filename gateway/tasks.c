@@ -454,14 +454,21 @@ static void op_offline_page(json_t *task)
     finish(result);
 }
 
-/* The row goes; the worker then announces the uuid to every node. */
+/* The rows of a loop pass's closed sessions go in one statement (per
+ * IN_BATCH); the worker then announces their uuids to every node. */
 static void op_unregister(json_t *task)
 {
-    const char *client_id = json_string_value(json_object_get(task, "client_id"));
-    pg_db_value p = PG_DB_STR_VALUE(client_id ? client_id : "");
-    exec_sql("DELETE FROM online_clients WHERE client_id = ?", &p, 1);
-    if (json_is_string(json_object_get(task, "uuid")))
-        finish(json_pack("{s:s,s:O}", "op", "unregistered", "uuid", json_object_get(task, "uuid")));
+    json_t *sessions = json_object_get(task, "sessions"), *client_ids = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(sessions, i, s)
+        if (json_is_string(json_object_get(s, "client_id")))
+            json_array_append(client_ids, json_object_get(s, "client_id"));
+    if (json_array_size(client_ids) > 0)
+        run_in_list("DELETE FROM online_clients WHERE client_id", "", NULL, 0, client_ids, NULL,
+                    NULL);
+    json_decref(client_ids);
+    finish(json_pack("{s:s,s:o}", "op", "unregistered", "uuids", distinct_uuids(sessions, "uuid")));
 }
 
 /* The stored copies of acknowledged messages (session.c): {uuid, msg_id}
