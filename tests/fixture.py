@@ -1123,6 +1123,7 @@ class GaleraCluster(ProcessSet):
         self.mysql_user = DB_USER
         self.mysql_password = DB_PASSWORD
         self.mysql_db = DB_NAME
+        self.mysql_host = LOOPBACK  # Stack's bootstrap grants by it (loopback: no '%' user)
         self.nodes = []             # dicts: port, gcomm, ist, sst, folder, proc, start
         self._as_nobody = os.geteuid() == 0
 
