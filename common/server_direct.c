@@ -13,8 +13,9 @@
  * Session ids of direct connections have PG_DIRECT_SESSION_BIT set and
  * carry their worker's id (server_internal.h), so pg_server_send knows at
  * once whose a session is: its own it writes, another worker's it hands to
- * that worker over their pipe (one hop, as a reactor's session costs).  Framing is the listener's
- * (frame.h); protocol hooks are for the reactor's connections only.
+ * that worker over their pipe (one hop, as a reactor's session costs).
+ * Framing is the listener's (frame.h); protocol hooks are for the reactor's
+ * connections only.
  *
  * Freeing: a connection that goes is only marked, and freed (and its
  * on_close run) when the loop pass ends, so a callback is never re-entered
@@ -49,6 +50,7 @@ struct direct_conn {
     int dead;
     size_t need;           /* input bytes needed before splitting again (frame.h) */
     size_t searched;
+    size_t kept;           /* input left unconsumed by the last split (counted) */
     direct_conn *prev, *next;
     direct_conn *next_dead;
 };
@@ -132,7 +134,8 @@ static void on_read(struct bufferevent *bev, void *arg)
     if (len < c->need || c->closing || c->dead)
         return;
     const pg_listener *l = &c->d->s->listeners[c->listener];
-    atomic_fetch_add_explicit(&c->d->s->stats->bytes_in, len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->d->s->stats->bytes_in, len - c->kept, memory_order_relaxed);
+    c->kept = len;
     const char *data = (const char *)evbuffer_pullup(in, -1);
     ssize_t used = data ? pg_frame_split_resume(&l->opts.frame, data, len, emit_packet, c,
                                                 &c->need, &c->searched)
@@ -144,6 +147,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         return;
     }
     evbuffer_drain(in, (size_t)used);
+    c->kept = len - (size_t)used;
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
