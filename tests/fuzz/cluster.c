@@ -14,40 +14,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-static void check_addr(const pg_redis_addr *a)
-{
-    size_t n = strnlen(a->host, sizeof(a->host));
-    if (n == 0 || n >= sizeof(a->host) || a->port < 1 || a->port > 65535)
-        abort();
-    for (size_t i = 0; i < n; i++)
-        if (a->host[i] <= ' ' || a->host[i] >= 0x7f)
-            abort();
-}
-
-static void check_reason(const char *why)
-{
-    if (!*why)
-        abort();
-    for (const char *p = why; *p; p++)
-        if (*p < ' ' || *p >= 0x7f)
-            abort();
-}
-
 static void check_map(const redisReply *r)
 {
     pg_redis_addr asked = {"127.0.0.1", 7000};
     pg_cluster_map m;
     char why[256] = "";
     if (pg_cluster_slots_parse(r, &asked, &m, why, sizeof(why)) < 0) {
-        check_reason(why);
+        fuzz_check_reason(why);
         return;
     }
     for (size_t i = 0; i < m.n; i++) {
         const pg_cluster_range *g = &m.ranges[i];
         if (g->start < 0 || g->end >= PG_CLUSTER_SLOTS || g->start > g->end)
             abort();
-        check_addr(&g->primary);
+        fuzz_check_addr(&g->primary);
         if (!pg_cluster_map_owner(&m, g->start))
             abort();
     }
@@ -67,7 +47,7 @@ static void check_texts(const uint8_t *data, size_t size)
     pg_stream_set s;
     char err[256] = "";
     if (pg_stream_set_parse(text, &s, err, sizeof(err)) < 0) {
-        check_reason(err);
+        fuzz_check_reason(err);
     } else {
         if (s.n == 0 || s.n > PG_STREAMS_MAX)
             abort();
@@ -82,9 +62,9 @@ static void check_texts(const uint8_t *data, size_t size)
     err[0] = '\0';
     int n = pg_cluster_nodes_parse(text, addrs, PG_CLUSTER_NODES_MAX, err, sizeof(err));
     if (n < 0)
-        check_reason(err);
+        fuzz_check_reason(err);
     for (int i = 0; i < n; i++)
-        check_addr(&addrs[i]);
+        fuzz_check_addr(&addrs[i]);
     free(text);
 }
 

@@ -1,12 +1,17 @@
 /* redis_reader.h - what the fuzz targets of Redis replies share: the input
- * goes through hiredis's reader, as the daemons' links feed it, and each
- * reply it builds is handed to the target's check. */
+ * goes through hiredis's reader, as the daemons' links feed it, each reply
+ * it builds is handed to the target's check, and what the parsers take or
+ * refuse is checked the same way. */
 #ifndef PG_FUZZ_REDIS_READER_H
 #define PG_FUZZ_REDIS_READER_H
+
+#include "redis_sentinel.h"
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define FUZZ_ARRAY_MAX 65536
 
@@ -26,6 +31,27 @@ static int fuzz_huge_array(const uint8_t *data, size_t size)
                 return 1;
     }
     return 0;
+}
+
+/* What a parser took: a host of allowed, printable characters and a port. */
+static void fuzz_check_addr(const pg_redis_addr *a)
+{
+    size_t n = strnlen(a->host, sizeof(a->host));
+    if (n == 0 || n >= sizeof(a->host) || a->port < 1 || a->port > 65535)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        if (a->host[i] <= ' ' || a->host[i] >= 0x7f)
+            abort();
+}
+
+/* What a parser refused: a reason fit for a log line. */
+static void fuzz_check_reason(const char *why)
+{
+    if (!*why)
+        abort();
+    for (const char *p = why; *p; p++)
+        if (*p < ' ' || *p >= 0x7f)
+            abort();
 }
 
 /* Every reply in data (at most 64), each to check. */

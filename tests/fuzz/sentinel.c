@@ -15,38 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-static void check_addr(const pg_redis_addr *a)
-{
-    size_t n = strnlen(a->host, sizeof(a->host));
-    if (n == 0 || n >= sizeof(a->host) || a->port < 1 || a->port > 65535)
-        abort();
-    for (size_t i = 0; i < n; i++)
-        if (a->host[i] <= ' ' || a->host[i] >= 0x7f)
-            abort();
-}
-
-static void check_reason(const char *why)
-{
-    if (!*why)
-        abort();
-    for (const char *p = why; *p; p++)
-        if (*p < ' ' || *p >= 0x7f)
-            abort();
-}
-
 static void check_reply(const redisReply *r)
 {
     pg_redis_addr a;
     char why[512];
     why[0] = '\0';
     if (pg_redis_master_reply(r, &a, why, sizeof(why)) == 0)
-        check_addr(&a);
+        fuzz_check_addr(&a);
     else
-        check_reason(why);
+        fuzz_check_reason(why);
     why[0] = '\0';
     if (!pg_redis_role_is_primary(r, why, sizeof(why)))
-        check_reason(why);
+        fuzz_check_reason(why);
 }
 
 static void check_texts(const uint8_t *data, size_t size)
@@ -54,7 +34,7 @@ static void check_texts(const uint8_t *data, size_t size)
     pg_redis_addr a;
     int rc = pg_redis_switch_parse((const char *)data, size, "pushgate", &a);
     if (rc == 1)
-        check_addr(&a);
+        fuzz_check_addr(&a);
     char *text = malloc(size + 1);
     if (!text)
         return;
@@ -64,9 +44,9 @@ static void check_texts(const uint8_t *data, size_t size)
     char err[256] = "";
     int n = pg_redis_addrs_parse(text, addrs, PG_REDIS_SENTINELS_MAX, err, sizeof(err));
     if (n < 0)
-        check_reason(err);
+        fuzz_check_reason(err);
     for (int i = 0; i < n; i++)
-        check_addr(&addrs[i]);
+        fuzz_check_addr(&addrs[i]);
     free(text);
 }
 
