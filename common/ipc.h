@@ -42,6 +42,7 @@ enum {
     PG_IPC_EVENT,         /* worker -> task worker: custom event "name\0data" */
     PG_IPC_FINISH,        /* task worker -> worker: result of a task */
     PG_IPC_PIPE,          /* worker -> worker: pg_server_send_message */
+    PG_IPC_PROBE,         /* worker -> reactor: pg_server_probe */
 };
 
 typedef struct {

@@ -103,6 +103,10 @@ typedef struct {
      * write a last message (a close frame); the engine closes after it, once
      * the output is written. */
     void (*on_shutdown)(pg_conn *c, const char *reason, size_t len);
+    /* A worker asked whether the peer is still there (optional): send what
+     * makes a live peer answer (a WebSocket ping); the answer reaches the
+     * worker as the protocol chooses to dispatch it. */
+    void (*on_probe)(pg_conn *c);
     /* The connection is going away: free the protocol state.  Called once,
      * never while another hook of the connection runs. */
     void (*on_close)(pg_conn *c);
@@ -209,6 +213,10 @@ int pg_server_flush(pg_server *s);
 /* Close a session after its queued output; reason is handed to the protocol
  * (for WebSocket: a close code and text). */
 int pg_server_close(pg_server *s, pg_session_id session, const char *reason, size_t len);
+/* Ask the session's protocol to make its peer answer (on_probe).  0, or -1
+ * (as pg_server_send; also: a direct listener's session, which has no
+ * protocol).  A protocol without on_probe ignores it. */
+int pg_server_probe(pg_server *s, pg_session_id session);
 /* Hand data to a task worker (least busy one when dst_task_worker < 0).
  * Returns the task id (> 0), or -1. */
 int64_t pg_server_task(pg_server *s, const void *data, size_t len, int dst_task_worker);

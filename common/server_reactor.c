@@ -598,6 +598,10 @@ static void on_worker_message(pg_ipc_channel *ch, const pg_ipc_header *h, const 
             proto->on_shutdown(c, data, h->length);
         if (!(c->flags & CONN_DEAD))
             pg_conn_close(c, 1);
+    } else if (h->type == PG_IPC_PROBE) {
+        const pg_protocol *proto = pg_conn_protocol(c);
+        if (proto && proto->on_probe)
+            proto->on_probe(c);
     } else {
         pg_warn("reactor %d: unexpected message type %u from a worker", r->id, h->type);
     }

@@ -204,7 +204,7 @@ static void on_channel_closed(pg_ipc_channel *ch, void *arg)
     begin_stop(p, "the master closed its end");
 }
 
-/* SEND or SHUTDOWN to the reactor thread that holds the session. */
+/* SEND, SHUTDOWN or PROBE to the reactor thread that holds the session. */
 static int to_session(pg_server *s, uint16_t type, pg_session_id session, const void *data,
                       size_t len)
 {
@@ -213,6 +213,8 @@ static int to_session(pg_server *s, uint16_t type, pg_session_id session, const 
         return -1;
     pg_ipc_header h = {.id = session, .type = type, .worker_id = p->id};
     if (pg_session_is_direct(session)) {
+        if (type == PG_IPC_PROBE)
+            return -1;   /* framed packets: no protocol to ask */
         int owner = pg_session_home_worker(session, s->worker_num);
         if (owner == p->id)
             return type == PG_IPC_SEND ? pg_direct_send(s, session, data, len)
@@ -253,6 +255,11 @@ int pg_server_flush(pg_server *s)
 int pg_server_close(pg_server *s, pg_session_id session, const char *reason, size_t len)
 {
     return to_session(s, PG_IPC_SHUTDOWN, session, reason, len);
+}
+
+int pg_server_probe(pg_server *s, pg_session_id session)
+{
+    return to_session(s, PG_IPC_PROBE, session, "", 0);
 }
 
 static int64_t send_task(pg_server *s, uint16_t type, const void *data, size_t len, int dst)

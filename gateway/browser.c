@@ -209,7 +209,10 @@ void gw_browser_message(pg_session_id session, const char *data, size_t len)
         snprintf(uuid, sizeof(uuid), "%.*s", (int)(len - 1), data + 1);
         gw_session_open(session, uuid);
     } else if (data[0] == GW_MSG_TEXT) {
+        gw_rejoin_heard(session);
         on_text(session, data + 1, len - 1);
+    } else if (data[0] == GW_MSG_PONG) {
+        gw_rejoin_heard(session);
     } else if (data[0] == GW_MSG_HTTP) {
         gw_http_request(session, data + 1, len - 1, 0);
     }
@@ -282,12 +285,14 @@ void gw_browser_registered(json_t *r)
         pg_server_close(gw.server, session, reason, n);
         return;
     }
+    /* registered again after the node was swept (rejoin.c): it had ONLINE */
+    int first = registered && !json_is_true(json_object_get(r, "again"));
     if (registered && json_array_size(json_object_get(r, "offline")) == 0 &&
         json_is_true(json_object_get(r, "more"))) {
-        ask_page(session, uuid, json_object_get(r, "after"), 1);
+        ask_page(session, uuid, json_object_get(r, "after"), first);
         return;
     }
-    if (registered || json_is_true(json_object_get(r, "online")))
+    if (first || json_is_true(json_object_get(r, "online")))
         send_online(session, uuid, r);
     push_offline_page(session, uuid, r);
 }

@@ -2,6 +2,8 @@
  *
  * main.c      settings, the server and its two ports, callbacks
  * node.c      the node's row in gateway_nodes: register, heartbeat, sweep, remove
+ * rejoin.c    workers: after the node was swept while alive, only sessions
+ *             that answer a ping get their rows back
  * session.c   browser sessions: shared table of the node's sessions, and the
  *             home worker's record of each (uuid, messages awaiting ACK)
  * browser.c   what browsers send: WebSocket events and plain HTTP requests
@@ -122,6 +124,7 @@ typedef struct {
     _Atomic uint64_t mysql_errors;
     pg_db_shared mysql_where;          /* the server of mysql_hosts last reached, failovers */
     _Atomic int draining;              /* the node is stopping: route around its sessions */
+    _Atomic uint64_t swept_at_ms;      /* pg_now_ms() when the node found itself swept (rejoin.c) */
     _Atomic int redis_ok;              /* the route feed's link is up (route_feed.c) */
     /* "host:port" the route feed's listener uses now, NUL-padded ("": down); one
      * writer (worker 0), readers by redis_server_seq (route_feed.c) */
@@ -262,6 +265,18 @@ void gw_session_stored(json_t *result);
 /* On its home worker: the session is sent what is stored for its uuid, as
  * at a connect (what it has already is not pushed again). */
 void gw_session_send_stored(pg_session_id session);
+
+/* On its home worker: the session's online_clients row again, and what is
+ * stored for it, without a new ONLINE (rejoin.c). */
+void gw_session_register_again(pg_session_id session);
+
+/* rejoin.c: workers.  After the node was swept while alive, a session is
+ * registered again once heard from (a pong, any message); one silent for
+ * 10 s is closed. */
+void gw_rejoin_start(void);
+void gw_rejoin_stop(void);
+void gw_rejoin_heard(pg_session_id session);
+void gw_rejoin_forget(pg_session_id session);
 
 /* redeliver.c: workers.  Messages other nodes stored for this node's
  * browsers because the path here was broken ("redeliveries"). */

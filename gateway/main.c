@@ -132,6 +132,7 @@ static void on_start(pg_server *s, int id)
         gw_limits_start();
         gw_proxy_start();
         gw_redeliver_start();
+        gw_rejoin_start();
         gw_route_feed_start();
         gw_status_start(id);
     }
@@ -145,6 +146,7 @@ static void on_stop(pg_server *s, int id)
     } else {
         gw_route_stop();
         gw_redeliver_stop();
+        gw_rejoin_stop();
         gw_route_feed_stop();
         gw_proxy_stop();
         gw_store_stop();

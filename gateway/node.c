@@ -130,32 +130,9 @@ void gw_node_unregister(void)
     pg_db_close(db);
 }
 
-/* Puts this node's live sessions back into online_clients (from the shared
- * session table) after its rows were swept while it was alive.  While the
- * rows were gone, other nodes found no session for these uuids and stored
- * their orders with no node to name; each uuid is named to this node in
- * `redeliveries` too, so that its open tabs here get what was stored
- * (redeliver.c) rather than waiting for a reconnect. */
-static int reinsert_session(const char *key, const void *row, void *arg)
-{
-    pg_db *db = arg;
-    size_t len;
-    const char *uuid = pg_table_row_get_string(gw.sessions, row, gw.col_uuid, &len);
-    pg_session_id session = strtoull(key, NULL, 16);
-    char client_id[192], who[PG_UUID_MAX + 1];
-    snprintf(who, sizeof(who), "%.*s", (int)len, uuid);
-    gw_client_id(session, client_id, sizeof(client_id));
-    pg_db_value v[] = {PG_DB_STR_VALUE(client_id), PG_DB_STR_VALUE(who), PG_DB_STR_VALUE(gw.node_ip),
-                       PG_DB_INT_VALUE(gw.cfg.internal_port), PG_DB_INT_VALUE((long long)session)};
-    pg_db_exec(db, "REPLACE INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
-                   "VALUES (?,?,?,?,?)", v, 5, NULL, NULL);
-    pg_db_value named[] = {PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.internal_port),
-                           PG_DB_STR_VALUE(who)};
-    pg_db_exec(db, "INSERT IGNORE INTO redeliveries (node_ip, node_port, uuid) VALUES (?,?,?)", named,
-               3, NULL, NULL);
-    return 0;
-}
-
+/* The node's row again, after it was swept while alive.  Its sessions'
+ * rows come back one by one as each browser shows it is still there
+ * (rejoin.c): some may have moved to other nodes meanwhile. */
 static int register_again(pg_db *db)
 {
     pg_warn("node %s was swept while alive (heartbeats late?); registering again", gw.node_id);
@@ -165,7 +142,7 @@ static int register_again(pg_db *db)
     int rc = pg_db_exec(db, "REPLACE INTO gateway_nodes (node_id, ip, ws_port, internal_port, "
                             "boot_generation, state) VALUES (?,?,?,?,?,'up')", row, 5, NULL, NULL);
     if (rc == 0)
-        pg_table_iterate(gw.sessions, reinsert_session, db);
+        atomic_store(&gw.counters->swept_at_ms, pg_now_ms());
     return rc;
 }
 

@@ -435,12 +435,16 @@ static void fail_registrations(json_t *sessions)
     }
 }
 
-static void register_session(pg_session_id session, const char *uuid)
+/* again: the session was registered before (rejoin.c), so its answer
+ * brings what is stored for it but no ONLINE. */
+static void register_session(pg_session_id session, const char *uuid, int again)
 {
     char client_id[192];
     gw_client_id(session, client_id, sizeof(client_id));
     json_t *item = json_pack("{s:I,s:s,s:s}", "session", (json_int_t)session, "uuid", uuid,
                              "client_id", client_id);
+    if (again)
+        json_object_set_new(item, "again", json_true());
     gw_batch_add(&registrations[gw_task_worker_of(session)], item,
                  64 + strlen(uuid) + strlen(client_id));
 }
@@ -632,8 +636,15 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
         pg_error("session table full: session %s of %s is not routable locally", key, uuid);
         gw_uuid_index_remove(uuid, session);
     }
-    register_session(session, uuid);
+    register_session(session, uuid, 0);
     return 0;
+}
+
+void gw_session_register_again(pg_session_id session)
+{
+    browser_session *b = find_session(session);
+    if (b && b->uuid[0])
+        register_session(session, b->uuid, 1);
 }
 
 gw_bucket *gw_session_bucket(pg_session_id session)
@@ -658,6 +669,7 @@ void gw_session_closed(pg_session_id session)
     browser_session *b = pg_idmap_remove(local_sessions, session);
     if (!b)
         return;
+    gw_rejoin_forget(session);
     if (b->uuid[0]) {
         char key[17], client_id[192];
         gw_session_key(session, key);

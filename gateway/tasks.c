@@ -428,9 +428,11 @@ static void op_register(json_t *task)
         if (ok && json_object_get(waiting, uuid) && read_offline_page(uuid, 0, &page) < 0)
             ok = 0;
         spent += page.bytes;
-        json_array_append_new(results, page_result("registered",
-                                                   json_integer_value(json_object_get(s, "session")),
-                                                   uuid, PG_OK, &page));
+        json_t *result = page_result("registered", json_integer_value(json_object_get(s, "session")),
+                                     uuid, PG_OK, &page);
+        if (json_is_true(json_object_get(s, "again")))
+            json_object_set_new(result, "again", json_true());
+        json_array_append_new(results, result);
     }
     if (!ok) {
         json_decref(results);

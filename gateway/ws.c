@@ -7,7 +7,7 @@
  *   WS_WAIT   a request other than the upgrade went to a worker as 'H'; input
  *             is ignored until the worker's answer, which closes the connection
  *   WS_OPEN   upgraded: frames through a wslay event context; text messages
- *             go to workers as 'T'
+ *             go to workers as 'T', the pong to a worker's probe as 'P'
  *   WS_DONE   an error response or a close frame is on its way; then closed
  *
  * Re-entrancy: the engine never frees a connection while code here may still
@@ -94,6 +94,7 @@ typedef struct {
     uint8_t fragmented;             /* wslay is putting a fragmented message together */
     uint8_t in_data_frame;          /* the current frame is a data frame */
     uint16_t refused;               /* a frame over the limits: the close code */
+    uint8_t probing;                /* a worker's ping is out: its pong goes to the worker */
 } ws_conn;
 
 /* ---- configuration ---- */
@@ -480,8 +481,15 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
          * reason that is not UTF-8 fails the connection instead (RFC 6455
          * 8.1), with 1007, sent past wslay by ws_pump. */
         st->proto_error = 1007;
+    } else if (arg->opcode == WSLAY_PONG && st->probing) {
+        /* the answer to ws_on_probe's ping; other pongs (a browser may send
+         * them unasked) cost the worker nothing */
+        st->probing = 0;
+        char pong = GW_MSG_PONG;
+        if (pg_conn_dispatch(st->c, &pong, 1) < 0)
+            st->failed = 1;
     }
-    /* ping (answered by wslay), pong: nothing; close: wslay queued the reply */
+    /* ping (answered by wslay), other pongs: nothing; close: wslay queued the reply */
 }
 
 /* A close frame's payload is empty or starts with a 2-byte code: wslay
@@ -1107,6 +1115,20 @@ static void ws_on_shutdown(pg_conn *c, const char *reason, size_t len)
     st->mode = WS_DONE;
 }
 
+/* A worker asks whether the browser is still there: a ping, whose pong
+ * goes to the worker as GW_MSG_PONG. */
+static void ws_on_probe(pg_conn *c)
+{
+    ws_conn *st = pg_conn_get_state(c);
+    if (!st || st->mode != WS_OPEN || st->failed)
+        return;
+    struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"pushgate", 8};
+    if (ws_ctx(st) == 0 && wslay_event_queue_msg(st->ws, &ping) == 0) {
+        st->probing = 1;
+        ws_pump(st, NULL, 0, 1);
+    }
+}
+
 static void ws_on_close(pg_conn *c)
 {
     ws_conn *st = pg_conn_get_state(c);
@@ -1130,6 +1152,7 @@ const pg_protocol *gw_ws_protocol(const gw_ws_config *cfg)
         .on_data = ws_on_data,
         .on_send = ws_on_send,
         .on_shutdown = ws_on_shutdown,
+        .on_probe = ws_on_probe,
         .on_close = ws_on_close,
         .arg = (void *)cfg,
     };

@@ -42,6 +42,7 @@ enum {
     GW_MSG_OPEN = 'O',
     GW_MSG_TEXT = 'T',
     GW_MSG_HTTP = 'H',
+    GW_MSG_PONG = 'P',          /* the browser answered pg_server_probe */
 };
 
 typedef struct {

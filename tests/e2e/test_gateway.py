@@ -1590,6 +1590,54 @@ def test_node_swept_while_alive_keeps_its_boot_generation(gw, stack):
         gw.boot_generation, row[3])
 
 
+def test_node_swept_while_alive_puts_back_only_browsers_that_answer(gateways, stack):
+    """What another node's sweep does to a live node (its gateway_nodes and
+    online_clients rows deleted); an order for one of its browsers, entering
+    at another node meanwhile, is stored.  The swept node pings its sessions
+    (rejoin.c): the browser that answers gets its row back and the stored
+    order, with no reconnect and no second ONLINE; a connection that does not
+    answer (its browser gone elsewhere) gets no row, and is closed with 1012
+    once 10 s have passed."""
+    a, b = gateways(), gateways()
+    live, gone = uid("live"), uid("gone")
+    silent = Raw(a.port)
+    silent.handshake(path="/ws?token=" + token_for(gone))
+    silent.read_until(0x1)                                   # its ONLINE; then it says nothing
+
+    async def go():
+        ws, _ = await online(a.port, live)
+        try:
+            assert len(online_rows(stack, live)) == 1 and len(online_rows(stack, gone)) == 1
+            db_exec(stack, "DELETE FROM online_clients WHERE node_ip = %s AND node_port = %s",
+                    (HOST, a.internal_port))
+            db_exec(stack, "DELETE FROM gateway_nodes WHERE node_id = %s", (a.node_id,))
+            c = Internal(b.internal_port)
+            try:
+                ok_reply(await call(c, work_order("while-swept", [(live, {"o": 1})], APP_TOKEN)),
+                         "while-swept", stored=1)
+            finally:
+                c.close()
+            ev = await recv_json(ws, 10)          # no ONLINE first
+            assert ev == worksheet_event({"o": 1}, "while-swept"), ev
+            await send_json(ws, {"event": "ACK", "data": {"id": "while-swept"}})
+            wait_until(lambda: len(online_rows(stack, live)) == 1, 5, interval=0.1,
+                       what="the live browser's row back")
+            silent.read_until(0x9)                 # a ping, left unanswered
+            assert online_rows(stack, gone) == ()
+            code, reason, _ = silent.read_close(timeout=15)
+            assert code == 1012, (code, reason)
+            assert online_rows(stack, gone) == () and len(online_rows(stack, live)) == 1
+            wait_until(lambda: not offline_rows(stack, live), 5, interval=0.1,
+                       what="the ACK to delete the stored order")
+            await quiet(ws, 0.3)
+        finally:
+            await ws.close()
+    try:
+        run(go(), timeout=40)
+    finally:
+        silent.close()
+
+
 def test_restart_after_crash_takes_next_generation_and_clears_old_rows(gateways, stack):
     port = free_port()
     g1 = gateways(internal_port=port)
