@@ -171,9 +171,9 @@ class Cluster:
         self.env = dict(os.environ, **self.stack.env())
         self.daemons = []
         self.proxy_port = free_port()
-        self.proxy = self.start("proxy", "pushgate-proxy", host=HOST, port=self.proxy_port,
-                                reactor_num=1, worker_num=2, task_worker_num=1,
-                                nodes_refresh_ms=200, log_level="warn", **PROXY_SET)
+        self.proxy = self.start("proxy", "pushgate-proxy", **dict(
+            dict(host=HOST, port=self.proxy_port, reactor_num=1, worker_num=2, task_worker_num=1,
+                 nodes_refresh_ms=200, log_level="warn"), **PROXY_SET))
         wait_for(lambda: port_open(self.proxy_port), 20, "the proxy")
         self.gateways = [self.start_gateway(i, **(gateway or {})) for i in range(nodes)]
         self.consumers = [self.start("consumer-%d" % i, "pushgate-consumer",

@@ -187,12 +187,16 @@ uint64_t gw_handoff_open(pg_session_id reply_to, json_t *msg_id, json_t *req_id)
 /* One more target to wait for: the waiter its push carries.  home: the
  * worker that will settle it (the session's home worker), -1: none. */
 gw_waiter gw_handoff_expect(uint64_t ticket, int home);
-/* The first reply is going out: how many targets still wait (0: it was the
- * last reply, and the ticket is closed); -1: send no reply, the ticket was
- * answered already (its worker was replaced meanwhile, gw_handoff_start). */
-int gw_handoff_replied(uint64_t ticket);
+/* The first reply, text (a JSON object, taken), to the request's sender
+ * `to`: held for a moment, and sent alone once every target settled, or
+ * with "pending" (the targets still waiting) put before its closing '}'
+ * when they have not; then the final one follows.  A ticket 0: sent now.
+ * Nothing is sent for a ticket answered already (its worker was replaced
+ * meanwhile, gw_handoff_start), and a ticket one of whose targets failed
+ * gets its final error instead. */
+void gw_handoff_reply(uint64_t ticket, pg_session_id to, char *text, size_t len);
 /* The first reply is an error: the sender retries it all, nothing waits.
- * -1 as for gw_handoff_replied. */
+ * -1: send no reply, the ticket was answered already. */
 int gw_handoff_drop(uint64_t ticket);
 /* outcome: GW_PUSH_ACKED, GW_PUSH_STORED, or an error code. */
 void gw_handoff_settled(uint64_t ticket, int outcome);

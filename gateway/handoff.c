@@ -14,6 +14,13 @@
  *                                  settled; an error: some could be neither
  *                                  acknowledged nor stored, so retry
  *
+ * The first reply is held back for up to HOLD_MS: when every target
+ * settles meanwhile, which is the usual case (a browser ACKs within a
+ * millisecond or two), it goes out alone, with no "pending" and no final
+ * one after it.  That halves the replies a sender (the consumer, the proxy
+ * and the node behind it) reads and the writes that carry them.  A ticket
+ * one of whose targets failed meanwhile is answered with the error instead.
+ *
  * The worker that routes the request opens a ticket; each push that must
  * be waited for carries its id (a waiter) to the session's home worker,
  * which settles it when the browser ACKs, or when the message went back to
@@ -43,6 +50,7 @@
 
 #define HANDOFF_GRACE_S 10
 #define SWEEP_MS 1000
+#define HOLD_MS 20                    /* a first reply waits this long for the final one */
 #define ID_MAX 96
 
 /* A ticket's state word: its generation, two flags and how many targets
@@ -179,7 +187,9 @@ gw_waiter gw_handoff_expect(uint64_t id, int home)
 
 /* The first reply goes out (drop: as an error, after which nothing waits,
  * and the generation moves on so that late settles find nothing): the
- * targets still waiting, or -1 when the ticket was answered already. */
+ * targets still waiting, or -1 when the ticket was answered already, or is
+ * now: every target is settled but one failed, so the final error went
+ * out instead. */
 static int first_reply(uint64_t id, int drop)
 {
     uint32_t gen;
@@ -192,14 +202,112 @@ static int first_reply(uint64_t id, int drop)
             return -1;
         next = drop ? (uint64_t)(gen + 1) << GEN_SHIFT | REPLIED : word | REPLIED;
     } while (!atomic_compare_exchange_weak(&t->word, &word, next));
+    if (!drop && (word & COUNT_MASK) == 0 && (word & FAILED)) {
+        send_final(t, next);
+        return -1;
+    }
     if (drop || (word & COUNT_MASK) == 0)   /* nothing to wait for: that was the last reply */
         atomic_store(&t->state, SLOT_FREE);
     return drop ? 0 : (int)(word & COUNT_MASK);
 }
 
-int gw_handoff_replied(uint64_t id)
+/* ---- first replies held back (this worker's, oldest first) ---- */
+
+typedef struct {
+    uint64_t id;
+    pg_session_id to;
+    char *text;                      /* the reply; "pending" goes before its '}' */
+    size_t len;
+    uint64_t due_ms;
+} held_reply;
+
+static held_reply *held;
+static size_t nheld, held_cap;
+static int64_t held_timer;
+
+/* The reply goes out now, with the targets still waiting, if any. */
+static void release(held_reply *h)
 {
-    return first_reply(id, 0);
+    int pending = first_reply(h->id, 0);
+    if (pending > 0) {
+        char *text = realloc(h->text, h->len + 32);
+        if (!text) {
+            pg_error("out of memory: a first reply was not sent; the sender's wait expires");
+            return;
+        }
+        h->text = text;
+        h->len = h->len - 1 + (size_t)sprintf(text + h->len - 1, ",\"pending\":%d}", pending);
+    }
+    if (pending >= 0 && pg_server_send(gw.server, h->to, h->text, h->len) != 0)
+        pg_error("a first reply could not be sent; the sender's wait expires");
+}
+
+/* Sends the held replies whose tickets have settled, and the others due by
+ * due_by; keeps the rest in order. */
+static void release_settled(uint64_t due_by)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < nheld; i++) {
+        held_reply *h = &held[i];
+        uint32_t gen;
+        ticket *t = find(h->id, &gen);
+        uint64_t word = t ? atomic_load(&t->word) : 0;
+        if (h->due_ms > due_by && t && GEN(word) == gen && (word & COUNT_MASK) > 0) {
+            held[kept++] = *h;
+            continue;
+        }
+        release(h);
+        free(h->text);
+    }
+    nheld = kept;
+}
+
+static void check_held(int64_t timer_id, void *arg)
+{
+    (void)timer_id;
+    (void)arg;
+    held_timer = 0;
+    release_settled(pg_now_ms());
+    if (nheld > 0) {
+        uint64_t now = pg_now_ms(), due = held[0].due_ms;
+        if ((held_timer = pg_timer_after((uint32_t)(due > now ? due - now : 0) + 1, check_held,
+                                         NULL)) < 0)
+            held_timer = 0;
+    }
+}
+
+static int grow_held(void)
+{
+    size_t cap = held_cap ? held_cap * 2 : 64;
+    held_reply *more = realloc(held, cap * sizeof(*more));
+    if (!more)
+        return -1;
+    held = more;
+    held_cap = cap;
+    return 0;
+}
+
+void gw_handoff_reply(uint64_t id, pg_session_id to, char *text, size_t len)
+{
+    if (!text)
+        return;
+    held_reply h = {.id = id, .to = to, .text = text, .len = len,
+                    .due_ms = pg_now_ms() + HOLD_MS};
+    if (!id) {
+        if (pg_server_send(gw.server, to, text, len) != 0)
+            pg_error("a reply could not be sent; the sender's wait expires");
+        free(text);
+        return;
+    }
+    release_settled(0);               /* while here: those settled since */
+    if (len == 0 || text[len - 1] != '}' || (nheld == held_cap && grow_held() < 0)) {
+        release(&h);                  /* not held: now */
+        free(h.text);
+        return;
+    }
+    held[nheld++] = h;
+    if (held_timer <= 0 && (held_timer = pg_timer_after(HOLD_MS + 1, check_held, NULL)) < 0)
+        held_timer = 0;
 }
 
 int gw_handoff_drop(uint64_t id)
@@ -338,4 +446,11 @@ void gw_handoff_stop(void)
     if (sweep_timer > 0)
         pg_timer_clear(sweep_timer);
     sweep_timer = 0;
+    if (held_timer > 0)
+        pg_timer_clear(held_timer);
+    held_timer = 0;
+    release_settled(UINT64_MAX);      /* the senders hear now */
+    free(held);
+    held = NULL;
+    nheld = held_cap = 0;
 }

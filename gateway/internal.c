@@ -37,6 +37,16 @@ static void reply(pg_session_id session, int code, const char *msg, json_t *requ
     free(text);
 }
 
+/* The first reply of a request with a hand-off ticket (0: none, sent now). */
+static void reply_after(uint64_t ticket, pg_session_id session, int code, const char *msg,
+                        json_t *request, const char *tail)
+{
+    size_t len;
+    char *text = pg_reply_json(code, msg ? msg : pg_code_text(code), json_object_get(request, "msg_id"),
+                               json_object_get(request, "req_id"), tail, &len);
+    gw_handoff_reply(ticket, session, text, len);
+}
+
 static void reply_error(pg_session_id session, int code, const char *msg, json_t *request)
 {
     pg_warn("internal request refused: %s", msg ? msg : pg_code_text(code));
@@ -149,11 +159,7 @@ static void push_checked(json_t *req, int code, const char *raw, size_t raw_len)
         char *payload = remote_data_text(req, raw, raw_len);
         gw_push(target, uuid, push_id(req), payload, 0, &w);
         free(payload);
-        char tail[32] = "";
-        int pending = ticket ? gw_handoff_replied(ticket) : 0;
-        if (pending > 0)
-            snprintf(tail, sizeof(tail), ",\"pending\":%d", pending);
-        reply(session, PG_OK, "delivered", req, tail);
+        reply_after(ticket, session, PG_OK, "delivered", req, "");
     }
 }
 
@@ -258,18 +264,16 @@ void gw_internal_finish(json_t *routed)
     int code = (int)json_integer_value(json_object_get(routed, "code"));
     uint64_t ticket = (uint64_t)json_integer_value(json_object_get(ctx, "ticket"));
     char counts[128];
-    int n = snprintf(counts, sizeof(counts), ",\"delivered\":%lld,\"forwarded\":%lld,\"stored\":%lld",
+    snprintf(counts, sizeof(counts), ",\"delivered\":%lld,\"forwarded\":%lld,\"stored\":%lld",
                      (long long)json_integer_value(json_object_get(routed, "delivered")),
                      (long long)json_integer_value(json_object_get(routed, "forwarded")),
                      (long long)json_integer_value(json_object_get(routed, "stored")));
-    if (ticket) {
-        /* on an error the sender retries it all */
-        int pending = code == PG_OK ? gw_handoff_replied(ticket) : gw_handoff_drop(ticket);
-        if (pending < 0)
-            return;
-        if (code == PG_OK)
-            snprintf(counts + n, sizeof(counts) - (size_t)n, ",\"pending\":%d", pending);
+    if (ticket && code == PG_OK) {
+        reply_after(ticket, consumer, code, NULL, ctx, counts);
+        return;
     }
+    if (ticket && gw_handoff_drop(ticket) < 0)   /* on an error the sender retries it all */
+        return;
     reply(consumer, code, NULL, ctx, counts);
 }
 

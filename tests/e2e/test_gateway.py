@@ -1638,6 +1638,49 @@ def test_node_swept_while_alive_puts_back_only_browsers_that_answer(gateways, st
         silent.close()
 
 
+def handoff_replies(internal, port, uuid, msg_id, ack_after):
+    """A work order with "handoff" to uuid's browser, which ACKs it after
+    ack_after s; every reply the sender gets within 1 s of the ACK."""
+    async def go():
+        ws, _ = await online(port, uuid)
+        c = internal()
+        try:
+            order = dict(work_order(msg_id, [(uuid, {"o": 1})], APP_TOKEN), handoff=True)
+            c.c.send(json.dumps(order).encode())
+            assert (await recv_json(ws))["id"] == msg_id
+            await asyncio.sleep(ack_after)
+            await send_json(ws, {"event": "ACK", "data": {"id": msg_id}})
+            replies = []
+            while True:
+                try:
+                    replies.append(json.loads(await asyncio.to_thread(c.c.recv, 1.0)))
+                except (socket.timeout, TimeoutError):
+                    return replies
+        finally:
+            await ws.close()
+    return run(go())
+
+
+def test_handoff_one_reply_when_the_browser_acks_at_once(gw, internal):
+    """handoff.c holds the first reply up to 20 ms: a browser that ACKs
+    within that gets the sender one reply, with no "pending" and no final
+    one after it."""
+    replies = handoff_replies(internal, gw.port, uid("h1"), "ho-1", 0)
+    assert len(replies) == 1, replies
+    r = replies[0]
+    assert r["code"] == 0 and r["delivered"] == 1 and "pending" not in r and "final" not in r, r
+
+
+def test_handoff_two_replies_when_the_ack_is_late(gw, internal):
+    """Past the hold, the first reply says what still waits; the final one
+    follows the ACK."""
+    replies = handoff_replies(internal, gw.port, uid("h2"), "ho-2", 0.3)
+    assert len(replies) == 2, replies
+    first, final = replies
+    assert first["code"] == 0 and first["pending"] == 1 and "final" not in first, first
+    assert final["code"] == 0 and final["final"] is True and final["acked"] == 1, final
+
+
 def test_restart_after_crash_takes_next_generation_and_clears_old_rows(gateways, stack):
     port = free_port()
     g1 = gateways(internal_port=port)
