@@ -299,7 +299,11 @@ void gw_handoff_reply(uint64_t id, pg_session_id to, char *text, size_t len)
         free(text);
         return;
     }
-    release_settled(0);               /* while here: those settled since */
+    static uint64_t scanned_ms;       /* while here, those settled since: once a millisecond */
+    if (h.due_ms != scanned_ms) {
+        scanned_ms = h.due_ms;
+        release_settled(0);
+    }
     if (len == 0 || text[len - 1] != '}' || (nheld == held_cap && grow_held() < 0)) {
         release(&h);                  /* not held: now */
         free(h.text);
