@@ -26,25 +26,20 @@
 #define MAX_TARGETS 1000
 
 /* The reply to request (its msg_id and, when the sender gave one, its
- * req_id: the proxy matches replies by it). */
-static void reply(pg_session_id session, int code, const char *msg, json_t *request, const char *tail)
-{
-    size_t len;
-    char *text = pg_reply_json(code, msg ? msg : pg_code_text(code), json_object_get(request, "msg_id"),
-                               json_object_get(request, "req_id"), tail, &len);
-    if (text)
-        pg_server_send(gw.server, session, text, len);
-    free(text);
-}
-
-/* The first reply of a request with a hand-off ticket (0: none, sent now). */
-static void reply_after(uint64_t ticket, pg_session_id session, int code, const char *msg,
-                        json_t *request, const char *tail)
+ * req_id: the proxy matches replies by it); with a hand-off ticket, the
+ * first reply, which handoff.c may hold a moment (0: none, sent now). */
+static void reply_held(uint64_t ticket, pg_session_id session, int code, const char *msg,
+                       json_t *request, const char *tail)
 {
     size_t len;
     char *text = pg_reply_json(code, msg ? msg : pg_code_text(code), json_object_get(request, "msg_id"),
                                json_object_get(request, "req_id"), tail, &len);
     gw_handoff_reply(ticket, session, text, len);
+}
+
+static void reply(pg_session_id session, int code, const char *msg, json_t *request, const char *tail)
+{
+    reply_held(0, session, code, msg, request, tail);
 }
 
 static void reply_error(pg_session_id session, int code, const char *msg, json_t *request)
@@ -159,7 +154,7 @@ static void push_checked(json_t *req, int code, const char *raw, size_t raw_len)
         char *payload = remote_data_text(req, raw, raw_len);
         gw_push(target, uuid, push_id(req), payload, 0, &w);
         free(payload);
-        reply_after(ticket, session, PG_OK, "delivered", req, "");
+        reply_held(ticket, session, PG_OK, "delivered", req, "");
     }
 }
 
@@ -265,11 +260,11 @@ void gw_internal_finish(json_t *routed)
     uint64_t ticket = (uint64_t)json_integer_value(json_object_get(ctx, "ticket"));
     char counts[128];
     snprintf(counts, sizeof(counts), ",\"delivered\":%lld,\"forwarded\":%lld,\"stored\":%lld",
-                     (long long)json_integer_value(json_object_get(routed, "delivered")),
-                     (long long)json_integer_value(json_object_get(routed, "forwarded")),
-                     (long long)json_integer_value(json_object_get(routed, "stored")));
+             (long long)json_integer_value(json_object_get(routed, "delivered")),
+             (long long)json_integer_value(json_object_get(routed, "forwarded")),
+             (long long)json_integer_value(json_object_get(routed, "stored")));
     if (ticket && code == PG_OK) {
-        reply_after(ticket, consumer, code, NULL, ctx, counts);
+        reply_held(ticket, consumer, code, NULL, ctx, counts);
         return;
     }
     if (ticket && gw_handoff_drop(ticket) < 0)   /* on an error the sender retries it all */
