@@ -47,19 +47,26 @@ class Tab:
     def __init__(self, uuid):
         self.uuid = uuid
         self.ids = []
+        self.online = False
 
     async def open(self, port):
+        """Connected and registered (ONLINE): an order published before the
+        node's online_clients row is written would be stored, not pushed,
+        and a stored order is handed off at once."""
         self.ws = await websockets.connect("ws://%s:%d/ws?token=%s" % (HOST, port,
                                                                       browser_token(self.uuid)),
                                            ping_interval=None, close_timeout=1)
         self.task = asyncio.ensure_future(self._read())
+        await until(lambda: self.online, 10, "ONLINE")
         return self
 
     async def _read(self):
         try:
             async for raw in self.ws:
                 m = json.loads(raw)
-                if m.get("event") == "WorksheetMsg":
+                if m.get("event") == "ONLINE":
+                    self.online = True
+                elif m.get("event") == "WorksheetMsg":
                     self.ids.append(m["id"])
         except websockets.ConnectionClosed:
             pass
