@@ -21,7 +21,6 @@ counted by its marker and its stream entry id (stack_util.py).
 Skipped, with the reason, where a Galera cluster cannot start (no galera-4,
 no rsync).  Every wait is bounded; only processes started here are
 stopped, by PID."""
-import asyncio
 import json
 import os
 import re
@@ -30,13 +29,12 @@ import sys
 import time
 
 import pytest
-import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import HOST, wait_until  # noqa: E402
+from engine_util import wait_until  # noqa: E402
 from gateway_util import db_rows, http_get, node_stats  # noqa: E402
 from stack_util import (RUN, Fleet, Orders, Producer, Tab, Tally, dead_letters,  # noqa: E402
-                        pending, running_cluster, say, token_for, users)
+                        pending, running_cluster, say, users)
 
 from fixture import FixtureError, GaleraCluster, Stack  # noqa: E402
 
@@ -81,24 +79,7 @@ class LateTab(Tab):
     registration is answered may come before ONLINE (as pushgate.js
     allows), so it is taken (and ACKed) until ONLINE comes."""
 
-    async def _connect(self):
-        url = "ws://%s:%d/ws?token=%s" % (HOST, self.port, token_for(self.uuid))
-        ws = await websockets.connect(url, open_timeout=10, close_timeout=2, ping_interval=None,
-                                      max_queue=None, max_size=None)
-        self.ws = ws
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                m = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
-                if m.get("event") == "ONLINE" and m["data"].get("uuid") == self.uuid:
-                    break
-                await self._on_message(ws, m)
-        except BaseException:
-            await ws.close()
-            raise
-        self.onlines.append((self.port, m["data"]))
-        self.online_times.append(time.monotonic())
-        self.connected = True
+    pushes_before_online = True
 
 
 @pytest.fixture(scope="module")

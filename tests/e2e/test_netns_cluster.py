@@ -49,13 +49,12 @@ import sys
 import time
 
 import pytest
-import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import start_server, stop_all, wait_until  # noqa: E402
 from gateway_util import ADMIN_SECRET, db_rows  # noqa: E402
 from stack_util import (APP_TOKEN, RUN, SECRET, Fleet, Orders, Producer, Tab,  # noqa: E402
-                        Tally, dead_letters, order_json, pending, say, token_for)
+                        Tally, dead_letters, order_json, pending, say)
 from test_consumer import Consumer  # noqa: E402
 
 import netns  # noqa: E402
@@ -115,24 +114,11 @@ class NetTab(Tab):
         self.others = list(others)
         self.close_times = []      # time.monotonic() of each close (as closes)
 
-    async def _connect(self):
-        url = "ws://%s:%d/ws?token=%s" % (self.host, self.port, token_for(self.uuid))
-        ws = await websockets.connect(url, open_timeout=4, close_timeout=2, ping_interval=1,
-                                      ping_timeout=3, max_queue=None, max_size=None)
-        self.ws = ws
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                m = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
-                if m.get("event") == "ONLINE" and m["data"].get("uuid") == self.uuid:
-                    break
-                await self._on_message(ws, m)
-        except BaseException:
-            await ws.close()
-            raise
-        self.onlines.append(((self.host, self.port), m["data"]))
-        self.online_times.append(time.monotonic())
-        self.connected = True
+    connect_options = dict(Tab.connect_options, open_timeout=4, ping_interval=1, ping_timeout=3)
+    pushes_before_online = True
+
+    def _where(self):
+        return (self.host, self.port)
 
     async def _reconnect(self, code):
         """Any close: the other hosts first, then this one, about 40 s at most."""
