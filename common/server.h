@@ -107,8 +107,10 @@ typedef struct {
      * makes a live peer answer (a WebSocket ping); the answer reaches the
      * worker as the protocol chooses to dispatch it. */
     void (*on_probe)(pg_conn *c);
-    /* The connection is going away: free the protocol state.  Called once,
-     * never while another hook of the connection runs. */
+    /* The connection is going away (closed, or closed gracefully and only
+     * draining what the peer still sends): free the protocol state.  Called
+     * once, never while another hook of the connection runs; no hook runs
+     * after it. */
     void (*on_close)(pg_conn *c);
     void *arg;
 } pg_protocol;
@@ -289,7 +291,9 @@ int pg_conn_dispatch(pg_conn *c, const char *data, size_t len);
 /* Write bytes to the socket (queued if it is full). 0, or -1 when the
  * connection was closed for going over buffer_output_size. */
 int pg_conn_write(pg_conn *c, const void *data, size_t len);
-/* Close after what is queued has been written (graceful) or at once. */
+/* Close at once, or (graceful) after what is queued has been written: then
+ * FIN, and what the peer still sends is read and dropped until it closes,
+ * for at most 2 s, so that its last reply is not destroyed by a reset. */
 void pg_conn_close(pg_conn *c, int graceful);
 /* Peer address "ip:port". */
 const char *pg_conn_peer(const pg_conn *c, char *buf, size_t len);

@@ -28,6 +28,7 @@
 
 #define READ_BUFFER_SIZE (64 * 1024)
 #define STOP_DEADLINE_MS 5000
+#define LINGER_S 2              /* at most this long reading what a closed peer still sends */
 
 enum {
     CONN_CLOSING = 1,     /* no more reads; close once output is written */
@@ -36,6 +37,8 @@ enum {
     CONN_WRITING = 8,     /* EV_WRITE is part of ev */
     CONN_BATCHED = 16,    /* output waits for the end of the loop pass (r->batched) */
     CONN_LISTED_DEAD = 32,/* in r->dead */
+    CONN_LINGERING = 64,  /* output written and FIN sent: input is read and dropped */
+    CONN_PROTO_ENDED = 128, /* the protocol's on_close has run */
 };
 
 struct pg_conn {
@@ -115,13 +118,34 @@ static void conn_unlist(pg_conn **head, pg_conn *c)
     c->next_listed = NULL;
 }
 
+/* The session's worker learns that it is gone (not while stopping: the
+ * workers are going too). */
+static void conn_tell_closed(pg_conn *c)
+{
+    pg_reactor *r = c->reactor;
+    if (r->stopping)
+        return;
+    pg_ipc_header h = {.id = c->session, .type = PG_IPC_CLOSE, .listener = c->listener};
+    pg_ipc_send(r->workers[pg_session_home_worker(c->session, r->s->worker_num)], &h, NULL, 0);
+}
+
+/* The protocol frees its state: at the free, or once the connection
+ * lingers (its state, such as a half-received message, is of no more use). */
+static void conn_end_protocol(pg_conn *c)
+{
+    if (c->flags & CONN_PROTO_ENDED)
+        return;
+    c->flags |= CONN_PROTO_ENDED;
+    const pg_protocol *proto = pg_conn_protocol(c);
+    if (proto && proto->on_close)
+        proto->on_close(c);
+}
+
 static void conn_free(pg_conn *c)
 {
     pg_reactor *r = c->reactor;
     pg_server *s = r->s;
-    const pg_protocol *proto = s->listeners[c->listener].opts.protocol;
-    if (proto && proto->on_close)
-        proto->on_close(c);
+    conn_end_protocol(c);
     event_del(&c->ev);
     close(c->fd);
     pg_idmap_remove(r->sessions, c->session);
@@ -135,11 +159,8 @@ static void conn_free(pg_conn *c)
         conn_unlist(&r->batched, c);
     if (c->flags & CONN_LISTED_DEAD)
         conn_unlist(&r->dead, c);
-    if (!r->stopping) {
-        pg_ipc_header h = {.id = c->session, .type = PG_IPC_CLOSE, .listener = c->listener};
-        int w = pg_session_home_worker(c->session, s->worker_num);
-        pg_ipc_send(r->workers[w], &h, NULL, 0);
-    }
+    if (!(c->flags & CONN_LINGERING))
+        conn_tell_closed(c);
     atomic_fetch_add(&s->stats->closed, 1);
     pg_conn_uncounted(s, c->listener);
     atomic_fetch_sub(&s->stats->sessions_per_reactor[r->id], 1);
@@ -196,29 +217,75 @@ static int conn_leave(pg_conn *c, uint8_t outer)
     if (outer)
         return c->flags & CONN_DEAD ? -1 : 0;
     c->flags &= (uint8_t)~CONN_IN_CALLBACK;
-    if (!(c->flags & CONN_DEAD))
+    if (!(c->flags & CONN_DEAD)) {
+        if (c->flags & CONN_LINGERING)
+            conn_end_protocol(c);
         return 0;
+    }
     conn_free(c);
     return -1;
 }
 
 static void conn_set_events(pg_conn *c, int writing)
 {
-    short what = (c->flags & CONN_CLOSING ? 0 : EV_READ) | (writing ? EV_WRITE : 0) | EV_PERSIST;
+    int reading = !(c->flags & CONN_CLOSING) || (c->flags & CONN_LINGERING);
+    short what = (reading ? EV_READ : 0) | (writing ? EV_WRITE : 0) | EV_PERSIST;
+    struct timeval linger = {LINGER_S, 0};
     event_del(&c->ev);
     event_assign(&c->ev, c->reactor->base, c->fd, what, conn_on_event, c);
-    event_add(&c->ev, NULL);
+    event_add(&c->ev, c->flags & CONN_LINGERING ? &linger : NULL);
     c->flags = (uint8_t)(writing ? c->flags | CONN_WRITING : c->flags & ~CONN_WRITING);
+}
+
+/* The output is written: send FIN and read until the peer closes, for at
+ * most LINGER_S.  Closing a socket that still holds unread input makes the
+ * kernel send RST, which can destroy the close frame (or HTTP error) just
+ * written before the peer reads it: a browser that was sending while its
+ * node stopped would see 1006 instead of 1001.  The worker learns of the
+ * close now, the protocol frees its state, and the session takes no more
+ * output. */
+static void conn_linger(pg_conn *c)
+{
+    if (c->flags & (CONN_LINGERING | CONN_DEAD))
+        return;
+    if (shutdown(c->fd, SHUT_WR) < 0) {
+        conn_close_now(c);
+        return;
+    }
+    conn_tell_closed(c);
+    c->flags |= CONN_CLOSING | CONN_LINGERING;
+    c->last_active = reactor_clock(c->reactor);
+    conn_set_events(c, 0);
+    if (!(c->flags & CONN_IN_CALLBACK))
+        conn_end_protocol(c);    /* else when the callback returns */
+}
+
+/* Input after FIN: dropped, until EOF, an error or LINGER_S. */
+static void conn_read_lingering(pg_conn *c, short what)
+{
+    pg_reactor *r = c->reactor;
+    if (!(what & (EV_READ | EV_TIMEOUT)))
+        return;
+    ssize_t n = (what & EV_READ) ? read(c->fd, r->rbuf, READ_BUFFER_SIZE) : 0;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0 || reactor_clock(r) - c->last_active >= LINGER_S)
+        conn_close_now(c);
 }
 
 void pg_conn_close(pg_conn *c, int graceful)
 {
-    if (graceful && c->out && evbuffer_get_length(c->out) > 0) {
-        c->flags |= CONN_CLOSING;
-        conn_set_events(c, 1);
+    if (c->flags & CONN_DEAD)
+        return;
+    if (!graceful) {
+        conn_close_now(c);
         return;
     }
-    conn_close_now(c);
+    c->flags |= CONN_CLOSING;
+    if (c->out && evbuffer_get_length(c->out) > 0)
+        conn_set_events(c, 1);
+    else
+        conn_linger(c);
 }
 
 /* ---- writing ---- */
@@ -288,7 +355,7 @@ static void conn_flush(pg_conn *c)
     evbuffer_free(c->out);
     c->out = NULL;
     if (c->flags & CONN_CLOSING)
-        conn_close_now(c);
+        conn_linger(c);
     else
         conn_set_events(c, 0);
 }
@@ -480,7 +547,9 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
         if (conn_leave(c, outer) < 0)
             return;
     }
-    if ((what & EV_READ) && !(c->flags & CONN_CLOSING))
+    if (c->flags & CONN_LINGERING)
+        conn_read_lingering(c, what);
+    else if ((what & EV_READ) && !(c->flags & CONN_CLOSING))
         conn_read(c);
 }
 
@@ -615,8 +684,8 @@ static void close_when_drained(pg_reactor *r)
     if (r->stopping && r->channels_open == 0) {
         for (pg_conn *c = r->conns, *next; c; c = next) {
             next = c->next;
-            if (c->flags & CONN_DEAD)
-                continue;   /* freed at the end of the pass */
+            if (c->flags & (CONN_DEAD | CONN_LINGERING))
+                continue;   /* freed at the end of the pass, or closed already */
             const pg_protocol *proto = pg_conn_protocol(c);
             uint8_t outer = conn_enter(c);
             if (proto && proto->on_shutdown)

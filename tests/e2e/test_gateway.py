@@ -1747,6 +1747,37 @@ def test_clean_restart_within_a_second_takes_a_new_generation(gateways, stack):
     assert c2 != c1, "client_id %s handed out again: %s" % (c1, decode_client_id(c1))
 
 
+def test_a_stopping_node_does_not_reset_a_browser_still_sending(gateways):
+    """A node stops reading its browsers when it stops, and closes them once
+    its workers are gone.  A browser sending meanwhile has input the node
+    never read; closing such a socket makes the kernel reset it, and a reset
+    can destroy the close frame (the browser sees 1006, not 1001).  So the
+    close frame must be followed by a clean end of stream."""
+    g = gateways()
+    raw = Raw(g.port)
+    raw.handshake()
+    g.stopped = True
+    g.send_signal(signal.SIGTERM)
+    ping = bytes([0x89, 0x80]) + b"mask"        # an empty masked ping
+    sent_until = time.monotonic() + 0.5
+    try:
+        while time.monotonic() < sent_until:
+            raw.send(ping)
+            time.sleep(0.005)
+    except (BrokenPipeError, ConnectionResetError) as e:
+        pytest.fail("reset while the node stopped: %s" % e)
+    code, _, _ = raw.read_close(timeout=10)
+    assert code == 1001
+    try:
+        assert raw.sock.recv(65536) == b"", "data after the close frame"
+    except ConnectionResetError:
+        pytest.fail("the close frame was followed by a reset, not a clean end of stream")
+    finally:
+        raw.sock.close()
+    g.wait_master_exit(20)
+    assert g.exit_code == 0, g.sanitizer_text()[-4000:]
+
+
 def test_sigterm_closes_1001_and_removes_rows(gateways, stack):
     g = gateways()
     u1, u2 = uid("a"), uid("b")

@@ -100,8 +100,8 @@ def test_tiny_fragments_do_not_balloon_the_master(node):
         c = opened(node.port)
         sender = threading.Thread(target=send_all_quietly, args=(c.sock, data))
         sender.start()
-        code, _, _ = c.read_close(timeout=30)
-        assert code == 1009
+        code, text, _ = c.read_close(timeout=30)
+        assert code == 1009, (code, text)
         c.close()
         sender.join(30)
     grown = rss_kb(master) - before
