@@ -91,13 +91,18 @@ static bool free_if_drained(cs_gateway *g)
     return true;
 }
 
-/* The connection failed or dropped. true: g is gone (it was retired). */
-static bool connection_lost(cs_gateway *g, const char *why)
+/* The connection failed or dropped. true: g is gone (it was retired).
+ * A gateway that stops closes its links with nothing in flight: that is a
+ * deploy, not an outage, and alerting reads WARN; reconnecting to a node
+ * that does not come back still warns. */
+static bool connection_lost(cs_gateway *g, const char *why, bool clean)
 {
     bool was_up = g->state == CS_GW_UP;
-    size_t n = g->inflight.n;
+    size_t n = g->inflight.n + g->accepted.n;
     close_connection(g);
-    if (was_up)
+    if (was_up && clean && n == 0)
+        pg_notice("gateway %s closed the link with nothing in flight (stopping?)", g->name);
+    else if (was_up)
         pg_warn("gateway %s: connection lost (%s); %zu requests in flight will be retried", g->name,
                 why, n);
     else
@@ -140,7 +145,7 @@ static void on_reply_timer(int64_t timer_id, void *arg)
         cs_gateway_forget(g, e);
         cs_flow_failed(e, why);
     }
-    if (silent && g->bev && connection_lost(g, "no reply at all for reply_timeout_ms"))
+    if (silent && g->bev && connection_lost(g, "no reply at all for reply_timeout_ms", false))
         return;
     if (!free_if_drained(g))
         arm_reply_timer(g);
@@ -236,7 +241,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         g->last_reply_ms = cs_now_ms();
         g->failures = 0;
     }
-    if (rc < 0 && connection_lost(g, why))
+    if (rc < 0 && connection_lost(g, why, false))
         return;
     if (free_if_drained(g))
         return;
@@ -255,7 +260,7 @@ static void on_connected(cs_gateway *g)
     g->last_reply_ms = cs_now_ms();
     bufferevent_set_timeouts(g->bev, NULL, NULL);
     if (bufferevent_enable(g->bev, EV_READ | EV_WRITE) < 0) {
-        connection_lost(g, "cannot watch the socket");
+        connection_lost(g, "cannot watch the socket", false);
         return;
     }
     pg_info("gateway %s: connected", g->name);
@@ -278,7 +283,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         const char *why = (what & BEV_EVENT_TIMEOUT) ? "connect timed out"
                           : (what & BEV_EVENT_EOF)   ? "closed by the gateway"
                                                      : evutil_socket_error_to_string(err);
-        connection_lost(g, why);
+        connection_lost(g, why, (what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR));
     }
 }
 
@@ -298,12 +303,12 @@ static void connect_now(cs_gateway *g)
     struct sockaddr_storage ss;
     int len;
     if (gateway_addr(g, &ss, &len) < 0) {   /* checked in cs_gateway_new */
-        connection_lost(g, "bad address");
+        connection_lost(g, "bad address", false);
         return;
     }
     g->bev = bufferevent_socket_new(cs.base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (!g->bev) {
-        connection_lost(g, "out of memory");
+        connection_lost(g, "out of memory", false);
         return;
     }
     bufferevent_setcb(g->bev, on_read, NULL, on_event, g);
@@ -312,7 +317,7 @@ static void connect_now(cs_gateway *g)
     bufferevent_set_timeouts(g->bev, NULL, &tv);
     g->state = CS_GW_CONNECTING;
     if (bufferevent_socket_connect(g->bev, (struct sockaddr *)&ss, len) < 0)
-        connection_lost(g, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        connection_lost(g, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), false);
 }
 
 cs_gateway *cs_gateway_new(const char *ip, int port)
