@@ -260,6 +260,11 @@ int pg_server_session_reactor(const pg_server *s, pg_session_id session)
     return pg_session_reactor_of(session, s->reactor_num);
 }
 
+int pg_direct_wanted(int setting, long long worker_num)
+{
+    return setting == PG_DIRECT_ON || (setting == PG_DIRECT_AUTO && worker_num <= 2);
+}
+
 int pg_server_session_worker(const pg_server *s, pg_session_id session)
 {
     return pg_session_home_worker(session, s->worker_num);

@@ -33,10 +33,13 @@ static const pg_conf_def gateway_defs[] = {
     {"internal_max_conn", PG_CONF_INT, G(internal_max_conn), "256", 1, 65536, NULL,
      "connections the internal port accepts (consumers, proxies), apart from max_conn, so "
      "browsers filling the node never lock them out"},
-    {"internal_workers_accept", PG_CONF_BOOL, G(internal_workers_accept), "false", 0, 0, NULL,
+    {"internal_workers_accept", PG_CONF_ENUM, G(internal_workers_accept), "false", 0, 0,
+     PG_DIRECT_CHOICES,
      "true: the workers serve the internal port's connections themselves, one process hop "
      "less each way, but each connection's orders go to one worker and it closes with its "
-     "worker (the consumer and the proxy then send again what had no answer)"},
+     "worker (the consumer and the proxy then send again what had no answer); auto: true "
+     "with worker_num <= 2.  Off by default: one worker then takes a consumer's whole "
+     "intake, and orders wait for it"},
     {"advertised_ip", PG_CONF_STRING, G(advertised_ip), "", 0, 0, NULL,
      "address other nodes and the proxy use to reach the internal port (empty: first non-loopback IPv4)"},
     {"ws_path", PG_CONF_STRING, G(ws_path), "/ws", 0, 0, NULL, "path of the WebSocket endpoint"},
@@ -310,7 +313,8 @@ static int listen_ports(void)
                                   .dispatch_mode = PG_DISPATCH_ROUND_ROBIN,
                                   .max_conn = gw.cfg.internal_max_conn, .batch_output = 1,
                                   .round_robin_reads = 1,
-                                  .direct = gw.cfg.internal_workers_accept};
+                                  .direct = pg_direct_wanted(gw.cfg.internal_workers_accept,
+                                                            gw.server_cfg.worker_num)};
     if (gw.cfg.internal_eof) {
         internal.frame.kind = PG_FRAME_EOF;
         internal.frame.eof = gw.server_cfg.package_eof.data;

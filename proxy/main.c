@@ -22,10 +22,11 @@ static const pg_conf_def proxy_defs[] = {
     {"host", PG_CONF_STRING, P(host), "127.0.0.1", 0, 0, NULL, "address gateways connect to"},
     {"port", PG_CONF_INT, P(port), "9701", 1, 65535, NULL,
      "port of length-prefixed /chat/push-local frames from gateways"},
-    {"workers_accept", PG_CONF_BOOL, P(workers_accept), "false", 0, 0, NULL,
+    {"workers_accept", PG_CONF_ENUM, P(workers_accept), "auto", 0, 0, PG_DIRECT_CHOICES,
      "true: the workers serve the gateways' links themselves, one process hop less each way, "
      "but a link closes with its worker (crash, reload) and the gateway stores what was in "
-     "flight (false: through the reactor threads, which keep links across worker restarts)"},
+     "flight (false: through the reactor threads, which keep links across worker restarts); "
+     "auto: true with worker_num <= 2"},
     {"nodes_refresh_ms", PG_CONF_INT, P(nodes_refresh_ms), "2000", 100, 3600000, NULL,
      "how often each worker rereads gateway_nodes (through a task worker)"},
     {"reply_timeout_ms", PG_CONF_INT, P(reply_timeout_ms), "3000", 100, 600000, NULL,
@@ -114,7 +115,8 @@ static int listen_port(void)
     pg_listen_options opts = {.frame = {.kind = PG_FRAME_LENGTH,
                                         .max_length = px.server_cfg.package_max_length},
                               .batch_output = 1,
-                              .direct = px.cfg.workers_accept};
+                              .direct = pg_direct_wanted(px.cfg.workers_accept,
+                                                        px.server_cfg.worker_num)};
     return pg_server_listen(px.server, px.cfg.host, (int)px.cfg.port, &opts) < 0 ? -1 : 0;
 }
 

@@ -450,9 +450,10 @@ def fault_proxy(ctx):
 
 
 def fault_proxy_worker(ctx):
-    """kill -9 of the proxy's worker 0 alone.  With the reactor holding the
-    gateways' links (the default) they stay up; with PG_TEST_PROXY_SET=
-    workers_accept=true the links it served close with it."""
+    """kill -9 of the proxy's worker 0 alone.  With its 2 workers the proxy
+    has them hold the gateways' links (workers_accept = auto), so the links
+    it served close with it; with PG_TEST_PROXY_SET=workers_accept=false the
+    reactor holds them and they stay up."""
     c = ctx.c
     links = [c.proxy_links(c.a), c.proxy_links(c.b)]
     t0 = time.monotonic()

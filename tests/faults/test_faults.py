@@ -16,9 +16,9 @@ Faults (the node that fails is A): kill -9 of a worker (A's worker 0), of
 a task worker (A's task worker 1, which stores and registers), of the
 consumer (a new one is started at once; consumers here reclaim a dead
 one's entries after 2 s), of the proxy (every process; started again
-after 2 s), of the proxy's worker 0 alone (PG_TEST_PROXY_SET=
-workers_accept=true: with the gateways' links it served); kill -9 of the whole gateway A (master, manager, workers, task
-workers), its sockets then destroyed with ss -K, started again after 3 s
+after 2 s), of the proxy's worker 0 alone (with the gateways' links it served:
+the proxy's 2 workers hold them, workers_accept = auto); kill -9 of the
+whole gateway A (master, manager, workers, task workers), its sockets then destroyed with ss -K, started again after 3 s
 on the same ports; MariaDB stopped for 5 s and for 60 s; Redis with an
 append-only file (everysec) killed and restarted ("redis-aof-kill", the
 fixture's restart_redis()), and stopped with SIGTERM and restarted
