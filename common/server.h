@@ -146,10 +146,10 @@ typedef struct {
 } pg_listen_options;
 
 /* A daemon's "workers accept" setting (pg_listen_options.direct), one of
- * PG_DIRECT_CHOICES.  auto: on for a node of at most 2 workers.  There the
- * hop saved is a fifth of an order's CPU, and a connection's requests all
- * landing on the one worker that accepted it leaves no core idle; with
- * more workers that one worker would cap the link. */
+ * PG_DIRECT_CHOICES.  auto: on for a node of at most 2 workers, where a
+ * connection's requests all landing on the one worker that accepted it
+ * leaves no core idle; with more workers that one worker would cap the
+ * link. */
 enum { PG_DIRECT_OFF, PG_DIRECT_ON, PG_DIRECT_AUTO };
 #define PG_DIRECT_CHOICES "false|true|auto"
 int pg_direct_wanted(int setting, long long worker_num);
