@@ -263,13 +263,9 @@ void gw_internal_finish(json_t *routed)
              (long long)json_integer_value(json_object_get(routed, "delivered")),
              (long long)json_integer_value(json_object_get(routed, "forwarded")),
              (long long)json_integer_value(json_object_get(routed, "stored")));
-    if (ticket && code == PG_OK) {
-        reply_held(ticket, consumer, code, NULL, ctx, counts);
-        return;
-    }
-    if (ticket && gw_handoff_drop(ticket) < 0)   /* on an error the sender retries it all */
-        return;
-    reply(consumer, code, NULL, ctx, counts);
+    if (ticket && code != PG_OK && gw_handoff_drop(ticket) < 0)
+        return;   /* on an error the sender retries it all, and nothing waits */
+    reply_held(code == PG_OK ? ticket : 0, consumer, code, NULL, ctx, counts);
 }
 
 void gw_internal_store_then_finish(json_t *routed, json_t *items)
