@@ -31,6 +31,9 @@ GATEWAY_SET = dict(kv.split("=", 1) for kv in
 # BENCH_PROXY_SET="workers_accept=false": the same for the proxy
 PROXY_SET = dict(kv.split("=", 1) for kv in
                  os.environ.get("BENCH_PROXY_SET", "").split(",") if "=" in kv)
+# BENCH_CONSUMER_SET="route_hints=0": the same for the consumer
+CONSUMER_SET = dict(kv.split("=", 1) for kv in
+                    os.environ.get("BENCH_CONSUMER_SET", "").split(",") if "=" in kv)
 
 
 def free_port():
@@ -177,7 +180,8 @@ class Cluster:
         wait_for(lambda: port_open(self.proxy_port), 20, "the proxy")
         self.gateways = [self.start_gateway(i, **(gateway or {})) for i in range(nodes)]
         self.consumers = [self.start("consumer-%d" % i, "pushgate-consumer",
-                                     consumer="bench-%d" % i, nodes_refresh_ms=300)
+                                     **dict(dict(consumer="bench-%d" % i, nodes_refresh_ms=300),
+                                            **CONSUMER_SET))
                           for i in range(consumers)]
         for c in self.consumers:
             wait_for(lambda: c.log().count("joined") >= nodes, 20, "the consumer")

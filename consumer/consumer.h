@@ -20,7 +20,8 @@
  * shards.c (the streams and the Redis links that serve them),
  * intake.c (checking an entry read from Redis), flow.c (what happens to an
  * entry after each event), gateway.c (one gateway connection), nodes.c (the
- * set of gateways: static or from MySQL), stream.c (XREADGROUP, XAUTOCLAIM,
+ * set of gateways: static or from MySQL), hints.c (which gateway holds a
+ * uuid's browser, from the route feed), stream.c (XREADGROUP, XAUTOCLAIM,
  * keep-alive of held entries), acks.c (XACK batches, dead letters, delivery
  * counters), metrics.c (/metrics and /healthz on metrics_port), status.c
  * (the consumer's row in daemon_status, for the cluster console).  Two Redis
@@ -78,6 +79,7 @@ typedef struct {
     char *log_file;
     char *metrics_host;
     long long metrics_port;         /* 0: no metrics port */
+    long long route_hints;          /* slots of hints.c's table; 0: round robin only */
 } cs_settings;
 
 /* Parses the command line into cs.cfg. 0 go on, 1 --help/--version, -1 error. */
@@ -147,6 +149,7 @@ struct cs_entry {
     cs_entry_state state;
     struct cs_gateway *gw;  /* SENT: where */
     uint64_t last_gw;       /* id of the gateway of the last attempt (0: none) */
+    uint64_t hint_key;      /* hash of its first uuid, for hints.c (0: none) */
     uint64_t deadline_ms;   /* SENT: when the reply is overdue */
     uint64_t touched_ms;    /* when Redis last reset its idle time */
     int64_t timer;          /* BACKOFF: the retry timer */
@@ -235,9 +238,10 @@ void cs_gateway_free(cs_gateway *g);
 
 int cs_nodes_start(void);           /* -1: bad gateways setting */
 void cs_nodes_stop(void);
-/* A gateway with room, round robin, other than the one with id avoid when
- * possible; NULL when none is up. */
-cs_gateway *cs_nodes_pick(uint64_t avoid);
+/* A gateway with room for e: the one its route hint names, else round
+ * robin; other than the one of its last attempt when possible; NULL when
+ * none is up. */
+cs_gateway *cs_nodes_pick(const cs_entry *e);
 /* A retired gateway has drained (called by gateway.c; frees it). */
 void cs_nodes_retired(cs_gateway *g);
 size_t cs_nodes_up(void);
@@ -253,6 +257,16 @@ void cs_nodes_db_worked(void);
 bool cs_nodes_db_ok(void);
 /* The server of mysql_hosts the consumer last reached ("": none yet). */
 const char *cs_nodes_mysql_server(void);
+
+/* ---- route hints (hints.c) ---- */
+
+int cs_hints_start(void);           /* -1: out of memory or a bad cluster seed */
+void cs_hints_stop(void);
+/* The feed is heard: hints are kept and given. */
+bool cs_hints_listening(void);
+/* The gateway (*ip, *port) that holds the browser of the uuid with hash key:
+ * 0, or -1 when none is known. */
+int cs_hints_find(uint64_t key, const char **ip, int *port);
 
 /* ---- shards and Redis nodes (shards.c) ----
  *
@@ -365,6 +379,8 @@ void cs_status_dead(const char *id, const char *reason);
 
 typedef struct {
     unsigned long long read, claimed, sent, acked, dead, retried, waited;
+    unsigned long long hinted;      /* requests sent to the gateway a hint named */
+    unsigned long long hint_notes;  /* notes of the route feed that named a node */
 } cs_stats;
 
 typedef struct {

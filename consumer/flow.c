@@ -52,7 +52,7 @@ void cs_flow_dispatch(void)
     running = true;
     while (cs.ready.head) {
         cs_entry *e = cs.ready.head;
-        cs_gateway *g = cs_nodes_pick(e->last_gw);
+        cs_gateway *g = cs_nodes_pick(e);
         if (!g) {
             pg_log_limited(&wait_log, had_gateway ? PG_LOG_WARN : PG_LOG_INFO,
                            "entries waiting for a gateway: %zu (none is up)", cs.ready.n);

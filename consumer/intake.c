@@ -11,6 +11,7 @@
 #include "consumer.h"
 
 #include "log.h"
+#include "route_note.h"
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -163,6 +164,9 @@ static int build_body(cs_entry *e, const char *msg_id)
     else
         problem = check_request(req);
     if (!problem) {
+        json_t *uuid = json_object_get(json_array_get(json_object_get(req, "data"), 0), "uuid");
+        e->hint_key = json_is_string(uuid) ? pg_route_uuid_hash(json_string_value(uuid),
+                                                                json_string_length(uuid)) : 0;
         e->body = with_msg_id(e, msg_id, &e->body_len);
         if (!e->body)
             problem = "msg_id cannot be added (out of memory)";

@@ -124,11 +124,12 @@ static int start_modules(void)
         pg_error("out of memory");
         return -1;
     }
-    if (add_signals() < 0 || cs_nodes_start() < 0 || cs_acks_start() < 0 ||
-        cs_stream_start() < 0 || cs_metrics_start() < 0 || cs_status_start() < 0)
+    if (add_signals() < 0 || cs_nodes_start() < 0 || cs_hints_start() < 0 ||
+        cs_acks_start() < 0 || cs_stream_start() < 0 || cs_metrics_start() < 0 ||
+        cs_status_start() < 0)
         return -1;
-    /* one file per gateway connection, two for Redis (four with sentinels; with a cluster
-     * one per stream and one per node): the limit is the capacity */
+    /* one file per gateway connection, three for Redis (six with sentinels; with a cluster
+     * one per stream and one per node, and the route hints'): the limit is the capacity */
     long long open_files = pg_daemon_raise_nofile();
     char redis[512];
     cs_redis_where(redis, sizeof(redis));
@@ -148,6 +149,7 @@ static void stop_modules(void)
     cs_metrics_stop();
     cs_stream_done();
     cs_nodes_stop();
+    cs_hints_stop();
     cs_acks_done();
     cs_shards_done();
     pg_timer_clear_all();

@@ -156,6 +156,11 @@ static void counters(struct evbuffer *out)
                     "Retries that did not count: no gateway could try.", cs.stats.waited);
     pg_prom_counter(out, "pushgate_consumer_dead_letters_total",
                     "Entries moved to the dead-letter stream.", cs.stats.dead);
+    pg_prom_counter(out, "pushgate_consumer_hinted_total",
+                    "Requests sent to the gateway that holds their first uuid's browser.",
+                    cs.stats.hinted);
+    pg_prom_counter(out, "pushgate_consumer_route_notes_total",
+                    "Notes of the route feed that named a node: registrations, mostly.", cs.stats.hint_notes);
     pg_prom_head(out, "pushgate_consumer_gateway_replies_total", "counter",
                  "Replies of gateways, first and final, by code (0: ok).");
     for (size_t i = 0; i <= CODES_MAX; i++) {
@@ -183,6 +188,9 @@ static void gauges(struct evbuffer *out)
     pg_prom_gauge(out, "pushgate_consumer_redis_up",
                   "1 while the control link to Redis is up (every node's, with a cluster).",
                   cs_acks_link_up());
+    pg_prom_gauge(out, "pushgate_consumer_route_feed_up",
+                  "1 while the route feed is heard, so that orders follow their route hints.",
+                  cs_hints_listening());
     long long lag, pending;
     cs_metrics_group(&lag, &pending);
     pg_prom_gauge(out, "pushgate_consumer_stream_lag",

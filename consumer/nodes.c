@@ -1,4 +1,5 @@
-/* nodes.c - the gateways the consumer sends to, and the round robin over them.
+/* nodes.c - the gateways the consumer sends to, and which one an order goes
+ * to: the one its route hint names (hints.c), else round robin.
  *
  * Either a static list (setting gateways) or the rows of gateway_nodes with
  * state 'up', read again every nodes_refresh_ms.  libmariadb blocks, so the
@@ -301,12 +302,32 @@ void cs_nodes_retired(cs_gateway *g)
     cs_gateway_free(g);
 }
 
-cs_gateway *cs_nodes_pick(uint64_t avoid)
+/* The live gateway e's hint names, if it has room and was not e's last. */
+static cs_gateway *hinted(const cs_entry *e)
 {
-    cs_gateway *fallback = NULL;
+    const char *ip;
+    int port;
+    if (cs_hints_find(e->hint_key, &ip, &port) < 0)
+        return NULL;
+    for (size_t i = 0; i < nlive; i++) {
+        cs_gateway *g = live[i];
+        if (g->port == port && strcmp(g->ip, ip) == 0)
+            return g->id != e->last_gw && cs_gateway_has_room(g) ? g : NULL;
+    }
+    return NULL;
+}
+
+cs_gateway *cs_nodes_pick(const cs_entry *e)
+{
+    cs_gateway *fallback = NULL, *g = hinted(e);
+    uint64_t avoid = e->last_gw;
+    if (g) {
+        cs.stats.hinted++;
+        return g;
+    }
     for (size_t k = 0; k < nlive; k++) {
         size_t i = (rr + k) % nlive;
-        cs_gateway *g = live[i];
+        g = live[i];
         if (!cs_gateway_has_room(g))
             continue;
         if (g->id != avoid) {

@@ -69,6 +69,9 @@ static const pg_conf_def consumer_defs[] = {
      "address of the HTTP port for /metrics and /healthz"},
     {"metrics_port", PG_CONF_INT, C(metrics_port), "0", 0, 65535, NULL,
      "HTTP port for /metrics (Prometheus) and /healthz (0: none)"},
+    {"route_hints", PG_CONF_INT, C(route_hints), "65536", 0, 16777216, NULL,
+     "uuids whose gateway is remembered from the route feed, so that their orders go to the "
+     "node that holds their browser (16 bytes each, lossy; 0: round robin only)"},
 };
 
 static pg_conf_table tables[] = {

@@ -30,6 +30,7 @@
 
 #include <jansson.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "token.h"
@@ -363,8 +364,9 @@ int gw_route_feed_configured(void);
 /* "host:port" of the server worker 0's listener uses now ("" while down),
  * from any process. */
 void gw_route_feed_server(char *out, size_t len);
-/* uuid's online_clients rows changed (after MySQL has them). */
-void gw_route_feed_announce(const char *uuid);
+/* uuid's online_clients rows changed (after MySQL has them); here: it has a
+ * browser on this node now, which the note names (route_note.h). */
+void gw_route_feed_announce(const char *uuid, bool here);
 void gw_route_cache_stats_get(gw_route_cache_stats *out);
 
 /* browser.c */

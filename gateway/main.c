@@ -219,8 +219,11 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
     else if (strcmp(op, "unregistered") == 0) {
         size_t i;
         json_t *uuid;
-        json_array_foreach(json_object_get(r, "uuids"), i, uuid)
-            gw_route_feed_announce(json_string_value(uuid));
+        json_array_foreach(json_object_get(r, "uuids"), i, uuid) {
+            const char *u = json_string_value(uuid);
+            pg_session_id other;   /* a tab of it still here keeps the consumer's hint */
+            gw_route_feed_announce(u, u && gw_uuid_index_get(u, &other, 1) > 0);
+        }
     }
     json_decref(r);
 }

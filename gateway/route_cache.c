@@ -31,6 +31,7 @@
  * is gone (the entry names its writer). */
 #include "gateway.h"
 
+#include "route_note.h"
 #include "shm.h"
 
 #include <errno.h>
@@ -104,13 +105,10 @@ void gw_route_cache_destroy(void)
     entries = NULL;
 }
 
+/* Never 0, which marks an empty entry. */
 static uint64_t uuid_hash(const char *uuid)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (const unsigned char *p = (const unsigned char *)uuid; *p; p++)
-        h = (h ^ *p) * UINT64_C(0x100000001b3);
-    h ^= h >> 29;
-    return h ? h : 1;          /* 0 marks an empty entry */
+    return pg_route_uuid_hash(uuid, strlen(uuid));
 }
 
 static uint64_t mono_ms(void)

@@ -2,11 +2,14 @@
  * unregistration, so that its route cache (route_cache.c) stays exactly as
  * good as a lookup in MySQL.
  *
- * The feed is a Redis pub/sub channel, ROUTE_CHANNEL.  A worker announces a
- * uuid ("u <uuid>") once MySQL has its new online_clients row, or has lost
- * the old one (session.c calls gw_route_feed_announce when the task that
- * wrote it answers).  Worker 0 of each node listens, and drops each
- * announced uuid's entry.  It also announces a heartbeat ("h <node>")
+ * The feed is a Redis pub/sub channel, PG_ROUTE_CHANNEL, and its notes are
+ * common/route_note.h's.  A worker announces a uuid once MySQL has its new
+ * online_clients row, or has lost the old one; session.c and main.c call
+ * gw_route_feed_announce when the task that wrote it answers.  The note
+ * names this node while the uuid has a browser here ("u <uuid> <node>"):
+ * the consumer sends the uuid's orders to the node named last.  Worker 0 of
+ * each node listens, and drops each announced uuid's entry.  It also
+ * announces a heartbeat ("h <node>")
  * every HEARTBEAT_MS and hears it come back: the cache is trusted only
  * while the feed has spoken within route_cache.c's silence limit.  When the
  * listening link drops, the cache stops being trusted at once; when it is
@@ -25,6 +28,7 @@
 
 #include "log.h"
 #include "redis_link.h"
+#include "route_note.h"
 #include "timer.h"
 
 #include <hiredis/hiredis.h>
@@ -32,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROUTE_CHANNEL "pushgate:routes"
 #define HEARTBEAT_MS 500
 #define WAITING_MAX 10000
 
@@ -115,7 +118,7 @@ static void on_published(struct redisReply *reply, void *priv)
 
 static int publish(const char *text)
 {
-    const char *argv[] = {"PUBLISH", ROUTE_CHANNEL, text};
+    const char *argv[] = {"PUBLISH", PG_ROUTE_CHANNEL, text};
     return pg_redis_argv(publisher, on_published, NULL, 3, argv, NULL);
 }
 
@@ -133,12 +136,11 @@ static void flush_waiting(pg_redis *r, void *arg)
     nwaiting -= sent;
 }
 
-void gw_route_feed_announce(const char *uuid)
+void gw_route_feed_announce(const char *uuid, bool here)
 {
-    if (!publisher)
+    char text[PG_ROUTE_NOTE_MAX];
+    if (!publisher || !uuid || pg_route_note_format(text, uuid, here ? gw.node_id : NULL) < 0)
         return;
-    char text[PG_UUID_MAX + 3];
-    snprintf(text, sizeof(text), "u %s", uuid);
     if (nwaiting == 0 && publish(text) == 0)
         return;
     if (nwaiting == 0)
@@ -164,15 +166,15 @@ static void on_feed(struct redisReply *reply, void *priv)
         /* from now on nothing is missed: what came before may have been */
         gw_route_cache_flush();
         gw_route_cache_feed_alive();
-        pg_info("route feed: listening on %s; the route cache is trusted", ROUTE_CHANNEL);
+        pg_info("route feed: listening on %s; the route cache is trusted", PG_ROUTE_CHANNEL);
         return;
     }
     if (strcmp(kind, "message") != 0 || reply->element[2]->type != REDIS_REPLY_STRING)
         return;
-    const char *text = reply->element[2]->str;
-    size_t len = reply->element[2]->len;
-    if (len > 2 && text[0] == 'u' && text[1] == ' ' && len - 2 <= PG_UUID_MAX)
-        gw_route_cache_forget(text + 2);
+    pg_route_note note;
+    if (pg_route_note_parse(reply->element[2]->str, reply->element[2]->len, &note) == 0 &&
+        note.kind == 'u')
+        gw_route_cache_forget(note.uuid);
     gw_route_cache_feed_alive();
 }
 
@@ -181,8 +183,8 @@ static void listen_up(pg_redis *r, void *arg)
     (void)arg;
     server_set(pg_redis_server(r));
     atomic_store(&gw.counters->redis_ok, 1);
-    if (pg_redis_subscribe(r, ROUTE_CHANNEL, on_feed, NULL) < 0)
-        pg_warn("route feed: cannot subscribe to %s", ROUTE_CHANNEL);
+    if (pg_redis_subscribe(r, PG_ROUTE_CHANNEL, on_feed, NULL) < 0)
+        pg_warn("route feed: cannot subscribe to %s", PG_ROUTE_CHANNEL);
 }
 
 static void listen_down(pg_redis *r, void *arg)

@@ -460,7 +460,7 @@ void gw_session_registered(json_t *answer)
     json_array_foreach(json_object_get(answer, "results"), i, r) {
         const char *uuid = json_string_value(json_object_get(r, "uuid"));
         if (uuid && json_integer_value(json_object_get(r, "code")) == PG_OK)
-            gw_route_feed_announce(uuid);   /* its row is in MySQL now */
+            gw_route_feed_announce(uuid, true);   /* its row is in MySQL now */
         gw_browser_registered(r);
     }
 }

@@ -43,6 +43,13 @@ GATEWAY_SET = dict(kv.split("=", 1) for kv in
                    os.environ.get("PG_TEST_GATEWAY_SET", "").split(",") if "=" in kv)
 PROXY_SET = dict(kv.split("=", 1) for kv in
                  os.environ.get("PG_TEST_PROXY_SET", "").split(",") if "=" in kv)
+# The consumer sends round robin here (route_hints=0), so that about half of
+# the orders cross the proxy, the path these tests and the fault harness
+# are about; test_route_hints.py runs it with its hints, the default.
+# PG_TEST_CONSUMER_SET="route_hints=65536" runs them all with hints.
+CONSUMER_SET = dict(kv.split("=", 1) for kv in
+                    os.environ.get("PG_TEST_CONSUMER_SET", "route_hints=0").split(",")
+                    if "=" in kv)
 
 
 def say(text):
@@ -540,6 +547,7 @@ class Cluster:
 
     def start_consumer(self, name, **settings):
         s = dict(consumer=name, nodes_refresh_ms=300, block_ms=500)
+        s.update(CONSUMER_SET)
         s.update(self.consumer_settings)
         s.update(settings)
         c = Consumer(self.bin_dir, self.tmp_path, self.stack, **s)
