@@ -172,8 +172,11 @@ static void on_feed(struct redisReply *reply, void *priv)
     if (strcmp(kind, "message") != 0 || reply->element[2]->type != REDIS_REPLY_STRING)
         return;
     pg_route_note note;
+    /* A note naming this node changed only this node's rows, which the
+     * cache does not hold (the uuid index does): the entry a registration
+     * here has just filled (tasks.c) stays. */
     if (pg_route_note_parse(reply->element[2]->str, reply->element[2]->len, &note) == 0 &&
-        note.kind == 'u')
+        note.kind == 'u' && strcmp(note.node_id, gw.node_id) != 0)
         gw_route_cache_forget(note.uuid);
     gw_route_cache_feed_alive();
 }

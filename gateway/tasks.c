@@ -415,11 +415,16 @@ static json_t *failed_registrations(json_t *sessions)
  * online_clients row, one query for which of their uuids have stored
  * messages, and the first page only for those.  One result per session, in
  * one answer. */
+static void warm_routes(json_t *sessions, gw_route_mark mark);
+
 static void op_register(json_t *task)
 {
     json_t *sessions = json_object_get(task, "sessions");
     json_t *waiting = json_object(), *results = json_array();
+    gw_route_mark mark = gw_route_cache_mark();
     int ok = gw_db() && replace_online(sessions) == 0 && find_waiting(sessions, waiting) == 0;
+    if (ok)
+        warm_routes(sessions, mark);
     size_t spent = 0, i;
     json_t *s;
     json_array_foreach(sessions, i, s) {
@@ -779,6 +784,21 @@ static void cache_routes(json_t *uuids, route_rows *rows, gw_route_mark mark)
         if (fits)
             gw_route_cache_put(json_string_value(u), &routes, mark);
     }
+}
+
+/* The routes of uuids that have just registered here, looked up with their
+ * registration (one IN query a batch): the consumer sends a uuid's orders
+ * to the node it registered on (consumer/hints.c), so its first order
+ * finds its routes cached.  Best effort: on failure, its first order looks
+ * them up. */
+static void warm_routes(json_t *sessions, gw_route_mark mark)
+{
+    route_rows rows = {.by_uuid = json_object()};
+    json_t *uuids = distinct_uuids(sessions, "uuid");
+    if (lookup_routes(uuids, NULL, &rows) == 0)
+        cache_routes(uuids, &rows, mark);
+    json_decref(uuids);
+    json_decref(rows.by_uuid);
 }
 
 static void op_route(json_t *task)

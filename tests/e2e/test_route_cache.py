@@ -9,7 +9,9 @@ Redis (the route feed), real browsers.
   or it is stored;
 - while the feed is cut (Redis stopped), the cache is not trusted: orders
   are looked up in MySQL and nothing is misrouted;
-- orders whose routes are cached need no lookup (/stats hits).
+- orders whose routes are cached need no lookup (/stats hits), and a
+  uuid's first order at the node it registered on finds its routes
+  cached already.
 
 Every wait is bounded."""
 import os
@@ -115,6 +117,36 @@ def test_a_closed_tab_never_swallows_an_order(cached_cluster, stack):
         assert r["stored"] == 1, r
     run(go())
     assert offline_ids(stack, alone) == ["c4-" + alone]
+
+
+def test_a_registration_fills_its_own_nodes_cache(cached_cluster):
+    """The consumer sends a uuid's orders to the node it registered on, so
+    that node looks its routes up with the registration: the first order
+    finds them cached.  Its own note on the feed does not drop them."""
+    c = cached_cluster
+    b = c.b
+    warm, u = uid("token"), uid("filled")
+
+    async def go():
+        w, _ = await online(b, warm)
+        for i in range(4):   # each of B's workers learns the app token
+            await send(b, "t%d-%s" % (i, warm), warm)
+            await got(w, "t%d-%s" % (i, warm))
+        before_tab = route_cache(b)["invalidations"]
+        tab, _ = await online(b, u)
+        other = uid("other")
+        elsewhere, _ = await online(c.a, other)     # a note from A still counts on B
+        announced(b, before_tab)
+        before = route_cache(b)
+        for i in range(4):
+            await send(b, "f%d-%s" % (i, u), u)
+            await got(tab, "f%d-%s" % (i, u))
+        after = route_cache(b)
+        assert after["misses"] == before["misses"], (before, after)
+        assert after["hits"] >= before["hits"] + 4, (before, after)
+        for ws in (w, tab, elsewhere):
+            await ws.close()
+    run(go())
 
 
 def test_feed_cut_means_mysql(cached_cluster):
