@@ -39,3 +39,15 @@ def stack():
 @pytest.fixture(scope="session")
 def bin_dir():
     return built_programs_dir("make test")
+
+
+@pytest.fixture
+def fleet():
+    """Browser tabs in an asyncio loop of their own (stack_util.Fleet),
+    closed after the test."""
+    from stack_util import Fleet
+    f = Fleet()
+    try:
+        yield f
+    finally:
+        f.stop()

@@ -25,18 +25,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import free_port, stop_all, wait_until  # noqa: E402
 from gateway_util import db_exec, db_rows  # noqa: E402
-from stack_util import APP_TOKEN, RUN, Cluster, Fleet, order_json, users  # noqa: E402
+from stack_util import APP_TOKEN, RUN, Cluster, order_json, users  # noqa: E402
 
 ROUNDS = 4
 NOISE = re.compile(r"^.*\[(WARN|ERROR)\].*$", re.M)
 WAITING = "no gateway is up in gateway_nodes"
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    yield f
-    f.stop()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, free_port, start_server, wait_until  # noqa: E402
 from gateway_util import db_rows  # noqa: E402
-from stack_util import (APP_TOKEN, RUN, Fleet, order_json, proxy_stats,  # noqa: E402
+from stack_util import (APP_TOKEN, RUN, order_json, proxy_stats,  # noqa: E402
                         running_cluster, users)
 from test_consumer import (fakes, pending, procs, publish, start_consumer,  # noqa: E402,F401
                            stream, work_order)
@@ -229,13 +229,6 @@ def env(stack, monkeypatch):
     """PUSHGATE_MYSQL_* and PUSHGATE_REDIS_* for servers started here."""
     for k, v in stack.env().items():
         monkeypatch.setenv(k, v)
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    yield f
-    f.stop()
 
 
 def start_proxy(bin_dir, tmp_path, **settings):

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import ADMIN_SECRET, HOST, free_port, start_server, wait_until  # noqa: E402
-from stack_util import (Cluster, Fleet, Orders, Tally, pending,  # noqa: E402
+from stack_util import (Cluster, Orders, Tally, pending,  # noqa: E402
                         running_cluster, say, users)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
@@ -207,13 +207,6 @@ def cluster(bin_dir, stack, tmp_path_factory):
                          consumer_settings={"metrics_port": port}) as c:
         c.consumer_metrics_port = port
         yield c
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    yield f
-    f.stop()
 
 
 def get(port, path):

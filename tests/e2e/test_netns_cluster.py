@@ -53,7 +53,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import start_server, stop_all, wait_until  # noqa: E402
 from gateway_util import ADMIN_SECRET, db_rows  # noqa: E402
-from stack_util import (APP_TOKEN, RUN, SECRET, Fleet, Orders, Producer, Tab,  # noqa: E402
+from stack_util import (APP_TOKEN, RUN, SECRET, Orders, Producer, Tab,  # noqa: E402
                         Tally, dead_letters, order_json, pending, say)
 from test_consumer import Consumer  # noqa: E402
 
@@ -273,15 +273,6 @@ def cluster(programs, net, nstack, tmp_path_factory):
             yield c
         finally:
             c.stop()
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    try:
-        yield f
-    finally:
-        f.stop()
 
 
 # ---- helpers ----

@@ -25,16 +25,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, free_port, wait_until  # noqa: E402
-from stack_util import Fleet, Orders, Tally, pending, running_cluster, users, wait_drained  # noqa: E402
+from stack_util import Orders, Tally, pending, running_cluster, users, wait_drained  # noqa: E402
 
 CHANNEL = "pushgate:routes"
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    yield f
-    f.stop()
 
 
 @pytest.fixture(scope="module")

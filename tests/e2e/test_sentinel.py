@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, free_port, wait_until  # noqa: E402
 from fixture import FixtureError, SentinelSet  # noqa: E402
 from gateway_util import db_exec, node_stats  # noqa: E402
-from stack_util import (APP_TOKEN, GROUP, STREAM, Cluster, Fleet, Orders, Tally,  # noqa: E402
+from stack_util import (APP_TOKEN, GROUP, STREAM, Cluster, Orders, Tally,  # noqa: E402
                         order_json, say, users)
 
 redis_mod = pytest.importorskip("redis")
@@ -104,13 +104,6 @@ def system(bin_dir, stack, sentinels, tmp_path, monkeypatch):
     finally:
         c.stop()
         db_exec(stack, "DELETE FROM offline_messages WHERE uuid LIKE %s", ("sentinel-%",))
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    yield f
-    f.stop()
 
 
 # ---- publishing ----

@@ -55,17 +55,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, wait_until  # noqa: E402
 from gateway_util import db_exec, db_rows  # noqa: E402
 from stack_util import (GATEWAY_WORKERS, RUN, STREAM, GROUP,  # noqa: E402
-                        Fleet, Orders, Producer, Tally, chatter, gateway_stat, internal_order,
+                        Orders, Producer, Tally, chatter, gateway_stat, internal_order,
                         pending, proxy_stats, running_cluster, say, stored_for, users,
                         wait_drained)
 from test_proxy import SilentNode  # noqa: E402
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    yield f
-    f.stop()
 
 
 @pytest.fixture(scope="module")

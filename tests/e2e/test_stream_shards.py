@@ -38,7 +38,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import SANITIZER_MARKS, free_port, wait_until  # noqa: E402
 from fixture import FixtureError, RedisCluster  # noqa: E402
-from stack_util import (APP_TOKEN, GROUP, RUN, Cluster, Fleet, Orders, Tally,  # noqa: E402
+from stack_util import (APP_TOKEN, GROUP, RUN, Cluster, Orders, Tally,  # noqa: E402
                         order_json, users)
 
 redis_mod = pytest.importorskip("redis")
@@ -134,13 +134,6 @@ def clustered(bin_dir, stack, rcluster, tmp_path_factory):
             c.stop()
         finally:
             mp.undo()
-
-
-@pytest.fixture
-def fleet():
-    f = Fleet()
-    yield f
-    f.stop()
 
 
 # ---- helpers ----
