@@ -14,11 +14,12 @@
  * That is why the table may be lossy: route_hints slots in sets of WAYS,
  * a set chosen by the hash; a new uuid takes an empty slot of its set, or
  * the one named longest ago.  (Direct-mapped, 10,000 uuids in 65,536 slots
- * lost one hint in fourteen to a collision.)  A note without a node
- * (the uuid's last browser on a node left) clears its uuid's slot, and so
- * the uuid's orders go round robin until a browser of it registers again; a
- * (re)subscription clears every slot, as notes may have been missed.  An order of several uuids
- * follows the first. */
+ * lost one hint in fourteen to a collision.)  A note without a node (the
+ * uuid's last browser on a node left) clears its uuid's slot, and so the
+ * uuid's orders go round robin until a browser of it registers again.  A
+ * (re)subscription clears every slot, as notes may have been missed, and so
+ * does a gateway heard of when NODES_MAX are known already (nodes come and
+ * go over a long life).  An order of several uuids follows the first. */
 #include "consumer.h"
 
 #include "redis_cluster.h"
@@ -52,8 +53,15 @@ static pg_redis *feed;
 static bool listening;
 static pg_ratelog full_log;
 
+static void forget_all(void)
+{
+    memset(slots, 0, nsets * WAYS * sizeof(*slots));
+    nnodes = 0;
+}
+
 /* The index (plus 1) of node_id "ip:port" among the nodes heard of, added
- * when new; 0 when it is not an address or the list is full. */
+ * when new (forgetting every hint when the list is full); 0 when it is not
+ * an address. */
 static uint32_t node_index(const char *node_id)
 {
     const char *colon = strrchr(node_id, ':');
@@ -68,9 +76,9 @@ static uint32_t node_index(const char *node_id)
             nodes[i].ip[ip_len] == '\0')
             return (uint32_t)i + 1;
     if (nnodes == NODES_MAX) {
-        pg_log_limited(&full_log, PG_LOG_WARN, "route hints: more than %d gateways heard of; "
-                       "%s gets no hints", NODES_MAX, node_id);
-        return 0;
+        pg_log_limited(&full_log, PG_LOG_NOTICE, "route hints: more than %d gateways heard of; "
+                       "every hint forgotten", NODES_MAX);
+        forget_all();
     }
     memcpy(nodes[nnodes].ip, node_id, ip_len);
     nodes[nnodes].ip[ip_len] = '\0';
@@ -104,8 +112,8 @@ static hint_slot *free_slot(uint64_t key)
 static void take_note(const pg_route_note *note)
 {
     uint64_t key = pg_route_uuid_hash(note->uuid, strlen(note->uuid));
-    hint_slot *s = find_slot(key);
     uint32_t node = *note->node_id ? node_index(note->node_id) : 0;
+    hint_slot *s = find_slot(key);
     if (node == 0) {
         if (s)
             s->key = 0;
@@ -128,7 +136,7 @@ static void on_feed(struct redisReply *reply, void *priv)
         reply->element[0]->type != REDIS_REPLY_STRING)
         return;
     if (strcmp(reply->element[0]->str, "subscribe") == 0) {
-        memset(slots, 0, nsets * WAYS * sizeof(*slots));
+        forget_all();
         listening = true;
         pg_info("route hints: listening on %s", PG_ROUTE_CHANNEL);
         return;

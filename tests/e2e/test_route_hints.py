@@ -11,8 +11,8 @@ Redis, with real browsers that ACK every order.
    its tabs on A close; a user with a tab on each node gets every order on
    both (the second through the proxy);
 3. notes forged on the feed: a hint naming the wrong node (the order then
-   crosses the proxy), an unknown node, and malformed notes; the consumer
-   keeps running and every order arrives.
+   crosses the proxy), an unknown node, more nodes than the consumer keeps,
+   and malformed notes; the consumer keeps running and every order arrives.
 
 Every wait is bounded."""
 import os
@@ -148,6 +148,8 @@ def test_wrong_and_forged_notes_still_deliver(cluster, stack, fleet):
             "u %s 10.255.255.1:1" % victim, "u %s not-an-address" % victim,
             "u %s 127.0.0.1:99999" % victim, "u %s\x00 %s" % (victim, c.b.node_id),
             "h", "\xff\xfe", "u " + victim + " " + "9" * 300]
+    # more gateways than the consumer keeps: it forgets its hints, nothing else
+    junk += ["u %s 10.255.%d.%d:1" % (victim, i // 256, i % 256) for i in range(300)]
     for text in junk:
         r.publish(CHANNEL, text)
     after = Orders("hint-junk")
