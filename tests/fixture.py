@@ -970,10 +970,14 @@ class SentinelSet(ProcessSet):
 
     def restart(self, port):
         """Starts the data server of port again (same folder: its AOF), as a
-        replica of the primary now, and waits until it is in sync."""
+        replica of the primary now, and waits until the pair replicates
+        again.  On a loaded machine the sentinels may fail over once more
+        while it starts (down-after-milliseconds is short here) and promote
+        it back: then the other server is the replica that must be in sync."""
         _, primary = self.primary()
         self._launch_server(port, replica_of=primary)
-        self._wait_in_sync(port)
+        self._wait_until("a replica of the pair of %d in sync" % port,
+                         lambda: any(self._link_up(p) for p in self.server_ports))
 
     def kill_servers(self):
         """SIGKILL of both data servers at once (all of Redis down; the
@@ -1051,14 +1055,16 @@ class SentinelSet(ProcessSet):
                                                                           self.dir))
             time.sleep(0.05)
 
+    def _link_up(self, port):
+        """port is a replica whose link to its primary is up."""
+        try:
+            r = _redis_mod.Redis(host=self.host, port=port, socket_timeout=2)
+            return r.info("replication").get("master_link_status") == "up"
+        except Exception:  # noqa: BLE001 - loading, or not yet listening
+            return False
+
     def _wait_in_sync(self, port):
-        def synced():
-            try:
-                r = _redis_mod.Redis(host=self.host, port=port, socket_timeout=2)
-                return r.info("replication").get("master_link_status") == "up"
-            except Exception:  # noqa: BLE001 - loading, or not yet listening
-                return False
-        self._wait_until("replica %d in sync" % port, synced)
+        self._wait_until("replica %d in sync" % port, lambda: self._link_up(port))
 
     def _wait_sentinels_ready(self):
         def ready(port):
