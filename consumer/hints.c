@@ -155,27 +155,18 @@ static void link_up(pg_redis *r, void *arg)
         pg_warn("route hints: cannot subscribe to %s; orders go round robin", PG_ROUTE_CHANNEL);
 }
 
-static void link_down(pg_redis *r, void *arg)
-{
-    (void)r;
-    (void)arg;
-    listening = false;
-}
-
-/* Pub/sub reaches every node of a cluster, so its first seed will do. */
+/* Pub/sub reaches every node of a cluster, so its first seed will do.  A
+ * drop reaches on_feed (NULL), which stops the hints. */
 static int open_link(void)
 {
-    cs_link_events ev = {link_up, link_down, NULL, NULL};
-    if (!*cs.cfg.redis_cluster_nodes) {
-        feed = cs_redis_link("route hints", NULL, &ev);
-        return feed ? 0 : -1;
-    }
+    cs_link_events ev = {link_up, NULL, NULL, NULL};
     pg_redis_addr seeds[PG_CLUSTER_NODES_MAX];
     char err[256];
-    if (pg_cluster_nodes_parse(cs.cfg.redis_cluster_nodes, seeds, PG_CLUSTER_NODES_MAX, err,
-                               sizeof(err)) <= 0)
+    bool cluster = *cs.cfg.redis_cluster_nodes;
+    if (cluster && pg_cluster_nodes_parse(cs.cfg.redis_cluster_nodes, seeds, PG_CLUSTER_NODES_MAX,
+                                          err, sizeof(err)) <= 0)
         return -1;
-    feed = cs_redis_link("route hints", &seeds[0], &ev);
+    feed = cs_redis_link("route hints", cluster ? &seeds[0] : NULL, &ev);
     return feed ? 0 : -1;
 }
 

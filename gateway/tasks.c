@@ -411,12 +411,12 @@ static json_t *failed_registrations(json_t *sessions)
     return results;
 }
 
+static void warm_routes(json_t *sessions, gw_route_mark mark);   /* below, with the lookups */
+
 /* Registrations of one loop pass (session.c): every session's
  * online_clients row, one query for which of their uuids have stored
  * messages, and the first page only for those.  One result per session, in
  * one answer. */
-static void warm_routes(json_t *sessions, gw_route_mark mark);
-
 static void op_register(json_t *task)
 {
     json_t *sessions = json_object_get(task, "sessions");
