@@ -51,11 +51,11 @@
 
 #include "log.h"
 #include "redis_cluster.h"
+#include "redis_events.h"
 #include "redis_sentinel.h"
 #include "timer.h"
 
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdbool.h>
@@ -308,7 +308,7 @@ static void open_context(pg_redis *r, const pg_redis_addr *a)
         redisAsyncFree(ac);
         return;
     }
-    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+    if (pg_redis_events_attach(ac, r->base) != REDIS_OK) {
         redisAsyncFree(ac);
         fail_soon(r, "cannot attach to the event loop");
         return;

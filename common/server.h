@@ -136,6 +136,14 @@ typedef struct {
      * reaches one worker whole, which can batch its work (one routing task
      * for all its orders) where every worker would get a sliver of it. */
     int round_robin_reads;
+    /* Optional, with PG_DISPATCH_ROUND_ROBIN: the worker that had best take
+     * this packet (say, the home worker of the session it is for, which
+     * would otherwise be handed the work by the worker that got it), or -1
+     * for the round robin's turn.  A preference, never a route: the packet
+     * must be handled right by any worker.  Called in reactor threads, for
+     * every packet, on untrusted bytes: quick, thread-safe, bounded. */
+    int (*prefer_worker)(const char *packet, size_t len, void *arg);
+    void *prefer_worker_arg;
     /* 1: the workers accept and serve this listener's connections
      * themselves, with no reactor thread between (Swoole's SWOOLE_BASE
      * mode): a request and its reply each cross one process less, but a

@@ -435,13 +435,19 @@ static void conn_send_from_worker(pg_conn *c, const char *data, size_t len)
 
 /* ---- reading and dispatch ---- */
 
-static int choose_worker(pg_reactor *r, pg_conn *c)
+static int choose_worker(pg_reactor *r, pg_conn *c, const char *data, size_t len)
 {
     pg_server *s = r->s;
-    int mode = s->listeners[c->listener].opts.dispatch_mode;
+    const pg_listen_options *opts = &s->listeners[c->listener].opts;
+    int mode = opts->dispatch_mode;
     switch (mode ? mode : s->settings->dispatch_mode) {
     case PG_DISPATCH_ROUND_ROBIN:
-        if (r->read_worker >= 0 && s->listeners[c->listener].opts.round_robin_reads)
+        if (opts->prefer_worker) {
+            int w = opts->prefer_worker(data, len, opts->prefer_worker_arg);
+            if (w >= 0 && w < s->worker_num)
+                return w;
+        }
+        if (r->read_worker >= 0 && opts->round_robin_reads)
             return r->read_worker;
         r->next_worker = (r->next_worker + 1) % s->worker_num;
         r->read_worker = r->next_worker;
@@ -457,7 +463,7 @@ int pg_conn_dispatch(pg_conn *c, const char *data, size_t len)
 {
     pg_reactor *r = c->reactor;
     pg_shm_stats *st = r->s->stats;
-    int w = choose_worker(r, c);
+    int w = choose_worker(r, c, data, len);
     pg_ipc_header h = {.id = c->session, .type = PG_IPC_RECEIVE, .listener = c->listener};
     if (pg_ipc_channel_closed(r->workers[w])) {
         /* The workers are gone: the server is stopping. Keep the connection,

@@ -208,6 +208,8 @@ typedef struct cs_gateway {
     char ip[64];
     int port;
     struct bufferevent *bev;
+    struct event *flush_ev; /* made active to write the loop pass's requests from the loop */
+    bool write_waiting;     /* the socket was full: libevent writes the rest */
     cs_gw_state state;
     bool removed;           /* no longer a live node: drain, then free */
     cs_list inflight;       /* in send order: waiting for the first reply */

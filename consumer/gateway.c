@@ -64,6 +64,7 @@ static void close_connection(cs_gateway *g)
     if (g->bev)
         bufferevent_free(g->bev);
     g->bev = NULL;
+    g->write_waiting = false;
     if (g->reply_timer > 0)
         pg_timer_clear(g->reply_timer);
     g->reply_timer = 0;
@@ -250,6 +251,46 @@ static void on_read(struct bufferevent *bev, void *arg)
         cs_flow_dispatch();
 }
 
+/* Requests are written from the loop once per pass (flush_ev), all that
+ * the pass queued in one write, and libevent's write event is armed only
+ * while the socket is full: a bufferevent would arm it (an epoll_ctl), wait
+ * a pass, write and disarm it (another) for every batch. */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    cs_gateway *g = arg;
+    if (!g->bev || g->state != CS_GW_UP || g->write_waiting)
+        return;
+    struct evbuffer *out = bufferevent_get_output(g->bev);
+    while (evbuffer_get_length(out) > 0) {
+        /* A socket bufferevent freezes its output's start, so that only it
+         * drains it; unfrozen for the write, as its own write callback does. */
+        evbuffer_unfreeze(out, 1);
+        int n = evbuffer_write(out, bufferevent_getfd(g->bev));
+        int err = errno;
+        evbuffer_freeze(out, 1);
+        if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+            connection_lost(g, strerror(err), false);
+            return;
+        }
+        if (n <= 0)
+            break;
+    }
+    if (evbuffer_get_length(out) > 0) {
+        g->write_waiting = true;
+        if (bufferevent_enable(g->bev, EV_WRITE) < 0)
+            connection_lost(g, "cannot watch the socket", false);
+    }
+}
+
+/* libevent wrote what the socket had no room for. */
+static void on_written(struct bufferevent *bev, void *arg)
+{
+    cs_gateway *g = arg;
+    bufferevent_disable(bev, EV_WRITE);
+    g->write_waiting = false;
+}
+
 static void on_connected(cs_gateway *g)
 {
     int one = 1;
@@ -259,7 +300,7 @@ static void on_connected(cs_gateway *g)
     g->state = CS_GW_UP;
     g->last_reply_ms = cs_now_ms();
     bufferevent_set_timeouts(g->bev, NULL, NULL);
-    if (bufferevent_enable(g->bev, EV_READ | EV_WRITE) < 0) {
+    if (bufferevent_enable(g->bev, EV_READ) < 0) {
         connection_lost(g, "cannot watch the socket", false);
         return;
     }
@@ -311,7 +352,7 @@ static void connect_now(cs_gateway *g)
         connection_lost(g, "out of memory", false);
         return;
     }
-    bufferevent_setcb(g->bev, on_read, NULL, on_event, g);
+    bufferevent_setcb(g->bev, on_read, on_written, on_event, g);
     /* the kernel would try for minutes against a host that drops SYNs */
     struct timeval tv = {CONNECT_TIMEOUT_MS / 1000, (CONNECT_TIMEOUT_MS % 1000) * 1000};
     bufferevent_set_timeouts(g->bev, NULL, &tv);
@@ -334,6 +375,12 @@ cs_gateway *cs_gateway_new(const char *ip, int port)
     snprintf(g->name, sizeof(g->name), "%s:%d", ip, port);
     if (strlen(ip) >= sizeof(g->ip) || gateway_addr(g, &ss, &len) < 0) {
         pg_error("gateway %s:%d: not a numeric IP address and port", ip, port);
+        free(g);
+        return NULL;
+    }
+    g->flush_ev = event_new(cs.base, -1, 0, on_flush, g);
+    if (!g->flush_ev) {
+        pg_error("gateway %s: out of memory", g->name);
         free(g);
         return NULL;
     }
@@ -369,6 +416,8 @@ int cs_gateway_send(cs_gateway *g, cs_entry *e)
     e->last_gw = g->id;
     e->deadline_ms = now + (uint64_t)cs.cfg.reply_timeout_ms;
     cs_list_push(&g->inflight, e);
+    if (!g->write_waiting)
+        event_active(g->flush_ev, EV_TIMEOUT, 1);
     cs.sent++;
     cs.stats.sent++;
     arm_reply_timer(g);
@@ -415,5 +464,6 @@ void cs_gateway_free(cs_gateway *g)
         e->state = CS_E_READY;  /* not answered: stays pending in Redis */
         cs_list_push(&cs.ready, e);
     }
+    event_free(g->flush_ev);
     free(g);
 }

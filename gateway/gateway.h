@@ -113,6 +113,7 @@ typedef struct {
 typedef struct {
     _Atomic uint64_t messages_in;      /* work orders and chats taken in */
     _Atomic uint64_t pushed;           /* events written to browsers */
+    _Atomic uint64_t relayed;          /* pushes handed to the session's home worker */
     _Atomic uint64_t forwarded;        /* handed to the proxy */
     _Atomic uint64_t stored;           /* written to offline_messages */
     _Atomic uint64_t acked;
@@ -410,6 +411,10 @@ void gw_browser_routed(json_t *result);
 
 /* internal.c */
 void gw_internal_request(pg_session_id session, const char *data, size_t len);
+/* The internal listener's prefer_worker (server.h), in reactor threads: the
+ * home worker of the session a request's first target has on this node, so
+ * that the worker routing it also pushes it and takes its ACK; -1: none. */
+int gw_internal_worker(const char *packet, size_t len, void *arg);
 void gw_internal_routed(json_t *result);
 void gw_internal_token_checked(json_t *result);
 void gw_internal_stored(json_t *result);

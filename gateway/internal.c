@@ -231,6 +231,63 @@ static void internal_check(const char *data, size_t len, internal_req *r)
     }
 }
 
+/* ---- the worker a request is for ---- */
+
+/* Where the reactor thread looks for a target; the consumer's and the
+ * proxy's requests name it in their first bytes. */
+#define PEEK_BYTES 2048
+
+/* The string value of the first member named key within text's first
+ * PEEK_BYTES, copied to out: its length, or -1.  No JSON is parsed or
+ * validated (the worker does that), so the answer is a guess, good enough
+ * for a preference: a value with escapes, or longer than out, is none. */
+static int peek_string(const char *text, size_t len, const char *key, char *out, size_t out_size)
+{
+    char quoted[32];
+    int qlen = snprintf(quoted, sizeof(quoted), "\"%s\"", key);
+    const char *end = text + (len < PEEK_BYTES ? len : PEEK_BYTES);
+    for (const char *p = text; p < end;) {
+        const char *hit = memmem(p, (size_t)(end - p), quoted, (size_t)qlen);
+        if (!hit)
+            return -1;
+        p = hit + qlen;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+        if (p >= end || *p != ':')
+            continue;
+        for (p++; p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'); p++)
+            ;
+        if (p >= end || *p != '"')
+            continue;
+        size_t n = 0;
+        for (p++; p < end && *p != '"'; p++) {
+            if (*p == '\\' || (unsigned char)*p < 0x20 || n + 1 >= out_size)
+                return -1;
+            out[n++] = *p;
+        }
+        if (p >= end)
+            return -1;
+        out[n] = '\0';
+        return (int)n;
+    }
+    return -1;
+}
+
+int gw_internal_worker(const char *packet, size_t len, void *arg)
+{
+    (void)arg;
+    char text[200], ip[64];
+    int port;
+    pg_session_id session;
+    if (peek_string(packet, len, "client_id", text, sizeof(text)) > 0 &&
+        gw_client_id_parse(text, ip, sizeof(ip), &port, &session) == 0)
+        return pg_server_session_worker(gw.server, session);
+    if (peek_string(packet, len, "uuid", text, PG_UUID_MAX + 1) > 0 &&
+        gw_uuid_index_get(text, &session, 1) == 1)
+        return pg_server_session_worker(gw.server, session);
+    return -1;
+}
+
 void gw_internal_request(pg_session_id session, const char *data, size_t len)
 {
     internal_req r;

@@ -309,13 +309,15 @@ static int listen_ports(void)
                            .max_incomplete_bytes = gw.cfg.max_incomplete_bytes};
     pg_listen_options pub = {.protocol = gw_ws_protocol(&gw.ws)};
     /* Replies carry the request's msg_id / req_id, so the consumer's and the
-     * proxy's few busy connections can be shared by every worker; a read's
-     * orders stay together, so that they are routed in one task. */
+     * proxy's few busy connections can be shared by every worker.  A request
+     * for a browser of this node goes to that browser's home worker, which
+     * pushes it and takes its ACK itself; the others of a read stay
+     * together, so that they are routed in one task. */
     pg_listen_options internal = {.frame = {.kind = PG_FRAME_LENGTH,
                                             .max_length = gw.server_cfg.package_max_length},
                                   .dispatch_mode = PG_DISPATCH_ROUND_ROBIN,
                                   .max_conn = gw.cfg.internal_max_conn, .batch_output = 1,
-                                  .round_robin_reads = 1,
+                                  .round_robin_reads = 1, .prefer_worker = gw_internal_worker,
                                   .direct = pg_direct_wanted(gw.cfg.internal_workers_accept,
                                                             gw.server_cfg.worker_num)};
     if (gw.cfg.internal_eof) {

@@ -106,6 +106,9 @@ static void message_metrics(struct evbuffer *out, gw_counters *c)
     pg_prom_counter(out, "pushgate_messages_in_total", "Work orders and chat messages taken in.",
                     get(&c->messages_in));
     pg_prom_counter(out, "pushgate_pushed_total", "Events written to browsers.", get(&c->pushed));
+    pg_prom_counter(out, "pushgate_pushes_relayed_total",
+                    "Pushes handed by the worker that routed them to the session's home worker.",
+                    get(&c->relayed));
     pg_prom_counter(out, "pushgate_forwarded_total",
                     "Messages handed to the proxy for other nodes.", get(&c->forwarded));
     pg_prom_counter(out, "pushgate_stored_total", "Messages written to offline_messages.",

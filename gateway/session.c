@@ -850,6 +850,8 @@ static void relay_push(int home, pg_session_id session, const char *uuid, const 
     }
     if (!msg || pg_server_send_message(gw.server, home, msg, len) < 0)
         store_lost(uuid, id, payload, from_offline, w);
+    else
+        atomic_fetch_add(&gw.counters->relayed, 1);
     free(msg);
 }
 

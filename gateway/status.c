@@ -88,7 +88,7 @@ json_t *gw_status_stats(void)
     for (int i = 0; i < st.reactor_num; i++)
         json_array_append_new(per_reactor, json_integer((json_int_t)st.sessions_per_reactor[i]));
     return json_pack(
-        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
         "s:o,s:o,s:I,s:o,s:o,s:o}",
         "node", gw.node_id, "uptime", (json_int_t)(time(NULL) - st.start_time),
         "connections", (json_int_t)st.connections, "accepted", (json_int_t)st.accepted,
@@ -97,6 +97,7 @@ json_t *gw_status_stats(void)
         "traffic", "packets_in", (json_int_t)st.packets_in, "packets_out", (json_int_t)st.packets_out,
         "bytes_in", (json_int_t)st.bytes_in, "bytes_out", (json_int_t)st.bytes_out,
         "messages", "in", (json_int_t)c->messages_in, "pushed", (json_int_t)c->pushed,
+        "relayed", (json_int_t)c->relayed,
         "forwarded", (json_int_t)c->forwarded, "stored", (json_int_t)c->stored,
         "acked", (json_int_t)c->acked, "redelivered", (json_int_t)c->redelivered,
         "repeats_dropped", (json_int_t)c->repeats,

@@ -47,6 +47,14 @@ def decode_client_id(client_id):
     return ip, int(port), int(session)
 
 
+def home_worker(client_id, workers=2):
+    """The worker that owns a session (common/server_internal.h
+    pg_session_home_worker): it pushes to the tab, takes its ACKs and is
+    handed the internal requests for it."""
+    x = (decode_client_id(client_id)[2] * 0x9E3779B97F4A7C15) & (2 ** 64 - 1)
+    return (x >> 32) % workers
+
+
 def make_client_id(ip, port, session):
     return base64.b64encode(("%s_%d_%d" % (ip, port, session)).encode()).decode()
 

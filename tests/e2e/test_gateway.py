@@ -24,9 +24,9 @@ import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gateway_util import (HOST, IO_TIMEOUT, Internal, Raw, call, closed_with,  # noqa: E402
-                          db_exec, db_rows, decode_client_id, frame, free_port, http_get,
-                          make_client_id, make_token, offline_rows, online, online_rows,
-                          quiet, recv_json, run, send_json, start_gateway, token_for, uid,
+                          db_exec, db_rows, decode_client_id, frame, free_port, home_worker,
+                          http_get, make_client_id, make_token, node_stats, offline_rows, online,
+                          online_rows, quiet, recv_json, run, send_json, start_gateway, token_for, uid,
                           upgrade_request, wait_until, work_order, worksheet_event, ws_connect)
 
 APP_TOKEN = uid("app")
@@ -389,9 +389,10 @@ def test_work_order_with_several_entries_gets_indexed_ids(gw, stack, internal):
 
 
 async def warm_token(c, tabs, tag, u, workers=2):
-    """Delivered orders for every worker (the internal port deals them round
-    robin), so that each knows APP_TOKEN and pushes to its node's sessions
-    from the uuid index.  tabs: u's sockets, each gets and ACKs them."""
+    """Delivered orders, so that the worker they are handed to (the home
+    worker of u's first tab) knows APP_TOKEN and pushes to its node's
+    sessions from the uuid index.  tabs: u's sockets, each gets and ACKs
+    them."""
     for i in range(workers * 2):
         msg_id = "%s-w%d" % (tag, i)
         ok_reply(await call(c, work_order(msg_id, [(u, {"w": i})], APP_TOKEN)), msg_id,
@@ -422,6 +423,73 @@ def test_local_session_is_pushed_from_the_uuid_index_not_only_from_mysql(gw, sta
             await ws.close()
     run(go())
     assert offline_rows(stack, u) == []
+
+
+def relayed(g):
+    return node_stats(g.port)["messages"]["relayed"]
+
+
+async def delivered_to(c, msg_id, u, tabs):
+    ok_reply(await call(c, work_order(msg_id, [(u, {"m": msg_id})], APP_TOKEN)), msg_id,
+             delivered=len(tabs))
+    for ws in tabs:
+        assert await recv_json(ws) == worksheet_event({"m": msg_id}, msg_id)
+        await send_json(ws, {"event": "ACK", "data": {"id": msg_id}})
+
+
+def test_a_request_goes_to_the_home_worker_of_its_browser(gw, stack, internal):
+    """The reactor thread hands an internal request to the home worker of
+    the session it is for (gateway/internal.c gw_internal_worker), so the
+    worker that routes an order also pushes it: with one tab per uuid, on
+    either worker, no push is relayed between workers.  A uuid whose tabs
+    are on both workers gets the order on both (the other tab's push is
+    relayed); a push-local goes to the home of the client_id it names."""
+    c = internal()
+
+    async def go():
+        tabs = {}
+        for i in range(16):                   # until both workers hold some
+            u = uid("home")
+            ws, data = await online(gw.port, u)
+            tabs[u] = (ws, home_worker(data["client_id"]))
+            if i >= 3 and len({w for _, w in tabs.values()}) == 2:
+                break
+        assert len({w for _, w in tabs.values()}) == 2, "16 sessions, all on one worker"
+        try:
+            before = relayed(gw)
+            for rnd in range(2):
+                for u, (ws, _) in tabs.items():
+                    await delivered_to(c, "home-%d-%s" % (rnd, u), u, [ws])
+            assert relayed(gw) == before
+
+            u = uid("both")
+            first, d1 = await online(gw.port, u)
+            others = []
+            for _ in range(12):               # a second tab on the other worker
+                second, d2 = await online(gw.port, u)
+                if home_worker(d2["client_id"]) != home_worker(d1["client_id"]):
+                    break
+                others.append(second)
+            else:
+                raise AssertionError("12 more tabs, all on the first one's worker")
+            for ws in others:
+                await ws.close()
+            before = relayed(gw)
+            await delivered_to(c, "both-1-" + u, u, [first, second])
+            assert relayed(gw) == before + 1
+            event = {"event": "WorksheetMsg", "response": {}, "id": "pl-home"}
+            r = await call(c, push_local(d2["client_id"], u, event, msg_id="pl-home"))
+            assert r["code"] == 0, r
+            assert await recv_json(second) == event
+            await send_json(second, {"event": "ACK", "data": {"id": "pl-home"}})
+            await quiet(first, 0.3)
+            assert relayed(gw) == before + 1
+            await first.close()
+            await second.close()
+        finally:
+            for ws, _ in tabs.values():
+                await ws.close()
+    run(go(), timeout=60)
 
 
 def test_more_tabs_than_the_uuid_index_holds_each_get_one_copy(gw, stack, internal):

@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import wait_until  # noqa: E402
+from gateway_util import home_worker  # noqa: E402
 from test_proxy import (Cluster, ack, gateway_stats, mysql_env, offline_ids, online,  # noqa: E402,F401
                         order, quiet, recv_json, run, uid)
 
@@ -128,10 +129,16 @@ def test_a_registration_fills_its_own_nodes_cache(cached_cluster):
     warm, u = uid("token"), uid("filled")
 
     async def go():
-        w, _ = await online(b, warm)
-        for i in range(4):   # each of B's workers learns the app token
-            await send(b, "t%d-%s" % (i, warm), warm)
+        warm_tabs, workers = [], set()
+        for i in range(16):   # each of B's workers learns the app token: an order for a tab of each
+            w, data = await online(b, warm + str(i))
+            await send(b, "t%d-%s" % (i, warm), warm + str(i))
             await got(w, "t%d-%s" % (i, warm))
+            warm_tabs.append(w)
+            workers.add(home_worker(data["client_id"]))
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2, "16 tabs, all on one worker"
         before_tab = route_cache(b)["invalidations"]
         tab, _ = await online(b, u)
         other = uid("other")
@@ -144,7 +151,7 @@ def test_a_registration_fills_its_own_nodes_cache(cached_cluster):
         after = route_cache(b)
         assert after["misses"] == before["misses"], (before, after)
         assert after["hits"] >= before["hits"] + 4, (before, after)
-        for ws in (w, tab, elsewhere):
+        for ws in warm_tabs + [tab, elsewhere]:
             await ws.close()
     run(go())
 

@@ -9,12 +9,30 @@
  * Checked: a refused request has an error code and text; an accepted
  * send-message has 1 to 1000 routing items, each with a uuid of 1 to 63
  * bytes, an id and a payload that is a JSON object with that id; an
- * accepted push-local has the fields push_local reads. */
+ * accepted push-local has the fields push_local reads.  The reactor
+ * thread's unparsed look for a request's uuid (peek_string) is fed the same
+ * bytes. */
 #include "../../gateway/internal.c"
 
 #include <stdint.h>
 
 gw_context gw;                     /* gateway/main.c's; nothing here reads it */
+
+/* The reactor thread's look for a request's target (peek_string): within
+ * the window and the output, no quote, backslash or control character, and
+ * the bytes it returns are in the input. */
+static void peek_checked(const uint8_t *data, size_t size)
+{
+    char out[PG_UUID_MAX + 1];
+    int n = peek_string((const char *)data, size, "uuid", out, sizeof(out));
+    if (n < -1 || n >= (int)sizeof(out) || (n >= 0 && (size_t)n != strlen(out)))
+        abort();
+    for (int i = 0; i < n; i++)
+        if (out[i] == '"' || out[i] == '\\' || (unsigned char)out[i] < 0x20)
+            abort();
+    if (n > 0 && !memmem(data, size < PEEK_BYTES ? size : PEEK_BYTES, out, (size_t)n))
+        abort();
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -54,5 +72,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     json_decref(r.req);
+    peek_checked(data, size);
     return 0;
 }
