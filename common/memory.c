@@ -7,8 +7,10 @@
  * a slow browser's backlog does not stay resident after it is gone.
  * Measured against glibc (bench/README.md): the gateways' CPU per order in
  * S2 about 12% lower (the workers' a fifth), S3's growth the same; with
- * jemalloc's default 10 s decay S3 grew 0.8-1 MiB more.  MALLOC_CONF in the
- * environment still overrides these (jemalloc reads it after). */
+ * jemalloc's default 10 s decay S3 grew 0.8-1 MiB more.  A process whose
+ * memory need not follow its load keeps freed pages a while instead
+ * (pg_memory_keep_freed: the consumer).  MALLOC_CONF in the environment
+ * still overrides these (jemalloc reads it after). */
 #include "memory.h"
 
 #ifdef PG_JEMALLOC
@@ -16,6 +18,7 @@
 
 #include <jemalloc/jemalloc.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* read by jemalloc at its first allocation */
@@ -23,6 +26,25 @@ const char *malloc_conf = "narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0";
 
 void pg_memory_init(void)
 {
+}
+
+void pg_memory_keep_freed(long ms)
+{
+    if (getenv("MALLOC_CONF"))
+        return;   /* the operator's settings win, as over malloc_conf */
+    ssize_t decay = (ssize_t)ms;
+    unsigned narenas = 0;
+    size_t len = sizeof(narenas);
+    int rc = mallctl("arenas.dirty_decay_ms", NULL, NULL, &decay, sizeof(decay));
+    if (rc == 0)
+        rc = mallctl("arenas.narenas", &narenas, &len, NULL, 0);
+    for (unsigned i = 0; rc == 0 && i < narenas; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "arena.%u.dirty_decay_ms", i);
+        rc = mallctl(name, NULL, NULL, &decay, sizeof(decay));
+    }
+    if (rc != 0)
+        pg_warn("jemalloc: could not keep freed pages %ld ms: %s", ms, strerror(rc));
 }
 
 void pg_memory_trim(void)
@@ -57,6 +79,11 @@ void pg_memory_init(void)
      * glibc merged the fastbins' chunks again at every larger request
      * (malloc_consolidate, 4% of a worker's time). */
     mallopt(M_MXFAST, 0);
+}
+
+void pg_memory_keep_freed(long ms)
+{
+    (void)ms;   /* glibc keeps what it frees until trimmed */
 }
 
 void pg_memory_trim(void)

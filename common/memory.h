@@ -11,6 +11,13 @@
  * calls it also links in jemalloc's settings (malloc_conf, memory.c). */
 void pg_memory_init(void);
 
+/* Freed pages stay up to ms before they go back to the kernel (the default
+ * is at once).  Returning a page costs a system call and a TLB flush, and a
+ * process that frees a little on every message pays them all the time
+ * (the consumer: a tenth of its CPU at its highest rate); one whose memory
+ * must follow its load (a gateway) keeps the default. */
+void pg_memory_keep_freed(long ms);
+
 /* Return the heap that a burst of work freed (a slow browser's backlog, a
  * big task) to the kernel instead of keeping it for later. */
 void pg_memory_trim(void);

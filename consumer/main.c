@@ -191,6 +191,9 @@ static int run(void)
 int main(int argc, char **argv)
 {
     pg_memory_init();
+    /* Its memory is bounded by max_entries, not by the load: it may keep
+     * freed pages a second rather than return them one by one. */
+    pg_memory_keep_freed(1000);
     int rc = cs_settings_load(argc, argv);
     if (rc != 0)
         return rc < 0 ? 2 : 0;
