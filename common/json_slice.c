@@ -68,6 +68,34 @@ static size_t trimmed(const char *start, const char *stop)
     return (size_t)(stop - start);
 }
 
+int pg_json_elements_begin(pg_json_elements *it, const char *text, size_t len)
+{
+    scan s = {text, text + len};
+    skip_space(&s);
+    if (s.p == s.end || *s.p != '[')
+        return PG_SLICE_UNKNOWN;
+    *it = (pg_json_elements){s.p + 1, s.end};
+    return 0;
+}
+
+int pg_json_elements_next(pg_json_elements *it, const char **value, size_t *value_len)
+{
+    scan s = {it->p, it->end};
+    skip_space(&s);
+    if (s.p < s.end && *s.p == ']')
+        return PG_SLICE_ABSENT;
+    const char *start = s.p;
+    if (s.p == s.end || skip_value(&s) < 0 || s.p == start)
+        return PG_SLICE_UNKNOWN;
+    *value = start;
+    *value_len = trimmed(start, s.p);
+    skip_space(&s);
+    if (s.p < s.end && *s.p == ',')
+        s.p++;
+    it->p = s.p;
+    return PG_SLICE_FOUND;
+}
+
 int pg_json_member_slice(const char *text, size_t len, const char *key, const char **value,
                          size_t *value_len)
 {

@@ -23,4 +23,16 @@ enum { PG_SLICE_FOUND = 0, PG_SLICE_ABSENT = 1, PG_SLICE_UNKNOWN = -1 };
 int pg_json_member_slice(const char *text, size_t len, const char *key, const char **value,
                          size_t *value_len);
 
+/* The elements of an array's text, in order, as jansson's tree has them
+ * (same contract: text parsed by jansson already). */
+typedef struct {
+    const char *p, *end;
+} pg_json_elements;
+
+/* Starts at the array in text[0..len): 0, or PG_SLICE_UNKNOWN (not an array). */
+int pg_json_elements_begin(pg_json_elements *it, const char *text, size_t len);
+/* The next element: PG_SLICE_FOUND with *value, *value_len its bytes;
+ * PG_SLICE_ABSENT past the last; PG_SLICE_UNKNOWN (malformed text). */
+int pg_json_elements_next(pg_json_elements *it, const char **value, size_t *value_len);
+
 #endif

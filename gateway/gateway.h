@@ -544,7 +544,8 @@ void gw_metrics_route_answered(json_t *result);
 /* reply.c */
 char *gw_error_json(int code, const char *msg);
 char *gw_event_json(const char *event, json_t *data);   /* data stolen */
-/* The event a work order's target gets: {"event":"WorksheetMsg",...}. */
-char *gw_worksheet_json(json_t *body, const char *id);
+/* The event a work order's target gets: {"event":"WorksheetMsg",...}, its
+ * response the JSON text body[0..body_len); *len: the event's length. */
+char *gw_worksheet_json(const char *body, size_t body_len, const char *id, size_t *len);
 
 #endif

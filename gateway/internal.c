@@ -48,14 +48,39 @@ static void reply_error(pg_session_id session, int code, const char *msg, json_t
     reply(session, code, msg, request, ",\"data\":[]");
 }
 
-/* Builds one routing item per data entry: the event the browser will get. */
-static json_t *worksheet_items(const char *msg_id, json_t *data, const char **problem)
+/* The event for one data entry, its response the bytes the entry's data
+ * came in (elements: the request's data array, in step with the tree;
+ * NULL once they cannot be told: then printed from the tree). */
+static char *worksheet_event(pg_json_elements *elements, json_t *body, const char *id, size_t *len)
+{
+    const char *entry, *text;
+    size_t entry_len, text_len;
+    if (elements && pg_json_elements_next(elements, &entry, &entry_len) == PG_SLICE_FOUND &&
+        pg_json_member_slice(entry, entry_len, "data", &text, &text_len) == PG_SLICE_FOUND)
+        return gw_worksheet_json(text, text_len, id, len);
+    char *printed = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *event = printed ? gw_worksheet_json(printed, strlen(printed), id, len) : NULL;
+    free(printed);
+    return event;
+}
+
+/* Builds one routing item per data entry: the event the browser will get.
+ * raw: the request's text (parsed already), whose data entries' bytes are
+ * the events' responses. */
+static json_t *worksheet_items(const char *msg_id, json_t *data, const char *raw, size_t raw_len,
+                               const char **problem)
 {
     size_t n = json_array_size(data);
     if (!json_is_array(data) || n == 0 || n > MAX_TARGETS) {
         *problem = "data must be an array of 1 to 1000 targets";
         return NULL;
     }
+    const char *data_text;
+    size_t data_len;
+    pg_json_elements elements, *raw_elements = NULL;
+    if (pg_json_member_slice(raw, raw_len, "data", &data_text, &data_len) == PG_SLICE_FOUND &&
+        pg_json_elements_begin(&elements, data_text, data_len) == 0)
+        raw_elements = &elements;
     json_t *items = json_array();
     size_t i;
     json_t *entry;
@@ -72,9 +97,11 @@ static json_t *worksheet_items(const char *msg_id, json_t *data, const char **pr
             snprintf(id, sizeof(id), "%s", msg_id);
         else
             snprintf(id, sizeof(id), "%s:%zu", msg_id, i);
-        char *payload = gw_worksheet_json(body, id);
-        json_t *item =
-            payload ? json_pack("{s:s,s:s,s:s}", "uuid", uuid, "id", id, "payload", payload) : NULL;
+        size_t payload_len;
+        char *payload = worksheet_event(raw_elements, body, id, &payload_len);
+        /* the payload is checked JSON text (UTF-8) already */
+        json_t *item = payload ? json_pack("{s:s,s:s,s:o}", "uuid", uuid, "id", id, "payload",
+                                           json_stringn_nocheck(payload, payload_len)) : NULL;
         free(payload);
         if (!item || json_array_append_new(items, item) < 0) {
             *problem = "out of memory, or an id that is not UTF-8";
@@ -216,7 +243,8 @@ static void internal_check(const char *data, size_t len, internal_req *r)
         const char *msg_id = json_string_value(json_object_get(r->req, "msg_id"));
         r->problem = "chat_token and msg_id (1 to 48 characters) are required";
         if (token && msg_id && *msg_id && strlen(msg_id) <= 48 &&
-            (r->items = worksheet_items(msg_id, json_object_get(r->req, "data"), &r->problem)))
+            (r->items = worksheet_items(msg_id, json_object_get(r->req, "data"), data, len,
+                                        &r->problem)))
             r->kind = INTERNAL_SEND_MESSAGE;
     } else if (strcmp(url, "/chat/push-local") == 0) {
         r->problem = "chat_token, client_id, uuid and remote_data with an id are required";

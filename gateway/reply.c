@@ -25,27 +25,26 @@ char *gw_event_json(const char *event, json_t *data)
     return text;
 }
 
-/* Appends v's JSON text at text + *at (size: the room there was measured for). */
-static void append_value(char *text, size_t *at, size_t size, json_t *v)
-{
-    *at += json_dumpb(v, text + *at, size - *at, JSON_COMPACT | JSON_ENCODE_ANY);
-}
-
-/* {"event":"WorksheetMsg","response":BODY,"id":ID}, written member by
- * member: one per target of every work order, and a jansson object for it
+/* {"event":"WorksheetMsg","response":BODY,"id":ID}, written piece by
+ * piece: one per target of every work order, and a jansson object for it
  * cost more than the order's routing. */
-char *gw_worksheet_json(json_t *body, const char *id)
+char *gw_worksheet_json(const char *body, size_t body_len, const char *id, size_t *len)
 {
+    static const char head[] = "{\"event\":\"WorksheetMsg\",\"response\":", mid[] = ",\"id\":";
     json_t *id_text = json_string(id);
-    size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-    size_t size = 64 + json_dumpb(body, NULL, 0, flags) + json_dumpb(id_text, NULL, 0, flags);
+    size_t id_len = id_text ? json_dumpb(id_text, NULL, 0, JSON_ENCODE_ANY) : 0;
+    size_t size = sizeof(head) - 1 + body_len + sizeof(mid) - 1 + id_len + 2;
     char *text = id_text ? malloc(size) : NULL;
     if (text) {
-        size_t at = (size_t)snprintf(text, size, "{\"event\":\"WorksheetMsg\",\"response\":");
-        append_value(text, &at, size, body);
-        at += (size_t)snprintf(text + at, size - at, ",\"id\":");
-        append_value(text, &at, size, id_text);
-        snprintf(text + at, size - at, "}");
+        char *p = text;
+        memcpy(p, head, sizeof(head) - 1);
+        memcpy(p += sizeof(head) - 1, body, body_len);
+        memcpy(p += body_len, mid, sizeof(mid) - 1);
+        p += sizeof(mid) - 1;
+        p += json_dumpb(id_text, p, id_len, JSON_ENCODE_ANY);
+        *p++ = '}';
+        *p = '\0';
+        *len = (size_t)(p - text);
     }
     json_decref(id_text);
     return text;

@@ -8,7 +8,8 @@
  *
  * Checked: a refused request has an error code and text; an accepted
  * send-message has 1 to 1000 routing items, each with a uuid of 1 to 63
- * bytes, an id and a payload that is a JSON object with that id; an
+ * bytes, an id and a payload that is a JSON object with that id and, as
+ * its response, the entry's data (copied from the request's bytes); an
  * accepted push-local has the fields push_local reads.  The reactor
  * thread's unparsed look for a request's uuid (peek_string) is fed the same
  * bytes. */
@@ -59,8 +60,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!uuid || !*uuid || strlen(uuid) > PG_UUID_MAX || !id || !payload)
                 abort();
             json_t *event = json_loads(payload, 0, NULL);
-            if (!json_is_object(event) || !json_equal(json_object_get(event, "id"),
-                                                      json_object_get(item, "id")))
+            json_t *body = json_object_get(json_array_get(json_object_get(r.req, "data"), i), "data");
+            if (!json_is_object(event) ||
+                !json_equal(json_object_get(event, "id"), json_object_get(item, "id")) ||
+                !json_equal(json_object_get(event, "response"), body))
                 abort();
             json_decref(event);
         }

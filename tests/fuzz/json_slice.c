@@ -5,7 +5,8 @@
  * names: a slice that is found must parse to a value equal to the member in
  * jansson's tree; "absent" must mean the tree has no such member.  Only
  * "cannot tell" is allowed to say nothing (the caller then prints the tree's
- * value, as before). */
+ * value, as before).  For an array: pg_json_elements_next gives every
+ * element, in order, each equal to the tree's. */
 #include "json_slice.h"
 
 #include <jansson.h>
@@ -30,10 +31,32 @@ static void check(const char *text, size_t len, json_t *tree, const char *key)
     json_decref(again);
 }
 
+/* An array's elements: as many as the tree has, each equal to its own. */
+static void check_elements(const char *text, size_t len, json_t *tree)
+{
+    pg_json_elements it;
+    if (pg_json_elements_begin(&it, text, len) != 0)
+        abort();
+    const char *value;
+    size_t value_len, i = 0;
+    int rc;
+    while ((rc = pg_json_elements_next(&it, &value, &value_len)) == PG_SLICE_FOUND) {
+        json_t *again = json_loadb(value, value_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        if (value < text || value + value_len > text + len || !again ||
+            !json_equal(again, json_array_get(tree, i++)))
+            abort();
+        json_decref(again);
+    }
+    if (rc != PG_SLICE_ABSENT || i != json_array_size(tree))
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *text = (const char *)data;
     json_t *tree = json_loadb(text, size, JSON_ALLOW_NUL, NULL);
+    if (json_is_array(tree))
+        check_elements(text, size, tree);
     if (json_is_object(tree)) {
         static const char *const keys[] = {"remote_data", "a", "", "id", "url"};
         for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)

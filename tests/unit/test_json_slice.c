@@ -81,6 +81,27 @@ static void escaped_names_and_non_objects_cannot_be_told(void **state)
     assert_int_equal(slice("{\"a\":1", "a", out, sizeof(out)), PG_SLICE_UNKNOWN);
 }
 
+static void elements_come_in_order(void **state)
+{
+    (void)state;
+    static const char text[] = " [ {\"uuid\":\"a\",\"data\":{\"k\":[1,\"]\"]}} , 2 ,\"s,\",[] ,null ] ";
+    static const char *const want[] = {"{\"uuid\":\"a\",\"data\":{\"k\":[1,\"]\"]}}", "2",
+                                       "\"s,\"", "[]", "null"};
+    pg_json_elements it;
+    assert_int_equal(pg_json_elements_begin(&it, text, strlen(text)), 0);
+    const char *v;
+    size_t n;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        assert_int_equal(pg_json_elements_next(&it, &v, &n), PG_SLICE_FOUND);
+        assert_int_equal(n, strlen(want[i]));
+        assert_memory_equal(v, want[i], n);
+    }
+    assert_int_equal(pg_json_elements_next(&it, &v, &n), PG_SLICE_ABSENT);
+    assert_int_equal(pg_json_elements_begin(&it, "[]", 2), 0);
+    assert_int_equal(pg_json_elements_next(&it, &v, &n), PG_SLICE_ABSENT);
+    assert_int_equal(pg_json_elements_begin(&it, "{\"a\":1}", 7), PG_SLICE_UNKNOWN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -89,6 +110,7 @@ int main(void)
         cmocka_unit_test(the_last_of_a_repeated_name_wins),
         cmocka_unit_test(nested_names_are_not_members),
         cmocka_unit_test(escaped_names_and_non_objects_cannot_be_told),
+        cmocka_unit_test(elements_come_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
