@@ -100,9 +100,10 @@ static void cleanup(void *arg)
     redis_events *e = arg;
     if (writing == e)
         writing = NULL;
-    event_free(e->read_ev);
-    event_free(e->write_ev);
-    event_free(e->flush_ev);
+    struct event *evs[] = {e->read_ev, e->write_ev, e->flush_ev};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
     free(e);
 }
 
@@ -121,13 +122,7 @@ int pg_redis_events_attach(redisAsyncContext *ac, struct event_base *base)
     /* hiredis learns that a connect completed from the write event */
     if (!e->read_ev || !e->write_ev || !e->flush_ev || event_add(e->read_ev, NULL) < 0 ||
         event_add(e->write_ev, NULL) < 0) {
-        if (e->read_ev)
-            event_free(e->read_ev);
-        if (e->write_ev)
-            event_free(e->write_ev);
-        if (e->flush_ev)
-            event_free(e->flush_ev);
-        free(e);
+        cleanup(e);
         return REDIS_ERR;
     }
     e->reading = e->write_armed = e->want_write = true;

@@ -269,6 +269,13 @@ static void internal_check(const char *data, size_t len, internal_req *r)
  * PEEK_BYTES, copied to out: its length, or -1.  No JSON is parsed or
  * validated (the worker does that), so the answer is a guess, good enough
  * for a preference: a value with escapes, or longer than out, is none. */
+static const char *past_space(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
 static int peek_string(const char *text, size_t len, const char *key, char *out, size_t out_size)
 {
     char quoted[32];
@@ -278,13 +285,10 @@ static int peek_string(const char *text, size_t len, const char *key, char *out,
         const char *hit = memmem(p, (size_t)(end - p), quoted, (size_t)qlen);
         if (!hit)
             return -1;
-        p = hit + qlen;
-        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-            p++;
+        p = past_space(hit + qlen, end);
         if (p >= end || *p != ':')
             continue;
-        for (p++; p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'); p++)
-            ;
+        p = past_space(p + 1, end);
         if (p >= end || *p != '"')
             continue;
         size_t n = 0;
