@@ -86,10 +86,16 @@ static uint32_t node_index(const char *node_id)
     return (uint32_t)++nnodes;
 }
 
+/* The WAYS slots a uuid with hash key may take. */
+static hint_slot *set_of(uint64_t key)
+{
+    return &slots[(key % nsets) * WAYS];
+}
+
 /* The slot of the uuid with hash key, or NULL. */
 static hint_slot *find_slot(uint64_t key)
 {
-    hint_slot *set = &slots[(key % nsets) * WAYS];
+    hint_slot *set = set_of(key);
     for (int i = 0; i < WAYS; i++)
         if (set[i].key == key)
             return &set[i];
@@ -99,7 +105,7 @@ static hint_slot *find_slot(uint64_t key)
 /* A slot for a new uuid: an empty one of its set, or the one named longest ago. */
 static hint_slot *free_slot(uint64_t key)
 {
-    hint_slot *set = &slots[(key % nsets) * WAYS], *oldest = &set[0];
+    hint_slot *set = set_of(key), *oldest = &set[0];
     for (int i = 0; i < WAYS; i++) {
         if (set[i].key == 0)
             return &set[i];
