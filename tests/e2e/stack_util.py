@@ -27,7 +27,7 @@ import websockets
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, Client, free_port, start_server, stop_all, wait_until  # noqa: E402,F401
 from gateway_util import ADMIN_SECRET, db_rows, node_stats  # noqa: E402
-from test_consumer import Consumer  # noqa: E402
+from test_consumer import Consumer, pending as consumer_pending  # noqa: E402
 
 SECRET = "stack-e2e-secret-0123456789"
 APP_TOKEN = "stack-e2e-app-token"
@@ -408,10 +408,7 @@ class Tally:
 # ---- Redis and MySQL ----
 
 def pending(r):
-    try:
-        return r.xpending(STREAM, GROUP)["pending"]
-    except Exception:  # noqa: BLE001 - no group yet
-        return None
+    return consumer_pending(r, STREAM, GROUP)
 
 
 def dead_letters(r):

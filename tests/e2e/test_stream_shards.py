@@ -40,8 +40,9 @@ from engine_util import SANITIZER_MARKS, free_port, wait_until  # noqa: E402
 from fixture import FixtureError, RedisCluster  # noqa: E402
 from stack_util import (APP_TOKEN, GROUP, RUN, Cluster, Orders, Tally,  # noqa: E402
                         order_json, users)
+from test_consumer import pending  # noqa: E402
 
-redis_mod = pytest.importorskip("redis")
+pytest.importorskip("redis")
 
 SHARDS = 8
 PREFIX = "pushgate:shards-%s" % RUN
@@ -170,10 +171,7 @@ def publish_all(bin_dir, stack, system, orders, targets):
 
 
 def pending_of(system, name):
-    try:
-        return system.r_for(name).xpending(name, GROUP)["pending"]
-    except redis_mod.ResponseError:
-        return None
+    return pending(system.r_for(name), name, GROUP)
 
 
 def wait_all_acked(system, timeout=30):
