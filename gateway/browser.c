@@ -159,13 +159,25 @@ static void on_chat(pg_session_id session, const char *from, const char *to, jso
     snprintf(id, sizeof(id), "chat-%" PRIx32 "-%d-%" PRIx64 "-%" PRIx64, gw.generation,
              pg_server_worker_id(gw.server),
              (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000, ++seq);
-    char *payload = gw_event_json("NEW_MSG", json_pack("{s:s,s:O,s:s}", "from", from, "msg", msg,
-                                                       "id", id));
-    json_t *items = json_pack("[{s:s,s:s,s:s}]", "uuid", to, "id", id, "payload", payload);
-    free(payload);
+    gw_order *order = gw_order_new(1);
+    if (!order) {
+        send_error(session, PG_ERR_BUSY);
+        return;
+    }
+    *order = (gw_order){.kind = GW_ORDER_CHAT, .sender = session, .n = 1};
+    snprintf(order->msg_id, sizeof(order->msg_id), "%s", id);
+    snprintf(order->to, sizeof(order->to), "%s", to);
+    snprintf(order->items[0].uuid, sizeof(order->items[0].uuid), "%s", to);
+    snprintf(order->items[0].id, sizeof(order->items[0].id), "%s", id);
+    order->items[0].payload = gw_event_json("NEW_MSG", json_pack("{s:s,s:O,s:s}", "from", from,
+                                                                 "msg", msg, "id", id));
+    if (!order->items[0].payload) {
+        gw_order_free(order);
+        send_error(session, PG_ERR_BUSY);
+        return;
+    }
     atomic_fetch_add(&gw.counters->messages_in, 1);
-    gw_route(json_pack("{s:s,s:o,s:{s:s,s:I,s:s}}", "msg_id", id, "items", items, "ctx", "kind",
-                       "chat", "session", (json_int_t)session, "to", to));
+    gw_route(order);
 }
 
 /* An ACK of a message the session was sent is free; anything else counts
@@ -297,18 +309,13 @@ void gw_browser_registered(json_t *r)
     push_offline_page(session, uuid, r);
 }
 
-/* The sender of a chat message learns what became of it. */
-void gw_browser_routed(json_t *r)
+void gw_browser_routed(const gw_outcome *o)
 {
-    json_t *ctx = json_object_get(r, "ctx");
-    pg_session_id sender = (pg_session_id)json_integer_value(json_object_get(ctx, "session"));
-    int code = (int)json_integer_value(json_object_get(r, "code"));
-    const char *status = code != PG_OK ? "failed"
-                         : json_integer_value(json_object_get(r, "delivered")) ? "delivered"
-                         : json_integer_value(json_object_get(r, "forwarded")) ? "forwarded"
-                         : json_integer_value(json_object_get(r, "stored")) ? "stored" : "failed";
-    send_text(sender, gw_event_json("NEW_MSG_STATUS",
-                                    json_pack("{s:O,s:O,s:s,s:i}", "id", json_object_get(r, "msg_id"),
-                                              "to", json_object_get(ctx, "to"), "status", status,
-                                              "code", code)));
+    const char *status = o->code != PG_OK ? "failed"
+                         : o->delivered ? "delivered"
+                         : o->forwarded ? "forwarded"
+                         : o->stored ? "stored" : "failed";
+    send_text(o->sender, gw_event_json("NEW_MSG_STATUS",
+                                       json_pack("{s:s?,s:s?,s:s,s:i}", "id", o->msg_id, "to", o->to,
+                                                 "status", status, "code", o->code)));
 }

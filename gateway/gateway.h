@@ -394,6 +394,48 @@ json_t *gw_admin_cluster_rows(json_t *task);
 /* workers: a "cluster" task's answer, sent to its HTTP session. */
 void gw_admin_cluster_answered(json_t *result);
 
+/* order.c: workers.  A work order or a chat message between its intake
+ * and its answer, as a record.  On the steady path (every route known,
+ * every target a session of this node) it stays one from intake to reply;
+ * it becomes the JSON order of route.c's pipeline (gw_order_json) only
+ * where it leaves that path: a route task, another node, the store. */
+typedef struct {
+    char uuid[PG_UUID_MAX + 1];
+    char id[96];                   /* the event's id */
+    char *payload;                 /* the event's JSON text (owned) */
+    int early_n;                   /* sessions of this node it was pushed to at once */
+    pg_session_id early[GW_INDEX_SESSIONS];
+} gw_item;
+
+enum { GW_ORDER_WORKSHEET, GW_ORDER_CHAT };
+typedef struct {
+    int kind;
+    pg_session_id sender;          /* the consumer's link, or the chatting browser */
+    char msg_id[96];
+    char *chat_token;              /* work orders (owned); chat: NULL */
+    char to[PG_UUID_MAX + 1];      /* chat: the recipient */
+    uint64_t ticket;               /* the hand-off ticket (handoff.c); 0: none */
+    size_t n;
+    gw_item items[];
+} gw_order;
+
+/* What the sender of an order hears (gw_internal_answer). */
+typedef struct {
+    int kind;
+    pg_session_id sender;
+    const char *msg_id, *to;
+    uint64_t ticket;
+    int code;
+    long long delivered, forwarded, stored;
+} gw_outcome;
+
+/* An order of n items, all zero; NULL when out of memory. */
+gw_order *gw_order_new(size_t n);
+void gw_order_free(gw_order *order);
+/* The order's JSON form, {chat_token (work orders), msg_id, items: [{uuid,
+ * id, payload[, early]}], ctx} (see route.c); NULL when out of memory. */
+json_t *gw_order_json(const gw_order *order);
+
 /* status.c */
 /* The node's figures as /stats shows them (any process). */
 json_t *gw_status_stats(void);
@@ -407,7 +449,8 @@ void gw_status_start_writer(void);         /* a task worker: writes the row */
 void gw_browser_registered(json_t *result);
 /* Asks for the first page of uuid's stored messages for session. */
 void gw_browser_ask_stored(pg_session_id session, const char *uuid);
-void gw_browser_routed(json_t *result);
+/* The sender of a chat message learns what became of it. */
+void gw_browser_routed(const gw_outcome *outcome);
 
 /* internal.c */
 void gw_internal_request(pg_session_id session, const char *data, size_t len);
@@ -423,6 +466,7 @@ void gw_internal_stored(json_t *result);
 void gw_internal_store_then_finish(json_t *routed, json_t *items);
 /* Answers the sender of a routed message: every target is handed off. */
 void gw_internal_finish(json_t *routed);
+void gw_internal_answer(const gw_outcome *outcome);
 
 /* store.c: workers.  Routed messages that reach nobody: items (stolen,
  * {uuid, msg_id, payload}) are stored, batched, then routed (borrowed) is
@@ -492,10 +536,10 @@ void *gw_awaiting_get(gw_awaiting *a, uint64_t id);
 void *gw_awaiting_take(gw_awaiting *a, uint64_t id);
 void gw_awaiting_stop(gw_awaiting *a);   /* every value dropped */
 
-/* route.c: workers.  An order {chat_token (optional), msg_id, items, ctx}
- * (stolen) is routed with the others of this loop pass; its result goes to
- * gw_internal_routed. */
-void gw_route(json_t *order);
+/* route.c: workers.  An order (stolen) goes out at once when its routes
+ * are known, else with the others of this loop pass; its sender hears
+ * through gw_internal_answer or gw_internal_routed. */
+void gw_route(gw_order *order);
 void gw_route_done(json_t *result);
 void gw_route_stop(void);
 

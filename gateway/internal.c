@@ -64,11 +64,11 @@ static char *worksheet_event(pg_json_elements *elements, json_t *body, const cha
     return event;
 }
 
-/* Builds one routing item per data entry: the event the browser will get.
+/* An order with one item per data entry: the event the browser will get.
  * raw: the request's text (parsed already), whose data entries' bytes are
  * the events' responses. */
-static json_t *worksheet_items(const char *msg_id, json_t *data, const char *raw, size_t raw_len,
-                               const char **problem)
+static gw_order *worksheet_order(const char *msg_id, json_t *data, const char *raw, size_t raw_len,
+                                 const char **problem)
 {
     size_t n = json_array_size(data);
     if (!json_is_array(data) || n == 0 || n > MAX_TARGETS) {
@@ -81,55 +81,51 @@ static json_t *worksheet_items(const char *msg_id, json_t *data, const char *raw
     if (pg_json_member_slice(raw, raw_len, "data", &data_text, &data_len) == PG_SLICE_FOUND &&
         pg_json_elements_begin(&elements, data_text, data_len) == 0)
         raw_elements = &elements;
-    json_t *items = json_array();
-    size_t i;
-    json_t *entry;
-    json_array_foreach(data, i, entry) {
+    gw_order *order = gw_order_new(n);
+    if (!order) {
+        *problem = "out of memory";
+        return NULL;
+    }
+    snprintf(order->msg_id, sizeof(order->msg_id), "%s", msg_id);
+    for (size_t i = 0; i < n; i++) {
+        json_t *entry = json_array_get(data, i);
         const char *uuid = json_string_value(json_object_get(entry, "uuid"));
         json_t *body = json_object_get(entry, "data");
         if (!uuid || !*uuid || strlen(uuid) > PG_UUID_MAX || !body) {
             *problem = "every data entry needs a uuid (1 to 63 characters) and data";
-            json_decref(items);
+            gw_order_free(order);
             return NULL;
         }
-        char id[96];
+        gw_item *item = &order->items[order->n++];
+        snprintf(item->uuid, sizeof(item->uuid), "%s", uuid);
         if (n == 1)
-            snprintf(id, sizeof(id), "%s", msg_id);
+            snprintf(item->id, sizeof(item->id), "%s", msg_id);
         else
-            snprintf(id, sizeof(id), "%s:%zu", msg_id, i);
+            snprintf(item->id, sizeof(item->id), "%s:%zu", msg_id, i);
         size_t payload_len;
-        char *payload = worksheet_event(raw_elements, body, id, &payload_len);
-        /* the payload is checked JSON text (UTF-8) already */
-        json_t *item = payload ? json_pack("{s:s,s:s,s:o}", "uuid", uuid, "id", id, "payload",
-                                           json_stringn_nocheck(payload, payload_len)) : NULL;
-        free(payload);
-        if (!item || json_array_append_new(items, item) < 0) {
-            *problem = "out of memory, or an id that is not UTF-8";
-            json_decref(items);
+        item->payload = worksheet_event(raw_elements, body, item->id, &payload_len);
+        if (!item->payload) {
+            *problem = "out of memory";
+            gw_order_free(order);
             return NULL;
         }
     }
-    return items;
+    return order;
 }
 
-/* A send-message request that passed internal_check; items: its routing items. */
-static void send_message(pg_session_id session, json_t *req, json_t *items)
+/* A send-message request that passed internal_check, and its order. */
+static void send_message(pg_session_id session, json_t *req, gw_order *order)
 {
-    const char *token = json_string_value(json_object_get(req, "chat_token"));
-    const char *msg_id = json_string_value(json_object_get(req, "msg_id"));
-    if (!gw_app_within_rate(token, (int64_t)pg_now_ms())) {
-        json_decref(items);
+    if (!gw_app_within_rate(order->chat_token, (int64_t)pg_now_ms())) {
+        gw_order_free(order);
         reply_error(session, PG_ERR_RATE_LIMITED, NULL, req);
         return;
     }
     atomic_fetch_add(&gw.counters->messages_in, 1);
-    uint64_t ticket = json_is_true(json_object_get(req, "handoff"))
-                          ? gw_handoff_open(session, json_object_get(req, "msg_id"), NULL) : 0;
-    /* consumer_fd: the seed's name for "the connection to answer". */
-    gw_route(json_pack("{s:s,s:s,s:o,s:{s:s,s:I,s:s,s:s,s:I}}", "chat_token", token, "msg_id",
-                       msg_id, "items", items, "ctx", "kind", "worksheet", "consumer_fd",
-                       (json_int_t)session, "msg_id", msg_id, "chat_token", token, "ticket",
-                       (json_int_t)ticket));
+    order->sender = session;
+    order->ticket = json_is_true(json_object_get(req, "handoff"))
+                        ? gw_handoff_open(session, json_object_get(req, "msg_id"), NULL) : 0;
+    gw_route(order);
 }
 
 /* The event's id: top-level for work orders, in data for chat (NEW_MSG). */
@@ -218,7 +214,7 @@ enum { INTERNAL_REFUSED, INTERNAL_SEND_MESSAGE, INTERNAL_PUSH_LOCAL };
 typedef struct {
     int kind;
     json_t *req;                   /* the request object (the caller decrefs), or NULL */
-    json_t *items;                 /* send-message: its routing items (the caller's) */
+    gw_order *order;               /* send-message: its order (the caller's) */
     int code;                      /* refused: the error code, */
     const char *problem;           /* its text (NULL: the code's own) */
     char why[200];
@@ -243,9 +239,17 @@ static void internal_check(const char *data, size_t len, internal_req *r)
         const char *msg_id = json_string_value(json_object_get(r->req, "msg_id"));
         r->problem = "chat_token and msg_id (1 to 48 characters) are required";
         if (token && msg_id && *msg_id && strlen(msg_id) <= 48 &&
-            (r->items = worksheet_items(msg_id, json_object_get(r->req, "data"), data, len,
-                                        &r->problem)))
-            r->kind = INTERNAL_SEND_MESSAGE;
+            (r->order = worksheet_order(msg_id, json_object_get(r->req, "data"), data, len,
+                                        &r->problem))) {
+            r->order->kind = GW_ORDER_WORKSHEET;
+            r->order->chat_token = strdup(token);
+            r->kind = r->order->chat_token ? INTERNAL_SEND_MESSAGE : INTERNAL_REFUSED;
+        }
+        if (r->kind == INTERNAL_REFUSED && r->order) {
+            gw_order_free(r->order);
+            r->order = NULL;
+            r->problem = "out of memory";
+        }
     } else if (strcmp(url, "/chat/push-local") == 0) {
         r->problem = "chat_token, client_id, uuid and remote_data with an id are required";
         if (json_is_string(json_object_get(r->req, "chat_token")) &&
@@ -325,7 +329,7 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len)
     internal_req r;
     internal_check(data, len, &r);
     if (r.kind == INTERNAL_SEND_MESSAGE)
-        send_message(session, r.req, r.items);
+        send_message(session, r.req, r.order);
     else if (r.kind == INTERNAL_PUSH_LOCAL)
         push_local(session, r.req, data, len);
     else
@@ -336,25 +340,42 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len)
 /* ---- after routing ---- */
 
 /* Everything is handed off: answer the consumer, or tell the chat sender. */
+void gw_internal_answer(const gw_outcome *o)
+{
+    if (o->kind == GW_ORDER_CHAT) {
+        gw_browser_routed(o);
+        return;
+    }
+    if (o->ticket && o->code != PG_OK && gw_handoff_drop(o->ticket) < 0)
+        return;   /* on an error the sender retries it all, and nothing waits */
+    char counts[128];
+    snprintf(counts, sizeof(counts), ",\"delivered\":%lld,\"forwarded\":%lld,\"stored\":%lld",
+             o->delivered, o->forwarded, o->stored);
+    json_t *msg_id = o->msg_id ? json_string(o->msg_id) : NULL;
+    size_t len;
+    char *text = pg_reply_json(o->code, pg_code_text(o->code), msg_id, NULL, counts, &len);
+    json_decref(msg_id);
+    gw_handoff_reply(o->code == PG_OK ? o->ticket : 0, o->sender, text, len);
+}
+
+/* The same, for an order that went through the JSON pipeline. */
 void gw_internal_finish(json_t *routed)
 {
     json_t *ctx = json_object_get(routed, "ctx");
     const char *kind = json_string_value(json_object_get(ctx, "kind"));
-    if (kind && strcmp(kind, "chat") == 0) {
-        gw_browser_routed(routed);
-        return;
-    }
-    pg_session_id consumer = (pg_session_id)json_integer_value(json_object_get(ctx, "consumer_fd"));
-    int code = (int)json_integer_value(json_object_get(routed, "code"));
-    uint64_t ticket = (uint64_t)json_integer_value(json_object_get(ctx, "ticket"));
-    char counts[128];
-    snprintf(counts, sizeof(counts), ",\"delivered\":%lld,\"forwarded\":%lld,\"stored\":%lld",
-             (long long)json_integer_value(json_object_get(routed, "delivered")),
-             (long long)json_integer_value(json_object_get(routed, "forwarded")),
-             (long long)json_integer_value(json_object_get(routed, "stored")));
-    if (ticket && code != PG_OK && gw_handoff_drop(ticket) < 0)
-        return;   /* on an error the sender retries it all, and nothing waits */
-    reply_held(code == PG_OK ? ticket : 0, consumer, code, NULL, ctx, counts);
+    int chat = kind && strcmp(kind, "chat") == 0;
+    gw_outcome o = {
+        .kind = chat ? GW_ORDER_CHAT : GW_ORDER_WORKSHEET,
+        .sender = (pg_session_id)json_integer_value(json_object_get(ctx, chat ? "session" : "consumer_fd")),
+        .msg_id = json_string_value(json_object_get(chat ? routed : ctx, "msg_id")),
+        .to = json_string_value(json_object_get(ctx, "to")),
+        .ticket = (uint64_t)json_integer_value(json_object_get(ctx, "ticket")),
+        .code = (int)json_integer_value(json_object_get(routed, "code")),
+        .delivered = json_integer_value(json_object_get(routed, "delivered")),
+        .forwarded = json_integer_value(json_object_get(routed, "forwarded")),
+        .stored = json_integer_value(json_object_get(routed, "stored")),
+    };
+    gw_internal_answer(&o);
 }
 
 void gw_internal_store_then_finish(json_t *routed, json_t *items)

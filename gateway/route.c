@@ -17,10 +17,16 @@
  * skips them; an item that reached one is delivered even if MySQL does not
  * list that session yet (its registration is still on the way).
  *
- * The routing pipeline, in call order, with the shape of what each step
- * hands on (all JSON in a worker's memory unless it crosses to a task worker):
+ * An order whose items all reached sessions here, and whose uuids the
+ * route cache knows to have none on other nodes, is answered at once
+ * (gw_internal_answer): the steady path of a busy node, on which the order
+ * stays a record (order.c).  Any other order takes the pipeline below.
  *
- *  1. an order, to gw_route (from internal.c send_message, browser.c on_chat):
+ * The routing pipeline, in call order, with the shape of what each step
+ * hands on (JSON in a worker's memory):
+ *
+ *  1. an order, gw_order_json of the record gw_route took (from internal.c
+ *     send_message, browser.c on_chat):
  *       {chat_token (work orders only), msg_id, items: [{uuid, id, payload}],
  *        ctx}
  *     ctx is what the answer needs and is never sent to a task worker:
@@ -163,40 +169,50 @@ static size_t order_bytes(json_t *order)
 
 /* Only with a chat_token known to be valid (a chat message has none: its
  * sender is a signed-in browser), and not while the node drains. */
-static int may_push_early(json_t *order)
+static int may_push_early(const gw_order *order)
 {
-    json_t *token = json_object_get(order, "chat_token");
     return !atomic_load(&gw.counters->draining) &&
-           (!token || gw_token_cached(json_string_value(token)) == 1);
+           (order->kind == GW_ORDER_CHAT ||
+            (order->chat_token && gw_token_cached(order->chat_token) == 1));
 }
 
-/* The hand-off ticket of an order (handoff.c), 0: none. */
-static uint64_t order_ticket(json_t *order)
+/* The item goes to its uuid's sessions on this node now; returns how many. */
+static int push_early(gw_item *item, uint64_t ticket)
 {
-    return (uint64_t)json_integer_value(json_object_get(json_object_get(order, "ctx"), "ticket"));
-}
-
-static void push_early(json_t *item, uint64_t ticket)
-{
-    const char *uuid = json_string_value(json_object_get(item, "uuid"));
     pg_session_id sessions[GW_INDEX_SESSIONS];
-    size_t n = uuid ? gw_uuid_index_get(uuid, sessions, GW_INDEX_SESSIONS) : 0;
-    json_t *early = NULL;
+    size_t n = gw_uuid_index_get(item->uuid, sessions, GW_INDEX_SESSIONS);
     for (size_t i = 0; i < n; i++) {
-        if (!gw_session_is(sessions[i], uuid))
+        if (!gw_session_is(sessions[i], item->uuid))
             continue;   /* closed a moment ago */
         gw_waiter w = gw_handoff_expect(ticket, pg_server_session_worker(gw.server, sessions[i]));
-        gw_push(sessions[i], uuid, json_string_value(json_object_get(item, "id")),
-                json_string_value(json_object_get(item, "payload")), 0, &w);
-        if (!early)
-            early = json_array();
-        json_array_append_new(early, json_integer((json_int_t)sessions[i]));
+        gw_push(sessions[i], item->uuid, item->id, item->payload, 0, &w);
+        item->early[item->early_n++] = sessions[i];
     }
-    if (early)
-        json_object_set_new(item, "early", early);
+    return item->early_n;
 }
 
 /* ---- orders whose routes are all known (route_cache.c) ---- */
+
+/* Every item reached a session here, and the cache says its uuid has none
+ * on another node: the order is done. */
+static int done_here(const gw_order *order)
+{
+    for (size_t i = 0; i < order->n; i++) {
+        gw_routes routes;
+        if (!order->items[i].early_n || !gw_route_cache_get(order->items[i].uuid, &routes) ||
+            routes.n)
+            return 0;
+    }
+    return 1;
+}
+
+static void answer(const gw_order *order, int code, long long delivered)
+{
+    gw_outcome o = {.kind = order->kind, .sender = order->sender, .msg_id = order->msg_id,
+                    .to = order->to, .ticket = order->ticket, .code = code,
+                    .delivered = delivered};
+    gw_internal_answer(&o);
+}
 
 /* The compact result a route task would give the order, from the cache,
  * for an order whose local sessions were reached early: NULL when an
@@ -229,28 +245,46 @@ static json_t *cached_result(json_t *order)
 
 static json_t *routed_of(json_t *order, json_t *compact);
 
-/* An order goes out at once when the cache knows where all its items'
- * sessions are: no task, no waiting for the loop pass to end. */
-void gw_route(json_t *order)
+/* A cached order with targets beyond this node's browsers: NULL when it
+ * must wait for a route task after all. */
+static json_t *cached_routed(json_t *order)
 {
-    if (may_push_early(order)) {
-        size_t k;
-        json_t *item;
-        json_array_foreach(json_object_get(order, "items"), k, item)
-            push_early(item, order_ticket(order));
-        json_t *compact = cached_result(order);
-        if (compact) {
-            json_t *r = routed_of(order, compact);
-            if (r)
-                gw_internal_routed(r);
-            json_decref(r);
-            json_decref(compact);
-            json_decref(order);
-            return;
-        }
+    json_t *compact = cached_result(order);
+    json_t *r = compact ? routed_of(order, compact) : NULL;
+    json_decref(compact);
+    return r;
+}
+
+/* An order goes out at once when the cache knows where all its items'
+ * sessions are: no task, no waiting for the loop pass to end.  The
+ * commonest such order, all of whose targets are browsers here, is
+ * answered without ever becoming JSON. */
+void gw_route(gw_order *order)
+{
+    int early = may_push_early(order);
+    long long delivered = 0;
+    for (size_t i = 0; early && i < order->n; i++)
+        delivered += push_early(&order->items[i], order->ticket);
+    if (early && done_here(order)) {
+        answer(order, PG_OK, delivered);
+        gw_order_free(order);
+        return;
     }
-    gw_metrics_stamp(order);   /* its intake time waits with it */
-    gw_batch_add(&orders, order, order_bytes(order));
+    json_t *j = gw_order_json(order);
+    if (!j)
+        answer(order, PG_ERR_BUSY, 0);
+    gw_order_free(order);
+    if (!j)
+        return;
+    json_t *r = early ? cached_routed(j) : NULL;
+    if (r) {
+        gw_internal_routed(r);
+        json_decref(r);
+        json_decref(j);
+        return;
+    }
+    gw_metrics_stamp(j);   /* its intake time waits with it */
+    gw_batch_add(&orders, j, order_bytes(j));
 }
 
 /* The worker stops: results would come back to nobody, so the senders of
@@ -285,6 +319,12 @@ static json_int_t early_count(json_t *order)
     json_array_foreach(json_object_get(order, "items"), k, item)
         n += (json_int_t)json_array_size(json_object_get(item, "early"));
     return n;
+}
+
+/* The hand-off ticket of an order (handoff.c), 0: none. */
+static uint64_t order_ticket(json_t *order)
+{
+    return (uint64_t)json_integer_value(json_object_get(json_object_get(order, "ctx"), "ticket"));
 }
 
 /* Local sessions not reached early get the event now, straight from the

@@ -7,8 +7,8 @@
  * built into the events browsers would get (gw_worksheet_json).
  *
  * Checked: a refused request has an error code and text; an accepted
- * send-message has 1 to 1000 routing items, each with a uuid of 1 to 63
- * bytes, an id and a payload that is a JSON object with that id and, as
+ * send-message is an order of 1 to 1000 items, each with the entry's uuid
+ * (1 to 63 bytes), an id and a payload that is a JSON object with that id and, as
  * its response, the entry's data (copied from the request's bytes); an
  * accepted push-local has the fields push_local reads.  The reactor
  * thread's unparsed look for a request's uuid (peek_string) is fed the same
@@ -43,31 +43,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     internal_req r;
     internal_check((const char *)data, size, &r);
     if (r.kind == INTERNAL_REFUSED) {
-        if (r.items || r.code == PG_OK || (r.code != PG_ERR_UNKNOWN_URL && !r.problem))
+        if (r.order || r.code == PG_OK || (r.code != PG_ERR_UNKNOWN_URL && !r.problem))
             abort();
         if (r.code == PG_ERR_BAD_JSON && r.req)
             abort();
     } else if (r.kind == INTERNAL_SEND_MESSAGE) {
-        size_t n = json_array_size(r.items);
-        if (n < 1 || n > MAX_TARGETS)
+        size_t n = r.order->n;
+        if (n < 1 || n > MAX_TARGETS || !r.order->chat_token ||
+            strcmp(r.order->chat_token, json_string_value(json_object_get(r.req, "chat_token"))))
             abort();
-        size_t i;
-        json_t *item;
-        json_array_foreach(r.items, i, item) {
-            const char *uuid = json_string_value(json_object_get(item, "uuid"));
-            const char *id = json_string_value(json_object_get(item, "id"));
-            const char *payload = json_string_value(json_object_get(item, "payload"));
-            if (!uuid || !*uuid || strlen(uuid) > PG_UUID_MAX || !id || !payload)
+        for (size_t i = 0; i < n; i++) {
+            const gw_item *item = &r.order->items[i];
+            if (!*item->uuid || strlen(item->uuid) > PG_UUID_MAX || !*item->id || !item->payload ||
+                item->early_n)
                 abort();
-            json_t *event = json_loads(payload, 0, NULL);
-            json_t *body = json_object_get(json_array_get(json_object_get(r.req, "data"), i), "data");
-            if (!json_is_object(event) ||
-                !json_equal(json_object_get(event, "id"), json_object_get(item, "id")) ||
-                !json_equal(json_object_get(event, "response"), body))
+            json_t *event = json_loads(item->payload, 0, NULL);
+            json_t *entry = json_array_get(json_object_get(r.req, "data"), i);
+            const char *event_id = json_string_value(json_object_get(event, "id"));
+            if (!event_id || strcmp(item->id, event_id) ||
+                strcmp(item->uuid, json_string_value(json_object_get(entry, "uuid"))) ||
+                !json_equal(json_object_get(event, "response"), json_object_get(entry, "data")))
                 abort();
             json_decref(event);
         }
-        json_decref(r.items);
+        gw_order_free(r.order);
     } else if (r.kind == INTERNAL_PUSH_LOCAL) {
         if (!json_string_value(json_object_get(r.req, "chat_token")) || !push_id(r.req))
             abort();
