@@ -464,7 +464,8 @@ void gw_internal_stored(json_t *result);
 /* Stores items (stolen) and routed["offline"] if any, then answers the
  * sender of the routed message. */
 void gw_internal_store_then_finish(json_t *routed, json_t *items);
-/* Answers the sender of a routed message: every target is handed off. */
+/* Answers the sender of a routed message: every target is handed off;
+ * from the JSON pipeline, or from an outcome (route.c's steady path). */
 void gw_internal_finish(json_t *routed);
 void gw_internal_answer(const gw_outcome *outcome);
 

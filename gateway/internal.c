@@ -364,9 +364,10 @@ void gw_internal_finish(json_t *routed)
     json_t *ctx = json_object_get(routed, "ctx");
     const char *kind = json_string_value(json_object_get(ctx, "kind"));
     int chat = kind && strcmp(kind, "chat") == 0;
+    json_t *sender = json_object_get(ctx, chat ? "session" : "consumer_fd");
     gw_outcome o = {
         .kind = chat ? GW_ORDER_CHAT : GW_ORDER_WORKSHEET,
-        .sender = (pg_session_id)json_integer_value(json_object_get(ctx, chat ? "session" : "consumer_fd")),
+        .sender = (pg_session_id)json_integer_value(sender),
         .msg_id = json_string_value(json_object_get(chat ? routed : ctx, "msg_id")),
         .to = json_string_value(json_object_get(ctx, "to")),
         .ticket = (uint64_t)json_integer_value(json_object_get(ctx, "ticket")),

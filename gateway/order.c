@@ -63,7 +63,8 @@ json_t *gw_order_json(const gw_order *order)
     /* "o" steals its reference even when the packing fails */
     json_t *j = json_pack("{s:s,s:o,s:o}", "msg_id", order->msg_id, "items", items, "ctx",
                           ctx_json(order));
-    if (j && order->chat_token && json_object_set_new(j, "chat_token", json_string(order->chat_token)) < 0) {
+    if (j && order->chat_token &&
+        json_object_set_new(j, "chat_token", json_string(order->chat_token)) < 0) {
         json_decref(j);
         return NULL;
     }
