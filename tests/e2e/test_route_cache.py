@@ -11,7 +11,7 @@ Redis (the route feed), real browsers.
   are looked up in MySQL and nothing is misrouted;
 - orders whose routes are cached need no lookup (/stats hits), and a
   uuid's first order at the node it registered on finds its routes
-  cached already.
+  cached already; so do chat messages between tabs of one node.
 
 Every wait is bounded."""
 import os
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import wait_until  # noqa: E402
 from gateway_util import home_worker  # noqa: E402
 from test_proxy import (Cluster, ack, gateway_stats, mysql_env, offline_ids, online,  # noqa: E402,F401
-                        order, quiet, recv_json, run, uid)
+                        order, quiet, recv_json, run, send_json, uid)
 
 
 @pytest.fixture
@@ -153,6 +153,38 @@ def test_a_registration_fills_its_own_nodes_cache(cached_cluster):
         assert after["hits"] >= before["hits"] + 4, (before, after)
         for ws in warm_tabs + [tab, elsewhere]:
             await ws.close()
+    run(go())
+
+
+def test_a_chat_within_a_node_is_answered_from_the_cache(cached_cluster):
+    """A chat message to a uuid whose tabs are all on the sender's node:
+    the first is looked up and fills the cache; the rest are pushed and
+    answered at once ("delivered"), each to the tab and to its sender."""
+    b = cached_cluster.b
+    x, y = uid("chatx"), uid("chaty")
+
+    async def go():
+        ws_x, _ = await online(b, x)
+        ws_y, _ = await online(b, y)
+        for i in range(4):
+            if i == 1:
+                before = route_cache(b)
+            text = "hello %d" % i
+            await send_json(ws_x, {"event": "NEW_MSG", "data": {"to": y, "msg": text}})
+            ev = await recv_json(ws_y)
+            assert ev["event"] == "NEW_MSG" and (ev["data"]["from"], ev["data"]["msg"]) == \
+                (x, text), ev
+            status = await recv_json(ws_x)
+            assert status["event"] == "NEW_MSG_STATUS", status
+            assert (status["data"]["status"], status["data"]["id"], status["data"]["to"],
+                    status["data"]["code"]) == ("delivered", ev["data"]["id"], y, 0), status
+            await ack(ws_y, ev["data"]["id"])
+        after = route_cache(b)
+        assert after["misses"] == before["misses"], (before, after)
+        assert after["hits"] >= before["hits"] + 3, (before, after)
+        await quiet(ws_y, 0.3)
+        await ws_x.close()
+        await ws_y.close()
     run(go())
 
 
