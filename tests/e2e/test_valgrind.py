@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from engine_util import VALGRIND
+from engine_util import ADMIN_SECRET, VALGRIND, wait_until
+from gateway_util import node_stats
 
 RELEASE_BIN = os.environ.get("PG_RELEASE_BIN", "")
 
@@ -100,9 +101,10 @@ def _jwt(uuid, secret):
 @pytest.mark.skipif(not RELEASE_BIN or not shutil.which("valgrind"),
                     reason="needs PG_RELEASE_BIN and valgrind")
 def test_gateway_is_clean_under_valgrind(tmp_path, stack):
-    """A browser registers, gets a work order pushed and acknowledges it; then
-    the node stops. Every process of the gateway must be free of errors and
-    leaks."""
+    """A browser registers, gets two work orders pushed and acknowledges
+    them (the first is looked up in MySQL, the second is answered from the
+    route cache: route.c's two paths); then the node stops. Every process
+    of the gateway must be free of errors and leaks."""
     import asyncio
     import json
     import websockets
@@ -114,6 +116,7 @@ def test_gateway_is_clean_under_valgrind(tmp_path, stack):
         VALGRIND + ["--trace-children=yes", "--log-file=" + logs, os.path.join(RELEASE_BIN, "pushgate-gateway"),
          "--set", f"port={port}", "--set", f"internal_port={internal}",
          "--set", "advertised_ip=127.0.0.1", "--set", f"jwt_secret={secret}",
+         "--set", f"admin_secret={ADMIN_SECRET}",
          "--set", f"log_file={tmp_path / 'gateway.log'}"],
         env=dict(os.environ, **stack.env()))
 
@@ -122,13 +125,18 @@ def test_gateway_is_clean_under_valgrind(tmp_path, stack):
                                       open_timeout=30) as ws:
             assert json.loads(await asyncio.wait_for(ws.recv(), 30))["event"] == "ONLINE"
             s = connect(internal)
-            req = json.dumps({"url": "/worksheet/send-message", "chat_token": "vg-token",
-                              "msg_id": "vg-1", "data": [{"uuid": "vg-agent", "data": {"t": 1}}]})
-            reply = json.loads(length_roundtrip(s, req.encode()))
-            assert reply["code"] == 0 and reply["delivered"] == 1
-            event = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            assert event["id"] == "vg-1"
-            await ws.send(json.dumps({"event": "ACK", "data": {"id": "vg-1"}}))
+            wait_until(lambda: node_stats(port)["route_cache"]["trusted"], 60,
+                       what="the route feed to work")
+            for msg_id in ("vg-1", "vg-2"):
+                hits = node_stats(port)["route_cache"]["hits"]
+                req = json.dumps({"url": "/worksheet/send-message", "chat_token": "vg-token",
+                                  "msg_id": msg_id, "data": [{"uuid": "vg-agent", "data": {"t": 1}}]})
+                reply = json.loads(length_roundtrip(s, req.encode()))
+                assert reply["code"] == 0 and reply["delivered"] == 1
+                event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                assert event["id"] == msg_id
+                await ws.send(json.dumps({"event": "ACK", "data": {"id": msg_id}}))
+            assert node_stats(port)["route_cache"]["hits"] > hits, "vg-2 was looked up"
             await ws.send(json.dumps({"event": "HEART_BEAT"}))
             await asyncio.wait_for(ws.recv(), 30)
             s.close()
