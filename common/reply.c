@@ -6,26 +6,17 @@
  * a string) is printed by jansson. */
 #include "reply.h"
 
+#include "json_out.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DUMP_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
 
-/* Printable ASCII with nothing to escape. */
-static int plain(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
-            return 0;
-    }
-    return 1;
-}
-
 static int plain_string(json_t *v)
 {
-    return json_is_string(v) && plain(json_string_value(v), json_string_length(v));
+    return json_is_string(v) && pg_json_plain(json_string_value(v), json_string_length(v));
 }
 
 /* The room v's JSON text takes. */
@@ -56,7 +47,7 @@ char *pg_reply_json(int code, const char *msg, json_t *msg_id, json_t *req_id, c
 {
     size_t msg_len = strlen(msg);
     json_t *msg_text = NULL;   /* msg to escape */
-    if (!plain(msg, msg_len)) {
+    if (!pg_json_plain(msg, msg_len)) {
         msg_text = json_string(msg);
         if (!msg_text)   /* not UTF-8 (say, a parser's message about bad input) */
             msg_text = json_string(code ? "error" : "ok");

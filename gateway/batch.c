@@ -48,12 +48,21 @@ static int send_task(json_t *op, int dst)
     return id < 0 ? -1 : 0;
 }
 
-/* Takes b's requests (NULL: none) and forgets it among the waiting. */
-static json_t *take(gw_batch *b)
+int gw_task_record(const pg_rec_writer *w, int dst)
 {
-    json_t *items = b->items;
+    int64_t id = pg_rec_written(w) == 0 ? pg_server_task(gw.server, w->data, w->len, dst) : -1;
+    if (id < 0)
+        pg_error("could not hand a task to a task worker");
+    return id < 0 ? -1 : 0;
+}
+
+/* Takes b's requests (n = 0: none) and forgets it among the waiting. */
+static void **take(gw_batch *b, size_t *n)
+{
+    void **items = b->items;
+    *n = b->n;
     b->items = NULL;
-    b->bytes = 0;
+    b->n = b->cap = b->bytes = 0;
     for (gw_batch **p = &waiting; *p; p = &(*p)->next)
         if (*p == b) {
             *p = b->next;
@@ -61,6 +70,45 @@ static json_t *take(gw_batch *b)
         }
     b->next = NULL;
     return items;
+}
+
+/* A JSON batch's requests as one array (the requests move into it). */
+static json_t *json_items(void **items, size_t n)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (!list || json_array_append_new(list, items[i]) < 0)
+            json_decref(items[i]);
+    return list;
+}
+
+/* The batch's one task to its task worker: 0, or -1 and its requests
+ * failed. */
+static int send_batch(gw_batch *b, void **items, size_t n)
+{
+    if (b->send_records)
+        return b->send_records(items, n, b->dst);
+    json_t *list = json_items(items, n);
+    json_t *op = !list ? NULL : b->task ? b->task(list)
+                                        : json_pack("{s:s,s:O}", "op", b->op, b->field, list);
+    int rc = op ? send_task(op, b->dst) : -1;
+    if (rc < 0 && list)
+        b->fail(list);
+    json_decref(list);
+    return rc;
+}
+
+/* The worker stops: requests never sent hear of it. */
+static void fail_batch(gw_batch *b, void **items, size_t n)
+{
+    if (b->fail_records) {
+        b->fail_records(items, n);
+        return;
+    }
+    json_t *list = json_items(items, n);
+    if (list)
+        b->fail(list);
+    json_decref(list);
 }
 
 static void end_hold(gw_batch *b)
@@ -85,20 +133,21 @@ static void flush_bound_for(int dst);
 
 static void flush(gw_batch *b)
 {
-    json_t *items = take(b);
-    if (!items)
+    size_t n;
+    void **items = take(b, &n);
+    if (!n) {
+        free(items);
         return;
+    }
     if (b->keyed)
         flush_bound_for(b->dst);   /* b is out of the waiting list: not again */
-    json_t *op = b->task ? b->task(items) : json_pack("{s:s,s:O}", "op", b->op, b->field, items);
-    if (!op || send_task(op, b->dst) < 0) {
-        pg_error("%zu %s request(s) not handed to a task worker", json_array_size(items), b->op);
-        b->fail(items);
+    if (send_batch(b, items, n) < 0) {
+        pg_error("%zu %s request(s) not handed to a task worker", n, b->op);
     } else if (b->hold) {
         end_hold(b);
         b->hold_timer = pg_timer_after(HOLD_MAX_MS, hold_over, b);
     }
-    json_decref(items);
+    free(items);
 }
 
 static void pass_end(int64_t timer_id, void *arg)
@@ -116,22 +165,40 @@ static void pass_end(int64_t timer_id, void *arg)
     }
 }
 
-void gw_batch_add(gw_batch *b, json_t *item, size_t bytes)
+/* Room for one more request: 0, or -1 when there is none. */
+static int make_room(gw_batch *b)
+{
+    if (b->n < b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    void **items = realloc(b->items, cap * sizeof(*items));
+    if (!items)
+        return -1;
+    b->items = items;
+    b->cap = cap;
+    return 0;
+}
+
+void gw_batch_add(gw_batch *b, void *item, size_t bytes)
 {
     /* A task must stay well inside the IPC message limit. */
     size_t max_bytes = b->max_bytes ? b->max_bytes : gw.server_cfg.package_max_length;
-    if (b->items && b->bytes + bytes > max_bytes)
+    if (b->n && b->bytes + bytes > max_bytes)
         flush(b);
-    if (!b->items) {
-        b->items = json_array();
+    if (make_room(b) < 0) {
+        pg_error("a %s request could not wait for its task", b->op);
+        fail_batch(b, &item, 1);
+        return;
+    }
+    if (!b->n) {
         gw_batch **tail = &waiting;
         while (*tail)
             tail = &(*tail)->next;
         *tail = b;
     }
-    json_array_append_new(b->items, item);
+    b->items[b->n++] = item;
     b->bytes += bytes;
-    if (json_array_size(b->items) >= b->max_items) {
+    if (b->n >= b->max_items) {
         flush(b);
     } else if (pass_timer <= 0 && b->hold_timer <= 0) {
         pass_timer = pg_timer_after(0, pass_end, NULL);
@@ -153,10 +220,11 @@ void gw_batch_stop(gw_batch *b, int send)
     if (send) {
         flush(b);
     } else {
-        json_t *items = take(b);
-        if (items)
-            b->fail(items);
-        json_decref(items);
+        size_t n;
+        void **items = take(b, &n);
+        if (n)
+            fail_batch(b, items, n);
+        free(items);
     }
     end_hold(b);
     if (!waiting && pass_timer > 0) {

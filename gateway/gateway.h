@@ -38,6 +38,7 @@
 #include "db.h"
 #include "idmap.h"
 #include "prom.h"
+#include "record.h"
 #include "server.h"
 #include "shm_table.h"
 #include "ws.h"
@@ -395,10 +396,10 @@ json_t *gw_admin_cluster_rows(json_t *task);
 void gw_admin_cluster_answered(json_t *result);
 
 /* order.c: workers.  A work order or a chat message between its intake
- * and its answer, as a record.  On the steady path (every route known,
- * every target a session of this node) it stays one from intake to reply;
- * it becomes the JSON order of route.c's pipeline (gw_order_json) only
- * where it leaves that path: a route task, another node, the store. */
+ * and its answer, as a record: from intake to reply on the steady path
+ * (every route known, every target a session of this node), and while a
+ * route task looks up its uuids.  Where it goes on to another node or the
+ * store, route.c's pipeline carries it as JSON. */
 typedef struct {
     char uuid[PG_UUID_MAX + 1];
     char id[96];                   /* the event's id */
@@ -415,6 +416,7 @@ typedef struct {
     char *chat_token;              /* work orders (owned); chat: NULL */
     char to[PG_UUID_MAX + 1];      /* chat: the recipient */
     uint64_t ticket;               /* the hand-off ticket (handoff.c); 0: none */
+    uint64_t t_in;                 /* its intake time while it waits for a task (metrics.c) */
     size_t n;
     gw_item items[];
 } gw_order;
@@ -429,12 +431,90 @@ typedef struct {
     long long delivered, forwarded, stored;
 } gw_outcome;
 
+/* An order after its route is known (route.c's steps 4 to 7): what its
+ * sender will hear. */
+typedef struct {
+    gw_order *order;               /* owned */
+    int code;
+    long long delivered, forwarded, stored;
+} gw_routed;
+
+/* An item of a routed order for a session on another node (the proxy). */
+typedef struct {
+    uint32_t item;                 /* its index in the order */
+    int port;
+    char ip[64];
+    char client_id[192];
+} gw_remote;
+
 /* An order of n items, all zero; NULL when out of memory. */
 gw_order *gw_order_new(size_t n);
 void gw_order_free(gw_order *order);
-/* The order's JSON form, {chat_token (work orders), msg_id, items: [{uuid,
- * id, payload[, early]}], ctx} (see route.c); NULL when out of memory. */
-json_t *gw_order_json(const gw_order *order);
+/* What the sender of the order hears, with code and no counts yet. */
+gw_outcome gw_order_outcome(const gw_order *order, int code);
+
+/* route_task.c: tasks as records (common/record.h).  A task or a task's
+ * answer that starts with '{' is JSON (the ops not made records yet); a
+ * record starts with this head.  The layouts are in route_task.c. */
+enum { GW_TASK_ROUTE = 1, GW_TASK_ROUTED = 2 };
+typedef struct {
+    uint8_t op;
+    uint64_t t0;                   /* when the worker sent the task (histograms) */
+    uint64_t t_in;                 /* the intake time of the request it serves */
+} gw_task_head;
+void gw_task_head_put(pg_rec_writer *w, uint8_t op, uint64_t t0, uint64_t t_in);
+gw_task_head gw_task_head_get(pg_rec_reader *r);
+
+/* Whom an order answers, as a route task carries it. */
+typedef struct {
+    int kind;                      /* GW_ORDER_* */
+    pg_session_id sender;
+    const char *msg_id, *to;
+} gw_route_sender;
+
+/* An order of a route task, as the task worker reads it: strings point
+ * into the task. */
+typedef struct {
+    const char *chat_token;        /* NULL: a chat message */
+    gw_route_sender sender;
+    uint32_t n;
+    const char **uuids;            /* n, any may be NULL */
+} gw_route_ask;
+typedef struct {
+    gw_task_head head;
+    uint64_t batch;
+    uint32_t n;
+    gw_route_ask *orders;
+    const char **uuids;            /* the storage of every order's uuids */
+} gw_route_task;
+
+/* Where an item of an order goes (a route task's answer). */
+enum { GW_ROUTE_LOCAL, GW_ROUTE_REMOTE, GW_ROUTE_NONE };
+typedef struct {
+    uint32_t item;                 /* its index in the order */
+    uint8_t where;                 /* GW_ROUTE_* */
+    pg_session_id session;
+    int port;
+    const char *ip, *client_id;    /* remote only */
+} gw_route_entry;
+
+/* The worker's side: the task (0, or -1 when out of memory). */
+int gw_route_task_put(pg_rec_writer *w, uint64_t t0, uint64_t batch, gw_order *const *orders,
+                      size_t n);
+/* The task worker's: the task read (free it), or -1 when malformed. */
+int gw_route_task_get(const char *data, size_t len, gw_route_task *t);
+void gw_route_task_free(gw_route_task *t);
+/* The answer: its head, then for each order of t gw_routed_order (which
+ * returns where its count of entries is kept) and its entries. */
+void gw_routed_begin(pg_rec_writer *w, const gw_route_task *t);
+size_t gw_routed_order(pg_rec_writer *w, const gw_route_ask *a, int code);
+void gw_routed_entry(pg_rec_writer *w, size_t count_at, const gw_route_entry *e);
+/* The worker reads it back: 0 for a whole, well-formed answer. */
+int gw_routed_check(const char *data, size_t len);
+int gw_routed_head(pg_rec_reader *r, gw_task_head *head, uint64_t *batch, uint32_t *n);
+/* An order's sender and code; returns its count of entries. */
+uint32_t gw_routed_order_get(pg_rec_reader *r, gw_route_sender *s, int *code);
+gw_route_entry gw_routed_entry_get(pg_rec_reader *r);
 
 /* status.c */
 /* The node's figures as /stats shows them (any process). */
@@ -458,24 +538,28 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len);
  * home worker of the session a request's first target has on this node, so
  * that the worker routing it also pushes it and takes its ACK; -1: none. */
 int gw_internal_worker(const char *packet, size_t len, void *arg);
-void gw_internal_routed(json_t *result);
+/* A routed order (route.c): the sessions here have it; remote[0..n) (borrowed)
+ * go to the proxy, offline (stolen: store items {uuid, msg_id, payload})
+ * to the store, then its sender is answered.  r is taken. */
+void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n, json_t *offline);
 void gw_internal_token_checked(json_t *result);
 void gw_internal_stored(json_t *result);
-/* Stores items (stolen) and routed["offline"] if any, then answers the
- * sender of the routed message. */
-void gw_internal_store_then_finish(json_t *routed, json_t *items);
-/* Answers the sender of a routed message: every target is handed off;
- * from the JSON pipeline, or from an outcome (route.c's steady path). */
-void gw_internal_finish(json_t *routed);
+/* Stores items (stolen; none: an empty array), then answers the sender of
+ * the routed order (r taken). */
+void gw_internal_store_then_finish(gw_routed *r, json_t *items);
+/* Answers the sender of a routed order: every target is handed off (r and
+ * its order are freed). */
+void gw_internal_finish(gw_routed *r);
+/* Answers the sender of an order: from the steady path, or the above. */
 void gw_internal_answer(const gw_outcome *outcome);
 
 /* store.c: workers.  Routed messages that reach nobody: items (stolen,
- * {uuid, msg_id, payload}) are stored, batched, then routed (borrowed) is
- * finished with its "stored" count. */
+ * {uuid, msg_id, payload}) are stored, batched, then the routed order (taken)
+ * is finished with its "stored" count. */
 /* A store task's size, about: a slow browser's backlog never sits in a
  * worker or a task worker as one multi-megabyte JSON text. */
 #define GW_STORE_TASK_BYTES (64 * 1024)
-void gw_store_routed(json_t *routed, json_t *items);
+void gw_store_routed(gw_routed *r, json_t *items);
 void gw_store_answered(json_t *result);
 void gw_store_stop(void);
 
@@ -485,12 +569,15 @@ void gw_token_remember(const char *token, int valid);
 void gw_token_forget_all(void);
 
 /* batch.c: workers.  Requests added to a batch during one loop pass go to
- * task worker dst (-1: the least busy) as one task {"op": op, field: [...]}
- * when the pass ends, or sooner when max_items or package_max_length bytes
- * are reached; the task worker answers each.  A batch that holds keeps one
- * task in flight: the next goes once gw_batch_answered says it came back.
- * Tasks sent with gw_task first send the batches bound for their task
- * worker, so they never overtake them. */
+ * task worker dst (-1: the least busy) as one task when the pass ends, or
+ * sooner when max_items or max_bytes are reached; the task worker answers
+ * each.  A batch that holds keeps one task in flight: the next goes once
+ * gw_batch_answered says it came back.  Tasks sent with gw_task first send
+ * the batches bound for their task worker, so they never overtake them.
+ *
+ * A batch is of JSON requests, sent as {"op": op, field: [...]} (or what
+ * task makes of them), or of records of its owner's, which send_records
+ * turns into a task (common/record.h). */
 typedef struct gw_batch {
     const char *op, *field;
     int dst;
@@ -501,22 +588,31 @@ typedef struct gw_batch {
      * batches bound for dst go first, held or not, as for gw_task, so that
      * none of its requests overtakes its session's registration. */
     int keyed;
-    /* the task for items (borrowed), NULL: {"op": op, field: items} */
+    /* JSON requests: the task for items (borrowed), NULL: {"op": op,
+     * field: items}; fail: not handed off, answer each (items borrowed). */
     json_t *(*task)(json_t *items);
-    void (*fail)(json_t *items);   /* not handed off: answer each request (items borrowed) */
-    json_t *items;                 /* the rest is the batch's own */
-    size_t bytes;
+    void (*fail)(json_t *items);
+    /* Records: send hands items[0..n) to task worker dst as one task and
+     * keeps them, 0; or answers each as failed and frees them, -1.  fail
+     * (the worker stops before sending them) does the latter. */
+    int (*send_records)(void **items, size_t n, int dst);
+    void (*fail_records)(void **items, size_t n);
+    void **items;                  /* the rest is the batch's own */
+    size_t n, cap, bytes;
     int64_t hold_timer;            /* > 0: a task in flight (holding batches) */
     struct gw_batch *next;
 } gw_batch;
-/* item stolen; bytes: its rough size in the task. */
-void gw_batch_add(gw_batch *b, json_t *item, size_t bytes);
+/* item stolen (a json_t * or the owner's record); bytes: its rough size in
+ * the task. */
+void gw_batch_add(gw_batch *b, void *item, size_t bytes);
 void gw_batch_answered(gw_batch *b);
 /* The worker stops: what waits is sent (send) or failed. */
 void gw_batch_stop(gw_batch *b, int send);
 /* Send a task (op object, stolen) to task worker dst, -1: the least busy.
  * 0 or -1. */
 int gw_task(json_t *op, int dst);
+/* Send the task record w holds (route_task.c) to task worker dst: 0 or -1. */
+int gw_task_record(const pg_rec_writer *w, int dst);
 /* The task worker of a session's tasks, which it runs in order; for
  * session 0, a writer in turn.  With two task workers or more, never task
  * worker 0, which is kept for reads (routes). */
@@ -541,15 +637,17 @@ void gw_awaiting_stop(gw_awaiting *a);   /* every value dropped */
  * are known, else with the others of this loop pass; its sender hears
  * through gw_internal_answer or gw_internal_routed. */
 void gw_route(gw_order *order);
-void gw_route_done(json_t *result);
+void gw_route_done(const char *data, size_t len);   /* a route task's answer */
 void gw_route_stop(void);
 
 /* proxy_link.c: workers */
 void gw_proxy_start(void);
 void gw_proxy_stop(void);
-/* Forwards routed["remote"] through the proxy; what is not confirmed is
- * stored; then gw_internal_store_then_finish. */
-void gw_proxy_forward(json_t *routed, const char *chat_token);
+/* Forwards remote[0..n) (borrowed) through the proxy; what is not
+ * confirmed joins to_store (stolen); then gw_internal_store_then_finish
+ * (r taken). */
+void gw_proxy_forward(gw_routed *r, const gw_remote *remote, size_t n, json_t *to_store,
+                      const char *chat_token);
 
 /* tasks.c */
 void gw_tasks_start(int task_worker_id);
@@ -584,7 +682,8 @@ void gw_metrics_resume(json_t *order);
  * so does the intake time ("t_in"), which a token check's answer echoes. */
 void gw_metrics_task_sent(json_t *op);
 void gw_metrics_task_started(json_t *task);
-void gw_metrics_route_answered(json_t *result);
+void gw_metrics_task_waited(uint64_t t0);           /* the same, for a record's t0 */
+void gw_metrics_route_answered(uint64_t t0);
 
 /* reply.c */
 char *gw_error_json(int code, const char *msg);

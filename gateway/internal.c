@@ -358,39 +358,25 @@ void gw_internal_answer(const gw_outcome *o)
     gw_handoff_reply(o->code == PG_OK ? o->ticket : 0, o->sender, text, len);
 }
 
-/* The same, for an order that went through the JSON pipeline. */
-void gw_internal_finish(json_t *routed)
+void gw_internal_finish(gw_routed *r)
 {
-    json_t *ctx = json_object_get(routed, "ctx");
-    const char *kind = json_string_value(json_object_get(ctx, "kind"));
-    int chat = kind && strcmp(kind, "chat") == 0;
-    json_t *sender = json_object_get(ctx, chat ? "session" : "consumer_fd");
-    gw_outcome o = {
-        .kind = chat ? GW_ORDER_CHAT : GW_ORDER_WORKSHEET,
-        .sender = (pg_session_id)json_integer_value(sender),
-        .msg_id = json_string_value(json_object_get(chat ? routed : ctx, "msg_id")),
-        .to = json_string_value(json_object_get(ctx, "to")),
-        .ticket = (uint64_t)json_integer_value(json_object_get(ctx, "ticket")),
-        .code = (int)json_integer_value(json_object_get(routed, "code")),
-        .delivered = json_integer_value(json_object_get(routed, "delivered")),
-        .forwarded = json_integer_value(json_object_get(routed, "forwarded")),
-        .stored = json_integer_value(json_object_get(routed, "stored")),
-    };
+    gw_outcome o = gw_order_outcome(r->order, r->code);
+    o.delivered = r->delivered;
+    o.forwarded = r->forwarded;
+    o.stored = r->stored;
     gw_internal_answer(&o);
+    gw_order_free(r->order);
+    free(r);
 }
 
-void gw_internal_store_then_finish(json_t *routed, json_t *items)
+void gw_internal_store_then_finish(gw_routed *r, json_t *items)
 {
-    json_array_extend(items, json_object_get(routed, "offline"));
-    /* what waits for the store needs only the counts and ctx */
-    json_object_del(routed, "remote");
-    json_object_del(routed, "offline");
     if (json_array_size(items) == 0) {
         json_decref(items);
-        gw_internal_finish(routed);
+        gw_internal_finish(r);
         return;
     }
-    gw_store_routed(routed, items);
+    gw_store_routed(r, items);
 }
 
 /* Local sessions get the event now; "stored" ones are in offline_messages
@@ -409,21 +395,17 @@ static void push_local_targets(json_t *local)
 
 /* The route is known and the local sessions have the event ("delivered"):
  * remote ones go to the proxy (or are stored when that is impossible). */
-void gw_internal_routed(json_t *r)
+void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n, json_t *offline)
 {
-    json_t *ctx = json_object_get(r, "ctx");
-    json_t *remote = json_object_get(r, "remote");
-    json_object_set_new(r, "forwarded", json_integer(0));
-    if (json_integer_value(json_object_get(r, "code")) != PG_OK) {
+    if (r->code != PG_OK) {
+        json_decref(offline);
         gw_internal_finish(r);
-        return;
+    } else if (n == 0) {
+        gw_internal_store_then_finish(r, offline);
+    } else {
+        const char *token = r->order->chat_token;
+        gw_proxy_forward(r, remote, n, offline, token ? token : gw.cfg.chat_token);
     }
-    if (json_array_size(remote) == 0) {
-        gw_internal_store_then_finish(r, json_array());
-        return;
-    }
-    const char *token = json_string_value(json_object_get(ctx, "chat_token"));
-    gw_proxy_forward(r, token ? token : gw.cfg.chat_token);
 }
 
 /* A store's answer: sessions that registered meanwhile get the messages

@@ -188,10 +188,25 @@ static void on_task(pg_server *s, int64_t task_id, int from, const char *data, s
     gw_task_handle(task_id, data, len);
 }
 
+/* A task's answer that is a record (route_task.c). */
+static void finish_record(const char *data, size_t len)
+{
+    if (len && data[0] == GW_TASK_ROUTED) {
+        gw_route_done(data, len);
+        gw_metrics_intake_set(0);   /* route.c resumed each order's */
+    } else {
+        pg_error("an unknown task record of %zu bytes", len);
+    }
+}
+
 static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t len)
 {
     (void)s;
     (void)task_id;
+    if (!len || data[0] != '{') {
+        finish_record(data, len);
+        return;
+    }
     json_t *r = json_loadb(data, len, 0, NULL);
     const char *op = json_string_value(json_object_get(r, "op"));
     if (!op)
@@ -200,11 +215,6 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
         gw_session_registered(r);
     else if (strcmp(op, "offline_page") == 0)
         gw_browser_registered(r);
-    else if (strcmp(op, "routed") == 0) {
-        gw_metrics_route_answered(r);
-        gw_route_done(r);
-        gw_metrics_intake_set(0);   /* route.c resumed each order's */
-    }
     else if (strcmp(op, "stored") == 0)
         gw_internal_stored(r);
     else if (strcmp(op, "token") == 0) {

@@ -63,12 +63,17 @@ void gw_metrics_task_sent(json_t *op)
 
 void gw_metrics_task_started(json_t *task)
 {
-    pg_prom_observe_since(&gw.counters->task_wait, stamp_of(task, "t0"));
+    gw_metrics_task_waited(stamp_of(task, "t0"));
 }
 
-void gw_metrics_route_answered(json_t *result)
+void gw_metrics_task_waited(uint64_t t0)
 {
-    pg_prom_observe_since(&gw.counters->route_lookup, stamp_of(result, "t0"));
+    pg_prom_observe_since(&gw.counters->task_wait, t0);
+}
+
+void gw_metrics_route_answered(uint64_t t0)
+{
+    pg_prom_observe_since(&gw.counters->route_lookup, t0);
 }
 
 static uint64_t get(const _Atomic uint64_t *v)

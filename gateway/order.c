@@ -4,10 +4,10 @@
  * uuid index) and every target a browser of this node: they are pushed
  * and answered in the pass that took them in.  Building a JSON tree for
  * such an order, only to read it back a few calls later, cost more than
- * its routing, so the order is a plain record from intake to reply.  The
- * rest of the pipeline (route tasks, the proxy, the store: route.c's
- * comment lists it) works on the JSON form, which gw_order_json makes when
- * an order leaves the steady path. */
+ * its routing, so the order is a plain record from intake to reply, and
+ * so it stays off the steady path too: while a route task looks up its
+ * uuids (route_task.c), and on its way through the proxy and the store
+ * (gw_routed: route.c's comment lists the steps). */
 #include "gateway.h"
 
 #include <stdlib.h>
@@ -27,46 +27,8 @@ void gw_order_free(gw_order *order)
     free(order);
 }
 
-static json_t *item_json(const gw_item *item)
+gw_outcome gw_order_outcome(const gw_order *order, int code)
 {
-    json_t *j = json_pack("{s:s,s:s,s:s}", "uuid", item->uuid, "id", item->id, "payload",
-                          item->payload);
-    if (j && item->early_n) {
-        json_t *early = json_array();
-        for (int k = 0; k < item->early_n; k++)
-            json_array_append_new(early, json_integer((json_int_t)item->early[k]));
-        json_object_set_new(j, "early", early);
-    }
-    return j;
-}
-
-/* consumer_fd: the seed's name for "the connection to answer". */
-static json_t *ctx_json(const gw_order *order)
-{
-    if (order->kind == GW_ORDER_CHAT)
-        return json_pack("{s:s,s:I,s:s}", "kind", "chat", "session", (json_int_t)order->sender,
-                         "to", order->to);
-    return json_pack("{s:s,s:I,s:s,s:s,s:I}", "kind", "worksheet", "consumer_fd",
-                     (json_int_t)order->sender, "msg_id", order->msg_id, "chat_token",
-                     order->chat_token, "ticket", (json_int_t)order->ticket);
-}
-
-json_t *gw_order_json(const gw_order *order)
-{
-    json_t *items = json_array();
-    for (size_t i = 0; items && i < order->n; i++) {
-        if (json_array_append_new(items, item_json(&order->items[i])) < 0) {
-            json_decref(items);
-            items = NULL;
-        }
-    }
-    /* "o" steals its reference even when the packing fails */
-    json_t *j = json_pack("{s:s,s:o,s:o}", "msg_id", order->msg_id, "items", items, "ctx",
-                          ctx_json(order));
-    if (j && order->chat_token &&
-        json_object_set_new(j, "chat_token", json_string(order->chat_token)) < 0) {
-        json_decref(j);
-        return NULL;
-    }
-    return j;
+    return (gw_outcome){.kind = order->kind, .sender = order->sender, .msg_id = order->msg_id,
+                        .to = order->to, .ticket = order->ticket, .code = code};
 }

@@ -45,21 +45,27 @@
 #define MAX_IN_FLIGHT 100000
 #define FINAL_GRACE_S 15       /* past ack_timeout: the target node had time to store it */
 
+/* The pushes of one routed order. */
 typedef struct {
-    json_t *routed;          /* the route result: ctx, counts */
-    json_t *to_store;        /* items that could not be forwarded */
-    json_int_t forwarded;
+    gw_routed *routed;       /* its order has the items */
+    gw_remote *targets;      /* a copy of those to forward */
+    json_t *to_store;        /* store items of those that could not be */
+    long long forwarded;
     int outstanding;
 } batch;
 
 typedef struct {
     batch *b;
-    json_t *target;          /* routed["remote"] entry: stored on failure */
+    const gw_remote *target; /* in b->targets: stored on failure */
     time_t sent_at;
 } in_flight;
 
+/* A push that waits for its browser's ACK over there; it may outlive its
+ * order's answer, so it holds a copy of what storing it takes. */
 typedef struct {
-    json_t *target;          /* as in in_flight */
+    char *uuid, *id, *payload;
+    char ip[64];
+    int port;
     gw_waiter w;
     time_t deadline;
 } final_wait;
@@ -81,9 +87,9 @@ static void release(batch *b)
 {
     if (--b->outstanding > 0)
         return;
-    json_object_set_new(b->routed, "forwarded", json_integer(b->forwarded));
+    b->routed->forwarded = b->forwarded;
     gw_internal_store_then_finish(b->routed, b->to_store);
-    json_decref(b->routed);
+    free(b->targets);
     free(b);
 }
 
@@ -107,34 +113,42 @@ static void path_up(void)
     stored_while_down = 0;
 }
 
-/* The item to store for a target not reached: with path_broken, it names
- * the node that holds the browser, so that node delivers it. */
-static json_t *store_item(json_t *target, int path_broken)
+/* The item to store for a push not made: with path_broken, it names the
+ * node that holds the browser (ip, port), so that node delivers it. */
+static json_t *store_item(const char *uuid, const char *id, const char *payload, const char *ip,
+                          int port, int path_broken)
 {
-    json_t *item = json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(target, "uuid"), "msg_id",
-                             json_object_get(target, "id"), "payload",
-                             json_object_get(target, "payload"));
-    if (path_broken) {
-        path_down(json_string_value(json_object_get(target, "uuid")));
-        json_object_set_new(item, "hint", json_pack("[O,O]", json_object_get(target, "ip"),
-                                                    json_object_get(target, "port")));
+    json_t *item = json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id", id, "payload", payload);
+    if (item && path_broken) {
+        path_down(uuid);
+        json_object_set_new(item, "hint", json_pack("[s,i]", ip, port));
     }
     return item;
 }
 
+static const gw_item *item_of(const batch *b, const gw_remote *target)
+{
+    return &b->routed->order->items[target->item];
+}
+
 enum { PUSH_FORWARDED, PUSH_GONE, PUSH_PATH_BROKEN };
 
-/* One target (released) settled: forwarded, or to be stored. */
-static void settle(batch *b, json_t *target, int outcome)
+/* One target settled: forwarded, or to be stored. */
+static void settle(batch *b, const gw_remote *target, int outcome)
 {
     if (outcome == PUSH_FORWARDED) {
         b->forwarded++;
         atomic_fetch_add(&gw.counters->forwarded, 1);
         path_up();
     } else {
-        json_array_append_new(b->to_store, store_item(target, outcome == PUSH_PATH_BROKEN));
+        const gw_item *item = item_of(b, target);
+        json_t *stored = store_item(item->uuid, item->id, item->payload, target->ip, target->port,
+                                    outcome == PUSH_PATH_BROKEN);
+        if (json_array_append_new(b->to_store, stored) < 0) {
+            pg_error("proxy: a push for %s could not be stored", item->uuid);
+            b->routed->code = PG_ERR_INTERNAL;   /* its sender sends it again */
+        }
     }
-    json_decref(target);
     release(b);
 }
 
@@ -161,25 +175,37 @@ static void fail_all(const char *why)
 
 /* ---- the final answers ---- */
 
-static uint64_t batch_ticket(batch *b)
+static uint64_t batch_ticket(const batch *b)
 {
-    json_t *ctx = json_object_get(b->routed, "ctx");
-    return (uint64_t)json_integer_value(json_object_get(ctx, "ticket"));
+    return b->routed->order->ticket;
+}
+
+static void free_final(final_wait *fw)
+{
+    free(fw->uuid);
+    free(fw->id);
+    free(fw->payload);
+    free(fw);
 }
 
 /* The target node took the push and waits for its browser: so do we. */
-static void await_final(uint64_t req_id, json_t *target, uint64_t ticket)
+static void await_final(uint64_t req_id, const batch *b, const gw_remote *target)
 {
-    final_wait *fw = malloc(sizeof(*fw));
+    const gw_item *item = item_of(b, target);
+    final_wait *fw = calloc(1, sizeof(*fw));
     /* settled here, when the final arrives: this worker is its home */
-    gw_waiter w = gw_handoff_expect(ticket, pg_server_worker_id(gw.server));
-    if (!fw || pg_idmap_put(finals, req_id, fw) < 0) {
-        free(fw);
-        gw_store_item(store_item(target, 0), &w);
-        return;
+    gw_waiter w = gw_handoff_expect(batch_ticket(b), pg_server_worker_id(gw.server));
+    if (fw) {
+        *fw = (final_wait){.uuid = strdup(item->uuid), .id = strdup(item->id),
+                           .payload = strdup(item->payload), .port = target->port, .w = w,
+                           .deadline = time(NULL) + gw.cfg.ack_timeout + FINAL_GRACE_S};
+        snprintf(fw->ip, sizeof(fw->ip), "%s", target->ip);
     }
-    *fw = (final_wait){.target = json_incref(target), .w = w,
-                       .deadline = time(NULL) + gw.cfg.ack_timeout + FINAL_GRACE_S};
+    if (!fw || !fw->uuid || !fw->id || !fw->payload || pg_idmap_put(finals, req_id, fw) < 0) {
+        if (fw)
+            free_final(fw);
+        gw_store_item(store_item(item->uuid, item->id, item->payload, target->ip, target->port, 0), &w);
+    }
 }
 
 /* How a final answer's push ended: acknowledged or stored over there
@@ -190,11 +216,10 @@ static void end_final(final_wait *fw, int code, json_t *answer)
         int stored = json_integer_value(json_object_get(answer, "stored")) > 0;
         gw_waiter_settle(&fw->w, stored ? GW_PUSH_STORED : GW_PUSH_ACKED);
     } else {
-        json_t *item = store_item(fw->target, code != PG_ERR_GONE);
-        gw_store_item(item, &fw->w);
+        gw_store_item(store_item(fw->uuid, fw->id, fw->payload, fw->ip, fw->port, code != PG_ERR_GONE),
+                      &fw->w);
     }
-    json_decref(fw->target);
-    free(fw);
+    free_final(fw);
 }
 
 static int fail_final(uint64_t id, void *value, void *arg)
@@ -224,14 +249,14 @@ static void on_reply(const char *data, size_t len)
     in_flight *f = req_id > 0 ? pg_idmap_remove(requests, (uint64_t)req_id) : NULL;
     final_wait *fw = req_id > 0 && !f ? pg_idmap_remove(finals, (uint64_t)req_id) : NULL;
     if (f) {
+        const char *uuid = item_of(f->b, f->target)->uuid;
         if (code != PG_OK)
-            pg_info("proxy: push to %s refused (%d %s); storing it",
-                    json_string_value(json_object_get(f->target, "uuid")), code,
+            pg_info("proxy: push to %s refused (%d %s); storing it", uuid, code,
                     json_string_value(json_object_get(r, "msg")));
         if (code == PG_ERR_GONE)   /* the route was stale: not from the cache again */
-            gw_route_cache_forget(json_string_value(json_object_get(f->target, "uuid")));
+            gw_route_cache_forget(uuid);
         else if (json_integer_value(json_object_get(r, "pending")) > 0 && batch_ticket(f->b))
-            await_final((uint64_t)req_id, f->target, batch_ticket(f->b));
+            await_final((uint64_t)req_id, f->b, f->target);
         settle(f->b, f->target, code == PG_OK     ? PUSH_FORWARDED
                                 : code == PG_ERR_GONE ? PUSH_GONE
                                                       : PUSH_PATH_BROKEN);
@@ -417,52 +442,55 @@ void gw_proxy_stop(void)
  * every cross-node order: a jansson object for each cost more than the
  * routing), and the payload, already the event's JSON text, is spliced in
  * as remote_data rather than parsed and printed again. */
-static int send_push(uint64_t req_id, json_t *target, json_t *chat_token, int handoff)
+static int send_push(uint64_t req_id, const batch *b, const gw_remote *target,
+                     const char *chat_token)
 {
     static struct evbuffer *body;
-    const char *payload = json_string_value(json_object_get(target, "payload"));
+    const gw_item *item = item_of(b, target);
     if (!body && !(body = evbuffer_new()))
         return -1;
     evbuffer_drain(body, evbuffer_get_length(body));
-    int failed = !payload ||
-                 pg_json_put(body, chat_token, "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
-                 pg_json_put(body, json_object_get(target, "ip"), ",\"proxy_info\":{\"ip\":") < 0 ||
-                 pg_json_put(body, json_object_get(target, "port"), ",\"port\":") < 0 ||
-                 pg_json_put(body, json_object_get(target, "client_id"), "},\"client_id\":") < 0 ||
-                 pg_json_put(body, json_object_get(target, "uuid"), ",\"uuid\":") < 0 ||
-                 pg_json_put(body, json_object_get(target, "id"), ",\"msg_id\":") < 0 ||
+    int failed = pg_json_put_str(body, chat_token, "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
+                 pg_json_put_str(body, target->ip, ",\"proxy_info\":{\"ip\":") < 0 ||
+                 pg_json_put(body, NULL, ",\"port\":%d", target->port) < 0 ||
+                 pg_json_put_str(body, target->client_id, "},\"client_id\":") < 0 ||
+                 pg_json_put_str(body, item->uuid, ",\"uuid\":") < 0 ||
+                 pg_json_put_str(body, item->id, ",\"msg_id\":") < 0 ||
                  pg_json_put(body, NULL, ",\"req_id\":%llu%s,\"remote_data\":",
-                             (unsigned long long)req_id, handoff ? ",\"handoff\":true" : "") < 0 ||
-                 evbuffer_add(body, payload, strlen(payload)) < 0 || evbuffer_add(body, "}", 1) < 0;
+                             (unsigned long long)req_id, batch_ticket(b) ? ",\"handoff\":true" : "") < 0 ||
+                 evbuffer_add(body, item->payload, strlen(item->payload)) < 0 ||
+                 evbuffer_add(body, "}", 1) < 0;
     return failed ? -1 : pg_json_frame(bufferevent_get_output(link_bev), body);
 }
 
-void gw_proxy_forward(json_t *routed, const char *chat_token)
+void gw_proxy_forward(gw_routed *r, const gw_remote *remote, size_t n, json_t *to_store,
+                      const char *chat_token)
 {
-    json_t *remote = json_object_get(routed, "remote");
-    json_t *token = chat_token && *chat_token ? json_string(chat_token) : NULL;
     batch *b = calloc(1, sizeof(*b));
-    if (!b) {
-        json_decref(token);
+    gw_remote *targets = malloc(n * sizeof(*targets));
+    if (!b || !targets) {
+        free(b);
+        free(targets);
+        json_decref(to_store);
+        r->code = PG_ERR_INTERNAL;   /* its sender sends it again */
+        gw_internal_finish(r);
         return;
     }
-    b->routed = json_incref(routed);
-    b->to_store = json_array();
-    b->outstanding = (int)json_array_size(remote) + 1;   /* +1 held until all are sent */
-    size_t i;
-    json_t *t;
-    json_array_foreach(remote, i, t) {
+    memcpy(targets, remote, n * sizeof(*targets));
+    *b = (batch){.routed = r, .targets = targets, .to_store = to_store,
+                 .outstanding = (int)n + 1};   /* +1 held until all are sent */
+    int can_send = link_up && chat_token && *chat_token;
+    for (size_t i = 0; i < n; i++) {
         in_flight *f = NULL;
         uint64_t req_id = ++next_req_id;
-        if (link_up && token && pg_idmap_count(requests) < MAX_IN_FLIGHT &&
-            (f = malloc(sizeof(*f))) && send_push(req_id, t, token, batch_ticket(b) != 0) == 0) {
-            *f = (in_flight){.b = b, .target = json_incref(t), .sent_at = time(NULL)};
+        if (can_send && pg_idmap_count(requests) < MAX_IN_FLIGHT && (f = malloc(sizeof(*f))) &&
+            send_push(req_id, b, &targets[i], chat_token) == 0) {
+            *f = (in_flight){.b = b, .target = &targets[i], .sent_at = time(NULL)};
             pg_idmap_put(requests, req_id, f);
         } else {
             free(f);
-            settle(b, json_incref(t), PUSH_PATH_BROKEN);
+            settle(b, &targets[i], PUSH_PATH_BROKEN);
         }
     }
-    json_decref(token);
     release(b);   /* the +1: sending is over */
 }

@@ -23,148 +23,116 @@
  * stays a record (order.c).  Any other order takes the pipeline below.
  *
  * The routing pipeline, in call order, with the shape of what each step
- * hands on (JSON in a worker's memory):
+ * hands on:
  *
- *  1. an order, gw_order_json of the record gw_route took (from internal.c
- *     send_message, browser.c on_chat):
- *       {chat_token (work orders only), msg_id, items: [{uuid, id, payload}],
- *        ctx}
- *     ctx is what the answer needs and is never sent to a task worker:
- *       work order {kind: "worksheet", consumer_fd, msg_id, chat_token}
- *       chat       {kind: "chat", session, to}
- *     consumer_fd and session are session ids (pg_session_id) of the
- *     connection to answer: the consumer's link on the internal port, or
- *     the chatting browser; "consumer_fd" is the seed's name.  Each item
- *     pushed at once to a session of this node gets early: [session, ...].
- *  2. the route task, batch.c -> task worker (tasks.c op_route):
- *       {op: "route", batch: <id in in_task>, orders: [[chat_token|null, uuid, ...]]}
- *  3. its answer, on_finish -> gw_route_done: one compact result per order,
- *     items named by their index i in the order held here:
- *       {op: "routed", batch, results: [{c: code, l: [[i, session]],
- *                                        r: [[i, ip, port, client_id]], n: [i]}]}
- *     l: sessions on this node, r: sessions on other nodes, n: no session.
- *  4. routed, gw_route_done -> internal.c gw_internal_routed, once l is pushed:
- *       {op: "routed", ctx, msg_id, code, delivered,
- *        remote: [{ip, port, client_id, uuid, id, payload}],
- *        offline: [{uuid, msg_id, payload}], stored: 0}
+ *  1. an order, the record gw_route took (gw_order, order.c; from
+ *     internal.c send_message, browser.c on_chat).  Each item pushed at
+ *     once to a session of this node keeps that session in early.  An
+ *     order whose items' routes are all cached goes to step 4 at once.
+ *  2. the route task, batch.c -> task worker (tasks.c op_route): a record
+ *     (route_task.c) of each order's chat_token, sender and uuids, under a
+ *     batch id (in_task) that names the orders held here.
+ *  3. its answer, on_finish -> gw_route_done: a record with one result per
+ *     order, code and entries, each naming its item by index: a session
+ *     on this node, one on another node (ip, port, client_id), or none.
+ *     It is checked whole before any of it is acted on.
+ *  4. the routed order (gw_routed), route.c -> internal.c
+ *     gw_internal_routed, once the sessions here are pushed, with the
+ *     items for other nodes (gw_remote: ip, port, client_id) and those for
+ *     the store (store items {uuid, msg_id, payload}: the store task's JSON).
  *  5. remote -> proxy_link.c gw_proxy_forward: a /chat/push-local frame per
- *     target to the proxy; what is not confirmed joins offline.  On the
- *     target node, internal.c push_local sets proxy_fd: the session id of
- *     the proxy's connection, which the reply goes back on.
- *  6. offline -> store.c gw_store_routed: items {uuid, msg_id, payload, t}
- *     (t: the ticket routed waits under) go in a store task, {op: "store",
+ *     target to the proxy, written from the record; what is not confirmed
+ *     joins the store items.  On the target node, internal.c push_local
+ *     sets proxy_fd: the session id of the proxy's connection, which the
+ *     reply goes back on.
+ *  6. store items -> store.c gw_store_routed: each gets t (the ticket the
+ *     routed order waits under) and goes in a store task, {op: "store",
  *     items, ctx: {tickets}}; its answer {op: "stored", ctx, code, stored,
  *     local: [...]} pushes to sessions that registered meanwhile and
  *     settles the tickets.
- *  7. internal.c gw_internal_finish: the reply frame to consumer_fd, or
+ *  7. internal.c gw_internal_finish: the reply frame to the consumer's link, or
  *     NEW_MSG_STATUS to the chatting browser (browser.c gw_browser_routed). */
 #include "gateway.h"
 
 #include "log.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #define ROUTE_BATCH_MAX 500     /* orders per task */
 
-static void drop_orders(void *batch)
+/* The orders of one route task, held while a task worker routes them. */
+typedef struct {
+    size_t n;
+    gw_order *orders[];
+} route_batch;
+
+static void free_orders(gw_order *const *orders, size_t n)
 {
-    json_decref(batch);
+    for (size_t i = 0; i < n; i++)
+        gw_order_free(orders[i]);
+}
+
+static void drop_batch(void *value)
+{
+    route_batch *b = value;
+    free_orders(b->orders, b->n);
+    free(b);
 }
 
 /* batch id -> the orders a task worker routes */
-static gw_awaiting in_task = {.what = "route task(s)", .drop = drop_orders};
+static gw_awaiting in_task = {.what = "route task(s)", .drop = drop_batch};
 
-/* An order that cannot be routed now gets an error result. */
-static void fail_order(json_t *order, int code)
+static void answer(const gw_order *order, int code, long long delivered)
 {
-    json_t *r = json_pack("{s:s,s:O,s:O,s:i,s:i}", "op", "routed", "ctx", json_object_get(order, "ctx"),
-                          "msg_id", json_object_get(order, "msg_id"), "code", code, "stored", 0);
-    if (r)
-        gw_internal_routed(r);
-    json_decref(r);
+    gw_outcome o = gw_order_outcome(order, code);
+    o.delivered = delivered;
+    gw_internal_answer(&o);
 }
 
-typedef struct {
-    json_t *orders;
-    uint64_t id;
-} batch_search;
-
-static int find_batch(uint64_t id, void *value, void *arg)
+/* Orders that cannot be routed now: each sender hears code, and they go. */
+static void fail_orders(gw_order *const *orders, size_t n, int code)
 {
-    batch_search *b = arg;
-    if (value == b->orders)
-        b->id = id;
-    return value == b->orders;
+    for (size_t i = 0; i < n; i++)
+        answer(orders[i], code, 0);
+    free_orders(orders, n);
 }
 
-/* Orders not handed off: forgotten here, and each sender hears "busy". */
-static void fail_orders(json_t *failed)
+/* Not handed off (the worker stops): each sender hears "busy". */
+static void fail_unsent(void **items, size_t n)
 {
-    batch_search search = {.orders = failed};
-    pg_idmap_iterate(in_task.map, find_batch, &search);
-    if (search.id)
-        json_decref(gw_awaiting_take(&in_task, search.id));
-    size_t i;
-    json_t *order;
-    json_array_foreach(failed, i, order)
-        fail_order(order, PG_ERR_BUSY);
+    fail_orders((gw_order *const *)items, n, PG_ERR_BUSY);
 }
 
-/* What the task worker needs of the orders: [chat_token or null, uuid, ...]
- * each (tasks.c op_route). */
-static json_t *task_orders(json_t *batch)
+/* The orders of one loop pass go to a task worker as one route task;
+ * they wait here under its batch id. */
+static int send_orders(void **items, size_t n, int dst)
 {
-    json_t *out = json_array();
-    size_t i, k;
-    json_t *order, *item;
-    json_array_foreach(batch, i, order) {
-        json_t *token = json_object_get(order, "chat_token");
-        json_t *task_order = json_array();
-        json_array_append(task_order, token ? token : json_null());
-        json_array_foreach(json_object_get(order, "items"), k, item) {
-            json_t *uuid = json_object_get(item, "uuid");
-            json_array_append(task_order, uuid ? uuid : json_null());   /* indexes stay */
-        }
-        json_array_append_new(out, task_order);
+    route_batch *b = malloc(sizeof(*b) + n * sizeof(gw_order *));
+    uint64_t id = b ? gw_awaiting_put(&in_task, b) : 0;
+    pg_rec_writer w = {0};
+    if (b) {
+        b->n = n;
+        memcpy(b->orders, items, n * sizeof(gw_order *));
     }
-    return out;
-}
-
-/* A task with the orders' tokens and items (not ctx), under a batch id
- * that names them here when the answer comes. */
-/* Whom each order answers (its ctx, less the token and the hand-off
- * ticket): the task worker hands it back, so that a worker that took over
- * from one killed meanwhile can tell them to try again at once rather than
- * leave them to time out. */
-static json_t *task_senders(json_t *batch)
-{
-    json_t *out = json_array();
-    size_t i;
-    json_t *order;
-    json_array_foreach(batch, i, order) {
-        json_t *sender = json_copy(json_object_get(order, "ctx"));
-        json_object_del(sender, "chat_token");
-        json_object_del(sender, "ticket");
-        json_array_append_new(out, sender);
+    int rc = id && gw_route_task_put(&w, pg_prom_now_us(), id, b->orders, n) == 0 ? gw_task_record(&w, dst) : -1;
+    pg_rec_writer_free(&w);
+    if (rc < 0) {
+        if (id)
+            gw_awaiting_take(&in_task, id);
+        free(b);
+        fail_unsent(items, n);
     }
-    return out;
+    return rc;
 }
 
-static json_t *route_task(json_t *batch)
-{
-    uint64_t id = gw_awaiting_put(&in_task, json_incref(batch));
-    if (!id) {
-        json_decref(batch);
-        return NULL;
-    }
-    return json_pack("{s:s,s:I,s:o,s:o}", "op", "route", "batch", (json_int_t)id, "orders",
-                     task_orders(batch), "senders", task_senders(batch));
-}
+static gw_batch orders = {.op = "route", .dst = -1, .max_items = ROUTE_BATCH_MAX,
+                          .send_records = send_orders, .fail_records = fail_unsent};
 
-static gw_batch orders = {.op = "route", .field = "orders", .dst = -1,
-                          .max_items = ROUTE_BATCH_MAX, .task = route_task, .fail = fail_orders};
-
-static size_t order_bytes(json_t *order)
+static size_t order_bytes(const gw_order *order)
 {
-    return 128 + 96 * json_array_size(json_object_get(order, "items"));
+    return 128 + 96 * order->n;
 }
 
 /* Only with a chat_token known to be valid (a chat message has none: its
@@ -191,7 +159,92 @@ static int push_early(gw_item *item, uint64_t ticket)
     return item->early_n;
 }
 
-/* ---- orders whose routes are all known (route_cache.c) ---- */
+static int reached_early(const gw_item *item, pg_session_id session)
+{
+    for (int k = 0; k < item->early_n; k++)
+        if (item->early[k] == session)
+            return 1;
+    return 0;
+}
+
+/* ---- an order's routes, from the cache or a route task, to step 4 ---- */
+
+typedef struct {
+    gw_order *order;
+    long long delivered;
+    gw_remote *remote;    /* to the proxy */
+    size_t n_remote, cap_remote;
+    json_t *offline;      /* store items (the store task's JSON) */
+    int failed;           /* out of memory: the sender retries it all */
+} routing;
+
+static void routing_begin(routing *r, gw_order *order)
+{
+    *r = (routing){.order = order, .offline = json_array()};
+    for (size_t i = 0; i < order->n; i++)
+        r->delivered += order->items[i].early_n;
+    r->failed = !r->offline;
+}
+
+static void routing_drop(routing *r)
+{
+    free(r->remote);
+    json_decref(r->offline);
+}
+
+static void add_remote(routing *r, const gw_route_entry *e)
+{
+    if (r->n_remote == r->cap_remote) {
+        size_t cap = r->cap_remote ? r->cap_remote * 2 : 4;
+        gw_remote *v = realloc(r->remote, cap * sizeof(*v));
+        if (!v) {
+            r->failed = 1;
+            return;
+        }
+        r->remote = v;
+        r->cap_remote = cap;
+    }
+    gw_remote *t = &r->remote[r->n_remote++];
+    t->item = e->item;
+    t->port = e->port;
+    snprintf(t->ip, sizeof(t->ip), "%s", e->ip);
+    snprintf(t->client_id, sizeof(t->client_id), "%s", e->client_id);
+}
+
+/* Where one item goes: a session here gets it now (unless it had it
+ * early); one elsewhere goes to the proxy; none, to the store. */
+static void routing_entry(routing *r, const gw_route_entry *e)
+{
+    gw_item *item = &r->order->items[e->item];
+    if (e->where == GW_ROUTE_LOCAL) {
+        if (reached_early(item, e->session))
+            return;
+        gw_waiter w = gw_handoff_expect(r->order->ticket, pg_server_session_worker(gw.server, e->session));
+        gw_push(e->session, item->uuid, item->id, item->payload, 0, &w);
+        r->delivered++;
+    } else if (e->where == GW_ROUTE_REMOTE) {
+        add_remote(r, e);
+    } else if (!item->early_n &&
+               json_array_append_new(r->offline, json_pack("{s:s,s:s,s:s}", "uuid", item->uuid, "msg_id",
+                                                           item->id, "payload", item->payload)) < 0) {
+        r->failed = 1;
+    }
+}
+
+/* Step 4 with the order's code; the order goes with it. */
+static void routing_end(routing *r, int code)
+{
+    gw_routed *routed = r->failed ? NULL : malloc(sizeof(*routed));
+    if (!routed) {
+        answer(r->order, PG_ERR_INTERNAL, 0);   /* out of memory: sent again */
+        gw_order_free(r->order);
+        routing_drop(r);
+        return;
+    }
+    *routed = (gw_routed){.order = r->order, .code = code, .delivered = r->delivered};
+    gw_internal_routed(routed, r->remote, r->n_remote, r->offline);
+    free(r->remote);
+}
 
 /* Every item reached a session here, and the cache says its uuid has none
  * on another node: the order is done. */
@@ -206,53 +259,33 @@ static int done_here(const gw_order *order)
     return 1;
 }
 
-static void answer(const gw_order *order, int code, long long delivered)
+/* An order whose local sessions were reached early, routed from the cache
+ * (it holds the sessions on other nodes): 0, or -1 when an item's uuid is
+ * not cached (or the cache is not trusted now) and a task must route it. */
+static int route_cached(gw_order *order)
 {
-    gw_outcome o = {.kind = order->kind, .sender = order->sender, .msg_id = order->msg_id,
-                    .to = order->to, .ticket = order->ticket, .code = code,
-                    .delivered = delivered};
-    gw_internal_answer(&o);
-}
-
-/* The compact result a route task would give the order, from the cache,
- * for an order whose local sessions were reached early: NULL when an
- * item's uuid is not cached (or the cache is not trusted now). */
-static json_t *cached_result(json_t *order)
-{
-    json_t *result = json_pack("{s:i,s:[],s:[],s:[]}", "c", PG_OK, "l", "r", "n");
-    size_t i;
-    json_t *item;
-    json_array_foreach(json_object_get(order, "items"), i, item) {
+    routing r;
+    routing_begin(&r, order);
+    for (uint32_t i = 0; i < order->n; i++) {
         gw_routes routes;
-        const char *uuid = json_string_value(json_object_get(item, "uuid"));
-        if (!result || !uuid || !gw_route_cache_get(uuid, &routes)) {
-            json_decref(result);
-            return NULL;
+        if (!gw_route_cache_get(order->items[i].uuid, &routes)) {
+            routing_drop(&r);
+            return -1;
         }
         for (int t = 0; t < routes.n; t++) {
             char client_id[192];
             gw_client_id_of(routes.t[t].ip, routes.t[t].port, routes.t[t].session, client_id,
                             sizeof(client_id));
-            json_array_append_new(json_object_get(result, "r"),
-                                  json_pack("[I,s,i,s]", (json_int_t)i, routes.t[t].ip,
-                                            routes.t[t].port, client_id));
+            routing_entry(&r, &(gw_route_entry){.item = i, .where = GW_ROUTE_REMOTE,
+                                                .session = routes.t[t].session,
+                                                .port = routes.t[t].port, .ip = routes.t[t].ip,
+                                                .client_id = client_id});
         }
-        if (routes.n == 0 && !json_object_get(item, "early"))
-            json_array_append_new(json_object_get(result, "n"), json_integer((json_int_t)i));
+        if (routes.n == 0)
+            routing_entry(&r, &(gw_route_entry){.item = i, .where = GW_ROUTE_NONE});
     }
-    return result;
-}
-
-static json_t *routed_of(json_t *order, json_t *compact);
-
-/* A cached order with targets beyond this node's browsers: NULL when it
- * must wait for a route task after all. */
-static json_t *cached_routed(json_t *order)
-{
-    json_t *compact = cached_result(order);
-    json_t *r = compact ? routed_of(order, compact) : NULL;
-    json_decref(compact);
-    return r;
+    routing_end(&r, PG_OK);
+    return 0;
 }
 
 /* An order goes out at once when the cache knows where all its items'
@@ -270,21 +303,10 @@ void gw_route(gw_order *order)
         gw_order_free(order);
         return;
     }
-    json_t *j = gw_order_json(order);
-    if (!j)
-        answer(order, PG_ERR_BUSY, 0);
-    gw_order_free(order);
-    if (!j)
+    if (early && route_cached(order) == 0)
         return;
-    json_t *r = early ? cached_routed(j) : NULL;
-    if (r) {
-        gw_internal_routed(r);
-        json_decref(r);
-        json_decref(j);
-        return;
-    }
-    gw_metrics_stamp(j);   /* its intake time waits with it */
-    gw_batch_add(&orders, j, order_bytes(j));
+    order->t_in = gw_metrics_intake();   /* its intake time waits with it */
+    gw_batch_add(&orders, order, order_bytes(order));
 }
 
 /* The worker stops: results would come back to nobody, so the senders of
@@ -296,97 +318,10 @@ void gw_route_stop(void)
     gw_awaiting_stop(&in_task);
 }
 
-static json_t *item_of(json_t *order, json_t *index)
-{
-    return json_array_get(json_object_get(order, "items"), (size_t)json_integer_value(index));
-}
-
-static int reached_early(json_t *item, json_t *session)
-{
-    size_t k;
-    json_t *s;
-    json_array_foreach(json_object_get(item, "early"), k, s)
-        if (json_integer_value(s) == json_integer_value(session))
-            return 1;
-    return 0;
-}
-
-static json_int_t early_count(json_t *order)
-{
-    json_int_t n = 0;
-    size_t k;
-    json_t *item;
-    json_array_foreach(json_object_get(order, "items"), k, item)
-        n += (json_int_t)json_array_size(json_object_get(item, "early"));
-    return n;
-}
-
-/* The hand-off ticket of an order (handoff.c), 0: none. */
-static uint64_t order_ticket(json_t *order)
-{
-    return (uint64_t)json_integer_value(json_object_get(json_object_get(order, "ctx"), "ticket"));
-}
-
-/* Local sessions not reached early get the event now, straight from the
- * compact result: no intermediate target objects on the busiest path.
- * Returns how many. */
-static json_int_t push_local(json_t *order, json_t *compact)
-{
-    size_t k;
-    json_t *e;
-    json_int_t pushed = 0;
-    json_array_foreach(json_object_get(compact, "l"), k, e) {
-        json_t *item = item_of(order, json_array_get(e, 0));
-        if (reached_early(item, json_array_get(e, 1)))
-            continue;
-        pg_session_id session = (pg_session_id)json_integer_value(json_array_get(e, 1));
-        gw_waiter w = gw_handoff_expect(order_ticket(order), pg_server_session_worker(gw.server, session));
-        gw_push(session,
-                json_string_value(json_object_get(item, "uuid")),
-                json_string_value(json_object_get(item, "id")),
-                json_string_value(json_object_get(item, "payload")), 0, &w);
-        pushed++;
-    }
-    return pushed;
-}
-
-/* An order's result in the form gw_internal_routed takes, from the task
- * worker's compact one (tasks.c order_results) and the order held here;
- * local targets are pushed meanwhile. */
-static json_t *routed_of(json_t *order, json_t *compact)
-{
-    json_t *remote = json_array(), *offline = json_array();
-    size_t k;
-    json_t *e;
-    int ok = json_integer_value(json_object_get(compact, "c")) == PG_OK;
-    json_int_t delivered = early_count(order) + (ok ? push_local(order, compact) : 0);
-    json_array_foreach(json_object_get(compact, "r"), k, e) {
-        json_t *item = item_of(order, json_array_get(e, 0));
-        json_array_append_new(remote, json_pack("{s:O,s:O,s:O,s:O,s:O,s:O}", "ip", json_array_get(e, 1),
-                                                "port", json_array_get(e, 2), "client_id",
-                                                json_array_get(e, 3), "uuid", json_object_get(item, "uuid"),
-                                                "id", json_object_get(item, "id"), "payload",
-                                                json_object_get(item, "payload")));
-    }
-    json_array_foreach(json_object_get(compact, "n"), k, e) {
-        json_t *item = item_of(order, e);
-        if (json_object_get(item, "early"))
-            continue;
-        json_array_append_new(offline, json_pack("{s:O,s:O,s:O}", "uuid", json_object_get(item, "uuid"),
-                                                 "msg_id", json_object_get(item, "id"), "payload",
-                                                 json_object_get(item, "payload")));
-    }
-    return json_pack("{s:s,s:O,s:O,s:O,s:I,s:o,s:o,s:i}", "op", "routed", "ctx",
-                     json_object_get(order, "ctx"), "msg_id", json_object_get(order, "msg_id"), "code",
-                     json_object_get(compact, "c"), "delivered", delivered, "remote", remote, "offline",
-                     offline, "stored", 0);
-}
-
 /* The task worker's verdict on an order's chat_token, for may_push_early. */
-static void learn_token(json_t *order, json_t *compact)
+static void learn_token(const gw_order *order, int code)
 {
-    const char *token = json_string_value(json_object_get(order, "chat_token"));
-    json_int_t code = json_integer_value(json_object_get(compact, "c"));
+    const char *token = order->chat_token;
     if (token && (code == PG_OK || code == PG_ERR_BAD_TOKEN) &&
         gw_token_cached(token) != (code == PG_OK))
         gw_token_remember(token, code == PG_OK);
@@ -394,42 +329,63 @@ static void learn_token(json_t *order, json_t *compact)
 
 /* The answer to a route task of the worker this one replaced: its orders
  * died with it, and their senders are told to send them again. */
-static void retry_senders(json_t *senders)
+static void retry_senders(pg_rec_reader *r, uint32_t n)
 {
-    size_t i;
-    json_t *ctx;
-    json_array_foreach(senders, i, ctx) {
-        json_t *r = json_pack("{s:s,s:O,s:O?,s:i,s:i,s:i,s:i}", "op", "routed", "ctx", ctx,
-                              "msg_id", json_object_get(ctx, "msg_id"), "code", PG_ERR_BUSY,
-                              "delivered", 0, "forwarded", 0, "stored", 0);
-        if (r)
-            gw_internal_finish(r);
-        json_decref(r);
+    for (uint32_t o = 0; o < n; o++) {
+        gw_route_sender s;
+        int code;
+        uint32_t entries = gw_routed_order_get(r, &s, &code);
+        for (uint32_t e = 0; e < entries; e++)
+            gw_routed_entry_get(r);
+        gw_outcome out = {.kind = s.kind, .sender = s.sender, .msg_id = s.msg_id, .to = s.to,
+                          .code = PG_ERR_BUSY};
+        gw_internal_answer(&out);
     }
-    pg_warn("routes of %zu order(s) of the worker before this one came back; their senders "
-            "retry them", json_array_size(senders));
+    pg_warn("routes of %u order(s) of the worker before this one came back; their senders "
+            "retry them", n);
 }
 
-void gw_route_done(json_t *result)
+/* One order's result: its entries, then step 4. */
+static void route_one(pg_rec_reader *r, gw_order *order)
 {
-    uint64_t id = (uint64_t)json_integer_value(json_object_get(result, "batch"));
-    json_t *batch = gw_awaiting_take(&in_task, id);
-    if (!batch) {
-        retry_senders(json_object_get(result, "senders"));
+    gw_route_sender s;
+    int code;
+    uint32_t entries = gw_routed_order_get(r, &s, &code);
+    routing rt;
+    learn_token(order, code);
+    gw_metrics_intake_set(order->t_in);
+    routing_begin(&rt, order);
+    for (uint32_t e = 0; e < entries; e++) {
+        gw_route_entry en = gw_routed_entry_get(r);
+        if (en.item < order->n)
+            routing_entry(&rt, &en);
+        else
+            rt.failed = 1;   /* names no item: not to be trusted */
+    }
+    routing_end(&rt, code);
+}
+
+void gw_route_done(const char *data, size_t len)
+{
+    pg_rec_reader r = pg_rec_reader_of(data, len);
+    gw_task_head head;
+    uint64_t id = 0;
+    uint32_t n = 0;
+    int ok = gw_routed_head(&r, &head, &id, &n) == 0 && gw_routed_check(data, len) == 0;
+    gw_metrics_route_answered(head.t0);
+    route_batch *b = gw_awaiting_take(&in_task, id);
+    if (!ok || (b && b->n != n)) {
+        pg_error("a malformed answer to a route task (%zu bytes); its orders are sent again", len);
+        if (b)
+            fail_orders(b->orders, b->n, PG_ERR_INTERNAL);
+        free(b);
         return;
     }
-    size_t o;
-    json_t *order;
-    json_array_foreach(batch, o, order) {
-        json_t *compact = json_array_get(json_object_get(result, "results"), o);
-        learn_token(order, compact);
-        gw_metrics_resume(order);
-        json_t *r = json_is_integer(json_object_get(compact, "c")) ? routed_of(order, compact) : NULL;
-        if (r)
-            gw_internal_routed(r);
-        else
-            fail_order(order, PG_ERR_INTERNAL);
-        json_decref(r);
+    if (!b) {
+        retry_senders(&r, n);
+        return;
     }
-    json_decref(batch);
+    for (size_t o = 0; o < b->n; o++)
+        route_one(&r, b->orders[o]);
+    free(b);
 }

@@ -20,17 +20,18 @@
 #define STORE_TASK_ITEMS 500
 
 typedef struct {
-    json_t *routed;       /* the route result: ctx and counts */
+    gw_routed *routed;    /* the routed order: whom to answer, counts */
     size_t remaining;     /* items not yet answered */
-    json_int_t stored;
-    json_int_t delivered; /* pushed after all, to a session that registered meanwhile */
+    long long stored;
+    long long delivered;  /* pushed after all, to a session that registered meanwhile */
     int failed;           /* the error code of a failed store, 0: none */
 } waiting_message;
 
 static void drop_waiting(void *value)
 {
     waiting_message *w = value;
-    json_decref(w->routed);
+    gw_order_free(w->routed->order);
+    free(w->routed);
     free(w);
 }
 
@@ -45,23 +46,19 @@ static void settle(uint64_t ticket, size_t count, int code)
         return;
     w->remaining -= count < w->remaining ? count : w->remaining;
     if (code == PG_OK)
-        w->stored += (json_int_t)count;
+        w->stored += (long long)count;
     else
         w->failed = code;
     if (w->remaining > 0)
         return;
     gw_awaiting_take(&waiting, ticket);
-    json_t *routed = w->routed;
-    json_object_set_new(routed, "stored",
-                        json_integer(json_integer_value(json_object_get(routed, "stored")) + w->stored));
-    json_object_set_new(routed, "delivered",
-                        json_integer(json_integer_value(json_object_get(routed, "delivered")) +
-                                     w->delivered));
+    gw_routed *routed = w->routed;
+    routed->stored += w->stored;
+    routed->delivered += w->delivered;
     if (w->failed)
-        json_object_set_new(routed, "code", json_integer(w->failed));
+        routed->code = w->failed;
     free(w);
     gw_internal_finish(routed);
-    json_decref(routed);
 }
 
 /* [[ticket, items of it], ...] of a batch's items, in order. */
@@ -110,7 +107,7 @@ static void fail_items(json_t *items)
 static gw_batch stores = {.op = "store", .field = "items", .dst = -1, .max_items = STORE_TASK_ITEMS,
                           .max_bytes = GW_STORE_TASK_BYTES, .task = store_task, .fail = fail_items};
 
-void gw_store_routed(json_t *routed, json_t *items)
+void gw_store_routed(gw_routed *routed, json_t *items)
 {
     waiting_message *w = calloc(1, sizeof(*w));
     uint64_t ticket = w ? gw_awaiting_put(&waiting, w) : 0;
@@ -118,11 +115,11 @@ void gw_store_routed(json_t *routed, json_t *items)
         pg_error("%zu message(s) could not wait for their store", json_array_size(items));
         free(w);
         json_decref(items);
-        json_object_set_new(routed, "code", json_integer(PG_ERR_INTERNAL));
+        routed->code = PG_ERR_INTERNAL;
         gw_internal_finish(routed);
         return;
     }
-    *w = (waiting_message){.routed = json_incref(routed), .remaining = json_array_size(items)};
+    *w = (waiting_message){.routed = routed, .remaining = json_array_size(items)};
     size_t i;
     json_t *item;
     if (!stores.items)

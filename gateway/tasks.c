@@ -1,12 +1,14 @@
 /* tasks.c - task workers: everything that talks to MySQL.
  *
- * Each task is a JSON object with an "op"; the answer (pg_server_finish)
- * carries back what the asking worker needs, including its "ctx".  A failed
+ * Each task is a JSON object with an "op", or a record (route tasks:
+ * route_task.c); the answer (pg_server_finish) carries back what the
+ * asking worker needs, including its "ctx".  A failed
  * query answers with code PG_ERR_INTERNAL so that the sender can retry: no
  * work order is acknowledged that was not handed off. */
 #include "gateway.h"
 
 #include "db_health.h"
+#include "utf8.h"
 #include "log.h"
 #include "memory.h"
 #include "timer.h"
@@ -125,13 +127,12 @@ static json_t *distinct_uuids(json_t *list, const char *key)
 
 #define FIXED_MAX 2
 
-/* Runs `head IN (?,...) tail` for the strings of list, IN_BATCH at a
- * time, after the fixed parameters first[0..fixed); fn sees every row of a
- * SELECT, or (fn NULL) the statement is a write.  0 or -1. */
-static int run_in_list(const char *head, const char *tail, const pg_db_value *first, int fixed,
-                       json_t *list, pg_db_row_fn fn, void *arg)
+/* Runs `head IN (?,...) tail` for list[0..n), IN_BATCH at a time, after
+ * the fixed parameters first[0..fixed); fn sees every row of a SELECT, or
+ * (fn NULL) the statement is a write.  0 or -1. */
+static int run_in_strings(const char *head, const char *tail, const pg_db_value *first, int fixed,
+                          const char *const *list, size_t n, pg_db_row_fn fn, void *arg)
 {
-    size_t n = json_array_size(list);
     if (fixed > FIXED_MAX)
         return -1;
     for (size_t from = 0; from < n; from += IN_BATCH) {
@@ -148,8 +149,7 @@ static int run_in_list(const char *head, const char *tail, const pg_db_value *fi
         for (int k = 0; k < fixed; k++)
             params[k] = first[k];
         for (size_t k = 0; k < padded; k++) {
-            size_t at = from + (k < count ? k : count - 1);
-            params[fixed + k] = PG_DB_STR_VALUE(json_string_value(json_array_get(list, at)));
+            params[fixed + k] = PG_DB_STR_VALUE(list[from + (k < count ? k : count - 1)]);
             len += snprintf(sql + len, sizeof(sql) - (size_t)len, k ? ",?" : "?");
         }
         snprintf(sql + len, sizeof(sql) - (size_t)len, ")%s", tail);
@@ -162,6 +162,31 @@ static int run_in_list(const char *head, const char *tail, const pg_db_value *fi
         }
     }
     return 0;
+}
+
+/* The strings of list (NULL for each member that is not one), or (key
+ * given) the key member of its objects; borrowed from list.  *n gets
+ * their count; NULL when out of memory. */
+static const char **strings_of(json_t *list, const char *key, size_t *n)
+{
+    *n = json_array_size(list);
+    const char **v = malloc((*n ? *n : 1) * sizeof(*v));
+    for (size_t i = 0; v && i < *n; i++) {
+        json_t *o = json_array_get(list, i);
+        v[i] = json_string_value(key ? json_object_get(o, key) : o);
+    }
+    return v;
+}
+
+/* run_in_strings for a JSON list of strings. */
+static int run_in_list(const char *head, const char *tail, const pg_db_value *first, int fixed,
+                       json_t *list, pg_db_row_fn fn, void *arg)
+{
+    size_t n;
+    const char **v = strings_of(list, NULL, &n);
+    int rc = v ? run_in_strings(head, tail, first, fixed, v, n, fn, arg) : -1;
+    free(v);
+    return rc;
 }
 
 static int query_uuids(const char *head, json_t *uuids, pg_db_row_fn fn, void *arg)
@@ -508,62 +533,151 @@ static void op_ack(json_t *task)
 
 /* ---- routing ---- */
 
+/* A row of online_clients; text holds the three strings. */
 typedef struct {
-    json_t *by_uuid;   /* uuid -> array of {ip, port, session, client_id} */
+    const char *uuid, *client_id, *ip;
+    int port;
+    long long session;
+    size_t seq;          /* its place in the answer, among its uuid's rows */
+    char *text;
+} route_row;
+
+/* The rows of a lookup, by uuid (sorted once the lookup is done). */
+typedef struct {
+    route_row *v;
+    size_t n, cap;
 } route_rows;
+
+static void route_rows_free(route_rows *rows)
+{
+    for (size_t i = 0; i < rows->n; i++)
+        free(rows->v[i].text);
+    free(rows->v);
+    *rows = (route_rows){0};
+}
+
+#define CLIENT_ID_MAX 128   /* online_clients.client_id */
+#define NODE_IP_MAX 64
+
+/* A column to keep: a string of at most max bytes of UTF-8. */
+static int text_column(const pg_db_value *c, size_t max)
+{
+    return c->type == PG_DB_STRING && c->len <= max && gw_utf8_valid(c->s, c->len);
+}
 
 /* A row of online_clients.  The table is shared with other writers (the
  * seed's PHP gateways), so a row is checked like any input: one whose uuid
- * no order can name (too long, not UTF-8) is skipped. */
+ * no order can name (too long, not UTF-8), or whose node or client_id
+ * could not be sent on, is skipped. */
 static int collect_route(void *arg, const pg_db_value *c, int ncols)
 {
     route_rows *r = arg;
-    if (ncols < 5 || c[0].type != PG_DB_STRING || c[1].type != PG_DB_STRING ||
-        c[2].type != PG_DB_STRING || c[3].type != PG_DB_INT || c[4].type != PG_DB_INT ||
-        c[1].len > PG_UUID_MAX)
-        return 0;
-    char uuid[PG_UUID_MAX + 1];
-    snprintf(uuid, sizeof(uuid), "%.*s", (int)c[1].len, c[1].s);
-    json_t *list = json_object_get(r->by_uuid, uuid);
-    if (!list && json_object_set_new(r->by_uuid, uuid, list = json_array()) < 0) {
-        pg_warn("online_clients: a row whose uuid is not UTF-8 is skipped");
+    if (ncols < 5 || !text_column(&c[0], CLIENT_ID_MAX) || !text_column(&c[1], PG_UUID_MAX) ||
+        !text_column(&c[2], NODE_IP_MAX) || c[3].type != PG_DB_INT || c[4].type != PG_DB_INT) {
+        pg_warn("online_clients: a malformed row is skipped");
         return 0;
     }
-    json_array_append_new(list, json_pack("{s:s%,s:s%,s:I,s:I}", "client_id", c[0].s, c[0].len,
-                                          "ip", c[2].s, c[2].len, "port", (json_int_t)c[3].i,
-                                          "session", (json_int_t)c[4].i));
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        route_row *v = realloc(r->v, cap * sizeof(*v));
+        if (!v)
+            return 1;
+        r->v = v;
+        r->cap = cap;
+    }
+    char *text = malloc(c[0].len + c[1].len + c[2].len + 3);
+    if (!text)
+        return 1;
+    route_row *row = &r->v[r->n];
+    *row = (route_row){.port = (int)c[3].i, .session = c[4].i, .seq = r->n, .text = text};
+    const pg_db_value *cols[] = {&c[1], &c[0], &c[2]};
+    const char **into[] = {&row->uuid, &row->client_id, &row->ip};
+    for (int k = 0; k < 3; k++) {
+        memcpy(text, cols[k]->s, cols[k]->len);
+        text[cols[k]->len] = '\0';
+        *into[k] = text;
+        text += cols[k]->len + 1;
+    }
+    r->n++;
     return 0;
 }
 
-/* Where every uuid of the list is connected (uuids: strings, or objects
- * with a "uuid"; key says which): one query per IN_BATCH distinct uuids. */
-static int lookup_routes(json_t *list, const char *key, route_rows *rows)
+static int by_uuid(const void *a, const void *b)
 {
-    json_t *uuids = distinct_uuids(list, key);
-    int rc = query_uuids("SELECT client_id, uuid, node_ip, node_port, session_id "
-                         "FROM online_clients WHERE uuid", uuids, collect_route, rows);
-    json_decref(uuids);
+    const route_row *x = a, *y = b;
+    int c = strcmp(x->uuid, y->uuid);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int by_string(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    return x && y ? strcmp(x, y) : (x != NULL) - (y != NULL);
+}
+
+/* uuids[0..n) sorted, without NULLs or repeats; returns how many are left. */
+static size_t distinct(const char **uuids, size_t n)
+{
+    qsort(uuids, n, sizeof(*uuids), by_string);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (uuids[i] && (k == 0 || strcmp(uuids[k - 1], uuids[i]) != 0))
+            uuids[k++] = uuids[i];
+    return k;
+}
+
+/* Where every uuid of uuids[0..*n) is connected: one query per IN_BATCH
+ * of them.  The list is made distinct on the way (*n: how many are left). */
+static int lookup_routes(const char **uuids, size_t *n, route_rows *rows)
+{
+    *n = distinct(uuids, *n);
+    int rc = *n ? run_in_strings("SELECT client_id, uuid, node_ip, node_port, session_id "
+                                 "FROM online_clients WHERE uuid", "", NULL, 0, uuids, *n,
+                                 collect_route, rows)
+                : 0;
+    if (rows->n)
+        qsort(rows->v, rows->n, sizeof(*rows->v), by_uuid);
+    return rc;
+}
+
+/* The same for the uuids of a JSON list (key: its objects' member). */
+static int lookup_json_routes(json_t *list, const char *key, route_rows *rows)
+{
+    size_t n;
+    const char **uuids = strings_of(list, key, &n);
+    int rc = uuids ? lookup_routes(uuids, &n, rows) : -1;
+    free(uuids);
     return rc;
 }
 
 /* Called for each target of a uuid: a row of online_clients, local when
  * the session is on this node. */
-typedef void (*target_fn)(json_t *row, int local, void *arg);
+typedef void (*target_fn)(const route_row *row, int local, void *arg);
+
+static int row_is_local(const route_row *row)
+{
+    return strcmp(row->ip, gw.node_ip) == 0 && row->port == gw.cfg.internal_port;
+}
 
 /* Calls fn for each target of uuid: its sessions here that are still open,
  * still that uuid and not keep_away (none while this node stops: their rows
  * are about to go), and its clients on other nodes.  Returns how many. */
-static size_t each_target(route_rows *rows, const char *uuid, json_int_t keep_away, target_fn fn,
-                          void *arg)
+static size_t each_target(const route_rows *rows, const char *uuid, long long keep_away,
+                          target_fn fn, void *arg)
 {
-    size_t t, reached = 0;
-    json_t *row;
-    json_array_foreach(json_object_get(rows->by_uuid, uuid), t, row) {
-        json_int_t session = json_integer_value(json_object_get(row, "session"));
-        int local = strcmp(json_string_value(json_object_get(row, "ip")), gw.node_ip) == 0 &&
-                    json_integer_value(json_object_get(row, "port")) == gw.cfg.internal_port;
-        if (local && (session == keep_away || atomic_load(&gw.counters->draining) ||
-                      !gw_session_is((pg_session_id)session, uuid)))
+    size_t lo = 0, hi = rows->n, reached = 0;
+    while (lo < hi) {   /* the first row of uuid */
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(rows->v[mid].uuid, uuid) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t t = lo; t < rows->n && strcmp(rows->v[t].uuid, uuid) == 0; t++) {
+        const route_row *row = &rows->v[t];
+        int local = row_is_local(row);
+        if (local && (row->session == keep_away || atomic_load(&gw.counters->draining) ||
+                      !gw_session_is((pg_session_id)row->session, uuid)))
             continue;
         fn(row, local, arg);
         reached++;
@@ -580,21 +694,20 @@ typedef struct {
 /* A stored message's session here gets it now, marked stored; "t", the
  * ticket of the message it belongs to, tells the worker whom it reached
  * (store.c).  A session on another node is hinted to that node. */
-static void push_stored(json_t *row, int local, void *arg)
+static void push_stored(const route_row *row, int local, void *arg)
 {
     stored_target *st = arg;
     json_t *item = st->item;
     if (local)
-        json_array_append_new(st->local, json_pack("{s:O,s:O,s:O,s:O,s:b,s:O?}", "session",
-                                                   json_object_get(row, "session"), "uuid",
+        json_array_append_new(st->local, json_pack("{s:I,s:O,s:O,s:O,s:b,s:O?}", "session",
+                                                   (json_int_t)row->session, "uuid",
                                                    json_object_get(item, "uuid"), "id",
                                                    json_object_get(item, "msg_id"), "payload",
                                                    json_object_get(item, "payload"), "stored", 1, "t",
                                                    json_object_get(item, "t")));
     else
-        json_array_append_new(st->hints, json_pack("{s:O,s:[O,O]}", "uuid", json_object_get(item, "uuid"),
-                                                   "hint", json_object_get(row, "ip"),
-                                                   json_object_get(row, "port")));
+        json_array_append_new(st->hints, json_pack("{s:O,s:[s,i]}", "uuid", json_object_get(item, "uuid"),
+                                                   "hint", row->ip, row->port));
 }
 
 /* A browser that registered between the lookup and the store (or whose
@@ -606,9 +719,9 @@ static void push_stored(json_t *row, int local, void *arg)
  * already is not sent it again (push_record.c). */
 static int recheck_stored(json_t *store, json_t *local, json_int_t keep_away)
 {
-    route_rows rows = {.by_uuid = json_object()};
+    route_rows rows = {0};
     json_t *hints = json_array();
-    int rc = lookup_routes(store, "uuid", &rows);
+    int rc = lookup_json_routes(store, "uuid", &rows);
     size_t i;
     json_t *it;
     json_array_foreach(rc == 0 ? store : NULL, i, it) {
@@ -619,7 +732,7 @@ static int recheck_stored(json_t *store, json_t *local, json_int_t keep_away)
     if (json_array_size(hints) > 0 && note_redeliveries(hints) < 0)
         pg_error("could not tell other nodes of stored messages for their browsers");
     json_decref(hints);
-    json_decref(rows.by_uuid);
+    route_rows_free(&rows);
     return rc;
 }
 
@@ -709,80 +822,66 @@ static void op_store(json_t *task)
                      "local", local, "waiters", waiters, "refused", refused));
 }
 
-/* A route task's order: [chat_token or null, uuid, ...] (route.c). */
-static int order_code(json_t *order)
+/* ---- route tasks (route.c, the layout in route_task.c) ---- */
+
+static int order_code(const gw_route_ask *a)
 {
-    const char *token = json_string_value(json_array_get(order, 0));
-    int valid = token ? token_valid(token) : 1;
+    int valid = a->chat_token ? token_valid(a->chat_token) : 1;
     return valid > 0 ? PG_OK : valid < 0 ? gw_mysql_failure_code() : PG_ERR_BAD_TOKEN;
 }
 
 typedef struct {
-    json_t *result;   /* the order's compact result */
-    size_t index;     /* the item's index in its order */
+    pg_rec_writer *w;
+    size_t count_at;   /* where the order's count of entries is */
+    uint32_t index;    /* the item's index in its order */
 } route_target;
 
-static void add_target(json_t *row, int local, void *arg)
+static void add_target(const route_row *row, int local, void *arg)
 {
     route_target *rt = arg;
-    json_t *list = json_object_get(rt->result, local ? "l" : "r");
-    json_int_t i = (json_int_t)rt->index;
-    if (local)
-        json_array_append_new(list, json_pack("[I,O]", i, json_object_get(row, "session")));
-    else
-        json_array_append_new(list, json_pack("[I,O,O,O]", i, json_object_get(row, "ip"),
-                                              json_object_get(row, "port"),
-                                              json_object_get(row, "client_id")));
+    gw_route_entry e = {.item = rt->index, .where = local ? GW_ROUTE_LOCAL : GW_ROUTE_REMOTE,
+                        .session = (pg_session_id)row->session, .port = row->port,
+                        .ip = row->ip, .client_id = row->client_id};
+    gw_routed_entry(rt->w, rt->count_at, &e);
 }
 
-/* One compact result per order, {c: code, l: local, r: remote, n: none}:
- * route.c still holds the orders, so an entry names its item by index:
- * local [i, session], remote [i, ip, port, client_id], none i (no target:
- * the worker stores it, see store.c). */
-static json_t *order_result(json_t *order, int code, route_rows *rows)
+/* One order's answer: where each of its items goes, or that it goes
+ * nowhere (GW_ROUTE_NONE: the worker stores it, see store.c). */
+static void order_result(pg_rec_writer *w, const gw_route_ask *a, int code, const route_rows *rows)
 {
-    json_t *result = json_pack("{s:i,s:[],s:[],s:[]}", "c", code, "l", "r", "n");
-    for (size_t i = 0; code == PG_OK && i + 1 < json_array_size(order); i++) {
-        route_target rt = {.result = result, .index = i};
-        const char *uuid = json_string_value(json_array_get(order, i + 1));
-        if (!uuid || each_target(rows, uuid, 0, add_target, &rt) == 0)
-            json_array_append_new(json_object_get(result, "n"), json_integer((json_int_t)i));
+    route_target rt = {.w = w, .count_at = gw_routed_order(w, a, code)};
+    for (uint32_t i = 0; code == PG_OK && i < a->n; i++) {
+        rt.index = i;
+        if (!a->uuids[i] || each_target(rows, a->uuids[i], 0, add_target, &rt) == 0)
+            gw_routed_entry(w, rt.count_at, &(gw_route_entry){.item = i, .where = GW_ROUTE_NONE});
     }
-    return result;
 }
 
-/* A batch of orders (route.c): the uuids of all of them in a few IN
- * queries, one result each.  Nothing is written here: what has no target
- * comes back to the worker, which stores it in a task of its own, so a
- * route never waits for an INSERT (a browser that stopped reading sends
- * thousands of its orders that way while the others' are routed). */
 /* The lookup's answer for each uuid goes to the route cache
  * (route_cache.c): its sessions on other nodes, or none.  Not when it has
  * more sessions than an entry or the uuid index holds: those are looked
- * up every time. */
-static void cache_routes(json_t *uuids, route_rows *rows, gw_route_mark mark)
+ * up every time.  uuids: distinct, as lookup_routes left them. */
+static void cache_routes(const char *const *uuids, size_t n, const route_rows *rows,
+                         gw_route_mark mark)
 {
-    size_t i;
-    json_t *u;
-    json_array_foreach(uuids, i, u) {
+    size_t t = 0;
+    for (size_t u = 0; u < n; u++) {   /* both sorted by uuid */
         gw_routes routes = {0};
         int local = 0, fits = 1;
-        size_t t;
-        json_t *row;
-        json_array_foreach(json_object_get(rows->by_uuid, json_string_value(u)), t, row) {
-            const char *ip = json_string_value(json_object_get(row, "ip"));
-            int port = (int)json_integer_value(json_object_get(row, "port"));
-            if (strcmp(ip, gw.node_ip) == 0 && port == gw.cfg.internal_port) {
+        while (t < rows->n && strcmp(rows->v[t].uuid, uuids[u]) < 0)
+            t++;
+        for (; t < rows->n && strcmp(rows->v[t].uuid, uuids[u]) == 0; t++) {
+            const route_row *row = &rows->v[t];
+            if (row_is_local(row)) {
                 fits &= ++local <= GW_INDEX_SESSIONS;
             } else if ((fits &= routes.n < GW_ROUTE_TARGETS)) {
-                snprintf(routes.t[routes.n].ip, sizeof(routes.t[routes.n].ip), "%s", ip);
-                routes.t[routes.n].port = port;
-                routes.t[routes.n++].session =
-                    (pg_session_id)json_integer_value(json_object_get(row, "session"));
+                snprintf(routes.t[routes.n].ip, sizeof(routes.t[routes.n].ip), "%s", row->ip);
+                routes.t[routes.n].port = row->port;
+                routes.t[routes.n++].session = (pg_session_id)row->session;
             }
         }
         if (fits)
-            gw_route_cache_put(json_string_value(u), &routes, mark);
+            gw_route_cache_put(uuids[u], &routes, mark);
     }
 }
 
@@ -793,45 +892,56 @@ static void cache_routes(json_t *uuids, route_rows *rows, gw_route_mark mark)
  * them up. */
 static void warm_routes(json_t *sessions, gw_route_mark mark)
 {
-    route_rows rows = {.by_uuid = json_object()};
-    json_t *uuids = distinct_uuids(sessions, "uuid");
-    if (lookup_routes(uuids, NULL, &rows) == 0)
-        cache_routes(uuids, &rows, mark);
-    json_decref(uuids);
-    json_decref(rows.by_uuid);
+    route_rows rows = {0};
+    size_t n;
+    const char **uuids = strings_of(sessions, "uuid", &n);
+    if (uuids && lookup_routes(uuids, &n, &rows) == 0)
+        cache_routes(uuids, n, &rows, mark);
+    free(uuids);
+    route_rows_free(&rows);
 }
 
-static void op_route(json_t *task)
+/* A batch of orders (route.c): the uuids of all of them in a few IN
+ * queries, one result each.  Nothing is written here: what has no target
+ * comes back to the worker, which stores it in a task of its own, so a
+ * route never waits for an INSERT (a browser that stopped reading sends
+ * thousands of its orders that way while the others' are routed). */
+static void op_route(const char *data, size_t len)
 {
-    json_t *orders = json_object_get(task, "orders");
-    json_t *codes = json_array(), *uuids = json_array(), *results = json_array();
-    size_t o, i;
-    json_t *order, *uuid;
-    json_array_foreach(orders, o, order) {
-        int code = order_code(order);
-        json_array_append_new(codes, json_integer(code));
-        json_array_foreach(code == PG_OK ? order : NULL, i, uuid)
-            if (i > 0)
-                json_array_append(uuids, uuid);
+    gw_route_task t;
+    if (gw_route_task_get(data, len, &t) < 0) {
+        pg_error("a malformed route task of %zu bytes", len);
+        return;
     }
-    route_rows rows = {.by_uuid = json_object()};
+    int *codes = calloc(t.n ? t.n : 1, sizeof(*codes));
+    size_t n = 0, total = 0;
+    for (uint32_t o = 0; o < t.n; o++)
+        total += t.orders[o].n;
+    const char **uuids = malloc((total ? total : 1) * sizeof(*uuids));
+    for (uint32_t o = 0; codes && uuids && o < t.n; o++) {
+        codes[o] = order_code(&t.orders[o]);
+        for (uint32_t i = 0; codes[o] == PG_OK && i < t.orders[o].n; i++)
+            uuids[n++] = t.orders[o].uuids[i];
+    }
+    route_rows rows = {0};
     gw_route_mark mark = gw_route_cache_mark();
-    int failed = json_array_size(uuids) > 0 && (!gw_db() || lookup_routes(uuids, NULL, &rows) < 0);
+    int failed = !codes || !uuids || (n > 0 && (!gw_db() || lookup_routes(uuids, &n, &rows) < 0));
     if (!failed)
-        cache_routes(uuids, &rows, mark);
-    json_array_foreach(orders, o, order) {
-        int code = (int)json_integer_value(json_array_get(codes, o));
-        if (failed && code == PG_OK)
-            code = gw_mysql_failure_code();
-        json_array_append_new(results, order_result(order, code, &rows));
+        cache_routes(uuids, n, &rows, mark);
+    pg_rec_writer w = {0};
+    gw_routed_begin(&w, &t);
+    for (uint32_t o = 0; o < t.n; o++) {
+        int code = !codes ? PG_ERR_INTERNAL : failed && codes[o] == PG_OK ? gw_mysql_failure_code()
+                                                                          : codes[o];
+        order_result(&w, &t.orders[o], code, &rows);
     }
-    json_decref(codes);
-    json_decref(uuids);
-    json_decref(rows.by_uuid);
-    /* t0 back to the worker: the lookup's round trip (metrics.c) */
-    finish(json_pack("{s:s,s:O,s:o,s:O?,s:O?}", "op", "routed", "batch",
-                     json_object_get(task, "batch"), "results", results, "senders",
-                     json_object_get(task, "senders"), "t0", json_object_get(task, "t0")));
+    if (pg_rec_written(&w) < 0 || pg_server_finish(gw.server, w.data, w.len) < 0)
+        pg_error("could not answer a route task");
+    pg_rec_writer_free(&w);
+    route_rows_free(&rows);
+    free(uuids);
+    free(codes);
+    gw_route_task_free(&t);
 }
 
 /* The uuids other nodes stored messages for while the path to this node
@@ -871,36 +981,56 @@ static void op_token(json_t *task)
 
 /* ---- dispatch ---- */
 
+/* A task that is a record (route_task.c); its op's name for the log. */
+static const char *handle_record(const char *data, size_t len)
+{
+    pg_rec_reader r = pg_rec_reader_of(data, len);
+    gw_task_head head = gw_task_head_get(&r);
+    gw_metrics_task_waited(head.t0);
+    if (head.op == GW_TASK_ROUTE) {
+        op_route(data, len);
+        return "route";
+    }
+    pg_error("unknown task record op %u", head.op);
+    return NULL;
+}
+
+/* A task in JSON; its op's name for the log. */
+static const char *handle_json(const char *data, size_t len, json_t **task)
+{
+    json_error_t err;
+    *task = json_loadb(data, len, 0, &err);
+    const char *op = json_string_value(json_object_get(*task, "op"));
+    gw_metrics_task_started(*task);
+    if (!op)
+        pg_error("malformed task: %s", err.text);
+    else if (strcmp(op, "register") == 0)
+        op_register(*task);
+    else if (strcmp(op, "offline_page") == 0)
+        op_offline_page(*task);
+    else if (strcmp(op, "unregister") == 0)
+        op_unregister(*task);
+    else if (strcmp(op, "ack") == 0)
+        op_ack(*task);
+    else if (strcmp(op, "store") == 0)
+        op_store(*task);
+    else if (strcmp(op, "token") == 0)
+        op_token(*task);
+    else if (strcmp(op, "redeliveries") == 0)
+        op_redeliveries(*task);
+    else if (strcmp(op, "cluster") == 0)
+        finish(gw_admin_cluster_rows(*task));
+    else
+        pg_error("unknown task op '%s'", op);
+    return op;
+}
+
 void gw_task_handle(int64_t task_id, const char *data, size_t len)
 {
     (void)task_id;
     uint64_t started = pg_now_ms();
-    json_error_t err;
-    json_t *task = json_loadb(data, len, 0, &err);
-    const char *op = json_string_value(json_object_get(task, "op"));
-    gw_metrics_task_started(task);
-    if (!op)
-        pg_error("malformed task: %s", err.text);
-    else if (strcmp(op, "route") == 0)
-        op_route(task);
-    else if (strcmp(op, "register") == 0)
-        op_register(task);
-    else if (strcmp(op, "offline_page") == 0)
-        op_offline_page(task);
-    else if (strcmp(op, "unregister") == 0)
-        op_unregister(task);
-    else if (strcmp(op, "ack") == 0)
-        op_ack(task);
-    else if (strcmp(op, "store") == 0)
-        op_store(task);
-    else if (strcmp(op, "token") == 0)
-        op_token(task);
-    else if (strcmp(op, "redeliveries") == 0)
-        op_redeliveries(task);
-    else if (strcmp(op, "cluster") == 0)
-        finish(gw_admin_cluster_rows(task));
-    else
-        pg_error("unknown task op '%s'", op);
+    json_t *task = NULL;
+    const char *op = len && data[0] == '{' ? handle_json(data, len, &task) : handle_record(data, len);
     /* Tasks are meant to take milliseconds: the worker's requests behind
      * one that does not wait meanwhile, so say which one it was. */
     uint64_t took = pg_now_ms() - started;

@@ -254,4 +254,40 @@ sentinel = {
 }
 for k, v in sentinel.items():
     write("sentinel", k, v)
+# ---- route_task: the route task and its answer (gateway/route_task.c) ----
+def rstr(s):
+    if s is None:
+        return struct.pack("<I", 0xFFFFFFFF)
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<I", len(b)) + b + b"\0"
+
+def rhead(op, t0=123456, t_in=0):
+    return struct.pack("<BQQ", op, t0, t_in)
+
+def route_task(orders, batch=7):
+    out = rhead(1) + struct.pack("<QI", batch, len(orders))
+    for token, kind, sender, msg_id, to, uuids in orders:
+        out += rstr(token) + struct.pack("<BQ", kind, sender) + rstr(msg_id) + rstr(to)
+        out += struct.pack("<I", len(uuids)) + b"".join(rstr(u) for u in uuids)
+    return out
+
+def routed(orders, batch=7):
+    out = rhead(2) + struct.pack("<QI", batch, len(orders))
+    for kind, sender, msg_id, to, code, entries in orders:
+        out += struct.pack("<BQ", kind, sender) + rstr(msg_id) + rstr(to) + struct.pack("<II", code, len(entries))
+        for item, where, session, port, ip, client_id in entries:
+            out += struct.pack("<IBQI", item, where, session, port) + rstr(ip) + rstr(client_id)
+    return out
+
+route = {
+    "task_worksheet": route_task([("token-1", 0, 5, "1700000000000-0", "", ["agent-1", "agent-2"])]),
+    "task_chat": route_task([(None, 1, 9, "c-1", "agent-3", ["agent-3"])]),
+    "task_two": route_task([("t", 0, 5, "m-1", "", ["a"]), ("t", 0, 5, "m-2", "", [])]),
+    "answer": routed([(0, 5, "m-1", "", 0, [(0, 0, 11, 9501, None, None),
+                                             (1, 1, 12, 9601, "10.0.0.2", "10.0.0.2:9601:c"),
+                                             (1, 2, 0, 0, None, None)])]),
+    "answer_error": routed([(1, 9, "c-1", "agent-3", 2, [])]),
+}
+for k, v in route.items():
+    write("route_task", k, v)
 print("corpus written")

@@ -67,7 +67,9 @@ static int use_plain_json(void **state)
 
 /* ---- online_clients rows ---- */
 
-static void route_row(route_rows *rows, const char *uuid, size_t uuid_len, long long session)
+static gw_counters counters;   /* each_target reads draining */
+
+static void route_row_of(route_rows *rows, const char *uuid, size_t uuid_len, long long session)
 {
     pg_db_value cols[5] = {
         PG_DB_STR_VALUE("client-id"),
@@ -79,41 +81,86 @@ static void route_row(route_rows *rows, const char *uuid, size_t uuid_len, long 
     assert_int_equal(collect_route(rows, cols, 5), 0);
 }
 
+typedef struct {
+    long long sessions[8];
+    size_t n;
+} seen_targets;
+
+static void note_target(const route_row *row, int local, void *arg)
+{
+    seen_targets *seen = arg;
+    assert_false(local);   /* 10.0.0.2 is not this node */
+    assert_string_equal(row->ip, "10.0.0.2");
+    assert_string_equal(row->client_id, "client-id");
+    assert_int_equal(row->port, 9601);
+    seen->sessions[seen->n++] = row->session;
+}
+
+static size_t targets_of(route_rows *rows, const char *uuid, seen_targets *seen)
+{
+    *seen = (seen_targets){0};
+    return each_target(rows, uuid, 0, note_target, seen);
+}
+
+/* Rows come back in any order; each uuid's are found together, in the
+ * order of the answer. */
 static void test_route_rows_are_grouped_by_uuid(void **state)
 {
     (void)state;
-    route_rows rows = {.by_uuid = json_object()};
-    route_row(&rows, "agent-1", 7, 11);
-    route_row(&rows, "agent-1", 7, 12);
-    route_row(&rows, "agent-2", 7, 13);
-    assert_int_equal(json_object_size(rows.by_uuid), 2);
-    json_t *list = json_object_get(rows.by_uuid, "agent-1");
-    assert_int_equal(json_array_size(list), 2);
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(list, 1), "session")), 12);
-    json_decref(rows.by_uuid);
+    gw.counters = &counters;
+    snprintf(gw.node_ip, sizeof(gw.node_ip), "10.0.0.1");
+    route_rows rows = {0};
+    route_row_of(&rows, "agent-2", 7, 13);
+    route_row_of(&rows, "agent-1", 7, 11);
+    route_row_of(&rows, "agent-3", 7, 14);
+    route_row_of(&rows, "agent-1", 7, 12);
+    qsort(rows.v, rows.n, sizeof(*rows.v), by_uuid);
+    seen_targets seen;
+    assert_int_equal(targets_of(&rows, "agent-1", &seen), 2);
+    assert_int_equal(seen.sessions[0], 11);
+    assert_int_equal(seen.sessions[1], 12);
+    assert_int_equal(targets_of(&rows, "agent-2", &seen), 1);
+    assert_int_equal(seen.sessions[0], 13);
+    assert_int_equal(targets_of(&rows, "agent-3", &seen), 1);
+    assert_int_equal(targets_of(&rows, "agent-0", &seen), 0);
+    assert_int_equal(targets_of(&rows, "agent-4", &seen), 0);
+    route_rows_free(&rows);
 }
 
 /* A uuid of KELVIN SIGNs (3 bytes each), as a case-insensitive table may
- * return for an order's "k"s: cut to PG_UUID_MAX bytes it ends inside a
- * character, and jansson refuses it as a key (and frees the new list). */
-static void test_route_row_with_uuid_cut_inside_a_character(void **state)
+ * return for an order's "k"s: longer than any uuid an order can name, it
+ * is skipped, and so is one that is not UTF-8. */
+static void test_route_rows_no_order_can_name_are_skipped(void **state)
 {
     (void)state;
     char uuid[1 + 39 * 3];
     uuid[0] = 'a';
     for (int i = 0; i < 39; i++)
         memcpy(uuid + 1 + 3 * i, "\xe2\x84\xaa", 3);
-    route_rows rows = {.by_uuid = json_object()};
-    route_row(&rows, uuid, sizeof(uuid), 21);
-    assert_int_equal(json_object_size(rows.by_uuid), 0);
+    route_rows rows = {0};
+    route_row_of(&rows, uuid, sizeof(uuid), 21);
+    route_row_of(&rows, uuid, 21, 22);   /* cut inside a character */
+    assert_int_equal(rows.n, 0);
     /* a plain over-long uuid is not cut to another uuid's name either */
     char longer[PG_UUID_MAX + 2];
     memset(longer, 'b', sizeof(longer));
-    route_row(&rows, longer, sizeof(longer), 22);
-    assert_int_equal(json_object_size(rows.by_uuid), 0);
-    route_row(&rows, "agent-3", 7, 23);
-    assert_int_equal(json_object_size(rows.by_uuid), 1);
-    json_decref(rows.by_uuid);
+    route_row_of(&rows, longer, sizeof(longer), 23);
+    assert_int_equal(rows.n, 0);
+    route_row_of(&rows, "agent-3", 7, 24);
+    assert_int_equal(rows.n, 1);
+    route_rows_free(&rows);
+}
+
+/* A list of uuids is made distinct and sorted; NULLs go. */
+static void test_uuid_lists_are_made_distinct(void **state)
+{
+    (void)state;
+    const char *uuids[] = {"b", NULL, "a", "b", "c", "a", NULL};
+    size_t n = distinct(uuids, sizeof(uuids) / sizeof(uuids[0]));
+    assert_int_equal(n, 3);
+    assert_string_equal(uuids[0], "a");
+    assert_string_equal(uuids[1], "b");
+    assert_string_equal(uuids[2], "c");
 }
 
 int main(void)
@@ -121,8 +168,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_route_rows_are_grouped_by_uuid, use_guarded_json,
                                         use_plain_json),
-        cmocka_unit_test_setup_teardown(test_route_row_with_uuid_cut_inside_a_character,
+        cmocka_unit_test_setup_teardown(test_route_rows_no_order_can_name_are_skipped,
                                         use_guarded_json, use_plain_json),
+        cmocka_unit_test(test_uuid_lists_are_made_distinct),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
