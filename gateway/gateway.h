@@ -539,8 +539,8 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len);
  * that the worker routing it also pushes it and takes its ACK; -1: none. */
 int gw_internal_worker(const char *packet, size_t len, void *arg);
 /* A routed order (route.c): the sessions here have it; remote[0..n) (borrowed)
- * go to the proxy, offline (stolen: store items {uuid, msg_id, payload})
- * to the store, then its sender is answered.  r is taken. */
+ * go to the proxy, offline (stolen: store items {uuid, msg_id, payload};
+ * NULL: none) to the store, then its sender is answered.  r is taken. */
 void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n, json_t *offline);
 void gw_internal_token_checked(json_t *result);
 void gw_internal_stored(json_t *result);

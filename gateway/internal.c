@@ -394,7 +394,8 @@ static void push_local_targets(json_t *local)
 }
 
 /* The route is known and the local sessions have the event ("delivered"):
- * remote ones go to the proxy (or are stored when that is impossible). */
+ * remote ones go to the proxy (or are stored when that is impossible);
+ * offline may be NULL (nothing to store). */
 void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n, json_t *offline)
 {
     if (r->code != PG_OK) {
@@ -404,7 +405,8 @@ void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n, json_t 
         gw_internal_store_then_finish(r, offline);
     } else {
         const char *token = r->order->chat_token;
-        gw_proxy_forward(r, remote, n, offline, token ? token : gw.cfg.chat_token);
+        gw_proxy_forward(r, remote, n, offline ? offline : json_array(),
+                         token ? token : gw.cfg.chat_token);
     }
 }
 

@@ -204,7 +204,8 @@ static void await_final(uint64_t req_id, const batch *b, const gw_remote *target
     if (!fw || !fw->uuid || !fw->id || !fw->payload || pg_idmap_put(finals, req_id, fw) < 0) {
         if (fw)
             free_final(fw);
-        gw_store_item(store_item(item->uuid, item->id, item->payload, target->ip, target->port, 0), &w);
+        gw_store_item(store_item(item->uuid, item->id, item->payload, target->ip, target->port, 0),
+                      &w);
     }
 }
 
@@ -216,7 +217,8 @@ static void end_final(final_wait *fw, int code, json_t *answer)
         int stored = json_integer_value(json_object_get(answer, "stored")) > 0;
         gw_waiter_settle(&fw->w, stored ? GW_PUSH_STORED : GW_PUSH_ACKED);
     } else {
-        gw_store_item(store_item(fw->uuid, fw->id, fw->payload, fw->ip, fw->port, code != PG_ERR_GONE),
+        int path_broken = code != PG_ERR_GONE;
+        gw_store_item(store_item(fw->uuid, fw->id, fw->payload, fw->ip, fw->port, path_broken),
                       &fw->w);
     }
     free_final(fw);
@@ -450,14 +452,16 @@ static int send_push(uint64_t req_id, const batch *b, const gw_remote *target,
     if (!body && !(body = evbuffer_new()))
         return -1;
     evbuffer_drain(body, evbuffer_get_length(body));
-    int failed = pg_json_put_str(body, chat_token, "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
+    const char *handoff = batch_ticket(b) ? ",\"handoff\":true" : "";
+    int failed = pg_json_put_str(body, chat_token,
+                                 "{\"url\":\"/chat/push-local\",\"chat_token\":") < 0 ||
                  pg_json_put_str(body, target->ip, ",\"proxy_info\":{\"ip\":") < 0 ||
                  pg_json_put(body, NULL, ",\"port\":%d", target->port) < 0 ||
                  pg_json_put_str(body, target->client_id, "},\"client_id\":") < 0 ||
                  pg_json_put_str(body, item->uuid, ",\"uuid\":") < 0 ||
                  pg_json_put_str(body, item->id, ",\"msg_id\":") < 0 ||
                  pg_json_put(body, NULL, ",\"req_id\":%llu%s,\"remote_data\":",
-                             (unsigned long long)req_id, batch_ticket(b) ? ",\"handoff\":true" : "") < 0 ||
+                             (unsigned long long)req_id, handoff) < 0 ||
                  evbuffer_add(body, item->payload, strlen(item->payload)) < 0 ||
                  evbuffer_add(body, "}", 1) < 0;
     return failed ? -1 : pg_json_frame(bufferevent_get_output(link_bev), body);
@@ -468,7 +472,7 @@ void gw_proxy_forward(gw_routed *r, const gw_remote *remote, size_t n, json_t *t
 {
     batch *b = calloc(1, sizeof(*b));
     gw_remote *targets = malloc(n * sizeof(*targets));
-    if (!b || !targets) {
+    if (!b || !targets || !to_store) {
         free(b);
         free(targets);
         json_decref(to_store);

@@ -116,7 +116,9 @@ static int send_orders(void **items, size_t n, int dst)
         b->n = n;
         memcpy(b->orders, items, n * sizeof(gw_order *));
     }
-    int rc = id && gw_route_task_put(&w, pg_prom_now_us(), id, b->orders, n) == 0 ? gw_task_record(&w, dst) : -1;
+    int rc = -1;
+    if (id && gw_route_task_put(&w, pg_prom_now_us(), id, b->orders, n) == 0)
+        rc = gw_task_record(&w, dst);
     pg_rec_writer_free(&w);
     if (rc < 0) {
         if (id)
@@ -144,8 +146,8 @@ static int may_push_early(const gw_order *order)
             (order->chat_token && gw_token_cached(order->chat_token) == 1));
 }
 
-/* The item goes to its uuid's sessions on this node now; returns how many. */
-static int push_early(gw_item *item, uint64_t ticket)
+/* The item goes to its uuid's sessions on this node now (item->early). */
+static void push_early(gw_item *item, uint64_t ticket)
 {
     pg_session_id sessions[GW_INDEX_SESSIONS];
     size_t n = gw_uuid_index_get(item->uuid, sessions, GW_INDEX_SESSIONS);
@@ -156,7 +158,6 @@ static int push_early(gw_item *item, uint64_t ticket)
         gw_push(sessions[i], item->uuid, item->id, item->payload, 0, &w);
         item->early[item->early_n++] = sessions[i];
     }
-    return item->early_n;
 }
 
 static int reached_early(const gw_item *item, pg_session_id session)
@@ -174,16 +175,27 @@ typedef struct {
     long long delivered;
     gw_remote *remote;    /* to the proxy */
     size_t n_remote, cap_remote;
-    json_t *offline;      /* store items (the store task's JSON) */
+    json_t *offline;      /* store items (the store task's JSON); NULL: none yet */
     int failed;           /* out of memory: the sender retries it all */
 } routing;
 
+/* Allocates nothing: an order routed to this node's sessions alone needs
+ * nothing but the record. */
 static void routing_begin(routing *r, gw_order *order)
 {
-    *r = (routing){.order = order, .offline = json_array()};
+    *r = (routing){.order = order};
     for (size_t i = 0; i < order->n; i++)
         r->delivered += order->items[i].early_n;
-    r->failed = !r->offline;
+}
+
+static void add_offline(routing *r, const gw_item *item)
+{
+    json_t *entry = json_pack("{s:s,s:s,s:s}", "uuid", item->uuid, "msg_id", item->id, "payload",
+                              item->payload);
+    if (!r->offline)
+        r->offline = json_array();
+    if (json_array_append_new(r->offline, entry) < 0)
+        r->failed = 1;
 }
 
 static void routing_drop(routing *r)
@@ -219,15 +231,14 @@ static void routing_entry(routing *r, const gw_route_entry *e)
     if (e->where == GW_ROUTE_LOCAL) {
         if (reached_early(item, e->session))
             return;
-        gw_waiter w = gw_handoff_expect(r->order->ticket, pg_server_session_worker(gw.server, e->session));
+        int worker = pg_server_session_worker(gw.server, e->session);
+        gw_waiter w = gw_handoff_expect(r->order->ticket, worker);
         gw_push(e->session, item->uuid, item->id, item->payload, 0, &w);
         r->delivered++;
     } else if (e->where == GW_ROUTE_REMOTE) {
         add_remote(r, e);
-    } else if (!item->early_n &&
-               json_array_append_new(r->offline, json_pack("{s:s,s:s,s:s}", "uuid", item->uuid, "msg_id",
-                                                           item->id, "payload", item->payload)) < 0) {
-        r->failed = 1;
+    } else if (!item->early_n) {
+        add_offline(r, item);
     }
 }
 
@@ -246,22 +257,11 @@ static void routing_end(routing *r, int code)
     free(r->remote);
 }
 
-/* Every item reached a session here, and the cache says its uuid has none
- * on another node: the order is done. */
-static int done_here(const gw_order *order)
-{
-    for (size_t i = 0; i < order->n; i++) {
-        gw_routes routes;
-        if (!order->items[i].early_n || !gw_route_cache_get(order->items[i].uuid, &routes) ||
-            routes.n)
-            return 0;
-    }
-    return 1;
-}
-
 /* An order whose local sessions were reached early, routed from the cache
  * (it holds the sessions on other nodes): 0, or -1 when an item's uuid is
- * not cached (or the cache is not trusted now) and a task must route it. */
+ * not cached (or the cache is not trusted now) and a task must route it.
+ * The commonest such order, every target of which was a session here, is
+ * answered at once: the steady path of a busy node. */
 static int route_cached(gw_order *order)
 {
     routing r;
@@ -284,25 +284,22 @@ static int route_cached(gw_order *order)
         if (routes.n == 0)
             routing_entry(&r, &(gw_route_entry){.item = i, .where = GW_ROUTE_NONE});
     }
-    routing_end(&r, PG_OK);
+    if (r.n_remote || r.offline || r.failed) {
+        routing_end(&r, PG_OK);
+        return 0;
+    }
+    answer(order, PG_OK, r.delivered);
+    gw_order_free(order);
     return 0;
 }
 
 /* An order goes out at once when the cache knows where all its items'
- * sessions are: no task, no waiting for the loop pass to end.  The
- * commonest such order, all of whose targets are browsers here, is
- * answered without ever becoming JSON. */
+ * sessions are: no task, no waiting for the loop pass to end. */
 void gw_route(gw_order *order)
 {
     int early = may_push_early(order);
-    long long delivered = 0;
     for (size_t i = 0; early && i < order->n; i++)
-        delivered += push_early(&order->items[i], order->ticket);
-    if (early && done_here(order)) {
-        answer(order, PG_OK, delivered);
-        gw_order_free(order);
-        return;
-    }
+        push_early(&order->items[i], order->ticket);
     if (early && route_cached(order) == 0)
         return;
     order->t_in = gw_metrics_intake();   /* its intake time waits with it */

@@ -122,7 +122,7 @@ void gw_store_routed(gw_routed *routed, json_t *items)
     *w = (waiting_message){.routed = routed, .remaining = json_array_size(items)};
     size_t i;
     json_t *item;
-    if (!stores.items)
+    if (!stores.n)
         stores.dst = gw_task_worker_of(0);   /* a writer, in turn */
     json_array_foreach(items, i, item) {
         json_object_set_new(item, "t", json_integer((json_int_t)ticket));

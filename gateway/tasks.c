@@ -706,8 +706,9 @@ static void push_stored(const route_row *row, int local, void *arg)
                                                    json_object_get(item, "payload"), "stored", 1, "t",
                                                    json_object_get(item, "t")));
     else
-        json_array_append_new(st->hints, json_pack("{s:O,s:[s,i]}", "uuid", json_object_get(item, "uuid"),
-                                                   "hint", row->ip, row->port));
+        json_array_append_new(st->hints, json_pack("{s:O,s:[s,i]}", "uuid",
+                                                   json_object_get(item, "uuid"), "hint", row->ip,
+                                                   row->port));
 }
 
 /* A browser that registered between the lookup and the store (or whose
@@ -1030,7 +1031,8 @@ void gw_task_handle(int64_t task_id, const char *data, size_t len)
     (void)task_id;
     uint64_t started = pg_now_ms();
     json_t *task = NULL;
-    const char *op = len && data[0] == '{' ? handle_json(data, len, &task) : handle_record(data, len);
+    const char *op = len && data[0] == '{' ? handle_json(data, len, &task)
+                                           : handle_record(data, len);
     /* Tasks are meant to take milliseconds: the worker's requests behind
      * one that does not wait meanwhile, so say which one it was. */
     uint64_t took = pg_now_ms() - started;

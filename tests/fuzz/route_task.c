@@ -62,8 +62,9 @@ static void answer_task(const gw_route_task *t)
     for (uint32_t o = 0; o < t->n; o++) {
         size_t at = gw_routed_order(&w, &t->orders[o], (int)o);
         for (uint32_t i = 0; i < t->orders[o].n; i++) {
+            const char *uuid = t->orders[o].uuids[i];
             gw_route_entry e = {.item = i, .where = i % 3, .session = i, .port = 9501,
-                                .ip = "10.0.0.2", .client_id = t->orders[o].uuids[i] ? t->orders[o].uuids[i] : ""};
+                                .ip = "10.0.0.2", .client_id = uuid ? uuid : ""};
             gw_routed_entry(&w, at, &e);
         }
     }
