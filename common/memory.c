@@ -13,6 +13,9 @@
  * still overrides these (jemalloc reads it after). */
 #include "memory.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #ifdef PG_JEMALLOC
 #include "log.h"
 
@@ -96,3 +99,18 @@ const char *pg_memory_allocator(void)
     return "glibc malloc";
 }
 #endif
+
+int pg_grow(void *array_ptr, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    void *array;
+    memcpy(&array, array_ptr, sizeof(array));
+    size_t more = *cap ? *cap * 2 : 16;
+    void *grown = realloc(array, more * size);
+    if (!grown)
+        return -1;
+    memcpy(array_ptr, &grown, sizeof(grown));
+    *cap = more;
+    return 0;
+}

@@ -7,6 +7,8 @@
 #ifndef PG_MEMORY_H
 #define PG_MEMORY_H
 
+#include <stddef.h>
+
 /* Allocator settings for this process; call once, early.  A program that
  * calls it also links in jemalloc's settings (malloc_conf, memory.c). */
 void pg_memory_init(void);
@@ -21,6 +23,12 @@ void pg_memory_keep_freed(long ms);
 /* Return the heap that a burst of work freed (a slow browser's backlog, a
  * big task) to the kernel instead of keeping it for later. */
 void pg_memory_trim(void);
+
+/* Room for one more element in the array *array_ptr points to (a T **
+ * given as void *), n of its *cap elements of size bytes in use: the
+ * array doubles (to 16 at first) when it is full.  0, or -1 when out of
+ * memory (the array is as it was). */
+int pg_grow(void *array_ptr, size_t *cap, size_t n, size_t size);
 
 /* "jemalloc 5.3.0-..." or "glibc malloc", for the start log line. */
 const char *pg_memory_allocator(void);

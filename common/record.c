@@ -61,6 +61,23 @@ void pg_rec_put_str(pg_rec_writer *w, const char *s)
     pg_rec_put_strn(w, s, s ? strlen(s) : 0);
 }
 
+size_t pg_rec_put_count(pg_rec_writer *w)
+{
+    size_t at = w->len;
+    pg_rec_put_u32(w, 0);
+    return at;
+}
+
+void pg_rec_count_one(pg_rec_writer *w, size_t at)
+{
+    uint32_t n;
+    if (w->failed || at + sizeof(n) > w->len)
+        return;
+    memcpy(&n, w->data + at, sizeof(n));
+    n++;
+    memcpy(w->data + at, &n, sizeof(n));
+}
+
 int pg_rec_written(const pg_rec_writer *w)
 {
     return w->failed ? -1 : 0;

@@ -35,6 +35,10 @@ void pg_rec_put_i64(pg_rec_writer *w, int64_t v);
 /* s NULL: a NULL string */
 void pg_rec_put_str(pg_rec_writer *w, const char *s);
 void pg_rec_put_strn(pg_rec_writer *w, const char *s, size_t len);
+/* A count of items not known yet: returns where it is, for pg_rec_count_one
+ * after each item written. */
+size_t pg_rec_put_count(pg_rec_writer *w);
+void pg_rec_count_one(pg_rec_writer *w, size_t at);
 /* 0 and the record in w->data[0..w->len), or -1 when it is incomplete. */
 int pg_rec_written(const pg_rec_writer *w);
 void pg_rec_writer_free(pg_rec_writer *w);

@@ -26,6 +26,7 @@
 #include "gateway.h"
 
 #include "log.h"
+#include "memory.h"
 #include "timer.h"
 
 #include <stdlib.h>
@@ -165,27 +166,13 @@ static void pass_end(int64_t timer_id, void *arg)
     }
 }
 
-/* Room for one more request: 0, or -1 when there is none. */
-static int make_room(gw_batch *b)
-{
-    if (b->n < b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap * 2 : 16;
-    void **items = realloc(b->items, cap * sizeof(*items));
-    if (!items)
-        return -1;
-    b->items = items;
-    b->cap = cap;
-    return 0;
-}
-
 void gw_batch_add(gw_batch *b, void *item, size_t bytes)
 {
     /* A task must stay well inside the IPC message limit. */
     size_t max_bytes = b->max_bytes ? b->max_bytes : gw.server_cfg.package_max_length;
     if (b->n && b->bytes + bytes > max_bytes)
         flush(b);
-    if (make_room(b) < 0) {
+    if (pg_grow(&b->items, &b->cap, b->n, sizeof(*b->items)) < 0) {
         pg_error("a %s request could not wait for its task", b->op);
         fail_batch(b, &item, 1);
         return;
@@ -267,4 +254,9 @@ int gw_task(json_t *op, int dst)
 {
     flush_bound_for(dst);
     return send_task(op, dst);
+}
+
+void gw_task_flush_for(int dst)
+{
+    flush_bound_for(dst);
 }

@@ -262,13 +262,6 @@ void gw_session_pipe_message(const char *data, size_t len);
 int gw_session_ack(pg_session_id session, const char *id);
 /* The session's message bucket (limits.c) on its home worker; NULL: not known. */
 gw_bucket *gw_session_bucket(pg_session_id session);
-/* Stores item {uuid, msg_id, payload[, hint]} (stolen), a message that
- * reached nobody after all; w (NULL: none) hears when it is stored. */
-void gw_store_item(json_t *item, const gw_waiter *w);
-/* The [worker, ticket] waiters of a store task's items ("w" of each). */
-json_t *gw_item_waiters(json_t *items);
-/* A store task's answer (or failure): {code, waiters}; each waiter hears. */
-void gw_session_stored(json_t *result);
 /* On its home worker: the session is sent what is stored for its uuid, as
  * at a connect (what it has already is not pushed again). */
 void gw_session_send_stored(pg_session_id session);
@@ -456,7 +449,7 @@ gw_outcome gw_order_outcome(const gw_order *order, int code);
 /* route_task.c: tasks as records (common/record.h).  A task or a task's
  * answer that starts with '{' is JSON (the ops not made records yet); a
  * record starts with this head.  The layouts are in route_task.c. */
-enum { GW_TASK_ROUTE = 1, GW_TASK_ROUTED = 2 };
+enum { GW_TASK_ROUTE = 1, GW_TASK_ROUTED = 2, GW_TASK_STORE = 3, GW_TASK_STORED = 4 };
 typedef struct {
     uint8_t op;
     uint64_t t0;                   /* when the worker sent the task (histograms) */
@@ -516,6 +509,54 @@ int gw_routed_head(pg_rec_reader *r, gw_task_head *head, uint64_t *batch, uint32
 uint32_t gw_routed_order_get(pg_rec_reader *r, gw_route_sender *s, int *code);
 gw_route_entry gw_routed_entry_get(pg_rec_reader *r);
 
+/* store_task.c: the store task and its answer as records (layouts there).
+ * A message for offline_messages; its strings are borrowed. */
+typedef struct {
+    const char *uuid, *msg_id, *payload;
+    uint64_t ticket;               /* the routed order it belongs to (store.c); 0: none */
+    const char *hint_ip;           /* the node holding its browser, whose path broke; NULL: none */
+    int hint_port;
+    size_t nwaiters;
+    const gw_waiter *waiters;      /* hear when it is stored (handoff.c) */
+} gw_store_entry;
+typedef struct {
+    gw_task_head head;
+    int capped;                    /* held to max_offline_per_uuid (routed orders) */
+    pg_session_id keep_away;       /* not pushed to this session again; 0: none */
+    uint32_t n;
+    gw_store_entry *entries;       /* strings point into the task */
+    gw_waiter *waiters;            /* the storage of every entry's waiters */
+} gw_store_task;
+/* A stored message pushed at once to a session here that registered meanwhile. */
+typedef struct {
+    pg_session_id session;
+    gw_store_entry entry;
+} gw_store_push;
+typedef struct {
+    uint64_t ticket;
+    uint32_t items, refused;       /* refused: over max_offline_per_uuid */
+} gw_store_ticket;
+typedef struct {
+    int code;
+    uint64_t stored;
+    size_t n_pushes, n_waiters, n_tickets;
+    const gw_store_push *pushes;
+    const gw_waiter *waiters;
+    const gw_store_ticket *tickets;
+} gw_stored;
+
+/* The worker's side: a task's head, then each entry. */
+size_t gw_store_task_begin(pg_rec_writer *w, int capped, pg_session_id keep_away);
+void gw_store_task_entry(pg_rec_writer *w, size_t count_at, const gw_store_entry *e);
+/* The task worker's: the task read (free it), or -1 when malformed. */
+int gw_store_task_get(const char *data, size_t len, gw_store_task *t);
+void gw_store_task_free(gw_store_task *t);
+/* The answer: written (0, or -1 when out of memory), read (free it; -1:
+ * malformed). */
+int gw_stored_put(pg_rec_writer *w, const gw_stored *s);
+int gw_stored_get(const char *data, size_t len, gw_stored *s);
+void gw_stored_free(gw_stored *s);
+
 /* status.c */
 /* The node's figures as /stats shows them (any process). */
 json_t *gw_status_stats(void);
@@ -538,30 +579,48 @@ void gw_internal_request(pg_session_id session, const char *data, size_t len);
  * home worker of the session a request's first target has on this node, so
  * that the worker routing it also pushes it and takes its ACK; -1: none. */
 int gw_internal_worker(const char *packet, size_t len, void *arg);
-/* A routed order (route.c): the sessions here have it; remote[0..n) (borrowed)
- * go to the proxy, offline (stolen: store items {uuid, msg_id, payload};
- * NULL: none) to the store, then its sender is answered.  r is taken. */
-void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n, json_t *offline);
+/* A routed order (route.c): the sessions here have it; remote[0..n) go to
+ * the proxy, offline[0..n_offline) to the store (both borrowed), then its
+ * sender is answered.  r is taken. */
+void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n,
+                        const gw_store_entry *offline, size_t n_offline);
 void gw_internal_token_checked(json_t *result);
-void gw_internal_stored(json_t *result);
-/* Stores items (stolen; none: an empty array), then answers the sender of
- * the routed order (r taken). */
-void gw_internal_store_then_finish(gw_routed *r, json_t *items);
+/* A store task's answer (a record, store_task.c). */
+void gw_internal_stored(const char *data, size_t len);
+/* Stores items[0..n) (borrowed), then answers the sender of the routed
+ * order (r taken). */
+void gw_internal_store_then_finish(gw_routed *r, const gw_store_entry *items, size_t n);
 /* Answers the sender of a routed order: every target is handed off (r and
  * its order are freed). */
 void gw_internal_finish(gw_routed *r);
 /* Answers the sender of an order: from the steady path, or the above. */
 void gw_internal_answer(const gw_outcome *outcome);
 
-/* store.c: workers.  Routed messages that reach nobody: items (stolen,
- * {uuid, msg_id, payload}) are stored, batched, then the routed order (taken)
- * is finished with its "stored" count. */
+/* store.c: workers.  Messages that reach nobody: a routed order's are
+ * stored, batched, then the order is finished with its "stored" count;
+ * those given back by a session or the proxy link are sent at once. */
 /* A store task's size, about: a slow browser's backlog never sits in a
- * worker or a task worker as one multi-megabyte JSON text. */
+ * worker or a task worker as one multi-megabyte task. */
 #define GW_STORE_TASK_BYTES (64 * 1024)
-void gw_store_routed(gw_routed *r, json_t *items);
-void gw_store_answered(json_t *result);
+/* items[0..n) (borrowed) of the routed order r (taken). */
+void gw_store_routed(gw_routed *r, const gw_store_entry *items, size_t n);
+/* One store task now (not batched, not capped) for items[0..n) (borrowed),
+ * on task worker dst: 0, or -1 (nothing was sent: their waiters are the
+ * caller's to settle). */
+int gw_store_send(const gw_store_entry *items, size_t n, pg_session_id keep_away, int dst);
+/* A message that reached nobody after all (e borrowed): stored; its
+ * waiters hear when it is, or of the failure. */
+void gw_store_item(const gw_store_entry *e);
+/* A store task's answer: the routed orders waiting for it are settled. */
+void gw_store_answered(const gw_stored *s);
 void gw_store_stop(void);
+/* A growing list of store entries (borrowed strings). */
+typedef struct {
+    gw_store_entry *v;
+    size_t n, cap;
+} gw_store_list;
+int gw_store_list_add(gw_store_list *l, const gw_store_entry *e);   /* 0 or -1 */
+void gw_store_list_free(gw_store_list *l);
 
 /* tokens.c: recent chat_token verdicts; -1 when not known. */
 int gw_token_cached(const char *token);
@@ -611,8 +670,11 @@ void gw_batch_stop(gw_batch *b, int send);
 /* Send a task (op object, stolen) to task worker dst, -1: the least busy.
  * 0 or -1. */
 int gw_task(json_t *op, int dst);
-/* Send the task record w holds (route_task.c) to task worker dst: 0 or -1. */
+/* Send the task record w holds (route_task.c) to task worker dst: 0 or -1.
+ * Unlike gw_task, the batches bound for dst do not go first: for a task
+ * keyed to a session, call gw_task_flush_for(dst) before. */
 int gw_task_record(const pg_rec_writer *w, int dst);
+void gw_task_flush_for(int dst);
 /* The task worker of a session's tasks, which it runs in order; for
  * session 0, a writer in turn.  With two task workers or more, never task
  * worker 0, which is kept for reads (routes). */
@@ -644,10 +706,10 @@ void gw_route_stop(void);
 void gw_proxy_start(void);
 void gw_proxy_stop(void);
 /* Forwards remote[0..n) (borrowed) through the proxy; what is not
- * confirmed joins to_store (stolen); then gw_internal_store_then_finish
- * (r taken). */
-void gw_proxy_forward(gw_routed *r, const gw_remote *remote, size_t n, json_t *to_store,
-                      const char *chat_token);
+ * confirmed is stored with offline[0..n_offline) (borrowed); then
+ * gw_internal_store_then_finish (r taken). */
+void gw_proxy_forward(gw_routed *r, const gw_remote *remote, size_t n,
+                      const gw_store_entry *offline, size_t n_offline, const char *chat_token);
 
 /* tasks.c */
 void gw_tasks_start(int task_worker_id);

@@ -369,52 +369,46 @@ void gw_internal_finish(gw_routed *r)
     free(r);
 }
 
-void gw_internal_store_then_finish(gw_routed *r, json_t *items)
+void gw_internal_store_then_finish(gw_routed *r, const gw_store_entry *items, size_t n)
 {
-    if (json_array_size(items) == 0) {
-        json_decref(items);
+    if (n == 0)
         gw_internal_finish(r);
-        return;
-    }
-    gw_store_routed(r, items);
-}
-
-/* Local sessions get the event now; "stored" ones are in offline_messages
- * too, so their ACK deletes the stored copy. */
-static void push_local_targets(json_t *local)
-{
-    size_t i;
-    json_t *t;
-    json_array_foreach(local, i, t)
-        gw_push((pg_session_id)json_integer_value(json_object_get(t, "session")),
-                json_string_value(json_object_get(t, "uuid")),
-                json_string_value(json_object_get(t, "id")),
-                json_string_value(json_object_get(t, "payload")),
-                json_is_true(json_object_get(t, "stored")), NULL);
+    else
+        gw_store_routed(r, items, n);
 }
 
 /* The route is known and the local sessions have the event ("delivered"):
- * remote ones go to the proxy (or are stored when that is impossible);
- * offline may be NULL (nothing to store). */
-void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n, json_t *offline)
+ * remote ones go to the proxy (or are stored when that is impossible). */
+void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n,
+                        const gw_store_entry *offline, size_t n_offline)
 {
     if (r->code != PG_OK) {
-        json_decref(offline);
         gw_internal_finish(r);
     } else if (n == 0) {
-        gw_internal_store_then_finish(r, offline);
+        gw_internal_store_then_finish(r, offline, n_offline);
     } else {
         const char *token = r->order->chat_token;
-        gw_proxy_forward(r, remote, n, offline ? offline : json_array(),
-                         token ? token : gw.cfg.chat_token);
+        gw_proxy_forward(r, remote, n, offline, n_offline, token ? token : gw.cfg.chat_token);
     }
 }
 
 /* A store's answer: sessions that registered meanwhile get the messages
- * now; the senders of routed messages among them can be answered. */
-void gw_internal_stored(json_t *r)
+ * now (marked stored: their ACK deletes the stored copy); the waiters and
+ * the routed orders it settles hear. */
+void gw_internal_stored(const char *data, size_t len)
 {
-    push_local_targets(json_object_get(r, "local"));
-    gw_session_stored(r);
-    gw_store_answered(r);
+    gw_stored st;
+    if (gw_stored_get(data, len, &st) < 0) {
+        pg_error("a malformed answer to a store task (%zu bytes)", len);
+        return;
+    }
+    for (size_t i = 0; i < st.n_pushes; i++) {
+        const gw_store_push *p = &st.pushes[i];
+        gw_push(p->session, p->entry.uuid, p->entry.msg_id, p->entry.payload, 1, NULL);
+    }
+    for (size_t i = 0; i < st.n_waiters; i++)
+        if (st.waiters[i].worker >= 0 && st.waiters[i].worker < gw.server_cfg.worker_num)
+            gw_waiter_settle(&st.waiters[i], st.code == PG_OK ? GW_PUSH_STORED : st.code);
+    gw_store_answered(&st);
+    gw_stored_free(&st);
 }

@@ -194,6 +194,8 @@ static void finish_record(const char *data, size_t len)
     if (len && data[0] == GW_TASK_ROUTED) {
         gw_route_done(data, len);
         gw_metrics_intake_set(0);   /* route.c resumed each order's */
+    } else if (len && data[0] == GW_TASK_STORED) {
+        gw_internal_stored(data, len);
     } else {
         pg_error("an unknown task record of %zu bytes", len);
     }
@@ -215,8 +217,6 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
         gw_session_registered(r);
     else if (strcmp(op, "offline_page") == 0)
         gw_browser_registered(r);
-    else if (strcmp(op, "stored") == 0)
-        gw_internal_stored(r);
     else if (strcmp(op, "token") == 0) {
         gw_metrics_resume(r);
         gw_internal_token_checked(r);

@@ -49,7 +49,7 @@
 typedef struct {
     gw_routed *routed;       /* its order has the items */
     gw_remote *targets;      /* a copy of those to forward */
-    json_t *to_store;        /* store items of those that could not be */
+    gw_store_list to_store;  /* those that could not be, and the order's offline items */
     long long forwarded;
     int outstanding;
 } batch;
@@ -88,7 +88,8 @@ static void release(batch *b)
     if (--b->outstanding > 0)
         return;
     b->routed->forwarded = b->forwarded;
-    gw_internal_store_then_finish(b->routed, b->to_store);
+    gw_internal_store_then_finish(b->routed, b->to_store.v, b->to_store.n);
+    gw_store_list_free(&b->to_store);
     free(b->targets);
     free(b);
 }
@@ -113,17 +114,19 @@ static void path_up(void)
     stored_while_down = 0;
 }
 
-/* The item to store for a push not made: with path_broken, it names the
- * node that holds the browser (ip, port), so that node delivers it. */
-static json_t *store_item(const char *uuid, const char *id, const char *payload, const char *ip,
-                          int port, int path_broken)
+/* The entry to store for a push not made (strings borrowed): with
+ * path_broken, it names the node that holds the browser (ip, port), so that
+ * node delivers it. */
+static gw_store_entry store_entry(const char *uuid, const char *id, const char *payload,
+                                  const char *ip, int port, int path_broken)
 {
-    json_t *item = json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id", id, "payload", payload);
-    if (item && path_broken) {
+    gw_store_entry e = {.uuid = uuid, .msg_id = id, .payload = payload};
+    if (path_broken) {
         path_down(uuid);
-        json_object_set_new(item, "hint", json_pack("[s,i]", ip, port));
+        e.hint_ip = ip;
+        e.hint_port = port;
     }
-    return item;
+    return e;
 }
 
 static const gw_item *item_of(const batch *b, const gw_remote *target)
@@ -142,9 +145,9 @@ static void settle(batch *b, const gw_remote *target, int outcome)
         path_up();
     } else {
         const gw_item *item = item_of(b, target);
-        json_t *stored = store_item(item->uuid, item->id, item->payload, target->ip, target->port,
-                                    outcome == PUSH_PATH_BROKEN);
-        if (json_array_append_new(b->to_store, stored) < 0) {
+        gw_store_entry e = store_entry(item->uuid, item->id, item->payload, target->ip,
+                                       target->port, outcome == PUSH_PATH_BROKEN);
+        if (gw_store_list_add(&b->to_store, &e) < 0) {
             pg_error("proxy: a push for %s could not be stored", item->uuid);
             b->routed->code = PG_ERR_INTERNAL;   /* its sender sends it again */
         }
@@ -204,8 +207,10 @@ static void await_final(uint64_t req_id, const batch *b, const gw_remote *target
     if (!fw || !fw->uuid || !fw->id || !fw->payload || pg_idmap_put(finals, req_id, fw) < 0) {
         if (fw)
             free_final(fw);
-        gw_store_item(store_item(item->uuid, item->id, item->payload, target->ip, target->port, 0),
-                      &w);
+        gw_store_entry e = store_entry(item->uuid, item->id, item->payload, NULL, 0, 0);
+        e.nwaiters = w.ticket ? 1 : 0;
+        e.waiters = &w;
+        gw_store_item(&e);
     }
 }
 
@@ -217,9 +222,11 @@ static void end_final(final_wait *fw, int code, json_t *answer)
         int stored = json_integer_value(json_object_get(answer, "stored")) > 0;
         gw_waiter_settle(&fw->w, stored ? GW_PUSH_STORED : GW_PUSH_ACKED);
     } else {
-        int path_broken = code != PG_ERR_GONE;
-        gw_store_item(store_item(fw->uuid, fw->id, fw->payload, fw->ip, fw->port, path_broken),
-                      &fw->w);
+        gw_store_entry e = store_entry(fw->uuid, fw->id, fw->payload, fw->ip, fw->port,
+                                       code != PG_ERR_GONE);
+        e.nwaiters = fw->w.ticket ? 1 : 0;
+        e.waiters = &fw->w;
+        gw_store_item(&e);
     }
     free_final(fw);
 }
@@ -467,22 +474,27 @@ static int send_push(uint64_t req_id, const batch *b, const gw_remote *target,
     return failed ? -1 : pg_json_frame(bufferevent_get_output(link_bev), body);
 }
 
-void gw_proxy_forward(gw_routed *r, const gw_remote *remote, size_t n, json_t *to_store,
-                      const char *chat_token)
+void gw_proxy_forward(gw_routed *r, const gw_remote *remote, size_t n,
+                      const gw_store_entry *offline, size_t n_offline, const char *chat_token)
 {
     batch *b = calloc(1, sizeof(*b));
     gw_remote *targets = malloc(n * sizeof(*targets));
-    if (!b || !targets || !to_store) {
+    int copied = b && targets;
+    for (size_t i = 0; copied && i < n_offline; i++)
+        copied = gw_store_list_add(&b->to_store, &offline[i]) == 0;
+    if (!copied) {
+        if (b)
+            gw_store_list_free(&b->to_store);
         free(b);
         free(targets);
-        json_decref(to_store);
         r->code = PG_ERR_INTERNAL;   /* its sender sends it again */
         gw_internal_finish(r);
         return;
     }
     memcpy(targets, remote, n * sizeof(*targets));
-    *b = (batch){.routed = r, .targets = targets, .to_store = to_store,
-                 .outstanding = (int)n + 1};   /* +1 held until all are sent */
+    b->routed = r;
+    b->targets = targets;
+    b->outstanding = (int)n + 1;   /* +1 held until all are sent */
     int can_send = link_up && chat_token && *chat_token;
     for (size_t i = 0; i < n; i++) {
         in_flight *f = NULL;

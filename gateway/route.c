@@ -39,22 +39,22 @@
  *  4. the routed order (gw_routed), route.c -> internal.c
  *     gw_internal_routed, once the sessions here are pushed, with the
  *     items for other nodes (gw_remote: ip, port, client_id) and those for
- *     the store (store items {uuid, msg_id, payload}: the store task's JSON).
+ *     the store (gw_store_entry).
  *  5. remote -> proxy_link.c gw_proxy_forward: a /chat/push-local frame per
  *     target to the proxy, written from the record; what is not confirmed
  *     joins the store items.  On the target node, internal.c push_local
  *     sets proxy_fd: the session id of the proxy's connection, which the
  *     reply goes back on.
- *  6. store items -> store.c gw_store_routed: each gets t (the ticket the
- *     routed order waits under) and goes in a store task, {op: "store",
- *     items, ctx: {tickets}}; its answer {op: "stored", ctx, code, stored,
- *     local: [...]} pushes to sessions that registered meanwhile and
- *     settles the tickets.
+ *  6. store entries -> store.c gw_store_routed: each gets the ticket the
+ *     routed order waits under and goes in a store task (a record,
+ *     store_task.c); its answer pushes to sessions that registered
+ *     meanwhile and settles the tickets.
  *  7. internal.c gw_internal_finish: the reply frame to the consumer's link, or
  *     NEW_MSG_STATUS to the chatting browser (browser.c gw_browser_routed). */
 #include "gateway.h"
 
 #include "log.h"
+#include "memory.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,7 +175,7 @@ typedef struct {
     long long delivered;
     gw_remote *remote;    /* to the proxy */
     size_t n_remote, cap_remote;
-    json_t *offline;      /* store items (the store task's JSON); NULL: none yet */
+    gw_store_list offline;  /* to the store */
     int failed;           /* out of memory: the sender retries it all */
 } routing;
 
@@ -190,31 +190,22 @@ static void routing_begin(routing *r, gw_order *order)
 
 static void add_offline(routing *r, const gw_item *item)
 {
-    json_t *entry = json_pack("{s:s,s:s,s:s}", "uuid", item->uuid, "msg_id", item->id, "payload",
-                              item->payload);
-    if (!r->offline)
-        r->offline = json_array();
-    if (json_array_append_new(r->offline, entry) < 0)
+    gw_store_entry e = {.uuid = item->uuid, .msg_id = item->id, .payload = item->payload};
+    if (gw_store_list_add(&r->offline, &e) < 0)
         r->failed = 1;
 }
 
 static void routing_drop(routing *r)
 {
     free(r->remote);
-    json_decref(r->offline);
+    gw_store_list_free(&r->offline);
 }
 
 static void add_remote(routing *r, const gw_route_entry *e)
 {
-    if (r->n_remote == r->cap_remote) {
-        size_t cap = r->cap_remote ? r->cap_remote * 2 : 4;
-        gw_remote *v = realloc(r->remote, cap * sizeof(*v));
-        if (!v) {
-            r->failed = 1;
-            return;
-        }
-        r->remote = v;
-        r->cap_remote = cap;
+    if (pg_grow(&r->remote, &r->cap_remote, r->n_remote, sizeof(*r->remote)) < 0) {
+        r->failed = 1;
+        return;
     }
     gw_remote *t = &r->remote[r->n_remote++];
     t->item = e->item;
@@ -253,8 +244,8 @@ static void routing_end(routing *r, int code)
         return;
     }
     *routed = (gw_routed){.order = r->order, .code = code, .delivered = r->delivered};
-    gw_internal_routed(routed, r->remote, r->n_remote, r->offline);
-    free(r->remote);
+    gw_internal_routed(routed, r->remote, r->n_remote, r->offline.v, r->offline.n);
+    routing_drop(r);
 }
 
 /* An order whose local sessions were reached early, routed from the cache
@@ -284,7 +275,7 @@ static int route_cached(gw_order *order)
         if (routes.n == 0)
             routing_entry(&r, &(gw_route_entry){.item = i, .where = GW_ROUTE_NONE});
     }
-    if (r.n_remote || r.offline || r.failed) {
+    if (r.n_remote || r.offline.n || r.failed) {
         routing_end(&r, PG_OK);
         return 0;
     }

@@ -145,9 +145,7 @@ size_t gw_routed_order(pg_rec_writer *w, const gw_route_ask *a, int code)
 {
     sender_put(w, &a->sender);
     pg_rec_put_u32(w, (uint32_t)code);
-    size_t count_at = w->len;
-    pg_rec_put_u32(w, 0);
-    return count_at;
+    return pg_rec_put_count(w);
 }
 
 void gw_routed_entry(pg_rec_writer *w, size_t count_at, const gw_route_entry *e)
@@ -158,12 +156,7 @@ void gw_routed_entry(pg_rec_writer *w, size_t count_at, const gw_route_entry *e)
     pg_rec_put_u32(w, (uint32_t)e->port);
     pg_rec_put_str(w, e->where == GW_ROUTE_REMOTE ? e->ip : NULL);
     pg_rec_put_str(w, e->where == GW_ROUTE_REMOTE ? e->client_id : NULL);
-    if (pg_rec_written(w) == 0) {
-        uint32_t n;
-        memcpy(&n, w->data + count_at, sizeof(n));
-        n++;
-        memcpy(w->data + count_at, &n, sizeof(n));
-    }
+    pg_rec_count_one(w, count_at);
 }
 
 int gw_routed_head(pg_rec_reader *r, gw_task_head *head, uint64_t *batch, uint32_t *n)

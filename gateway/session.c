@@ -164,18 +164,13 @@ static void settle_waiters(pending_ack *p, int outcome)
     p->nwaiters = 0;
 }
 
-/* [[worker, ticket], ...] of p's waiters, which the store's answer settles;
- * they are p's no more. */
-static json_t *take_waiters(pending_ack *p)
+/* p's waiters, handed to the store's task (whose answer settles them), are
+ * p's no more. */
+static void forget_waiters(pending_ack *p)
 {
-    json_t *list = json_array();
-    for (size_t i = 0; i < p->nwaiters; i++)
-        json_array_append_new(list, json_pack("[i,I]", p->waiters[i].worker,
-                                              (json_int_t)p->waiters[i].ticket));
     free(p->waiters);
     p->waiters = NULL;
     p->nwaiters = 0;
-    return list;
 }
 
 /* Forgets the n oldest pending messages (stored or acknowledged by now). */
@@ -189,47 +184,31 @@ static void drop_oldest(browser_session *b, size_t n)
     memmove(b->pending, b->pending + n, b->npending * sizeof(*b->pending));
 }
 
-static void store_batch(const char *uuid, json_t *list, pg_session_id keep_away,
+/* items[0..n) of uuid, less those stored already, in one store task. */
+static void store_batch(const char *uuid, pending_ack *items, size_t n, pg_session_id keep_away,
                         pg_session_id owner)
 {
-    if (json_array_size(list) == 0) {
-        json_decref(list);
-        return;
-    }
-    size_t n = json_array_size(list);
-    if (gw_task(json_pack("{s:s,s:O,s:I}", "op", "store", "items", list, "keep_away",
-                          (json_int_t)keep_away), gw_task_worker_of(owner)) < 0) {
+    gw_store_entry *entries = malloc((n ? n : 1) * sizeof(*entries));
+    size_t count = 0;
+    for (size_t i = 0; entries && i < n; i++)
+        if (!items[i].from_offline)
+            entries[count++] = (gw_store_entry){.uuid = uuid, .msg_id = items[i].id,
+                                                .payload = items[i].payload,
+                                                .nwaiters = items[i].nwaiters,
+                                                .waiters = items[i].waiters};
+    int rc = entries ? 0 : -1;
+    if (entries && count)
+        rc = gw_store_send(entries, count, keep_away, gw_task_worker_of(owner));
+    free(entries);
+    if (rc < 0)
         pg_error("%zu unacknowledged message(s) to %s could not be handed to a task worker", n, uuid);
-        json_t *failed = json_pack("{s:i,s:o}", "code", PG_ERR_BUSY, "waiters", gw_item_waiters(list));
-        gw_session_stored(failed);
-        json_decref(failed);
-        json_decref(list);
-        return;
-    }
-    json_decref(list);
-}
-
-json_t *gw_item_waiters(json_t *items)
-{
-    json_t *all = json_array();
-    size_t i;
-    json_t *item;
-    json_array_foreach(items, i, item)
-        json_array_extend(all, json_object_get(item, "w"));
-    return all;
-}
-
-void gw_session_stored(json_t *result)
-{
-    json_t *code_value = json_object_get(result, "code");
-    int code = json_is_integer(code_value) ? (int)json_integer_value(code_value) : PG_ERR_INTERNAL;
-    size_t i;
-    json_t *w;
-    json_array_foreach(json_object_get(result, "waiters"), i, w) {
-        gw_waiter waiter = {.worker = (int)json_integer_value(json_array_get(w, 0)),
-                            .ticket = (uint64_t)json_integer_value(json_array_get(w, 1))};
-        if (waiter.worker >= 0 && waiter.worker < gw.server_cfg.worker_num)
-            gw_waiter_settle(&waiter, code == PG_OK ? GW_PUSH_STORED : code);
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].from_offline)
+            continue;
+        if (rc < 0)
+            settle_waiters(&items[i], PG_ERR_BUSY);
+        else
+            forget_waiters(&items[i]);
     }
 }
 
@@ -243,27 +222,21 @@ void gw_session_stored(json_t *result)
 static void store_unacked(const char *uuid, pending_ack *items, size_t n, pg_session_id keep_away,
                           pg_session_id owner)
 {
-    json_t *list = json_array();
-    size_t bytes = 0, total = 0;
+    size_t bytes = 0, total = 0, from = 0;
     for (size_t i = 0; i < n; i++) {
         if (items[i].from_offline) {
             settle_waiters(&items[i], GW_PUSH_STORED);   /* it is in the store already */
             continue;
         }
-        json_t *item = json_pack("{s:s,s:s,s:s}", "uuid", uuid, "msg_id", items[i].id, "payload",
-                                 items[i].payload);
-        if (items[i].nwaiters)
-            json_object_set_new(item, "w", take_waiters(&items[i]));
-        json_array_append_new(list, item);
         bytes += strlen(items[i].payload) + strlen(items[i].id) + 64;
         if (bytes > GW_STORE_TASK_BYTES) {
-            store_batch(uuid, list, keep_away, owner);
-            list = json_array();
+            store_batch(uuid, items + from, i + 1 - from, keep_away, owner);
+            from = i + 1;
             total += bytes;
             bytes = 0;
         }
     }
-    store_batch(uuid, list, keep_away, owner);
+    store_batch(uuid, items + from, n - from, keep_away, owner);
     /* the freed heap of a big backlog: give it back */
     if (total > 0)
         pg_memory_trim();
@@ -745,14 +718,6 @@ static void store_lost(const char *uuid, const char *id, const char *payload, in
         gw_waiter_settle(w, PG_ERR_INTERNAL);
     store_unacked(uuid, &lost, 1, 0, 0);
     free(lost.waiters);
-}
-
-void gw_store_item(json_t *item, const gw_waiter *w)
-{
-    if (w && w->ticket)
-        json_object_set_new(item, "w", json_pack("[[i,I]]", w->worker, (json_int_t)w->ticket));
-    json_t *list = json_pack("[o]", item);
-    store_batch(json_string_value(json_object_get(item, "uuid")), list, 0, 0);
 }
 
 /* A push of an id this node pushed to the session before (seen: what the

@@ -1,8 +1,8 @@
 /* tasks.c - task workers: everything that talks to MySQL.
  *
- * Each task is a JSON object with an "op", or a record (route tasks:
- * route_task.c); the answer (pg_server_finish) carries back what the
- * asking worker needs, including its "ctx".  A failed
+ * Each task is a record (route and store tasks: route_task.c,
+ * store_task.c) or a JSON object with an "op" (the sessions' tasks); the
+ * answer (pg_server_finish) carries back what the asking worker needs.  A failed
  * query answers with code PG_ERR_INTERNAL so that the sender can retry: no
  * work order is acknowledged that was not handed off. */
 #include "gateway.h"
@@ -231,22 +231,15 @@ static int exec_rows(const char *head, int cols, size_t rows, const pg_db_value 
     return exec_sql(sql, params, (int)rows * cols);
 }
 
-static long long store_items(json_t *items)
+static long long store_rows(const gw_store_entry *const *items, size_t n)
 {
-    size_t n = json_array_size(items);
     for (size_t from = 0, count; from < n; from += count) {
         count = rows_next(n - from);
         pg_db_value params[ROWS_MAX * 3];
         for (size_t i = 0; i < count; i++) {
-            json_t *it = json_array_get(items, from + i);
-            const char *uuid = json_string_value(json_object_get(it, "uuid"));
-            const char *msg_id = json_string_value(json_object_get(it, "msg_id"));
-            const char *payload = json_string_value(json_object_get(it, "payload"));
-            if (!uuid || !msg_id || !payload)
-                return -1;
-            params[3 * i] = PG_DB_STR_VALUE(uuid);
-            params[3 * i + 1] = PG_DB_STR_VALUE(msg_id);
-            params[3 * i + 2] = PG_DB_STR_VALUE(payload);
+            params[3 * i] = PG_DB_STR_VALUE(items[from + i]->uuid);
+            params[3 * i + 1] = PG_DB_STR_VALUE(items[from + i]->msg_id);
+            params[3 * i + 2] = PG_DB_STR_VALUE(items[from + i]->payload);
         }
         if (exec_rows("INSERT IGNORE INTO offline_messages (uuid, msg_id, payload) VALUES", 3, count,
                       params) < 0)
@@ -256,34 +249,42 @@ static long long store_items(json_t *items)
     return (long long)n;
 }
 
-/* Items stored because the path to the node holding their browser was
- * broken name that node ("hint": [ip, port]); it reads these rows and
- * delivers them (redeliver.c).  0 or -1. */
-static int note_redeliveries(json_t *items)
+/* A uuid stored for while another node holds its browser: that node reads
+ * these rows and delivers (redeliver.c). */
+typedef struct {
+    const char *uuid, *ip;
+    int port;
+} redelivery;
+
+/* 0 or -1. */
+static int note_redeliveries(const redelivery *v, size_t n)
 {
-    json_t *hinted = json_array();
-    size_t i;
-    json_t *it;
-    json_array_foreach(items, i, it) {
-        json_t *hint = json_object_get(it, "hint");
-        if (json_is_string(json_array_get(hint, 0)) && json_is_integer(json_array_get(hint, 1)))
-            json_array_append(hinted, it);
-    }
-    size_t n = json_array_size(hinted);
     int rc = 0;
     for (size_t from = 0, count; rc == 0 && from < n; from += count) {
         count = rows_next(n - from);
         pg_db_value params[ROWS_MAX * 3];
         for (size_t k = 0; k < count; k++) {
-            json_t *h = json_array_get(hinted, from + k), *hint = json_object_get(h, "hint");
-            params[3 * k] = PG_DB_STR_VALUE(json_string_value(json_array_get(hint, 0)));
-            params[3 * k + 1] = PG_DB_INT_VALUE(json_integer_value(json_array_get(hint, 1)));
-            params[3 * k + 2] = PG_DB_STR_VALUE(json_string_value(json_object_get(h, "uuid")));
+            params[3 * k] = PG_DB_STR_VALUE(v[from + k].ip);
+            params[3 * k + 1] = PG_DB_INT_VALUE(v[from + k].port);
+            params[3 * k + 2] = PG_DB_STR_VALUE(v[from + k].uuid);
         }
         rc = exec_rows("INSERT IGNORE INTO redeliveries (node_ip, node_port, uuid) VALUES", 3, count,
                        params);
     }
-    json_decref(hinted);
+    return rc;
+}
+
+/* Items stored because the path to the node holding their browser was
+ * broken name that node (their hint); it delivers them.  0 or -1. */
+static int note_hinted(const gw_store_entry *const *items, size_t n)
+{
+    redelivery *v = malloc((n ? n : 1) * sizeof(*v));
+    size_t count = 0;
+    for (size_t i = 0; v && i < n; i++)
+        if (items[i]->hint_ip)
+            v[count++] = (redelivery){items[i]->uuid, items[i]->hint_ip, items[i]->hint_port};
+    int rc = v ? note_redeliveries(v, count) : -1;
+    free(v);
     return rc;
 }
 
@@ -577,14 +578,8 @@ static int collect_route(void *arg, const pg_db_value *c, int ncols)
         pg_warn("online_clients: a malformed row is skipped");
         return 0;
     }
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 64;
-        route_row *v = realloc(r->v, cap * sizeof(*v));
-        if (!v)
-            return 1;
-        r->v = v;
-        r->cap = cap;
-    }
+    if (pg_grow(&r->v, &r->cap, r->n, sizeof(*r->v)) < 0)
+        return 1;
     char *text = malloc(c[0].len + c[1].len + c[2].len + 3);
     if (!text)
         return 1;
@@ -640,16 +635,6 @@ static int lookup_routes(const char **uuids, size_t *n, route_rows *rows)
     return rc;
 }
 
-/* The same for the uuids of a JSON list (key: its objects' member). */
-static int lookup_json_routes(json_t *list, const char *key, route_rows *rows)
-{
-    size_t n;
-    const char **uuids = strings_of(list, key, &n);
-    int rc = uuids ? lookup_routes(uuids, &n, rows) : -1;
-    free(uuids);
-    return rc;
-}
-
 /* Called for each target of a uuid: a row of online_clients, local when
  * the session is on this node. */
 typedef void (*target_fn)(const route_row *row, int local, void *arg);
@@ -685,142 +670,223 @@ static size_t each_target(const route_rows *rows, const char *uuid, long long ke
     return reached;
 }
 
+/* What a recheck of stored items finds: pushes for the asking worker, and
+ * nodes to tell. */
 typedef struct {
-    json_t *item;     /* a stored {uuid, msg_id, payload} */
-    json_t *local;    /* pushes for the asking worker */
-    json_t *hints;    /* {uuid, hint: [ip, port]} of sessions on other nodes */
-} stored_target;
+    const gw_store_entry *item;
+    gw_store_push *pushes;
+    size_t n_pushes, cap_pushes;
+    redelivery *hints;
+    size_t n_hints, cap_hints;
+    int failed;        /* out of memory: some were left out */
+} recheck;
 
-/* A stored message's session here gets it now, marked stored; "t", the
- * ticket of the message it belongs to, tells the worker whom it reached
- * (store.c).  A session on another node is hinted to that node. */
+/* A stored message's session here gets it now, marked stored; its ticket
+ * tells the worker whom it reached (store.c).  A session on another node
+ * is hinted to that node. */
 static void push_stored(const route_row *row, int local, void *arg)
 {
-    stored_target *st = arg;
-    json_t *item = st->item;
-    if (local)
-        json_array_append_new(st->local, json_pack("{s:I,s:O,s:O,s:O,s:b,s:O?}", "session",
-                                                   (json_int_t)row->session, "uuid",
-                                                   json_object_get(item, "uuid"), "id",
-                                                   json_object_get(item, "msg_id"), "payload",
-                                                   json_object_get(item, "payload"), "stored", 1, "t",
-                                                   json_object_get(item, "t")));
+    recheck *rc = arg;
+    if (local && pg_grow(&rc->pushes, &rc->cap_pushes, rc->n_pushes, sizeof(*rc->pushes)) == 0)
+        rc->pushes[rc->n_pushes++] = (gw_store_push){.session = (pg_session_id)row->session,
+                                                    .entry = *rc->item};
+    else if (!local && pg_grow(&rc->hints, &rc->cap_hints, rc->n_hints, sizeof(*rc->hints)) == 0)
+        rc->hints[rc->n_hints++] = (redelivery){rc->item->uuid, row->ip, row->port};
     else
-        json_array_append_new(st->hints, json_pack("{s:O,s:[s,i]}", "uuid",
-                                                   json_object_get(item, "uuid"), "hint", row->ip,
-                                                   row->port));
+        rc->failed = 1;
 }
 
 /* A browser that registered between the lookup and the store (or whose
  * route was stale: a cached one, a lookup a moment old) may have read its
  * offline messages before the store's insert: look again.  Its sessions
- * here get the message now; those on other nodes are named to their node
- * (redeliveries), which sends it to them.  The message stays stored and the
- * push says so, so the browser's ACK deletes it; a session that has it
- * already is not sent it again (push_record.c). */
-static int recheck_stored(json_t *store, json_t *local, json_int_t keep_away)
+ * here get the message now (pushes, at most max each of items[0..n) may
+ * have); those on other nodes are named to their node (redeliveries),
+ * which sends it to them.  The message stays stored and the push says so,
+ * so the browser's ACK deletes it; a session that has it already is not
+ * sent it again (push_record.c).  Returns the pushes (free them) and their
+ * count in *n_pushes; NULL when there are none or the lookup failed. */
+static gw_store_push *recheck_stored(const gw_store_entry *const *items, size_t n,
+                                     long long keep_away, size_t *n_pushes)
 {
+    *n_pushes = 0;
     route_rows rows = {0};
-    json_t *hints = json_array();
-    int rc = lookup_json_routes(store, "uuid", &rows);
-    size_t i;
-    json_t *it;
-    json_array_foreach(rc == 0 ? store : NULL, i, it) {
-        stored_target st = {.item = it, .local = local, .hints = hints};
-        each_target(&rows, json_string_value(json_object_get(it, "uuid")), keep_away, push_stored,
-                    &st);
+    const char **uuids = malloc((n ? n : 1) * sizeof(*uuids));
+    size_t nu = n;
+    for (size_t i = 0; uuids && i < n; i++)
+        uuids[i] = items[i]->uuid;
+    if (!uuids || lookup_routes(uuids, &nu, &rows) < 0 || rows.n == 0) {
+        free(uuids);
+        route_rows_free(&rows);
+        return NULL;
     }
-    if (json_array_size(hints) > 0 && note_redeliveries(hints) < 0)
+    recheck rc = {0};
+    for (size_t i = 0; i < n; i++) {
+        rc.item = items[i];
+        each_target(&rows, items[i]->uuid, keep_away, push_stored, &rc);
+    }
+    if (rc.failed)   /* stored all the same: delivered at the next connect */
+        pg_error("out of memory: stored messages not offered to browsers that just connected");
+    if (rc.n_hints > 0 && note_redeliveries(rc.hints, rc.n_hints) < 0)
         pg_error("could not tell other nodes of stored messages for their browsers");
-    json_decref(hints);
+    free(rc.hints);
+    free(uuids);
     route_rows_free(&rows);
-    return rc;
+    *n_pushes = rc.n_pushes;
+    return rc.pushes;
 }
 
 /* ---- max_offline_per_uuid ---- */
 
-/* counts: uuid -> its stored messages. */
+/* A uuid's stored messages, as counted. */
+typedef struct {
+    const char *uuid;
+    long long n;
+} uuid_count;
+
+typedef struct {
+    uuid_count *v;
+    size_t n;
+} uuid_counts;
+
+static uuid_count *count_of(const uuid_counts *c, const char *uuid, size_t len)
+{
+    size_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strncmp(c->v[mid].uuid, uuid, len);
+        if (cmp == 0 && c->v[mid].uuid[len] != '\0')
+            cmp = 1;
+        if (cmp == 0)
+            return &c->v[mid];
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
 static int count_row(void *arg, const pg_db_value *cols, int ncols)
 {
-    char uuid[PG_UUID_MAX + 1];
-    if (ncols == 2 && cols[0].type == PG_DB_STRING && cols[1].type == PG_DB_INT) {
-        snprintf(uuid, sizeof(uuid), "%.*s", (int)cols[0].len, cols[0].s);
-        json_object_set_new(arg, uuid, json_integer((json_int_t)cols[1].i));
-    }
+    uuid_count *c = ncols == 2 && cols[0].type == PG_DB_STRING && cols[1].type == PG_DB_INT
+                        ? count_of(arg, cols[0].s, cols[0].len)
+                        : NULL;
+    if (c)
+        c->n = cols[1].i;
     return 0;
+}
+
+/* The refused count of ticket, in tickets[0..*n) (added when new). */
+static gw_store_ticket *ticket_of(gw_store_ticket *tickets, size_t *n, uint64_t ticket)
+{
+    for (size_t i = *n; i > 0; i--)   /* a task's items come ticket by ticket */
+        if (tickets[i - 1].ticket == ticket)
+            return &tickets[i - 1];
+    tickets[*n] = (gw_store_ticket){.ticket = ticket};
+    return &tickets[(*n)++];
 }
 
 /* Routed messages for a uuid holding max_offline_per_uuid stored ones
  * already are refused, not stored: a flood to one agent (a chat tab, a
- * runaway producer) cannot grow its inbox without bound.  Returns the items
- * to store (a new reference) and, in refused, {"<ticket>": n} of the rest;
- * NULL when MySQL failed.  What a session gives back (it was accepted
- * before) is never refused. */
-static json_t *within_inbox_cap(json_t *items, json_t *refused)
+ * runaway producer) cannot grow its inbox without bound.  Keeps in
+ * kept[0..) the items to store and returns how many, counting the rest in
+ * their tickets' refused; -1 when MySQL failed.  What a session gives back
+ * (it was accepted before) is never refused. */
+static long long within_inbox_cap(const gw_store_task *t, const gw_store_entry **kept,
+                                  gw_store_ticket *tickets, size_t *n_tickets)
 {
-    long long cap = gw.cfg.max_offline_per_uuid;
-    if (cap <= 0)
-        return json_incref(items);
-    json_t *uuids = distinct_uuids(items, "uuid"), *counts = json_object();
-    int rc = run_in_list("SELECT uuid, COUNT(*) FROM offline_messages WHERE uuid", " GROUP BY uuid",
-                         NULL, 0, uuids, count_row, counts);
-    json_decref(uuids);
-    json_t *kept = rc == 0 ? json_array() : NULL;
-    size_t i;
-    json_t *it;
-    json_array_foreach(kept ? items : NULL, i, it) {
-        const char *uuid = json_string_value(json_object_get(it, "uuid"));
-        json_int_t have = json_integer_value(json_object_get(counts, uuid ? uuid : ""));
-        if (!uuid || have < cap) {
-            json_array_append(kept, it);
-            if (uuid)
-                json_object_set_new(counts, uuid, json_integer(have + 1));
-            continue;
+    long long cap = gw.cfg.max_offline_per_uuid, n = 0;
+    const char **uuids = malloc((t->n ? t->n : 1) * sizeof(*uuids));
+    uuid_counts counts = {.v = malloc((t->n ? t->n : 1) * sizeof(uuid_count))};
+    size_t nu = t->n;
+    for (size_t i = 0; uuids && i < t->n; i++)
+        uuids[i] = t->entries[i].uuid;
+    if (uuids)
+        nu = distinct(uuids, nu);
+    for (size_t i = 0; counts.v && uuids && i < nu; i++)
+        counts.v[counts.n++] = (uuid_count){uuids[i], 0};
+    int rc = !uuids || !counts.v ? -1
+             : cap > 0 ? run_in_strings("SELECT uuid, COUNT(*) FROM offline_messages WHERE uuid",
+                                        " GROUP BY uuid", NULL, 0, uuids, nu, count_row, &counts)
+                       : 0;
+    for (size_t i = 0; rc == 0 && i < t->n; i++) {
+        const gw_store_entry *e = &t->entries[i];
+        uuid_count *c = count_of(&counts, e->uuid, strlen(e->uuid));
+        if (cap <= 0 || !c || c->n < cap) {
+            kept[n++] = e;
+            if (c)
+                c->n++;
+        } else {
+            ticket_of(tickets, n_tickets, e->ticket)->refused++;
+            atomic_fetch_add(&gw.counters->inbox_refused, 1);
         }
-        char ticket[24];
-        snprintf(ticket, sizeof(ticket), "%lld", (long long)json_integer_value(json_object_get(it, "t")));
-        json_object_set_new(refused, ticket,
-                            json_integer(json_integer_value(json_object_get(refused, ticket)) + 1));
-        atomic_fetch_add(&gw.counters->inbox_refused, 1);
     }
-    json_decref(counts);
-    if (json_object_size(refused))
+    if (rc == 0 && (size_t)n < t->n)
         pg_warn("%zu message(s) refused: their recipient has max_offline_per_uuid (%lld) stored",
-                json_array_size(items) - json_array_size(kept), cap);
-    return kept;
+                t->n - (size_t)n, cap);
+    free(uuids);
+    free(counts.v);
+    return rc == 0 ? n : -1;
+}
+
+/* The answer's count of items of each ticket, with the refused ones
+ * counted already. */
+static void count_tickets(const gw_store_task *t, gw_store_ticket *tickets, size_t *n_tickets)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->entries[i].ticket)
+            ticket_of(tickets, n_tickets, t->entries[i].ticket)->items++;
 }
 
 /* Stores items, then looks up their uuids once more: a browser that
  * connected meanwhile (say, on this node after its old node stopped) gets
  * them now rather than at its next connect; the pushes say the message is
- * stored, so their ACK deletes it.  The asking worker is answered when it
- * waits (ctx) or has something to push. */
-static void op_store(json_t *task)
+ * stored, so their ACK deletes it.  The asking worker is answered when its
+ * items are routed messages (tickets), wait (waiters) or have somewhere to
+ * go now. */
+static void op_store(const char *data, size_t len)
 {
-    json_t *refused = json_object();
-    json_t *items = json_is_true(json_object_get(task, "capped"))
-                        ? within_inbox_cap(json_object_get(task, "items"), refused)
-                        : json_incref(json_object_get(task, "items"));
-    long long n = items ? store_items(items) : -1;
-    if (n < 0)
-        pg_error("could not store %zu message(s)", json_array_size(json_object_get(task, "items")));
-    else if (note_redeliveries(items) < 0)
-        pg_error("could not tell other nodes of %lld stored message(s) for their browsers", n);
-    json_t *ctx = json_object_get(task, "ctx");
-    /* routed items (capped) carry no waiters: their message's ticket hears */
-    json_t *local = json_array(), *waiters = gw_item_waiters(json_object_get(task, "items"));
-    if (n > 0)
-        recheck_stored(items, local, json_integer_value(json_object_get(task, "keep_away")));
-    json_decref(items);
-    if (!ctx && json_array_size(local) == 0 && json_array_size(waiters) == 0) {
-        json_decref(local);
-        json_decref(waiters);
-        json_decref(refused);
+    gw_store_task t;
+    if (gw_store_task_get(data, len, &t) < 0) {
+        pg_error("a malformed store task of %zu bytes", len);
         return;
     }
-    finish(json_pack("{s:s,s:O,s:i,s:I,s:o,s:o,s:o}", "op", "stored", "ctx", ctx ? ctx : json_null(),
-                     "code", n < 0 ? gw_mysql_failure_code() : PG_OK, "stored", (json_int_t)(n < 0 ? 0 : n),
-                     "local", local, "waiters", waiters, "refused", refused));
+    size_t n_tickets = 0, n_pushes = 0;
+    const gw_store_entry **kept = calloc(t.n ? t.n : 1, sizeof(*kept));
+    gw_store_ticket *tickets = calloc(t.n ? t.n : 1, sizeof(*tickets));
+    long long n = -1;
+    if (kept && tickets && t.capped) {
+        n = within_inbox_cap(&t, kept, tickets, &n_tickets);
+    } else if (kept && tickets) {
+        for (n = 0; (size_t)n < t.n; n++)
+            kept[n] = &t.entries[n];
+    }
+    long long stored = n >= 0 ? store_rows(kept, (size_t)n) : -1;
+    if (stored < 0)
+        pg_error("could not store %u message(s)", t.n);
+    else if (note_hinted(kept, (size_t)n) < 0)
+        pg_error("could not tell other nodes of %lld stored message(s) for their browsers", stored);
+    gw_store_push *pushes = stored > 0 ? recheck_stored(kept, (size_t)n, (long long)t.keep_away,
+                                                        &n_pushes) : NULL;
+    if (tickets)
+        count_tickets(&t, tickets, &n_tickets);
+    size_t n_waiters = 0;
+    for (uint32_t i = 0; i < t.n; i++)
+        n_waiters += t.entries[i].nwaiters;
+    if (n_tickets || n_pushes || n_waiters) {
+        gw_stored answer = {.code = stored < 0 ? gw_mysql_failure_code() : PG_OK,
+                            .stored = stored < 0 ? 0 : (uint64_t)stored, .n_pushes = n_pushes,
+                            .pushes = pushes, .n_waiters = n_waiters, .waiters = t.waiters,
+                            .n_tickets = n_tickets, .tickets = tickets};
+        pg_rec_writer w = {0};
+        if (gw_stored_put(&w, &answer) < 0 || pg_server_finish(gw.server, w.data, w.len) < 0)
+            pg_error("could not answer a store task");
+        pg_rec_writer_free(&w);
+    }
+    free(pushes);
+    free(tickets);
+    free(kept);
+    gw_store_task_free(&t);
 }
 
 /* ---- route tasks (route.c, the layout in route_task.c) ---- */
@@ -992,6 +1058,10 @@ static const char *handle_record(const char *data, size_t len)
         op_route(data, len);
         return "route";
     }
+    if (head.op == GW_TASK_STORE) {
+        op_store(data, len);
+        return "store";
+    }
     pg_error("unknown task record op %u", head.op);
     return NULL;
 }
@@ -1013,8 +1083,6 @@ static const char *handle_json(const char *data, size_t len, json_t **task)
         op_unregister(*task);
     else if (strcmp(op, "ack") == 0)
         op_ack(*task);
-    else if (strcmp(op, "store") == 0)
-        op_store(*task);
     else if (strcmp(op, "token") == 0)
         op_token(*task);
     else if (strcmp(op, "redeliveries") == 0)

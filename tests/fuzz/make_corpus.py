@@ -290,4 +290,31 @@ route = {
 }
 for k, v in route.items():
     write("route_task", k, v)
+# ---- store_task: the store task and its answer (gateway/store_task.c) ----
+def store_task(items, capped=1, keep_away=0):
+    out = rhead(3) + struct.pack("<BQI", capped, keep_away, len(items))
+    for uuid, msg_id, payload, ticket, hint, waiters in items:
+        out += rstr(uuid) + rstr(msg_id) + rstr(payload) + struct.pack("<Q", ticket)
+        out += rstr(hint[0] if hint else None) + struct.pack("<I", hint[1] if hint else 0)
+        out += struct.pack("<I", len(waiters)) + b"".join(struct.pack("<IQ", w, t) for w, t in waiters)
+    return out
+
+def stored(code, n, pushes, waiters, tickets):
+    out = rhead(4, 0) + struct.pack("<IQI", code, n, len(pushes))
+    for session, uuid, msg_id, payload, ticket in pushes:
+        out += struct.pack("<Q", session) + rstr(uuid) + rstr(msg_id) + rstr(payload) + struct.pack("<Q", ticket)
+    out += struct.pack("<I", len(waiters)) + b"".join(struct.pack("<IQ", w, t) for w, t in waiters)
+    out += struct.pack("<I", len(tickets)) + b"".join(struct.pack("<QII", *t) for t in tickets)
+    return out
+
+store = {
+    "task_routed": store_task([("agent-1", "m-1", '{"id":"m-1"}', 3, None, []),
+                               ("agent-2", "m-1:1", '{"id":"m-1:1"}', 3, ("10.0.0.2", 9601), [])]),
+    "task_given_back": store_task([("agent-1", "m-2", "{}", 0, None, [(1, 77), (0, 78)])],
+                                  capped=0, keep_away=12),
+    "answer": stored(0, 2, [(5, "agent-1", "m-1", "{}", 3)], [(1, 77)], [(3, 2, 1)]),
+    "answer_failed": stored(10500, 0, [], [(1, 77)], []),
+}
+for k, v in store.items():
+    write("store_task", k, v)
 print("corpus written")

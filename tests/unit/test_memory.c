@@ -71,11 +71,35 @@ static void test_trim_after_a_burst(void **state)
 #endif
 }
 
+/* An array grows by doubling, keeps what it held, and is untouched when
+ * there is room. */
+static void test_an_array_grows_as_it_fills(void **state)
+{
+    (void)state;
+    long long *v = NULL;
+    size_t n = 0, cap = 0;
+    for (long long i = 0; i < 1000; i++) {
+        assert_int_equal(pg_grow(&v, &cap, n, sizeof(*v)), 0);
+        assert_true(cap > n);
+        v[n++] = i * 7;
+    }
+    assert_true(cap >= 1000 && cap <= 2048);
+    for (size_t i = 0; i < n; i++)
+        assert_true(v[i] == (long long)i * 7);
+    long long *before = v;
+    size_t cap_before = cap;
+    assert_int_equal(pg_grow(&v, &cap, cap - 1, sizeof(*v)), 0);
+    assert_ptr_equal(v, before);
+    assert_int_equal(cap, cap_before);
+    free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allocator_is_the_builds),
         cmocka_unit_test(test_trim_after_a_burst),
+        cmocka_unit_test(test_an_array_grows_as_it_fills),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
