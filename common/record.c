@@ -107,36 +107,41 @@ static const char *take(pg_rec_reader *r, size_t n)
     return at;
 }
 
+/* The next n bytes into out, or zeros (and the record bad). */
+static void read_into(pg_rec_reader *r, void *out, size_t n)
+{
+    const char *at = take(r, n);
+    if (at)
+        memcpy(out, at, n);
+    else
+        memset(out, 0, n);
+}
+
 uint8_t pg_rec_u8(pg_rec_reader *r)
 {
-    const char *at = take(r, 1);
-    return at ? (uint8_t)*at : 0;
+    uint8_t v;
+    read_into(r, &v, sizeof(v));
+    return v;
 }
 
 uint32_t pg_rec_u32(pg_rec_reader *r)
 {
-    uint32_t v = 0;
-    const char *at = take(r, sizeof(v));
-    if (at)
-        memcpy(&v, at, sizeof(v));
+    uint32_t v;
+    read_into(r, &v, sizeof(v));
     return v;
 }
 
 uint64_t pg_rec_u64(pg_rec_reader *r)
 {
-    uint64_t v = 0;
-    const char *at = take(r, sizeof(v));
-    if (at)
-        memcpy(&v, at, sizeof(v));
+    uint64_t v;
+    read_into(r, &v, sizeof(v));
     return v;
 }
 
 int64_t pg_rec_i64(pg_rec_reader *r)
 {
-    int64_t v = 0;
-    const char *at = take(r, sizeof(v));
-    if (at)
-        memcpy(&v, at, sizeof(v));
+    int64_t v;
+    read_into(r, &v, sizeof(v));
     return v;
 }
 
