@@ -735,9 +735,7 @@ void gw_metrics_text(struct evbuffer *out);
 /* The intake time (pg_prom_now_us) of what this worker handles now; 0: none. */
 void gw_metrics_intake_set(uint64_t us);
 uint64_t gw_metrics_intake(void);
-/* route.c: an order waiting for its route keeps the intake time, and gets it
- * back when the route comes. */
-void gw_metrics_stamp(json_t *order);
+/* A token check's answer gives back the intake time its task carried. */
 void gw_metrics_resume(json_t *order);
 /* batch.c, tasks.c, main.c: a task's send time goes with it ("t0"), for the
  * queue wait and, echoed by a route task's answer, the lookup's round trip;

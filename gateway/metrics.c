@@ -8,8 +8,8 @@
  *
  *   intake to push   main.c notes the intake time of the request a worker
  *                    handles; an order that waits for a route task keeps it
- *                    ("t_in", gw_metrics_stamp/resume), and so does a token
- *                    check's task (its answer echoes it); gw_push carries
+ *                    (gw_order's t_in), and so does a token check's task
+ *                    ("t_in", its answer echoes it); gw_push carries
  *                    it, to another worker too; push_here observes it
  *   push to ACK      session.c: pushed_us of a pending ACK, at its ACK
  *   route lookup     batch.c stamps each task "t0"; a route task's answer
@@ -44,7 +44,7 @@ static uint64_t stamp_of(json_t *o, const char *key)
     return v > 0 ? (uint64_t)v : 0;
 }
 
-void gw_metrics_stamp(json_t *order)
+static void stamp(json_t *order)
 {
     if (intake_us)
         json_object_set_new(order, "t_in", json_integer((json_int_t)intake_us));
@@ -58,7 +58,7 @@ void gw_metrics_resume(json_t *order)
 void gw_metrics_task_sent(json_t *op)
 {
     json_object_set_new(op, "t0", json_integer((json_int_t)pg_prom_now_us()));
-    gw_metrics_stamp(op);   /* a token check: the push after it is the request's */
+    stamp(op);   /* a token check: the push after it is the request's */
 }
 
 void gw_metrics_task_started(json_t *task)
