@@ -274,6 +274,7 @@ static void send_online(pg_session_id session, const char *uuid, json_t *r)
     if (json_is_true(json_object_get(r, "more")))
         json_object_set_new(online, "more_offline", json_true());
     send_text(session, gw_event_json("ONLINE", online));
+    gw_session_online(session);
 }
 
 /* ONLINE, then what waited in offline_messages, oldest first.  A first

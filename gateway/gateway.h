@@ -244,6 +244,8 @@ void gw_session_worker_start(void);
 void gw_session_worker_stop(void);
 void gw_session_open(pg_session_id session, const char *uuid);
 int gw_session_authenticate(pg_session_id session, const char *uuid);
+/* ONLINE went to the session: the pushes held until then go now. */
+void gw_session_online(pg_session_id session);
 const char *gw_session_uuid(pg_session_id session);   /* NULL: not known or not authenticated */
 int gw_session_known(pg_session_id session);
 void gw_session_closed(pg_session_id session);

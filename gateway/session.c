@@ -39,6 +39,7 @@ typedef struct {
     char *payload;
     size_t bytes;                    /* what it holds, for max_pending_bytes */
     int from_offline;
+    int held;                        /* not sent yet: the session waits for its ONLINE */
     time_t sent_at;
     uint64_t pushed_us;              /* for the push-to-ACK histogram (metrics.c) */
     gw_waiter *waiters;              /* requests waiting for its ACK or its store (handoff.c) */
@@ -55,6 +56,7 @@ typedef struct {
     char **stored_ids;               /* NULL, or a ring of STORED_IDS_MAX */
     uint8_t stored_next;
     gw_bucket messages;              /* limits.c */
+    int awaiting_online;             /* pushes are held until ONLINE is sent */
 } browser_session;
 
 static pg_idmap *local_sessions;     /* home worker: session id -> browser_session */
@@ -609,6 +611,7 @@ int gw_session_authenticate(pg_session_id session, const char *uuid)
         pg_error("session table full: session %s of %s is not routable locally", key, uuid);
         gw_uuid_index_remove(uuid, session);
     }
+    b->awaiting_online = 1;
     register_session(session, uuid, 0);
     return 0;
 }
@@ -751,6 +754,42 @@ static void push_again(browser_session *b, const char *id, const char *payload, 
     }
 }
 
+/* A push to a session whose ONLINE has not gone yet waits in its pending
+ * list, unsent, so that ONLINE is the first thing a browser hears.  QUEUED
+ * in the push record, as a push not yet out of this worker is: a worker
+ * that replaces this one sends it again when it comes again. */
+static void hold(browser_session *b, const char *id, const char *payload, int from_offline,
+                 const gw_waiter *w)
+{
+    if (add_pending(b, id, payload, from_offline, w) < 0) {
+        store_lost(b->uuid, id, payload, from_offline, w);
+        return;
+    }
+    b->pending[b->npending - 1].held = 1;
+    gw_push_record_set(b->session, id, GW_PUSH_QUEUED);
+}
+
+void gw_session_online(pg_session_id session)
+{
+    browser_session *b = find_session(session);
+    if (!b || !b->awaiting_online)
+        return;
+    b->awaiting_online = 0;
+    for (size_t i = 0; i < b->npending; i++) {
+        pending_ack *p = &b->pending[i];
+        if (!p->held)
+            continue;
+        /* one that cannot be sent stays pending: ack_timeout stores it */
+        if (pg_server_send(gw.server, session, p->payload, strlen(p->payload)) < 0)
+            continue;
+        p->held = 0;
+        p->sent_at = time(NULL);
+        p->pushed_us = pg_prom_now_us();
+        note_queued(session, p->id);
+        atomic_fetch_add(&gw.counters->pushed, 1);
+    }
+}
+
 /* On the home worker: write and remember; a session gone meanwhile gets the
  * message stored instead.  intake_us: when the message came in (0: not
  * known), for the intake-to-push histogram. */
@@ -765,6 +804,10 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
     int seen = gw_push_record_get(session, id);
     if (seen != GW_PUSH_NONE && (seen != GW_PUSH_QUEUED || find_pending(b, id))) {
         push_again(b, id, payload, from_offline, seen, w);
+        return;
+    }
+    if (b->awaiting_online) {
+        hold(b, id, payload, from_offline, w);
         return;
     }
     if (pg_server_send(gw.server, session, payload, strlen(payload)) < 0 ||

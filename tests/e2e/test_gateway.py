@@ -656,6 +656,46 @@ def test_registration_with_a_big_offline_backlog_gets_online(gw, stack, internal
         db_exec(stack, "DELETE FROM offline_messages WHERE uuid = %s", (u,))
 
 
+def test_a_push_during_registration_waits_for_online(gw, stack, internal):
+    """A session enters the node's uuid index when it authenticates, and
+    its ONLINE goes when its registration task answers; an order pushed in
+    between (here: while online_clients is locked, so that the
+    registration waits) is held and follows ONLINE, never precedes it."""
+    u, other = uid("held"), uid("held-warm")
+    c = internal()
+    ok_reply(c.call(work_order("held-warm", [(other, {"n": 0})], APP_TOKEN)), "held-warm",
+             stored=1)   # the chat_token is known valid now: orders push at once
+    lock = stack.mysql()
+
+    async def go():
+        ws = await ws_connect(gw.port, token_for(u))
+        try:
+            await asyncio.sleep(0.3)                       # authenticated, registering
+            reply = asyncio.create_task(call(c, work_order("held-1", [(u, {"n": 1})], APP_TOKEN)))
+            await quiet(ws, 0.5)                           # held: no ONLINE yet, no push
+            await asyncio.to_thread(unlock)
+            ev = await recv_json(ws)
+            assert ev["event"] == "ONLINE" and ev["data"]["uuid"] == u, ev
+            ev = await recv_json(ws)
+            assert ev == worksheet_event({"n": 1}, "held-1"), ev
+            await send_json(ws, {"event": "ACK", "data": {"id": "held-1"}})
+            ok_reply(await reply, "held-1", delivered=1)
+        finally:
+            await ws.close()
+
+    def unlock():
+        with lock.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLES online_clients WRITE")
+        run(go())
+    finally:
+        lock.close()
+        db_exec(stack, "DELETE FROM offline_messages WHERE uuid IN (%s, %s)", (u, other))
+
+
 def store_offline(stack, messages):
     """messages: [(uuid, msg_id, event dict)], stored oldest first."""
     conn = stack.mysql()
