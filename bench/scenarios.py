@@ -185,6 +185,10 @@ def s1_idle(nodes, clients, hold_s=20):
                     (cpu_ready["mariadb"] - cpu_before["mariadb"]) / max(1, online) * 1e6, 1),
                 "mariadb_us_per_unregistration": round(
                     (cpu_gone["mariadb"] - cpu_ready["mariadb"]) / max(1, online) * 1e6, 1),
+                "gateway_us_per_registration": round(
+                    (cpu_ready["gateways"] - cpu_before["gateways"]) / max(1, online) * 1e6, 1),
+                "gateway_us_per_unregistration": round(
+                    (cpu_gone["gateways"] - cpu_ready["gateways"]) / max(1, online) * 1e6, 1),
                 "unregister_seconds": round(unregister_s, 2),
                 "bytes_per_conn_by_node": [round(x) for x in per_conn],
                 "connect_errors": r.get("connect_errors")}

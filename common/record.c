@@ -61,6 +61,14 @@ void pg_rec_put_str(pg_rec_writer *w, const char *s)
     pg_rec_put_strn(w, s, s ? strlen(s) : 0);
 }
 
+void pg_rec_put_part(pg_rec_writer *w, const pg_rec_writer *part)
+{
+    if (part->failed)
+        w->failed = 1;
+    else if (part->len)
+        put(w, part->data, part->len);
+}
+
 size_t pg_rec_put_count(pg_rec_writer *w)
 {
     size_t at = w->len;

@@ -35,6 +35,9 @@ void pg_rec_put_i64(pg_rec_writer *w, int64_t v);
 /* s NULL: a NULL string */
 void pg_rec_put_str(pg_rec_writer *w, const char *s);
 void pg_rec_put_strn(pg_rec_writer *w, const char *s, size_t len);
+/* The fields another writer holds, as if written here: a part whose place
+ * comes before fields known only once it is written. */
+void pg_rec_put_part(pg_rec_writer *w, const pg_rec_writer *part);
 /* A count of items not known yet: returns where it is, for pg_rec_count_one
  * after each item written. */
 size_t pg_rec_put_count(pg_rec_writer *w);

@@ -4,7 +4,13 @@
  * (store.c) under ids handed out in order, and takes each back when its
  * task's answer names it.  A task worker that dies takes its answers with
  * it, so a sweep every GW_AWAITING_MAX_MS drops what a whole period left
- * unanswered (the senders have timed out and sent again by then). */
+ * unanswered (the senders have timed out and sent again by then).
+ *
+ * Answers to the tasks of a worker that was replaced (reload, crash)
+ * reach the worker after it, so ids start from the clock in milliseconds
+ * times 65,536: the new worker's ids are above every id the old one gave
+ * out, unless it gave out more than 65,536 a millisecond, and an old answer
+ * names nothing here. */
 #include "gateway.h"
 
 #include "log.h"
@@ -27,6 +33,8 @@ uint64_t gw_awaiting_put(gw_awaiting *a, void *value)
 {
     if (!a->map && !(a->map = pg_idmap_new(64)))
         return 0;
+    if (!a->next_id)
+        a->next_id = pg_now_ms() << 16;
     if (a->sweep_timer <= 0)
         a->sweep_timer = pg_timer_tick(GW_AWAITING_MAX_MS, sweep, a);
     uint64_t id = ++a->next_id;

@@ -73,45 +73,6 @@ static void **take(gw_batch *b, size_t *n)
     return items;
 }
 
-/* A JSON batch's requests as one array (the requests move into it). */
-static json_t *json_items(void **items, size_t n)
-{
-    json_t *list = json_array();
-    for (size_t i = 0; i < n; i++)
-        if (!list || json_array_append_new(list, items[i]) < 0)
-            json_decref(items[i]);
-    return list;
-}
-
-/* The batch's one task to its task worker: 0, or -1 and its requests
- * failed. */
-static int send_batch(gw_batch *b, void **items, size_t n)
-{
-    if (b->send_records)
-        return b->send_records(items, n, b->dst);
-    json_t *list = json_items(items, n);
-    json_t *op = !list ? NULL : b->task ? b->task(list)
-                                        : json_pack("{s:s,s:O}", "op", b->op, b->field, list);
-    int rc = op ? send_task(op, b->dst) : -1;
-    if (rc < 0 && list)
-        b->fail(list);
-    json_decref(list);
-    return rc;
-}
-
-/* The worker stops: requests never sent hear of it. */
-static void fail_batch(gw_batch *b, void **items, size_t n)
-{
-    if (b->fail_records) {
-        b->fail_records(items, n);
-        return;
-    }
-    json_t *list = json_items(items, n);
-    if (list)
-        b->fail(list);
-    json_decref(list);
-}
-
 static void end_hold(gw_batch *b)
 {
     if (b->hold_timer > 0)
@@ -142,7 +103,7 @@ static void flush(gw_batch *b)
     }
     if (b->keyed)
         flush_bound_for(b->dst);   /* b is out of the waiting list: not again */
-    if (send_batch(b, items, n) < 0) {
+    if (b->send(items, n, b->dst) < 0) {   /* failed: each heard of it */
         pg_error("%zu %s request(s) not handed to a task worker", n, b->op);
     } else if (b->hold) {
         end_hold(b);
@@ -174,7 +135,7 @@ void gw_batch_add(gw_batch *b, void *item, size_t bytes)
         flush(b);
     if (pg_grow(&b->items, &b->cap, b->n, sizeof(*b->items)) < 0) {
         pg_error("a %s request could not wait for its task", b->op);
-        fail_batch(b, &item, 1);
+        b->fail(&item, 1);
         return;
     }
     if (!b->n) {
@@ -210,7 +171,7 @@ void gw_batch_stop(gw_batch *b, int send)
         size_t n;
         void **items = take(b, &n);
         if (n)
-            fail_batch(b, items, n);
+            b->fail(items, n);   /* never sent: each hears of it */
         free(items);
     }
     end_hold(b);

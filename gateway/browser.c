@@ -233,81 +233,68 @@ void gw_browser_message(pg_session_id session, const char *data, size_t len)
 /* ---- answers from task workers ---- */
 
 /* The page of uuid's stored messages after `after`; online: it is the
- * first, and ONLINE waits for it. */
-static void ask_page(pg_session_id session, const char *uuid, json_t *after, int online)
+ * first, and ONLINE waits for it.  After the session's registration,
+ * which may still wait in its batch. */
+static void ask_page(pg_session_id session, const char *uuid, int64_t after, int online)
 {
-    json_t *task = json_pack("{s:s,s:I,s:s,s:O}", "op", "offline_page", "session",
-                             (json_int_t)session, "uuid", uuid, "after", after);
-    if (online)
-        json_object_set_new(task, "online", json_true());
-    gw_task(task, gw_task_worker_of(session));
+    int dst = gw_task_worker_of(session);
+    pg_rec_writer w = {0};
+    gw_task_flush_for(dst);
+    if (gw_page_task_put(&w, session, uuid, after, online) < 0 || gw_task_record(&w, dst) < 0)
+        pg_warn("%s: its stored messages wait for its next connect", uuid);
+    pg_rec_writer_free(&w);
 }
 
 void gw_browser_ask_stored(pg_session_id session, const char *uuid)
 {
-    json_t *first = json_integer(0);
-    ask_page(session, uuid, first, 0);
-    json_decref(first);
+    ask_page(session, uuid, 0, 0);
 }
 
 /* Stored messages, oldest first; the next page is asked for when there is more. */
-static void push_offline_page(pg_session_id session, const char *uuid, json_t *r)
+static void push_offline_page(const gw_page *r)
 {
-    size_t i;
-    json_t *m;
-    json_array_foreach(json_object_get(r, "offline"), i, m) {
-        gw_push(session, uuid, json_string_value(json_object_get(m, "msg_id")),
-                json_string_value(json_object_get(m, "payload")), 1, NULL);
+    for (uint32_t i = 0; i < r->n; i++) {
+        gw_push(r->session, r->uuid, r->messages[i].msg_id, r->messages[i].payload, 1, NULL);
         atomic_fetch_add(&gw.counters->redelivered, 1);
     }
-    if (json_is_true(json_object_get(r, "more")))
-        ask_page(session, uuid, json_object_get(r, "after"), 0);
+    if (r->more)
+        ask_page(r->session, r->uuid, r->after, 0);
 }
 
-static void send_online(pg_session_id session, const char *uuid, json_t *r)
+static void send_online(const gw_page *r)
 {
     char client_id[192];
-    gw_client_id(session, client_id, sizeof(client_id));
-    json_t *online = json_pack("{s:s,s:s,s:s,s:I}", "uuid", uuid, "client_id", client_id, "node",
-                               gw.node_id, "offline",
-                               (json_int_t)json_array_size(json_object_get(r, "offline")));
-    if (json_is_true(json_object_get(r, "more")))
+    gw_client_id(r->session, client_id, sizeof(client_id));
+    json_t *online = json_pack("{s:s,s:s,s:s,s:I}", "uuid", r->uuid, "client_id", client_id,
+                               "node", gw.node_id, "offline", (json_int_t)r->n);
+    if (r->more)
         json_object_set_new(online, "more_offline", json_true());
-    send_text(session, gw_event_json("ONLINE", online));
-    gw_session_online(session);
+    send_text(r->session, gw_event_json("ONLINE", online));
+    gw_session_online(r->session);
 }
 
 /* ONLINE, then what waited in offline_messages, oldest first.  A first
  * page that did not fit its batch's answer (none, but more: tasks.c) is
  * asked for on its own, and ONLINE goes with it. */
-void gw_browser_registered(json_t *r)
+void gw_browser_registered(const gw_page *r, int registered)
 {
-    pg_session_id session = (pg_session_id)json_integer_value(json_object_get(r, "session"));
-    const char *uuid = json_string_value(json_object_get(r, "uuid"));
-    const char *op = json_string_value(json_object_get(r, "op"));
-    if (!uuid || !op) {
-        pg_error("malformed registration result");
-        return;
-    }
-    int registered = strcmp(op, "registered") == 0;
-    if (!gw_session_known(session))
+    if (!gw_session_known(r->session))
         return;   /* closed meanwhile; its close queued the unregister after this */
-    if (json_integer_value(json_object_get(r, "code")) != PG_OK) {
+    if (r->code != PG_OK) {
         char reason[64];
         size_t n = gw_ws_close_reason(reason, sizeof(reason), 1011, "registration failed");
-        pg_server_close(gw.server, session, reason, n);
+        pg_server_close(gw.server, r->session, reason, n);
         return;
     }
     /* registered again after the node was swept (rejoin.c): it had ONLINE */
-    int first = registered && !json_is_true(json_object_get(r, "again"));
-    if (registered && json_array_size(json_object_get(r, "offline")) == 0 &&
-        json_is_true(json_object_get(r, "more"))) {
-        ask_page(session, uuid, json_object_get(r, "after"), first);
+    int first = registered && !r->again;
+    if (registered && r->n == 0 && r->more) {
+        ask_page(r->session, r->uuid, r->after, first);
         return;
     }
-    if (first || json_is_true(json_object_get(r, "online")))
-        send_online(session, uuid, r);
-    push_offline_page(session, uuid, r);
+    if (first || r->online)
+        send_online(r);
+    push_offline_page(r);
 }
 
 void gw_browser_routed(const gw_outcome *o)

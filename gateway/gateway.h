@@ -250,7 +250,10 @@ const char *gw_session_uuid(pg_session_id session);   /* NULL: not known or not 
 int gw_session_known(pg_session_id session);
 void gw_session_closed(pg_session_id session);
 /* The answer to a batch of registrations: one result per session. */
-void gw_session_registered(json_t *answer);
+/* A registration's or an offline page's answer (a record, session_task.c). */
+void gw_session_registered(const char *data, size_t len);
+/* An unregistration's answer (a record). */
+void gw_session_unregistered(const char *data, size_t len);
 /* Push an event to a local session from any worker; payload is the event's
  * JSON text with its id.  from_offline: the message is in offline_messages.
  * w (NULL: none) hears when the browser ACKs it or it is stored (handoff.c). */
@@ -284,7 +287,8 @@ void gw_rejoin_forget(pg_session_id session);
  * browsers because the path here was broken ("redeliveries"). */
 void gw_redeliver_start(void);
 void gw_redeliver_stop(void);
-void gw_redeliver_answered(json_t *result);
+/* The answer to GW_TASK_REDELIVERIES (a record). */
+void gw_redeliver_answered(const char *data, size_t len);
 void gw_redeliver_pipe_message(const char *data, size_t len);
 
 /* uuid_index.c: this node's sessions of each uuid, in shared memory (any
@@ -449,9 +453,16 @@ void gw_order_free(gw_order *order);
 gw_outcome gw_order_outcome(const gw_order *order, int code);
 
 /* route_task.c: tasks as records (common/record.h).  A task or a task's
- * answer that starts with '{' is JSON (the ops not made records yet); a
- * record starts with this head.  The layouts are in route_task.c. */
-enum { GW_TASK_ROUTE = 1, GW_TASK_ROUTED = 2, GW_TASK_STORE = 3, GW_TASK_STORED = 4 };
+ * answer that starts with '{' is JSON (the cluster view's, admin.c); a
+ * record starts with this head.  The layouts are in route_task.c,
+ * store_task.c and session_task.c. */
+enum {
+    GW_TASK_ROUTE = 1, GW_TASK_ROUTED = 2, GW_TASK_STORE = 3, GW_TASK_STORED = 4,
+    GW_TASK_REGISTER = 5, GW_TASK_REGISTERED = 6, GW_TASK_PAGE = 7, GW_TASK_PAGED = 8,
+    GW_TASK_UNREGISTER = 9, GW_TASK_UNREGISTERED = 10, GW_TASK_ACK = 11,
+    GW_TASK_REDELIVERIES = 12, GW_TASK_REDELIVER = 13, GW_TASK_TOKEN = 14,
+    GW_TASK_TOKEN_CHECKED = 15
+};
 typedef struct {
     uint8_t op;
     uint64_t t0;                   /* when the worker sent the task (histograms) */
@@ -559,6 +570,82 @@ int gw_stored_put(pg_rec_writer *w, const gw_stored *s);
 int gw_stored_get(const char *data, size_t len, gw_stored *s);
 void gw_stored_free(gw_stored *s);
 
+/* session_task.c: the sessions' tasks and their answers as records
+ * (layouts there).  Strings point into the record read, or, for the
+ * worker's own (gw_session_ref_new, gw_ack_ref_new), into one allocation
+ * with the struct: free() it. */
+typedef struct {
+    pg_session_id session;
+    const char *uuid, *client_id;
+    int again;                     /* registered before: no ONLINE again (rejoin.c) */
+} gw_session_ref;
+typedef struct {
+    gw_task_head head;
+    uint32_t n;
+    gw_session_ref *sessions;
+} gw_sessions_task;
+typedef struct {
+    const char *msg_id, *payload;
+} gw_page_message;
+/* A page of a session's stored messages, oldest first: asked for (session,
+ * uuid, after, online) or answered. */
+typedef struct {
+    pg_session_id session;
+    const char *uuid;
+    int code, again;
+    int online;                    /* ONLINE waits for this page */
+    int more;                      /* a page after this one */
+    int64_t after;                 /* asked: the page starts after this id; answered: its last */
+    uint32_t n;
+    gw_page_message *messages;
+} gw_page;
+typedef struct {
+    gw_task_head head;             /* GW_TASK_REGISTERED or GW_TASK_PAGED */
+    int task_worker;
+    uint32_t n;
+    gw_page *pages;
+    gw_page_message *messages;     /* the storage of every page's messages */
+} gw_pages;
+typedef struct {
+    const char *uuid, *msg_id;
+} gw_ack_ref;
+typedef struct {
+    gw_task_head head;             /* GW_TASK_TOKEN or GW_TASK_TOKEN_CHECKED */
+    uint64_t request;              /* the worker holds the request under it */
+    const char *chat_token;
+    int code;                      /* the verdict */
+} gw_token_check;
+
+gw_session_ref *gw_session_ref_new(pg_session_id session, const char *uuid,
+                                   const char *client_id, int again);
+/* op: GW_TASK_REGISTER or GW_TASK_UNREGISTER.  0, or -1 when out of memory. */
+int gw_sessions_task_put(pg_rec_writer *w, uint8_t op, gw_session_ref *const *v, size_t n);
+/* The task worker's side: read (free it), or -1 when malformed. */
+int gw_sessions_task_get(const char *data, size_t len, gw_sessions_task *t);
+void gw_sessions_task_free(gw_sessions_task *t);
+int gw_page_task_put(pg_rec_writer *w, pg_session_id session, const char *uuid, int64_t after,
+                     int online);
+int gw_page_task_get(const char *data, size_t len, gw_task_head *head, gw_page *ask);
+/* The answer: its head, then each page (gw_pages_put) with its messages,
+ * written apart with gw_page_message_put (NULL: none). */
+size_t gw_pages_begin(pg_rec_writer *w, uint8_t op, int task_worker);
+void gw_page_message_put(pg_rec_writer *messages, const char *msg_id, size_t id_len,
+                         const char *payload, size_t payload_len);
+void gw_pages_put(pg_rec_writer *w, size_t count_at, const gw_page *p,
+                  const pg_rec_writer *messages);
+int gw_pages_get(const char *data, size_t len, gw_pages *t);
+void gw_pages_free(gw_pages *t);
+gw_ack_ref *gw_ack_ref_new(const char *uuid, const char *msg_id);
+int gw_acks_task_put(pg_rec_writer *w, gw_ack_ref *const *v, size_t n);
+/* *v: free it. */
+int gw_acks_task_get(const char *data, size_t len, gw_ack_ref **v, uint32_t *n);
+/* op: GW_TASK_UNREGISTERED, GW_TASK_REDELIVERIES (n = 0) or GW_TASK_REDELIVER. */
+int gw_uuids_put(pg_rec_writer *w, uint8_t op, const char *const *uuids, size_t n);
+/* *uuids: free it. */
+int gw_uuids_get(const char *data, size_t len, const char ***uuids, uint32_t *n);
+int gw_token_task_put(pg_rec_writer *w, const gw_token_check *t);
+int gw_token_task_get(const char *data, size_t len, gw_token_check *t);
+
 /* status.c */
 /* The node's figures as /stats shows them (any process). */
 json_t *gw_status_stats(void);
@@ -568,8 +655,8 @@ json_t *gw_status_report(void);
 const char *gw_status_id(void);
 void gw_status_start(int worker_id);       /* workers: worker 0 samples */
 void gw_status_start_writer(void);         /* a task worker: writes the row */
-/* A session's registration or offline page (one result). */
-void gw_browser_registered(json_t *result);
+/* A session's registration (registered) or offline page (one result). */
+void gw_browser_registered(const gw_page *result, int registered);
 /* Asks for the first page of uuid's stored messages for session. */
 void gw_browser_ask_stored(pg_session_id session, const char *uuid);
 /* The sender of a chat message learns what became of it. */
@@ -586,7 +673,9 @@ int gw_internal_worker(const char *packet, size_t len, void *arg);
  * sender is answered.  r is taken. */
 void gw_internal_routed(gw_routed *r, const gw_remote *remote, size_t n,
                         const gw_store_entry *offline, size_t n_offline);
-void gw_internal_token_checked(json_t *result);
+/* A token task's answer (a record, session_task.c). */
+void gw_internal_token_checked(const char *data, size_t len);
+void gw_internal_stop(void);
 /* A store task's answer (a record, store_task.c). */
 void gw_internal_stored(const char *data, size_t len);
 /* Stores items[0..n) (borrowed), then answers the sender of the routed
@@ -636,11 +725,10 @@ void gw_token_forget_all(void);
  * gw_batch_answered says it came back.  Tasks sent with gw_task first send
  * the batches bound for their task worker, so they never overtake them.
  *
- * A batch is of JSON requests, sent as {"op": op, field: [...]} (or what
- * task makes of them), or of records of its owner's, which send_records
- * turns into a task (common/record.h). */
+ * A batch's requests are records of its owner's, which send turns into
+ * one task (common/record.h). */
 typedef struct gw_batch {
-    const char *op, *field;
+    const char *op;                /* for the log */
     int dst;
     size_t max_items;
     size_t max_bytes;              /* 0: package_max_length */
@@ -649,22 +737,17 @@ typedef struct gw_batch {
      * batches bound for dst go first, held or not, as for gw_task, so that
      * none of its requests overtakes its session's registration. */
     int keyed;
-    /* JSON requests: the task for items (borrowed), NULL: {"op": op,
-     * field: items}; fail: not handed off, answer each (items borrowed). */
-    json_t *(*task)(json_t *items);
-    void (*fail)(json_t *items);
-    /* Records: send hands items[0..n) to task worker dst as one task and
-     * keeps them, 0; or answers each as failed and frees them, -1.  fail
-     * (the worker stops before sending them) does the latter. */
-    int (*send_records)(void **items, size_t n, int dst);
-    void (*fail_records)(void **items, size_t n);
+    /* send hands items[0..n) to task worker dst as one task and takes
+     * them, 0; or answers each as failed and frees them, -1.  fail (the
+     * worker stops before sending them) does the latter. */
+    int (*send)(void **items, size_t n, int dst);
+    void (*fail)(void **items, size_t n);
     void **items;                  /* the rest is the batch's own */
     size_t n, cap, bytes;
     int64_t hold_timer;            /* > 0: a task in flight (holding batches) */
     struct gw_batch *next;
 } gw_batch;
-/* item stolen (a json_t * or the owner's record); bytes: its rough size in
- * the task. */
+/* item stolen (the owner's record); bytes: its rough size in the task. */
 void gw_batch_add(gw_batch *b, void *item, size_t bytes);
 void gw_batch_answered(gw_batch *b);
 /* The worker stops: what waits is sent (send) or failed. */
@@ -737,11 +820,10 @@ void gw_metrics_text(struct evbuffer *out);
 /* The intake time (pg_prom_now_us) of what this worker handles now; 0: none. */
 void gw_metrics_intake_set(uint64_t us);
 uint64_t gw_metrics_intake(void);
-/* A token check's answer gives back the intake time its task carried. */
-void gw_metrics_resume(json_t *order);
-/* batch.c, tasks.c, main.c: a task's send time goes with it ("t0"), for the
- * queue wait and, echoed by a route task's answer, the lookup's round trip;
- * so does the intake time ("t_in"), which a token check's answer echoes. */
+/* batch.c, tasks.c: a task's send time goes with it (a record head's t0;
+ * "t0" in the cluster view's JSON task), for the queue wait and, echoed by
+ * a route task's answer, the lookup's round trip.  A token task's head
+ * carries the intake time too (t_in), and its answer echoes it. */
 void gw_metrics_task_sent(json_t *op);
 void gw_metrics_task_started(json_t *task);
 void gw_metrics_task_waited(uint64_t t0);           /* the same, for a record's t0 */

@@ -140,19 +140,17 @@ static const char *push_id(json_t *req)
 
 /* The event's JSON text: its bytes as they came in the request text raw
  * (checked by the request's parse, never printed again), else printed from
- * the tree: the request came back from a token task (raw NULL), or its
- * member names are escaped (json_slice.h). */
+ * the tree: its member names are escaped (json_slice.h). */
 static char *remote_data_text(json_t *req, const char *raw, size_t raw_len)
 {
     const char *value;
     size_t len;
-    if (raw && pg_json_member_slice(raw, raw_len, "remote_data", &value, &len) == PG_SLICE_FOUND)
+    if (pg_json_member_slice(raw, raw_len, "remote_data", &value, &len) == PG_SLICE_FOUND)
         return strndup(value, len);
     return json_dumps(json_object_get(req, "remote_data"), JSON_COMPACT);
 }
 
-/* code: the verdict on the push's chat_token; raw: the request's text, or
- * NULL. */
+/* code: the verdict on the push's chat_token; raw: the request's text. */
 static void push_checked(json_t *req, int code, const char *raw, size_t raw_len)
 {
     pg_session_id session = (pg_session_id)json_integer_value(json_object_get(req, "proxy_fd"));
@@ -181,6 +179,47 @@ static void push_checked(json_t *req, int code, const char *raw, size_t raw_len)
     }
 }
 
+/* A push-local request waiting for the verdict on its chat_token, with its
+ * text. */
+typedef struct {
+    json_t *req;
+    size_t raw_len;
+    char raw[];
+} token_wait;
+
+static void drop_token_wait(void *value)
+{
+    token_wait *t = value;
+    json_decref(t->req);
+    free(t);
+}
+
+static gw_awaiting token_checks = {.what = "push(es) waiting for their token check",
+                                   .drop = drop_token_wait};
+
+/* The request waits here; the task carries its token alone.  0 or -1. */
+static int check_token(json_t *req, const char *token, const char *raw, size_t raw_len)
+{
+    token_wait *t = malloc(sizeof(*t) + raw_len + 1);
+    uint64_t id = t ? gw_awaiting_put(&token_checks, t) : 0;
+    if (!id) {
+        free(t);
+        return -1;
+    }
+    *t = (token_wait){.req = json_incref(req), .raw_len = raw_len};
+    memcpy(t->raw, raw, raw_len);
+    t->raw[raw_len] = '\0';
+    gw_token_check c = {.head = {.op = GW_TASK_TOKEN, .t0 = pg_prom_now_us(),
+                                 .t_in = gw_metrics_intake()},
+                        .request = id, .chat_token = token};
+    pg_rec_writer w = {0};
+    int rc = gw_token_task_put(&w, &c) == 0 ? gw_task_record(&w, -1) : -1;
+    pg_rec_writer_free(&w);
+    if (rc < 0)
+        drop_token_wait(gw_awaiting_take(&token_checks, id));
+    return rc;
+}
+
 /* A push-local request that passed internal_check; raw: its text. */
 static void push_local(pg_session_id session, json_t *req, const char *raw, size_t raw_len)
 {
@@ -191,20 +230,37 @@ static void push_local(pg_session_id session, json_t *req, const char *raw, size
     if (cached >= 0) {
         /* a verdict from a moment ago: no task round trip */
         push_checked(req, cached ? PG_OK : PG_ERR_BAD_TOKEN, raw, raw_len);
-    } else if (gw_task(json_pack("{s:s,s:s,s:O}", "op", "token", "chat_token", token, "ctx", req),
-                       -1) < 0) {
+    } else if (check_token(req, token, raw, raw_len) < 0) {
         reply_error(session, PG_ERR_BUSY, "could not queue the push", req);
     }
 }
 
-/* The task worker's verdict on a push's token: remembered, then acted on. */
-void gw_internal_token_checked(json_t *r)
+/* The task worker's verdict on a push's token: remembered, then acted on,
+ * with the request's intake time (the head's t_in) for the push's. */
+void gw_internal_token_checked(const char *data, size_t len)
 {
-    const char *token = json_string_value(json_object_get(json_object_get(r, "ctx"), "chat_token"));
-    int code = (int)json_integer_value(json_object_get(r, "code"));
-    if (token && (code == PG_OK || code == PG_ERR_BAD_TOKEN))
-        gw_token_remember(token, code == PG_OK);
-    push_checked(json_object_get(r, "ctx"), code, NULL, 0);
+    gw_token_check c;
+    if (gw_token_task_get(data, len, &c) < 0) {
+        pg_error("a malformed answer to a token task (%zu bytes)", len);
+        return;
+    }
+    if (c.code == PG_OK || c.code == PG_ERR_BAD_TOKEN)
+        gw_token_remember(c.chat_token, c.code == PG_OK);
+    token_wait *t = gw_awaiting_get(&token_checks, c.request);
+    const char *asked = t ? json_string_value(json_object_get(t->req, "chat_token")) : NULL;
+    if (!asked || strcmp(asked, c.chat_token) != 0)
+        return;   /* asked by the worker before this one: its sender sends again */
+    gw_awaiting_take(&token_checks, c.request);
+    gw_metrics_intake_set(c.head.t_in);
+    push_checked(t->req, c.code, t->raw, t->raw_len);
+    drop_token_wait(t);
+}
+
+/* The worker stops: the pushes waiting for a verdict get none; their
+ * senders time out and send again. */
+void gw_internal_stop(void)
+{
+    gw_awaiting_stop(&token_checks);
 }
 
 /* A request decoded and checked, before anything acts on it.  Kept apart

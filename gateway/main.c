@@ -148,6 +148,7 @@ static void on_stop(pg_server *s, int id)
         gw_tasks_stop();
     } else {
         gw_route_stop();
+        gw_internal_stop();
         gw_redeliver_stop();
         gw_rejoin_stop();
         gw_route_feed_stop();
@@ -191,16 +192,34 @@ static void on_task(pg_server *s, int64_t task_id, int from, const char *data, s
 /* A task's answer that is a record (route_task.c). */
 static void finish_record(const char *data, size_t len)
 {
-    if (len && data[0] == GW_TASK_ROUTED) {
+    switch (len ? data[0] : 0) {
+    case GW_TASK_ROUTED:
         gw_route_done(data, len);
         gw_metrics_intake_set(0);   /* route.c resumed each order's */
-    } else if (len && data[0] == GW_TASK_STORED) {
+        break;
+    case GW_TASK_STORED:
         gw_internal_stored(data, len);
-    } else {
+        break;
+    case GW_TASK_REGISTERED:
+    case GW_TASK_PAGED:
+        gw_session_registered(data, len);
+        break;
+    case GW_TASK_UNREGISTERED:
+        gw_session_unregistered(data, len);
+        break;
+    case GW_TASK_TOKEN_CHECKED:
+        gw_internal_token_checked(data, len);
+        gw_metrics_intake_set(0);   /* internal.c resumed the request's */
+        break;
+    case GW_TASK_REDELIVER:
+        gw_redeliver_answered(data, len);
+        break;
+    default:
         pg_error("an unknown task record of %zu bytes", len);
     }
 }
 
+/* Answers are records, but for the operators' cluster view (admin.c). */
 static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t len)
 {
     (void)s;
@@ -211,30 +230,10 @@ static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t le
     }
     json_t *r = json_loadb(data, len, 0, NULL);
     const char *op = json_string_value(json_object_get(r, "op"));
-    if (!op)
-        pg_error("malformed task result");
-    else if (strcmp(op, "registered") == 0)
-        gw_session_registered(r);
-    else if (strcmp(op, "offline_page") == 0)
-        gw_browser_registered(r);
-    else if (strcmp(op, "token") == 0) {
-        gw_metrics_resume(r);
-        gw_internal_token_checked(r);
-        gw_metrics_intake_set(0);
-    }
-    else if (strcmp(op, "redeliver") == 0)
-        gw_redeliver_answered(r);
-    else if (strcmp(op, "cluster") == 0)
+    if (op && strcmp(op, "cluster") == 0)
         gw_admin_cluster_answered(r);
-    else if (strcmp(op, "unregistered") == 0) {
-        size_t i;
-        json_t *uuid;
-        json_array_foreach(json_object_get(r, "uuids"), i, uuid) {
-            const char *u = json_string_value(uuid);
-            pg_session_id other;   /* a tab of it still here keeps the consumer's hint */
-            gw_route_feed_announce(u, u && gw_uuid_index_get(u, &other, 1) > 0);
-        }
-    }
+    else
+        pg_error("malformed task result");
     json_decref(r);
 }
 

@@ -9,12 +9,12 @@
  *   intake to push   main.c notes the intake time of the request a worker
  *                    handles; an order that waits for a route task keeps it
  *                    (gw_order's t_in), and so does a token check's task
- *                    ("t_in", its answer echoes it); gw_push carries
+ *                    (its head's t_in, which the answer echoes); gw_push carries
  *                    it, to another worker too; push_here observes it
  *   push to ACK      session.c: pushed_us of a pending ACK, at its ACK
- *   route lookup     batch.c stamps each task "t0"; a route task's answer
+ *   route lookup     each task carries its send time, t0; a route task's answer
  *                    echoes it, and the worker observes the round trip
- *   task queue wait  the task worker observes "t0" when it starts a task
+ *   task queue wait  the task worker observes t0 when it starts a task
  *
  * Messages delivered from the offline store are left out of intake to
  * push: their intake was long before (they measure the agent's absence). */
@@ -44,21 +44,9 @@ static uint64_t stamp_of(json_t *o, const char *key)
     return v > 0 ? (uint64_t)v : 0;
 }
 
-static void stamp(json_t *order)
-{
-    if (intake_us)
-        json_object_set_new(order, "t_in", json_integer((json_int_t)intake_us));
-}
-
-void gw_metrics_resume(json_t *order)
-{
-    intake_us = stamp_of(order, "t_in");
-}
-
 void gw_metrics_task_sent(json_t *op)
 {
     json_object_set_new(op, "t0", json_integer((json_int_t)pg_prom_now_us()));
-    stamp(op);   /* a token check: the push after it is the request's */
 }
 
 void gw_metrics_task_started(json_t *task)

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "timer.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static int64_t poll_timer;
@@ -22,7 +23,11 @@ static void poll_redeliveries(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
-    gw_task(json_pack("{s:s}", "op", "redeliveries"), gw_task_worker_of(0));
+    pg_rec_writer w = {0};
+    if (gw_uuids_put(&w, GW_TASK_REDELIVERIES, NULL, 0) < 0 ||
+        gw_task_record(&w, gw_task_worker_of(0)) < 0)
+        pg_warn("redeliveries not asked for: at the next heartbeat");
+    pg_rec_writer_free(&w);
 }
 
 void gw_redeliver_start(void)
@@ -55,21 +60,25 @@ static void redeliver_to(pg_session_id session)
                 (unsigned long long)session);
 }
 
-void gw_redeliver_answered(json_t *result)
+void gw_redeliver_answered(const char *data, size_t len)
 {
-    size_t i;
-    json_t *u;
-    json_array_foreach(json_object_get(result, "uuids"), i, u) {
-        const char *uuid = json_string_value(u);
+    const char **uuids;
+    uint32_t n;
+    if (gw_uuids_get(data, len, &uuids, &n) < 0) {
+        pg_error("a malformed redeliveries answer of %zu bytes", len);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
         pg_session_id sessions[GW_INDEX_SESSIONS];
-        size_t n = uuid ? gw_uuid_index_get(uuid, sessions, GW_INDEX_SESSIONS) : 0;
-        for (size_t k = 0; k < n; k++)
-            if (gw_session_is(sessions[k], uuid))
+        size_t found = gw_uuid_index_get(uuids[i], sessions, GW_INDEX_SESSIONS);
+        for (size_t k = 0; k < found; k++)
+            if (gw_session_is(sessions[k], uuids[i]))
                 redeliver_to(sessions[k]);
     }
-    if (json_array_size(json_object_get(result, "uuids")) > 0)
-        pg_info("stored messages sent to the sessions of %zu uuid(s), which other nodes could "
-                "not reach", json_array_size(json_object_get(result, "uuids")));
+    if (n > 0)
+        pg_info("stored messages sent to the sessions of %u uuid(s), which other nodes could "
+                "not reach", n);
+    free(uuids);
 }
 
 void gw_redeliver_pipe_message(const char *data, size_t len)

@@ -130,7 +130,7 @@ static int send_orders(void **items, size_t n, int dst)
 }
 
 static gw_batch orders = {.op = "route", .dst = -1, .max_items = ROUTE_BATCH_MAX,
-                          .send_records = send_orders, .fail_records = fail_unsent};
+                          .send = send_orders, .fail = fail_unsent};
 
 static size_t order_bytes(const gw_order *order)
 {

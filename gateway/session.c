@@ -280,15 +280,48 @@ static void free_stored_ids(browser_session *b)
  * this loop pass, on the session's task worker (after its store tasks). */
 static void delete_stored(browser_session *b, const char *id)
 {
-    gw_batch_add(&ack_deletes[gw_task_worker_of(b->session)],
-                 json_pack("{s:s,s:s}", "uuid", b->uuid, "msg_id", id),
-                 64 + strlen(b->uuid) + strlen(id));
+    gw_ack_ref *ack = gw_ack_ref_new(b->uuid, id);
+    if (ack)
+        gw_batch_add(&ack_deletes[gw_task_worker_of(b->session)], ack,
+                     16 + strlen(b->uuid) + strlen(id));
+    else
+        pg_warn("out of memory: the stored copy of %s stays and comes again at the next "
+                "connect", id);
 }
 
-static void fail_ack_deletes(json_t *items)
+static void free_items(void **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
+}
+
+static void fail_ack_deletes(void **items, size_t n)
 {
     pg_warn("%zu ACK(s) not handed to a task worker: their messages stay stored and come "
-            "again at the next connect", json_array_size(items));
+            "again at the next connect", n);
+    free_items(items, n);
+}
+
+/* A batch's task, which w holds (written: what writing it returned), to
+ * task worker dst; its items[0..n) are then freed, or, should it not go,
+ * failed (fail frees them).  0 or -1. */
+static int send_items(pg_rec_writer *w, int written, void **items, size_t n, int dst,
+                      void (*fail)(void **items, size_t n))
+{
+    int rc = written == 0 ? gw_task_record(w, dst) : -1;
+    pg_rec_writer_free(w);
+    if (rc < 0)
+        fail(items, n);
+    else
+        free_items(items, n);
+    return rc;
+}
+
+static int send_ack_deletes(void **items, size_t n, int dst)
+{
+    pg_rec_writer w = {0};
+    return send_items(&w, gw_acks_task_put(&w, (gw_ack_ref *const *)items, n), items, n, dst,
+                      fail_ack_deletes);
 }
 
 /* The n oldest pending messages of an open session go back to the store;
@@ -386,28 +419,50 @@ static gw_batch registrations[PG_SERVER_MAX_WORKERS];   /* by task worker */
 
 static gw_batch unregistrations[PG_SERVER_MAX_WORKERS];   /* by task worker */
 
+/* A batch of gw_session_ref items as one task (op: GW_TASK_REGISTER or
+ * GW_TASK_UNREGISTER), as send_items. */
+static int send_sessions(uint8_t op, void **items, size_t n, int dst,
+                         void (*fail)(void **items, size_t n))
+{
+    pg_rec_writer w = {0};
+    return send_items(&w, gw_sessions_task_put(&w, op, (gw_session_ref *const *)items, n), items,
+                      n, dst, fail);
+}
+
 /* Not handed to a task worker: the rows stay until the node's next sweep
  * of its own (at its next start) or the others' (should it die); routes to
  * them find the session gone and store the order. */
-static void fail_unregistrations(json_t *sessions)
+static void fail_unregistrations(void **items, size_t n)
 {
     pg_error("%zu closed session(s) not unregistered (no task worker took them); their "
-             "online_clients rows stay until the node's rows are swept",
-             json_array_size(sessions));
+             "online_clients rows stay until the node's rows are swept", n);
+    free_items(items, n);
+}
+
+static int send_unregistrations(void **items, size_t n, int dst)
+{
+    return send_sessions(GW_TASK_UNREGISTER, items, n, dst, fail_unregistrations);
 }
 
 /* Not handed off: each session hears "registration failed" (close 1011). */
-static void fail_registrations(json_t *sessions)
+static void fail_registration(pg_session_id session, const char *uuid)
 {
-    size_t i;
-    json_t *s;
-    json_array_foreach(sessions, i, s) {
-        json_t *r = json_pack("{s:s,s:O,s:O,s:i}", "op", "registered", "session",
-                              json_object_get(s, "session"), "uuid", json_object_get(s, "uuid"),
-                              "code", PG_ERR_INTERNAL);
-        gw_browser_registered(r);
-        json_decref(r);
+    gw_page failed = {.session = session, .uuid = uuid, .code = PG_ERR_INTERNAL};
+    gw_browser_registered(&failed, 1);
+}
+
+static void fail_registrations(void **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const gw_session_ref *s = items[i];
+        fail_registration(s->session, s->uuid);
     }
+    free_items(items, n);
+}
+
+static int send_registrations(void **items, size_t n, int dst)
+{
+    return send_sessions(GW_TASK_REGISTER, items, n, dst, fail_registrations);
 }
 
 /* again: the session was registered before (rejoin.c), so its answer
@@ -416,28 +471,50 @@ static void register_session(pg_session_id session, const char *uuid, int again)
 {
     char client_id[192];
     gw_client_id(session, client_id, sizeof(client_id));
-    json_t *item = json_pack("{s:I,s:s,s:s}", "session", (json_int_t)session, "uuid", uuid,
-                             "client_id", client_id);
-    if (again)
-        json_object_set_new(item, "again", json_true());
-    gw_batch_add(&registrations[gw_task_worker_of(session)], item,
-                 64 + strlen(uuid) + strlen(client_id));
+    gw_session_ref *s = gw_session_ref_new(session, uuid, client_id, again);
+    if (s)
+        gw_batch_add(&registrations[gw_task_worker_of(session)], s,
+                     32 + strlen(uuid) + strlen(client_id));
+    else
+        fail_registration(session, uuid);
 }
 
-/* The next batch for that task worker may go; then each session's result. */
-void gw_session_registered(json_t *answer)
+/* A registration batch's answer lets the next batch for that task worker
+ * go; then each session hears its result.  An offline page's answer has
+ * one result. */
+void gw_session_registered(const char *data, size_t len)
 {
-    json_int_t t = json_integer_value(json_object_get(answer, "task_worker"));
-    if (t >= 0 && t < gw.server_cfg.task_worker_num)
-        gw_batch_answered(&registrations[t]);
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(answer, "results"), i, r) {
-        const char *uuid = json_string_value(json_object_get(r, "uuid"));
-        if (uuid && json_integer_value(json_object_get(r, "code")) == PG_OK)
-            gw_route_feed_announce(uuid, true);   /* its row is in MySQL now */
-        gw_browser_registered(r);
+    gw_pages t;
+    if (gw_pages_get(data, len, &t) < 0) {
+        pg_error("a malformed registration answer of %zu bytes", len);
+        return;
     }
+    int registered = t.head.op == GW_TASK_REGISTERED;
+    if (registered && t.task_worker >= 0 && t.task_worker < gw.server_cfg.task_worker_num)
+        gw_batch_answered(&registrations[t.task_worker]);
+    for (uint32_t i = 0; i < t.n; i++) {
+        if (registered && t.pages[i].code == PG_OK)
+            gw_route_feed_announce(t.pages[i].uuid, true);   /* its row is in MySQL now */
+        gw_browser_registered(&t.pages[i], registered);
+    }
+    gw_pages_free(&t);
+}
+
+/* The uuids of closed sessions, their rows gone from MySQL: every node
+ * hears, and a tab of one still here keeps the consumer's hint. */
+void gw_session_unregistered(const char *data, size_t len)
+{
+    const char **uuids;
+    uint32_t n;
+    if (gw_uuids_get(data, len, &uuids, &n) < 0) {
+        pg_error("a malformed unregistration answer of %zu bytes", len);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        pg_session_id other;
+        gw_route_feed_announce(uuids[i], gw_uuid_index_get(uuids[i], &other, 1) > 0);
+    }
+    free(uuids);
 }
 
 /* A worker that replaced another (reload, max_request, crash) adopts the
@@ -475,13 +552,14 @@ void gw_session_worker_start(void)
         pg_info("adopted %zu session(s) of the worker before", adopted);
     ack_timer = pg_timer_tick(ACK_CHECK_MS, check_ack_timeouts, NULL);
     for (int i = 0; i < gw.server_cfg.task_worker_num; i++) {
-        registrations[i] = (gw_batch){.op = "register", .field = "sessions", .dst = i,
+        registrations[i] = (gw_batch){.op = "register", .dst = i,
                                       .max_items = REGISTER_BATCH_MAX, .hold = 1,
-                                      .fail = fail_registrations};
-        ack_deletes[i] = (gw_batch){.op = "ack", .field = "acks", .dst = i,
-                                    .max_items = ACK_BATCH_MAX, .fail = fail_ack_deletes};
-        unregistrations[i] = (gw_batch){.op = "unregister", .field = "sessions", .dst = i,
+                                      .send = send_registrations, .fail = fail_registrations};
+        ack_deletes[i] = (gw_batch){.op = "ack", .dst = i, .max_items = ACK_BATCH_MAX,
+                                    .send = send_ack_deletes, .fail = fail_ack_deletes};
+        unregistrations[i] = (gw_batch){.op = "unregister", .dst = i,
                                         .max_items = UNREGISTER_BATCH_MAX, .keyed = 1,
+                                        .send = send_unregistrations,
                                         .fail = fail_unregistrations};
     }
 }
@@ -653,9 +731,13 @@ void gw_session_closed(pg_session_id session)
         pg_table_del(gw.sessions, key);
         store_unacked(b->uuid, b->pending, b->npending, 0, b->session);
         gw_client_id(session, client_id, sizeof(client_id));
-        gw_batch_add(&unregistrations[gw_task_worker_of(session)],
-                     json_pack("{s:s,s:s}", "client_id", client_id, "uuid", b->uuid),
-                     48 + strlen(client_id) + strlen(b->uuid));
+        gw_session_ref *s = gw_session_ref_new(session, b->uuid, client_id, 0);
+        if (s)
+            gw_batch_add(&unregistrations[gw_task_worker_of(session)], s,
+                         32 + strlen(client_id) + strlen(b->uuid));
+        else
+            pg_error("out of memory: the online_clients row of %s stays until the node's "
+                     "rows are swept", client_id);
     }
     free_session(b);
 }

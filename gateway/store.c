@@ -125,8 +125,8 @@ static int send_items(void **items, size_t n, int dst)
 }
 
 static gw_batch stores = {.op = "store", .dst = -1, .max_items = STORE_TASK_ITEMS,
-                          .max_bytes = GW_STORE_TASK_BYTES, .send_records = send_items,
-                          .fail_records = fail_items};
+                          .max_bytes = GW_STORE_TASK_BYTES, .send = send_items,
+                          .fail = fail_items};
 
 void gw_store_routed(gw_routed *routed, const gw_store_entry *items, size_t n)
 {

@@ -1,7 +1,7 @@
 /* tasks.c - task workers: everything that talks to MySQL.
  *
- * Each task is a record (route and store tasks: route_task.c,
- * store_task.c) or a JSON object with an "op" (the sessions' tasks); the
+ * Each task is a record (route_task.c, store_task.c, session_task.c) or,
+ * for the operators' cluster view, a JSON object with an "op"; the
  * answer (pg_server_finish) carries back what the asking worker needs.  A failed
  * query answers with code PG_ERR_INTERNAL so that the sender can retry: no
  * work order is acknowledged that was not handed off. */
@@ -107,24 +107,6 @@ static int token_valid(const char *token)
     return rows > 0 && enabled;
 }
 
-/* The distinct uuids of list: its strings, or (key given) the key member of
- * its objects. */
-static json_t *distinct_uuids(json_t *list, const char *key)
-{
-    json_t *seen = json_object(), *uuids = json_array();
-    size_t i;
-    json_t *o;
-    json_array_foreach(list, i, o) {
-        const char *uuid = json_string_value(key ? json_object_get(o, key) : o);
-        if (uuid && !json_object_get(seen, uuid)) {
-            json_object_set_new(seen, uuid, json_true());
-            json_array_append_new(uuids, json_string(uuid));
-        }
-    }
-    json_decref(seen);
-    return uuids;
-}
-
 #define FIXED_MAX 2
 
 /* Runs `head IN (?,...) tail` for list[0..n), IN_BATCH at a time, after
@@ -162,36 +144,6 @@ static int run_in_strings(const char *head, const char *tail, const pg_db_value 
         }
     }
     return 0;
-}
-
-/* The strings of list (NULL for each member that is not one), or (key
- * given) the key member of its objects; borrowed from list.  *n gets
- * their count; NULL when out of memory. */
-static const char **strings_of(json_t *list, const char *key, size_t *n)
-{
-    *n = json_array_size(list);
-    const char **v = malloc((*n ? *n : 1) * sizeof(*v));
-    for (size_t i = 0; v && i < *n; i++) {
-        json_t *o = json_array_get(list, i);
-        v[i] = json_string_value(key ? json_object_get(o, key) : o);
-    }
-    return v;
-}
-
-/* run_in_strings for a JSON list of strings. */
-static int run_in_list(const char *head, const char *tail, const pg_db_value *first, int fixed,
-                       json_t *list, pg_db_row_fn fn, void *arg)
-{
-    size_t n;
-    const char **v = strings_of(list, NULL, &n);
-    int rc = v ? run_in_strings(head, tail, first, fixed, v, n, fn, arg) : -1;
-    free(v);
-    return rc;
-}
-
-static int query_uuids(const char *head, json_t *uuids, pg_db_row_fn fn, void *arg)
-{
-    return run_in_list(head, "", NULL, 0, uuids, fn, arg);
 }
 
 /* ---- storing ---- */
@@ -297,6 +249,76 @@ static void finish(json_t *result)
     json_decref(result);
 }
 
+/* ---- counts by uuid ---- */
+
+static int by_string(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    return x && y ? strcmp(x, y) : (x != NULL) - (y != NULL);
+}
+
+/* uuids[0..n) sorted, without NULLs or repeats; returns how many are left. */
+static size_t distinct(const char **uuids, size_t n)
+{
+    qsort(uuids, n, sizeof(*uuids), by_string);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (uuids[i] && (k == 0 || strcmp(uuids[k - 1], uuids[i]) != 0))
+            uuids[k++] = uuids[i];
+    return k;
+}
+
+/* A uuid's stored messages, as counted. */
+typedef struct {
+    const char *uuid;
+    long long n;
+} uuid_count;
+
+typedef struct {
+    uuid_count *v;
+    size_t n;
+} uuid_counts;
+
+static uuid_count *count_of(const uuid_counts *c, const char *uuid, size_t len)
+{
+    size_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strncmp(c->v[mid].uuid, uuid, len);
+        if (cmp == 0 && c->v[mid].uuid[len] != '\0')
+            cmp = 1;
+        if (cmp == 0)
+            return &c->v[mid];
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static int count_row(void *arg, const pg_db_value *cols, int ncols)
+{
+    uuid_count *c = ncols == 2 && cols[0].type == PG_DB_STRING && cols[1].type == PG_DB_INT
+                        ? count_of(arg, cols[0].s, cols[0].len)
+                        : NULL;
+    if (c)
+        c->n = cols[1].i;
+    return 0;
+}
+
+
+/* The counts of uuids[0..n) (distinct) by `head` IN (...) GROUP BY uuid, a
+ * SELECT of uuid and a count: into counts (free its v); 0 or -1. */
+static int count_uuids(const char *const *uuids, size_t n, const char *head, uuid_counts *counts)
+{
+    *counts = (uuid_counts){.v = malloc((n ? n : 1) * sizeof(uuid_count))};
+    for (size_t i = 0; counts->v && i < n; i++)
+        counts->v[counts->n++] = (uuid_count){uuids[i], 0};
+    return !counts->v ? -1 : run_in_strings(head, " GROUP BY uuid", NULL, 0, uuids, n, count_row,
+                                             counts);
+}
+
 /* ---- sessions ---- */
 
 /* Stored messages go out in pages that fit a task result: a browser with a
@@ -305,7 +327,8 @@ static void finish(json_t *result)
  * pages before); a page that does not fit whole is left for later (empty,
  * more, after 0), so a browser's pages are the same whatever its batch. */
 typedef struct {
-    json_t *messages;
+    pg_rec_writer messages;          /* gw_page_message_put */
+    uint32_t n;
     size_t bytes, spent;
     long long last_id;
     int more;
@@ -321,8 +344,8 @@ static int collect_offline(void *arg, const pg_db_value *cols, int ncols)
         p->more = 1;
         return 1;
     }
-    json_array_append_new(p->messages, json_pack("{s:s%,s:s%}", "msg_id", cols[1].s, cols[1].len,
-                                                 "payload", cols[2].s, cols[2].len));
+    gw_page_message_put(&p->messages, cols[1].s, cols[1].len, cols[2].s, cols[2].len);
+    p->n++;
     p->bytes += cols[2].len + cols[1].len;
     p->last_id = cols[0].i;
     return 0;
@@ -333,7 +356,8 @@ static int collect_offline(void *arg, const pg_db_value *cols, int ncols)
 /* Leaves the page for later: it does not fit the answer. */
 static void defer_page(offline_page *p, long long after)
 {
-    json_array_clear(p->messages);
+    p->messages.len = 0;
+    p->n = 0;
     p->bytes = 0;
     p->last_id = after;
     p->more = 1;
@@ -358,40 +382,46 @@ static int read_offline_page(const char *uuid, long long after, offline_page *p)
         p->more = 1;
     if (p->spent > 0 && p->spent + p->bytes > budget)
         defer_page(p, after);
-    if (json_array_size(p->messages) == 0)
+    if (p->n == 0)
         return 0;
     pg_db_value upto[] = {PG_DB_STR_VALUE(uuid), PG_DB_INT_VALUE(after), PG_DB_INT_VALUE(p->last_id)};
     return exec_sql("UPDATE offline_messages SET delivered_at = CURRENT_TIMESTAMP(3) "
                     "WHERE uuid = ? AND id > ? AND id <= ? AND delivered_at IS NULL", upto, 3);
 }
 
-static json_t *page_result(const char *op, json_int_t session, const char *uuid, int code,
-                           offline_page *p)
+/* The answer's page for `asked` (session, uuid, again, online): p, or
+ * (p NULL) none. */
+static void put_page(pg_rec_writer *w, size_t count_at, gw_page asked, int code,
+                     const offline_page *p)
 {
-    return json_pack("{s:s,s:I,s:s,s:i,s:o,s:b,s:I}", "op", op, "session", session, "uuid",
-                     uuid ? uuid : "", "code", code, "offline", p->messages, "more", p->more,
-                     "after", (json_int_t)p->last_id);
+    asked.code = code;
+    asked.more = p && p->more;
+    asked.after = p ? p->last_id : 0;
+    asked.n = p ? p->n : 0;
+    gw_pages_put(w, count_at, &asked, p ? &p->messages : NULL);
+}
+
+static void finish_record(pg_rec_writer *w, const char *what)
+{
+    if (pg_rec_written(w) < 0 || pg_server_finish(gw.server, w->data, w->len) < 0)
+        pg_error("could not answer a %s task", what);
+    pg_rec_writer_free(w);
 }
 
 /* The sessions' online_clients rows, in statements of rows_next rows.  0 or -1. */
-static int replace_online(json_t *sessions)
+static int replace_online(const gw_sessions_task *t)
 {
-    size_t n = json_array_size(sessions);
-    for (size_t from = 0, count; from < n; from += count) {
-        count = rows_next(n - from);
+    for (size_t from = 0, count; from < t->n; from += count) {
+        count = rows_next(t->n - from);
         pg_db_value params[ROWS_MAX * 5];
         for (size_t i = 0; i < count; i++) {
-            json_t *s = json_array_get(sessions, from + i);
-            const char *uuid = json_string_value(json_object_get(s, "uuid"));
-            const char *client_id = json_string_value(json_object_get(s, "client_id"));
-            if (!uuid || !client_id)
-                return -1;
+            const gw_session_ref *s = &t->sessions[from + i];
             pg_db_value *row = params + 5 * i;
-            row[0] = PG_DB_STR_VALUE(client_id);
-            row[1] = PG_DB_STR_VALUE(uuid);
+            row[0] = PG_DB_STR_VALUE(s->client_id);
+            row[1] = PG_DB_STR_VALUE(s->uuid);
             row[2] = PG_DB_STR_VALUE(gw.node_ip);
             row[3] = PG_DB_INT_VALUE(gw.cfg.internal_port);
-            row[4] = PG_DB_INT_VALUE((long long)json_integer_value(json_object_get(s, "session")));
+            row[4] = PG_DB_INT_VALUE((long long)s->session);
         }
         if (exec_rows("REPLACE INTO online_clients (client_id, uuid, node_ip, node_port, session_id) "
                       "VALUES", 5, count, params) < 0)
@@ -400,136 +430,150 @@ static int replace_online(json_t *sessions)
     return 0;
 }
 
-static int collect_uuid(void *arg, const pg_db_value *cols, int ncols)
+/* The task's uuids, distinct and sorted (free it); NULL when out of memory. */
+static const char **session_uuids(const gw_sessions_task *t, size_t *n)
 {
-    char uuid[PG_UUID_MAX + 1];
-    if (ncols > 0 && cols[0].type == PG_DB_STRING) {
-        snprintf(uuid, sizeof(uuid), "%.*s", (int)cols[0].len, cols[0].s);
-        json_object_set_new(arg, uuid, json_true());
+    const char **uuids = malloc((t->n ? t->n : 1) * sizeof(*uuids));
+    for (size_t i = 0; uuids && i < t->n; i++)
+        uuids[i] = t->sessions[i].uuid;
+    *n = uuids ? distinct(uuids, t->n) : 0;
+    return uuids;
+}
+
+/* Which of the sessions' uuids have stored messages: those with a count
+ * in *waiting (free its v). */
+static int find_waiting(const char **uuids, size_t n, uuid_counts *waiting)
+{
+    return count_uuids(uuids, n, "SELECT uuid, COUNT(*) FROM offline_messages "
+                                 "WHERE acked_at IS NULL AND uuid", waiting);
+}
+
+static void warm_routes(const char **uuids, size_t n, gw_route_mark mark);   /* below */
+
+/* The sessions' pages: their first, for those of waiting; every session
+ * hears code (PG_ERR_INTERNAL: a failed batch, whose sessions browser.c
+ * closes with 1011 and whose unregister removes the rows they may have
+ * got).  0, or -1 when MySQL failed on the way. */
+static int put_first_pages(pg_rec_writer *w, const gw_sessions_task *t,
+                           const uuid_counts *waiting, int code)
+{
+    size_t count_at = gw_pages_begin(w, GW_TASK_REGISTERED, pg_server_worker_id(gw.server));
+    size_t spent = 0;
+    for (uint32_t i = 0; i < t->n; i++) {
+        const gw_session_ref *s = &t->sessions[i];
+        gw_page asked = {.session = s->session, .uuid = s->uuid, .again = s->again};
+        offline_page page = {.spent = spent};
+        uuid_count *c = code == PG_OK ? count_of(waiting, s->uuid, strlen(s->uuid)) : NULL;
+        int rc = c && c->n > 0 ? read_offline_page(s->uuid, 0, &page) : 0;
+        spent += page.bytes;
+        put_page(w, count_at, asked, code, code == PG_OK ? &page : NULL);
+        pg_rec_writer_free(&page.messages);
+        if (rc < 0)
+            return -1;
     }
     return 0;
 }
-
-/* Which of the sessions' uuids have stored messages (waiting: uuid -> true). */
-static int find_waiting(json_t *sessions, json_t *waiting)
-{
-    json_t *uuids = distinct_uuids(sessions, "uuid");
-    int rc = query_uuids("SELECT DISTINCT uuid FROM offline_messages WHERE acked_at IS NULL AND uuid",
-                         uuids, collect_uuid, waiting);
-    json_decref(uuids);
-    return rc;
-}
-
-/* A failed batch: every session hears the error (browser.c closes it with
- * 1011, and its unregister removes the row it may have got). */
-static json_t *failed_registrations(json_t *sessions)
-{
-    json_t *results = json_array();
-    size_t i;
-    json_t *s;
-    json_array_foreach(sessions, i, s) {
-        offline_page none = {.messages = json_array()};
-        json_array_append_new(results, page_result("registered",
-                                                   json_integer_value(json_object_get(s, "session")),
-                                                   json_string_value(json_object_get(s, "uuid")),
-                                                   PG_ERR_INTERNAL, &none));
-    }
-    return results;
-}
-
-static void warm_routes(json_t *sessions, gw_route_mark mark);   /* below, with the lookups */
 
 /* Registrations of one loop pass (session.c): every session's
  * online_clients row, one query for which of their uuids have stored
  * messages, and the first page only for those.  One result per session, in
  * one answer. */
-static void op_register(json_t *task)
+static void op_register(const char *data, size_t len)
 {
-    json_t *sessions = json_object_get(task, "sessions");
-    json_t *waiting = json_object(), *results = json_array();
+    gw_sessions_task t;
+    if (gw_sessions_task_get(data, len, &t) < 0) {
+        pg_error("a malformed registration task of %zu bytes", len);
+        return;
+    }
     gw_route_mark mark = gw_route_cache_mark();
-    int ok = gw_db() && replace_online(sessions) == 0 && find_waiting(sessions, waiting) == 0;
+    uuid_counts waiting = {0};
+    size_t n = 0;
+    const char **uuids = session_uuids(&t, &n);
+    int ok = uuids && gw_db() && replace_online(&t) == 0 && find_waiting(uuids, n, &waiting) == 0;
     if (ok)
-        warm_routes(sessions, mark);
-    size_t spent = 0, i;
-    json_t *s;
-    json_array_foreach(sessions, i, s) {
-        const char *uuid = json_string_value(json_object_get(s, "uuid"));
-        offline_page page = {.messages = json_array(), .spent = spent};
-        if (ok && json_object_get(waiting, uuid) && read_offline_page(uuid, 0, &page) < 0)
-            ok = 0;
-        spent += page.bytes;
-        json_t *result = page_result("registered", json_integer_value(json_object_get(s, "session")),
-                                     uuid, PG_OK, &page);
-        if (json_is_true(json_object_get(s, "again")))
-            json_object_set_new(result, "again", json_true());
-        json_array_append_new(results, result);
+        warm_routes(uuids, n, mark);
+    pg_rec_writer w = {0};
+    if (!ok || put_first_pages(&w, &t, &waiting, PG_OK) < 0) {
+        pg_rec_writer_free(&w);
+        w = (pg_rec_writer){0};
+        put_first_pages(&w, &t, NULL, PG_ERR_INTERNAL);
     }
-    if (!ok) {
-        json_decref(results);
-        results = failed_registrations(sessions);
-    }
-    json_decref(waiting);
-    finish(json_pack("{s:s,s:i,s:o}", "op", "registered", "task_worker",
-                     pg_server_worker_id(gw.server), "results", results));
+    finish_record(&w, "registration");
+    free(waiting.v);
+    free(uuids);
+    gw_sessions_task_free(&t);
 }
 
-static void op_offline_page(json_t *task)
+static void op_offline_page(const char *data, size_t len)
 {
-    json_int_t session = json_integer_value(json_object_get(task, "session"));
-    const char *uuid = json_string_value(json_object_get(task, "uuid"));
-    json_int_t after = json_integer_value(json_object_get(task, "after"));
-    offline_page page = {.messages = json_array()};
-    int code = uuid && gw_db() && read_offline_page(uuid, after, &page) == 0 ? PG_OK : PG_ERR_INTERNAL;
-    json_t *result = page_result("offline_page", session, uuid, code, &page);
-    if (json_is_true(json_object_get(task, "online")))   /* a first page left for later */
-        json_object_set_new(result, "online", json_true());
-    finish(result);
+    gw_task_head head;
+    gw_page asked;
+    if (gw_page_task_get(data, len, &head, &asked) < 0) {
+        pg_error("a malformed offline page task of %zu bytes", len);
+        return;
+    }
+    offline_page page = {0};
+    int code = gw_db() && read_offline_page(asked.uuid, asked.after, &page) == 0 ? PG_OK
+                                                                               : PG_ERR_INTERNAL;
+    pg_rec_writer w = {0};
+    put_page(&w, gw_pages_begin(&w, GW_TASK_PAGED, pg_server_worker_id(gw.server)), asked, code,
+             code == PG_OK ? &page : NULL);
+    pg_rec_writer_free(&page.messages);
+    finish_record(&w, "offline page");
 }
 
 /* The rows of a loop pass's closed sessions go in one statement (per
  * IN_BATCH); the worker then announces their uuids to every node. */
-static void op_unregister(json_t *task)
+static void op_unregister(const char *data, size_t len)
 {
-    json_t *sessions = json_object_get(task, "sessions"), *client_ids = json_array();
-    size_t i;
-    json_t *s;
-    json_array_foreach(sessions, i, s)
-        if (json_is_string(json_object_get(s, "client_id")))
-            json_array_append(client_ids, json_object_get(s, "client_id"));
-    if (json_array_size(client_ids) > 0)
-        run_in_list("DELETE FROM online_clients WHERE client_id", "", NULL, 0, client_ids, NULL,
-                    NULL);
-    json_decref(client_ids);
-    finish(json_pack("{s:s,s:o}", "op", "unregistered", "uuids", distinct_uuids(sessions, "uuid")));
+    gw_sessions_task t;
+    if (gw_sessions_task_get(data, len, &t) < 0) {
+        pg_error("a malformed unregistration task of %zu bytes", len);
+        return;
+    }
+    const char **client_ids = malloc((t.n ? t.n : 1) * sizeof(*client_ids));
+    for (uint32_t i = 0; client_ids && i < t.n; i++)
+        client_ids[i] = t.sessions[i].client_id;
+    if (client_ids && t.n > 0 && gw_db())
+        run_in_strings("DELETE FROM online_clients WHERE client_id", "", NULL, 0, client_ids, t.n,
+                       NULL, NULL);
+    free(client_ids);
+    size_t n = 0;
+    const char **uuids = session_uuids(&t, &n);
+    pg_rec_writer w = {0};
+    gw_uuids_put(&w, GW_TASK_UNREGISTERED, uuids, n);
+    finish_record(&w, "unregistration");
+    free(uuids);
+    gw_sessions_task_free(&t);
 }
 
 /* The stored copies of acknowledged messages (session.c): {uuid, msg_id}
  * each, deleted with one statement per uuid (a session's ACKs share it). */
-static void op_ack(json_t *task)
+static int by_ack_uuid(const void *a, const void *b)
 {
-    json_t *by_uuid = json_object();
-    size_t i;
-    json_t *ack;
-    json_array_foreach(json_object_get(task, "acks"), i, ack) {
-        const char *uuid = json_string_value(json_object_get(ack, "uuid"));
-        json_t *msg_id = json_object_get(ack, "msg_id");
-        if (!uuid || !json_is_string(msg_id))
-            continue;
-        json_t *ids = json_object_get(by_uuid, uuid);
-        if (!ids && json_object_set_new(by_uuid, uuid, ids = json_array()) < 0)
-            continue;
-        json_array_append(ids, msg_id);
+    return strcmp(((const gw_ack_ref *)a)->uuid, ((const gw_ack_ref *)b)->uuid);
+}
+
+static void op_ack(const char *data, size_t len)
+{
+    gw_ack_ref *acks;
+    uint32_t n;
+    if (gw_acks_task_get(data, len, &acks, &n) < 0) {
+        pg_error("a malformed ACK task of %zu bytes", len);
+        return;
     }
-    const char *uuid;
-    json_t *ids;
-    json_object_foreach(by_uuid, uuid, ids) {
-        pg_db_value u = PG_DB_STR_VALUE(uuid);
-        if (gw_db())
-            run_in_list("DELETE FROM offline_messages WHERE uuid = ? AND msg_id", "", &u, 1, ids, NULL,
-                        NULL);
+    qsort(acks, n, sizeof(*acks), by_ack_uuid);
+    const char **ids = malloc((n ? n : 1) * sizeof(*ids));
+    for (uint32_t from = 0, to; ids && from < n && gw_db(); from = to) {
+        size_t count = 0;
+        for (to = from; to < n && strcmp(acks[to].uuid, acks[from].uuid) == 0; to++)
+            ids[count++] = acks[to].msg_id;
+        pg_db_value u = PG_DB_STR_VALUE(acks[from].uuid);
+        run_in_strings("DELETE FROM offline_messages WHERE uuid = ? AND msg_id", "", &u, 1, ids,
+                       count, NULL, NULL);
     }
-    json_decref(by_uuid);
+    free(ids);
+    free(acks);
 }
 
 /* ---- routing ---- */
@@ -602,23 +646,6 @@ static int by_uuid(const void *a, const void *b)
     const route_row *x = a, *y = b;
     int c = strcmp(x->uuid, y->uuid);
     return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
-}
-
-static int by_string(const void *a, const void *b)
-{
-    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
-    return x && y ? strcmp(x, y) : (x != NULL) - (y != NULL);
-}
-
-/* uuids[0..n) sorted, without NULLs or repeats; returns how many are left. */
-static size_t distinct(const char **uuids, size_t n)
-{
-    qsort(uuids, n, sizeof(*uuids), by_string);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (uuids[i] && (k == 0 || strcmp(uuids[k - 1], uuids[i]) != 0))
-            uuids[k++] = uuids[i];
-    return k;
 }
 
 /* Where every uuid of uuids[0..*n) is connected: one query per IN_BATCH
@@ -735,47 +762,6 @@ static gw_store_push *recheck_stored(const gw_store_entry *const *items, size_t 
     return rc.pushes;
 }
 
-/* ---- max_offline_per_uuid ---- */
-
-/* A uuid's stored messages, as counted. */
-typedef struct {
-    const char *uuid;
-    long long n;
-} uuid_count;
-
-typedef struct {
-    uuid_count *v;
-    size_t n;
-} uuid_counts;
-
-static uuid_count *count_of(const uuid_counts *c, const char *uuid, size_t len)
-{
-    size_t lo = 0, hi = c->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int cmp = strncmp(c->v[mid].uuid, uuid, len);
-        if (cmp == 0 && c->v[mid].uuid[len] != '\0')
-            cmp = 1;
-        if (cmp == 0)
-            return &c->v[mid];
-        if (cmp < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
-static int count_row(void *arg, const pg_db_value *cols, int ncols)
-{
-    uuid_count *c = ncols == 2 && cols[0].type == PG_DB_STRING && cols[1].type == PG_DB_INT
-                        ? count_of(arg, cols[0].s, cols[0].len)
-                        : NULL;
-    if (c)
-        c->n = cols[1].i;
-    return 0;
-}
-
 /* The refused count of ticket, in tickets[0..*n) (added when new). */
 static gw_store_ticket *ticket_of(gw_store_ticket *tickets, size_t *n, uint64_t ticket)
 {
@@ -797,17 +783,13 @@ static long long within_inbox_cap(const gw_store_task *t, const gw_store_entry *
 {
     long long cap = gw.cfg.max_offline_per_uuid, n = 0;
     const char **uuids = malloc((t->n ? t->n : 1) * sizeof(*uuids));
-    uuid_counts counts = {.v = malloc((t->n ? t->n : 1) * sizeof(uuid_count))};
-    size_t nu = t->n;
+    uuid_counts counts = {0};
     for (size_t i = 0; uuids && i < t->n; i++)
         uuids[i] = t->entries[i].uuid;
-    if (uuids)
-        nu = distinct(uuids, nu);
-    for (size_t i = 0; counts.v && uuids && i < nu; i++)
-        counts.v[counts.n++] = (uuid_count){uuids[i], 0};
-    int rc = !uuids || !counts.v ? -1
-             : cap > 0 ? run_in_strings("SELECT uuid, COUNT(*) FROM offline_messages WHERE uuid",
-                                        " GROUP BY uuid", NULL, 0, uuids, nu, count_row, &counts)
+    int rc = !uuids ? -1
+             : cap > 0 ? count_uuids(uuids, distinct(uuids, t->n),
+                                     "SELECT uuid, COUNT(*) FROM offline_messages WHERE uuid",
+                                     &counts)
                        : 0;
     for (size_t i = 0; rc == 0 && i < t->n; i++) {
         const gw_store_entry *e = &t->entries[i];
@@ -957,14 +939,11 @@ static void cache_routes(const char *const *uuids, size_t n, const route_rows *r
  * to the node it registered on (consumer/hints.c), so its first order
  * finds its routes cached.  Best effort: on failure, its first order looks
  * them up. */
-static void warm_routes(json_t *sessions, gw_route_mark mark)
+static void warm_routes(const char **uuids, size_t n, gw_route_mark mark)
 {
     route_rows rows = {0};
-    size_t n;
-    const char **uuids = strings_of(sessions, "uuid", &n);
-    if (uuids && lookup_routes(uuids, &n, &rows) == 0)
+    if (lookup_routes(uuids, &n, &rows) == 0)
         cache_routes(uuids, n, &rows, mark);
-    free(uuids);
     route_rows_free(&rows);
 }
 
@@ -1013,37 +992,54 @@ static void op_route(const char *data, size_t len)
 
 /* The uuids other nodes stored messages for while the path to this node
  * was broken (note_redeliveries): taken, so each is delivered once. */
-static int collect_string(void *arg, const pg_db_value *cols, int ncols)
+#define REDELIVER_MAX 256
+
+typedef struct {
+    char *v[REDELIVER_MAX];
+    size_t n;
+} taken_uuids;
+
+static int take_uuid(void *arg, const pg_db_value *cols, int ncols)
 {
-    if (ncols > 0 && cols[0].type == PG_DB_STRING && cols[0].len <= PG_UUID_MAX)
-        json_array_append_new(arg, json_stringn(cols[0].s, cols[0].len));
+    taken_uuids *t = arg;
+    if (t->n < REDELIVER_MAX && ncols > 0 && cols[0].type == PG_DB_STRING &&
+        cols[0].len <= PG_UUID_MAX && (t->v[t->n] = strndup(cols[0].s, cols[0].len)))
+        t->n++;
     return 0;
 }
 
-static void op_redeliveries(json_t *task)
+static void op_redeliveries(void)
 {
-    (void)task;
-    json_t *uuids = json_array();
+    taken_uuids taken = {.n = 0};
     pg_db_value node[] = {PG_DB_STR_VALUE(gw.node_ip), PG_DB_INT_VALUE(gw.cfg.internal_port)};
     int ok = gw_db() && gw_mysql_result(pg_db_query(gw.db, "SELECT uuid FROM redeliveries WHERE "
                                                            "node_ip = ? AND node_port = ? LIMIT 256",
-                                                    node, 2, collect_string, uuids)) >= 0;
-    if (ok && json_array_size(uuids) > 0)
-        ok = run_in_list("DELETE FROM redeliveries WHERE node_ip = ? AND node_port = ? AND uuid", "",
-                         node, 2, uuids, NULL, NULL) == 0;
-    if (!ok)
-        json_array_clear(uuids);   /* the rows stay for the next time */
-    finish(json_pack("{s:s,s:o}", "op", "redeliver", "uuids", uuids));
+                                                    node, 2, take_uuid, &taken)) >= 0;
+    if (ok && taken.n > 0)
+        ok = run_in_strings("DELETE FROM redeliveries WHERE node_ip = ? AND node_port = ? AND uuid",
+                            "", node, 2, (const char *const *)taken.v, taken.n, NULL, NULL) == 0;
+    pg_rec_writer w = {0};
+    /* on failure the rows stay for the next time */
+    gw_uuids_put(&w, GW_TASK_REDELIVER, (const char *const *)taken.v, ok ? taken.n : 0);
+    finish_record(&w, "redeliveries");
+    for (size_t i = 0; i < taken.n; i++)
+        free(taken.v[i]);
 }
 
-static void op_token(json_t *task)
+static void op_token(const char *data, size_t len)
 {
-    const char *token = json_string_value(json_object_get(task, "chat_token"));
-    int valid = token ? token_valid(token) : 0;
-    /* t_in back to the worker: the push it makes next has its intake time */
-    finish(json_pack("{s:s,s:O,s:i,s:O?}", "op", "token", "ctx", json_object_get(task, "ctx"),
-                     "code", valid < 0 ? gw_mysql_failure_code() : valid ? PG_OK : PG_ERR_BAD_TOKEN,
-                     "t_in", json_object_get(task, "t_in")));
+    gw_token_check t;
+    if (gw_token_task_get(data, len, &t) < 0) {
+        pg_error("a malformed token task of %zu bytes", len);
+        return;
+    }
+    int valid = token_valid(t.chat_token);
+    /* the head's t_in goes back: the push the worker makes next has its intake time */
+    t.head.op = GW_TASK_TOKEN_CHECKED;
+    t.code = valid < 0 ? gw_mysql_failure_code() : valid ? PG_OK : PG_ERR_BAD_TOKEN;
+    pg_rec_writer w = {0};
+    gw_token_task_put(&w, &t);
+    finish_record(&w, "token");
 }
 
 /* ---- dispatch ---- */
@@ -1054,19 +1050,38 @@ static const char *handle_record(const char *data, size_t len)
     pg_rec_reader r = pg_rec_reader_of(data, len);
     gw_task_head head = gw_task_head_get(&r);
     gw_metrics_task_waited(head.t0);
-    if (head.op == GW_TASK_ROUTE) {
+    switch (head.op) {
+    case GW_TASK_ROUTE:
         op_route(data, len);
         return "route";
-    }
-    if (head.op == GW_TASK_STORE) {
+    case GW_TASK_STORE:
         op_store(data, len);
         return "store";
+    case GW_TASK_REGISTER:
+        op_register(data, len);
+        return "register";
+    case GW_TASK_PAGE:
+        op_offline_page(data, len);
+        return "offline page";
+    case GW_TASK_UNREGISTER:
+        op_unregister(data, len);
+        return "unregister";
+    case GW_TASK_ACK:
+        op_ack(data, len);
+        return "ack";
+    case GW_TASK_TOKEN:
+        op_token(data, len);
+        return "token";
+    case GW_TASK_REDELIVERIES:
+        op_redeliveries();
+        return "redeliveries";
     }
     pg_error("unknown task record op %u", head.op);
     return NULL;
 }
 
-/* A task in JSON; its op's name for the log. */
+/* A task in JSON (the operators' cluster view, whose answer is the JSON
+ * that admin.c serves); its op's name for the log. */
 static const char *handle_json(const char *data, size_t len, json_t **task)
 {
     json_error_t err;
@@ -1075,18 +1090,6 @@ static const char *handle_json(const char *data, size_t len, json_t **task)
     gw_metrics_task_started(*task);
     if (!op)
         pg_error("malformed task: %s", err.text);
-    else if (strcmp(op, "register") == 0)
-        op_register(*task);
-    else if (strcmp(op, "offline_page") == 0)
-        op_offline_page(*task);
-    else if (strcmp(op, "unregister") == 0)
-        op_unregister(*task);
-    else if (strcmp(op, "ack") == 0)
-        op_ack(*task);
-    else if (strcmp(op, "token") == 0)
-        op_token(*task);
-    else if (strcmp(op, "redeliveries") == 0)
-        op_redeliveries(*task);
     else if (strcmp(op, "cluster") == 0)
         finish(gw_admin_cluster_rows(*task));
     else

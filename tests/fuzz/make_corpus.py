@@ -317,4 +317,36 @@ store = {
 }
 for k, v in store.items():
     write("store_task", k, v)
+# ---- session_task: the sessions' tasks and answers (gateway/session_task.c) ----
+def sessions_task(op, items):
+    out = rhead(op) + struct.pack("<I", len(items))
+    for session, uuid, client_id, again in items:
+        out += struct.pack("<Q", session) + rstr(uuid) + rstr(client_id) + struct.pack("<B", again)
+    return out
+
+def pages(op, task_worker, items):
+    out = rhead(op, 0) + struct.pack("<II", task_worker, len(items))
+    for session, uuid, code, again, online, more, after, messages in items:
+        out += struct.pack("<Q", session) + rstr(uuid)
+        out += struct.pack("<IBBBqI", code, again, online, more, after, len(messages))
+        out += b"".join(rstr(m) + rstr(p) for m, p in messages)
+    return out
+
+def strings_task(op, pairs):
+    return rhead(op) + struct.pack("<I", len(pairs)) + b"".join(b"".join(rstr(x) for x in p) for p in pairs)
+
+session = {
+    "register": sessions_task(5, [(11, "agent-1", "MTI3LjAuMC4xXzk1MDFfMTE=", 0),
+                                  (12, "agent-2", "MTI3LjAuMC4xXzk1MDFfMTI=", 1)]),
+    "unregister": sessions_task(9, [(11, "agent-1", "MTI3LjAuMC4xXzk1MDFfMTE=", 0)]),
+    "page_asked": rhead(7) + struct.pack("<Q", 11) + rstr("agent-1") + struct.pack("<qB", 40, 1),
+    "registered": pages(6, 1, [(11, "agent-1", 0, 0, 0, 1, 41, [("m-1", '{"id":"m-1"}'), ("m-2", "{}")]),
+                               (12, "agent-2", 10500, 1, 0, 0, 0, [])]),
+    "paged": pages(8, 1, [(11, "agent-1", 0, 0, 1, 0, 42, [("m-3", "{}")])]),
+    "acks": strings_task(11, [("agent-1", "m-1"), ("agent-2", "m-9")]),
+    "unregistered": strings_task(10, [("agent-1",), ("agent-2",)]),
+    "token": rhead(14, t_in=99) + struct.pack("<Q", 3) + rstr("app-token") + struct.pack("<I", 0),
+}
+for k, v in session.items():
+    write("session_task", k, v)
 print("corpus written")

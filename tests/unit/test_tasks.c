@@ -163,6 +163,38 @@ static void test_uuid_lists_are_made_distinct(void **state)
     assert_string_equal(uuids[2], "c");
 }
 
+/* Stored messages gather in a page until the next would pass the size of
+ * a task's answer; the page then says there is more, and reads back from
+ * the answer as gathered. */
+static void test_offline_page_stops_at_the_answer_budget(void **state)
+{
+    (void)state;
+    gw.server_cfg.package_max_length = 100;
+    char payload[61];
+    memset(payload, 'p', 60);
+    payload[60] = '\0';
+    pg_db_value first[3] = {PG_DB_INT_VALUE(5), PG_DB_STR_VALUE("m-1"), PG_DB_STR_VALUE(payload)};
+    pg_db_value second[3] = {PG_DB_INT_VALUE(6), PG_DB_STR_VALUE("m-2"), PG_DB_STR_VALUE(payload)};
+    offline_page page = {.n = 0};
+    assert_int_equal(collect_offline(&page, first, 3), 0);
+    assert_int_equal(collect_offline(&page, second, 3), 1);   /* 63 + 60 > 100: stop */
+    assert_int_equal(page.n, 1);
+    assert_true(page.more && page.last_id == 5);
+    pg_rec_writer w = {0};
+    put_page(&w, gw_pages_begin(&w, GW_TASK_PAGED, 0), (gw_page){.session = 3, .uuid = "agent-1"},
+             PG_OK, &page);
+    gw_pages t;
+    assert_int_equal(gw_pages_get(w.data, w.len, &t), 0);
+    assert_int_equal(t.n, 1);
+    assert_int_equal(t.pages[0].n, 1);
+    assert_true(t.pages[0].more && t.pages[0].after == 5 && t.pages[0].session == 3);
+    assert_string_equal(t.pages[0].messages[0].msg_id, "m-1");
+    assert_string_equal(t.pages[0].messages[0].payload, payload);
+    gw_pages_free(&t);
+    pg_rec_writer_free(&w);
+    pg_rec_writer_free(&page.messages);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -171,6 +203,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_route_rows_no_order_can_name_are_skipped,
                                         use_guarded_json, use_plain_json),
         cmocka_unit_test(test_uuid_lists_are_made_distinct),
+        cmocka_unit_test(test_offline_page_stops_at_the_answer_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
