@@ -10,8 +10,9 @@
  *
  * /admin/cluster: every daemon writes its report into daemon_status
  * (status.c here, the consumer's and the proxy's own); a task worker reads
- * them with gateway_nodes in two queries and the worker sends them as they
- * are, each report parsed once to check that it is an object.  Without
+ * them with gateway_nodes in two queries into a record, and the worker
+ * sends them as they are, each report parsed once to check that it is an
+ * object.  Without
  * MySQL the answer still comes: mysql.ok false, and this node alone, live. */
 #include "gateway.h"
 
@@ -62,98 +63,165 @@ int gw_admin_authorize(const char *authorization, size_t len)
     return verdict;
 }
 
+/* ---- the cluster view's task and answer, as records ----
+ *
+ * The task, worker -> task worker (GW_TASK_CLUSTER):
+ *   head, u64 session (the HTTP request's), u8 head_only (a HEAD request)
+ * Its answer (GW_TASK_CLUSTER_ROWS):
+ *   head, u64 session, u8 head_only, u8 ok, str error,
+ *   u32 nodes, each NODE_COLS columns; u32 daemons, each DAEMON_COLS columns;
+ *   a column: u8 COL_*, then an i64 (COL_INT) or a str (COL_STR).
+ * A row's last column is the daemon's report, as MySQL holds it; the
+ * worker sends it as JSON if it is an object, else null. */
+
+enum { COL_NULL, COL_INT, COL_STR };
+
+static const char *const node_cols[] = {"node_id", "ip", "ws_port", "internal_port", "state",
+                                        "heartbeat_age_ms", "started_at", "status_age_ms",
+                                        "status"};
+static const char *const daemon_cols[] = {"daemon_id", "role", "age_ms", "status"};
+#define NODE_COLS (int)(sizeof(node_cols) / sizeof(node_cols[0]))
+#define DAEMON_COLS (int)(sizeof(daemon_cols) / sizeof(daemon_cols[0]))
+
+static void put_col(pg_rec_writer *w, const pg_db_value *v)
+{
+    if (v->type == PG_DB_INT) {
+        pg_rec_put_u8(w, COL_INT);
+        pg_rec_put_i64(w, v->i);
+    } else if (v->type == PG_DB_STRING) {
+        pg_rec_put_u8(w, COL_STR);
+        pg_rec_put_strn(w, v->s, v->len);
+    } else {
+        pg_rec_put_u8(w, COL_NULL);
+    }
+}
+
 /* ---- the cluster, in a task worker ---- */
 
 typedef struct {
-    json_t *rows;
-    size_t budget;                 /* bytes of reports still to take */
+    pg_rec_writer *w;
+    size_t count_at;
+    int ncols;
+    size_t budget;                 /* bytes of reports still to take (one task result) */
 } rows_acc;
 
-static json_t *str_col(const pg_db_value *v)
+static int put_row(void *arg, const pg_db_value *c, int ncols)
 {
-    return v->type == PG_DB_STRING ? json_stringn(v->s, v->len) : json_null();
-}
-
-static json_t *int_col(const pg_db_value *v)
-{
-    return v->type == PG_DB_INT ? json_integer(v->i) : json_null();
-}
-
-/* A daemon's report, from the database: an object, else null. */
-static json_t *report_col(const pg_db_value *v, rows_acc *acc)
-{
-    if (v->type != PG_DB_STRING || v->len > acc->budget)
-        return json_null();
-    json_t *o = json_loadb(v->s, v->len, 0, NULL);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return json_null();
+    rows_acc *acc = arg;
+    if (ncols < acc->ncols)
+        return 1;
+    for (int i = 0; i < acc->ncols - 1; i++)
+        put_col(acc->w, &c[i]);
+    const pg_db_value *report = &c[acc->ncols - 1];
+    if (report->type == PG_DB_STRING && report->len <= acc->budget) {
+        acc->budget -= report->len;
+        put_col(acc->w, report);
+    } else {
+        pg_rec_put_u8(acc->w, COL_NULL);
     }
-    acc->budget -= v->len;
-    return o;
-}
-
-static int node_row(void *arg, const pg_db_value *c, int ncols)
-{
-    rows_acc *acc = arg;
-    if (ncols < 9)
-        return 1;
-    json_array_append_new(acc->rows, json_pack(
-        "{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "node_id", str_col(&c[0]), "ip", str_col(&c[1]),
-        "ws_port", int_col(&c[2]), "internal_port", int_col(&c[3]), "state", str_col(&c[4]),
-        "heartbeat_age_ms", int_col(&c[5]), "started_at", str_col(&c[6]),
-        "status_age_ms", int_col(&c[7]), "status", report_col(&c[8], acc)));
-    return 0;
-}
-
-static int daemon_row(void *arg, const pg_db_value *c, int ncols)
-{
-    rows_acc *acc = arg;
-    if (ncols < 4)
-        return 1;
-    json_array_append_new(acc->rows, json_pack("{s:o,s:o,s:o,s:o}", "daemon_id", str_col(&c[0]),
-                                               "role", str_col(&c[1]), "age_ms", int_col(&c[2]),
-                                               "status", report_col(&c[3], acc)));
+    pg_rec_count_one(acc->w, acc->count_at);
     return 0;
 }
 
 #define AGE_MS(col) "TIMESTAMPDIFF(MICROSECOND, " col ", CURRENT_TIMESTAMP(3)) DIV 1000"
 
-json_t *gw_admin_cluster_rows(json_t *task)
+/* The rows of the nodes, then of the other daemons, into the answer. */
+static long long query_rows(pg_db *db, pg_rec_writer *w, size_t budget)
 {
-    json_t *nodes = json_array(), *daemons = json_array();
-    /* the answer travels to the worker as one task result */
-    rows_acc acc = {nodes, gw.server_cfg.package_max_length};
-    pg_db *db = gw_db();
+    rows_acc acc = {.w = w, .count_at = pg_rec_put_count(w), .ncols = NODE_COLS,
+                    .budget = budget};
     long long rc = db ? pg_db_query(db,
         "SELECT n.node_id, n.ip, n.ws_port, n.internal_port, n.state, " AGE_MS("n.heartbeat_at")
         ", CAST(n.started_at AS CHAR), " AGE_MS("s.updated_at") ", s.status "
         "FROM gateway_nodes n LEFT JOIN daemon_status s ON s.daemon_id = CONCAT('gateway ', "
-        "n.node_id) ORDER BY n.node_id LIMIT " NODES_MAX, NULL, 0, node_row, &acc) : -1;
-    acc.rows = daemons;
+        "n.node_id) ORDER BY n.node_id LIMIT " NODES_MAX, NULL, 0, put_row, &acc) : -1;
+    acc.count_at = pg_rec_put_count(w);
+    acc.ncols = DAEMON_COLS;
     pg_db_value stale = PG_DB_INT_VALUE(STALE_DAEMON_S);
     if (rc >= 0)
         rc = pg_db_query(db, "SELECT daemon_id, role, " AGE_MS("updated_at") ", status "
                              "FROM daemon_status WHERE role <> 'gateway' AND updated_at > "
                              "CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND ORDER BY role, daemon_id "
-                             "LIMIT " DAEMONS_MAX, &stale, 1, daemon_row, &acc);
+                             "LIMIT " DAEMONS_MAX, &stale, 1, put_row, &acc);
+    return rc;
+}
+
+int gw_admin_cluster_rows(const char *task, size_t len, pg_rec_writer *answer)
+{
+    pg_rec_reader r = pg_rec_reader_of(task, len);
+    gw_task_head head = gw_task_head_get(&r);
+    uint64_t session = pg_rec_u64(&r);
+    int head_only = pg_rec_u8(&r) != 0;
+    if (!pg_rec_read_ok(&r) || r.left != 0)
+        return -1;
+    pg_rec_writer rows = {0};
+    pg_db *db = gw_db();
+    long long rc = query_rows(db, &rows, gw.server_cfg.package_max_length);
     if (db)
         gw_mysql_result(rc);
-    return json_pack("{s:s,s:O,s:O?,s:b,s:s,s:o,s:o}", "op", "cluster", "session",
-                     json_object_get(task, "session"), "head", json_object_get(task, "head"),
-                     "ok", rc >= 0, "error",
-                     rc >= 0 ? "" : db ? pg_db_error(db) : "no connection to MySQL", "nodes",
-                     nodes, "daemons", daemons);
+    gw_task_head_put(answer, GW_TASK_CLUSTER_ROWS, head.t0, 0);
+    pg_rec_put_u64(answer, session);
+    pg_rec_put_u8(answer, (uint8_t)head_only);
+    pg_rec_put_u8(answer, rc >= 0);
+    pg_rec_put_str(answer, rc >= 0 ? "" : db ? pg_db_error(db) : "no connection to MySQL");
+    if (rc >= 0) {
+        pg_rec_put_part(answer, &rows);
+    } else {   /* no rows */
+        pg_rec_put_u32(answer, 0);
+        pg_rec_put_u32(answer, 0);
+    }
+    pg_rec_writer_free(&rows);
+    return pg_rec_written(answer);
 }
 
 /* ---- the request and its answer, in a worker ---- */
 
 void gw_admin_cluster(pg_session_id session, int head)
 {
-    json_t *task = json_pack("{s:s,s:I,s:b}", "op", "cluster", "session", (json_int_t)session,
-                             "head", head);
-    if (gw_task(task, gw_task_worker_of(session)) < 0)
+    pg_rec_writer w = {0};
+    gw_task_head_put(&w, GW_TASK_CLUSTER, pg_prom_now_us(), 0);
+    pg_rec_put_u64(&w, session);
+    pg_rec_put_u8(&w, head ? 1 : 0);
+    if (gw_task_record(&w, gw_task_worker_of(session)) < 0)
         gw_http_reply(session, 503, "text/plain", "no task worker\n", 15);
+    pg_rec_writer_free(&w);
+}
+
+/* A column of the answer as JSON; a report only if it is an object. */
+static json_t *col_get(pg_rec_reader *r, int report)
+{
+    uint8_t kind = pg_rec_u8(r);
+    if (kind == COL_INT) {
+        json_int_t v = (json_int_t)pg_rec_i64(r);
+        return report ? json_null() : json_integer(v);
+    }
+    if (kind != COL_STR)
+        return json_null();
+    size_t len;
+    const char *s = pg_rec_str(r, &len);
+    if (!s)
+        return json_null();
+    if (!report)
+        return json_stringn(s, len);
+    json_t *o = json_loadb(s, len, 0, NULL);
+    if (json_is_object(o))
+        return o;
+    json_decref(o);
+    return json_null();
+}
+
+/* A count of rows of ncols named columns, as a JSON array. */
+static json_t *rows_get(pg_rec_reader *r, const char *const *names, int ncols)
+{
+    uint32_t n = pg_rec_count(r, (size_t)ncols);
+    json_t *rows = json_array();
+    for (uint32_t i = 0; i < n && pg_rec_read_ok(r); i++) {
+        json_t *row = json_object();
+        for (int c = 0; c < ncols; c++)
+            json_object_set_new(row, names[c], col_get(r, c == ncols - 1));
+        json_array_append_new(rows, row);
+    }
+    return rows;
 }
 
 /* This node alone, live: what a gateway without MySQL can still say. */
@@ -166,22 +234,39 @@ static json_t *this_node(void)
                      0, "started_at", "status_age_ms", 0, "status", gw_status_report());
 }
 
-void gw_admin_cluster_answered(json_t *result)
+int gw_admin_cluster_read(const char *data, size_t len, gw_cluster_answer *a)
 {
-    pg_session_id session = (pg_session_id)json_integer_value(json_object_get(result, "session"));
-    int ok = json_is_true(json_object_get(result, "ok"));
-    json_t *o = json_pack("{s:I,s:s,s:{s:b,s:O},s:o,s:o}", "now", (json_int_t)pg_wall_ms(),
-                          "served_by", gw.node_id, "mysql", "ok", ok, "error",
-                          json_object_get(result, "error"), "nodes",
-                          ok ? json_incref(json_object_get(result, "nodes")) : this_node(),
-                          "daemons",
-                          ok ? json_incref(json_object_get(result, "daemons")) : json_array());
+    pg_rec_reader r = pg_rec_reader_of(data, len);
+    gw_task_head_get(&r);
+    *a = (gw_cluster_answer){.session = pg_rec_u64(&r)};
+    a->head = pg_rec_u8(&r) != 0;
+    a->ok = pg_rec_u8(&r) != 0;
+    a->error = pg_rec_str(&r, NULL);
+    a->nodes = rows_get(&r, node_cols, NODE_COLS);
+    a->daemons = rows_get(&r, daemon_cols, DAEMON_COLS);
+    if (pg_rec_read_ok(&r) && r.left == 0 && a->error)
+        return 0;
+    a->ok = 0;
+    a->error = "malformed answer from the task worker";
+    return -1;
+}
+
+void gw_admin_cluster_answered(const char *data, size_t len)
+{
+    gw_cluster_answer a;
+    if (gw_admin_cluster_read(data, len, &a) < 0)
+        pg_error("a malformed answer to a cluster task (%zu bytes)", len);
+    json_t *o = json_pack("{s:I,s:s,s:{s:b,s:s},s:o,s:o}", "now", (json_int_t)pg_wall_ms(),
+                          "served_by", gw.node_id, "mysql", "ok", a.ok, "error", a.error,
+                          "nodes", a.ok ? json_incref(a.nodes) : this_node(),
+                          "daemons", a.ok ? json_incref(a.daemons) : json_array());
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    int head = json_is_true(json_object_get(result, "head"));
     if (body)
-        gw_http_reply_later(session, head, 200, "application/json", body, strlen(body));
+        gw_http_reply_later(a.session, a.head, 200, "application/json", body, strlen(body));
     else
-        gw_http_reply_later(session, head, 500, "text/plain", "out of memory\n", 14);
+        gw_http_reply_later(a.session, a.head, 500, "text/plain", "out of memory\n", 14);
     free(body);
     json_decref(o);
+    json_decref(a.nodes);
+    json_decref(a.daemons);
 }

@@ -18,8 +18,8 @@
  * thousands of one-request tasks.  Should an answer never come (a task
  * worker died), the hold ends after HOLD_MAX_MS.
  *
- * Order: the tasks of one session go to one task worker (gw_task to
- * gw_task_worker_of(session)), which runs them in the order they were sent.  A
+ * Order: the tasks of one session go to one task worker
+ * (gw_task_worker_of(session)), which runs them in the order they were sent.  A
  * batch bound for a task worker is sent, held or not, before any keyed task
  * for that worker, so that, say, the unregister of a browser that closed in
  * the same loop pass never overtakes its registration waiting here. */
@@ -36,18 +36,6 @@
 
 static gw_batch *waiting;      /* batches holding requests, oldest first */
 static int64_t pass_timer;     /* fires when the loop pass ends */
-
-static int send_task(json_t *op, int dst)
-{
-    gw_metrics_task_sent(op);
-    char *text = json_dumps(op, JSON_COMPACT);
-    json_decref(op);
-    int64_t id = text ? pg_server_task(gw.server, text, strlen(text), dst) : -1;
-    if (id < 0)
-        pg_error("could not hand a task to a task worker");
-    free(text);
-    return id < 0 ? -1 : 0;
-}
 
 int gw_task_record(const pg_rec_writer *w, int dst)
 {
@@ -209,12 +197,6 @@ static void flush_bound_for(int dst)
             b = b->next;
         }
     }
-}
-
-int gw_task(json_t *op, int dst)
-{
-    flush_bound_for(dst);
-    return send_task(op, dst);
 }
 
 void gw_task_flush_for(int dst)

@@ -389,10 +389,20 @@ enum { GW_ADMIN_OK = 0, GW_ADMIN_NO_TOKEN = 401, GW_ADMIN_NOT_ADMIN = 403 };
 int gw_admin_authorize(const char *authorization, size_t len);
 /* GET (or HEAD: head) /admin/cluster: asks a task worker for the cluster's rows. */
 void gw_admin_cluster(pg_session_id session, int head);
-/* task workers: the cluster's rows for a "cluster" task. */
-json_t *gw_admin_cluster_rows(json_t *task);
-/* workers: a "cluster" task's answer, sent to its HTTP session. */
-void gw_admin_cluster_answered(json_t *result);
+/* task workers: the answer to a cluster task (a record, layout in
+ * admin.c): 0, or -1 when the task is malformed. */
+int gw_admin_cluster_rows(const char *task, size_t len, pg_rec_writer *answer);
+/* workers: a cluster task's answer, sent to its HTTP session. */
+void gw_admin_cluster_answered(const char *data, size_t len);
+/* The answer read: 0, or -1 when malformed (then not ok, with an error).
+ * nodes and daemons are the JSON rows (decref them). */
+typedef struct {
+    pg_session_id session;
+    int head, ok;
+    const char *error;             /* points into the answer */
+    json_t *nodes, *daemons;
+} gw_cluster_answer;
+int gw_admin_cluster_read(const char *data, size_t len, gw_cluster_answer *a);
 
 /* order.c: workers.  A work order or a chat message between its intake
  * and its answer, as a record: from intake to reply on the steady path
@@ -452,16 +462,15 @@ void gw_order_free(gw_order *order);
 /* What the sender of the order hears, with code and no counts yet. */
 gw_outcome gw_order_outcome(const gw_order *order, int code);
 
-/* route_task.c: tasks as records (common/record.h).  A task or a task's
- * answer that starts with '{' is JSON (the cluster view's, admin.c); a
- * record starts with this head.  The layouts are in route_task.c,
- * store_task.c and session_task.c. */
+/* route_task.c: tasks and their answers are records (common/record.h),
+ * each starting with this head.  The layouts are in route_task.c,
+ * store_task.c, session_task.c and (the cluster view's) admin.c. */
 enum {
     GW_TASK_ROUTE = 1, GW_TASK_ROUTED = 2, GW_TASK_STORE = 3, GW_TASK_STORED = 4,
     GW_TASK_REGISTER = 5, GW_TASK_REGISTERED = 6, GW_TASK_PAGE = 7, GW_TASK_PAGED = 8,
     GW_TASK_UNREGISTER = 9, GW_TASK_UNREGISTERED = 10, GW_TASK_ACK = 11,
     GW_TASK_REDELIVERIES = 12, GW_TASK_REDELIVER = 13, GW_TASK_TOKEN = 14,
-    GW_TASK_TOKEN_CHECKED = 15
+    GW_TASK_TOKEN_CHECKED = 15, GW_TASK_CLUSTER = 16, GW_TASK_CLUSTER_ROWS = 17
 };
 typedef struct {
     uint8_t op;
@@ -722,8 +731,9 @@ void gw_token_forget_all(void);
  * task worker dst (-1: the least busy) as one task when the pass ends, or
  * sooner when max_items or max_bytes are reached; the task worker answers
  * each.  A batch that holds keeps one task in flight: the next goes once
- * gw_batch_answered says it came back.  Tasks sent with gw_task first send
- * the batches bound for their task worker, so they never overtake them.
+ * gw_batch_answered says it came back.  A task keyed to a session first
+ * sends the batches bound for its task worker (gw_task_flush_for), so it
+ * never overtakes them.
  *
  * A batch's requests are records of its owner's, which send turns into
  * one task (common/record.h). */
@@ -734,7 +744,7 @@ typedef struct gw_batch {
     size_t max_bytes;              /* 0: package_max_length */
     int hold;
     /* Its requests are keyed to sessions (unregistrations): the other
-     * batches bound for dst go first, held or not, as for gw_task, so that
+     * batches bound for dst go first, held or not, so that
      * none of its requests overtakes its session's registration. */
     int keyed;
     /* send hands items[0..n) to task worker dst as one task and takes
@@ -752,12 +762,9 @@ void gw_batch_add(gw_batch *b, void *item, size_t bytes);
 void gw_batch_answered(gw_batch *b);
 /* The worker stops: what waits is sent (send) or failed. */
 void gw_batch_stop(gw_batch *b, int send);
-/* Send a task (op object, stolen) to task worker dst, -1: the least busy.
- * 0 or -1. */
-int gw_task(json_t *op, int dst);
-/* Send the task record w holds (route_task.c) to task worker dst: 0 or -1.
- * Unlike gw_task, the batches bound for dst do not go first: for a task
- * keyed to a session, call gw_task_flush_for(dst) before. */
+/* Send the task record w holds (route_task.c) to task worker dst (-1: the
+ * least busy): 0 or -1.  The batches bound for dst do not go first: for a
+ * task keyed to a session, call gw_task_flush_for(dst) before. */
 int gw_task_record(const pg_rec_writer *w, int dst);
 void gw_task_flush_for(int dst);
 /* The task worker of a session's tasks, which it runs in order; for
@@ -820,13 +827,11 @@ void gw_metrics_text(struct evbuffer *out);
 /* The intake time (pg_prom_now_us) of what this worker handles now; 0: none. */
 void gw_metrics_intake_set(uint64_t us);
 uint64_t gw_metrics_intake(void);
-/* batch.c, tasks.c: a task's send time goes with it (a record head's t0;
- * "t0" in the cluster view's JSON task), for the queue wait and, echoed by
- * a route task's answer, the lookup's round trip.  A token task's head
- * carries the intake time too (t_in), and its answer echoes it. */
-void gw_metrics_task_sent(json_t *op);
-void gw_metrics_task_started(json_t *task);
-void gw_metrics_task_waited(uint64_t t0);           /* the same, for a record's t0 */
+/* tasks.c: a task's send time goes with it (its head's t0), for the queue
+ * wait and, echoed by a route task's answer, the lookup's round trip.  A
+ * token task's head carries the intake time too (t_in), and its answer
+ * echoes it. */
+void gw_metrics_task_waited(uint64_t t0);
 void gw_metrics_route_answered(uint64_t t0);
 
 /* reply.c */

@@ -189,9 +189,11 @@ static void on_task(pg_server *s, int64_t task_id, int from, const char *data, s
     gw_task_handle(task_id, data, len);
 }
 
-/* A task's answer that is a record (route_task.c). */
-static void finish_record(const char *data, size_t len)
+/* A task's answer: a record (route_task.c). */
+static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t len)
 {
+    (void)s;
+    (void)task_id;
     switch (len ? data[0] : 0) {
     case GW_TASK_ROUTED:
         gw_route_done(data, len);
@@ -214,27 +216,12 @@ static void finish_record(const char *data, size_t len)
     case GW_TASK_REDELIVER:
         gw_redeliver_answered(data, len);
         break;
+    case GW_TASK_CLUSTER_ROWS:
+        gw_admin_cluster_answered(data, len);
+        break;
     default:
-        pg_error("an unknown task record of %zu bytes", len);
+        pg_error("an unknown task answer of %zu bytes", len);
     }
-}
-
-/* Answers are records, but for the operators' cluster view (admin.c). */
-static void on_finish(pg_server *s, int64_t task_id, const char *data, size_t len)
-{
-    (void)s;
-    (void)task_id;
-    if (!len || data[0] != '{') {
-        finish_record(data, len);
-        return;
-    }
-    json_t *r = json_loadb(data, len, 0, NULL);
-    const char *op = json_string_value(json_object_get(r, "op"));
-    if (op && strcmp(op, "cluster") == 0)
-        gw_admin_cluster_answered(r);
-    else
-        pg_error("malformed task result");
-    json_decref(r);
 }
 
 static void on_pipe_message(pg_server *s, int from, const char *data, size_t len)

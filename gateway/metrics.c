@@ -37,23 +37,6 @@ uint64_t gw_metrics_intake(void)
     return intake_us;
 }
 
-/* json_integer is signed: microseconds since boot fit for 292,000 years. */
-static uint64_t stamp_of(json_t *o, const char *key)
-{
-    json_int_t v = json_integer_value(json_object_get(o, key));
-    return v > 0 ? (uint64_t)v : 0;
-}
-
-void gw_metrics_task_sent(json_t *op)
-{
-    json_object_set_new(op, "t0", json_integer((json_int_t)pg_prom_now_us()));
-}
-
-void gw_metrics_task_started(json_t *task)
-{
-    gw_metrics_task_waited(stamp_of(task, "t0"));
-}
-
 void gw_metrics_task_waited(uint64_t t0)
 {
     pg_prom_observe_since(&gw.counters->task_wait, t0);

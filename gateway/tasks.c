@@ -1,7 +1,7 @@
 /* tasks.c - task workers: everything that talks to MySQL.
  *
- * Each task is a record (route_task.c, store_task.c, session_task.c) or,
- * for the operators' cluster view, a JSON object with an "op"; the
+ * Each task is a record (route_task.c, store_task.c, session_task.c, and
+ * admin.c for the operators' cluster view); the
  * answer (pg_server_finish) carries back what the asking worker needs.  A failed
  * query answers with code PG_ERR_INTERNAL so that the sender can retry: no
  * work order is acknowledged that was not handed off. */
@@ -238,15 +238,6 @@ static int note_hinted(const gw_store_entry *const *items, size_t n)
     int rc = v ? note_redeliveries(v, count) : -1;
     free(v);
     return rc;
-}
-
-static void finish(json_t *result)
-{
-    char *text = json_dumps(result, JSON_COMPACT);
-    if (!text || pg_server_finish(gw.server, text, strlen(text)) < 0)
-        pg_error("could not answer a task");
-    free(text);
-    json_decref(result);
 }
 
 /* ---- counts by uuid ---- */
@@ -1026,6 +1017,17 @@ static void op_redeliveries(void)
         free(taken.v[i]);
 }
 
+static void op_cluster(const char *data, size_t len)
+{
+    pg_rec_writer w = {0};
+    if (gw_admin_cluster_rows(data, len, &w) < 0) {
+        pg_error("a malformed cluster task of %zu bytes", len);
+        pg_rec_writer_free(&w);
+        return;
+    }
+    finish_record(&w, "cluster");
+}
+
 static void op_token(const char *data, size_t len)
 {
     gw_token_check t;
@@ -1044,7 +1046,7 @@ static void op_token(const char *data, size_t len)
 
 /* ---- dispatch ---- */
 
-/* A task that is a record (route_task.c); its op's name for the log. */
+/* A task (a record: route_task.c); its op's name for the log. */
 static const char *handle_record(const char *data, size_t len)
 {
     pg_rec_reader r = pg_rec_reader_of(data, len);
@@ -1075,41 +1077,24 @@ static const char *handle_record(const char *data, size_t len)
     case GW_TASK_REDELIVERIES:
         op_redeliveries();
         return "redeliveries";
+    case GW_TASK_CLUSTER:
+        op_cluster(data, len);
+        return "cluster";
     }
     pg_error("unknown task record op %u", head.op);
     return NULL;
-}
-
-/* A task in JSON (the operators' cluster view, whose answer is the JSON
- * that admin.c serves); its op's name for the log. */
-static const char *handle_json(const char *data, size_t len, json_t **task)
-{
-    json_error_t err;
-    *task = json_loadb(data, len, 0, &err);
-    const char *op = json_string_value(json_object_get(*task, "op"));
-    gw_metrics_task_started(*task);
-    if (!op)
-        pg_error("malformed task: %s", err.text);
-    else if (strcmp(op, "cluster") == 0)
-        finish(gw_admin_cluster_rows(*task));
-    else
-        pg_error("unknown task op '%s'", op);
-    return op;
 }
 
 void gw_task_handle(int64_t task_id, const char *data, size_t len)
 {
     (void)task_id;
     uint64_t started = pg_now_ms();
-    json_t *task = NULL;
-    const char *op = len && data[0] == '{' ? handle_json(data, len, &task)
-                                           : handle_record(data, len);
+    const char *op = handle_record(data, len);
     /* Tasks are meant to take milliseconds: the worker's requests behind
      * one that does not wait meanwhile, so say which one it was. */
     uint64_t took = pg_now_ms() - started;
     if (took >= SLOW_TASK_MS)
         pg_warn("slow task: %s of %zu bytes took %llu ms", op ? op : "?", len, (unsigned long long)took);
-    json_decref(task);
     /* A big task (a slow browser's backlog going back to the store) leaves
      * megabytes of freed heap the allocator would keep: give it back. */
     if (len > BIG_TASK_BYTES)

@@ -349,4 +349,28 @@ session = {
 }
 for k, v in session.items():
     write("session_task", k, v)
+# ---- cluster_rows: the cluster view's answer (gateway/admin.c) ----
+def col(v):
+    if v is None:
+        return struct.pack("<B", 0)
+    if isinstance(v, int):
+        return struct.pack("<Bq", 1, v)
+    return struct.pack("<B", 2) + rstr(v)
+
+def cluster_rows(nodes, daemons, ok=1, error=""):
+    out = rhead(17, 0) + struct.pack("<QBB", 9, 0, ok) + rstr(error)
+    for rows in (nodes, daemons):
+        out += struct.pack("<I", len(rows)) + b"".join(b"".join(col(v) for v in row) for row in rows)
+    return out
+
+cluster_answers = {
+    "rows": cluster_rows([("node-a", "10.0.0.1", 9501, 9601, "up", 120, "2026-12-05 10:00:00", 900,
+                           '{"sessions":3}'),
+                          ("node-b", "10.0.0.2", 9501, 9601, "down", 99000, None, None, None)],
+                         [("consumer c1", "consumer", 400, '{"entries":1}'),
+                          ("proxy p1", "proxy", 300, "[1]")]),
+    "failed": cluster_rows([], [], ok=0, error="no connection to MySQL"),
+}
+for k, v in cluster_answers.items():
+    write("cluster_rows", k, v)
 print("corpus written")
