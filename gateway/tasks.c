@@ -298,7 +298,6 @@ static int count_row(void *arg, const pg_db_value *cols, int ncols)
     return 0;
 }
 
-
 /* The counts of uuids[0..n) (distinct) by `head` IN (...) GROUP BY uuid, a
  * SELECT of uuid and a count: into counts (free its v); 0 or -1. */
 static int count_uuids(const char *const *uuids, size_t n, const char *head, uuid_counts *counts)
@@ -432,10 +431,11 @@ static const char **session_uuids(const gw_sessions_task *t, size_t *n)
 }
 
 /* Which of the sessions' uuids have stored messages: those with a count
- * in *waiting (free its v). */
+ * of 1 in *waiting (free its v).  Only whether a uuid has any matters, so
+ * the query selects 1, as SELECT DISTINCT uuid did, rather than COUNT(*). */
 static int find_waiting(const char **uuids, size_t n, uuid_counts *waiting)
 {
-    return count_uuids(uuids, n, "SELECT uuid, COUNT(*) FROM offline_messages "
+    return count_uuids(uuids, n, "SELECT uuid, 1 FROM offline_messages "
                                  "WHERE acked_at IS NULL AND uuid", waiting);
 }
 
