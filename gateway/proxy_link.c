@@ -28,6 +28,7 @@
 #include "idmap.h"
 #include "json_out.h"
 #include "log.h"
+#include "memory.h"
 #include "timer.h"
 
 #include <arpa/inet.h>
@@ -385,14 +386,8 @@ static int collect_expired(uint64_t id, void *value, void *arg)
                            : ((in_flight *)value)->sent_at + REPLY_TIMEOUT_S;
     if (due > e->limit)
         return 0;
-    if (e->n == e->cap) {
-        size_t cap = e->cap ? e->cap * 2 : 64;
-        uint64_t *ids = realloc(e->ids, cap * sizeof(*ids));
-        if (!ids)
-            return 1;
-        e->ids = ids;
-        e->cap = cap;
-    }
+    if (pg_grow(&e->ids, &e->cap, e->n, sizeof(*e->ids)) < 0)
+        return 1;   /* the rest at the next check */
     e->ids[e->n++] = id;
     return 0;
 }

@@ -385,14 +385,8 @@ static void confirm_flushed(int64_t timer_id, void *arg)
 static void note_queued(pg_session_id session, const char *id)
 {
     gw_push_record_set(session, id, GW_PUSH_QUEUED);
-    if (nunflushed == unflushed_cap) {
-        size_t cap = unflushed_cap ? unflushed_cap * 2 : 256;
-        uint64_t *more = realloc(unflushed, cap * sizeof(*more));
-        if (!more)
-            return;   /* stays QUEUED: a later worker may push it again */
-        unflushed = more;
-        unflushed_cap = cap;
-    }
+    if (pg_grow(&unflushed, &unflushed_cap, nunflushed, sizeof(*unflushed)) < 0)
+        return;   /* stays QUEUED: a later worker may push it again */
     unflushed[nunflushed++] = gw_push_record_key(session, id);
     if (flush_timer <= 0 && (flush_timer = pg_timer_after(0, confirm_flushed, NULL)) < 0)
         flush_timer = 0;
@@ -764,7 +758,7 @@ static int add_pending(browser_session *b, const char *id, const char *payload, 
 {
     size_t bytes = strlen(id) + strlen(payload) + 2 + sizeof(pending_ack);
     make_room(b, bytes);
-    if (b->npending == b->cap) {
+    if (b->npending == b->cap) {   /* from 4, not pg_grow's 16: there is one per browser */
         size_t cap = b->cap ? b->cap * 2 : 4;
         pending_ack *p = realloc(b->pending, cap * sizeof(*p));
         if (!p)
