@@ -184,3 +184,8 @@ int pg_rec_read_ok(const pg_rec_reader *r)
 {
     return !r->bad;
 }
+
+int pg_rec_read_whole(const pg_rec_reader *r)
+{
+    return !r->bad && r->left == 0;
+}

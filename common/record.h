@@ -66,5 +66,7 @@ const char *pg_rec_str(pg_rec_reader *r, size_t *len);
 uint32_t pg_rec_count(pg_rec_reader *r, size_t min_bytes);
 /* Everything read was inside the record. */
 int pg_rec_read_ok(const pg_rec_reader *r);
+/* That, and nothing is left after what was read: the record was read whole. */
+int pg_rec_read_whole(const pg_rec_reader *r);
 
 #endif

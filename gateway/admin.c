@@ -152,7 +152,7 @@ int gw_admin_cluster_rows(const char *task, size_t len, pg_rec_writer *answer)
     gw_task_head head = gw_task_head_get(&r);
     uint64_t session = pg_rec_u64(&r);
     int head_only = pg_rec_u8(&r) != 0;
-    if (!pg_rec_read_ok(&r) || r.left != 0)
+    if (!pg_rec_read_whole(&r))
         return -1;
     pg_rec_writer rows = {0};
     pg_db *db = gw_db();
@@ -244,7 +244,7 @@ int gw_admin_cluster_read(const char *data, size_t len, gw_cluster_answer *a)
     a->error = pg_rec_str(&r, NULL);
     a->nodes = rows_get(&r, node_cols, NODE_COLS);
     a->daemons = rows_get(&r, daemon_cols, DAEMON_COLS);
-    if (pg_rec_read_ok(&r) && r.left == 0 && a->error)
+    if (pg_rec_read_whole(&r) && a->error)
         return 0;
     a->ok = 0;
     a->error = "malformed answer from the task worker";

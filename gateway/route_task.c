@@ -117,7 +117,7 @@ int gw_route_task_get(const char *data, size_t len, gw_route_task *t)
                 t->uuids[used++] = pg_rec_str(&r, NULL);
         }
     }
-    if (t->head.op != GW_TASK_ROUTE || !pg_rec_read_ok(&r) || r.left) {
+    if (t->head.op != GW_TASK_ROUTE || !pg_rec_read_whole(&r)) {
         gw_route_task_free(t);
         return -1;
     }
@@ -203,5 +203,5 @@ int gw_routed_check(const char *data, size_t len)
         for (uint32_t e = 0; e < entries && pg_rec_read_ok(&r); e++)
             gw_routed_entry_get(&r);
     }
-    return pg_rec_read_ok(&r) && !r.left ? 0 : -1;
+    return pg_rec_read_whole(&r) ? 0 : -1;
 }

@@ -50,11 +50,6 @@ static void *with_strings(size_t size, const char *a, const char *b, char **a_co
     return v;
 }
 
-static int read_whole(pg_rec_reader *r)
-{
-    return pg_rec_read_ok(r) && r->left == 0 ? 0 : -1;
-}
-
 /* ---- registrations and unregistrations ---- */
 
 gw_session_ref *gw_session_ref_new(pg_session_id session, const char *uuid,
@@ -95,7 +90,7 @@ int gw_sessions_task_get(const char *data, size_t len, gw_sessions_task *t)
         if (!s->uuid || !s->client_id)
             r.bad = 1;
     }
-    if (t->sessions && read_whole(&r) == 0)
+    if (t->sessions && pg_rec_read_whole(&r))
         return 0;
     gw_sessions_task_free(t);
     return -1;
@@ -129,7 +124,7 @@ int gw_page_task_get(const char *data, size_t len, gw_task_head *head, gw_page *
     ask->uuid = pg_rec_str(&r, NULL);
     ask->after = pg_rec_i64(&r);
     ask->online = pg_rec_u8(&r) != 0;
-    return ask->uuid && read_whole(&r) == 0 ? 0 : -1;
+    return ask->uuid && pg_rec_read_whole(&r) ? 0 : -1;
 }
 
 void gw_page_message_put(pg_rec_writer *messages, const char *msg_id, size_t id_len,
@@ -202,7 +197,7 @@ int gw_pages_get(const char *data, size_t len, gw_pages *t)
         if (!p->uuid || page_messages_get(&r, t, &used, max_messages, p) < 0)
             r.bad = 1;
     }
-    if (t->pages && t->messages && read_whole(&r) == 0)
+    if (t->pages && t->messages && pg_rec_read_whole(&r))
         return 0;
     gw_pages_free(t);
     return -1;
@@ -251,7 +246,7 @@ int gw_acks_task_get(const char *data, size_t len, gw_ack_ref **v, uint32_t *n)
         if (!(*v)[i].uuid || !(*v)[i].msg_id)
             r.bad = 1;
     }
-    if (*v && read_whole(&r) == 0)
+    if (*v && pg_rec_read_whole(&r))
         return 0;
     free(*v);
     *v = NULL;
@@ -279,7 +274,7 @@ int gw_uuids_get(const char *data, size_t len, const char ***uuids, uint32_t *n)
     for (uint32_t i = 0; *uuids && i < *n; i++)
         if (!((*uuids)[i] = pg_rec_str(&r, NULL)))
             r.bad = 1;
-    if (*uuids && read_whole(&r) == 0)
+    if (*uuids && pg_rec_read_whole(&r))
         return 0;
     free(*uuids);
     *uuids = NULL;
@@ -305,5 +300,5 @@ int gw_token_task_get(const char *data, size_t len, gw_token_check *t)
     t->request = pg_rec_u64(&r);
     t->chat_token = pg_rec_str(&r, NULL);
     t->code = (int)pg_rec_u32(&r);
-    return t->chat_token && read_whole(&r) == 0 ? 0 : -1;
+    return t->chat_token && pg_rec_read_whole(&r) ? 0 : -1;
 }

@@ -104,7 +104,7 @@ int gw_store_task_get(const char *data, size_t len, gw_store_task *t)
         if (!e->uuid || !e->msg_id || !e->payload)
             r.bad = 1;   /* nothing to store */
     }
-    if (t->head.op != GW_TASK_STORE || !pg_rec_read_ok(&r) || r.left) {
+    if (t->head.op != GW_TASK_STORE || !pg_rec_read_whole(&r)) {
         gw_store_task_free(t);
         return -1;
     }
@@ -176,8 +176,7 @@ int gw_stored_get(const char *data, size_t len, gw_stored *s)
         tickets[i].refused = pg_rec_u32(&r);
     }
     s->tickets = tickets;
-    if (head.op != GW_TASK_STORED || !pushes || !waiters || !tickets || !pg_rec_read_ok(&r) ||
-        r.left) {
+    if (head.op != GW_TASK_STORED || !pushes || !waiters || !tickets || !pg_rec_read_whole(&r)) {
         gw_stored_free(s);
         return -1;
     }
