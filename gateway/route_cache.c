@@ -21,8 +21,14 @@
  *  - entries older than ENTRY_TTL_S are misses anyway: a backstop should an
  *    announcement be lost without the feed seeming silent.
  *
- * Layout: sets of WAYS entries, a set chosen by the uuid's hash; a new entry
- * takes an empty place of its set, or the one least recently used.  Each
+ * Layout: sets of WAYS ways, a set chosen by the uuid's hash; a new entry
+ * takes an empty way of its set, or the one least recently used.  A way
+ * names its entry in a pool, given out in order the first time the way is
+ * used and its own from then on: the pages touched are those of the ways
+ * ever used, not the whole capacity, which hashing would spread a few
+ * thousand uuids over (8 MiB at the default size).  A process that took an
+ * entry and lost the race for its way keeps it for its next empty way; the
+ * pool has room for one such entry per process besides.  Each
  * entry has a sequence lock: a writer makes its counter odd, writes, makes it
  * even again; a reader copies the entry and keeps the copy only if the
  * counter was even and unchanged.  Writers claim an entry by compare and
@@ -43,6 +49,7 @@
 #include <unistd.h>
 
 #define WAYS 4
+#define POOL_SPARE 1024        /* entries taken by processes that lost a way's race */
 #define NODES_MAX 256
 #define ANNOUNCED_SLOTS 4096
 #define FEED_SILENCE_MS 1500
@@ -74,12 +81,19 @@ typedef struct {
     cache_node nodes[NODES_MAX];
     gw_route_cache_stats stats;
     _Atomic uint64_t announced[ANNOUNCED_SLOTS];
+    _Atomic uint32_t pool_used;    /* entries given to ways so far */
 } cache_header;
+
+typedef struct {
+    _Atomic uint32_t way[WAYS];    /* index + 1 of the way's entry in the pool; 0: none yet */
+} cache_set;
 
 _Static_assert(sizeof(cache_entry) == 128, "an entry is two cache lines");
 
 static cache_header *head;
-static cache_entry *entries;
+static cache_set *sets;
+static cache_entry *pool;
+static uint32_t pool_size;
 static size_t nsets;
 static size_t mapped;
 
@@ -88,11 +102,13 @@ int gw_route_cache_create(uint32_t capacity)
     if (capacity == 0)
         return 0;              /* no cache: every order is looked up */
     nsets = (capacity + WAYS - 1) / WAYS;
-    mapped = sizeof(cache_header) + nsets * WAYS * sizeof(cache_entry);
+    pool_size = (uint32_t)(nsets * WAYS + POOL_SPARE);
+    mapped = sizeof(cache_header) + nsets * sizeof(cache_set) + pool_size * sizeof(cache_entry);
     head = pg_shm_alloc(mapped);
     if (!head)
         return -1;
-    entries = (cache_entry *)(head + 1);
+    sets = (cache_set *)(head + 1);
+    pool = (cache_entry *)(sets + nsets);
     atomic_store(&head->epoch, 1);
     return 0;
 }
@@ -102,7 +118,8 @@ void gw_route_cache_destroy(void)
     if (head)
         pg_shm_free(head, mapped);
     head = NULL;
-    entries = NULL;
+    sets = NULL;
+    pool = NULL;
 }
 
 /* Never 0, which marks an empty entry. */
@@ -161,9 +178,43 @@ static int node_index(const char *ip, int port)
 
 /* ---- entries ---- */
 
-static cache_entry *set_of(uint64_t key)
+static cache_set *set_of(uint64_t key)
 {
-    return entries + (key % nsets) * WAYS;
+    return &sets[key % nsets];
+}
+
+/* The way's entry; NULL while the way was never used. */
+static cache_entry *way_entry(cache_set *set, int way)
+{
+    uint32_t v = atomic_load_explicit(&set->way[way], memory_order_acquire);
+    return v ? &pool[v - 1] : NULL;
+}
+
+/* An entry for a way never used: the next of the pool's, unless another
+ * process gave the way one first.  NULL when the pool is used up (only
+ * processes that died between taking an entry and placing it do that). */
+static cache_entry *way_give(cache_set *set, int way)
+{
+    static uint32_t spare;         /* index + 1 of an entry taken and not placed */
+    static pid_t spare_owner;      /* a forked child does not inherit it */
+    if (spare_owner != getpid())
+        spare = 0;
+    if (!spare) {
+        uint32_t n = atomic_fetch_add(&head->pool_used, 1);
+        if (n >= pool_size) {
+            atomic_store(&head->pool_used, pool_size);   /* no wrap past it */
+            return NULL;
+        }
+        spare = n + 1;
+        spare_owner = getpid();
+    }
+    uint32_t expected = 0;
+    if (atomic_compare_exchange_strong(&set->way[way], &expected, spare)) {
+        cache_entry *e = &pool[spare - 1];
+        spare = 0;
+        return e;
+    }
+    return &pool[expected - 1];
 }
 
 /* A consistent copy of e, or 0 when it is being written. */
@@ -213,10 +264,10 @@ int gw_route_cache_get(const char *uuid, gw_routes *out)
         return 0;
     uint64_t key = uuid_hash(uuid);
     uint32_t epoch = atomic_load(&head->epoch), now = now_s();
-    cache_entry *set = set_of(key);
+    cache_set *set = set_of(key);
     for (int i = 0; i < WAYS; i++) {
-        cache_entry copy;
-        if (set[i].key != key || !read_entry(&set[i], &copy) || !fresh(&copy, epoch, now) ||
+        cache_entry copy, *e = way_entry(set, i);
+        if (!e || e->key != key || !read_entry(e, &copy) || !fresh(&copy, epoch, now) ||
             copy.key != key || strcmp(copy.uuid, uuid) != 0)
             continue;
         out->n = copy.ntargets;
@@ -243,23 +294,32 @@ gw_route_mark gw_route_cache_mark(void)
                            .trusted = trusted()};
 }
 
-/* Where a new entry for key goes: its own, an empty one, or the least
- * recently used (a stale one first). */
+/* Where a new entry for key goes: its own, a way never used, or the least
+ * recently used (a stale one first); NULL when none can be had. */
 static cache_entry *place_for(uint64_t key, const char *uuid, uint32_t epoch, uint32_t now)
 {
-    cache_entry *set = set_of(key), *pick = &set[0];
+    cache_set *set = set_of(key);
+    cache_entry *pick = NULL;
     uint32_t oldest = 0;
     for (int i = 0; i < WAYS; i++) {
-        cache_entry *e = &set[i];
+        cache_entry *e = way_entry(set, i);
+        if (!e) {              /* ways are used in order: none after it has key */
+            if (pick && oldest == UINT32_MAX)
+                return pick;   /* a stale entry does as well as a new one */
+            cache_entry *given = way_give(set, i);
+            if (given)
+                return given;
+            break;
+        }
         if (e->key == key && strcmp(e->uuid, uuid) == 0)
             return e;
         uint32_t age = fresh(e, epoch, now) ? now - e->used : UINT32_MAX;
-        if (age >= oldest) {
+        if (!pick || age >= oldest) {
             oldest = age;
             pick = e;
         }
     }
-    if (oldest != UINT32_MAX)
+    if (pick && oldest != UINT32_MAX)
         atomic_fetch_add_explicit(&head->stats.evictions, 1, memory_order_relaxed);
     return pick;
 }
@@ -278,7 +338,7 @@ void gw_route_cache_put(const char *uuid, const gw_routes *routes, gw_route_mark
     }
     uint32_t now = now_s();
     cache_entry *e = place_for(key, uuid, mark.epoch, now);
-    if (!claim(e))
+    if (!e || !claim(e))
         return;
     /* Announced since the lookup began, or flushed: the answer may be stale. */
     if (atomic_load(&head->announced[key % ANNOUNCED_SLOTS]) > mark.announcements ||
@@ -307,9 +367,11 @@ void gw_route_cache_forget(const char *uuid)
     uint64_t n = atomic_fetch_add(&head->announcements, 1) + 1;
     atomic_store(&head->announced[key % ANNOUNCED_SLOTS], n);
     atomic_fetch_add_explicit(&head->stats.invalidations, 1, memory_order_relaxed);
-    cache_entry *set = set_of(key);
+    cache_set *set = set_of(key);
     for (int i = 0; i < WAYS; i++) {
-        cache_entry *e = &set[i];
+        cache_entry *e = way_entry(set, i);
+        if (!e)
+            break;
         /* a writer holds an entry for microseconds: wait for it, as its
          * check of `announced` may have come before the stamp above */
         int claimed = 0;

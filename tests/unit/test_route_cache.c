@@ -128,6 +128,29 @@ static void test_bounded_with_eviction(void **state)
     gw_route_cache_stats_get(&st);
     assert_true(st.evictions >= 200 - 16);
     assert_int_equal(st.fills, 200);
+    assert_true(atomic_load(&head->pool_used) <= 16);
+}
+
+/* Entries come from the pool as ways are first used, so the memory touched
+ * follows the uuids cached, not the capacity; a way keeps its entry, and a
+ * dropped entry is used again before a new one is given. */
+static void test_entries_follow_use(void **state)
+{
+    (void)state;
+    gw_route_cache_feed_alive();
+    put("a", on("10.0.0.7", 9601, 1));
+    put("b", on("10.0.0.7", 9601, 2));
+    put("c", on("10.0.0.7", 9601, 3));
+    assert_int_equal(atomic_load(&head->pool_used), 3);
+    put("a", on("10.0.0.7", 9601, 4));
+    gw_route_cache_forget("b");
+    put("b", on("10.0.0.7", 9601, 5));
+    assert_int_equal(atomic_load(&head->pool_used), 3);
+    gw_routes got;
+    assert_int_equal(gw_route_cache_get("a", &got), 1);
+    assert_int_equal(got.t[0].session, 4);
+    assert_int_equal(gw_route_cache_get("b", &got), 1);
+    assert_int_equal(got.t[0].session, 5);
 }
 
 /* Shared by the processes of a node; a writer killed mid-write does not
@@ -161,6 +184,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_none_is_an_answer_too, create_small, destroy),
         cmocka_unit_test_setup_teardown(test_announcements_and_flushes, create_small, destroy),
         cmocka_unit_test_setup_teardown(test_bounded_with_eviction, create_small, destroy),
+        cmocka_unit_test_setup_teardown(test_entries_follow_use, create_small, destroy),
         cmocka_unit_test_setup_teardown(test_shared_and_a_dead_writer, create_small, destroy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
