@@ -81,7 +81,7 @@ static const pg_conf_def gateway_defs[] = {
      "recent pushes remembered, 8 bytes each in shared memory, so that no browser gets one "
      "message twice from this node"},
     {"route_cache_entries", PG_CONF_INT, G(route_cache_entries), "65536", 0, 1LL << 24, NULL,
-     "uuids whose sessions on other nodes are cached, 128 bytes each in shared memory, "
+     "uuids whose sessions on other nodes are cached, 128 bytes each in shared memory once used, "
      "trusted while the route feed works (0: every order is looked up in MySQL)"},
     {"redis_host", PG_CONF_STRING, G(redis_host), "", 0, 0, NULL,
      "Redis of the route feed, which tells every node of every registration (empty: no "
