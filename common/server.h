@@ -30,6 +30,7 @@
 #include "frame.h"
 
 struct event_base;
+struct iovec;
 
 typedef uint64_t pg_session_id;
 typedef struct pg_server pg_server;
@@ -308,6 +309,8 @@ int pg_conn_dispatch(pg_conn *c, const char *data, size_t len);
 /* Write bytes to the socket (queued if it is full). 0, or -1 when the
  * connection was closed for going over buffer_output_size. */
 int pg_conn_write(pg_conn *c, const void *data, size_t len);
+/* The same for n pieces in one system call; iov may be changed. */
+int pg_conn_writev(pg_conn *c, struct iovec *iov, int n);
 /* Close at once, or (graceful) after what is queued has been written: then
  * FIN, and what the peer still sends is read and dropped until it closes,
  * for at most 2 s, so that its last reply is not destroyed by a reset. */

@@ -341,6 +341,11 @@ int pg_conn_write(pg_conn *c, const void *data, size_t len)
     return conn_writev(c, &iov, 1);
 }
 
+int pg_conn_writev(pg_conn *c, struct iovec *iov, int n)
+{
+    return conn_writev(c, iov, n);
+}
+
 static void conn_flush(pg_conn *c)
 {
     int n = evbuffer_write(c->out, c->fd);

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <wslay/wslay.h>
 
@@ -428,12 +429,45 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     return (ssize_t)n;
 }
 
+/* wslay gives a frame's header and then its payload to the send callback,
+ * within one wslay_event_send, the header flagged WSLAY_MSG_MORE.  Holding
+ * the header for its payload makes a push one writev and one TCP segment,
+ * not two.  Held per reactor thread, not per connection, as it never
+ * outlives that call (ws_pump writes what is left). */
+static _Thread_local struct {
+    ws_conn *owner;
+    size_t len;
+    uint8_t bytes[16];             /* a server frame's header is at most 10 */
+} held;
+
+static void held_write(void)
+{
+    ws_conn *st = held.owner;
+    held.owner = NULL;
+    if (st && !st->failed && pg_conn_write(st->c, held.bytes, held.len) < 0)
+        st->failed = 1;
+}
+
 static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
                           void *user_data)
 {
-    (void)flags;
     ws_conn *st = user_data;
-    if (st->failed || pg_conn_write(st->c, data, len) < 0) {
+    if (held.owner && held.owner != st)
+        held_write();
+    if (!st->failed && (flags & WSLAY_MSG_MORE) && !held.owner && len <= sizeof(held.bytes)) {
+        held.owner = st;
+        held.len = len;
+        memcpy(held.bytes, data, len);
+        return (ssize_t)len;
+    }
+    struct iovec iov[2];
+    int n = 0;
+    if (held.owner == st) {
+        iov[n++] = (struct iovec){held.bytes, held.len};
+        held.owner = NULL;
+    }
+    iov[n++] = (struct iovec){(void *)data, len};
+    if (st->failed || pg_conn_writev(st->c, iov, n) < 0) {
         st->failed = 1;
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
@@ -666,6 +700,8 @@ static int ws_pump(ws_conn *st, const char *in, size_t len, int may_close)
     }
     if (rc == 0)
         rc = wslay_event_send(st->ws);
+    if (held.owner == st)
+        held_write();
     if (st->failed)
         return -1;
     if (rc != 0) {

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 struct pg_server {
     pg_server_settings settings;
@@ -71,6 +72,14 @@ int pg_conn_write(pg_conn *c, const void *data, size_t len)
     }
     memcpy(c->out + c->out_len, data, len);
     c->out_len += len;
+    return 0;
+}
+
+int pg_conn_writev(pg_conn *c, struct iovec *iov, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (pg_conn_write(c, iov[i].iov_base, iov[i].iov_len) < 0)
+            return -1;
     return 0;
 }
 
