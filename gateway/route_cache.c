@@ -28,7 +28,8 @@
  * ever used, not the whole capacity, which hashing would spread a few
  * thousand uuids over (8 MiB at the default size).  A process that took an
  * entry and lost the race for its way keeps it for its next empty way; the
- * pool has room for one such entry per process besides.  Each
+ * pool has POOL_SPARE entries besides, for those kept so and for those of
+ * processes that died between taking one and placing it.  Each
  * entry has a sequence lock: a writer makes its counter odd, writes, makes it
  * even again; a reader copies the entry and keeps the copy only if the
  * counter was even and unchanged.  Writers claim an entry by compare and
@@ -49,7 +50,7 @@
 #include <unistd.h>
 
 #define WAYS 4
-#define POOL_SPARE 1024        /* entries taken by processes that lost a way's race */
+#define POOL_SPARE 1024        /* entries taken and not (yet) placed */
 #define NODES_MAX 256
 #define ANNOUNCED_SLOTS 4096
 #define FEED_SILENCE_MS 1500

@@ -9,8 +9,9 @@
  * input (pg_input_feed), offers stopped once the connection closes, and
  * on_close last.  What ws.c writes is collected and checked: it must be
  * whole server frames (unmasked, known opcodes, control frames of at most
- * 125 bytes, close codes a server may send); what it dispatches to workers
- * must be what ws.h promises. */
+ * 125 bytes, close codes a server may send), each write on its own once the
+ * connection is upgraded (a frame in one system call, never a header
+ * alone); what it dispatches to workers must be what ws.h promises. */
 #ifndef FUZZ_CONN_H
 #define FUZZ_CONN_H
 
@@ -38,6 +39,7 @@ struct pg_conn {
     pg_input in;
     char *out;                     /* everything written */
     size_t out_len, out_cap;
+    int framing;                   /* upgraded: every write is whole frames */
     size_t max_message;            /* the largest 'T' a worker may get */
 };
 
@@ -56,10 +58,14 @@ void pg_conn_close(pg_conn *c, int graceful)
     c->closing = 1;
 }
 
+static void fuzz_check_frames(const uint8_t *p, size_t len);
+
 int pg_conn_write(pg_conn *c, const void *data, size_t len)
 {
     if (c->closing)
         return -1;                 /* the engine refuses writes once closing */
+    if (c->framing)
+        fuzz_check_frames(data, len);
     if (c->out_len + len > c->out_cap) {
         size_t cap = c->out_cap ? c->out_cap : 256;
         while (cap < c->out_len + len)
@@ -72,15 +78,26 @@ int pg_conn_write(pg_conn *c, const void *data, size_t len)
     }
     memcpy(c->out + c->out_len, data, len);
     c->out_len += len;
+    c->framing = c->out_len >= 13 && memcmp(c->out, "HTTP/1.1 101 ", 13) == 0;
     return 0;
 }
 
+/* One write of the pieces together, as the reactor's writev. */
 int pg_conn_writev(pg_conn *c, struct iovec *iov, int n)
 {
+    size_t len = 0, at = 0;
     for (int i = 0; i < n; i++)
-        if (pg_conn_write(c, iov[i].iov_base, iov[i].iov_len) < 0)
-            return -1;
-    return 0;
+        len += iov[i].iov_len;
+    char *all = malloc(len ? len : 1);
+    if (!all)
+        abort();
+    for (int i = 0; i < n; i++) {
+        memcpy(all + at, iov[i].iov_base, iov[i].iov_len);
+        at += iov[i].iov_len;
+    }
+    int rc = pg_conn_write(c, all, len);
+    free(all);
+    return rc;
 }
 
 /* What a worker gets: 'O' + a uuid a token may name (or none), 'T' + valid
