@@ -247,18 +247,36 @@ cs_gateway *cs_nodes_pick(const cs_entry *e);
 /* A retired gateway has drained (called by gateway.c; frees it). */
 void cs_nodes_retired(cs_gateway *g);
 size_t cs_nodes_up(void);
-/* The one MySQL connection (blocking, DB_TIMEOUT_S timeouts), opened when
- * needed; NULL while backing off after a failure or when it cannot be
- * opened (logged, rate-limited).  After each call on it, say how it went:
- * failed (what: "reading gateway_nodes"; logged, rate-limited) closes it
- * and backs off. */
-pg_db *cs_nodes_db(void);
-void cs_nodes_db_failed(const char *what);
-void cs_nodes_db_worked(void);
-/* MySQL is connected and no call failed since the last that worked. */
-bool cs_nodes_db_ok(void);
+
+/* ---- MySQL, on a thread of its own (mysql.c) ---- */
+
+enum { CS_MYSQL_SKIPPED = -2 };    /* a job's rc: backing off or no connection, nothing ran */
+
+/* A statement for the MySQL thread: the caller's static object, queued by
+ * cs_mysql_submit and handed back through its done callback. */
+typedef struct cs_mysql_job cs_mysql_job;
+struct cs_mysql_job {
+    const char *what;                   /* "reading gateway_nodes": for the log */
+    int (*run)(pg_db *db, void *arg);   /* on the thread: 0, or -1 (db's error says why) */
+    void (*done)(int rc, void *arg);    /* on the loop, after: run's rc, or CS_MYSQL_SKIPPED */
+    void *arg;
+    bool drop_on_error;                 /* any error, not only a lost connection, backs off */
+    /* mysql.c's own */
+    int rc;
+    bool queued;                        /* queued or running: not queued again */
+    cs_mysql_job *next;
+};
+
+int cs_mysql_start(void);           /* -1: no thread (logged) */
+/* Queues job; false when it is still queued or running (or no thread). */
+bool cs_mysql_submit(cs_mysql_job *job);
+/* Runs what is queued, ends the thread, then calls the done callbacks left. */
+void cs_mysql_stop(void);
+/* No connection or statement failed since the last that worked (true
+ * until one fails): what the next status row says of MySQL. */
+bool cs_mysql_ok(void);
 /* The server of mysql_hosts the consumer last reached ("": none yet). */
-const char *cs_nodes_mysql_server(void);
+const char *cs_mysql_server(void);
 
 /* ---- route hints (hints.c) ---- */
 
@@ -372,7 +390,7 @@ void cs_metrics_replies(void (*fn)(const char *code, unsigned long long n, void 
 /* ---- the status row in daemon_status (status.c) ---- */
 
 int cs_status_start(void);          /* -1: no timer */
-/* Clears the timer and deletes the row (best effort), before cs_nodes_stop. */
+/* Clears the timer and queues the row's removal (best effort), before cs_mysql_stop. */
 void cs_status_stop(void);
 /* An entry goes to the dead-letter stream (flow.c), for why. */
 void cs_status_dead(const char *id, const char *reason);

@@ -5,8 +5,8 @@
  *   gateway --{"code":0,"msg_id":...}--> consumer --XACK--> stream
  *
  * One process, one libevent loop: the work is I/O-bound and every library it
- * talks to (hiredis, bufferevents) is asynchronous; only the rare refresh of
- * gateway_nodes blocks briefly.  This file starts the modules, handles the
+ * talks to (hiredis, bufferevents) is asynchronous; MySQL, which blocks,
+ * has a thread of its own (mysql.c).  This file starts the modules, handles the
  * signals and stops in order: on SIGTERM/SIGINT reading stops, requests in
  * flight get until reply_timeout_ms (+1 s) to be answered, what is finished
  * is XACKed, and the process exits 0; whatever is left stays pending in
@@ -124,7 +124,7 @@ static int start_modules(void)
         pg_error("out of memory");
         return -1;
     }
-    if (add_signals() < 0 || cs_nodes_start() < 0 || cs_hints_start() < 0 ||
+    if (add_signals() < 0 || cs_mysql_start() < 0 || cs_nodes_start() < 0 || cs_hints_start() < 0 ||
         cs_acks_start() < 0 || cs_stream_start() < 0 || cs_metrics_start() < 0 ||
         cs_status_start() < 0)
         return -1;
@@ -146,6 +146,7 @@ static void stop_modules(void)
     size_t left = cs_entries_held();
     cs.stopping = true;
     cs_status_stop();
+    cs_mysql_stop();
     cs_metrics_stop();
     cs_stream_done();
     cs_nodes_stop();

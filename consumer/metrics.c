@@ -257,7 +257,7 @@ static void mysql(struct evbuffer *out)
                     pg_db_process_failovers());
     pg_prom_info(out, "pushgate_consumer_mysql_host_info",
                  "1 for the MySQL server (of mysql_hosts) the consumer last reached.", "host",
-                 cs_nodes_mysql_server());
+                 cs_mysql_server());
 }
 
 static void write_metrics(struct evbuffer *out, void *arg)

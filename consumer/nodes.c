@@ -2,13 +2,12 @@
  * to: the one its route hint names (hints.c), else round robin.
  *
  * Either a static list (setting gateways) or the rows of gateway_nodes with
- * state 'up', read again every nodes_refresh_ms.  libmariadb blocks, so the
- * query is kept short (one small SELECT, 2 s connect/read timeouts) and rare;
- * when MySQL is unreachable the last known list stays in use.  A node that
- * leaves the list is retired: it gets no new requests and its connection is
- * closed once its in-flight requests are answered (a draining gateway still
- * answers them).  The status row (status.c) is written on the same
- * connection, under the same timeouts and back-off (cs_nodes_db). */
+ * state 'up', read again every nodes_refresh_ms on the MySQL thread
+ * (mysql.c), so a slow or hung MySQL holds up no order; when MySQL is
+ * unreachable the last known list stays in use.  A node that leaves the
+ * list is retired: it gets no new requests and its connection is closed
+ * once its in-flight requests are answered (a draining gateway still
+ * answers them). */
 #include "consumer.h"
 
 #include "db.h"
@@ -20,8 +19,6 @@
 #include <string.h>
 
 #define MAX_NODES 1024
-#define DB_TIMEOUT_S 2
-#define DB_BACKOFF_MAX_MS 30000 /* a hung MySQL blocks the loop at most once per this */
 
 typedef struct {
     char ip[64];
@@ -38,12 +35,11 @@ static size_t nlive;
 static cs_gateway *retiring[MAX_NODES];
 static size_t nretiring;
 static size_t rr;
-static pg_db *db;
 static int64_t refresh_timer;
-static pg_ratelog db_log, none_log;
-static unsigned db_failures;
-static uint64_t db_next_try_ms;
+static pg_ratelog none_log;
 static bool had_gateway;        /* gateway_nodes listed one since the start */
+static node_addr row_buf[MAX_NODES];
+static node_rows rows = {.v = row_buf};  /* filled on the MySQL thread, read in done */
 
 static int add_live(const char *ip, int port)
 {
@@ -169,95 +165,29 @@ static void apply_rows(const node_rows *rows)
     had_gateway = had_gateway || nlive > 0;
 }
 
-/* After a failure the next queries are spaced out: each may block up to
- * DB_TIMEOUT_S when MySQL hangs instead of refusing. */
-static void db_failed(void)
+static int read_rows(pg_db *db, void *arg)
 {
-    uint64_t delay = (uint64_t)cs.cfg.nodes_refresh_ms;
-    for (unsigned i = 0; i < db_failures && delay < DB_BACKOFF_MAX_MS; i++)
-        delay *= 2;
-    if (delay > DB_BACKOFF_MAX_MS)
-        delay = DB_BACKOFF_MAX_MS;
-    db_failures++;
-    db_next_try_ms = cs_now_ms() + delay;
+    node_rows *into = arg;
+    into->n = 0;
+    return pg_db_query(db, "SELECT ip, internal_port FROM gateway_nodes WHERE state = 'up'",
+                       NULL, 0, on_row, into) < 0 ? -1 : 0;
 }
 
-static pg_db *open_db(void)
+static void rows_read(int rc, void *arg)
 {
-    char err[512];
-    pg_db *d = pg_db_connect(&cs.mysql, DB_TIMEOUT_S, DB_TIMEOUT_S, err, sizeof(err));
-    if (!d) {
-        db_failed();
-        pg_log_limited(&db_log, PG_LOG_WARN,
-                       "MySQL unavailable (%s): keeping %zu known gateways; retrying", err, nlive);
-    }
-    return d;
+    if (rc == 0 && !cs.stopping)
+        apply_rows(arg);
 }
 
-pg_db *cs_nodes_db(void)
-{
-    if (cs_now_ms() < db_next_try_ms)
-        return NULL;
-    if (!db)
-        db = open_db();
-    return db;
-}
-
-void cs_nodes_db_failed(const char *what)
-{
-    pg_log_limited(&db_log, PG_LOG_WARN, "%s failed (%s): keeping %zu known gateways; retrying",
-                   what, db ? pg_db_error(db) : "no connection", nlive);
-    pg_db_close(db);
-    db = NULL;
-    db_failed();
-}
-
-void cs_nodes_db_worked(void)
-{
-    if (db_failures)
-        pg_info("MySQL %s is reachable again", cs_nodes_mysql_server());
-    db_log = (pg_ratelog){0};
-    db_failures = 0;
-}
-
-bool cs_nodes_db_ok(void)
-{
-    return db && db_failures == 0;
-}
-
-const char *cs_nodes_mysql_server(void)
-{
-    int at = pg_db_process_host();
-    return at >= 0 && at < cs.mysql_hosts.n ? cs.mysql_hosts.v[at].text : "";
-}
-
-static void refresh(void)
-{
-    pg_db *d = cs_nodes_db();
-    if (!d)
-        return;
-    node_rows rows = {.v = malloc(MAX_NODES * sizeof(node_addr)), .n = 0};
-    if (!rows.v) {
-        pg_error("reading gateway_nodes: out of memory");
-        return;
-    }
-    long long rc = pg_db_query(d, "SELECT ip, internal_port FROM gateway_nodes WHERE state = 'up'",
-                               NULL, 0, on_row, &rows);
-    if (rc < 0) {
-        cs_nodes_db_failed("reading gateway_nodes");
-    } else {
-        cs_nodes_db_worked();
-        apply_rows(&rows);
-    }
-    free(rows.v);
-}
+static cs_mysql_job refresh_job = {.what = "reading gateway_nodes", .run = read_rows,
+                                   .done = rows_read, .arg = &rows, .drop_on_error = true};
 
 static void on_refresh(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
     if (!cs.stopping)
-        refresh();
+        cs_mysql_submit(&refresh_job);
 }
 
 int cs_nodes_start(void)
@@ -268,7 +198,7 @@ int cs_nodes_start(void)
     pg_db_hosts_describe(&cs.mysql_hosts, servers, sizeof(servers));
     pg_info("gateways: from gateway_nodes in MySQL %s/%s, every %lld ms", servers,
             cs.mysql.database, cs.cfg.nodes_refresh_ms);
-    refresh();
+    cs_mysql_submit(&refresh_job);
     refresh_timer = pg_timer_tick((uint32_t)cs.cfg.nodes_refresh_ms, on_refresh, NULL);
     if (refresh_timer < 0) {
         pg_error("no timer for the gateway refresh");
@@ -286,9 +216,6 @@ void cs_nodes_stop(void)
         cs_gateway_free(live[--nlive]);
     while (nretiring > 0)
         cs_gateway_free(retiring[--nretiring]);
-    if (db)
-        pg_db_close(db);
-    db = NULL;
 }
 
 void cs_nodes_retired(cs_gateway *g)

@@ -40,7 +40,8 @@ static const pg_conf_def consumer_defs[] = {
     {"gateways", PG_CONF_STRING, C(gateways), "", 0, 0, NULL,
      "static list of gateway internal ports ip:port[,ip:port...] (empty: gateway_nodes in MySQL)"},
     {"nodes_refresh_ms", PG_CONF_INT, C(nodes_refresh_ms), "3000", 100, 3600000, NULL,
-     "how often the live gateways are read from gateway_nodes (a short blocking query)"},
+     "how often the live gateways are read from gateway_nodes (on a thread of its own, off the "
+     "path of orders)"},
     {"max_in_flight", PG_CONF_INT, C(max_in_flight), "10000", 1, 1000000, NULL,
      "entries held at most: read from Redis and not yet acknowledged (also per gateway "
      "connection)"},

@@ -4,10 +4,10 @@
  * of itself - counters (cs.stats), Redis's lag and pending and the replies
  * by code (metrics.c), dead letters, and how Redis, MySQL and the gateways
  * look from here - so that the cluster console of any gateway shows it.
- * The REPLACE goes over nodes.c's MySQL connection, with its timeouts and
- * its back-off: an outage costs the loop no more than the gateway refresh
- * already does, is logged by nodes.c at its rate, and never holds up a
- * delivery.  A clean stop deletes the row.
+ * The REPLACE is a job of the MySQL thread (mysql.c), with its timeouts and
+ * its back-off: an outage is logged there at its rate and holds up no
+ * delivery; a write still waiting when the next is due makes that one be
+ * skipped.  A clean stop deletes the row.
  *
  * Dead letters are counted here as flow.c decides them: by kind of reason,
  * which the console groups by, and the RECENT_MAX newest with their full
@@ -19,6 +19,7 @@
 #include "timer.h"
 
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define RECENT_MAX 20
@@ -135,36 +136,54 @@ static json_t *report(void)
                      (json_int_t)((cs_now_ms() - started_ms) / 1000), "lag", (json_int_t)lag,
                      "pending", (json_int_t)pending, "in_flight", (json_int_t)cs.sent, "counters",
                      counters_json(), "replies", replies, "dead_letters", dead_json(), "redis",
-                     "ok", cs_acks_link_up(), "mysql", "ok", cs_nodes_db_ok(), "host",
-                     cs_nodes_mysql_server(), "gateways",
+                     "ok", cs_acks_link_up(), "mysql", "ok", cs_mysql_ok(), "host",
+                     cs_mysql_server(), "gateways",
                      (json_int_t)cs_nodes_up());
     if (r && cs.nshards > 1)
         json_object_set_new(r, "streams", streams_json());
     return r;
 }
 
+static char *row_text;           /* the report being written, owned by write_job */
+
+static int write_row(pg_db *db, void *arg)
+{
+    (void)arg;
+    return pg_status_write(db, daemon_id, "consumer", row_text);
+}
+
+static void row_written(int rc, void *arg)
+{
+    (void)rc;
+    (void)arg;
+    free(row_text);
+    row_text = NULL;
+}
+
+static int remove_row(pg_db *db, void *arg)
+{
+    (void)arg;
+    return pg_status_remove(db, daemon_id);
+}
+
+static cs_mysql_job write_job = {.what = "writing the status row", .run = write_row,
+                                 .done = row_written};
+static cs_mysql_job remove_job = {.what = "removing the status row", .run = remove_row};
+
 static void publish(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
-    pg_db *db = cs_nodes_db();
-    if (!db)
-        return;   /* backing off: nodes.c said so */
+    if (write_job.queued)
+        return;   /* the last one still waits for MySQL */
     json_t *r = report();
-    if (!r) {
+    row_text = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    json_decref(r);
+    if (!row_text) {
         pg_log_limited(&write_log, PG_LOG_ERROR, "status report not built (out of memory)");
         return;
     }
-    int rc = pg_status_write_json(db, daemon_id, "consumer", r);
-    json_decref(r);
-    if (rc == 0) {
-        cs_nodes_db_worked();
-        write_log = (pg_ratelog){0};
-    } else if (pg_db_unreachable(db)) {
-        cs_nodes_db_failed("writing the status row");
-    } else {
-        pg_log_limited(&write_log, PG_LOG_WARN, "status row not written: %s", pg_db_error(db));
-    }
+    cs_mysql_submit(&write_job);
 }
 
 int cs_status_start(void)
@@ -184,8 +203,5 @@ void cs_status_stop(void)
     if (!*daemon_id)
         return;
     cs_timer_clear(&timer);
-    pg_db *db = cs_nodes_db();
-    if (db && pg_status_remove(db, daemon_id) < 0)
-        pg_notice("status row of %s not removed: %s", daemon_id, pg_db_error(db));
-    daemon_id[0] = '\0';
+    cs_mysql_submit(&remove_job);   /* after a write still queued; runs before the thread ends */
 }

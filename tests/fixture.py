@@ -376,6 +376,14 @@ class Stack:
         self._wait_mysql()
         self._write_state()
 
+    def freeze_mysql(self, frozen=True):
+        """SIGSTOP (frozen) or SIGCONT the MariaDB this fixture started: a
+        server that hangs instead of refusing, as one whose host stalls.
+        Connections and queries then wait for their timeouts."""
+        if self._mysql_proc is None or self._mysql_proc.poll() is not None:
+            raise FixtureError("mariadbd was not started by this fixture: not signalling it")
+        os.kill(self._mysql_proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def stop_redis(self, how="term"):
         """Stops Redis. how: "term" (SIGTERM: a clean shutdown, which with
         redis_aof writes and fsyncs the AOF), "kill" (SIGKILL: a crash; what

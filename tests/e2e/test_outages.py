@@ -7,7 +7,11 @@ and a gateway, ASan + UBSan build, real MariaDB and Redis, real browsers):
 - a browser that got an order at once (its session is on the node that took
   the order) does not get it again at each retry;
 - the gateway logs the outage once when it begins and once when it ends,
-  not once per failed call.
+  not once per failed call;
+- a MySQL that hangs instead of refusing holds up no order whose route the
+  gateway knows: the consumer's own statements (its list of gateways, its
+  status row) wait on a thread of their own, not in the loop that hands
+  orders on.
 
 The shared MariaDB of the `stack` fixture is stopped and started again
 here; every wait is bounded."""
@@ -77,5 +81,44 @@ def test_mysql_outage_dead_letters_nothing(bin_dir, stack, tmp_path, procs, stre
     assert len(lines) <= 8, "\n".join(lines)
     assert any("MySQL is down" in line for line in lines)
     assert any("MySQL is back" in line for line in lines)
+    c.stop()
+    stop_gateway(g)
+
+
+def test_hung_mysql_holds_up_no_order(bin_dir, stack, tmp_path, procs, stream):
+    """MariaDB frozen (SIGSTOP) for 5 s while an order is published every
+    100 ms to an agent online on the gateway: each reaches the browser
+    within 1 s of its publishing.  The consumer reads gateway_nodes every
+    200 ms and writes its status row every 2 s, each with 2 s timeouts: in
+    its event loop, every such statement held every order up for 2 s."""
+    g = start_gateway(bin_dir, stack, tmp_path, procs)
+    c = start_consumer(bin_dir, stack, tmp_path, procs, stream, nodes_refresh_ms=200)
+    r = stack.redis()
+    agent = uid("agent")
+
+    async def run():
+        b = await Browser(agent).open(g.port)
+        (first,) = publish(r, stream, [work_order(agent, "before")])
+        await until(lambda: first in b.arrived, 15, "the first order")
+        published = {}
+        stack.freeze_mysql()
+        try:
+            for i in range(50):
+                (entry_id,) = publish(r, stream, [work_order(agent, "frozen %d" % i)])
+                published[entry_id] = time.monotonic()
+                await asyncio.sleep(0.1)
+            await until(lambda: set(published) <= set(b.arrived), 15, "the orders while frozen")
+        finally:
+            stack.freeze_mysql(False)
+        late = {i: round(b.arrived[i] - t, 3) for i, t in published.items()
+                if b.arrived[i] - t >= 1.0}
+        worst = max(b.arrived[i] - t for i, t in published.items())
+        print("\nslowest order while MySQL was frozen: %.3f s" % worst)
+        assert not late, "orders held up while MySQL hung: %s" % late
+        await until(lambda: pending(r, stream) == 0, 15, "every entry to be XACKed")
+        await b.close()
+
+    asyncio.run(run())
+    assert dead_letters(r, stream) == []
     c.stop()
     stop_gateway(g)
