@@ -79,8 +79,15 @@ class Bench:
             self.proc.send_signal(signal.SIGINT)
 
 
+# BENCH_SLOW_LOG=<file>: every connect run appends each order later than
+# BENCH_SLOW_MS (default 2) there (pushgate-bench connect --slow-log)
+SLOW_LOG = os.environ.get("BENCH_SLOW_LOG")
+
+
 def connect(c, urls, n, logdir, name="connect", prefix=PREFIX, **opts):
     args = ["connect", "-n", n, "--secret", SECRET, "--prefix", prefix]
+    if SLOW_LOG:
+        args += ["--slow-log", SLOW_LOG, "--slow-ms", os.environ.get("BENCH_SLOW_MS", "2")]
     for u in urls:
         args += ["--url", u]
     for k, v in opts.items():

@@ -57,7 +57,8 @@ static void conn_usage(FILE *out)
         "         [--prefix bench-user-] [--first 0] [--expect M] [--hold SECONDS]\n"
         "         [--ramp-rate R] [--inflight 256] [--reconnect] [--home-urls K] [--per-proc 19000]\n"
         "         [--src-addrs K] [--heartbeat 30] [--connect-timeout 10] [--grace 1]\n"
-        "         [--token-ttl 86400] [--timeout SECONDS] [--quiet] [--json]\n"
+        "         [--token-ttl 86400] [--timeout SECONDS] [--slow-log FILE [--slow-ms 2]]\n"
+        "         [--quiet] [--json]\n"
         "       " PB_NAME " connect --nchan -n N --url ws://127.0.0.1:8080/sub/ ... [the same]\n"
         "N WebSocket clients, client i authenticated as <prefix><first+i> with ?token=,\n"
         "spread round robin over the --url list (a path of / means /ws); each ACKs every\n"
@@ -67,7 +68,9 @@ static void conn_usage(FILE *out)
         "closed client on to the next URL of the whole list.  With --nchan, client i\n"
         "subscribes to the nchan channel <url path><prefix><first+i> (no token, no\n"
         "ACK, no HEART_BEAT): registered at the 101, each text frame is the published\n"
-        "data object.  Prints COMPLETE <n> the same way once all --expect arrived.\n");
+        "data object.  Prints COMPLETE <n> the same way once all --expect arrived.\n"
+        "--slow-log FILE: each order later than --slow-ms is appended to FILE as a line\n"
+        "<published, wall-clock us> <latency us> <id>, to line up with the daemons' logs.\n");
 }
 
 static int conn_add_url(conn_opts *o, const char *text)
@@ -119,6 +122,8 @@ static int conn_option(conn_opts *o, int c, const char *arg)
     case 't': o->timeout_given = 1; return pb_parse_double("--timeout", arg, 1, 86400 * 7, &o->timeout);
     case 'T': return pb_parse_double("--token-ttl", arg, 60, 86400 * 365, &f->token_ttl);
     case 'N': f->nchan = 1; return 0;
+    case 'L': f->slow_log = arg; return 0;
+    case 'M': return pb_parse_double("--slow-ms", arg, 0, 3600000, &f->slow_ms);
     case 'q': o->quiet = 1; return 0;
     case 'j': o->json = 1; return 0;
     default: return -1;
@@ -192,7 +197,8 @@ static int conn_parse(conn_opts *o, int argc, char **argv)
         {"connect-timeout", required_argument, NULL, 'c'}, {"grace", required_argument, NULL, 'g'},
         {"timeout", required_argument, NULL, 't'}, {"token-ttl", required_argument, NULL, 'T'},
         {"quiet", no_argument, NULL, 'q'}, {"json", no_argument, NULL, 'j'},
-        {"nchan", no_argument, NULL, 'N'},
+        {"nchan", no_argument, NULL, 'N'}, {"slow-log", required_argument, NULL, 'L'},
+        {"slow-ms", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof(*o));
     o->fleet.prefix = "bench-user-";
@@ -200,6 +206,7 @@ static int conn_parse(conn_opts *o, int argc, char **argv)
     o->fleet.heartbeat = 30;
     o->fleet.connect_timeout = 10;
     o->fleet.token_ttl = 86400;
+    o->fleet.slow_ms = 2;
     o->grace = 1;
     o->inflight_total = 256;
     int c;

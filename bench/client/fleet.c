@@ -12,6 +12,7 @@
 #include "util.h"
 #include "wsclient.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <signal.h>
@@ -52,6 +53,8 @@ struct fleet {
     double tokens;              /* ramp pacing: attempts allowed now */
     uint64_t tokens_at;
     int settled, stopping, fd;
+    FILE *slow_log;             /* --slow-log, appended to by every process */
+    int64_t slow_us;
     struct sockaddr_in src[PB_SRC_ADDRS_MAX];
     pb_tally tally;
 };
@@ -148,6 +151,16 @@ static void client_ack(client *c, const char *id)
     json_decref(o);
 }
 
+/* An order later than --slow-ms: when it was published (wall clock, us),
+ * its latency (us) and its id, for lining up with what the daemons saw. */
+static void note_latency(fleet *f, int64_t latency_us, const char *id)
+{
+    if (f->slow_log && latency_us >= f->slow_us)
+        fprintf(f->slow_log, "%llu %lld %s\n",
+                (unsigned long long)(pb_wall_us() - (uint64_t)latency_us), (long long)latency_us,
+                id ? id : "-");
+}
+
 static void client_worksheet(client *c, json_t *m)
 {
     pb_tally *t = &c->f->tally;
@@ -158,7 +171,7 @@ static void client_worksheet(client *c, json_t *m)
         if (!id)
             return;
     }
-    pb_tally_worksheet(t, response, pb_mono_us());
+    note_latency(c->f, pb_tally_worksheet(t, response, pb_mono_us()), id);
     client_ack(c, id);
 }
 
@@ -168,7 +181,7 @@ static void client_on_nchan_text(client *c, const char *text, size_t len)
     pb_tally *t = &c->f->tally;
     json_t *m = json_loadb(text, len, 0, NULL);
     if (json_is_object(m))
-        pb_tally_worksheet(t, m, pb_mono_us());
+        note_latency(c->f, pb_tally_worksheet(t, m, pb_mono_us()), NULL);
     else
         t->bad_messages++;
     json_decref(m);
@@ -427,6 +440,14 @@ static int fleet_init(fleet *f, const pb_fleet_conf *conf, uint64_t lo, uint64_t
     f->base = event_base_new();
     if (!f->clients || !f->queue || !f->base)
         return -1;
+    if (conf->slow_log) {
+        if (!(f->slow_log = fopen(conf->slow_log, "a"))) {
+            pb_err("connect: --slow-log %s: %s", conf->slow_log, strerror(errno));
+            return -1;
+        }
+        setvbuf(f->slow_log, NULL, _IOLBF, 0);   /* whole lines from every process */
+        f->slow_us = (int64_t)(conf->slow_ms * 1000);
+    }
     f->tick = fleet_timer(f, TICK_MS, fleet_on_tick, 1);
     f->beat = fleet_timer(f, 1000, fleet_on_beat, 1);
     f->report = fleet_timer(f, REPORT_MS, fleet_on_report, 1);
@@ -462,6 +483,8 @@ static void fleet_free(fleet *f)
         event_base_free(f->base);
     free(f->clients);
     free(f->queue);
+    if (f->slow_log)
+        fclose(f->slow_log);
     pb_tally_free(&f->tally);
 }
 

@@ -38,6 +38,8 @@ typedef struct {
     double connect_timeout;         /* connect + upgrade + ONLINE */
     double token_ttl;
     double deadline;                /* a child stops by itself after this many seconds */
+    const char *slow_log;           /* each order this late is a line here (NULL: none) */
+    double slow_ms;
 } pb_fleet_conf;
 
 /* What a child tells the parent while it runs. */

@@ -18,22 +18,24 @@ void pb_tally_free(pb_tally *t)
     pb_seq_free(&t->seqs);
 }
 
-void pb_tally_worksheet(pb_tally *t, json_t *response, uint64_t now)
+int64_t pb_tally_worksheet(pb_tally *t, json_t *response, uint64_t now)
 {
     json_t *seq = json_object_get(response, "seq"), *ts = json_object_get(response, "ts");
     t->received++;
     if (!json_is_integer(seq) || !json_is_integer(ts) || json_integer_value(seq) < 0 ||
         json_integer_value(ts) <= 0) {
         t->not_bench++;
-        return;
+        return -1;
     }
     if (pb_seq_mark(&t->seqs, (uint64_t)json_integer_value(seq)) != 1)
-        return;     /* duplicates and strays do not count for latency or rate */
+        return -1;  /* duplicates and strays do not count for latency or rate */
     uint64_t sent = (uint64_t)json_integer_value(ts), wall = pb_wall_us();
-    pb_hist_add(&t->latency, wall > sent ? wall - sent : 0);
+    uint64_t latency = wall > sent ? wall - sent : 0;
+    pb_hist_add(&t->latency, latency);
     if (!t->t_first_delivery)
         t->t_first_delivery = now;
     t->t_last_delivery = now;
+    return (int64_t)latency;
 }
 
 void pb_tally_close_code(pb_tally *t, int code)

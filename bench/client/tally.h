@@ -44,8 +44,10 @@ typedef struct {
 
 int pb_tally_init(pb_tally *t, uint64_t expect);
 void pb_tally_free(pb_tally *t);
-/* One WorksheetMsg's response object, arrived at now (monotonic). */
-void pb_tally_worksheet(pb_tally *t, json_t *response, uint64_t now);
+/* One WorksheetMsg's response object, arrived at now (monotonic): its
+ * latency in microseconds, or -1 when it does not count (a duplicate, a
+ * stray, no usable seq and ts). */
+int64_t pb_tally_worksheet(pb_tally *t, json_t *response, uint64_t now);
 void pb_tally_close_code(pb_tally *t, int code);
 /* dst (initialised, maybe empty) takes src in. 0 or -1 (out of memory). */
 int pb_tally_merge(pb_tally *dst, const pb_tally *src);

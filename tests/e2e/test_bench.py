@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -164,18 +165,27 @@ def test_connect_100_over_two_nodes_then_publish_1000(healthy, bin_dir, stack):
 
 # ---- 2. three processes ----
 
-def test_connect_split_over_three_processes(healthy, bin_dir, stack):
+def test_connect_split_over_three_processes(healthy, bin_dir, stack, tmp_path):
+    """And --slow-log with --slow-ms 0: every order, once, as a whole line,
+    from each of the processes."""
     c = healthy
     prefix = "bench-%s-b-" % RUN
-    bench = Bench(bin_dir, connect_args(c, prefix, 100, "--expect", 1000, "--per-proc", 40))
+    slow = tmp_path / "slow.log"
+    bench = Bench(bin_dir, connect_args(c, prefix, 100, "--expect", 1000, "--per-proc", 40,
+                                        "--slow-log", slow, "--slow-ms", 0))
     try:
         assert bench.wait_ready(30) == 100
+        published_after = time.time() * 1e6
         publish(bin_dir, stack, prefix, 1000, 100)
         rep = bench.finish(60)
     finally:
         bench.kill()
     assert rep["processes"] == 3 and rep["processes_reported"] == 3, rep
     assert_delivered(rep, 100, 1000)
+    lines = [line.split() for line in slow.read_text().splitlines()]
+    assert len(lines) == 1000 and all(len(f) == 3 for f in lines), lines[:3]
+    assert len({f[2] for f in lines}) == 1000
+    assert all(int(f[0]) >= published_after - 1e6 and 0 <= int(f[1]) < 60e6 for f in lines)
 
 
 # ---- 3. reconnect when a node stops ----
