@@ -29,6 +29,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -201,7 +202,13 @@ int cs_mysql_start(void)
         pg_error("MySQL thread: no event (out of memory)");
         return -1;
     }
+    /* Signals are the loop's (libevent's handlers): the thread starts with
+     * them blocked, so none interrupts a statement there. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&thread, NULL, thread_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         pg_error("MySQL thread: %s", strerror(rc));
         return -1;
