@@ -3,9 +3,10 @@
  * XACK goes out in batches (every entry finished within ACK_DELAY_MS of the
  * first of them, up to ACK_BATCH ids per command) and an entry is freed only
  * when Redis confirms it.  The delay is for steady traffic: each command
- * wakes Redis, and one a loop pass at 5,000 orders/s was an XACK for every
- * two entries; the browsers have the orders already, and what a crash leaves
- * un-XACKed is delivered again and dropped by id, as at-least-once allows.  A dead letter is XADDed first and XACKed only after the XADD
+ * wakes Redis, and at 5,000 orders/s an XACK per loop pass meant one for
+ * every two entries.  The browsers have the orders already, and what a crash
+ * leaves un-XACKed is delivered again and dropped by id, as at-least-once
+ * allows.  A dead letter is XADDed first and XACKed only after the XADD
  * succeeded, so an entry is never lost between the two streams.  Work that
  * cannot be written now (Redis down) stays queued and goes out when the
  * connection is back; a command Redis refuses is tried again after a pause,

@@ -124,9 +124,9 @@ static int start_modules(void)
         pg_error("out of memory");
         return -1;
     }
-    if (add_signals() < 0 || cs_mysql_start() < 0 || cs_nodes_start() < 0 || cs_hints_start() < 0 ||
-        cs_acks_start() < 0 || cs_stream_start() < 0 || cs_metrics_start() < 0 ||
-        cs_status_start() < 0)
+    if (add_signals() < 0 || cs_mysql_start() < 0 || cs_nodes_start() < 0 ||
+        cs_hints_start() < 0 || cs_acks_start() < 0 || cs_stream_start() < 0 ||
+        cs_metrics_start() < 0 || cs_status_start() < 0)
         return -1;
     /* one file per gateway connection, three for Redis (six with sentinels; with a cluster
      * one per stream and one per node, and the route hints'): the limit is the capacity */
