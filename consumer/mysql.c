@@ -43,7 +43,7 @@ typedef struct {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static job_list todo, finished;         /* under lock */
+static job_list to_run, finished;       /* under lock */
 static bool quitting;                   /* under lock */
 static pthread_t thread;
 static bool started;
@@ -144,7 +144,7 @@ static void *thread_main(void *arg)
     pg_log_set_role("consumer");
     pthread_mutex_lock(&lock);
     for (;;) {
-        cs_mysql_job *j = list_take(&todo);
+        cs_mysql_job *j = list_take(&to_run);
         if (!j) {
             if (quitting)
                 break;
@@ -223,7 +223,7 @@ bool cs_mysql_submit(cs_mysql_job *job)
         return false;
     job->queued = true;
     pthread_mutex_lock(&lock);
-    list_push(&todo, job);
+    list_push(&to_run, job);
     pthread_cond_signal(&wake);
     pthread_mutex_unlock(&lock);
     return true;

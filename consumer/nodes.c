@@ -39,7 +39,7 @@ static int64_t refresh_timer;
 static pg_ratelog none_log;
 static bool had_gateway;        /* gateway_nodes listed one since the start */
 static node_addr row_buf[MAX_NODES];
-static node_rows rows = {.v = row_buf};  /* filled on the MySQL thread, read in done */
+static node_rows fetched = {.v = row_buf};  /* filled on the MySQL thread, read in done */
 
 static int add_live(const char *ip, int port)
 {
@@ -180,7 +180,7 @@ static void rows_read(int rc, void *arg)
 }
 
 static cs_mysql_job refresh_job = {.what = "reading gateway_nodes", .run = read_rows,
-                                   .done = rows_read, .arg = &rows, .drop_on_error = true};
+                                   .done = rows_read, .arg = &fetched, .drop_on_error = true};
 
 static void on_refresh(int64_t timer_id, void *arg)
 {
