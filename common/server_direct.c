@@ -37,7 +37,10 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
+
+#define ACCEPTS_PER_CALL 64
+#define GIVE_WAY_MS 5          /* how long a busier worker leaves a connection to the others */
+#define FD_LIMIT_PAUSE_MS 100  /* out of file descriptors: try again after */
 
 typedef struct direct_conn direct_conn;
 
@@ -55,9 +58,19 @@ struct direct_conn {
     direct_conn *next_dead;
 };
 
+typedef struct {
+    pg_direct *d;
+    int listener;
+    int gave_way;          /* the last wake-up was left to the others */
+    pg_ratelog fd_limit_log;
+} direct_listener;
+
 struct pg_direct {
     pg_server *s;
-    struct evconnlistener *accepting[PG_SERVER_MAX_LISTENERS];
+    struct event_base *base;
+    direct_listener listeners[PG_SERVER_MAX_LISTENERS];
+    struct event *readable[PG_SERVER_MAX_LISTENERS];   /* a listening socket to accept on */
+    struct event *resume[PG_SERVER_MAX_LISTENERS];     /* ends a pause in accepting */
     pg_idmap *sessions;
     direct_conn *conns;
     direct_conn *dead;     /* dropped: freed when the loop pass ends */
@@ -184,16 +197,10 @@ static pg_session_id new_session(pg_direct *d)
     return session;
 }
 
-static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sockaddr *addr,
-                      int socklen, void *arg)
+/* Takes an accepted connection into this worker's loop. */
+static void take(pg_direct *d, int listener, int fd)
 {
-    (void)addr;
-    (void)socklen;
-    pg_direct *d = arg;
     pg_server *s = d->s;
-    int listener = 0;
-    while (listener < s->listener_num && d->accepting[listener] != el)
-        listener++;
     if (pg_listener_at_limit(s, listener)) {
         atomic_fetch_add(&s->stats->refused, 1);
         close(fd);
@@ -201,8 +208,7 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
     }
     pg_session_id session = new_session(d);
     direct_conn *c = calloc(1, sizeof(*c));
-    struct bufferevent *bev = bufferevent_socket_new(evconnlistener_get_base(el), fd,
-                                                     BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c || !bev || pg_idmap_put(d->sessions, session, c) < 0) {
         pg_warn("out of memory accepting a connection; closed");
         free(c);
@@ -230,12 +236,75 @@ static void on_accept(struct evconnlistener *el, evutil_socket_t fd, struct sock
         s->cb.on_connect(s, session, listener, peer);
 }
 
+/* Every worker is woken for a new connection and the first to run takes
+ * it, which on a quiet machine is the same worker each time.  A worker
+ * that holds more of the listener's connections than another running
+ * worker lets that one take it, as nginx's accept_disabled does. */
+static int another_holds_fewer(const pg_direct *d, int listener)
+{
+    const pg_server *s = d->s;
+    long long mine = atomic_load(&s->stats->workers[s->worker_id].direct_connections[listener]);
+    for (int i = 0; i < s->worker_num; i++) {
+        const pg_shm_worker *w = &s->stats->workers[i];
+        int state = atomic_load(&w->state);
+        if (i != s->worker_id && atomic_load(&w->pid) > 0 && state != PG_WORKER_STOPPING &&
+            state != PG_WORKER_EXITED && atomic_load(&w->direct_connections[listener]) < mine)
+            return 1;
+    }
+    return 0;
+}
+
+static void pause_accepting(pg_direct *d, int listener, int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    event_del(d->readable[listener]);
+    evtimer_add(d->resume[listener], &tv);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    direct_listener *dl = arg;
+    event_add(dl->d->readable[dl->listener], NULL);
+}
+
+static void on_readable(evutil_socket_t listen_fd, short what, void *arg)
+{
+    (void)what;
+    direct_listener *dl = arg;
+    pg_direct *d = dl->d;
+    int listener = dl->listener;
+    for (int i = 0; i < ACCEPTS_PER_CALL; i++) {
+        if (!dl->gave_way && another_holds_fewer(d, listener)) {
+            dl->gave_way = 1;   /* once: if no one took it meanwhile, this worker does */
+            pause_accepting(d, listener, GIVE_WAY_MS);
+            return;
+        }
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        dl->gave_way = 0;
+        if (fd >= 0) {
+            take(d, listener, fd);
+            continue;
+        }
+        if (errno == EMFILE || errno == ENFILE) {
+            pg_log_limited(&dl->fd_limit_log, PG_LOG_WARN,
+                           "accept: out of file descriptors; accepting paused");
+            pause_accepting(d, listener, FD_LIMIT_PAUSE_MS);
+        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+            pg_warn("accept: %s", strerror(errno));
+        }
+        return;
+    }
+}
+
 int pg_direct_start(pg_server *s, struct event_base *base)
 {
     pg_direct *d = calloc(1, sizeof(*d));
     if (!d)
         return -1;
     d->s = s;
+    d->base = base;
     s->direct = d;
     d->sessions = pg_idmap_new(16);
     d->free_dead_ev = event_new(base, -1, 0, free_dead, d);
@@ -244,10 +313,13 @@ int pg_direct_start(pg_server *s, struct event_base *base)
     for (int i = 0; i < s->listener_num; i++) {
         if (!s->listeners[i].opts.direct)
             continue;
-        /* not LEV_OPT_CLOSE_ON_FREE: the socket is the other workers' too;
-         * backlog 0: it listens already, with the server's backlog */
-        d->accepting[i] = evconnlistener_new(base, on_accept, d, 0, 0, s->listeners[i].fd);
-        if (!d->accepting[i])
+        /* the socket is the other workers' too: every worker waits on it */
+        direct_listener *dl = &d->listeners[i];
+        *dl = (direct_listener){.d = d, .listener = i};
+        d->readable[i] = event_new(base, s->listeners[i].fd, EV_READ | EV_PERSIST,
+                                   on_readable, dl);
+        d->resume[i] = evtimer_new(base, on_resume, dl);
+        if (!d->readable[i] || !d->resume[i] || event_add(d->readable[i], NULL) < 0)
             return -1;
     }
     return 0;
@@ -302,17 +374,25 @@ int pg_direct_close(pg_server *s, pg_session_id session)
     return 0;
 }
 
+static void free_accept_events(pg_direct *d)
+{
+    for (int i = 0; i < PG_SERVER_MAX_LISTENERS; i++) {
+        if (d->readable[i])
+            event_free(d->readable[i]);
+        if (d->resume[i])
+            event_free(d->resume[i]);
+        d->readable[i] = d->resume[i] = NULL;
+    }
+}
+
 /* This process's copy of the socket goes too, so that new connections are
  * refused once no process accepts, instead of waiting in a backlog (the
  * other workers go on accepting during a reload). */
 void pg_direct_stop_accepting(pg_server *s)
 {
     pg_direct *d = s->direct;
-    for (int i = 0; d && i < PG_SERVER_MAX_LISTENERS; i++)
-        if (d->accepting[i]) {
-            evconnlistener_free(d->accepting[i]);
-            d->accepting[i] = NULL;
-        }
+    if (d)
+        free_accept_events(d);
     pg_direct_close_listeners(s);
     for (direct_conn *c = d ? d->conns : NULL; c; c = c->next)
         bufferevent_disable(c->bev, EV_READ);
@@ -371,9 +451,7 @@ void pg_direct_free(pg_server *s)
         conn_free(d->conns, 0);
     if (d->free_dead_ev)
         event_free(d->free_dead_ev);
-    for (int i = 0; i < PG_SERVER_MAX_LISTENERS; i++)
-        if (d->accepting[i])
-            evconnlistener_free(d->accepting[i]);
+    free_accept_events(d);
     if (d->sessions)
         pg_idmap_free(d->sessions);
     free(d);

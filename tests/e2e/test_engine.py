@@ -253,17 +253,24 @@ def test_direct_listener_is_served_by_the_workers(engine):
         c.close()
 
 
+def test_direct_connections_spread_over_the_workers(engine):
+    """One after another, as a few reconnecting peers come: the kernel wakes
+    every worker and the first to run would take them all."""
+    s = direct_node(engine, worker_num=3, task_worker_num=0)
+    pids = set(s.worker_pids().values())
+    held = collections.Counter(int(s.direct().call(b"pid")) for _ in range(12))
+    assert set(held) == pids, "a worker took none: %s" % dict(held)
+    assert max(held.values()) <= 6, "the connections piled on one worker: %s" % dict(held)
+    for c in s.direct_clients:
+        c.close()
+
+
 def test_direct_connections_close_with_their_worker(engine):
     s = direct_node(engine, worker_num=2, task_worker_num=0)
     before = s.worker_pids()
     victim = before["worker 0"]
-    clients, owner = [], []
-    for _ in range(40):   # until both workers hold some
-        c = s.direct()
-        clients.append(c)
-        owner.append(int(c.call(b"pid")))
-        if len(clients) >= 6 and len(set(owner)) == 2:
-            break
+    clients = [s.direct() for _ in range(6)]
+    owner = [int(c.call(b"pid")) for c in clients]
     assert victim in owner and before["worker 1"] in owner, "the connections all went to one worker"
     os.kill(victim, signal.SIGKILL)
     for c, pid in zip(clients, owner):
