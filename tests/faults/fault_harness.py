@@ -292,10 +292,9 @@ class FaultOrders(Orders):
 
 # ---- processes ----
 
-def kill_tree(server):
-    """kill -9 of every process of an engine server (master, manager,
-    workers, task workers) at once, as a host that dies: all are stopped
-    first (SIGSTOP, so none sees another go and reacts), then killed.
+def freeze_tree(server):
+    """SIGSTOP of every process of an engine server (master, manager,
+    workers, task workers), so that none sees another stop and reacts.
     Only pids this harness started (recorded with their start times)."""
     frozen = []
     for _ in range(5):
@@ -309,6 +308,13 @@ def kill_tree(server):
             except ProcessLookupError:
                 pass
             frozen.append(p)
+    return frozen
+
+
+def kill_tree(server):
+    """kill -9 of every process of an engine server at once, as a host
+    that dies: all are frozen first, then killed."""
+    frozen = freeze_tree(server)
     for p in frozen:
         try:
             os.kill(p, signal.SIGKILL)
@@ -486,6 +492,27 @@ def fault_gateway(ctx):
     return t0, t1
 
 
+def fault_gateway_freeze(seconds):
+    """Every process of gateway A stopped (SIGSTOP) for a while, then let go
+    on (SIGCONT): a node that hangs instead of dying (a paused virtual
+    machine, a stalled disk), whose sockets stay open and answer nothing."""
+    def fault(ctx):
+        g = ctx.c.a
+        t0 = time.monotonic()
+        pids = freeze_tree(g)
+        ctx.note("gateway A's %d processes stopped (SIGSTOP)" % len(pids))
+        time.sleep(max(0.0, t0 + seconds - time.monotonic()))
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        t1 = time.monotonic()
+        ctx.note("gateway A let go on (SIGCONT) after %.1f s" % (t1 - t0))
+        return t0, t1
+    return fault
+
+
 def fault_mysql(seconds):
     def fault(ctx):
         t0 = time.monotonic()
@@ -519,6 +546,8 @@ FAULTS = {
     "proxy": fault_proxy,
     "proxy-worker": fault_proxy_worker,
     "gateway": fault_gateway,
+    "gateway-freeze-8s": fault_gateway_freeze(8),
+    "gateway-freeze-20s": fault_gateway_freeze(20),
     "mysql-5s": fault_mysql(5),
     "mysql-60s": fault_mysql(60),
     "redis-aof-kill": fault_redis("kill"),
