@@ -380,9 +380,17 @@ class Stack:
         """SIGSTOP (frozen) or SIGCONT the MariaDB this fixture started: a
         server that hangs instead of refusing, as one whose host stalls.
         Connections and queries then wait for their timeouts."""
-        if self._mysql_proc is None or self._mysql_proc.poll() is not None:
-            raise FixtureError("mariadbd was not started by this fixture: not signalling it")
-        os.kill(self._mysql_proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+        self._freeze("mariadbd", self._mysql_proc, frozen)
+
+    def freeze_redis(self, frozen=True):
+        """The same for Redis: commands wait, connections stay open."""
+        self._freeze("redis-server", self._redis_proc, frozen)
+
+    @staticmethod
+    def _freeze(name, proc, frozen):
+        if proc is None or proc.poll() is not None:
+            raise FixtureError("%s was not started by this fixture: not signalling it" % name)
+        os.kill(proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def stop_redis(self, how="term"):
         """Stops Redis. how: "term" (SIGTERM: a clean shutdown, which with

@@ -492,23 +492,41 @@ def fault_gateway(ctx):
     return t0, t1
 
 
-def fault_gateway_freeze(seconds):
-    """Every process of gateway A stopped (SIGSTOP) for a while, then let go
-    on (SIGCONT): a node that hangs instead of dying (a paused virtual
-    machine, a stalled disk), whose sockets stay open and answer nothing."""
+def thaw(pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def fault_freeze(what, seconds):
+    """Every process of a part stopped (SIGSTOP) for a while, then let go on
+    (SIGCONT): a part that hangs instead of dying (a paused virtual machine,
+    a stalled disk), whose sockets stay open and answer nothing.  what:
+    "gateway" (A), "proxy", "consumer", "redis" or "mysql"."""
     def fault(ctx):
-        g = ctx.c.a
+        c, stack = ctx.c, ctx.stack
         t0 = time.monotonic()
-        pids = freeze_tree(g)
-        ctx.note("gateway A's %d processes stopped (SIGSTOP)" % len(pids))
+        if what in ("redis", "mysql"):
+            getattr(stack, "freeze_" + what)(True)
+            go_on = lambda: getattr(stack, "freeze_" + what)(False)  # noqa: E731
+            ctx.note("%s stopped (SIGSTOP)" % what)
+        else:
+            if what == "consumer":   # one process; a second one takes over its entries
+                peer = c.start_consumer("c%d" % (len(c.consumers) + 1))
+                ctx.note("a second consumer %s started beside %s" % (peer.name, c.consumer.name))
+                t0 = time.monotonic()
+                pids = [c.consumer.proc.pid]
+                os.kill(pids[0], signal.SIGSTOP)
+            else:
+                pids = freeze_tree(c.a if what == "gateway" else c.proxy)
+            go_on = lambda: thaw(pids)  # noqa: E731
+            ctx.note("%s's %d processes stopped (SIGSTOP)" % (what, len(pids)))
         time.sleep(max(0.0, t0 + seconds - time.monotonic()))
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        go_on()
         t1 = time.monotonic()
-        ctx.note("gateway A let go on (SIGCONT) after %.1f s" % (t1 - t0))
+        ctx.note("%s let go on (SIGCONT) after %.1f s" % (what, t1 - t0))
         return t0, t1
     return fault
 
@@ -546,12 +564,16 @@ FAULTS = {
     "proxy": fault_proxy,
     "proxy-worker": fault_proxy_worker,
     "gateway": fault_gateway,
-    "gateway-freeze-8s": fault_gateway_freeze(8),
-    "gateway-freeze-20s": fault_gateway_freeze(20),
+    "gateway-freeze-8s": fault_freeze("gateway", 8),
+    "gateway-freeze-20s": fault_freeze("gateway", 20),
+    "proxy-freeze-8s": fault_freeze("proxy", 8),
+    "consumer-freeze-8s": fault_freeze("consumer", 8),
     "mysql-5s": fault_mysql(5),
     "mysql-60s": fault_mysql(60),
     "redis-aof-kill": fault_redis("kill"),
     "redis-aof-term": fault_redis("term"),
+    "redis-freeze-5s": fault_freeze("redis", 5),
+    "mysql-freeze-5s": fault_freeze("mysql", 5),
 }
 
 BEHAVIOURS = ("ack-now", "ack-300ms-stall")

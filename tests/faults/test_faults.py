@@ -19,10 +19,12 @@ one's entries after 2 s), of the proxy (every process; started again
 after 2 s), of the proxy's worker 0 alone (with the gateways' links it served:
 the proxy's 2 workers hold them, workers_accept = auto); kill -9 of the
 whole gateway A (master, manager, workers, task workers), its sockets then destroyed with ss -K, started again after 3 s
-on the same ports; every process of gateway A stopped (SIGSTOP) for 8 s and
-for 20 s, then let go on, as a node that hangs instead of dying (its
-sockets stay open and answer nothing; 20 s is past node_dead_after, 10 s
-here); MariaDB stopped for 5 s and for 60 s; Redis with an
+on the same ports; parts that hang instead of dying, stopped (SIGSTOP) and
+then let go on (SIGCONT), their sockets open and answering nothing: every
+process of gateway A for 8 s and for 20 s (past node_dead_after, 10 s
+here), the proxy's for 8 s, the consumer for 8 s (a second consumer,
+started just before, takes over its entries), Redis and MariaDB for 5 s;
+MariaDB stopped for 5 s and for 60 s; Redis with an
 append-only file (everysec) killed and restarted ("redis-aof-kill", the
 fixture's restart_redis()), and stopped with SIGTERM and restarted
 ("redis-aof-term").  Each with two browser behaviours: "ack-now", and
