@@ -38,6 +38,7 @@
 #include "gateway.h"
 
 #include "log.h"
+#include "memory.h"
 #include "reply.h"
 #include "shm.h"
 #include "timer.h"
@@ -85,6 +86,13 @@ typedef struct {
 static ticket *slots;
 static uint32_t nslots;
 static uint32_t cursor;              /* this worker's next place to look */
+/* The ids of the tickets this worker opened and has not seen end: its
+ * sweep looks at these, where a walk of every slot (megabytes of shared
+ * memory) held its loop up for half a millisecond each second. */
+static uint64_t *mine;
+static size_t nmine, mine_cap;
+
+static int remember(uint64_t id);
 static int64_t sweep_timer;
 
 int gw_handoff_create(uint32_t capacity)
@@ -163,7 +171,14 @@ uint64_t gw_handoff_open(pg_session_id reply_to, json_t *msg_id, json_t *req_id)
         if (gen == 0)
             gen = 1;
         atomic_store(&t->word, (uint64_t)gen << GEN_SHIFT);
-        return (uint64_t)gen << 32 | i;
+        uint64_t id = (uint64_t)gen << 32 | i;
+        if (remember(id) < 0) {       /* it could never expire: not used */
+            atomic_store(&t->word, (uint64_t)gen << GEN_SHIFT | REPLIED);
+            atomic_store(&t->state, SLOT_FREE);
+            pg_warn("out of memory opening a hand-off ticket: the request is answered once");
+            return 0;
+        }
+        return id;
     }
     pg_warn("no free hand-off ticket (%u in use): the request is answered once", nslots);
     return 0;
@@ -378,26 +393,57 @@ static void fail_ticket(ticket *t, uint64_t seen, int code, const char *why, int
     send_final(t, failed);
 }
 
-/* The owner ends its tickets that expired, and those that some target
- * failed already: their final reply is an error whatever the rest do.  A
- * ticket's other fields are those of the generation of its word, read
- * first, as long as that is not ended. */
+/* Whether ticket id is still open: its slot not reused, its word not
+ * ended.  *word: the word read. */
+static ticket *open_ticket(uint64_t id, uint64_t *word)
+{
+    uint32_t gen;
+    ticket *t = find(id, &gen);
+    *word = t ? atomic_load(&t->word) : 0;
+    return t && GEN(*word) == gen && !ENDED(*word) ? t : NULL;
+}
+
+/* Drops from mine the tickets that ended; with act, ends those that
+ * expired, and those that some target failed already: their final reply is
+ * an error whatever the rest do.  A ticket's other fields are those of the
+ * generation of its word, read first, as long as that is not ended. */
+static void walk_mine(int act)
+{
+    int64_t now = (int64_t)time(NULL);
+    size_t kept = 0;
+    for (size_t i = 0; i < nmine; i++) {
+        uint64_t word;
+        ticket *t = open_ticket(mine[i], &word);
+        if (!t)
+            continue;
+        if (act && t->deadline < now)
+            fail_ticket(t, word, PG_ERR_INTERNAL, "neither acknowledged nor stored in time", 0);
+        else if (act && (word & FAILED))
+            fail_ticket(t, word, PG_ERR_INTERNAL, "left waiting after another failed", 0);
+        mine[kept++] = mine[i];
+    }
+    nmine = kept;
+}
+
+/* The owner's look at its tickets, once a second. */
 static void sweep(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
-    int64_t now = (int64_t)time(NULL);
-    int me = pg_server_worker_id(gw.server);
-    for (uint32_t i = 0; i < nslots; i++) {
-        ticket *t = &slots[i];
-        uint64_t word = atomic_load(&t->word);
-        if (ENDED(word) || t->owner != me)
-            continue;
-        if (t->deadline < now)
-            fail_ticket(t, word, PG_ERR_INTERNAL, "neither acknowledged nor stored in time", 0);
-        else if (word & FAILED)
-            fail_ticket(t, word, PG_ERR_INTERNAL, "left waiting after another failed", 0);
-    }
+    walk_mine(1);
+}
+
+/* Notes a ticket this worker opened, for its sweeps.  Ended ones are
+ * dropped first once the list holds twice as many as can be open, so it
+ * stays within that.  -1: no room (out of memory). */
+static int remember(uint64_t id)
+{
+    if (nmine >= 2 * (size_t)nslots)
+        walk_mine(0);
+    if (pg_grow(&mine, &mine_cap, nmine, sizeof(*mine)) < 0)
+        return -1;
+    mine[nmine++] = id;
+    return 0;
 }
 
 /* Marks a ticket failed with code; it ends now if its first reply went
@@ -457,4 +503,7 @@ void gw_handoff_stop(void)
     free(held);
     held = NULL;
     nheld = held_cap = 0;
+    free(mine);
+    mine = NULL;
+    nmine = mine_cap = 0;
 }
