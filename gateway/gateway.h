@@ -37,6 +37,7 @@
 #include "codes.h"
 #include "db.h"
 #include "idmap.h"
+#include "log.h"
 #include "prom.h"
 #include "record.h"
 #include "server.h"
@@ -65,6 +66,7 @@ typedef struct {
     char *admin_secret;            /* "": only admin JWTs open the public port's figures */
     long long auth_timeout_ms;
     long long ack_timeout;
+    long long mysql_wait_ms;
     long long max_pending_acks;
     size_t max_pending_bytes;
     long long header_timeout_ms;
@@ -774,17 +776,30 @@ int gw_task_worker_of(uint64_t session);
 
 /* awaiting.c: workers.  Values waiting for a task's answer under ids handed
  * out in order (0: none could be given); drop frees a value the sweep or
- * the stop gives up on. */
+ * the stop gives up on.  With overdue set, a value still waiting after
+ * mysql_wait_ms is taken out and handed to it, to answer its senders "try
+ * again later" (10503) and free it: a MySQL that hangs is an outage, which
+ * must not cost a sender an attempt by its timeout. */
+typedef struct {
+    uint64_t id, due_ms;
+} gw_due;
 typedef struct {
     const char *what;              /* for the log: "route task(s)" */
     void (*drop)(void *value);
+    void (*overdue)(void *value);
     pg_idmap *map;                 /* the rest is the map's own */
-    uint64_t next_id, sweep_below;
-    int64_t sweep_timer;
+    uint64_t first_id, next_id, sweep_below;
+    int64_t sweep_timer, due_timer;
+    gw_due *due;                   /* the waiting ids in the order handed out */
+    size_t due_head, due_n, due_cap;
+    pg_ratelog overdue_log;
 } gw_awaiting;
 uint64_t gw_awaiting_put(gw_awaiting *a, void *value);
 void *gw_awaiting_get(gw_awaiting *a, uint64_t id);
 void *gw_awaiting_take(gw_awaiting *a, uint64_t id);
+/* Whether id was handed out by this worker (an answer naming nothing is
+ * then late, for a value given up on), not by the one it replaced. */
+int gw_awaiting_ours(const gw_awaiting *a, uint64_t id);
 void gw_awaiting_stop(gw_awaiting *a);   /* every value dropped */
 
 /* route.c: workers.  An order (stolen) goes out at once when its routes

@@ -416,8 +416,10 @@ static void walk_mine(int act)
         ticket *t = open_ticket(mine[i], &word);
         if (!t)
             continue;
-        if (act && t->deadline < now)
-            fail_ticket(t, word, PG_ERR_INTERNAL, "neither acknowledged nor stored in time", 0);
+        if (act && t->deadline < now)   /* with MySQL down, the store is why: not counted */
+            fail_ticket(t, word, atomic_load(&gw.counters->mysql_ok) ? PG_ERR_INTERNAL
+                                                                     : PG_ERR_UNAVAILABLE,
+                        "neither acknowledged nor stored in time", 0);
         else if (act && (word & FAILED))
             fail_ticket(t, word, PG_ERR_INTERNAL, "left waiting after another failed", 0);
         mine[kept++] = mine[i];

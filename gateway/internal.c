@@ -183,6 +183,7 @@ static void push_checked(json_t *req, int code, const char *raw, size_t raw_len)
  * text. */
 typedef struct {
     json_t *req;
+    pg_session_id session;         /* whom to answer: the proxy's connection */
     size_t raw_len;
     char raw[];
 } token_wait;
@@ -194,11 +195,20 @@ static void drop_token_wait(void *value)
     free(t);
 }
 
+/* A token check that MySQL holds up: the proxy tries again later. */
+static void token_overdue(void *value)
+{
+    token_wait *t = value;
+    reply(t->session, PG_ERR_UNAVAILABLE, "MySQL did not answer in time", t->req, ",\"data\":[]");
+    drop_token_wait(t);
+}
+
 static gw_awaiting token_checks = {.what = "push(es) waiting for their token check",
-                                   .drop = drop_token_wait};
+                                   .drop = drop_token_wait, .overdue = token_overdue};
 
 /* The request waits here; the task carries its token alone.  0 or -1. */
-static int check_token(json_t *req, const char *token, const char *raw, size_t raw_len)
+static int check_token(pg_session_id session, json_t *req, const char *token, const char *raw,
+                       size_t raw_len)
 {
     token_wait *t = malloc(sizeof(*t) + raw_len + 1);
     uint64_t id = t ? gw_awaiting_put(&token_checks, t) : 0;
@@ -206,7 +216,7 @@ static int check_token(json_t *req, const char *token, const char *raw, size_t r
         free(t);
         return -1;
     }
-    *t = (token_wait){.req = json_incref(req), .raw_len = raw_len};
+    *t = (token_wait){.req = json_incref(req), .session = session, .raw_len = raw_len};
     memcpy(t->raw, raw, raw_len);
     t->raw[raw_len] = '\0';
     gw_token_check c = {.head = {.op = GW_TASK_TOKEN, .t0 = pg_prom_now_us(),
@@ -230,7 +240,7 @@ static void push_local(pg_session_id session, json_t *req, const char *raw, size
     if (cached >= 0) {
         /* a verdict from a moment ago: no task round trip */
         push_checked(req, cached ? PG_OK : PG_ERR_BAD_TOKEN, raw, raw_len);
-    } else if (check_token(req, token, raw, raw_len) < 0) {
+    } else if (check_token(session, req, token, raw, raw_len) < 0) {
         reply_error(session, PG_ERR_BUSY, "could not queue the push", req);
     }
 }

@@ -81,8 +81,12 @@ static void drop_batch(void *value)
     free(b);
 }
 
+/* A route task that MySQL holds up: its senders try again later. */
+static void route_overdue(void *value);
+
 /* batch id -> the orders a task worker routes */
-static gw_awaiting in_task = {.what = "route task(s)", .drop = drop_batch};
+static gw_awaiting in_task = {.what = "route task(s)", .drop = drop_batch,
+                              .overdue = route_overdue};
 
 static void answer(const gw_order *order, int code, long long delivered)
 {
@@ -97,6 +101,13 @@ static void fail_orders(gw_order *const *orders, size_t n, int code)
     for (size_t i = 0; i < n; i++)
         answer(orders[i], code, 0);
     free_orders(orders, n);
+}
+
+static void route_overdue(void *value)
+{
+    route_batch *b = value;
+    fail_orders(b->orders, b->n, PG_ERR_UNAVAILABLE);
+    free(b);
 }
 
 /* Not handed off (the worker stops): each sender hears "busy". */
@@ -367,6 +378,10 @@ void gw_route_done(const char *data, size_t len)
         if (b)
             fail_orders(b->orders, b->n, PG_ERR_INTERNAL);
         free(b);
+        return;
+    }
+    if (!b && gw_awaiting_ours(&in_task, id)) {
+        pg_debug("a route task answered after its orders were given up on");
         return;
     }
     if (!b) {

@@ -58,8 +58,30 @@ static void drop_waiting(void *value)
     free(w);
 }
 
+/* Every item of w is answered (or given up on): its sender hears. */
+static void finish(waiting_message *w)
+{
+    gw_routed *routed = w->routed;
+    routed->stored += w->stored;
+    routed->delivered += w->delivered;
+    if (w->failed)
+        routed->code = w->failed;
+    free(w);
+    gw_internal_finish(routed);
+}
+
+/* A store that MySQL holds up: the sender tries again later (the store may
+ * still be made: storing twice is harmless, a unique key keeps one). */
+static void store_overdue(void *value)
+{
+    waiting_message *w = value;
+    w->failed = PG_ERR_UNAVAILABLE;
+    finish(w);
+}
+
 /* ticket -> waiting_message */
-static gw_awaiting waiting = {.what = "message(s) waiting for their store", .drop = drop_waiting};
+static gw_awaiting waiting = {.what = "message(s) waiting for their store", .drop = drop_waiting,
+                              .overdue = store_overdue};
 
 /* count items of ticket have been answered: stored (code PG_OK) or not. */
 static void settle(uint64_t ticket, size_t count, int code)
@@ -75,13 +97,7 @@ static void settle(uint64_t ticket, size_t count, int code)
     if (w->remaining > 0)
         return;
     gw_awaiting_take(&waiting, ticket);
-    gw_routed *routed = w->routed;
-    routed->stored += w->stored;
-    routed->delivered += w->delivered;
-    if (w->failed)
-        routed->code = w->failed;
-    free(w);
-    gw_internal_finish(routed);
+    finish(w);
 }
 
 /* An item waiting in the batch: the entry, and a copy of its hint, whose

@@ -1960,7 +1960,36 @@ def test_unreachable_proxy_stores_the_message(gateways, stack):
         db_exec(stack, "DELETE FROM online_clients WHERE client_id = %s", (remote_id,))
 
 
-# ---- 13. MySQL restarts under a running gateway (last: it disturbs the stack) ----
+# ---- 13. MySQL hangs, then restarts, under a running gateway (last: they disturb the stack) ----
+
+def test_hung_mysql_is_answered_try_again_later(gw, stack, internal):
+    """A MySQL that hangs instead of refusing holds a task worker, and every
+    task behind it, for as long as it lasts.  An order that needs it (its
+    uuid is not in the route cache, or it must be stored) is answered
+    10503, try again later, once it has waited mysql_wait_ms (2 s by
+    default): not left to time out, which would cost the sender an attempt.
+    What MySQL does once it is back (the store of the order given up on)
+    leaves one row, as storing it again does."""
+    c = internal()
+    known, fresh = uid("known"), uid("fresh")
+    ok_reply(c.call(work_order("warm-1", [(known, {"w": 1})], APP_TOKEN), timeout=15), "warm-1", stored=1)
+    stack.freeze_mysql()
+    try:
+        for msg_id, target in (("hung-store", known), ("hung-route", fresh)):
+            t0 = time.monotonic()
+            r = c.call(work_order(msg_id, [(target, {"h": 1})], APP_TOKEN), timeout=15)
+            waited = time.monotonic() - t0
+            assert r["code"] == 10503 and r["msg_id"] == msg_id, r
+            assert 1.9 <= waited <= 6, "%s answered after %.2f s" % (msg_id, waited)
+    finally:
+        stack.freeze_mysql(False)
+    for msg_id, target in (("hung-store", known), ("hung-route", fresh)):
+        r = c.call(work_order(msg_id, [(target, {"h": 1})], APP_TOKEN), timeout=30)
+        ok_reply(r, msg_id, stored=1)
+    assert sorted(m for m, _, _ in offline_rows(stack, known)) == ["hung-store", "warm-1"]
+    assert [m for m, _, _ in offline_rows(stack, fresh)] == ["hung-route"]
+
+
 
 def test_mysql_restart_while_running(gw, stack, internal):
     u, late = uid("u"), uid("late")

@@ -574,6 +574,7 @@ FAULTS = {
     "redis-aof-term": fault_redis("term"),
     "redis-freeze-5s": fault_freeze("redis", 5),
     "mysql-freeze-5s": fault_freeze("mysql", 5),
+    "mysql-freeze-40s": fault_freeze("mysql", 40),
 }
 
 BEHAVIOURS = ("ack-now", "ack-300ms-stall")
