@@ -81,13 +81,6 @@ static void drop_batch(void *value)
     free(b);
 }
 
-/* A route task that MySQL holds up: its senders try again later. */
-static void route_overdue(void *value);
-
-/* batch id -> the orders a task worker routes */
-static gw_awaiting in_task = {.what = "route task(s)", .drop = drop_batch,
-                              .overdue = route_overdue};
-
 static void answer(const gw_order *order, int code, long long delivered)
 {
     gw_outcome o = gw_order_outcome(order, code);
@@ -103,12 +96,17 @@ static void fail_orders(gw_order *const *orders, size_t n, int code)
     free_orders(orders, n);
 }
 
+/* A route task that MySQL holds up: its senders try again later. */
 static void route_overdue(void *value)
 {
     route_batch *b = value;
     fail_orders(b->orders, b->n, PG_ERR_UNAVAILABLE);
     free(b);
 }
+
+/* batch id -> the orders a task worker routes */
+static gw_awaiting in_task = {.what = "route task(s)", .drop = drop_batch,
+                              .overdue = route_overdue};
 
 /* Not handed off (the worker stops): each sender hears "busy". */
 static void fail_unsent(void **items, size_t n)
