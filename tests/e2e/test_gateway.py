@@ -1969,23 +1969,29 @@ def test_hung_mysql_is_answered_try_again_later(gw, stack, internal):
     10503, try again later, once it has waited mysql_wait_ms (2 s by
     default): not left to time out, which would cost the sender an attempt.
     What MySQL does once it is back (the store of the order given up on)
-    leaves one row, as storing it again does."""
+    leaves one row, as storing it again does.  So with a push relayed by the
+    proxy whose chat_token the node has not checked yet."""
     c = internal()
-    known, fresh = uid("known"), uid("fresh")
+    known, fresh, new_app = uid("known"), uid("fresh"), uid("app")
+    stack.add_app(new_app, name="e2e-hung")
     ok_reply(c.call(work_order("warm-1", [(known, {"w": 1})], APP_TOKEN), timeout=15), "warm-1", stored=1)
+    relayed = push_local("bm90IGEgY2xpZW50IGlk", known, {"event": "WorksheetMsg"}, token=new_app,
+                         msg_id="hung-token")
+    requests = [work_order("hung-store", [(known, {"h": 1})], APP_TOKEN),
+                work_order("hung-route", [(fresh, {"h": 1})], APP_TOKEN), relayed]
     stack.freeze_mysql()
     try:
-        for msg_id, target in (("hung-store", known), ("hung-route", fresh)):
+        for req in requests:
             t0 = time.monotonic()
-            r = c.call(work_order(msg_id, [(target, {"h": 1})], APP_TOKEN), timeout=15)
+            r = c.call(req, timeout=15)
             waited = time.monotonic() - t0
-            assert r["code"] == 10503 and r["msg_id"] == msg_id, r
-            assert 1.9 <= waited <= 6, "%s answered after %.2f s" % (msg_id, waited)
+            assert r["code"] == 10503 and r["msg_id"] == req["msg_id"], r
+            assert 1.9 <= waited <= 6, "%s answered after %.2f s" % (req["msg_id"], waited)
     finally:
         stack.freeze_mysql(False)
-    for msg_id, target in (("hung-store", known), ("hung-route", fresh)):
-        r = c.call(work_order(msg_id, [(target, {"h": 1})], APP_TOKEN), timeout=30)
-        ok_reply(r, msg_id, stored=1)
+    for req in requests[:2]:
+        ok_reply(c.call(req, timeout=30), req["msg_id"], stored=1)
+    assert c.call(relayed, timeout=30)["code"] == 10203   # checked now: the client_id is none
     assert sorted(m for m, _, _ in offline_rows(stack, known)) == ["hung-store", "warm-1"]
     assert [m for m, _, _ in offline_rows(stack, fresh)] == ["hung-route"]
 
