@@ -504,7 +504,8 @@ def fault_freeze(what, seconds):
     """Every process of a part stopped (SIGSTOP) for a while, then let go on
     (SIGCONT): a part that hangs instead of dying (a paused virtual machine,
     a stalled disk), whose sockets stay open and answer nothing.  what:
-    "gateway" (A), "proxy", "consumer", "redis" or "mysql"."""
+    "gateway" (A), "worker" (A's worker 0 alone), "proxy", "consumer",
+    "redis" or "mysql"."""
     def fault(ctx):
         c, stack = ctx.c, ctx.stack
         t0 = time.monotonic()
@@ -513,7 +514,10 @@ def fault_freeze(what, seconds):
             go_on = lambda: getattr(stack, "freeze_" + what)(False)  # noqa: E731
             ctx.note("%s stopped (SIGSTOP)" % what)
         else:
-            if what == "consumer":   # one process; a second one takes over its entries
+            if what == "worker":
+                pids = [c.a.workers()["worker 0"]]
+                os.kill(pids[0], signal.SIGSTOP)
+            elif what == "consumer":   # one process; a second one takes over its entries
                 peer = c.start_consumer("c%d" % (len(c.consumers) + 1))
                 ctx.note("a second consumer %s started beside %s" % (peer.name, c.consumer.name))
                 t0 = time.monotonic()
@@ -575,6 +579,7 @@ FAULTS = {
     "redis-freeze-5s": fault_freeze("redis", 5),
     "mysql-freeze-5s": fault_freeze("mysql", 5),
     "mysql-freeze-40s": fault_freeze("mysql", 40),
+    "worker-freeze-8s": fault_freeze("worker", 8),
 }
 
 BEHAVIOURS = ("ack-now", "ack-300ms-stall")

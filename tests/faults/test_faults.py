@@ -22,8 +22,9 @@ whole gateway A (master, manager, workers, task workers), its sockets then destr
 on the same ports; parts that hang instead of dying, stopped (SIGSTOP) and
 then let go on (SIGCONT), their sockets open and answering nothing: every
 process of gateway A for 8 s and for 20 s (past node_dead_after, 10 s
-here), the proxy's for 8 s, the consumer for 8 s (a second consumer,
-started just before, takes over its entries), Redis and MariaDB for 5 s;
+here), A's worker 0 alone for 8 s, the proxy's for 8 s, the consumer for 8 s (a second consumer,
+started just before, takes over its entries), Redis and MariaDB for 5 s,
+and MariaDB for 40 s;
 MariaDB stopped for 5 s and for 60 s; Redis with an
 append-only file (everysec) killed and restarted ("redis-aof-kill", the
 fixture's restart_redis()), and stopped with SIGTERM and restarted
