@@ -91,9 +91,9 @@ static uint32_t cursor;              /* this worker's next place to look */
  * memory) held its loop up for half a millisecond each second. */
 static uint64_t *mine;
 static size_t nmine, mine_cap;
+static int64_t sweep_timer;
 
 static int remember(uint64_t id);
-static int64_t sweep_timer;
 
 int gw_handoff_create(uint32_t capacity)
 {
