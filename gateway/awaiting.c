@@ -65,6 +65,7 @@ static void check_due(int64_t timer_id, void *arg)
     }
     if (a->due_head == a->due_n)
         a->due_head = a->due_n = 0;
+    atomic_fetch_add(&gw.counters->mysql_overdue, n);
     if (n)
         pg_log_limited(&a->overdue_log, PG_LOG_WARN,
                        "%zu %s waited over %lld ms for MySQL; their senders try again later",

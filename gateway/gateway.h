@@ -127,6 +127,7 @@ typedef struct {
     _Atomic uint64_t inbox_refused;    /* routed messages not stored: max_offline_per_uuid */
     _Atomic int mysql_ok;              /* last MySQL call of any task worker worked */
     _Atomic uint64_t mysql_errors;
+    _Atomic uint64_t mysql_overdue;    /* requests answered 10503 after mysql_wait_ms (awaiting.c) */
     pg_db_shared mysql_where;          /* the server of mysql_hosts last reached, failovers */
     _Atomic int draining;              /* the node is stopping: route around its sessions */
     _Atomic uint64_t swept_at_ms;      /* pg_now_ms() when the node found itself swept (rejoin.c) */

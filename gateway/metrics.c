@@ -110,6 +110,9 @@ static void health_metrics(struct evbuffer *out, gw_counters *c)
                   atomic_load(&c->mysql_ok));
     pg_prom_counter(out, "pushgate_mysql_errors_total", "MySQL calls that failed.",
                     get(&c->mysql_errors));
+    pg_prom_counter(out, "pushgate_mysql_overdue_total",
+                    "Requests answered 10503 (try again later) after waiting mysql_wait_ms for "
+                    "MySQL.", get(&c->mysql_overdue));
     pg_prom_counter(out, "pushgate_mysql_failovers_total",
                     "Times a MySQL connection moved to the next server of mysql_hosts.",
                     (uint64_t)atomic_load(&c->mysql_where.failovers));

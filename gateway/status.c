@@ -71,12 +71,14 @@ static json_t *redis_json(void)
 }
 
 /* MySQL as the task workers see it: the last call worked, the failed
- * calls, the server (of mysql_hosts) they last reached, their failovers. */
+ * calls, the server (of mysql_hosts) they last reached, their failovers;
+ * and the requests that waited too long for it. */
 static json_t *mysql_json(gw_counters *c)
 {
-    return json_pack("{s:b,s:I,s:s,s:I}", "ok", atomic_load(&c->mysql_ok), "errors",
+    return json_pack("{s:b,s:I,s:s,s:I,s:I}", "ok", atomic_load(&c->mysql_ok), "errors",
                      (json_int_t)atomic_load(&c->mysql_errors), "host", gw_mysql_server(),
-                     "failovers", (json_int_t)atomic_load(&c->mysql_where.failovers));
+                     "failovers", (json_int_t)atomic_load(&c->mysql_where.failovers),
+                     "overdue", (json_int_t)atomic_load(&c->mysql_overdue));
 }
 
 json_t *gw_status_stats(void)

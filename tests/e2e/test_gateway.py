@@ -1972,6 +1972,7 @@ def test_hung_mysql_is_answered_try_again_later(gw, stack, internal):
     leaves one row, as storing it again does.  So with a push relayed by the
     proxy whose chat_token the node has not checked yet."""
     c = internal()
+    overdue = json.loads(http_get(gw.port, "/stats")[2])["mysql"]["overdue"]
     known, fresh, new_app = uid("known"), uid("fresh"), uid("app")
     stack.add_app(new_app, name="e2e-hung")
     ok_reply(c.call(work_order("warm-1", [(known, {"w": 1})], APP_TOKEN), timeout=15), "warm-1", stored=1)
@@ -1989,6 +1990,7 @@ def test_hung_mysql_is_answered_try_again_later(gw, stack, internal):
             assert 1.9 <= waited <= 6, "%s answered after %.2f s" % (req["msg_id"], waited)
     finally:
         stack.freeze_mysql(False)
+    assert json.loads(http_get(gw.port, "/stats")[2])["mysql"]["overdue"] == overdue + 3
     for req in requests[:2]:
         ok_reply(c.call(req, timeout=30), req["msg_id"], stored=1)
     assert c.call(relayed, timeout=30)["code"] == 10203   # checked now: the client_id is none
