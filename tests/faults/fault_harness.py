@@ -500,33 +500,36 @@ def thaw(pids):
             pass
 
 
+def stop_part(ctx, what):
+    """SIGSTOP of a part (see fault_freeze); returns what was stopped, for
+    the notes, and the call that lets it go on."""
+    c, stack = ctx.c, ctx.stack
+    if what in ("redis", "mysql"):
+        freeze = getattr(stack, "freeze_" + what)
+        freeze(True)
+        return what, lambda: freeze(False)
+    if what in ("gateway", "proxy"):
+        pids = freeze_tree(c.a if what == "gateway" else c.proxy)
+    else:   # one process: A's worker 0, or the consumer
+        pids = [c.a.workers()["worker 0"] if what == "worker" else c.consumer.proc.pid]
+        os.kill(pids[0], signal.SIGSTOP)
+    return "%s's %d process(es)" % (what, len(pids)), lambda: thaw(pids)
+
+
 def fault_freeze(what, seconds):
-    """Every process of a part stopped (SIGSTOP) for a while, then let go on
-    (SIGCONT): a part that hangs instead of dying (a paused virtual machine,
-    a stalled disk), whose sockets stay open and answer nothing.  what:
-    "gateway" (A), "worker" (A's worker 0 alone), "proxy", "consumer",
-    "redis" or "mysql"."""
+    """A part stopped (SIGSTOP) for a while, then let go on (SIGCONT): a
+    part that hangs instead of dying (a paused virtual machine, a stalled
+    disk), whose sockets stay open and answer nothing.  what: "gateway"
+    (every process of A), "worker" (A's worker 0 alone), "proxy",
+    "consumer" (beside a second one, started first, which takes over its
+    entries), "redis" or "mysql"."""
     def fault(ctx):
-        c, stack = ctx.c, ctx.stack
+        if what == "consumer":
+            peer = ctx.c.start_consumer("c%d" % (len(ctx.c.consumers) + 1))
+            ctx.note("a second consumer %s started beside %s" % (peer.name, ctx.c.consumer.name))
         t0 = time.monotonic()
-        if what in ("redis", "mysql"):
-            getattr(stack, "freeze_" + what)(True)
-            go_on = lambda: getattr(stack, "freeze_" + what)(False)  # noqa: E731
-            ctx.note("%s stopped (SIGSTOP)" % what)
-        else:
-            if what == "worker":
-                pids = [c.a.workers()["worker 0"]]
-                os.kill(pids[0], signal.SIGSTOP)
-            elif what == "consumer":   # one process; a second one takes over its entries
-                peer = c.start_consumer("c%d" % (len(c.consumers) + 1))
-                ctx.note("a second consumer %s started beside %s" % (peer.name, c.consumer.name))
-                t0 = time.monotonic()
-                pids = [c.consumer.proc.pid]
-                os.kill(pids[0], signal.SIGSTOP)
-            else:
-                pids = freeze_tree(c.a if what == "gateway" else c.proxy)
-            go_on = lambda: thaw(pids)  # noqa: E731
-            ctx.note("%s's %d processes stopped (SIGSTOP)" % (what, len(pids)))
+        stopped, go_on = stop_part(ctx, what)
+        ctx.note("%s stopped (SIGSTOP)" % stopped)
         time.sleep(max(0.0, t0 + seconds - time.monotonic()))
         go_on()
         t1 = time.monotonic()
