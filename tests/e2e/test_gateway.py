@@ -1998,7 +1998,6 @@ def test_hung_mysql_is_answered_try_again_later(gw, stack, internal):
     assert [m for m, _, _ in offline_rows(stack, fresh)] == ["hung-route"]
 
 
-
 def test_mysql_restart_while_running(gw, stack, internal):
     u, late = uid("u"), uid("late")
     c = internal()
