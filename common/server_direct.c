@@ -38,7 +38,6 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#define ACCEPTS_PER_CALL 64
 #define GIVE_WAY_MS 5          /* how long a busier worker leaves a connection to the others */
 #define FD_LIMIT_PAUSE_MS 100  /* out of file descriptors: try again after */
 
@@ -275,7 +274,7 @@ static void on_readable(evutil_socket_t listen_fd, short what, void *arg)
     direct_listener *dl = arg;
     pg_direct *d = dl->d;
     int listener = dl->listener;
-    for (int i = 0; i < ACCEPTS_PER_CALL; i++) {
+    for (int i = 0; i < PG_ACCEPTS_PER_CALL; i++) {
         if (!dl->gave_way && another_holds_fewer(d, listener)) {
             dl->gave_way = 1;   /* once: if no one took it meanwhile, this worker does */
             pause_accepting(d, listener, GIVE_WAY_MS);

@@ -160,6 +160,10 @@ void pg_direct_forget_worker(pg_server *s, int worker_id);
 /* server_reactor.c: "ip:port" of a socket's peer ("?:0" when unknown). */
 const char *pg_fd_peer(int fd, char *buf, size_t len);
 
+/* Connections one wake-up of a listening socket accepts at most (the
+ * master's and a direct listener's), so that other events get their turn. */
+#define PG_ACCEPTS_PER_CALL 64
+
 /* Direct sessions (server_direct.c): the counter's top bit set, then the
  * worker's id, then a sequence of the worker's own.  The reactors' counters
  * stay below the bit. */

@@ -18,7 +18,6 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
-#define ACCEPTS_PER_CALL 64
 #define REFUSAL_LOG_INTERVAL_MS 5000
 #define MANAGER_GRACE_EXTRA_S 10
 
@@ -67,7 +66,7 @@ static void on_accept(evutil_socket_t listen_fd, short what, void *arg)
     int listener = 0;
     while (listener < s->listener_num && s->listeners[listener].fd != listen_fd)
         listener++;
-    for (int i = 0; i < ACCEPTS_PER_CALL; i++) {
+    for (int i = 0; i < PG_ACCEPTS_PER_CALL; i++) {
         int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
