@@ -194,9 +194,10 @@ uint64_t gw_handoff_open(pg_session_id reply_to, json_t *msg_id, json_t *req_id)
  * worker that will settle it (the session's home worker), -1: none. */
 gw_waiter gw_handoff_expect(uint64_t ticket, int home);
 /* The first reply, text (a JSON object, taken), to the request's sender
- * `to`: held for a moment, and sent alone once every target settled, or
- * with "pending" (the targets still waiting) put before its closing '}'
- * when they have not; then the final one follows.  A ticket 0: sent now.
+ * `to`: held in the ticket for a moment, and sent alone by whichever worker
+ * settles the last target, or at the end of the hold with "pending" (the
+ * targets still waiting) put before its closing '}'; then the final one
+ * follows.  A ticket 0: sent now.
  * Nothing is sent for a ticket answered already (its worker was replaced
  * meanwhile, gw_handoff_start), and a ticket one of whose targets failed
  * gets its final error instead. */

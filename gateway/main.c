@@ -69,7 +69,8 @@ static const pg_conf_def gateway_defs[] = {
     {"mysql_wait_ms", PG_CONF_INT, G(mysql_wait_ms), "2000", 100, 600000, NULL,
      "how long an order or a relayed push waits for a task worker's MySQL work (its route, "
      "store or token check) before its sender hears 10503, try again later, which does "
-     "not count as a failed attempt; below the consumer's and the proxy's reply_timeout_ms"},
+     "not count as a failed attempt; below the consumer's and the proxy's reply_timeout_ms "
+     "by more than the 0.5 s a first reply may be held"},
     {"max_pending_acks", PG_CONF_INT, G(max_pending_acks), "1000", 1, 1000000, NULL,
      "unacknowledged messages kept per connection; older ones go back to the store"},
     {"max_pending_bytes", PG_CONF_SIZE, G(max_pending_bytes), "256K", 4096, 1LL << 30, NULL,

@@ -4,6 +4,8 @@ a stream entry leaves the consumer group's pending list only once every
 browser it reached has ACKed it, or it is stored in offline_messages.
 
 - a browser that ACKs late holds the XACK back until its ACK;
+- a browser that ACKs within the first reply's hold gets its sender one
+  reply, from whichever worker settles the order;
 - a browser that never ACKs: its order goes back to the store at
   ack_timeout, and then it is XACKed;
 - a gateway killed with orders pushed but not ACKed: the entries stay
@@ -16,6 +18,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 
 import websockets
@@ -23,8 +26,10 @@ import websockets
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import HOST, free_port, start_server  # noqa: E402
 from gateway_util import Internal, offline_rows  # noqa: E402
-from test_consumer import (SECRET, browser_token, dead_letters, pending, procs, publish,  # noqa: E402,F401
-                           start_consumer, stop_gateway, stream, uid, until, work_order)
+from gateway_util import work_order as internal_order  # noqa: E402
+from test_consumer import (SECRET, TOKEN, browser_token, dead_letters, pending,  # noqa: E402,F401
+                           procs, publish, start_consumer, stop_gateway, stream, uid, until,
+                           work_order)
 
 
 def start_gateway(bin_dir, stack, tmp_path, procs, **settings):
@@ -101,6 +106,46 @@ def test_a_late_ack_holds_the_xack_back(bin_dir, stack, tmp_path, procs, stream)
     asyncio.run(run())
     assert dead_letters(r, stream) == []
     c.stop()
+    stop_gateway(g)
+
+
+def test_an_ack_within_the_hold_gets_one_reply_from_the_worker_that_settles(
+        bin_dir, stack, tmp_path, procs, stream):
+    """handoff.c holds a first reply in its ticket, and the change that
+    settles its last target sends it, in whichever worker that is: orders
+    on the internal port to tabs spread over the node's two workers, ACKed
+    0.15 s after the push (longer than a loop pass, well within the hold),
+    get one reply each, with no "pending" and no final one after it."""
+    g = start_gateway(bin_dir, stack, tmp_path, procs)
+
+    async def run():
+        tabs = [await Tab(uid("one")).open(g.port) for _ in range(8)]
+        c = Internal(g.internal_port)
+        try:
+            for i, tab in enumerate(tabs):
+                order = dict(internal_order("one-%d" % i, [(tab.uuid, {"o": i})], TOKEN),
+                             handoff=True)
+                c.c.send(json.dumps(order).encode())
+            await until(lambda: all(tab.ids for tab in tabs), 10, "every tab's order")
+            await asyncio.sleep(0.15)
+            for tab in tabs:
+                await tab.ack_all()
+            replies = []
+            while True:
+                try:
+                    replies.append(json.loads(await asyncio.to_thread(c.c.recv, 1.5)))
+                except (socket.timeout, TimeoutError):
+                    break
+        finally:
+            c.close()
+            for tab in tabs:
+                await tab.close()
+        assert sorted(r.get("msg_id") for r in replies) == sorted("one-%d" % i for i in range(8)), \
+            replies
+        assert all(r["code"] == 0 and r["delivered"] == 1 and "pending" not in r
+                   and "final" not in r for r in replies), replies
+
+    asyncio.run(run())
     stop_gateway(g)
 
 
