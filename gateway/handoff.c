@@ -22,8 +22,9 @@
  * node behind it) reads and the writes that carry them.  The held reply
  * waits in its ticket (ARMED), so the worker that settles the last target
  * sends it, whichever worker that is, and a hold costs its owner one look
- * when it is over rather than a scan of every held reply as they settle.  A ticket one of whose targets failed meanwhile is answered with
- * the error instead.  HOLD_MS stays well below the senders' reply_timeout_ms
+ * when it is over rather than a scan of every held reply as they settle.
+ * A ticket one of whose targets failed meanwhile is answered with the
+ * error instead.  HOLD_MS stays well below the senders' reply_timeout_ms
  * (3 s for the proxy, 5 s for the consumer) even after a route that waited
  * mysql_wait_ms.
  *

@@ -111,8 +111,8 @@ def test_a_late_ack_holds_the_xack_back(bin_dir, stack, tmp_path, procs, stream)
 
 def test_an_ack_within_the_hold_gets_one_reply_from_the_worker_that_settles(
         bin_dir, stack, tmp_path, procs, stream):
-    """handoff.c holds a first reply in its ticket, and the change that
-    settles its last target sends it, in whichever worker that is: orders
+    """handoff.c holds a first reply in its ticket, and the worker that
+    settles its last target sends it, whichever worker that is: orders
     on the internal port to tabs spread over the node's two workers, ACKed
     0.15 s after the push (longer than a loop pass, well within the hold),
     get one reply each, with no "pending" and no final one after it."""
