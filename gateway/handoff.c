@@ -20,11 +20,11 @@
  * flooded), it goes out alone, with no "pending" and no final one after
  * it.  That halves the replies a sender (the consumer, the proxy and the
  * node behind it) reads and the writes that carry them.  The held reply
- * waits in its ticket (ARMED), so the worker that settles the last target
- * sends it, whichever worker that is, and a hold costs its owner one look
- * when it is over rather than a scan of every held reply as they settle.
- * A ticket one of whose targets failed meanwhile is answered with the
- * error instead.  HOLD_MS stays well below the senders' reply_timeout_ms
+ * waits in its ticket (ARMED), so the change that settles the last target
+ * sends it, from whichever worker that is, and a hold costs its owner one
+ * look when it is over rather than a scan of every held reply as they
+ * settle.  A ticket one of whose targets failed meanwhile is answered with
+ * the error instead.  HOLD_MS stays well below the senders' reply_timeout_ms
  * (3 s for the proxy, 5 s for the consumer) even after a route that waited
  * mysql_wait_ms.
  *
@@ -65,7 +65,7 @@
 #define GATHER_MS 1                   /* replies sent alone leave together, this often, */
 #define GATHER_MAX_MS 5               /* or this often on a worker that routes nothing */
 
-/* A ticket's state word: its generation, three flags and how many targets
+/* A ticket's state word: its generation, two flags and how many targets
  * still wait.  Every change is one compare-and-swap that also checks the
  * generation, so a late settle of an ended ticket can never touch the
  * ticket that reuses its slot. */
@@ -233,51 +233,22 @@ static void send_first(pg_session_id to, const char *text, size_t len, int pendi
     free(with);
 }
 
-/* The first reply of an armed ticket goes out now unless it went already:
- * alone when every target has settled (the final error instead when one
- * failed), else with the targets still waiting.  Whoever calls it first,
- * the worker that settled the last target or the owner at the end of the
- * hold, sends it; the other finds it gone.  The reply is copied before the
- * change that claims it: once claimed, a ticket still waiting may end, and
- * its slot be reused, at any moment. */
-static void release_first(uint64_t id)
-{
-    uint32_t gen;
-    ticket *t = find(id, &gen);
-    uint64_t word = t ? atomic_load(&t->word) : 0;
-    if (!t || GEN(word) != gen || !(word & ARMED) || (word & REPLIED))
-        return;
-    char text[FIRST_MAX];
-    size_t len = t->first_len;
-    pg_session_id to = t->reply_to;
-    memcpy(text, t->first, len);
-    do {
-        if (GEN(word) != gen || (word & REPLIED))
-            return;
-    } while (!atomic_compare_exchange_weak(&t->word, &word, word | REPLIED));
-    int pending = (int)(word & COUNT_MASK);
-    if (pending == 0 && (word & FAILED)) {
-        send_final(t, word | REPLIED);
-        return;
-    }
-    send_first(to, text, len, pending);
-    if (pending == 0)                 /* that was the last reply */
-        atomic_store(&t->state, SLOT_FREE);
-}
-
 /* ---- replies sent alone, gathered for a moment ---- */
 
-/* A ticket whose last target settles here sends its only reply with the
- * others of its millisecond from this worker, when the worker next answers
- * an order: in the write to the master that carries that order's pushes,
- * and in one write from there to the sender.  Sent one by one as each
- * browser's ACK settles its ticket, or each millisecond on a timer of their
- * own, they cost the reactor threads 8 us, or the workers 4.5 us, an order
- * more at 5,000/s.  The timer is for a worker that routes nothing.  Until
- * it goes, the reply stays in its ticket, unclaimed: should this worker die
- * meanwhile, its owner sends it at the end of the hold, or, when the owner
- * died too, its replacement answers the sender "busy". */
-static uint64_t *gathered;           /* ticket ids */
+/* A ticket's only reply goes out with the others of its millisecond from
+ * this worker, when it next answers an order: in the write to the master
+ * that carries that order's pushes, and in one write from there to the
+ * sender.  Sent one by one as each browser's ACK settles its ticket, or
+ * each millisecond on a timer of their own, they cost the reactor threads
+ * 8 us, or the workers 4.5 us, an order more at 5,000/s.  The timer is for a
+ * worker that routes nothing. */
+typedef struct {
+    pg_session_id to;
+    char *text;
+    size_t len;
+} gathered;
+
+static gathered *gathering;
 static size_t ngathered, gathered_cap;
 static uint64_t gathering_since_ms;
 static int64_t gather_timer;
@@ -288,23 +259,40 @@ static void send_gathered(int64_t timer_id, void *arg)
     if (gather_timer > 0 && timer_id != gather_timer)
         pg_timer_clear(gather_timer);
     gather_timer = 0;
-    for (size_t i = 0; i < ngathered; i++)
-        release_first(gathered[i]);
+    for (size_t i = 0; i < ngathered; i++) {
+        send_first(gathering[i].to, gathering[i].text, gathering[i].len, 0);
+        free(gathering[i].text);
+    }
     ngathered = 0;
 }
 
-static void send_soon(uint64_t id)
+static void send_soon(pg_session_id to, const char *text, size_t len)
 {
-    if (pg_grow(&gathered, &gathered_cap, ngathered, sizeof(*gathered)) < 0) {
-        release_first(id);
+    char *copy = malloc(len);
+    if (!copy || pg_grow(&gathering, &gathered_cap, ngathered, sizeof(*gathering)) < 0) {
+        free(copy);
+        send_first(to, text, len, 0);
         return;
     }
+    memcpy(copy, text, len);
     if (ngathered == 0)
         gathering_since_ms = pg_now_ms();
-    gathered[ngathered++] = id;
+    gathering[ngathered++] = (gathered){.to = to, .text = copy, .len = len};
     if (gather_timer <= 0 &&
         (gather_timer = pg_timer_after(GATHER_MAX_MS, send_gathered, NULL)) < 0)
         send_gathered(0, NULL);
+}
+
+/* The ticket's only reply: its last target settled before the first reply
+ * left.  Sent by the process whose change ended the ticket. */
+static void send_only(ticket *t, uint64_t word)
+{
+    if (word & FAILED) {
+        send_final(t, word);
+        return;
+    }
+    send_soon(t->reply_to, t->first, t->first_len);
+    atomic_store(&t->state, SLOT_FREE);
 }
 
 /* The first reply, not held, goes out now with the targets still waiting;
@@ -328,15 +316,14 @@ static void reply_now(uint64_t id, pg_session_id to, const char *text, size_t le
     send_first(to, text, len, (int)(word & COUNT_MASK));
 }
 
-/* Puts the first reply in its ticket, after which the worker that settles
+/* Puts the first reply in its ticket, after which whichever change settles
  * the last target sends it, alone.  1: armed; 0: every target had settled
- * already, and it goes with this worker's others; -1: the ticket was
- * answered already. */
+ * already, and it went now; -1: the ticket was answered already. */
 static int arm(uint64_t id, const char *text, size_t len)
 {
     uint32_t gen;
     ticket *t = find(id, &gen);
-    uint64_t word = t ? atomic_load(&t->word) : 0;
+    uint64_t word = t ? atomic_load(&t->word) : 0, next;
     if (!t || GEN(word) != gen || (word & REPLIED))
         return -1;
     /* Until it is armed only its owner, this worker, can end a ticket, so
@@ -346,11 +333,34 @@ static int arm(uint64_t id, const char *text, size_t len)
     do {
         if (GEN(word) != gen || (word & REPLIED))
             return -1;
-    } while (!atomic_compare_exchange_weak(&t->word, &word, word | ARMED));
-    if ((word & COUNT_MASK) > 0)
+        next = word | ARMED | ((word & COUNT_MASK) == 0 ? REPLIED : 0);
+    } while (!atomic_compare_exchange_weak(&t->word, &word, next));
+    if (!(next & REPLIED))
         return 1;
-    send_soon(id);
+    send_only(t, next);
     return 0;
+}
+
+/* Past the hold: the first reply goes out with the targets still waiting,
+ * unless the last one settled meanwhile and its reply went alone.  The
+ * reply is copied before the change that claims it: once claimed, the
+ * ticket may end and its slot be reused at any moment. */
+static void hold_over(uint64_t id)
+{
+    uint32_t gen;
+    ticket *t = find(id, &gen);
+    uint64_t word = t ? atomic_load(&t->word) : 0;
+    if (!t || GEN(word) != gen || !(word & ARMED) || (word & REPLIED))
+        return;
+    char text[FIRST_MAX];
+    size_t len = t->first_len;
+    pg_session_id to = t->reply_to;
+    memcpy(text, t->first, len);
+    do {
+        if (GEN(word) != gen || (word & REPLIED))
+            return;
+    } while (!atomic_compare_exchange_weak(&t->word, &word, word | REPLIED));
+    send_first(to, text, len, (int)(word & COUNT_MASK));
 }
 
 /* ---- first replies held back (this worker's, oldest first) ---- */
@@ -368,7 +378,7 @@ static int64_t held_timer;
 static void release_due(uint64_t due_by)
 {
     while (held_head < nheld && held[held_head].due_ms <= due_by)
-        release_first(held[held_head++].id);
+        hold_over(held[held_head++].id);
     if (held_head == nheld)
         held_head = nheld = 0;
 }
@@ -438,8 +448,7 @@ int gw_handoff_drop(uint64_t id)
 }
 
 /* One target settled; the change that settles the last one, after the
- * first reply, ends the ticket, and before it, with the first reply armed,
- * sends that reply alone. */
+ * first reply, ends the ticket. */
 static void settle(ticket *t, uint32_t gen, int outcome)
 {
     int failed = outcome != GW_PUSH_ACKED && outcome != GW_PUSH_STORED;
@@ -457,13 +466,15 @@ static void settle(ticket *t, uint32_t gen, int outcome)
         if (GEN(word) != gen || (word & COUNT_MASK) == 0)
             return;
         next = (word - 1) | (failed ? FAILED : 0);
+        if ((next & COUNT_MASK) == 0 && (next & ARMED))
+            next |= REPLIED;          /* the first reply waits: this change sends it, alone */
     } while (!atomic_compare_exchange_weak(&t->word, &word, next));
     if ((next & COUNT_MASK) != 0)
         return;
-    if (next & REPLIED)
+    if (word & REPLIED)
         send_final(t, next);
-    else if (next & ARMED)            /* the first reply waits: it goes alone */
-        send_soon((uint64_t)gen << 32 | (uint32_t)(t - slots));
+    else if (next & ARMED)
+        send_only(t, next);
 }
 
 void gw_handoff_settled(uint64_t id, int outcome)
@@ -611,8 +622,8 @@ void gw_handoff_stop(void)
     held_timer = 0;
     release_due(UINT64_MAX);          /* the senders hear now */
     send_gathered(0, NULL);
-    free(gathered);
-    gathered = NULL;
+    free(gathering);
+    gathering = NULL;
     gathered_cap = 0;
     free(held);
     held = NULL;
