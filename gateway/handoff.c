@@ -295,18 +295,30 @@ static void send_only(ticket *t, uint64_t word)
     atomic_store(&t->state, SLOT_FREE);
 }
 
-/* The first reply, not held, goes out now with the targets still waiting;
- * or the final error instead when all settled and one failed; or nothing
- * when the ticket was answered already. */
-static void reply_now(uint64_t id, pg_session_id to, const char *text, size_t len)
+/* Marks ticket id's first reply as gone, unless it went already (or the
+ * slot was reused): the ticket, and in *was its word before; or NULL. */
+static ticket *claim_first(uint64_t id, uint64_t *was)
 {
     uint32_t gen;
     ticket *t = find(id, &gen);
     uint64_t word = t ? atomic_load(&t->word) : 0;
     do {
         if (!t || GEN(word) != gen || (word & REPLIED))
-            return;
+            return NULL;
     } while (!atomic_compare_exchange_weak(&t->word, &word, word | REPLIED));
+    *was = word;
+    return t;
+}
+
+/* The first reply, not held, goes out now with the targets still waiting;
+ * or the final error instead when all settled and one failed; or nothing
+ * when the ticket was answered already. */
+static void reply_now(uint64_t id, pg_session_id to, const char *text, size_t len)
+{
+    uint64_t word;
+    ticket *t = claim_first(id, &word);
+    if (!t)
+        return;
     if ((word & COUNT_MASK) == 0 && (word & FAILED)) {
         send_final(t, word | REPLIED);
         return;
@@ -356,11 +368,8 @@ static void hold_over(uint64_t id)
     size_t len = t->first_len;
     pg_session_id to = t->reply_to;
     memcpy(text, t->first, len);
-    do {
-        if (GEN(word) != gen || (word & REPLIED))
-            return;
-    } while (!atomic_compare_exchange_weak(&t->word, &word, word | REPLIED));
-    send_first(to, text, len, (int)(word & COUNT_MASK));
+    if (claim_first(id, &word))
+        send_first(to, text, len, (int)(word & COUNT_MASK));
 }
 
 /* ---- first replies held back (this worker's, oldest first) ---- */
