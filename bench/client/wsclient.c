@@ -35,6 +35,8 @@ struct pb_ws {
     uint8_t stage[16];                  /* a frame header waiting for its payload */
     size_t staged;
     char accept[32];                    /* the Sec-WebSocket-Accept we expect */
+    pb_ws *flush_prev, *flush_next;     /* in the pass's flush list */
+    int flush_listed;
 };
 
 static uint64_t ws_rand_state;
@@ -255,6 +257,75 @@ static int ws_read_head(pb_ws *ws)
     return 1;
 }
 
+/* ---- sending at the end of the loop pass ----
+ *
+ * One process here stands for thousands of browsers.  Were a frame written
+ * as soon as it is queued (an ACK, from inside the read callback of the
+ * message it answers), every browser read later in the same loop pass
+ * would wait for the earlier ones' sends, each a loopback send that runs
+ * the server's TCP input too, and count that wait as the server's latency.
+ * A real browser does not wait for another's ACK.  So frames queued while
+ * the pass reads go out after all of its reads, from one event made active
+ * once per pass (libevent runs it after the events already active). */
+
+static struct event_base *flush_base;
+static struct event *flush_ev;
+static pb_ws *flush_head;
+
+static void ws_unlist(pb_ws *ws)
+{
+    if (!ws->flush_listed)
+        return;
+    if (ws->flush_prev)
+        ws->flush_prev->flush_next = ws->flush_next;
+    else
+        flush_head = ws->flush_next;
+    if (ws->flush_next)
+        ws->flush_next->flush_prev = ws->flush_prev;
+    ws->flush_prev = ws->flush_next = NULL;
+    ws->flush_listed = 0;
+}
+
+static void ws_flush_listed(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    pb_ws *ws;
+    while ((ws = flush_head) != NULL) {
+        ws_unlist(ws);
+        if (ws->state == WS_OPEN)
+            wslay_event_send(ws->ctx);  /* a broken socket: the read side sees it */
+    }
+}
+
+/* Sends ws's queued frames after this pass's reads; at once when no event
+ * can be made for that. */
+static void ws_send_later(pb_ws *ws)
+{
+    struct event_base *base = bufferevent_get_base(ws->bev);
+    if (base != flush_base) {
+        struct event *ev = event_new(base, -1, 0, ws_flush_listed, NULL);
+        if (!ev) {
+            wslay_event_send(ws->ctx);
+            return;
+        }
+        if (flush_ev && !flush_head)
+            event_free(flush_ev);       /* a forked child's: its parent's base */
+        flush_ev = ev;
+        flush_base = base;
+    }
+    if (ws->flush_listed)
+        return;
+    if (!flush_head)
+        event_active(flush_ev, EV_TIMEOUT, 0);
+    ws->flush_next = flush_head;
+    if (flush_head)
+        flush_head->flush_prev = ws;
+    flush_head = ws;
+    ws->flush_listed = 1;
+}
+
 /* ---- frames ---- */
 
 static void ws_on_write(struct bufferevent *bev, void *arg)
@@ -266,8 +337,10 @@ static void ws_on_write(struct bufferevent *bev, void *arg)
 static void ws_read_frames(pb_ws *ws)
 {
     int r = wslay_event_recv(ws->ctx);
-    if (r == 0)
-        r = wslay_event_send(ws->ctx);
+    if (r == 0 && wslay_event_get_close_received(ws->ctx))
+        r = wslay_event_send(ws->ctx);  /* the close reply goes before the ending */
+    else if (r == 0 && wslay_event_want_write(ws->ctx))
+        ws_send_later(ws);
     if (wslay_event_get_close_received(ws->ctx))
         ws_closed(ws, wslay_event_get_status_code_received(ws->ctx), PB_WS_BY_SERVER);
     else if (r != 0 || !wslay_event_get_read_enabled(ws->ctx))
@@ -362,8 +435,9 @@ int pb_ws_send_text(pb_ws *ws, const char *text, size_t len)
         return -1;
     struct wslay_event_msg m = {.opcode = WSLAY_TEXT_FRAME, .msg = (const uint8_t *)text,
                                 .msg_length = len};
-    if (wslay_event_queue_msg(ws->ctx, &m) != 0 || wslay_event_send(ws->ctx) != 0)
+    if (wslay_event_queue_msg(ws->ctx, &m) != 0)
         return -1;
+    ws_send_later(ws);
     return 0;
 }
 
@@ -391,6 +465,7 @@ void pb_ws_free(pb_ws *ws)
 {
     if (!ws)
         return;
+    ws_unlist(ws);
     if (ws->bev)
         bufferevent_free(ws->bev);
     if (ws->ctx)

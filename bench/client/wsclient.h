@@ -53,7 +53,9 @@ typedef struct {
 pb_ws *pb_ws_connect(struct event_base *base, const struct sockaddr_in *dst,
                      const struct sockaddr_in *src, const char *hostport, const char *target,
                      unsigned timeout_ms, const pb_ws_events *ev, void *arg, int *kind);
-/* Queues a text message: 0, or -1 when the connection cannot take it. */
+/* Queues a text message, written once the loop pass's reads are done (so
+ * that one simulated browser's send does not delay another's read): 0, or
+ * -1 when the connection cannot take it. */
 int pb_ws_send_text(pb_ws *ws, const char *text, size_t len);
 /* Starts the close handshake with code. */
 void pb_ws_close(pb_ws *ws, uint16_t code);
