@@ -211,8 +211,9 @@ class NchanPeer:
 # the publisher's keep-alive connections to node A: nginx answers the
 # requests pipelined on one connection one at a time, and an nchan publish
 # holds its connection for a Redis round trip, so 4 connections cap the
-# publisher near 9,000/s here; 16 reach nchan's own ceiling (bench/README.md)
-CONNS = int(os.environ.get("BENCH_NCHAN_CONNS", "16"))
+# publisher near 9,000/s here, and 16 still held nchan's highest rate about
+# a fifth below what 64, the client's most, reach (bench/README.md)
+CONNS = int(os.environ.get("BENCH_NCHAN_CONNS", "64"))
 
 
 def s2_nchan(messages, users, rate, pace_us=1000, conns=CONNS):
