@@ -73,6 +73,7 @@ typedef struct {
     long long handoff_timeout_ms;
     long long max_deliveries;
     long long claim_min_idle_ms;
+    long long trim_interval_ms;     /* 0: the streams are never trimmed */
     char *dead_letter_stream;
     size_t max_message_size;
     int log_level;
@@ -278,6 +279,12 @@ bool cs_mysql_ok(void);
 /* The server of mysql_hosts the consumer last reached ("": none yet). */
 const char *cs_mysql_server(void);
 
+/* ---- trimming the streams (trim.c) ---- */
+
+int cs_trim_start(void);            /* -1: out of memory */
+void cs_trim_stop(void);            /* no new rounds */
+void cs_trim_done(void);            /* after cs_shards_done: rounds out have ended */
+
 /* ---- route hints (hints.c) ---- */
 
 int cs_hints_start(void);           /* -1: out of memory or a bad cluster seed */
@@ -401,6 +408,7 @@ typedef struct {
     unsigned long long read, claimed, sent, acked, dead, retried, waited;
     unsigned long long hinted;      /* requests sent to the gateway a hint named */
     unsigned long long hint_notes;  /* notes of the route feed that named a node */
+    unsigned long long trimmed;     /* entries XTRIM took out of the streams */
 } cs_stats;
 
 typedef struct {

@@ -126,7 +126,7 @@ static int start_modules(void)
     }
     if (add_signals() < 0 || cs_mysql_start() < 0 || cs_nodes_start() < 0 ||
         cs_hints_start() < 0 || cs_acks_start() < 0 || cs_stream_start() < 0 ||
-        cs_metrics_start() < 0 || cs_status_start() < 0)
+        cs_trim_start() < 0 || cs_metrics_start() < 0 || cs_status_start() < 0)
         return -1;
     /* one file per gateway connection, three for Redis (six with sentinels; with a cluster
      * one per stream and one per node, and the route hints'): the limit is the capacity */
@@ -148,11 +148,13 @@ static void stop_modules(void)
     cs_status_stop();
     cs_mysql_stop();
     cs_metrics_stop();
+    cs_trim_stop();
     cs_stream_done();
     cs_nodes_stop();
     cs_hints_stop();
     cs_acks_done();
     cs_shards_done();
+    cs_trim_done();
     pg_timer_clear_all();
     stop_timer = 0;
     cs_entries_done();

@@ -154,6 +154,9 @@ static void counters(struct evbuffer *out)
                     "Attempts that failed and were tried again.", cs.stats.retried);
     pg_prom_counter(out, "pushgate_consumer_waits_total",
                     "Retries that did not count: no gateway could try.", cs.stats.waited);
+    pg_prom_counter(out, "pushgate_consumer_trimmed_total",
+                    "Entries trimmed from the streams: read and XACKed by every group.",
+                    cs.stats.trimmed);
     pg_prom_counter(out, "pushgate_consumer_dead_letters_total",
                     "Entries moved to the dead-letter stream.", cs.stats.dead);
     pg_prom_counter(out, "pushgate_consumer_hinted_total",

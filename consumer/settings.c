@@ -55,6 +55,9 @@ static const pg_conf_def consumer_defs[] = {
      "the gateways' ack_timeout), else the entry is retried"},
     {"max_deliveries", PG_CONF_INT, C(max_deliveries), "5", 1, 1000, NULL,
      "attempts (Redis delivery count) before an entry goes to the dead-letter stream"},
+    {"trim_interval_ms", PG_CONF_INT, C(trim_interval_ms), "5000", 0, 86400000, NULL,
+     "how often each stream loses the entries that every consumer group of it has read and "
+     "XACKed (XTRIM MINID; 0: never, the streams keep every entry)"},
     {"claim_min_idle_ms", PG_CONF_INT, C(claim_min_idle_ms), "30000", 100, 86400000, NULL,
      "entries pending this long with a (dead) consumer are reclaimed with XAUTOCLAIM"},
     {"dead_letter_stream", PG_CONF_STRING, C(dead_letter_stream), "pushgate:worksheets:dead", 0, 0,

@@ -534,6 +534,45 @@ def test_no_gateway_up_entries_wait_without_spinning(bin_dir, stack, tmp_path, p
     stop_gateway(g)
 
 
+def test_the_stream_loses_what_every_group_finished_and_keeps_the_rest(bin_dir, stack, tmp_path,
+                                                                      procs, stream):
+    """An XACK leaves its entry in the stream; the consumer trims what every
+    group of it has read and XACKed.  Kept: entries read but pending (no
+    gateway up), and all that another group has not read yet."""
+    c = start_consumer(bin_dir, stack, tmp_path, procs, stream, trim_interval_ms=100)
+    r = stack.redis()
+    user = uid("agent")
+    ids = publish(r, stream, [work_order(user, "trim %d" % i) for i in range(500)])
+    wait_sync(lambda: r.xpending(stream, GROUP)["pending"] == 500, 10,
+              "the consumer to read the entries")
+    time.sleep(1)   # ten rounds of trimming
+    assert r.xlen(stream) == 500, "pending entries were trimmed"
+
+    # Another reader's group, from the start: it has read nothing.
+    r.xgroup_create(stream, "audit", id="0")
+    g = start_gateway(bin_dir, stack, tmp_path, procs)
+
+    async def run():
+        (b,) = await open_browsers(g.port, [user])
+        await until(lambda: len(set(b.ids)) >= 500, 30, "the entries at the browser")
+        await until(lambda: pending(r, stream) == 0, 10, "every entry to be XACKed")
+        await b.close()
+
+    asyncio.run(run())
+    time.sleep(1)
+    assert r.xlen(stream) == 500, "entries the audit group has not read were trimmed"
+
+    read = r.xreadgroup("audit", "auditor", {stream: ">"}, count=1000)
+    assert r.xack(stream, "audit", *[i for i, _ in read[0][1]]) == 500
+    # XTRIM MINID ~ drops whole nodes of the stream's radix tree only
+    wait_sync(lambda: r.xlen(stream) <= 100, 10, "the finished entries to be trimmed")
+    assert r.xrange(stream, ids[-1], ids[-1]), "the last entry read went too"
+    assert "XTRIM" not in c.log()
+    assert dead_letters(r, stream) == []
+    c.stop()
+    stop_gateway(g)
+
+
 def test_redis_restart_the_consumer_reconnects(bin_dir, stack, tmp_path, procs, stream):
     if not (hasattr(stack, "stop_redis") and hasattr(stack, "start_redis")):
         pytest.skip("the fixture cannot restart Redis")

@@ -985,7 +985,7 @@ class Run:
             if snap.stored is not None and i in snap.stored:
                 out.append("stored")
             if snap.stream is not None and i not in snap.stream:
-                out.append("gone from the stream")
+                out.append("gone from the stream (trimmed after its XACK, or lost)")
             return out or ["XACKed, nothing stored"]
 
         live_end, end = x["at_live_end"], x["at_end"]
@@ -1196,7 +1196,7 @@ def run_table(res):
         ("stored copies of delivered orders", res["stored_copies"]),
         ("pending in the group (end of live phase / end)",
          "%s / %s" % (_f(res["pending_live"], "%d"), _f(res["pending_end"], "%d"))),
-        ("gone from the stream (Redis)", res["gone_from_stream"]),
+        ("gone from the stream (trimmed, or lost by Redis)", res["gone_from_stream"]),
         ("arrived after their browser's own reconnect", res["own_reconnect"]),
         ("LATE (over %.0f s after the fault's end)" % DEADLINE_AFTER_FAULT, res["late"]),
         ("only after a FORCED reconnect (orders / browsers)",
