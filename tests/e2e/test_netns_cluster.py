@@ -405,10 +405,13 @@ def port_open(addr, port, timeout=2):
 
 def stale_rows(stack, net, tabs, prefix):
     """online_clients rows of prefix* naming a node where no tab of that
-    agent is connected."""
+    agent is connected.  A tab whose socket is open there and whose ONLINE
+    has not come yet counts as there: its row is written before its stored
+    orders and ONLINE are sent, and that took seconds in runs where the
+    node's task workers waited on MySQL while another node was cut."""
     where = collections.defaultdict(set)
     for t in tabs:
-        if t.connected:
+        if t.connected or (t.ws is not None and t.ws.open):
             where[t.uuid].add(t.host)
     return [(u, ip) for ip, us in online_by_node(stack, prefix).items() for u in us
             if ip not in where[u]]
