@@ -281,9 +281,8 @@ const char *cs_mysql_server(void);
 
 /* ---- trimming the streams (trim.c) ---- */
 
-int cs_trim_start(void);            /* -1: out of memory */
+int cs_trim_start(void);            /* -1: no timer */
 void cs_trim_stop(void);            /* no new rounds */
-void cs_trim_done(void);            /* after cs_shards_done: rounds out have ended */
 
 /* ---- route hints (hints.c) ---- */
 
@@ -333,6 +332,7 @@ typedef struct cs_shard {
     long long lag, pending;     /* metrics.c: XINFO GROUPS */
     uint64_t polled_ms;
     bool polling;
+    bool trimming;              /* trim.c: a round is out */
 } cs_shard;
 
 int cs_shards_start(void);      /* -1: out of memory */

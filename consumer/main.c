@@ -154,7 +154,6 @@ static void stop_modules(void)
     cs_hints_stop();
     cs_acks_done();
     cs_shards_done();
-    cs_trim_done();
     pg_timer_clear_all();
     stop_timer = 0;
     cs_entries_done();

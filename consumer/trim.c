@@ -40,7 +40,6 @@ typedef struct {
 } trim_round;
 
 static int64_t tick_timer;
-static bool *trimming;          /* per shard: a round is out */
 static pg_ratelog trim_log;
 
 /* "<ms>-<seq>" into *id: true, or false when text is not a stream id. */
@@ -79,7 +78,7 @@ static void lower_bound(trim_round *t, const redisReply *reply)
 static void on_trimmed(struct redisReply *reply, void *priv)
 {
     cs_shard *s = priv;
-    trimming[s->index] = false;
+    s->trimming = false;
     if (reply && reply->type == REDIS_REPLY_INTEGER) {
         cs.stats.trimmed += (unsigned long long)reply->integer;
         if (reply->integer > 0)
@@ -100,7 +99,7 @@ static void finish(trim_round *t)
     free(t);
     const char *argv[] = {"XTRIM", s->name, "MINID", "~", bound};
     if (!trim || pg_redis_argv(cs_shard_control(s), on_trimmed, s, 5, argv, NULL) < 0)
-        trimming[s->index] = false;
+        s->trimming = false;
 }
 
 static void answered(trim_round *t)
@@ -174,7 +173,7 @@ static void start_round(cs_shard *s)
         free(t);
         return;
     }
-    trimming[s->index] = true;
+    s->trimming = true;
 }
 
 static void on_tick(int64_t timer_id, void *arg)
@@ -182,7 +181,7 @@ static void on_tick(int64_t timer_id, void *arg)
     (void)timer_id;
     (void)arg;
     for (size_t i = 0; i < cs.nshards && !cs.stopping; i++)
-        if (!trimming[i])
+        if (!cs.shards[i].trimming)
             start_round(&cs.shards[i]);
 }
 
@@ -190,10 +189,9 @@ int cs_trim_start(void)
 {
     if (cs.cfg.trim_interval_ms <= 0)
         return 0;
-    trimming = calloc(cs.nshards ? cs.nshards : 1, sizeof(*trimming));
-    if (!trimming || (tick_timer = pg_timer_tick((uint32_t)cs.cfg.trim_interval_ms, on_tick,
-                                                 NULL)) < 0) {
-        pg_error("out of memory (stream trimming)");
+    tick_timer = pg_timer_tick((uint32_t)cs.cfg.trim_interval_ms, on_tick, NULL);
+    if (tick_timer < 0) {
+        pg_error("no timer for trimming the streams");
         return -1;
     }
     return 0;
@@ -204,10 +202,4 @@ void cs_trim_stop(void)
     if (tick_timer > 0)
         pg_timer_clear(tick_timer);
     tick_timer = 0;
-}
-
-void cs_trim_done(void)
-{
-    free(trimming);
-    trimming = NULL;
 }
