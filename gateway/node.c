@@ -4,8 +4,9 @@
  * unreachable fails at start, clearly), deletes the online_clients rows a
  * previous run of the same address left behind, and takes the next boot
  * generation (node_generations keeps it across stops), which makes session
- * ids, and so client_ids, never repeat on this address.  Task worker 0 heartbeats the row and sweeps nodes that
- * stopped heartbeating, with their online rows.  On SIGTERM the row is
+ * ids, and so client_ids, never repeat on this address.  The last task
+ * worker heartbeats the row and sweeps nodes that stopped heartbeating,
+ * with their online rows.  On SIGTERM the row is
  * marked draining, and after the stop it is removed with the node's rows
  * and its report in daemon_status (status.c); the sweep also removes
  * reports that no daemon has renewed for a day. */
@@ -146,37 +147,43 @@ static int register_again(pg_db *db)
     return rc;
 }
 
-/* Nodes silent for node_dead_after go, with their online rows.  Only a node
- * that has itself heartbeated for that long sweeps: after a MySQL outage
- * every row looks stale, and live nodes need a window to heartbeat again. */
+/* Nodes silent for node_dead_after go, with their online rows, in one
+ * statement: a node's heartbeat that MySQL runs meanwhile either comes
+ * first (the node stays, rows and all) or finds its row gone (touched ==
+ * 0: it registers again and its browsers rejoin).  Two statements let a
+ * heartbeat land between them, leaving a live node whose browsers' rows
+ * were gone and which never knew it was swept. */
 static int sweep(pg_db *db)
 {
     pg_db_value dead = PG_DB_INT_VALUE(gw.cfg.node_dead_after);
     unsigned long long swept = 0;
-    int rc = pg_db_exec(db, "DELETE c FROM online_clients c JOIN gateway_nodes n "
+    int rc = pg_db_exec(db, "DELETE n, c FROM gateway_nodes n LEFT JOIN online_clients c "
                             "ON c.node_ip = n.ip AND c.node_port = n.internal_port "
                             "WHERE n.heartbeat_at < CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND",
                         &dead, 1, &swept, NULL);
-    if (rc == 0)
-        rc = pg_db_exec(db, "DELETE FROM gateway_nodes "
-                            "WHERE heartbeat_at < CURRENT_TIMESTAMP(3) - INTERVAL ? SECOND",
-                        &dead, 1, NULL, NULL);
     /* reports of daemons long gone (killed, never stopped cleanly) */
     if (rc == 0)
         rc = pg_db_exec(db, "DELETE FROM daemon_status "
                             "WHERE updated_at < CURRENT_TIMESTAMP(3) - INTERVAL 1 DAY", NULL, 0,
                         NULL, NULL);
     if (swept > 0)
-        pg_notice("swept %llu online row(s) of nodes silent for over %lld s", swept,
-                  gw.cfg.node_dead_after);
+        pg_notice("swept %llu row(s) of gateway_nodes and online_clients: nodes silent for "
+                  "over %lld s", swept, gw.cfg.node_dead_after);
     return rc;
 }
 
+/* Only a node that has itself heartbeated for node_dead_after, beat after
+ * beat, sweeps: after a MySQL outage every row looks stale, and live nodes
+ * need a window to heartbeat again.  An outage is a failed beat, or a beat
+ * that came over two intervals after the last good one: a MySQL that
+ * hangs rather than refuses lets the statement in flight succeed when it
+ * wakes, and this task worker's loop waits with it. */
 static void heartbeat(int64_t timer_id, void *arg)
 {
     (void)timer_id;
     (void)arg;
-    static time_t healthy_since;   /* first good heartbeat after the last failure */
+    static uint64_t healthy_since_ms, last_good_ms;
+    uint64_t interval_ms = (uint64_t)gw.cfg.node_heartbeat_interval * 1000;
     pg_db *db = gw_db();
     pg_db_value id = PG_DB_STR_VALUE(gw.node_id);
     unsigned long long touched = 0;
@@ -184,12 +191,14 @@ static void heartbeat(int64_t timer_id, void *arg)
                                  "WHERE node_id = ?", &id, 1, &touched, NULL) : -1;
     if (rc == 0 && touched == 0)
         rc = register_again(db);
-    time_t now = time(NULL);
+    uint64_t now = pg_now_ms();
     if (rc < 0)
-        healthy_since = 0;
-    else if (healthy_since == 0)
-        healthy_since = now;
-    if (rc == 0 && now - healthy_since >= gw.cfg.node_dead_after)
+        healthy_since_ms = last_good_ms = 0;
+    else if (healthy_since_ms == 0 || now - last_good_ms > 2 * interval_ms)
+        healthy_since_ms = now;
+    if (rc == 0)
+        last_good_ms = now;
+    if (rc == 0 && now - healthy_since_ms >= (uint64_t)gw.cfg.node_dead_after * 1000)
         rc = sweep(db);
     if (db)
         gw_mysql_result(rc);   /* logged there: an outage once, not at every beat */

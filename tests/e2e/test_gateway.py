@@ -2099,6 +2099,56 @@ def test_mysql_outage_longer_than_node_dead_after_keeps_clients_routable(gateway
             stack.start_mysql()
 
 
+def test_mysql_hang_gets_no_live_node_swept(gateways, stack):
+    """node.c heartbeat(): a MySQL that hangs (SIGSTOP) rather than refuses
+    lets the heartbeat in flight succeed when it wakes, with no failure seen.
+    The node whose beat that was must not sweep the others at once: their
+    beats may come a moment later (here b's heartbeat writer, its last task
+    worker, is held up half a second longer), and a live node's browsers
+    would lose their rows.  Its window starts again with the late beat."""
+    a = gateways(node_dead_after=2, node_heartbeat_interval=1)
+    b = gateways(node_dead_after=2, node_heartbeat_interval=1)
+    ub = uid("b")
+    b_writer = b.task_pids()["task %d" % (len(b.task_pids()) - 1)]
+
+    async def go():
+        wb, _ = await online(b.port, ub)
+        try:
+            await asyncio.sleep(2.5)              # a has heartbeated for node_dead_after
+            stack.freeze_mysql(True)
+            os.kill(b_writer, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(5)            # under the 10 s read timeout: a's beat waits
+            finally:
+                stack.freeze_mysql(False)
+                await asyncio.sleep(0.5)
+                os.kill(b_writer, signal.SIGCONT)
+            lost = []
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                if not await asyncio.to_thread(online_rows, stack, ub):
+                    lost.append(round(deadline - time.monotonic(), 1))
+                await asyncio.sleep(0.1)
+            assert not lost, "b's live browser lost its online row after the hang " \
+                             "(%d of 30 looks)" % len(lost)
+            assert "swept" not in a.log() + b.log(), "a live node was swept"
+            c = Internal(b.internal_port)
+            try:
+                ok_reply(await call(c, work_order("after-hang", [(ub, {"o": 1})], APP_TOKEN)),
+                         "after-hang", delivered=1)
+            finally:
+                c.close()
+            assert await recv_json(wb) == worksheet_event({"o": 1}, "after-hang")
+            await send_json(wb, {"event": "ACK", "data": {"id": "after-hang"}})
+        finally:
+            await wb.close()
+    try:
+        run(go(), timeout=60)
+    finally:
+        stack.freeze_mysql(False)
+        os.kill(b_writer, signal.SIGCONT)
+
+
 # ---- reload keeps browser sessions ----
 
 def test_reload_keeps_browser_sessions_working(gateways, stack):
