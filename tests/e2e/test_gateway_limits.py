@@ -102,6 +102,9 @@ def test_tiny_fragments_do_not_balloon_the_master(node):
         sender.start()
         code, text, _ = c.read_close(timeout=30)
         assert code == 1009, (code, text)
+        # The node's FIN: the connection has left the protocol, and its
+        # charge the node's total; the next one must not meet it (1013).
+        assert c.wait_eof(10), "no FIN after the close frame"
         c.close()
         sender.join(30)
     grown = rss_kb(master) - before
