@@ -72,9 +72,22 @@ void px_stats_worker_stop(void)
     log_timer = 0;
 }
 
-/* The row of ip:port, claimed on first use.  A row being claimed by
- * another process is waited for a moment: two rows of one node would be
- * one series twice in /metrics. */
+/* A row's state once any claim of it has ended: 0 free, 2 named; 1 when a
+ * claim does not end (its process died half way). */
+static int settled_state(px_node_counters *r)
+{
+    int state = atomic_load(&r->state);
+    for (int spin = 0; state == 1 && spin < 1000; spin++) {
+        sched_yield();
+        state = atomic_load(&r->state);
+    }
+    return state;
+}
+
+/* The row of ip:port, claimed on first use.  Two rows of one node would be
+ * one series twice in /metrics, so a row another process claims meanwhile
+ * (its CAS won) is looked at again rather than passed: it may be this
+ * node's.  A claim that never ends sends the count to "other". */
 static px_node_counters *node_row(const char *ip, int port)
 {
     char node[sizeof(px.counters->nodes[0].node)];
@@ -82,23 +95,24 @@ static px_node_counters *node_row(const char *ip, int port)
     uint32_t h = 2166136261u;
     for (const char *p = node; *p; p++)
         h = (h ^ (uint8_t)*p) * 16777619u;
+    px_node_counters *other = &px.counters->nodes[PX_NODES_MAX];
     for (int i = 0; i < PX_NODES_MAX; i++) {
         px_node_counters *r = &px.counters->nodes[(h + (uint32_t)i) % PX_NODES_MAX];
-        int state = atomic_load(&r->state);
-        for (int spin = 0; state == 1 && spin < 1000; spin++) {
-            sched_yield();
-            state = atomic_load(&r->state);
+        int state;
+        while ((state = settled_state(r)) == 0) {
+            int expected = 0;
+            if (atomic_compare_exchange_strong(&r->state, &expected, 1)) {
+                memcpy(r->node, node, sizeof(node));
+                atomic_store(&r->state, 2);
+                return r;
+            }
         }
-        if (state == 2 && strcmp(r->node, node) == 0)
+        if (state == 1)
+            return other;
+        if (strcmp(r->node, node) == 0)
             return r;
-        int expected = 0;
-        if (state == 0 && atomic_compare_exchange_strong(&r->state, &expected, 1)) {
-            memcpy(r->node, node, sizeof(node));
-            atomic_store(&r->state, 2);
-            return r;
-        }
     }
-    return &px.counters->nodes[PX_NODES_MAX];
+    return other;
 }
 
 void px_stats_outcome(const char *ip, int port, int outcome)
