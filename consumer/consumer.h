@@ -117,6 +117,9 @@ typedef struct {
     void *arg;
 } cs_link_events;
 pg_redis *cs_redis_link(const char *role, const pg_redis_addr *at, const cs_link_events *ev);
+/* The value of field name in a RESP2 map reply (name, value, ...: one
+ * group of XINFO GROUPS), or NULL when map is not one or has no such field. */
+const struct redisReply *cs_reply_field(const struct redisReply *map, const char *name);
 /* "host:port", or "the primary of NAME (sentinels ...)", for the log. */
 void cs_redis_where(char *out, size_t len);
 

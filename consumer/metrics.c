@@ -87,27 +87,17 @@ void cs_metrics_replies(void (*fn)(const char *code, unsigned long long n, void 
         fn("other", replies[CODES_MAX].n, arg);
 }
 
-/* One group of XINFO GROUPS: name, value, ... (RESP2). */
+/* One group of XINFO GROUPS: ours, its lag and pending count. */
 static void take_group(cs_shard *s, const redisReply *g)
 {
-    bool ours = false;
-    long long lag = -1, pending = -1;
-    for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2) {
-        const redisReply *key = g->element[k], *v = g->element[k + 1];
-        if (key->type != REDIS_REPLY_STRING)
-            continue;
-        if (strcmp(key->str, "name") == 0)
-            ours = v->type == REDIS_REPLY_STRING && strcmp(v->str, cs.cfg.group) == 0;
-        else if (strcmp(key->str, "lag") == 0 && v->type == REDIS_REPLY_INTEGER)
-            lag = v->integer;
-        else if (strcmp(key->str, "pending") == 0 && v->type == REDIS_REPLY_INTEGER)
-            pending = v->integer;
-    }
-    if (ours) {
-        s->lag = lag;   /* nil (-1) when Redis cannot tell, after deletions */
-        s->pending = pending;
-        s->polled_ms = pg_now_ms();
-    }
+    const redisReply *name = cs_reply_field(g, "name"), *lag = cs_reply_field(g, "lag"),
+                     *pending = cs_reply_field(g, "pending");
+    if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, cs.cfg.group) != 0)
+        return;
+    /* nil (-1) when Redis cannot tell the lag, after deletions */
+    s->lag = lag && lag->type == REDIS_REPLY_INTEGER ? lag->integer : -1;
+    s->pending = pending && pending->type == REDIS_REPLY_INTEGER ? pending->integer : -1;
+    s->polled_ms = pg_now_ms();
 }
 
 static void on_groups(struct redisReply *reply, void *priv)

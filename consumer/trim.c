@@ -120,23 +120,13 @@ static void on_pending(struct redisReply *reply, void *priv)
     answered(t);
 }
 
-/* The value of field name in a RESP2 map (name, value, ...), or NULL. */
-static const redisReply *map_get(const redisReply *map, const char *name)
-{
-    for (size_t k = 0; map->type == REDIS_REPLY_ARRAY && k + 1 < map->elements; k += 2) {
-        const redisReply *key = map->element[k];
-        if (key->type == REDIS_REPLY_STRING && strcmp(key->str, name) == 0)
-            return map->element[k + 1];
-    }
-    return NULL;
-}
-
 /* One group of XINFO GROUPS: its last-delivered-id, and when it has
  * entries pending, an XPENDING for the oldest of them. */
 static void take_group(trim_round *t, const redisReply *group)
 {
-    const redisReply *name = map_get(group, "name"), *pending = map_get(group, "pending");
-    lower_bound(t, map_get(group, "last-delivered-id"));
+    const redisReply *name = cs_reply_field(group, "name");
+    const redisReply *pending = cs_reply_field(group, "pending");
+    lower_bound(t, cs_reply_field(group, "last-delivered-id"));
     if (!name || name->type != REDIS_REPLY_STRING || !pending ||
         pending->type != REDIS_REPLY_INTEGER) {
         t->failed = true;

@@ -9,8 +9,10 @@
 #include "log.h"
 #include "timer.h"
 
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 uint64_t cs_now_ms(void)
@@ -102,4 +104,14 @@ void cs_redis_where(char *out, size_t len)
                  cs.cfg.redis_sentinels);
     else
         snprintf(out, len, "%s:%lld", cs.cfg.redis_host, cs.cfg.redis_port);
+}
+
+const redisReply *cs_reply_field(const redisReply *map, const char *name)
+{
+    for (size_t k = 0; map && map->type == REDIS_REPLY_ARRAY && k + 1 < map->elements; k += 2) {
+        const redisReply *key = map->element[k];
+        if (key->type == REDIS_REPLY_STRING && strcmp(key->str, name) == 0)
+            return map->element[k + 1];
+    }
+    return NULL;
 }
