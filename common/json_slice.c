@@ -23,7 +23,8 @@ static int skip_string(scan *s, int *escaped)
     for (s->p++; s->p < s->end; s->p++) {
         if (*s->p == '\\') {
             *escaped = 1;
-            s->p++;
+            if (++s->p == s->end)
+                return -1;
         } else if (*s->p == '"') {
             s->p++;
             return 0;

@@ -4,12 +4,14 @@
  * a browser gets) need not be printed again from the parsed tree: its bytes
  * in the request are the JSON text to send.  This finds them.
  *
- * Contract: text must be JSON that jansson has parsed already (json_loadb
- * without JSON_REJECT_DUPLICATES), so it is known to be valid; nothing here
- * validates it again.  The answer is the one jansson's tree has: the last
+ * Contract: on text that jansson has parsed already (json_loadb without
+ * JSON_REJECT_DUPLICATES) the answer is the one jansson's tree has: the last
  * member of that name at the top level.  A member name written with escapes
  * ("remote\u005fdata") cannot be compared as bytes, so the answer is then
- * "cannot tell" and the caller prints the value from the tree as before. */
+ * "cannot tell" and the caller prints the value from the tree as before.
+ * Nothing here validates: on any other text the answer means nothing, but
+ * the scan never reads outside text[0..len) (the consumer looks at a
+ * producer's text this way before a gateway parses it). */
 #ifndef PG_JSON_SLICE_H
 #define PG_JSON_SLICE_H
 

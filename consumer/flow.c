@@ -188,6 +188,9 @@ void cs_flow_reply(cs_entry *e, cs_gateway *g, int code, const char *msg, long l
     if (code == 0) {
         pg_debug("entry %s handed off by gateway %s", e->id, g->name);
         cs_flow_done(e);
+    } else if (code == PG_ERR_BAD_JSON) {
+        /* intake.c leaves the parse of the usual entry to the gateway */
+        cs_flow_dead(e, "malformed: msg is not JSON (gateway %s: %s)", g->name, msg);
     } else if (pg_code_final(code)) {
         cs_flow_dead(e, "refused by gateway %s: code %d: %s", g->name, code, msg);
     } else if (pg_code_wait(code)) {

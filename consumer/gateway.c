@@ -395,20 +395,16 @@ bool cs_gateway_has_room(const cs_gateway *g)
            g->inflight.n < (size_t)cs.cfg.max_in_flight;
 }
 
-/* The request: the entry's body, which ends with '}', with "handoff" asked
- * for before it when the browsers' ACKs are waited for. */
+/* The request: the entry's body, "handoff" and all (intake.c). */
 int cs_gateway_send(cs_gateway *g, cs_entry *e)
 {
-    static const char handoff[] = ",\"handoff\":true}";
     struct evbuffer *out = bufferevent_get_output(g->bev);
-    int ask = cs.cfg.wait_for_acks && e->body_len > 2 && e->body[e->body_len - 1] == '}';
-    size_t len = ask ? e->body_len - 1 + sizeof(handoff) - 1 : e->body_len;
+    size_t len = e->body_len;
     unsigned char h[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
                           (unsigned char)(len >> 8), (unsigned char)len};
     /* Room first, so the frame is added whole or not at all. */
     if (evbuffer_expand(out, 4 + len) < 0 || evbuffer_add(out, h, 4) < 0 ||
-        evbuffer_add(out, e->body, ask ? e->body_len - 1 : e->body_len) < 0 ||
-        (ask && evbuffer_add(out, handoff, sizeof(handoff) - 1) < 0))
+        evbuffer_add(out, e->body, len) < 0)
         return -1;
     uint64_t now = cs_now_ms();
     e->state = CS_E_SENT;

@@ -7,9 +7,17 @@
  * "msg_id": <entry id> (message format 2 of DESIGN.md).  An entry put back
  * by pushgate-ctl dead replay carries its original entry id in a field
  * msg_id, which is then the request's msg_id instead, so that browsers and
- * gateways that had the message already drop the copy. */
+ * gateways that had the message already drop the copy.
+ *
+ * The usual entry is checked on its text alone (looks_sendable), without
+ * a parsed tree: the gateway that gets it parses it in full anyway, and
+ * refuses text that is not JSON with a final code, which makes it a dead
+ * letter all the same (flow.c).  Parsing it here as well was two fifths of
+ * the consumer's time.  Only an entry the text alone cannot settle is
+ * parsed here, for its precise reason. */
 #include "consumer.h"
 
+#include "json_slice.h"
 #include "log.h"
 #include "route_note.h"
 
@@ -123,41 +131,106 @@ static int take_msg_id(cs_entry *e, const redisReply *fields, char *id)
     return 0;
 }
 
-/* e->msg with "msg_id": msg_id added as its last member, so that a
- * producer's own msg_id is overridden (a parser keeps the last of duplicate
- * keys).  The text is spliced rather than printed again from the parsed
- * object: that was a fifth of the consumer's time.  msg must be a JSON
- * object's text. */
-static char *with_msg_id(const cs_entry *e, const char *msg_id, size_t *len)
+/* msg_id as a JSON string at out (room for 2 * strlen + 3): an entry id
+ * (digits, '-', '@') is copied between quotes; anything else Redis gave is
+ * escaped by jansson.  Its length, or 0. */
+static size_t msg_id_json(const char *msg_id, char *out, size_t room)
 {
+    size_t n = strlen(msg_id);
+    if (strspn(msg_id, "0123456789-@") == n) {
+        out[0] = '"';
+        memcpy(out + 1, msg_id, n);
+        out[n + 1] = '"';
+        return n + 2;
+    }
+    json_t *id = json_string(msg_id);
+    size_t len = id ? json_dumpb(id, out, room, JSON_ENCODE_ANY) : 0;
+    json_decref(id);
+    return len <= room ? len : 0;
+}
+
+/* e->msg with "handoff": true (with wait_for_acks: the browsers' ACKs are
+ * waited for) and "msg_id": msg_id added as its last members, so that a
+ * producer's own are overridden (a parser keeps the last of duplicate
+ * keys), and so that a gateway can name msg_id in its refusal of text that
+ * is not JSON (gateway/internal.c).  The text is spliced rather than
+ * printed again from a parsed object.  Text that is not an object's stays
+ * invalid: the members take the place of the closing brace, so the result
+ * is JSON only where the text was. */
+static char *request_text(const cs_entry *e, const char *msg_id, size_t *len)
+{
+    static const char handoff[] = ",\"handoff\":true";
     size_t end = e->msg_len;
     while (end > 0 && strchr(" \t\r\n", e->msg[end - 1]))
         end--;
-    json_t *id = json_string(msg_id);
-    size_t id_len = id ? json_dumpb(id, NULL, 0, JSON_ENCODE_ANY) : 0;
-    char *body = end > 0 && e->msg[end - 1] == '}' && id_len ? malloc(end + id_len + 16) : NULL;
-    if (body) {
-        size_t at = end - 1;
-        memcpy(body, e->msg, at);
-        at += (size_t)sprintf(body + at, ",\"msg_id\":");
-        at += json_dumpb(id, body + at, id_len, JSON_ENCODE_ANY);
-        body[at++] = '}';
-        body[at] = '\0';
-        *len = at;
+    size_t room = 6 * strlen(msg_id) + 3;   /* \uXXXX at worst */
+    char *body = end > 0 && e->msg[end - 1] == '}' ? malloc(end + sizeof(handoff) + room + 16)
+                                                   : NULL;
+    if (!body)
+        return NULL;
+    size_t at = end - 1;
+    memcpy(body, e->msg, at);
+    if (cs.cfg.wait_for_acks) {
+        memcpy(body + at, handoff, sizeof(handoff) - 1);
+        at += sizeof(handoff) - 1;
     }
-    json_decref(id);
+    at += (size_t)sprintf(body + at, ",\"msg_id\":");
+    size_t id_len = msg_id_json(msg_id, body + at, room);
+    if (id_len == 0) {
+        free(body);
+        return NULL;
+    }
+    at += id_len;
+    body[at++] = '}';
+    body[at] = '\0';
+    *len = at;
     return body;
 }
 
-/* Builds e->body from e->msg and msg_id. 0, or -1 with e DEAD. */
-static int build_body(cs_entry *e, const char *msg_id)
+/* The producer's url, as PHP's json_encode writes it (slashes escaped) or
+ * not. */
+static bool is_worksheet_url(const char *value, size_t len)
+{
+    static const char plain[] = "\"" WORKSHEET_URL "\"";
+    static const char escaped[] = "\"\\/worksheet\\/send-message\"";
+    return (len == sizeof(plain) - 1 && memcmp(value, plain, len) == 0) ||
+           (len == sizeof(escaped) - 1 && memcmp(value, escaped, len) == 0);
+}
+
+/* check_request's checks on the text alone: true when url, chat_token and
+ * data look right, with *hint_key from the first entry's uuid (0: none).
+ * The text itself is not validated (json_slice.c stays within it whatever
+ * it holds); false when it cannot tell, and the caller parses. */
+static bool looks_sendable(const char *msg, size_t len, uint64_t *hint_key)
+{
+    const char *v, *first;
+    size_t n, first_len;
+    pg_json_elements data;
+    if (pg_json_member_slice(msg, len, "url", &v, &n) != PG_SLICE_FOUND ||
+        !is_worksheet_url(v, n) ||
+        pg_json_member_slice(msg, len, "chat_token", &v, &n) != PG_SLICE_FOUND || n < 3 ||
+        v[0] != '"' || v[n - 1] != '"' ||
+        pg_json_member_slice(msg, len, "data", &v, &n) != PG_SLICE_FOUND ||
+        pg_json_elements_begin(&data, v, n) != 0 ||
+        pg_json_elements_next(&data, &first, &first_len) != PG_SLICE_FOUND)
+        return false;
+    *hint_key = 0;
+    if (pg_json_member_slice(first, first_len, "uuid", &v, &n) == PG_SLICE_FOUND && n >= 2 &&
+        v[0] == '"' && v[n - 1] == '"' && !memchr(v, '\\', n))
+        *hint_key = pg_route_uuid_hash(v + 1, n - 2);
+    return true;
+}
+
+/* Why e->msg cannot be sent, from its parsed tree (NULL: it can), with
+ * e->hint_key set. */
+static const char *parsed_problem(cs_entry *e, char *why, size_t why_size)
 {
     json_error_t err;
     json_t *req = json_loadb(e->msg, e->msg_len, 0, &err);
     const char *problem = NULL;
     if (!req) {
-        cs_flow_dead(e, "malformed: msg is not JSON: %s", err.text);
-        return -1;
+        snprintf(why, why_size, "malformed: msg is not JSON: %s", err.text);
+        return why;
     }
     if (!json_is_object(req))
         problem = "malformed: msg is not a JSON object";
@@ -167,11 +240,23 @@ static int build_body(cs_entry *e, const char *msg_id)
         json_t *uuid = json_object_get(json_array_get(json_object_get(req, "data"), 0), "uuid");
         e->hint_key = json_is_string(uuid) ? pg_route_uuid_hash(json_string_value(uuid),
                                                                 json_string_length(uuid)) : 0;
-        e->body = with_msg_id(e, msg_id, &e->body_len);
-        if (!e->body)
-            problem = "msg_id cannot be added (out of memory)";
     }
     json_decref(req);
+    return problem;
+}
+
+/* Builds e->body from e->msg and msg_id. 0, or -1 with e DEAD. */
+static int build_body(cs_entry *e, const char *msg_id)
+{
+    char why[256];
+    bool looked = looks_sendable(e->msg, e->msg_len, &e->hint_key);
+    const char *problem = looked ? NULL : parsed_problem(e, why, sizeof(why));
+    if (!problem && !(e->body = request_text(e, msg_id, &e->body_len))) {
+        /* text that looked right but does not end its object: say why */
+        problem = looked ? parsed_problem(e, why, sizeof(why)) : NULL;
+        if (!problem)
+            problem = "msg_id cannot be added (out of memory)";
+    }
     if (problem) {
         cs_flow_dead(e, "%s", problem);
         return -1;

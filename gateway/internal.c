@@ -19,6 +19,7 @@
 #include "reply.h"
 #include "timer.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,13 +274,49 @@ void gw_internal_stop(void)
     gw_awaiting_stop(&token_checks);
 }
 
+/* Back from end past spaces: the last byte before them, or NULL. */
+static const char *before_space(const char *start, const char *end)
+{
+    while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
+        end--;
+    return end > start ? end - 1 : NULL;
+}
+
+/* A request that is not JSON has no msg_id to answer with, except where
+ * its sender wrote "msg_id":"..." as its last member, as the consumer does
+ * (it leaves the parse of a producer's text to the gateway): then the
+ * refusal names that id, and the consumer knows which entry it is for.
+ * The id as an object {"msg_id": id} for the reply, or NULL. */
+static json_t *trailing_msg_id(const char *text, size_t len)
+{
+    static const char name[] = "\"msg_id\"";
+    const char *p = before_space(text, text + len);
+    if (!p || *p != '}' || !(p = before_space(text, p)) || *p != '"')
+        return NULL;
+    const char *id_end = p;
+    while (p > text && p[-1] != '"' && p[-1] != '\\' && (unsigned char)p[-1] >= 0x20 &&
+           id_end - p < 64)
+        p--;
+    const char *id = p;
+    if (p == text || p[-1] != '"' || id == id_end || !(p = before_space(text, p - 1)) ||
+        *p != ':' || !(p = before_space(text, p)) || p - text + 1 < (ptrdiff_t)sizeof(name) - 1)
+        return NULL;
+    p -= sizeof(name) - 2;   /* at the name's opening quote */
+    const char *member_start = before_space(text, p);
+    if (memcmp(p, name, sizeof(name) - 1) != 0 || !member_start ||
+        (*member_start != ',' && *member_start != '{'))
+        return NULL;
+    return json_pack("{s:s%}", "msg_id", id, (size_t)(id_end - id));
+}
+
 /* A request decoded and checked, before anything acts on it.  Kept apart
  * from the acting and pure (no server, no state) so that the fuzz target
  * tests/fuzz/internal_request.c can feed it. */
 enum { INTERNAL_REFUSED, INTERNAL_SEND_MESSAGE, INTERNAL_PUSH_LOCAL };
 typedef struct {
     int kind;
-    json_t *req;                   /* the request object (the caller decrefs), or NULL */
+    json_t *req;                   /* the request object (the caller decrefs), or NULL;
+                                      text that is not JSON: {"msg_id"} or NULL */
     gw_order *order;               /* send-message: its order (the caller's) */
     int code;                      /* refused: the error code, */
     const char *problem;           /* its text (NULL: the code's own) */
@@ -294,7 +331,7 @@ static void internal_check(const char *data, size_t len, internal_req *r)
     const char *url = json_string_value(json_object_get(r->req, "url"));
     if (!json_is_object(r->req)) {
         json_decref(r->req);
-        r->req = NULL;
+        r->req = trailing_msg_id(data, len);
         snprintf(r->why, sizeof(r->why), "not a JSON object: %s", err.text);
         r->code = PG_ERR_BAD_JSON;
         r->problem = r->why;

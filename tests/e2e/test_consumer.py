@@ -479,12 +479,21 @@ def test_malformed_entries_go_to_the_dead_letter_stream(bin_dir, stack, tmp_path
         ({"msg": json.dumps({"url": "/worksheet/send-message", "chat_token": TOKEN})},
          "data is missing"),
         ({"msg": work_order("someone", "x", token="no-such-token")}, "10201"),
+        # right where the consumer looks (url, chat_token, data), not JSON
+        # elsewhere: the gateway's parse finds it, and it is still malformed
+        ({"msg": work_order("someone", "x")[:-1] + ', "late": tru}'},
+         "malformed: msg is not JSON (gateway "),
+        # text after the object
+        ({"msg": work_order("someone", "x") + " x"}, "malformed: msg is not JSON: "),
     ]
 
     async def run():
         (b,) = await open_browsers(g.port, [uid("agent")])
         ids = publish(r, stream, [f for f, _ in bad])
-        (good,) = publish(r, stream, [work_order(b.uuid, "after the bad ones")])
+        # PHP's json_encode escapes slashes: "\/worksheet\/send-message"
+        php = work_order(b.uuid, "after the bad ones").replace("/", "\\/")
+        assert "\\/worksheet\\/send-message" in php
+        (good,) = publish(r, stream, [php])
         await until(lambda: b.ids, 15, "the valid entry after the malformed ones")
         assert b.ids == [good]
         await until(lambda: len(dead_letters(r, stream)) >= len(bad), 15, "the dead letters")

@@ -1293,6 +1293,13 @@ def test_internal_bad_requests_keep_the_connection(gw, stack, internal):
     cases = [
         (b"this is not json", 10102, None),
         (b"[1,2,3]", 10102, None),
+        # not JSON, but its sender wrote msg_id last (as the consumer does):
+        # the refusal names it, so that the sender knows which was refused
+        (b'{"url":"/worksheet/send-message","x":tru,"msg_id":"5-1"}', 10102, "5-1"),
+        (b'{"x":tru, "msg_id" : "5-2" }\n', 10102, "5-2"),
+        (b'{"x":tru,"msg_id":"5-3","handoff":true}', 10102, None),
+        (b'{"x":tru,"msg_id":"5\\"-4"}', 10102, None),
+        (b'"msg_id":"5-5"}', 10102, None),
         ({"msg_id": "r1", "chat_token": APP_TOKEN}, 10104, "r1"),
         ({"url": 42, "msg_id": "r2"}, 10104, "r2"),
         ({"url": "/nowhere", "msg_id": "r3", "chat_token": APP_TOKEN}, 10202, "r3"),

@@ -6,7 +6,8 @@
  * server: routing, task workers, sessions).  Accepted work orders are also
  * built into the events browsers would get (gw_worksheet_json).
  *
- * Checked: a refused request has an error code and text; an accepted
+ * Checked: a refused request has an error code and text (and text that is
+ * not JSON at most a msg_id, one of its own bytes); an accepted
  * send-message is an order of 1 to 1000 items, each with the entry's uuid
  * (1 to 63 bytes), an id and a payload that is a JSON object with that id and, as
  * its response, the entry's data (copied from the request's bytes); an
@@ -45,8 +46,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r.kind == INTERNAL_REFUSED) {
         if (r.order || r.code == PG_OK || (r.code != PG_ERR_UNKNOWN_URL && !r.problem))
             abort();
-        if (r.code == PG_ERR_BAD_JSON && r.req)
-            abort();
+        const char *named = json_string_value(json_object_get(r.req, "msg_id"));
+        if (r.code == PG_ERR_BAD_JSON && r.req &&
+            (json_object_size(r.req) != 1 || !named || !*named ||
+             !memmem(data, size, named, strlen(named))))
+            abort();   /* text that is not JSON: at most the msg_id written last */
     } else if (r.kind == INTERNAL_SEND_MESSAGE) {
         size_t n = r.order->n;
         if (n < 1 || n > MAX_TARGETS || !r.order->chat_token ||

@@ -191,6 +191,7 @@ internal = {
     "url_number": js({"url": 1}),
     "not_object": b"[1,2,3]",
     "bad_json": b'{"url": "/worksheet/send-message",',
+    "bad_json_msg_id_last": b'{"url":"/worksheet/send-message","x":tru,"handoff":true,"msg_id":"5-1@2"}',
 }
 for k, v in internal.items():
     write("internal_request", k, v)
