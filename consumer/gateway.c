@@ -4,7 +4,10 @@
  * and many are in flight at once (up to max_in_flight).  The gateway answers
  * each with one frame {"code","msg","msg_id",...}; replies are matched by
  * msg_id (a gateway may answer out of order: its task workers run in
- * parallel), and a reply without msg_id is taken as the oldest request's.
+ * parallel).  A reply without msg_id (a refusal of text that is not JSON,
+ * from a gateway that cannot tell the id) is taken as the request's only
+ * when one request is in flight; else no entry can be blamed, and the one
+ * it was for times out and is retried.
  * In-flight entries are kept in send order, so the oldest one has the
  * earliest deadline and one timer per connection covers them all.  A lost
  * connection fails every request in flight (each is retried elsewhere) and
@@ -168,11 +171,11 @@ static void arm_reply_timer(cs_gateway *g)
 
 /* The entry a reply is for: by msg_id, the entry's key or, for a
  * replayed entry, its original id (then it is one of g's, in flight or
- * waiting for its final reply). */
+ * waiting for its final reply); without one, the only entry in flight. */
 static cs_entry *reply_entry(cs_gateway *g, const char *msg_id)
 {
     if (!msg_id)
-        return g->inflight.head;
+        return g->inflight.n == 1 ? g->inflight.head : NULL;
     cs_entry *e = cs_entry_find_key(msg_id);
     for (cs_entry *f = g->inflight.head; !e && f; f = f->next)
         if (strcmp(f->msg_id, msg_id) == 0)

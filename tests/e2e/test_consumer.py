@@ -650,6 +650,29 @@ def test_the_request_is_the_producers_object_plus_the_entry_id(bin_dir, stack, t
     c.stop()
 
 
+def test_a_reply_without_msg_id_blames_no_entry_of_several(bin_dir, stack, tmp_path, procs,
+                                                          stream, fakes):
+    """A refusal that names no msg_id while two requests are in flight (as a
+    gateway that cannot tell the id of text that is not JSON sends): neither
+    entry is dead-lettered for it; both time out and succeed on a retry."""
+    def rule(req, n):
+        if n == 1:
+            return None                      # the first waits, in flight
+        if n == 2:
+            return {"code": 10102, "msg": "not a JSON object", "msg_id": None}
+        return dict(OK)
+
+    x = fakes(rule)
+    c = start_consumer(bin_dir, stack, tmp_path, procs, stream, gateways=x.addr,
+                       reply_timeout_ms=500)
+    r = stack.redis()
+    ids = publish(r, stream, [work_order(uid(), "first"), work_order(uid(), "second")])
+    wait_sync(lambda: pending(r, stream) == 0, 20, "both entries XACKed")
+    assert dead_letters(r, stream) == []
+    assert [x.seen(i) for i in ids] == [2, 2]
+    c.stop()
+
+
 def test_gives_up_after_max_deliveries(bin_dir, stack, tmp_path, procs, stream, fakes):
     x = fakes(lambda req, n: dict(RETRY))
     c = start_consumer(bin_dir, stack, tmp_path, procs, stream, gateways=x.addr, max_deliveries=3)
