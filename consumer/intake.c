@@ -131,7 +131,7 @@ static int take_msg_id(cs_entry *e, const redisReply *fields, char *id)
     return 0;
 }
 
-/* msg_id as a JSON string at out (room for 2 * strlen + 3): an entry id
+/* msg_id as a JSON string at out (room: 6 * strlen + 3 bytes): an entry id
  * (digits, '-', '@') is copied between quotes; anything else Redis gave is
  * escaped by jansson.  Its length, or 0. */
 static size_t msg_id_json(const char *msg_id, char *out, size_t room)

@@ -7,7 +7,7 @@
  * built into the events browsers would get (gw_worksheet_json).
  *
  * Checked: a refused request has an error code and text (and text that is
- * not JSON at most a msg_id, one of its own bytes); an accepted
+ * not JSON at most a msg_id found in its bytes); an accepted
  * send-message is an order of 1 to 1000 items, each with the entry's uuid
  * (1 to 63 bytes), an id and a payload that is a JSON object with that id and, as
  * its response, the entry's data (copied from the request's bytes); an
