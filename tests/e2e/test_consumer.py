@@ -655,10 +655,13 @@ def test_a_reply_without_msg_id_blames_no_entry_of_several(bin_dir, stack, tmp_p
     """A refusal that names no msg_id while two requests are in flight (as a
     gateway that cannot tell the id of text that is not JSON sends): neither
     entry is dead-lettered for it; both time out and succeed on a retry."""
+    asked = []    # over every connection: a lost one is opened again
+
     def rule(req, n):
-        if n == 1:
+        asked.append(req["msg_id"])
+        if len(asked) == 1:
             return None                      # the first waits, in flight
-        if n == 2:
+        if len(asked) == 2:
             return {"code": 10102, "msg": "not a JSON object", "msg_id": None}
         return dict(OK)
 
@@ -669,7 +672,7 @@ def test_a_reply_without_msg_id_blames_no_entry_of_several(bin_dir, stack, tmp_p
     ids = publish(r, stream, [work_order(uid(), "first"), work_order(uid(), "second")])
     wait_sync(lambda: pending(r, stream) == 0, 20, "both entries XACKed")
     assert dead_letters(r, stream) == []
-    assert [x.seen(i) for i in ids] == [2, 2]
+    assert all(x.seen(i) >= 2 for i in ids)   # each retried after its timeout
     c.stop()
 
 
