@@ -163,7 +163,7 @@ static char *request_text(const cs_entry *e, const char *msg_id, size_t *len)
     size_t end = e->msg_len;
     while (end > 0 && strchr(" \t\r\n", e->msg[end - 1]))
         end--;
-    size_t room = 6 * strlen(msg_id) + 3;   /* \uXXXX at worst */
+    size_t room = 6 * strlen(msg_id) + 3;   /* a six-byte \u escape per byte at worst */
     char *body = end > 0 && e->msg[end - 1] == '}' ? malloc(end + sizeof(handoff) + room + 16)
                                                    : NULL;
     if (!body)
