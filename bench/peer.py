@@ -248,6 +248,7 @@ def s2_nchan(messages, users, rate, pace_us=1000, conns=CONNS):
                 "pace_us": pace_us, "nginx_workers_per_node": WORKERS,
                 "publisher_connections": conns,
                 "published_per_s": pub.get("rate"), "publish_errors": pub.get("errors"),
+                "publisher_late_orders": pub.get("late_orders"),
                 "no_subscriber": pub.get("no_subscriber"), "delivered": r.get("delivered"),
                 "missing": r.get("missing"), "duplicates": r.get("duplicates"),
                 "connected": r.get("connected"), "complete": complete,

@@ -256,7 +256,10 @@ def s2_push(messages, users, rate, pace_us=10000):
         cpu["bench_tools"] = round(cpu_seconds(tree_pids(b.proc.pid)) - receivers0 + publisher, 2)
         r = b.report(messages / max(rate, 5000) + 120)
         return {"messages": messages, "users": users, "rate": rate, "pace_us": pace_us,
-                "published_per_s": pub.get("rate"), "delivered": r.get("delivered"),
+                "published_per_s": pub.get("rate"),
+                # orders whose batch the last one's replies held back: their
+                # latency counts from when they were due (publish.c)
+                "publisher_late_orders": pub.get("late_orders"), "delivered": r.get("delivered"),
                 "missing": r.get("missing"), "duplicates": r.get("duplicates"),
                 "delivered_per_s": r.get("delivered_per_s"), "latency_ms": r.get("latency_ms"),
                 "cpu_seconds": cpu,

@@ -211,9 +211,9 @@ int pb_httpc_wait(pb_httpc *h, uint64_t deadline)
             return 0;
         uint64_t now = pb_mono_us();
         if (now >= deadline)
-            return -1;
-        uint64_t wait_ms = (deadline - now + 999) / 1000;
-        int r = poll(pfds, (nfds_t)n, (int)(wait_ms < 1000 ? wait_ms : 1000));
+            return 1;
+        struct timespec wait = pb_timespec_us(deadline - now);
+        int r = ppoll(pfds, (nfds_t)n, &wait, NULL);
         if (r < 0 && errno != EINTR)
             return -1;
         for (int i = 0; r > 0 && i < n; i++) {

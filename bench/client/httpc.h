@@ -5,8 +5,8 @@
  * Requests are dealt round robin over the connections and only queued;
  * pb_httpc_wait writes them back to back (pipelining) and reads the
  * responses with http-parser until every request queued so far has its
- * answer, as publish.c does with hiredis's appended XADDs.  Blocking, with
- * poll(2) over the connections.  A connection the server drops (or ends
+ * answer or a deadline passes, as publish.c does with hiredis's appended
+ * XADDs.  Blocking, with ppoll(2) over the connections.  A connection the server drops (or ends
  * with "Connection: close") is opened again for the next requests; the
  * requests it left unanswered count as errors, never sent twice. */
 #ifndef PB_HTTPC_H
@@ -36,8 +36,9 @@ pb_httpc *pb_httpc_new(const pb_url *u, int conns, unsigned timeout_ms);
  * 0, or -1 (out of memory, or the connection could not be opened again). */
 int pb_httpc_post(pb_httpc *h, const char *path, const char *type, const char *body, size_t len);
 /* Sends what is queued and reads until every request has its response, or
- * until deadline (CLOCK_MONOTONIC us).  0 when all are answered, -1 when
- * the deadline passed (what is still unanswered stays in flight). */
+ * until deadline (CLOCK_MONOTONIC us).  0 when all are answered, 1 when
+ * the deadline passed first (what is still unanswered stays in flight; a
+ * deadline already passed only writes), -1 when ppoll failed. */
 int pb_httpc_wait(pb_httpc *h, uint64_t deadline);
 const pb_httpc_stats *pb_httpc_stats_of(const pb_httpc *h);
 void pb_httpc_free(pb_httpc *h);

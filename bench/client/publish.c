@@ -18,7 +18,17 @@
  * alone ({"type":"bench","infos":"...","seq":I,"ts":T}) to
  * <path><prefix><user>, the user's nchan channel, pipelined over --conns
  * keep-alive connections (httpc.c) in the same batches, at the same pace,
- * to the same users (the same --seed draws the same sequence). */
+ * to the same users (the same --seed draws the same sequence).
+ *
+ * Paced batches go out at their time whatever came back (an open loop):
+ * replies are taken while waiting for the next batch's time.  A publisher
+ * that waited for one batch's replies before sending the next would let a
+ * system that answers late (nchan answers a POST only once it has published
+ * it) hold it back, and that system's backlog would never show as latency
+ * (coordinated omission).  Only past MAX_UNANSWERED orders without a reply
+ * does it wait; a batch held back so carries the time it was due as its ts,
+ * not the time it went.  As fast as possible (no --rate), each batch waits
+ * for its replies: that run measures throughput. */
 #include "bench.h"
 #include "httpc.h"
 #include "net.h"
@@ -27,7 +37,10 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <getopt.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -36,6 +49,8 @@
 #include <time.h>
 
 #define MSG_MAX 4096
+#define MAX_UNANSWERED 100000
+#define REPLY_WAIT_US 30000000ull     /* a reply, or room under MAX_UNANSWERED, within */
 
 typedef struct {
     uint64_t messages, users, first, batch, seed, infos_len, first_seq, pace_us;
@@ -54,7 +69,12 @@ typedef struct {
     char *token_json;           /* the chat token as a JSON string */
     char *infos;
     uint64_t rnd, sent, errors;
+    uint64_t appended;          /* orders queued (XADDs or POSTs); sent + errors are answered */
     uint64_t t0, t_end;
+    uint64_t wall_t0;           /* pb_wall_us() at t0 */
+    uint64_t batch_ts;          /* the ts of the batch being appended */
+    uint64_t late;              /* batches held back past their time, and their orders */
+    uint64_t late_orders;
     int timed_out;
     char last_id[64];
 } pub_run;
@@ -196,7 +216,7 @@ static int pub_append_nchan(pub_run *r, uint64_t user, uint64_t seq)
     char body[MSG_MAX], path[sizeof(o->nchan.path) + 64];
     int n = snprintf(body, sizeof(body),
                      "{\"type\":\"bench\",\"infos\":\"%s\",\"seq\":%llu,\"ts\":%llu}", r->infos,
-                     (unsigned long long)seq, (unsigned long long)pb_wall_us());
+                     (unsigned long long)seq, (unsigned long long)r->batch_ts);
     int m = snprintf(path, sizeof(path), "%s%s%llu", o->nchan.path, o->prefix,
                      (unsigned long long)user);
     if (n < 0 || (size_t)n >= sizeof(body) || m < 0 || (size_t)m >= sizeof(path))
@@ -216,55 +236,90 @@ static int pub_append(pub_run *r, uint64_t seq)
                      "\"%s%llu\",\"data\":{\"type\":\"bench\",\"infos\":\"%s\",\"seq\":%llu,"
                      "\"ts\":%llu}}]}",
                      r->token_json, o->prefix, (unsigned long long)user, r->infos,
-                     (unsigned long long)seq, (unsigned long long)pb_wall_us());
+                     (unsigned long long)seq, (unsigned long long)r->batch_ts);
     if (n < 0 || (size_t)n >= sizeof(msg))
         return -1;
     return redisAppendCommand(r->redis, "XADD %s * msg %b", o->stream, msg, (size_t)n) == REDIS_OK
                ? 0 : -1;
 }
 
-/* Reads k replies: ids count as sent, error replies as errors. -1 when the
- * connection failed. */
-static int pub_replies(pub_run *r, uint64_t k)
+static void pub_count_reply(pub_run *r, redisReply *reply)
 {
-    if (r->http) {
-        int rc = pb_httpc_wait(r->http, pb_mono_us() + 30000000ull);
-        const pb_httpc_stats *s = pb_httpc_stats_of(r->http);
-        r->sent = s->ok;
-        r->errors = s->errors;
-        if (rc < 0)
-            pb_err("publish: %s: no answer to every POST within 30 s", r->o->nchan.hostport);
-        return rc;
+    if (reply->type == REDIS_REPLY_STRING) {
+        r->sent++;
+        snprintf(r->last_id, sizeof(r->last_id), "%s", reply->str);
+    } else if (r->errors++ == 0) {
+        pb_err("publish: XADD %s: %s", r->o->stream,
+               reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
     }
-    for (uint64_t i = 0; i < k; i++) {
-        redisReply *reply = NULL;
-        if (redisGetReply(r->redis, (void **)&reply) != REDIS_OK || !reply) {
-            pb_err("publish: redis: %s", r->redis->err ? r->redis->errstr : "no reply");
-            return -1;
+    freeReplyObject(reply);
+}
+
+/* Writes the queued XADDs, then takes their replies as they come until all
+ * are in (0) or deadline passes (1: the rest stay in flight).  -1 when the
+ * connection failed. */
+static int pub_redis_replies(pub_run *r, uint64_t deadline)
+{
+    redisContext *c = r->redis;
+    int written = 0;
+    while (!written)
+        if (redisBufferWrite(c, &written) != REDIS_OK)
+            goto failed;
+    while (r->sent + r->errors < r->appended) {
+        void *reply = NULL;
+        if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
+            goto failed;
+        if (reply) {
+            pub_count_reply(r, reply);
+            continue;
         }
-        if (reply->type == REDIS_REPLY_STRING) {
-            r->sent++;
-            snprintf(r->last_id, sizeof(r->last_id), "%s", reply->str);
-        } else {
-            if (r->errors++ == 0)
-                pb_err("publish: XADD %s: %s", r->o->stream,
-                       reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-        }
-        freeReplyObject(reply);
+        uint64_t now = pb_mono_us();
+        if (now >= deadline)
+            return 1;
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        struct timespec wait = pb_timespec_us(deadline - now);
+        int n = ppoll(&p, 1, &wait, NULL);
+        if ((n < 0 && errno != EINTR) || (n > 0 && redisBufferRead(c) != REDIS_OK))
+            goto failed;
     }
     return 0;
+failed:
+    pb_err("publish: redis: %s", c->err ? c->errstr : strerror(errno));
+    return -1;
+}
+
+/* Replies until all are in (0) or deadline (1); ids (2xx) count as sent,
+ * the rest as errors.  -1 when the connection failed. */
+static int pub_replies(pub_run *r, uint64_t deadline)
+{
+    if (!r->http)
+        return pub_redis_replies(r, deadline);
+    int rc = pb_httpc_wait(r->http, deadline);
+    const pb_httpc_stats *s = pb_httpc_stats_of(r->http);
+    r->sent = s->ok;
+    r->errors = s->errors;
+    return rc;
+}
+
+/* Every reply, within REPLY_WAIT_US of the last one. */
+static int pub_all_replies(pub_run *r)
+{
+    uint64_t answered = r->sent + r->errors;
+    for (;;) {
+        int rc = pub_replies(r, pb_mono_us() + REPLY_WAIT_US);
+        if (rc <= 0)
+            return rc;
+        if (r->sent + r->errors == answered) {
+            pb_err("publish: %s: no reply within %llu s", r->http ? r->o->nchan.hostport
+                                                                : r->o->redis.hostport,
+                   REPLY_WAIT_US / 1000000);
+            return -1;
+        }
+        answered = r->sent + r->errors;
+    }
 }
 
 /* ---- pacing ---- */
-
-static void pub_sleep_until(uint64_t when)
-{
-    uint64_t now = pb_mono_us();
-    if (when <= now)
-        return;
-    struct timespec ts = {(time_t)((when - now) / 1000000), (long)((when - now) % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
 
 static uint64_t pub_chunk(const pub_opts *o, uint64_t done)
 {
@@ -275,25 +330,59 @@ static uint64_t pub_chunk(const pub_opts *o, uint64_t done)
     return k < o->messages - done ? k : o->messages - done;
 }
 
+/* Until the batch of order done is due, taking replies meanwhile; past
+ * MAX_UNANSWERED unanswered orders, until there is room.  The batch's ts:
+ * now, or when it was due if it was held back. */
+static int pub_wait_turn(pub_run *r, uint64_t done)
+{
+    const pub_opts *o = r->o;
+    uint64_t due = r->t0 + (uint64_t)((double)done * 1e6 / o->rate);
+    int rc = pub_replies(r, due);
+    if (rc == 0)
+        pb_sleep_until_us(due);
+    bool held = false;
+    while (rc >= 0 && r->appended - r->sent - r->errors >= MAX_UNANSWERED) {
+        held = true;
+        uint64_t answered = r->sent + r->errors;
+        rc = pub_replies(r, pb_mono_us() + REPLY_WAIT_US);
+        if (rc > 0 && r->sent + r->errors == answered) {
+            pb_err("publish: %llu orders without a reply for %llu s",
+                   (unsigned long long)MAX_UNANSWERED, REPLY_WAIT_US / 1000000);
+            rc = -1;
+        }
+    }
+    r->batch_ts = pb_wall_us();
+    if (held && pb_mono_us() > due) {
+        r->batch_ts -= pb_mono_us() - due;     /* late since due */
+        r->late++;
+        r->late_orders += pub_chunk(o, done);
+    }
+    return rc < 0 ? -1 : 0;
+}
+
 static int pub_loop(pub_run *r)
 {
     const pub_opts *o = r->o;
     uint64_t done = 0, next_show = r->t0 + 1000000, limit = r->t0 + (uint64_t)(o->timeout * 1e6);
     while (done < o->messages) {
-        if (o->rate > 0)
-            pub_sleep_until(r->t0 + (uint64_t)((double)done * 1e6 / o->rate));
+        if (o->rate > 0 && pub_wait_turn(r, done) < 0)
+            return -1;
+        if (o->rate <= 0)
+            r->batch_ts = pb_wall_us();
         if (pb_mono_us() >= limit) {
             r->timed_out = 1;
             break;
         }
         uint64_t k = pub_chunk(o, done);
-        for (uint64_t i = 0; i < k; i++)
+        for (uint64_t i = 0; i < k; i++, r->appended++)
             if (pub_append(r, o->first_seq + done + i) < 0) {
                 pb_err("publish: cannot queue %s (out of memory?)",
                        r->http ? "a POST" : "an XADD");
                 return -1;
             }
-        if (pub_replies(r, k) < 0)
+        /* Paced: written now, answered while waiting for the next batch. */
+        if (pub_replies(r, o->rate > 0 ? 0 : pb_mono_us() + REPLY_WAIT_US) < 0 ||
+            (o->rate <= 0 && pub_all_replies(r) < 0))
             return -1;
         done += k;
         if (!o->quiet && pb_mono_us() >= next_show) {
@@ -302,7 +391,7 @@ static int pub_loop(pub_run *r)
             next_show += 1000000;
         }
     }
-    return 0;
+    return pub_all_replies(r);
 }
 
 /* ---- report ---- */
@@ -321,6 +410,10 @@ static int pub_report(const pub_run *r)
                             "pace_us", (json_int_t)o->pace_us,
                             "seconds", secs, "rate", secs > 0 ? (double)r->sent / secs : 0.0,
                             "timed_out", r->timed_out, "ok", ok);
+    if (rep) {
+        json_object_set_new(rep, "late_batches", json_integer((json_int_t)r->late));
+        json_object_set_new(rep, "late_orders", json_integer((json_int_t)r->late_orders));
+    }
     if (rep && r->http) {
         const pb_httpc_stats *s = pb_httpc_stats_of(r->http);
         char url[400];
@@ -360,6 +453,7 @@ int pb_publish_main(int argc, char **argv)
         memset(r.infos, 'x', o.infos_len);
         r.infos[o.infos_len] = '\0';
         r.t0 = pb_mono_us();
+        r.wall_t0 = pb_wall_us();
         int failed = pub_loop(&r) < 0;
         r.t_end = pb_mono_us();
         rc = pub_report(&r);

@@ -27,6 +27,20 @@ uint64_t pb_wall_us(void)
     return clock_us(CLOCK_REALTIME);
 }
 
+struct timespec pb_timespec_us(uint64_t us)
+{
+    return (struct timespec){(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+}
+
+void pb_sleep_until_us(uint64_t when)
+{
+    uint64_t now = pb_mono_us();
+    if (when <= now)
+        return;
+    struct timespec ts = pb_timespec_us(when - now);
+    nanosleep(&ts, NULL);
+}
+
 uint64_t pb_rand(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);

@@ -8,6 +8,7 @@
 #define PB_UTIL_H
 
 #include <stdint.h>
+#include <time.h>
 
 #define PB_NAME "pushgate-bench"
 
@@ -16,6 +17,10 @@ enum { PB_OK = 0, PB_INCOMPLETE = 1, PB_USAGE = 2 };
 
 uint64_t pb_mono_us(void);
 uint64_t pb_wall_us(void);
+/* A span of us, for ppoll(2) and nanosleep(2). */
+struct timespec pb_timespec_us(uint64_t us);
+/* Sleeps until pb_mono_us() reaches when (not at all if it has). */
+void pb_sleep_until_us(uint64_t when);
 
 /* splitmix64: *state advances; good enough for masks, keys and targets. */
 uint64_t pb_rand(uint64_t *state);

@@ -98,10 +98,11 @@ def ws_url(g):
     return "ws://%s:%d/ws" % (HOST, g.port)
 
 
-def publish(bin_dir, stack, prefix, messages, users):
+def publish(bin_dir, stack, prefix, messages, users, *extra):
     rep = run_bench(bin_dir, ["publish", "-m", messages, "--users", users, "--prefix", prefix,
                               "--redis", "%s:%d" % (stack.redis_host, stack.redis_port),
-                              "--stream", STREAM, "--chat-token", APP_TOKEN, "--seed", 7])
+                              "--stream", STREAM, "--chat-token", APP_TOKEN, "--seed", 7]
+                    + list(extra))
     assert rep["sent"] == messages and rep["errors"] == 0 and rep["ok"], rep
     return rep
 
@@ -167,7 +168,9 @@ def test_connect_100_over_two_nodes_then_publish_1000(healthy, bin_dir, stack):
 
 def test_connect_split_over_three_processes(healthy, bin_dir, stack, tmp_path):
     """And --slow-log with --slow-ms 0: every order, once, as a whole line,
-    from each of the processes."""
+    from each of the processes.  The orders are paced (1,000/s, a batch of
+    10 every 10 ms): each batch carries the time it went, none earlier than
+    its turn, and none was held back."""
     c = healthy
     prefix = "bench-%s-b-" % RUN
     slow = tmp_path / "slow.log"
@@ -176,16 +179,20 @@ def test_connect_split_over_three_processes(healthy, bin_dir, stack, tmp_path):
     try:
         assert bench.wait_ready(30) == 100
         published_after = time.time() * 1e6
-        publish(bin_dir, stack, prefix, 1000, 100)
+        pub = publish(bin_dir, stack, prefix, 1000, 100, "--rate", 1000, "--pace-us", 10000)
         rep = bench.finish(60)
     finally:
         bench.kill()
     assert rep["processes"] == 3 and rep["processes_reported"] == 3, rep
     assert_delivered(rep, 100, 1000)
+    assert pub["seconds"] >= 0.99 and pub["late_batches"] == 0, pub
     lines = [line.split() for line in slow.read_text().splitlines()]
     assert len(lines) == 1000 and all(len(f) == 3 for f in lines), lines[:3]
     assert len({f[2] for f in lines}) == 1000
     assert all(int(f[0]) >= published_after - 1e6 and 0 <= int(f[1]) < 60e6 for f in lines)
+    # the send stamps of the 100 batches span their 990 ms of turns
+    stamps = sorted(int(f[0]) for f in lines)
+    assert stamps[-1] - stamps[0] >= 980000, (stamps[0], stamps[-1])
 
 
 # ---- 3. reconnect when a node stops ----
