@@ -34,7 +34,7 @@ def processes(prefixes):
                 argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        cmd = " ".join([os.path.basename(argv[0])] + argv[1:]).strip()
+        cmd = " ".join(" ".join([os.path.basename(argv[0])] + argv[1:]).split())
         out[pid] = "%s %s" % (pid, (cmd or name)[:40])
     return out
 

@@ -17,6 +17,7 @@ wait is bounded; only processes started here are stopped, by PID."""
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -269,3 +270,30 @@ def test_churn_bench_registers_and_deletes_every_row(bin_dir, stack):
     bad = subprocess.run([os.path.join(bin_dir, "churn_bench"), "10", "65"], capture_output=True,
                          text=True, timeout=10)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+# ---- run-queue wait per thread (bench/runq.py) ----
+
+def test_runq_reports_a_busy_thread_by_its_share_of_a_core():
+    """A process that only spins shows near a whole core running; one that
+    sleeps does not show; --after waits for a command line other than its
+    own."""
+    runq = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench",
+                        "runq.py")
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\n"
+                             "while time.time() < end: pass", "runq-test-spin"])
+    idle = subprocess.Popen(["sleep", "30"])
+    try:
+        out = subprocess.run([sys.executable, runq, "--seconds", "1", "--after",
+                              "runq-test-spin", "python", "sleep"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+        assert str(spin.pid) in rows and str(idle.pid) not in rows, out.stdout
+        running = int(re.search(r" (\d+)% +\d+% ", rows[str(spin.pid)]).group(1))
+        assert running >= 30, out.stdout        # a whole core, less what others took
+        assert out.stdout.splitlines()[-1].startswith("all of the above"), out.stdout
+    finally:
+        for p in (spin, idle):
+            p.kill()
+            p.wait(10)
