@@ -340,6 +340,7 @@ typedef struct {
 } gw_route_mark;
 typedef struct {
     _Atomic uint64_t hits, misses, fills, invalidations, evictions;
+    _Atomic uint64_t flushes;      /* every entry dropped at once */
     int trusted;                   /* in a snapshot: the feed works now */
 } gw_route_cache_stats;
 /* capacity 0: no cache. */
@@ -352,7 +353,8 @@ gw_route_mark gw_route_cache_mark(void);
 void gw_route_cache_put(const char *uuid, const gw_routes *routes, gw_route_mark mark);
 /* uuid's sessions changed (an announcement, a push that found one gone). */
 void gw_route_cache_forget(const char *uuid);
-/* Every entry goes (the feed came back: announcements may be lost). */
+/* Every entry goes (the feed came back, or a note could not be read:
+ * announcements may be lost). */
 void gw_route_cache_flush(void);
 /* The feed just spoke: the cache may be trusted for a while. */
 void gw_route_cache_feed_alive(void);

@@ -128,6 +128,9 @@ static void health_metrics(struct evbuffer *out, gw_counters *c)
                     "Route cache entries dropped by announcements.", get(&rc.invalidations));
     pg_prom_counter(out, "pushgate_route_cache_evictions_total",
                     "Route cache entries dropped for room.", get(&rc.evictions));
+    pg_prom_counter(out, "pushgate_route_cache_flushes_total",
+                    "Times every route cache entry was dropped: the feed came back, or a note "
+                    "could not be read.", get(&rc.flushes));
     pg_prom_gauge(out, "pushgate_route_cache_trusted", "1 while the route feed works.",
                   rc.trusted);
     char server[GW_REDIS_SERVER_WORDS * 8];

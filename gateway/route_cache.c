@@ -388,8 +388,10 @@ void gw_route_cache_forget(const char *uuid)
 
 void gw_route_cache_flush(void)
 {
-    if (head)
-        atomic_fetch_add(&head->epoch, 1);
+    if (!head)
+        return;
+    atomic_fetch_add(&head->epoch, 1);
+    atomic_fetch_add_explicit(&head->stats.flushes, 1, memory_order_relaxed);
 }
 
 void gw_route_cache_feed_alive(void)
@@ -415,5 +417,6 @@ void gw_route_cache_stats_get(gw_route_cache_stats *out)
     out->fills = atomic_load(&head->stats.fills);
     out->invalidations = atomic_load(&head->stats.invalidations);
     out->evictions = atomic_load(&head->stats.evictions);
+    out->flushes = atomic_load(&head->stats.flushes);
     out->trusted = trusted();
 }

@@ -14,7 +14,8 @@
  * while the feed has spoken within route_cache.c's silence limit.  When the
  * listening link drops, the cache stops being trusted at once; when it is
  * back, every entry is flushed first, as announcements may have been lost
- * meanwhile.  Announcements a worker could not send (its link down) wait,
+ * meanwhile; so is every entry when a note cannot be read, as it may have
+ * named any uuid.  Announcements a worker could not send (its link down) wait,
  * a bounded number, for the link to come back; the other nodes' entries
  * expire anyway after a minute.
  *
@@ -172,12 +173,21 @@ static void on_feed(struct redisReply *reply, void *priv)
     if (strcmp(kind, "message") != 0 || reply->element[2]->type != REDIS_REPLY_STRING)
         return;
     pg_route_note note;
-    /* A note naming this node changed only this node's rows, which the
-     * cache does not hold (the uuid index does): the entry a registration
-     * here has just filled (tasks.c) stays. */
-    if (pg_route_note_parse(reply->element[2]->str, reply->element[2]->len, &note) == 0 &&
-        note.kind == 'u' && strcmp(note.node_id, gw.node_id) != 0)
+    const redisReply *text = reply->element[2];
+    if (pg_route_note_parse(text->str, text->len, &note) < 0) {
+        /* It may have named any uuid (a newer node's note, say): no entry
+         * can be trusted to be current. */
+        static pg_ratelog unreadable_log;
+        pg_log_limited(&unreadable_log, PG_LOG_WARN, "route feed: a note this node cannot read "
+                       "(%zu bytes, \"%.40s\"): every route cache entry dropped",
+                       text->len, text->str);
+        gw_route_cache_flush();
+    } else if (note.kind == 'u' && strcmp(note.node_id, gw.node_id) != 0) {
+        /* A note naming this node changed only this node's rows, which the
+         * cache does not hold (the uuid index does): the entry a
+         * registration here has just filled (tasks.c) stays. */
         gw_route_cache_forget(note.uuid);
+    }
     gw_route_cache_feed_alive();
 }
 

@@ -56,10 +56,10 @@ static json_t *route_cache_json(void)
 {
     gw_route_cache_stats rc;
     gw_route_cache_stats_get(&rc);
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:b}", "hits", (json_int_t)rc.hits, "misses",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "hits", (json_int_t)rc.hits, "misses",
                      (json_int_t)rc.misses, "fills", (json_int_t)rc.fills, "invalidations",
                      (json_int_t)rc.invalidations, "evictions", (json_int_t)rc.evictions,
-                     "trusted", rc.trusted);
+                     "flushes", (json_int_t)rc.flushes, "trusted", rc.trusted);
 }
 
 static json_t *redis_json(void)

@@ -216,3 +216,34 @@ def test_feed_cut_means_mysql(cached_cluster):
         for ws in (first, second):
             await ws.close()
     run(go())
+
+
+def test_an_unreadable_note_empties_the_cache(cached_cluster):
+    """A note a node cannot read (a newer node's kind, or garbage on the
+    channel) may have named any uuid: the node drops every entry, and the
+    next order is looked up in MySQL again and still reaches its tab."""
+    c = cached_cluster
+    a, b = c.a, c.b
+    u = uid("unread")
+
+    async def go():
+        before = route_cache(a)
+        tab, _ = await online(b, u)
+        announced(a, before["invalidations"])
+        for i in range(4):   # looked up and cached; each of A's workers learns the app token
+            await send(a, "w1-%d-%s" % (i, u), u)
+            await got(tab, "w1-%d-%s" % (i, u))
+        warm = route_cache(a)
+        await send(a, "w2-" + u, u)              # from the cache
+        await got(tab, "w2-" + u)
+        mid = route_cache(a)
+        assert mid["hits"] > warm["hits"] and mid["misses"] == warm["misses"], (warm, mid)
+        c.stack.redis().publish("pushgate:routes", "v " + u + " a note of another kind")
+        wait_until(lambda: route_cache(a)["flushes"] > mid["flushes"], 10,
+                   what="A to drop its route cache")
+        await send(a, "w3-" + u, u)
+        await got(tab, "w3-" + u)
+        after = route_cache(a)
+        assert after["misses"] > mid["misses"] and after["trusted"], (mid, after)
+        await tab.close()
+    run(go())
