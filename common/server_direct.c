@@ -19,7 +19,14 @@
  *
  * Freeing: a connection that goes is only marked, and freed (and its
  * on_close run) when the loop pass ends, so a callback is never re-entered
- * and never sees a connection vanish under it, as with the reactor's. */
+ * and never sees a connection vanish under it, as with the reactor's.
+ *
+ * Closing (pg_server_close) is the reactor's too: the output is written,
+ * then FIN, then what the peer still sends is read and dropped until it
+ * closes or PG_LINGER_S pass.  Closing a socket that holds unread input
+ * sends RST, which a peer reads as an error, and which can destroy what was
+ * written last before the peer reads it.  The worker hears of the close
+ * (on_close) when the linger ends. */
 #include "server_internal.h"
 
 #include "idmap.h"
@@ -48,8 +55,9 @@ struct direct_conn {
     pg_session_id session;
     struct bufferevent *bev;
     int listener;
-    int closing;           /* no more reads; closed once the output is written */
+    int closing;           /* no more input taken; lingers once the output is written */
     int dead;
+    uint64_t linger_until; /* pg_now_ms(): lingering (FIN sent) until then; 0: not */
     size_t need;           /* input bytes needed before splitting again (frame.h) */
     size_t searched;
     size_t kept;           /* input left unconsumed by the last split (counted) */
@@ -168,17 +176,44 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     direct_conn *c = arg;
     if (what & BEV_EVENT_ERROR)
         pg_debug("session %llx: %s", (unsigned long long)c->session, strerror(errno));
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
         conn_drop(c);
 }
 
-/* pg_server_close: the output is written, the connection goes. */
+/* Input after FIN: dropped, until EOF, an error or linger_until. */
+static void on_linger_read(struct bufferevent *bev, void *arg)
+{
+    direct_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (pg_now_ms() >= c->linger_until)
+        conn_drop(c);
+}
+
+/* The output is written: FIN, and read until the peer closes too. */
+static void conn_linger(direct_conn *c)
+{
+    if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {
+        conn_drop(c);
+        return;
+    }
+    c->linger_until = pg_now_ms() + PG_LINGER_S * 1000;
+    struct timeval quiet = {PG_LINGER_S, 0};
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_setcb(c->bev, on_linger_read, NULL, on_event, c);
+    bufferevent_set_timeouts(c->bev, &quiet, NULL);
+    if (bufferevent_enable(c->bev, EV_READ) < 0)
+        conn_drop(c);
+}
+
+/* pg_server_close: the output is written, the connection lingers. */
 static void on_drained(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     direct_conn *c = arg;
-    if (c->closing)
-        conn_drop(c);
+    if (c->closing && !c->linger_until && !c->dead)
+        conn_linger(c);
 }
 
 /* ---- accepting ---- */
@@ -367,7 +402,7 @@ int pg_direct_close(pg_server *s, pg_session_id session)
     c->closing = 1;
     bufferevent_disable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        conn_drop(c);
+        conn_linger(c);
     else
         bufferevent_setcb(c->bev, on_read, on_drained, on_event, c);
     return 0;

@@ -164,6 +164,10 @@ const char *pg_fd_peer(int fd, char *buf, size_t len);
  * master's and a direct listener's), so that other events get their turn. */
 #define PG_ACCEPTS_PER_CALL 64
 
+/* A connection closed gracefully sends FIN, then reads and drops what its
+ * peer still sends, for at most this long (server_reactor.c, conn_linger). */
+#define PG_LINGER_S 2
+
 /* Direct sessions (server_direct.c): the counter's top bit set, then the
  * worker's id, then a sequence of the worker's own.  The reactors' counters
  * stay below the bit. */

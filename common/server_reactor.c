@@ -28,7 +28,6 @@
 
 #define READ_BUFFER_SIZE (64 * 1024)
 #define STOP_DEADLINE_MS 5000
-#define LINGER_S 2              /* at most this long reading what a closed peer still sends */
 
 enum {
     CONN_CLOSING = 1,     /* no more reads; close once output is written */
@@ -230,7 +229,7 @@ static void conn_set_events(pg_conn *c, int writing)
 {
     int reading = !(c->flags & CONN_CLOSING) || (c->flags & CONN_LINGERING);
     short what = (reading ? EV_READ : 0) | (writing ? EV_WRITE : 0) | EV_PERSIST;
-    struct timeval linger = {LINGER_S, 0};
+    struct timeval linger = {PG_LINGER_S, 0};
     event_del(&c->ev);
     event_assign(&c->ev, c->reactor->base, c->fd, what, conn_on_event, c);
     event_add(&c->ev, c->flags & CONN_LINGERING ? &linger : NULL);
@@ -238,7 +237,7 @@ static void conn_set_events(pg_conn *c, int writing)
 }
 
 /* The output is written: send FIN and read until the peer closes, for at
- * most LINGER_S.  Closing a socket that still holds unread input makes the
+ * most PG_LINGER_S.  Closing a socket that still holds unread input makes the
  * kernel send RST, which can destroy the close frame (or HTTP error) just
  * written before the peer reads it: a browser that was sending while its
  * node stopped would see 1006 instead of 1001.  The worker learns of the
@@ -260,7 +259,7 @@ static void conn_linger(pg_conn *c)
         conn_end_protocol(c);    /* else when the callback returns */
 }
 
-/* Input after FIN: dropped, until EOF, an error or LINGER_S. */
+/* Input after FIN: dropped, until EOF, an error or PG_LINGER_S. */
 static void conn_read_lingering(pg_conn *c, short what)
 {
     pg_reactor *r = c->reactor;
@@ -269,7 +268,7 @@ static void conn_read_lingering(pg_conn *c, short what)
     ssize_t n = (what & EV_READ) ? read(c->fd, r->rbuf, READ_BUFFER_SIZE) : 0;
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    if (n <= 0 || reactor_clock(r) - c->last_active >= LINGER_S)
+    if (n <= 0 || reactor_clock(r) - c->last_active >= PG_LINGER_S)
         conn_close_now(c);
 }
 

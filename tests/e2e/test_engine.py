@@ -253,6 +253,45 @@ def test_direct_listener_is_served_by_the_workers(engine):
         c.close()
 
 
+def _quit_while_sending(c):
+    """Two packets, quit, and 300 KB more in one write: what comes back
+    before the server's close, and how the close came ("eof" or "reset")."""
+    data = c.frame(b"a" * 3000) + c.frame(b"b" * 3000) + c.frame(b"quit") + \
+        b"".join(c.frame(b"y" * 1000) for _ in range(300))
+    c.sock.setblocking(False)
+    try:
+        c.sock.send(data)
+    except BlockingIOError:
+        pass
+    c.sock.setblocking(True)
+    c.sock.settimeout(10)
+    got = b""
+    try:
+        while True:
+            chunk = c.sock.recv(1 << 20)
+            if not chunk:
+                return got, "eof"
+            got += chunk
+    except ConnectionResetError:
+        return got, "reset"
+
+
+def test_a_closed_connection_still_sending_gets_fin_not_reset(engine):
+    """The worker closes a connection whose peer is still sending: the peer
+    reads what was written and then EOF, on a direct port as on the
+    reactor's (a reset would be read as an error, and can destroy what was
+    written last)."""
+    s = direct_node(engine, worker_num=1, task_worker_num=0)
+    for open_client in (s.direct, s.client):
+        for _ in range(5):
+            c = open_client()
+            got, how = _quit_while_sending(c)
+            assert (got, how) == (c.frame(b"a" * 3000) + c.frame(b"b" * 3000), "eof"), \
+                (open_client, len(got), how)
+    for c in s.direct_clients:
+        c.close()
+
+
 def test_direct_connections_spread_over_the_workers(engine):
     """One after another, as a few reconnecting peers come: the kernel wakes
     every worker and the first to run would take them all."""
