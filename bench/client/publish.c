@@ -380,9 +380,8 @@ static int pub_loop(pub_run *r)
                        r->http ? "a POST" : "an XADD");
                 return -1;
             }
-        /* Paced: written now, answered while waiting for the next batch. */
-        if (pub_replies(r, o->rate > 0 ? 0 : pb_mono_us() + REPLY_WAIT_US) < 0 ||
-            (o->rate <= 0 && pub_all_replies(r) < 0))
+        /* Paced: written now, answered while waiting for the next batch's turn. */
+        if ((o->rate > 0 ? pub_replies(r, 0) : pub_all_replies(r)) < 0)
             return -1;
         done += k;
         if (!o->quiet && pb_mono_us() >= next_show) {
