@@ -21,6 +21,16 @@ import os
 import time
 
 
+def cmdline(pid):
+    """pid's command line as one line of text, or None when it is gone."""
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    return " ".join(" ".join([os.path.basename(argv[0])] + argv[1:]).split())
+
+
 def processes(prefixes):
     """{pid: label} of the processes whose name starts with one of prefixes."""
     out = {}
@@ -28,14 +38,11 @@ def processes(prefixes):
         try:
             with open("/proc/%s/comm" % pid) as f:
                 name = f.read().strip()
-            if not name.startswith(tuple(prefixes)):
-                continue
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        cmd = " ".join(" ".join([os.path.basename(argv[0])] + argv[1:]).split())
-        out[pid] = "%s %s" % (pid, (cmd or name)[:40])
+        cmd = cmdline(pid) if name.startswith(tuple(prefixes)) else None
+        if cmd is not None:
+            out[pid] = "%s %s" % (pid, (cmd or name)[:40])
     return out
 
 
@@ -64,14 +71,8 @@ def wait_for(text, limit_s=120):
     end = time.time() + limit_s
     while time.time() < end:
         for pid in filter(str.isdigit, os.listdir("/proc")):
-            if int(pid) == os.getpid():     # its own command line holds the text
-                continue
-            try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    if text.encode() in f.read().replace(b"\0", b" "):
-                        return True
-            except OSError:
-                pass
+            if int(pid) != os.getpid() and text in (cmdline(pid) or ""):   # not its own
+                return True
         time.sleep(0.05)
     return False
 
