@@ -329,9 +329,14 @@ def main():
     # the machine is shared: its load over the last minute, before and after
     results["loadavg_end"] = os.getloadavg()
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    # a partial run (BENCH_ONLY) does not overwrite the day's full one
+    # a partial run (BENCH_ONLY) does not overwrite the day's full one, nor
+    # a later run an earlier one of the same day (<name>-2.json, ...)
     suffix = "-" + "-".join(sorted(only)) if only else ""
-    path = os.path.join(HERE, "results", datetime.date.today().isoformat() + suffix + ".json")
+    stem = os.path.join(HERE, "results", datetime.date.today().isoformat() + suffix)
+    path, n = stem + ".json", 1
+    while os.path.exists(path):
+        n += 1
+        path = "%s-%d.json" % (stem, n)
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
     print(f"written to {os.path.relpath(path)}")
