@@ -6,9 +6,10 @@
  * pb_httpc_wait writes them back to back (pipelining) and reads the
  * responses with http-parser until every request queued so far has its
  * answer or a deadline passes, as publish.c does with hiredis's appended
- * XADDs.  Blocking, with ppoll(2) over the connections.  A connection the server drops (or ends
- * with "Connection: close") is opened again for the next requests; the
- * requests it left unanswered count as errors, never sent twice. */
+ * XADDs.  Blocking, with ppoll(2) over the connections.  A connection the
+ * server drops (or ends with "Connection: close") is opened again for the
+ * next requests; the requests it left unanswered count as errors, never
+ * sent twice. */
 #ifndef PB_HTTPC_H
 #define PB_HTTPC_H
 

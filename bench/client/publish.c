@@ -71,7 +71,6 @@ typedef struct {
     uint64_t rnd, sent, errors;
     uint64_t appended;          /* orders queued (XADDs or POSTs); sent + errors are answered */
     uint64_t t0, t_end;
-    uint64_t wall_t0;           /* pb_wall_us() at t0 */
     uint64_t batch_ts;          /* the ts of the batch being appended */
     uint64_t late;              /* batches held back past their time, and their orders */
     uint64_t late_orders;
@@ -301,22 +300,28 @@ static int pub_replies(pub_run *r, uint64_t deadline)
     return rc;
 }
 
-/* Every reply, within REPLY_WAIT_US of the last one. */
-static int pub_all_replies(pub_run *r)
+/* Replies for up to REPLY_WAIT_US: 0 when all are in, 1 when some came and
+ * some are still out, -1 when none came (or the connection failed). */
+static int pub_more_replies(pub_run *r)
 {
     uint64_t answered = r->sent + r->errors;
-    for (;;) {
-        int rc = pub_replies(r, pb_mono_us() + REPLY_WAIT_US);
-        if (rc <= 0)
-            return rc;
-        if (r->sent + r->errors == answered) {
-            pb_err("publish: %s: no reply within %llu s", r->http ? r->o->nchan.hostport
-                                                                : r->o->redis.hostport,
-                   REPLY_WAIT_US / 1000000);
-            return -1;
-        }
-        answered = r->sent + r->errors;
+    int rc = pub_replies(r, pb_mono_us() + REPLY_WAIT_US);
+    if (rc > 0 && r->sent + r->errors == answered) {
+        pb_err("publish: %s: no reply within %llu s (%llu orders unanswered)",
+               r->http ? r->o->nchan.hostport : r->o->redis.hostport,
+               REPLY_WAIT_US / 1000000, (unsigned long long)(r->appended - answered));
+        return -1;
     }
+    return rc;
+}
+
+/* Every reply, each within REPLY_WAIT_US of the one before. */
+static int pub_all_replies(pub_run *r)
+{
+    int rc;
+    while ((rc = pub_more_replies(r)) > 0)
+        ;
+    return rc;
 }
 
 /* ---- pacing ---- */
@@ -343,17 +348,12 @@ static int pub_wait_turn(pub_run *r, uint64_t done)
     bool held = false;
     while (rc >= 0 && r->appended - r->sent - r->errors >= MAX_UNANSWERED) {
         held = true;
-        uint64_t answered = r->sent + r->errors;
-        rc = pub_replies(r, pb_mono_us() + REPLY_WAIT_US);
-        if (rc > 0 && r->sent + r->errors == answered) {
-            pb_err("publish: %llu orders without a reply for %llu s",
-                   (unsigned long long)MAX_UNANSWERED, REPLY_WAIT_US / 1000000);
-            rc = -1;
-        }
+        rc = pub_more_replies(r);
     }
     r->batch_ts = pb_wall_us();
-    if (held && pb_mono_us() > due) {
-        r->batch_ts -= pb_mono_us() - due;     /* late since due */
+    uint64_t now = pb_mono_us();
+    if (held && now > due) {
+        r->batch_ts -= now - due;     /* late since due */
         r->late++;
         r->late_orders += pub_chunk(o, done);
     }
@@ -452,7 +452,6 @@ int pb_publish_main(int argc, char **argv)
         memset(r.infos, 'x', o.infos_len);
         r.infos[o.infos_len] = '\0';
         r.t0 = pb_mono_us();
-        r.wall_t0 = pb_wall_us();
         int failed = pub_loop(&r) < 0;
         r.t_end = pb_mono_us();
         rc = pub_report(&r);
