@@ -89,15 +89,15 @@ def report(labels, before, after, seconds):
     rows.sort(reverse=True)
     print("%-60s %6s %6s %9s %9s %9s" % ("thread", "run", "wait", "slices/s",
                                           "run/slice", "wait/sl."))
-    for run, wait, slices, label in rows:
+
+    def line(run, wait, slices, label):
         n = max(slices, 1)
         print("%-60s %5.0f%% %5.0f%% %9.0f %7.0fus %7.0fus" % (
             label, run / seconds / 1e7, wait / seconds / 1e7, slices / seconds,
             run / n / 1e3, wait / n / 1e3))
-    run, wait, slices = (sum(r[i] for r in rows) for i in range(3))
-    print("%-60s %5.0f%% %5.0f%% %9.0f %7.0fus %7.0fus" % (
-        "all of the above", run / seconds / 1e7, wait / seconds / 1e7, slices / seconds,
-        run / max(slices, 1) / 1e3, wait / max(slices, 1) / 1e3))
+    for row in rows:
+        line(*row)
+    line(*(sum(r[i] for r in rows) for i in range(3)), "all of the above")
 
 
 def main():
