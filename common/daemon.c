@@ -1,6 +1,7 @@
 /* daemon.c - see daemon.h. */
 #include "daemon.h"
 
+#include "cpu_list.h"
 #include "log.h"
 #include "proctitle.h"
 
@@ -17,6 +18,12 @@ int pg_daemon_init(int argc, char **argv, const char *program, pg_conf_table *ta
     if (rc != 0)
         return rc;
     const pg_server_settings *st = tables[0].target;
+    char err[256];
+    if (pg_cpu_affinity_apply(st->cpu_affinity, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s: %s\n", program, err);
+        pg_config_free(tables, ntables);
+        return -1;
+    }
     pg_log_set_level((pg_log_level)st->log_level);
     if (st->log_file && *st->log_file && pg_log_open(st->log_file) < 0) {
         fprintf(stderr, "%s: log_file %s: %s\n", program, st->log_file, strerror(errno));

@@ -1,5 +1,6 @@
 /* daemon.h - the start of every pushgate program's main(): process title,
- * settings (defaults, -c FILE, PUSHGATE_* environment, --set), logging. */
+ * settings (defaults, -c FILE, PUSHGATE_* environment, --set), the CPUs it
+ * runs on (cpu_affinity), logging. */
 #ifndef PG_DAEMON_H
 #define PG_DAEMON_H
 

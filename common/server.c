@@ -71,6 +71,8 @@ const pg_conf_def pg_server_conf_defs[] = {
     {"group", PG_CONF_STRING, S(group), "", 0, 0, NULL, "run as this group after binding"},
     {"reload_timeout", PG_CONF_INT, S(reload_timeout), "30", 1, 3600, NULL,
      "seconds a stopping worker may take before it is killed"},
+    {"cpu_affinity", PG_CONF_STRING, S(cpu_affinity), "", 0, 0, NULL,
+     "CPUs this node and all its processes run on, e.g. 0 or 0-3,6 (empty: as started)"},
 };
 const size_t pg_server_conf_ndefs = sizeof(pg_server_conf_defs) / sizeof(pg_server_conf_defs[0]);
 

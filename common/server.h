@@ -72,6 +72,7 @@ typedef struct {
     char *user;
     char *group;
     long long reload_timeout;         /* seconds a stopping worker gets before SIGKILL */
+    char *cpu_affinity;               /* cpu_list.h; "": as started */
 } pg_server_settings;
 
 extern const pg_conf_def pg_server_conf_defs[];

@@ -648,6 +648,37 @@ def test_process_titles(engine):
                       "task_server: worker 0", "task_server: worker 1"]
 
 
+# ---- cpu_affinity: the node and everything it starts on the CPUs given ----
+
+def _allowed_cpus(pid):
+    """Cpus_allowed_list of each thread of pid."""
+    out = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            out += [line.split()[1] for line in f if line.startswith("Cpus_allowed_list:")]
+    return out
+
+
+def test_cpu_affinity_holds_for_every_process_and_thread(engine):
+    cpu = str(min(os.sched_getaffinity(0)))
+    s = engine("task_server", worker_num=2, task_worker_num=1, reactor_num=2, cpu_affinity=cpu)
+    pids = [s.master_pid, s.manager_pid()] + list(s.workers().values())
+    assert len(pids) == 5
+    allowed = [c for p in pids for c in _allowed_cpus(p)]
+    assert len(allowed) >= 7 and set(allowed) == {cpu}, allowed    # the master's 2 reactors
+    with s.client() as c:
+        assert c.call(b"pinned").endswith(b": pinned")   # through a task worker
+
+
+def test_cpu_affinity_refuses_a_bad_list(bin_dir):
+    for value, why in (("0-x", "not a list of CPUs"), ("1023", "none of these CPUs")):
+        r = run_program(bin_dir, "echo_server",
+                        ["--set", "cpu_affinity=" + value, "--set", "port=%d" % free_port()])
+        assert r.returncode != 0
+        assert "cpu_affinity" in r.stderr and why in r.stderr, r.stderr
+        _no_sanitizer(r.stderr)
+
+
 # ---- 15: daemonize ----
 
 def test_daemonize_pid_file_and_stop(bin_dir, tmp_path):
