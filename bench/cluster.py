@@ -34,6 +34,18 @@ PROXY_SET = dict(kv.split("=", 1) for kv in
 # BENCH_CONSUMER_SET="route_hints=0": the same for the consumer
 CONSUMER_SET = dict(kv.split("=", 1) for kv in
                     os.environ.get("BENCH_CONSUMER_SET", "").split(",") if "=" in kv)
+# BENCH_PIN_NODES=1: node i of either system (pushgate's gateways, nchan's
+# nginx nodes) runs on a core of its own, the i-th this process may use
+# (cpu_affinity; worker_cpu_affinity); the other processes run anywhere
+PIN_NODES = os.environ.get("BENCH_PIN_NODES", "") == "1"
+
+
+def node_cpu(index):
+    """The CPU of node index under BENCH_PIN_NODES=1, or None."""
+    if not PIN_NODES:
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[index % len(cpus)]
 
 
 def free_port():
@@ -199,6 +211,8 @@ class Cluster:
                         chat_token=APP_TOKEN, proxy="%s:%d" % (HOST, self.proxy_port),
                         ack_timeout=30, node_heartbeat_interval=1, node_dead_after=10,
                         heartbeat_idle_time=600, log_level="warn")
+        if node_cpu(index) is not None:
+            settings["cpu_affinity"] = node_cpu(index)
         settings.update(overrides)
         settings.update(GATEWAY_SET)
         g = self.start("gateway-%d" % index, "pushgate-gateway", **settings)

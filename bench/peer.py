@@ -22,7 +22,8 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from cluster import HOST, Stack, cpu_seconds, free_port, port_open, tree_pids, wait_for
+from cluster import (HOST, Stack, cpu_seconds, free_port, node_cpu, port_open, tree_pids,
+                     wait_for)
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
@@ -40,7 +41,7 @@ load_module {module};
 daemon off;
 master_process on;
 {user}worker_processes {workers};
-worker_rlimit_nofile {nofile};
+{affinity}worker_rlimit_nofile {nofile};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 
@@ -99,7 +100,7 @@ class NchanNode:
     """One nginx process tree with nchan: config, pid file, temp folders
     and logs in logdir/<name>."""
 
-    def __init__(self, name, logdir, redis_address):
+    def __init__(self, name, logdir, redis_address, cpu=None):
         self.name = name
         self.dir = os.path.join(logdir, name)
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
@@ -109,9 +110,12 @@ class NchanNode:
         # of the bench (nginx would make them nobody, who cannot enter the
         # run's private folders)
         user = "user root;\n" if os.geteuid() == 0 else ""
+        # every worker on one CPU (BENCH_PIN_NODES): a mask per worker
+        affinity = "" if cpu is None else "worker_cpu_affinity %s;\n" % " ".join(
+            ["1" + "0" * cpu] * WORKERS)
         with open(self.conf, "w") as f:
             f.write(CONFIG.format(name=name, module=NCHAN_MODULE, user=user, workers=WORKERS,
-                                  nofile=NOFILE, worker_connections=WORKER_CONNECTIONS,
+                                  affinity=affinity, nofile=NOFILE, worker_connections=WORKER_CONNECTIONS,
                                   dir=self.dir, redis=redis_address, host=HOST, port=self.port))
         self.err = open(os.path.join(self.dir, "stderr"), "wb")
         self.proc = subprocess.Popen([NGINX, "-p", self.dir + "/", "-c", self.conf,
@@ -177,7 +181,7 @@ class NchanPeer:
         try:
             redis = "%s:%d" % (self.stack.redis_host, self.stack.redis_port)
             for i in range(nodes):
-                self.nodes.append(NchanNode("nchan-%d" % i, self.logdir, redis))
+                self.nodes.append(NchanNode("nchan-%d" % i, self.logdir, redis, node_cpu(i)))
             for n in self.nodes:
                 n.wait_ready()
         except BaseException:

@@ -17,7 +17,9 @@ Runs each scenario BENCH_RUNS times (default 3) and reports the median:
            libnginx-mod-nchan (scripts/install-deps --bench)
 BENCH_ONLY=engine,s1,s2,latency,wakeups,churn,s3,s4,s5,peer picks some of them;
 BENCH_GATEWAY_SET=key=value,... adds settings to every gateway, and
-BENCH_PROXY_SET to the proxy (the results file records them).
+BENCH_PROXY_SET to the proxy (the results file records them);
+BENCH_PIN_NODES=1 runs each node of either system on a core of its own
+(bench/cluster.py) and adds "-pinned" to the results file's name.
 Prints a table and writes bench/results/<date>.json.
 """
 import datetime
@@ -310,11 +312,11 @@ def churn_row(m):
 
 
 def main():
-    from cluster import GATEWAY_SET, PROXY_SET
+    from cluster import GATEWAY_SET, PIN_NODES, PROXY_SET
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
                "cpus": os.cpu_count(), "gateway_set": GATEWAY_SET,
-               "proxy_set": PROXY_SET, "allocator": allocator(),
+               "proxy_set": PROXY_SET, "pin_nodes": PIN_NODES, "allocator": allocator(),
                "source": source_tree(), "loadavg_start": os.getloadavg(), "scenarios": {}}
     rows, peer_rows = [], []
     if not only or "engine" in only:
@@ -331,7 +333,7 @@ def main():
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     # a partial run (BENCH_ONLY) does not overwrite the day's full one, nor
     # a later run an earlier one of the same day (<name>-2.json, ...)
-    suffix = "-" + "-".join(sorted(only)) if only else ""
+    suffix = ("-" + "-".join(sorted(only)) if only else "") + ("-pinned" if PIN_NODES else "")
     stem = os.path.join(HERE, "results", datetime.date.today().isoformat() + suffix)
     path, n = stem + ".json", 1
     while os.path.exists(path):
