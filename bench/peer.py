@@ -115,8 +115,9 @@ class NchanNode:
             ["1" + "0" * cpu] * WORKERS)
         with open(self.conf, "w") as f:
             f.write(CONFIG.format(name=name, module=NCHAN_MODULE, user=user, workers=WORKERS,
-                                  affinity=affinity, nofile=NOFILE, worker_connections=WORKER_CONNECTIONS,
-                                  dir=self.dir, redis=redis_address, host=HOST, port=self.port))
+                                  affinity=affinity, nofile=NOFILE,
+                                  worker_connections=WORKER_CONNECTIONS, dir=self.dir,
+                                  redis=redis_address, host=HOST, port=self.port))
         self.err = open(os.path.join(self.dir, "stderr"), "wb")
         self.proc = subprocess.Popen([NGINX, "-p", self.dir + "/", "-c", self.conf,
                                       "-e", os.path.join(self.dir, "error.log")],
