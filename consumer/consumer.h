@@ -81,6 +81,7 @@ typedef struct {
     char *metrics_host;
     long long metrics_port;         /* 0: no metrics port */
     long long route_hints;          /* slots of hints.c's table; 0: round robin only */
+    char *cpu_affinity;             /* common/cpu_list.h; "": as started */
 } cs_settings;
 
 /* Parses the command line into cs.cfg. 0 go on, 1 --help/--version, -1 error. */

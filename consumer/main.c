@@ -14,6 +14,7 @@
  * reopens the log file. */
 #include "consumer.h"
 
+#include "cpu_list.h"
 #include "daemon.h"
 #include "log.h"
 #include "memory.h"
@@ -199,6 +200,12 @@ int main(int argc, char **argv)
     int rc = cs_settings_load(argc, argv);
     if (rc != 0)
         return rc < 0 ? 2 : 0;
+    char err[256];
+    if (pg_cpu_affinity_apply(cs.cfg.cpu_affinity, err, sizeof(err)) < 0) {
+        fprintf(stderr, "pushgate-consumer: %s\n", err);   /* before any thread starts */
+        cs_settings_free();
+        return 2;
+    }
     pg_log_set_level((pg_log_level)cs.cfg.log_level);
     if (cs.cfg.log_file && *cs.cfg.log_file && pg_log_open(cs.cfg.log_file) < 0) {
         fprintf(stderr, "pushgate-consumer: log_file %s: %m\n", cs.cfg.log_file);

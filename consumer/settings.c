@@ -76,6 +76,8 @@ static const pg_conf_def consumer_defs[] = {
     {"route_hints", PG_CONF_INT, C(route_hints), "65536", 0, 16777216, NULL,
      "uuids whose gateway is remembered from the route feed, so that their orders go to the "
      "node that holds their browser (16 bytes each, lossy; 0: round robin only)"},
+    {"cpu_affinity", PG_CONF_STRING, C(cpu_affinity), "", 0, 0, NULL,
+     "CPUs the consumer runs on, e.g. 0 or 0-3,6 (empty: as started)"},
 };
 
 static pg_conf_table tables[] = {

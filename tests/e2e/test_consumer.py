@@ -468,6 +468,23 @@ def test_kill_9_mid_run_then_restart_loses_nothing(bin_dir, stack, tmp_path, pro
     stop_gateway(g)
 
 
+def test_cpu_affinity_holds_for_every_thread(bin_dir, stack, tmp_path, procs, stream):
+    cpu = str(min(os.sched_getaffinity(0)))
+    c = start_consumer(bin_dir, stack, tmp_path, procs, stream, cpu_affinity=cpu)
+    allowed = set()
+    for tid in os.listdir("/proc/%d/task" % c.pid):
+        with open("/proc/%d/task/%s/status" % (c.pid, tid)) as f:
+            allowed |= {line.split()[1] for line in f if line.startswith("Cpus_allowed_list:")}
+    assert allowed == {cpu}
+    c.stop()
+
+    bad = Consumer(bin_dir, tmp_path, stack, stream=stream, cpu_affinity="0,x")
+    procs.append(bad)
+    assert bad.proc.wait(timeout=15) == 2
+    bad.stderr_file.close()
+    assert 'cpu_affinity "0,x": not a list of CPUs' in bad.report()
+
+
 def test_malformed_entries_go_to_the_dead_letter_stream(bin_dir, stack, tmp_path, procs, stream):
     g = start_gateway(bin_dir, stack, tmp_path, procs)
     c = start_consumer(bin_dir, stack, tmp_path, procs, stream)
