@@ -81,6 +81,15 @@ def children(ppid):
     return sorted(out)
 
 
+def allowed_cpus(pid):
+    """The set of Cpus_allowed_list values over every thread of pid."""
+    out = set()
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            out |= {line.split()[1] for line in f if line.startswith("Cpus_allowed_list:")}
+    return out
+
+
 def alive(pid, starttime=None):
     """True while pid runs (a zombie counts as gone); with starttime, only
     while it is still that same process (pids are reused)."""

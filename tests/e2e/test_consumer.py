@@ -28,7 +28,8 @@ import pytest
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import HOST, SANITIZER_MARKS, free_port, start_server  # noqa: E402
+from engine_util import (HOST, SANITIZER_MARKS, allowed_cpus, free_port,  # noqa: E402
+                         start_server)
 
 SECRET = "consumer-e2e-secret-0123456789"
 TOKEN = "consumer-e2e-app"
@@ -471,11 +472,7 @@ def test_kill_9_mid_run_then_restart_loses_nothing(bin_dir, stack, tmp_path, pro
 def test_cpu_affinity_holds_for_every_thread(bin_dir, stack, tmp_path, procs, stream):
     cpu = str(min(os.sched_getaffinity(0)))
     c = start_consumer(bin_dir, stack, tmp_path, procs, stream, cpu_affinity=cpu)
-    allowed = set()
-    for tid in os.listdir("/proc/%d/task" % c.pid):
-        with open("/proc/%d/task/%s/status" % (c.pid, tid)) as f:
-            allowed |= {line.split()[1] for line in f if line.startswith("Cpus_allowed_list:")}
-    assert allowed == {cpu}
+    assert allowed_cpus(c.pid) == {cpu}
     c.stop()
 
     bad = Consumer(bin_dir, tmp_path, stack, stream=stream, cpu_affinity="0,x")
