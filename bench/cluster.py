@@ -211,8 +211,9 @@ class Cluster:
                         chat_token=APP_TOKEN, proxy="%s:%d" % (HOST, self.proxy_port),
                         ack_timeout=30, node_heartbeat_interval=1, node_dead_after=10,
                         heartbeat_idle_time=600, log_level="warn")
-        if node_cpu(index) is not None:
-            settings["cpu_affinity"] = node_cpu(index)
+        cpu = node_cpu(index)
+        if cpu is not None:
+            settings["cpu_affinity"] = cpu
         settings.update(overrides)
         settings.update(GATEWAY_SET)
         g = self.start("gateway-%d" % index, "pushgate-gateway", **settings)

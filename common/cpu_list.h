@@ -10,8 +10,8 @@
  * core's run queue and caches, which shortens the tail under load; but a
  * pinned node cannot move off a core that something else holds, which
  * makes the tail at light load less steady.  bench/README.md ("Nodes on
- * cores of their own") has the figures.  Empty (the default): the CPUs the daemon
- * was started with. */
+ * cores of their own") has the figures.  Empty (the default): the CPUs the
+ * daemon was started with. */
 #ifndef PG_CPU_LIST_H
 #define PG_CPU_LIST_H
 
