@@ -234,7 +234,8 @@ def s2_nchan(messages, users, rate, pace_us=1000, conns=CONNS):
         a = peer.nodes[0]
         hold = messages / max(rate, 5000) + 120
         b = sc.Bench(["connect", "--nchan", "-n", users, "--prefix", sc.PREFIX, "--expect",
-                      messages, "--hold", hold, "--grace", 2]
+                      messages, "--hold", hold, "--grace", 2,
+                      "--per-proc", sc.client_per_proc(users)]
                      + sum((["--url", n.sub_url] for n in peer.nodes), []),
                      peer.logdir, "nchan-connect")
         b.wait_ready(120)
@@ -251,6 +252,7 @@ def s2_nchan(messages, users, rate, pace_us=1000, conns=CONNS):
         r = b.report(messages / max(rate, 5000) + 120)
         return {"system": "nchan", "messages": messages, "users": users, "rate": rate,
                 "pace_us": pace_us, "nginx_workers_per_node": WORKERS,
+                "client_processes": sc.CLIENT_PROCS,
                 "publisher_connections": conns,
                 "published_per_s": pub.get("rate"), "publish_errors": pub.get("errors"),
                 "publisher_late_orders": pub.get("late_orders"),

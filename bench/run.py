@@ -19,7 +19,10 @@ BENCH_ONLY=engine,s1,s2,latency,wakeups,churn,s3,s4,s5,peer picks some of them;
 BENCH_GATEWAY_SET=key=value,... adds settings to every gateway, and
 BENCH_PROXY_SET to the proxy (the results file records them);
 BENCH_PIN_NODES=1 runs each node of either system on a core of its own
-(bench/cluster.py) and adds "-pinned" to the results file's name.
+(bench/cluster.py) and adds "-pinned" to the results file's name;
+BENCH_CLIENT_PROCS=N runs S2's browsers (either system's) as N client
+processes (default 2, bench/scenarios.py; another number adds
+"-procsN" to the name).
 Prints a table and writes bench/results/<date>.json.
 """
 import datetime
@@ -313,10 +316,12 @@ def churn_row(m):
 
 def main():
     from cluster import GATEWAY_SET, PIN_NODES, PROXY_SET
+    from scenarios import CLIENT_PROCS
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "runs": RUNS,
                "cpus": os.cpu_count(), "gateway_set": GATEWAY_SET,
-               "proxy_set": PROXY_SET, "pin_nodes": PIN_NODES, "allocator": allocator(),
+               "proxy_set": PROXY_SET, "pin_nodes": PIN_NODES,
+               "client_processes": CLIENT_PROCS, "allocator": allocator(),
                "source": source_tree(), "loadavg_start": os.getloadavg(), "scenarios": {}}
     rows, peer_rows = [], []
     if not only or "engine" in only:
@@ -333,7 +338,8 @@ def main():
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     # a partial run (BENCH_ONLY) does not overwrite the day's full one, nor
     # a later run an earlier one of the same day (<name>-2.json, ...)
-    suffix = ("-" + "-".join(sorted(only)) if only else "") + ("-pinned" if PIN_NODES else "")
+    suffix = (("-" + "-".join(sorted(only)) if only else "") + ("-pinned" if PIN_NODES else "")
+              + ("-procs%d" % CLIENT_PROCS if CLIENT_PROCS != 2 else ""))
     stem = os.path.join(HERE, "results", datetime.date.today().isoformat() + suffix)
     path, n = stem + ".json", 1
     while os.path.exists(path):
