@@ -20,6 +20,7 @@
 #include "log.h"
 
 #include <jemalloc/jemalloc.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,23 +32,39 @@ void pg_memory_init(void)
 {
 }
 
-void pg_memory_keep_freed(long ms)
+/* jemalloc lists arenas it has not made yet (the one for huge blocks is
+ * made with the first such block) and refuses to set them (EFAULT): they
+ * take arenas.dirty_decay_ms when they are made. */
+static int set_arena_decay(unsigned arena, ssize_t decay)
+{
+    char name[64];
+    bool made = false;
+    size_t len = sizeof(made);
+    snprintf(name, sizeof(name), "arena.%u.initialized", arena);
+    int rc = mallctl(name, &made, &len, NULL, 0);
+    if (rc != 0 || !made)
+        return rc;
+    snprintf(name, sizeof(name), "arena.%u.dirty_decay_ms", arena);
+    return mallctl(name, NULL, NULL, &decay, sizeof(decay));
+}
+
+int pg_memory_keep_freed(long ms)
 {
     if (getenv("MALLOC_CONF"))
-        return;   /* the operator's settings win, as over malloc_conf */
+        return 0;   /* the operator's settings win, as over malloc_conf */
     ssize_t decay = (ssize_t)ms;
     unsigned narenas = 0;
     size_t len = sizeof(narenas);
     int rc = mallctl("arenas.dirty_decay_ms", NULL, NULL, &decay, sizeof(decay));
     if (rc == 0)
         rc = mallctl("arenas.narenas", &narenas, &len, NULL, 0);
-    for (unsigned i = 0; rc == 0 && i < narenas; i++) {
-        char name[64];
-        snprintf(name, sizeof(name), "arena.%u.dirty_decay_ms", i);
-        rc = mallctl(name, NULL, NULL, &decay, sizeof(decay));
-    }
-    if (rc != 0)
+    for (unsigned i = 0; rc == 0 && i < narenas; i++)
+        rc = set_arena_decay(i, decay);
+    if (rc != 0) {
         pg_warn("jemalloc: could not keep freed pages %ld ms: %s", ms, strerror(rc));
+        return -1;
+    }
+    return 0;
 }
 
 void pg_memory_trim(void)
@@ -84,9 +101,10 @@ void pg_memory_init(void)
     mallopt(M_MXFAST, 0);
 }
 
-void pg_memory_keep_freed(long ms)
+int pg_memory_keep_freed(long ms)
 {
     (void)ms;   /* glibc keeps what it frees until trimmed */
+    return 0;
 }
 
 void pg_memory_trim(void)

@@ -17,8 +17,9 @@ void pg_memory_init(void);
  * is at once).  Returning a page costs a system call and a TLB flush, and a
  * process that frees a little on every message pays them all the time
  * (the consumer: a tenth of its CPU at its highest rate); one whose memory
- * must follow its load (a gateway) keeps the default. */
-void pg_memory_keep_freed(long ms);
+ * must follow its load (a gateway) keeps the default.  0, or -1 when the
+ * allocator refused (logged; freed pages then go back at once). */
+int pg_memory_keep_freed(long ms);
 
 /* Return the heap that a burst of work freed (a slow browser's backlog, a
  * big task) to the kernel instead of keeping it for later. */

@@ -195,8 +195,9 @@ int main(int argc, char **argv)
 {
     pg_memory_init();
     /* Its memory is bounded by max_entries, not by the load: it may keep
-     * freed pages a second rather than return them one by one. */
-    pg_memory_keep_freed(1000);
+     * freed pages a second rather than return them one by one (refused:
+     * logged, and they go back at once as in the other daemons). */
+    (void)pg_memory_keep_freed(1000);
     int rc = cs_settings_load(argc, argv);
     if (rc != 0)
         return rc < 0 ? 2 : 0;

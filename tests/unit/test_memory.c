@@ -16,6 +16,10 @@
 
 #include "memory.h"
 
+#ifdef PG_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
 #define BLOCKS 4096
 #define BLOCK_SIZE 4096      /* 16 MiB in all */
 
@@ -94,12 +98,39 @@ static void test_an_array_grows_as_it_fills(void **state)
     free(v);
 }
 
+/* The consumer's setting takes on every arena made so far and on those to
+ * come; an arena jemalloc lists before it makes it (the huge blocks') is no
+ * error, before it is made or after. */
+static void test_keep_freed(void **state)
+{
+    (void)state;
+    assert_int_equal(pg_memory_keep_freed(1000), 0);
+#ifdef PG_JEMALLOC
+    ssize_t decay = 0;
+    size_t len = sizeof(decay);
+    assert_int_equal(mallctl("arenas.dirty_decay_ms", &decay, &len, NULL, 0), 0);
+    assert_int_equal(decay, 1000);
+    assert_int_equal(mallctl("arena.0.dirty_decay_ms", &decay, &len, NULL, 0), 0);
+    assert_int_equal(decay, 1000);
+    unsigned narenas = 0;
+    len = sizeof(narenas);
+    assert_int_equal(mallctl("arenas.narenas", &narenas, &len, NULL, 0), 0);
+    assert_true(narenas >= 2);   /* one of which is not made yet */
+    char *huge = malloc(64 << 20);
+    assert_non_null(huge);
+    huge[0] = 1;
+    free(huge);
+    assert_int_equal(pg_memory_keep_freed(1000), 0);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allocator_is_the_builds),
         cmocka_unit_test(test_trim_after_a_burst),
         cmocka_unit_test(test_an_array_grows_as_it_fills),
+        cmocka_unit_test(test_keep_freed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
