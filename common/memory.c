@@ -32,9 +32,9 @@ void pg_memory_init(void)
 {
 }
 
-/* jemalloc lists arenas it has not made yet (the one for huge blocks is
- * made with the first such block) and refuses to set them (EFAULT): they
- * take arenas.dirty_decay_ms when they are made. */
+/* jemalloc counts arenas it has not made (such as the one it keeps for
+ * huge blocks) and refuses to set those (EFAULT): they hold nothing to
+ * keep. */
 static int set_arena_decay(unsigned arena, ssize_t decay)
 {
     char name[64];

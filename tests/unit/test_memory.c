@@ -98,9 +98,9 @@ static void test_an_array_grows_as_it_fills(void **state)
     free(v);
 }
 
-/* The consumer's setting takes on every arena made so far and on those to
- * come; an arena jemalloc lists before it makes it (the huge blocks') is no
- * error, before it is made or after. */
+/* The consumer's setting takes on every arena made so far and is the
+ * default of those to come; an arena jemalloc counts but has not made (the
+ * one it keeps for huge blocks) is no error, nor is a huge block. */
 static void test_keep_freed(void **state)
 {
     (void)state;
