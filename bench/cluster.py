@@ -48,10 +48,21 @@ def node_cpu(index):
     return cpus[index % len(cpus)]
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A loopback port free now and not handed out before by this process:
+    the kernel may give one port to two bind(0) calls in a row, and a node
+    given it twice cannot start."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 100 tries")
 
 
 def wait_for(pred, timeout, what):

@@ -27,10 +27,24 @@ VALGRIND = ["valgrind", "--soname-synonyms=somalloc=*jemalloc*", "--leak-check=f
             "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect"]
 
 
+# Ports free_port() has handed out in this test process.  The kernel may
+# give the same free port to two bind(0) calls once the first socket is
+# closed, and a gateway given it as both its public and its internal port
+# fails to start; so no port is handed out twice.
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A loopback TCP port free now and not handed out before by this
+    process."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise AssertionError("no fresh free port after 100 tries")
 
 
 def wait_until(cond, timeout, interval=0.05, what="condition"):

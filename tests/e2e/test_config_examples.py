@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from engine_util import free_port
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 PROGRAMS = {
@@ -25,12 +27,6 @@ def settings_from_help(bin_dir, name):
     out = subprocess.run([os.path.join(bin_dir, name), "--help"], capture_output=True,
                          text=True, timeout=10, check=True).stdout
     return re.findall(r"^  ([a-z_]+) = ", out, re.M)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))

@@ -14,16 +14,10 @@ import time
 
 import pytest
 
-from engine_util import ADMIN_SECRET, VALGRIND, wait_until
+from engine_util import ADMIN_SECRET, VALGRIND, free_port, wait_until
 from gateway_util import node_stats
 
 RELEASE_BIN = os.environ.get("PG_RELEASE_BIN", "")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def connect(port, timeout=30):
