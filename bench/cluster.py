@@ -15,7 +15,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from fixture import Stack  # noqa: E402
+from fixture import Stack, free_port  # noqa: E402
 
 BIN = os.environ.get("PG_BIN", os.path.join(ROOT, "build", "release", "bin"))
 SECRET = "bench-secret-0123456789abcdef"
@@ -46,23 +46,6 @@ def node_cpu(index):
         return None
     cpus = sorted(os.sched_getaffinity(0))
     return cpus[index % len(cpus)]
-
-
-_handed_out = set()
-
-
-def free_port():
-    """A loopback port free now and not handed out before by this process:
-    the kernel may give one port to two bind(0) calls in a row, and a node
-    given it twice cannot start."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no fresh free port after 100 tries")
 
 
 def wait_for(pred, timeout, what):

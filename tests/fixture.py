@@ -53,6 +53,7 @@ import ctypes
 import glob
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -111,18 +112,43 @@ class _PortInUse(FixtureError):
 # ---------------------------------------------------------------- helpers
 
 
+# Ports handed out by free_port() in this process.  A port is picked below
+# the kernel's ephemeral range, so no outgoing connection (to MariaDB, Redis,
+# another node) can take it between the pick and the server's bind; and never
+# twice, so two servers started from one test are not given one port.
+_handed_out = set()
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port():
+    """A loopback TCP port free now, outside the ephemeral range, and not
+    handed out before by this process."""
+    high = _ephemeral_low()
+    low = max(1024, high - 20000)
+    for _ in range(500):
+        port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise FixtureError("no free port in %d-%d after 500 tries" % (low, high - 1))
+
+
 def _free_ports(n):
     """n distinct free TCP ports on the loopback address."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return [free_port() for _ in range(n)]
 
 
 def _tail(path, lines=30):

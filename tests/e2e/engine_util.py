@@ -7,7 +7,6 @@ Every wait here is bounded: a test may fail, never hang."""
 import glob
 import json
 import os
-import random
 import re
 import select
 import signal
@@ -15,6 +14,8 @@ import socket
 import struct
 import subprocess
 import time
+
+from fixture import free_port
 
 HOST = "127.0.0.1"
 # Every test gateway's admin_secret: the operator token that opens /stats,
@@ -26,41 +27,6 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 # it replaces glibc's.
 VALGRIND = ["valgrind", "--soname-synonyms=somalloc=*jemalloc*", "--leak-check=full",
             "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect"]
-
-
-# Ports free_port() has handed out in this test process.  A port is picked
-# below the kernel's ephemeral range, so no outgoing connection (to MariaDB,
-# Redis, another node) can take it between the pick and the server's bind;
-# and never twice, so a gateway is not given one port as both its public and
-# its internal port.
-_handed_out = set()
-
-
-def _ephemeral_low():
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port():
-    """A loopback TCP port free now, outside the ephemeral range, and not
-    handed out before by this process."""
-    high = _ephemeral_low()
-    low = max(1024, high - 20000)
-    for _ in range(500):
-        port = random.randrange(low, high)
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise AssertionError("no free port in %d-%d after 500 tries" % (low, high - 1))
 
 
 def wait_until(cond, timeout, interval=0.05, what="condition"):
