@@ -24,7 +24,9 @@ struct pg_ipc_channel {
     pg_ipc_closed_fn on_closed;
     void *arg;
     size_t max_message, max_pending;
-    int reading, want_reading, closed, flush_scheduled;
+    int reading, want_reading, closed;
+    int flush_scheduled;       /* flush_ev is active: a flush at the loop pass's end */
+    int flush_timed;           /* flush_ev waits for a timeout (pg_ipc_send_within) */
     int reset;                 /* closed by ECONNRESET: the peer left ours unread */
 
     /* Outgoing queue: datagrams stored as [uint32 size][bytes]. */
@@ -193,7 +195,7 @@ static void on_flush_due(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     pg_ipc_channel *ch = arg;
-    ch->flush_scheduled = 0;
+    ch->flush_scheduled = ch->flush_timed = 0;
     pg_ipc_flush(ch);
 }
 
@@ -335,7 +337,8 @@ static void schedule_flush(pg_ipc_channel *ch)
     }
 }
 
-int pg_ipc_send(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len)
+/* Queues a message, cut into records; the caller schedules the flush. */
+static int queue_message(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len)
 {
     if (ch->closed || len > ch->max_message || len > UINT32_MAX)
         return -1;
@@ -356,7 +359,32 @@ int pg_ipc_send(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, si
             return -1;
         off += chunk;
     } while (off < len);
+    return 0;
+}
+
+int pg_ipc_send(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len)
+{
+    if (queue_message(ch, h, data, len) < 0)
+        return -1;
     schedule_flush(ch);
+    return 0;
+}
+
+int pg_ipc_send_within(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len,
+                       unsigned within_us)
+{
+    if (queue_message(ch, h, data, len) < 0)
+        return -1;
+    if (within_us == 0) {
+        schedule_flush(ch);
+    } else if (!ch->flush_scheduled && !ch->flush_timed) {
+        /* An active flush_ev (schedule_flush) runs at once and ends the wait. */
+        struct timeval wait = {within_us / 1000000, within_us % 1000000};
+        if (event_add(ch->flush_ev, &wait) == 0)
+            ch->flush_timed = 1;
+        else
+            schedule_flush(ch);
+    }
     return 0;
 }
 

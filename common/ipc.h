@@ -9,7 +9,10 @@
  * header, flagged BEGIN and/or END) and put back together by the reader.
  * Small messages sent in one callback share a datagram: sending only queues,
  * and the queue is flushed once the loop has run the current callbacks, so a
- * burst costs one system call, not one per message.
+ * burst costs one system call, not one per message.  A message that may
+ * wait (pg_ipc_send_within) leaves with the next flush or once its wait is
+ * over: messages that come one by one from many sockets, such as browsers'
+ * ACKs, then wake the peer once a wait, not once each.
  *
  * A channel belongs to one thread and one event loop. */
 #ifndef PG_IPC_H
@@ -89,6 +92,12 @@ int pg_ipc_channel_reading_message(const pg_ipc_channel *ch);
 /* Queues a message (h->length and chunk are filled in); it leaves on the next
  * flush. 0, or -1 when len exceeds the limit or the queue is over max_pending. */
 int pg_ipc_send(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len);
+/* As pg_ipc_send, but the message may wait up to within_us (the loop's
+ * timers round that up to its clock, a millisecond) for others to go with:
+ * it leaves with the next flush that any message asks for, or when the wait
+ * is over.  Order is kept: it never passes a message queued before it. */
+int pg_ipc_send_within(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len,
+                       unsigned within_us);
 /* Sends what can be sent now. 1 all sent, 0 some left (a write event will
  * continue), -1 peer gone. */
 int pg_ipc_flush(pg_ipc_channel *ch);

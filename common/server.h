@@ -307,6 +307,11 @@ void *pg_conn_get_state(const pg_conn *c);
 void pg_conn_set_state(pg_conn *c, void *state);
 /* Hand one complete message to a worker (as on_receive). 0 or -1. */
 int pg_conn_dispatch(pg_conn *c, const char *data, size_t len);
+/* As pg_conn_dispatch, but the message may wait up to within_us in the
+ * reactor thread for others to the same worker (pg_ipc_send_within): for
+ * messages many connections send one by one and no one waits on, so the
+ * worker wakes once for many.  0: as pg_conn_dispatch. */
+int pg_conn_dispatch_within(pg_conn *c, const char *data, size_t len, unsigned within_us);
 /* Write bytes to the socket (queued if it is full). 0, or -1 when the
  * connection was closed for going over buffer_output_size. */
 int pg_conn_write(pg_conn *c, const void *data, size_t len);

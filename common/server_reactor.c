@@ -465,6 +465,11 @@ static int choose_worker(pg_reactor *r, pg_conn *c, const char *data, size_t len
 
 int pg_conn_dispatch(pg_conn *c, const char *data, size_t len)
 {
+    return pg_conn_dispatch_within(c, data, len, 0);
+}
+
+int pg_conn_dispatch_within(pg_conn *c, const char *data, size_t len, unsigned within_us)
+{
     pg_reactor *r = c->reactor;
     pg_shm_stats *st = r->s->stats;
     int w = choose_worker(r, c, data, len);
@@ -476,7 +481,7 @@ int pg_conn_dispatch(pg_conn *c, const char *data, size_t len)
         return 0;
     }
     atomic_fetch_add_explicit(&st->workers[w].queued, 1, memory_order_relaxed);
-    if (pg_ipc_send(r->workers[w], &h, data, len) < 0) {
+    if (pg_ipc_send_within(r->workers[w], &h, data, len, within_us) < 0) {
         pg_queued_done(&st->workers[w]);
         pg_error("session %llx: worker %d does not keep up; closing the connection",
                  (unsigned long long)c->session, w);

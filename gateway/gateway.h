@@ -72,6 +72,7 @@ typedef struct {
     long long header_timeout_ms;
     size_t max_header_size;
     size_t max_incomplete_bytes;
+    long long browser_input_wait_us;
     long long push_record_slots;
     long long route_cache_entries;
     char *redis_host;

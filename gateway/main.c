@@ -82,6 +82,9 @@ static const pg_conf_def gateway_defs[] = {
     {"max_incomplete_bytes", PG_CONF_SIZE, G(max_incomplete_bytes), "256M", 0, 1LL << 40, NULL,
      "bytes all browsers' WebSocket messages not yet complete may hold in the master, payload "
      "plus 64 per fragment (over: the browser is closed with 1013; 0: no limit)"},
+    {"browser_input_wait_us", PG_CONF_INT, G(browser_input_wait_us), "1000", 0, 1000000, NULL,
+     "microseconds a browser's message (mostly ACKs) may wait in the master for others to its "
+     "worker, which then wakes once for many (0: no wait; rounded up to 1 ms)"},
     {"push_record_slots", PG_CONF_INT, G(push_record_slots), "1048576", 1024, 1LL << 28, NULL,
      "recent pushes remembered, 8 bytes each in shared memory, so that no browser gets one "
      "message twice from this node"},
@@ -307,7 +310,8 @@ static int listen_ports(void)
                            .max_header_size = gw.cfg.max_header_size,
                            .header_timeout_ms = (uint32_t)gw.cfg.header_timeout_ms,
                            .max_message = gw.server_cfg.package_max_length,
-                           .max_incomplete_bytes = gw.cfg.max_incomplete_bytes};
+                           .max_incomplete_bytes = gw.cfg.max_incomplete_bytes,
+                           .input_wait_us = (uint32_t)gw.cfg.browser_input_wait_us};
     pg_listen_options pub = {.protocol = gw_ws_protocol(&gw.ws)};
     /* Replies carry the request's msg_id / req_id, so the consumer's and the
      * proxy's few busy connections can be shared by every worker.  A request

@@ -7,7 +7,8 @@
  *   WS_WAIT   a request other than the upgrade went to a worker as 'H'; input
  *             is ignored until the worker's answer, which closes the connection
  *   WS_OPEN   upgraded: frames through a wslay event context; text messages
- *             go to workers as 'T', the pong to a worker's probe as 'P'
+ *             go to workers as 'T', the pong to a worker's probe as 'P', both
+ *             after up to input_wait_us with others (pg_conn_dispatch_within)
  *   WS_DONE   an error response or a close frame is on its way; then closed
  *
  * Re-entrancy: the engine never frees a connection while code here may still
@@ -503,7 +504,9 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
         buf[0] = GW_MSG_TEXT;
         if (arg->msg_length)
             memcpy(buf + 1, arg->msg, arg->msg_length);
-        if (pg_conn_dispatch(st->c, buf, arg->msg_length + 1) < 0)
+        /* Most are ACKs, one per push from each browser: they may wait a
+         * moment for others, so the worker wakes once for many. */
+        if (pg_conn_dispatch_within(st->c, buf, arg->msg_length + 1, st->cfg->input_wait_us) < 0)
             st->failed = 1;      /* the engine closes the connection */
         if (buf != stackbuf)
             free(buf);
@@ -520,7 +523,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
          * them unasked) cost the worker nothing */
         st->probing = 0;
         char pong = GW_MSG_PONG;
-        if (pg_conn_dispatch(st->c, &pong, 1) < 0)
+        if (pg_conn_dispatch_within(st->c, &pong, 1, st->cfg->input_wait_us) < 0)
             st->failed = 1;
     }
     /* ping (answered by wslay), other pongs: nothing; close: wslay queued the reply */

@@ -54,6 +54,7 @@ typedef struct {
     uint32_t header_timeout_ms;     /* e.g. 10000 */
     size_t max_message;             /* largest WebSocket message (package_max_length) */
     size_t max_incomplete_bytes;    /* all connections' incomplete messages; 0: no limit */
+    uint32_t input_wait_us;         /* a message may wait for others to its worker; 0: no */
     int no_websocket;               /* HTTP only: an upgrade is handed over as a request */
 } gw_ws_config;
 

@@ -6,6 +6,8 @@ browser it reached has ACKed it, or it is stored in offline_messages.
 - a browser that ACKs late holds the XACK back until its ACK;
 - a browser that ACKs within the first reply's hold gets its sender one
   reply, from whichever worker settles the order;
+- ACKs that wait for each other in the reactor thread (browser_input_wait_us)
+  still settle their orders;
 - a browser that never ACKs: its order goes back to the store at
   ack_timeout, and then it is XACKed;
 - a gateway killed with orders pushed but not ACKed: the entries stay
@@ -144,6 +146,43 @@ def test_an_ack_within_the_hold_gets_one_reply_from_the_worker_that_settles(
             replies
         assert all(r["code"] == 0 and r["delivered"] == 1 and "pending" not in r
                    and "final" not in r for r in replies), replies
+
+    asyncio.run(run())
+    stop_gateway(g)
+
+
+def test_acks_that_wait_for_each_other_still_settle(bin_dir, stack, tmp_path, procs, stream):
+    """browser_input_wait_us lets a browser's message wait in the reactor
+    thread for others to the same worker: with 0.3 s, the ACKs of 8 tabs,
+    sent after the orders' first replies, settle every order, and no final
+    reply comes before the wait is over."""
+    g = start_gateway(bin_dir, stack, tmp_path, procs, browser_input_wait_us=300000)
+
+    async def run():
+        tabs = [await Tab(uid("wait")).open(g.port) for _ in range(8)]
+        c = Internal(g.internal_port)
+        recv = lambda: asyncio.to_thread(c.c.recv, 5)  # noqa: E731
+        try:
+            for i, tab in enumerate(tabs):
+                order = dict(internal_order("wait-%d" % i, [(tab.uuid, {"o": i})], TOKEN),
+                             handoff=True)
+                c.c.send(json.dumps(order).encode())
+            firsts = [json.loads(await recv()) for _ in tabs]
+            assert all(r["code"] == 0 and r.get("pending") == 1 for r in firsts), firsts
+            acked = asyncio.get_running_loop().time()
+            for tab in tabs:
+                await tab.ack_all()
+            finals = [json.loads(await recv())]
+            waited = asyncio.get_running_loop().time() - acked
+            finals += [json.loads(await recv()) for _ in tabs[1:]]
+        finally:
+            c.close()
+            for tab in tabs:
+                await tab.close()
+        assert sorted(r.get("msg_id") for r in finals) == sorted("wait-%d" % i for i in range(8)), \
+            finals
+        assert all(r["code"] == 0 and "pending" not in r for r in finals), finals
+        assert waited >= 0.25, "a final reply %.3f s after the ACKs" % waited
 
     asyncio.run(run())
     stop_gateway(g)

@@ -3,8 +3,8 @@
  *
  * ws.c is a protocol hook (server.h, pg_protocol): the engine's reactor
  * reads a socket, keeps what the hook leaves (common/input.c) and offers it
- * again, and the hook answers through pg_conn_write, pg_conn_dispatch and
- * pg_conn_close.  A reactor needs a running server, so this file is that
+ * again, and the hook answers through pg_conn_write, pg_conn_dispatch (and
+ * _within) and pg_conn_close.  A reactor needs a running server, so this file is that
  * engine for one connection, as server_reactor.c does it: the real kept
  * input (pg_input_feed), offers stopped once the connection closes, and
  * on_close last.  What ws.c writes is collected and checked: it must be
@@ -123,6 +123,14 @@ int pg_conn_dispatch(pg_conn *c, const char *data, size_t len)
         abort();
     }
     return 0;
+}
+
+/* A message that may wait (ACKs, chat): the same checks; the wait is the
+ * engine's, not the hook's. */
+int pg_conn_dispatch_within(pg_conn *c, const char *data, size_t len, unsigned within_us)
+{
+    (void)within_us;
+    return pg_conn_dispatch(c, data, len);
 }
 
 static ssize_t fuzz_consume(void *arg, const char *data, size_t len, pg_input_offer *offer)

@@ -1,6 +1,7 @@
 /* test_ipc.c - chunked messages over SEQPACKET pairs: sizes from 0 to 2 MiB,
- * coalescing of small messages, recovery from a sender that died mid-message,
- * limits, and end of file (clean, or with messages left unread). */
+ * coalescing of small messages, messages that may wait, recovery from a
+ * sender that died mid-message, limits, and end of file (clean, or with
+ * messages left unread). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <event2/event.h>
 
@@ -93,15 +95,29 @@ static void pump(rig *r, int n)
         event_base_loop(r->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 }
 
-static int send_pattern(rig *r, uint64_t id, size_t len)
+/* Sends pattern(id) of len bytes; within_us > 0: with pg_ipc_send_within. */
+static int send_pattern_within(rig *r, uint64_t id, size_t len, unsigned within_us)
 {
     char *buf = malloc(len ? len : 1);
     for (size_t i = 0; i < len; i++)
         buf[i] = pattern_byte(id, i);
     pg_ipc_header h = {.id = id, .type = PG_IPC_RECEIVE, .listener = 1, .worker_id = 3};
-    int rc = pg_ipc_send(r->tx, &h, buf, len);
+    int rc = within_us ? pg_ipc_send_within(r->tx, &h, buf, len, within_us)
+                       : pg_ipc_send(r->tx, &h, buf, len);
     free(buf);
     return rc;
+}
+
+static int send_pattern(rig *r, uint64_t id, size_t len)
+{
+    return send_pattern_within(r, id, len, 0);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static void test_sizes_round_trip(void **state)
@@ -158,6 +174,56 @@ static void test_order_kept_under_backpressure(void **state)
     assert_int_equal(r.k.messages, 200);
     assert_int_equal(r.k.last_id, 200);
     assert_true(r.k.ok_pattern);
+    rig_down(&r);
+}
+
+/* A message that may wait leaves when its wait is over, not at the end of
+ * the loop pass, and many sent meanwhile leave together. */
+static void test_waiting_messages_leave_when_the_wait_is_over(void **state)
+{
+    (void)state;
+    rig r;
+    rig_up(&r, 1u << 20);
+    double start = now_s();
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(send_pattern_within(&r, (uint64_t)i + 1, 20, 200000), 0);
+    for (int i = 0; i < 20; i++)
+        event_base_loop(r.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    if (now_s() - start < 0.15) {   /* the loop passes were quick: still waiting */
+        assert_int_equal(r.k.messages, 0);
+        assert_true(pg_ipc_pending(r.tx) > 0);
+    }
+    /* The wait's timer is the only event due: each pass blocks until it. */
+    for (int i = 0; i < 10 && r.k.messages < 50; i++)
+        event_base_loop(r.base, EVLOOP_ONCE);
+    assert_int_equal(r.k.messages, 50);
+    assert_int_equal(r.k.last_id, 50);
+    assert_true(r.k.ok_pattern);
+    assert_true(now_s() - start >= 0.15);
+    assert_int_equal(pg_ipc_pending(r.tx), 0);
+    rig_down(&r);
+}
+
+/* A message sent at once takes the waiting ones along, in order; a wait of 0
+ * is no wait. */
+static void test_a_message_sent_now_ends_the_wait(void **state)
+{
+    (void)state;
+    rig r;
+    rig_up(&r, 1u << 20);
+    double start = now_s();
+    assert_int_equal(send_pattern_within(&r, 1, 100, 10000000), 0);
+    assert_int_equal(send_pattern_within(&r, 2, 100, 10000000), 0);
+    assert_int_equal(send_pattern(&r, 3, 100), 0);
+    pump(&r, 3);
+    assert_int_equal(r.k.messages, 3);
+    assert_int_equal(r.k.last_id, 3);
+    assert_int_equal(send_pattern_within(&r, 4, 100, 0), 0);
+    pump(&r, 4);
+    assert_int_equal(r.k.messages, 4);
+    assert_int_equal(r.k.last_id, 4);
+    assert_true(r.k.ok_pattern);
+    assert_true(now_s() - start < 5.0);
     rig_down(&r);
 }
 
@@ -267,6 +333,8 @@ int main(void)
         cmocka_unit_test(test_sizes_round_trip),
         cmocka_unit_test(test_small_messages_share_datagrams),
         cmocka_unit_test(test_order_kept_under_backpressure),
+        cmocka_unit_test(test_waiting_messages_leave_when_the_wait_is_over),
+        cmocka_unit_test(test_a_message_sent_now_ends_the_wait),
         cmocka_unit_test(test_half_message_from_dead_sender_is_dropped),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_peer_gone),
