@@ -90,6 +90,16 @@ class Tab:
         await self.ws.close()
 
 
+async def send_orders(c, tabs, prefix):
+    """One order asking for the hand-off to each tab, "<prefix>-<i>", on the
+    internal port c; returns once every tab has its order."""
+    for i, tab in enumerate(tabs):
+        order = dict(internal_order("%s-%d" % (prefix, i), [(tab.uuid, {"o": i})], TOKEN),
+                     handoff=True)
+        c.c.send(json.dumps(order).encode())
+    await until(lambda: all(tab.ids for tab in tabs), 10, "every tab's order")
+
+
 def test_a_late_ack_holds_the_xack_back(bin_dir, stack, tmp_path, procs, stream):
     g = start_gateway(bin_dir, stack, tmp_path, procs)
     c = start_consumer(bin_dir, stack, tmp_path, procs, stream)
@@ -124,11 +134,7 @@ def test_an_ack_within_the_hold_gets_one_reply_from_the_worker_that_settles(
         tabs = [await Tab(uid("one")).open(g.port) for _ in range(8)]
         c = Internal(g.internal_port)
         try:
-            for i, tab in enumerate(tabs):
-                order = dict(internal_order("one-%d" % i, [(tab.uuid, {"o": i})], TOKEN),
-                             handoff=True)
-                c.c.send(json.dumps(order).encode())
-            await until(lambda: all(tab.ids for tab in tabs), 10, "every tab's order")
+            await send_orders(c, tabs, "one")
             await asyncio.sleep(0.15)
             for tab in tabs:
                 await tab.ack_all()
@@ -163,10 +169,7 @@ def test_acks_that_wait_for_each_other_still_settle(bin_dir, stack, tmp_path, pr
         c = Internal(g.internal_port)
         recv = lambda: asyncio.to_thread(c.c.recv, 5)  # noqa: E731
         try:
-            for i, tab in enumerate(tabs):
-                order = dict(internal_order("wait-%d" % i, [(tab.uuid, {"o": i})], TOKEN),
-                             handoff=True)
-                c.c.send(json.dumps(order).encode())
+            await send_orders(c, tabs, "wait")
             firsts = [json.loads(await recv()) for _ in tabs]
             assert all(r["code"] == 0 and r.get("pending") == 1 for r in firsts), firsts
             acked = asyncio.get_running_loop().time()
