@@ -322,6 +322,17 @@ void gw_push_record_set(pg_session_id session, const char *id, int state);
 uint64_t gw_push_record_key(pg_session_id session, const char *id);
 void gw_push_record_promote(uint64_t key, int from, int to);
 
+/* A push, as a worker sends it to the master: GW_PUSH_MARK, the push
+ * record key (8 bytes, host order), then the browser's message.  The
+ * reactor thread that writes it makes the record SENT (ws.c).  Every other
+ * message to a browser starts with '{'. */
+#define GW_PUSH_MARK 0x01
+#define GW_PUSH_HEADER 9
+void gw_push_header(char *out, uint64_t key);
+/* 1 and the key when msg is a push (the message then starts at
+ * msg + GW_PUSH_HEADER), else 0. */
+int gw_push_message(const char *msg, size_t len, uint64_t *key);
+
 /* route_cache.c: a uuid's sessions on other nodes, as a lookup answered,
  * in shared memory (any process; created before fork); trusted only while
  * the route feed works (route_feed.c). */

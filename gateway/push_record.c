@@ -11,10 +11,13 @@
  * messages dies with the worker, so this record is in shared memory, where
  * a worker's replacement finds it.
  *
- * A push is QUEUED until the worker's messages to the master are flushed to
- * the kernel (the end of the loop pass): a worker killed before that takes
- * it with it, and its replacement sends such a push again.  Once flushed it
- * is SENT: the browser has it, or will, while its connection lasts.
+ * A push is QUEUED while it is in its worker's queue to the master: a
+ * worker killed before that queue left takes the push with it, and its
+ * replacement sends such a push again.  The master's reactor thread that
+ * writes it to the browser's connection makes it SENT (gw_push_message
+ * marks it, ws.c promotes it): the browser has it, or will, while its
+ * connection lasts.  The master outlives its workers, so a worker killed
+ * just after its queue left cannot leave a push the browser has as QUEUED.
  *
  * It holds the node's recent pushes, a bounded number: sets of
  * GW_PUSH_RECORD_WAYS words, one word an entry (a hash of session and id,
@@ -137,10 +140,24 @@ void gw_push_record_set(pg_session_id session, const char *id, int state)
 
 void gw_push_record_promote(uint64_t key, int from, int to)
 {
-    _Atomic uint64_t *w = find(key);
+    _Atomic uint64_t *w = words ? find(key) : NULL;
     if (!w)
         return;
     uint64_t old = atomic_load_explicit(w, memory_order_acquire);
     if (same_entry(old, key) && (int)(old & STATE_MASK) == from)
         atomic_compare_exchange_strong(w, &old, make_word(key, (old >> TIME_SHIFT) & TIME_MASK, to));
+}
+
+void gw_push_header(char *out, uint64_t key)
+{
+    out[0] = GW_PUSH_MARK;
+    memcpy(out + 1, &key, sizeof(key));
+}
+
+int gw_push_message(const char *msg, size_t len, uint64_t *key)
+{
+    if (len < GW_PUSH_HEADER || msg[0] != GW_PUSH_MARK)
+        return 0;
+    memcpy(key, msg + 1, sizeof(*key));
+    return 1;
 }

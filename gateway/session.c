@@ -360,36 +360,26 @@ static void check_ack_timeouts(int64_t timer_id, void *arg)
     pg_idmap_iterate(local_sessions, expire_session_acks, &limit);
 }
 
-/* ---- the push record's QUEUED pushes become SENT once flushed ---- */
+/* ---- pushes: QUEUED here, SENT by the master's reactor thread ---- */
 
-static uint64_t *unflushed;          /* push record keys, in this loop pass */
-static size_t nunflushed, unflushed_cap;
-static int64_t flush_timer;
-
-static void confirm_flushed(int64_t timer_id, void *arg)
+/* Sends payload to the session as a push of id (gw_push_message): the
+ * reactor thread that writes it makes its record SENT, whatever becomes of
+ * this worker meanwhile.  QUEUED until then: a worker killed before its
+ * message left takes the push with it, and its replacement sends it again.
+ * 0, or -1 when it could not be queued. */
+static int send_push(pg_session_id session, const char *id, const char *payload)
 {
-    (void)timer_id;
-    (void)arg;
-    flush_timer = 0;
-    if (pg_server_flush(gw.server) < 0) {   /* the master is slow to read: soon */
-        flush_timer = pg_timer_after(5, confirm_flushed, NULL);
-        return;
-    }
-    for (size_t i = 0; i < nunflushed; i++)
-        gw_push_record_promote(unflushed[i], GW_PUSH_QUEUED, GW_PUSH_SENT);
-    nunflushed = 0;
-}
-
-/* The push is in this worker's queue to the master: QUEUED until that is
- * flushed. */
-static void note_queued(pg_session_id session, const char *id)
-{
+    size_t len = strlen(payload);
+    char *msg = malloc(GW_PUSH_HEADER + len);
+    if (!msg)
+        return -1;
+    uint64_t key = gw_push_record_key(session, id);
+    gw_push_header(msg, key);
+    memcpy(msg + GW_PUSH_HEADER, payload, len);
     gw_push_record_set(session, id, GW_PUSH_QUEUED);
-    if (pg_grow(&unflushed, &unflushed_cap, nunflushed, sizeof(*unflushed)) < 0)
-        return;   /* stays QUEUED: a later worker may push it again */
-    unflushed[nunflushed++] = gw_push_record_key(session, id);
-    if (flush_timer <= 0 && (flush_timer = pg_timer_after(0, confirm_flushed, NULL)) < 0)
-        flush_timer = 0;
+    int rc = pg_server_send(gw.server, session, msg, GW_PUSH_HEADER + len);
+    free(msg);
+    return rc;
 }
 
 /* ---- registration ----
@@ -594,15 +584,6 @@ void gw_session_worker_stop(void)
     pg_idmap_iterate(local_sessions, stop_session, NULL);
     pg_idmap_free(local_sessions);
     local_sessions = NULL;
-    if (flush_timer > 0)
-        pg_timer_clear(flush_timer);
-    confirm_flushed(0, NULL);   /* what this worker pushed is out: SENT */
-    if (flush_timer > 0)
-        pg_timer_clear(flush_timer);
-    flush_timer = 0;
-    free(unflushed);
-    unflushed = NULL;
-    nunflushed = unflushed_cap = 0;
 }
 
 static void auth_timeout(int64_t timer_id, void *arg)
@@ -856,12 +837,11 @@ void gw_session_online(pg_session_id session)
         if (!p->held)
             continue;
         /* one that cannot be sent stays pending: ack_timeout stores it */
-        if (pg_server_send(gw.server, session, p->payload, strlen(p->payload)) < 0)
+        if (send_push(session, p->id, p->payload) < 0)
             continue;
         p->held = 0;
         p->sent_at = time(NULL);
         p->pushed_us = pg_prom_now_us();
-        note_queued(session, p->id);
         atomic_fetch_add(&gw.counters->pushed, 1);
     }
 }
@@ -886,12 +866,11 @@ static void push_here(pg_session_id session, const char *uuid, const char *id,
         hold(b, id, payload, from_offline, w);
         return;
     }
-    if (pg_server_send(gw.server, session, payload, strlen(payload)) < 0 ||
+    if (send_push(session, id, payload) < 0 ||
         add_pending(b, id, payload, from_offline, w) < 0) {
         store_lost(uuid, id, payload, from_offline, w);
         return;
     }
-    note_queued(session, id);
     atomic_fetch_add(&gw.counters->pushed, 1);
     if (!from_offline)
         pg_prom_observe_since(&gw.counters->intake_to_push, intake_us);

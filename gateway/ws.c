@@ -27,6 +27,7 @@
  * it again with the next bytes, so wslay never holds a partial header. */
 #include "ws.h"
 
+#include "gateway.h"
 #include "token.h"
 #include "log.h"
 #include "timer.h"
@@ -1110,8 +1111,16 @@ static ssize_t ws_on_data(pg_conn *c, const char *data, size_t len)
     }
 }
 
+/* A worker's message for the browser; a push is SENT once it is queued
+ * here (gw_push_message). */
 static int ws_on_send(pg_conn *c, const char *data, size_t len)
 {
+    uint64_t push_key;
+    int push = gw_push_message(data, len, &push_key);
+    if (push) {
+        data += GW_PUSH_HEADER;
+        len -= GW_PUSH_HEADER;
+    }
     ws_conn *st = pg_conn_get_state(c);
     if (st && st->mode == WS_DONE)
         return 0;                /* closing: dropped */
@@ -1128,6 +1137,8 @@ static int ws_on_send(pg_conn *c, const char *data, size_t len)
     struct wslay_event_msg msg = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
     int rc = ws_ctx(st) < 0 ? WSLAY_ERR_NOMEM : wslay_event_queue_msg(st->ws, &msg);
     if (rc == 0) {
+        if (push)
+            gw_push_record_promote(push_key, GW_PUSH_QUEUED, GW_PUSH_SENT);
         ws_pump(st, NULL, 0, 1);
     } else if (rc != WSLAY_ERR_NO_MORE_MSG) {
         pg_warn("session %llx: websocket queue error %d; closing",
