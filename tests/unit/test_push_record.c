@@ -1,5 +1,6 @@
 /* test_push_record.c - unit tests for gateway/push_record.c: the node's
- * record of recent pushes, shared by its processes. */
+ * record of recent pushes, shared by its processes, and the mark a push
+ * carries to the master. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -71,6 +72,24 @@ static void test_recent_entries_stay(void **state)
 }
 
 /* Created before fork: what one process writes, another reads. */
+/* A push as a worker sends it: the master finds its record's key, and
+ * promotes the QUEUED record; a message that is not a push is left alone. */
+static void test_push_messages_carry_their_key(void **state)
+{
+    (void)state;
+    const char *event = "{\"event\":\"WorksheetMsg\",\"id\":\"m-7\"}";
+    char msg[GW_PUSH_HEADER + 64];
+    gw_push_header(msg, gw_push_record_key(7, "m-7"));
+    memcpy(msg + GW_PUSH_HEADER, event, strlen(event));
+    gw_push_record_set(7, "m-7", GW_PUSH_QUEUED);
+    uint64_t key = 0;
+    assert_int_equal(gw_push_message(msg, GW_PUSH_HEADER + strlen(event), &key), 1);
+    gw_push_record_promote(key, GW_PUSH_QUEUED, GW_PUSH_SENT);
+    assert_int_equal(gw_push_record_get(7, "m-7"), GW_PUSH_SENT);
+    assert_int_equal(gw_push_message(event, strlen(event), &key), 0);
+    assert_int_equal(gw_push_message(msg, GW_PUSH_HEADER - 1, &key), 0);
+}
+
 static void test_shared_between_processes(void **state)
 {
     (void)state;
@@ -90,6 +109,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_states_by_session_and_id, create_small, destroy),
         cmocka_unit_test_setup_teardown(test_recent_entries_stay, create_small, destroy),
+        cmocka_unit_test_setup_teardown(test_push_messages_carry_their_key, create_small, destroy),
         cmocka_unit_test_setup_teardown(test_shared_between_processes, create_small, destroy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
