@@ -100,6 +100,18 @@ async def send_orders(c, tabs, prefix):
     await until(lambda: all(tab.ids for tab in tabs), 10, "every tab's order")
 
 
+async def close_all(c, tabs):
+    c.close()
+    for tab in tabs:
+        await tab.close()
+
+
+def assert_one_each(replies, prefix, n):
+    """One reply for each of the orders send_orders sent."""
+    assert sorted(r.get("msg_id") for r in replies) == sorted("%s-%d" % (prefix, i)
+                                                              for i in range(n)), replies
+
+
 def test_a_late_ack_holds_the_xack_back(bin_dir, stack, tmp_path, procs, stream):
     g = start_gateway(bin_dir, stack, tmp_path, procs)
     c = start_consumer(bin_dir, stack, tmp_path, procs, stream)
@@ -145,11 +157,8 @@ def test_an_ack_within_the_hold_gets_one_reply_from_the_worker_that_settles(
                 except (socket.timeout, TimeoutError):
                     break
         finally:
-            c.close()
-            for tab in tabs:
-                await tab.close()
-        assert sorted(r.get("msg_id") for r in replies) == sorted("one-%d" % i for i in range(8)), \
-            replies
+            await close_all(c, tabs)
+        assert_one_each(replies, "one", len(tabs))
         assert all(r["code"] == 0 and r["delivered"] == 1 and "pending" not in r
                    and "final" not in r for r in replies), replies
 
@@ -179,11 +188,8 @@ def test_acks_that_wait_for_each_other_still_settle(bin_dir, stack, tmp_path, pr
             waited = asyncio.get_running_loop().time() - acked
             finals += [json.loads(await recv()) for _ in tabs[1:]]
         finally:
-            c.close()
-            for tab in tabs:
-                await tab.close()
-        assert sorted(r.get("msg_id") for r in finals) == sorted("wait-%d" % i for i in range(8)), \
-            finals
+            await close_all(c, tabs)
+        assert_one_each(finals, "wait", len(tabs))
         assert all(r["code"] == 0 and "pending" not in r for r in finals), finals
         assert waited >= 0.25, "a final reply %.3f s after the ACKs" % waited
 
