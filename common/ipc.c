@@ -362,14 +362,6 @@ static int queue_message(pg_ipc_channel *ch, const pg_ipc_header *h, const void 
     return 0;
 }
 
-int pg_ipc_send(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len)
-{
-    if (queue_message(ch, h, data, len) < 0)
-        return -1;
-    schedule_flush(ch);
-    return 0;
-}
-
 int pg_ipc_send_within(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len,
                        unsigned within_us)
 {
@@ -386,6 +378,11 @@ int pg_ipc_send_within(pg_ipc_channel *ch, const pg_ipc_header *h, const void *d
             schedule_flush(ch);
     }
     return 0;
+}
+
+int pg_ipc_send(pg_ipc_channel *ch, const pg_ipc_header *h, const void *data, size_t len)
+{
+    return pg_ipc_send_within(ch, h, data, len, 0);
 }
 
 static void out_reset(pg_ipc_channel *ch)

@@ -321,6 +321,8 @@ void gw_push_record_set(pg_session_id session, const char *id, int state);
 /* An entry's key, for gw_push_record_promote: state from becomes to. */
 uint64_t gw_push_record_key(pg_session_id session, const char *id);
 void gw_push_record_promote(uint64_t key, int from, int to);
+/* gw_push_record_set by key. */
+void gw_push_record_set_key(uint64_t key, int state);
 
 /* A push, as a worker sends it to the master: GW_PUSH_MARK, the push
  * record key (8 bytes, host order), then the browser's message.  The

@@ -118,7 +118,12 @@ static uint64_t make_word(uint64_t h, uint64_t now, int state)
 
 void gw_push_record_set(pg_session_id session, const char *id, int state)
 {
-    uint64_t h = entry_hash(session, id), now = now_tick();
+    gw_push_record_set_key(entry_hash(session, id), state);
+}
+
+void gw_push_record_set_key(uint64_t h, int state)
+{
+    uint64_t now = now_tick();
     _Atomic uint64_t *set = set_of(h);
     int pick = 0;
     uint64_t oldest_age = 0;

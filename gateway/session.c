@@ -376,7 +376,7 @@ static int send_push(pg_session_id session, const char *id, const char *payload)
     uint64_t key = gw_push_record_key(session, id);
     gw_push_header(msg, key);
     memcpy(msg + GW_PUSH_HEADER, payload, len);
-    gw_push_record_set(session, id, GW_PUSH_QUEUED);
+    gw_push_record_set_key(key, GW_PUSH_QUEUED);
     int rc = pg_server_send(gw.server, session, msg, GW_PUSH_HEADER + len);
     free(msg);
     return rc;
